@@ -1,0 +1,39 @@
+"""gpunn: dense neural networks written once, trained on NumPy (CPU) or CuPy (CUDA GPU).
+
+Importing gpunn never imports CuPy; the device is detected when a backend is first asked
+for (``device="auto"``, the default).
+"""
+
+from . import activations, data, init, losses, metrics, optim
+from .backend import Backend, available_devices, get_backend, to_numpy
+from .errors import DeviceFallbackWarning, DeviceUnavailableError, GpunnError
+from .gradcheck import GradcheckResult, gradcheck
+from .layers import (
+    ELU,
+    GELU,
+    ActivationLayer,
+    BinaryStep,
+    Dense,
+    Dropout,
+    Identity,
+    Layer,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from .model import History, Sequential
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend", "get_backend", "available_devices", "to_numpy",
+    "GpunnError", "DeviceUnavailableError", "DeviceFallbackWarning",
+    "Layer", "Dense", "Dropout", "ActivationLayer", "Identity", "Linear", "Sigmoid", "Tanh",
+    "BinaryStep", "ReLU", "LeakyReLU", "Softmax", "ELU", "GELU", "Softplus",
+    "Sequential", "History", "gradcheck", "GradcheckResult",
+    "activations", "data", "init", "losses", "metrics", "optim",
+]

@@ -1,0 +1,160 @@
+"""Backend selection: ``get_backend(spec)`` turns a device spec into a :class:`Backend`."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import types
+import warnings
+
+import array_api_compat
+
+from ..errors import DeviceFallbackWarning, DeviceUnavailableError, describe
+from .base import Backend, host_array
+from .detect import INSTALL_HINT, available_devices, cuda_status
+from .numpy_backend import NumpyBackend
+
+__all__ = ["Backend", "NumpyBackend", "get_backend", "available_devices", "to_numpy",
+           "resolve_device", "cuda_status"]
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
+_fallback_noticed = False
+
+
+def resolve_device(spec: str | None = None) -> tuple[str, str]:
+    """Turn a device string into a concrete device name and the reason it was chosen.
+
+    Parameters
+    ----------
+    spec : str, optional
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ``None`` reads the
+        ``GPUNN_DEVICE`` environment variable, else ``"auto"``.
+
+    Returns
+    -------
+    device : str
+        ``"cpu"`` or ``"cuda:N"``.
+    reason : str
+        One line saying why this device was picked.
+
+    Raises
+    ------
+    ValueError
+        Malformed spec.
+    DeviceUnavailableError
+        An explicit CUDA device that cannot be used.
+    """
+    source = "argument"
+    if spec is None:
+        spec = os.environ.get("GPUNN_DEVICE") or "auto"
+        source = "GPUNN_DEVICE" if "GPUNN_DEVICE" in os.environ else "default"
+    if not isinstance(spec, str):
+        raise TypeError(f"device: expected a str, a Backend or an array namespace, got "
+                        f"{describe(spec)}")
+    text = spec.strip().lower()
+    match = _DEVICE_RE.match(text)
+    if not match or (match.group(1) != "cuda" and match.group(2) is not None):
+        where = " (from GPUNN_DEVICE)" if source == "GPUNN_DEVICE" else ""
+        raise ValueError(f"device{where}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', "
+                         f"got {spec!r}")
+    kind, index = match.group(1), match.group(2)
+    if kind == "cpu":
+        return "cpu", f"requested ({source})" if source != "default" else "requested"
+    status = cuda_status()
+    if kind == "auto":
+        if status.usable:
+            return "cuda:0", f"auto: found {status.reason}"
+        return "cpu", f"auto: no usable GPU, {status.reason}"
+    idx = int(index or 0)
+    if not status.usable:
+        raise DeviceUnavailableError(
+            f"device {spec!r} requested but CUDA is not usable: {status.reason}; "
+            f"{INSTALL_HINT}, or use device='cpu' / 'auto'")
+    if idx >= status.count:
+        raise DeviceUnavailableError(
+            f"device {spec!r} requested but only {status.count} CUDA device(s) are visible "
+            f"(cuda:0..cuda:{status.count - 1})")
+    return f"cuda:{idx}", "requested"
+
+
+def _notice_fallback(reason: str) -> None:
+    global _fallback_noticed
+    if not _fallback_noticed:
+        _fallback_noticed = True
+        warnings.warn(f"gpunn: running on CPU ({reason})", DeviceFallbackWarning, stacklevel=3)
+
+
+def get_backend(spec=None, dtype: str = "float32", seed: int | None = None) -> Backend:
+    """Build the backend for a device spec.
+
+    Parameters
+    ----------
+    spec : str, Backend, module or None
+        ``"auto"`` (default, or ``GPUNN_DEVICE``), ``"cpu"``, ``"cuda"``, ``"cuda:N"``;
+        an existing :class:`Backend` (returned as is, or with ``dtype`` applied);
+        or an Array API namespace module such as ``array_api_strict``, ``numpy`` or
+        ``cupy``.
+    dtype : str, default "float32"
+        Floating dtype of parameters and activations.
+    seed : int, optional
+        Seed of the backend's random generator.
+
+    Returns
+    -------
+    Backend
+        ``backend.reason`` says why this device was chosen.
+    """
+    if isinstance(spec, Backend):
+        return spec if spec.dtype_name == dtype else spec.with_dtype(dtype)
+    if isinstance(spec, types.ModuleType):
+        backend = _from_namespace(spec, dtype, seed)
+        backend.reason = "namespace given"
+        return backend
+    device, reason = resolve_device(spec)
+    if device == "cpu":
+        if reason.startswith("auto"):
+            _notice_fallback(reason[len("auto: "):])
+        backend = NumpyBackend(dtype=dtype, seed=seed)
+    else:
+        from .cupy_backend import CupyBackend
+
+        backend = CupyBackend(int(device.split(":")[1]), dtype=dtype, seed=seed)
+    backend.reason = reason
+    return backend
+
+
+def _from_namespace(module, dtype, seed) -> Backend:
+    name = module.__name__
+    if name in ("numpy", "array_api_compat.numpy"):
+        return NumpyBackend(dtype=dtype, seed=seed)
+    if name in ("cupy", "array_api_compat.cupy"):
+        from .cupy_backend import CupyBackend
+
+        return CupyBackend(0, dtype=dtype, seed=seed)
+    if not hasattr(module, "__array_api_version__"):
+        # Not standard-compliant on its own; array_api_compat may wrap it (torch, dask).
+        try:
+            module = array_api_compat.array_namespace(module.asarray([0.0]))
+        except Exception as exc:
+            raise TypeError(f"device: module {name!r} is not an Array API namespace") from exc
+    return Backend(module, dtype=dtype, seed=seed, name=name)
+
+
+def to_numpy(a):
+    """Copy any array (NumPy, CuPy, Array API) to a NumPy array on the host.
+
+    Parameters
+    ----------
+    a : array_like
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    return host_array(a)
+
+
+def cupy_imported() -> bool:
+    """True when CuPy has been imported in this process (tests check laziness)."""
+    return "cupy" in sys.modules

@@ -1,0 +1,210 @@
+"""The generic backend: an Array API namespace, a device, a dtype and a seeded RNG.
+
+Everything in this class uses only the Array API standard, so any compliant namespace
+(``array_api_strict`` included) runs the whole training loop. Faster implementations
+live in subclasses (:mod:`gpunn.backend.numpy_backend`, :mod:`gpunn.backend.cupy_backend`)
+and override single methods; layer code never asks which library it runs on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from ..errors import describe
+
+_FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+def host_array(a: Any) -> np.ndarray:
+    """Copy or view any array (NumPy, CuPy, Array API, nested lists) as a NumPy array.
+
+    Parameters
+    ----------
+    a : array_like
+        Any array object or nested sequence.
+
+    Returns
+    -------
+    numpy.ndarray
+        Host array with the same shape and, where NumPy has it, the same dtype.
+    """
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+        return a.get()
+    if hasattr(a, "__dlpack__"):
+        try:
+            return np.from_dlpack(a)
+        except (BufferError, RuntimeError, TypeError):
+            pass
+    return np.asarray(a)
+
+
+class Backend:
+    """Generic backend over one Array API namespace.
+
+    Parameters
+    ----------
+    xp : module
+        An Array API compatible namespace (``array_api_compat.numpy``,
+        ``array_api_strict``, ...).
+    device : object, optional
+        The namespace's device object; ``None`` means the namespace default.
+    dtype : str, default "float32"
+        Floating dtype for parameters and activations.
+    seed : int, optional
+        Seed of the random generator; ``None`` draws fresh entropy.
+    name : str, optional
+        Short device name shown to users (``"cpu"``, ``"cuda:0"``, ...).
+    """
+
+    #: Library family; subclasses set "numpy" or "cupy".
+    library = "generic"
+
+    def __init__(self, xp, device=None, dtype: str = "float32", seed: int | None = None,
+                 name: str | None = None):
+        dtype = _check_dtype_name(dtype)
+        self.xp = xp
+        self.device = device
+        if not hasattr(xp, dtype):
+            raise ValueError(f"dtype: {getattr(xp, '__name__', xp)} has no {dtype!r}")
+        self.dtype_name = dtype
+        self.dtype = getattr(xp, dtype)
+        self.name = name or getattr(xp, "__name__", "array-api")
+        self.seed(seed)
+
+    # ------------------------------------------------------------------ identity
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dtype={self.dtype_name!r})"
+
+    def with_dtype(self, dtype: str) -> Backend:
+        """A backend on the same namespace and device with another default dtype."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.dtype_name = _check_dtype_name(dtype)
+        clone.dtype = getattr(self.xp, clone.dtype_name)
+        return clone
+
+    def same_device(self, other: Backend) -> bool:
+        """True when arrays of ``other`` can be used here without a copy."""
+        return type(self) is type(other) and self.xp is other.xp and self.name == other.name
+
+    def context(self):
+        """Context manager that makes this backend's device current (no-op here)."""
+        return contextlib.nullcontext()
+
+    def describe(self) -> str:
+        """One line naming the library and device, for logs."""
+        return f"{self.name} ({getattr(self.xp, '__name__', 'array-api')}, {self.dtype_name})"
+
+    # ------------------------------------------------------------------ arrays
+    def owns(self, a) -> bool:
+        """True when ``a`` is already an array of this backend's namespace."""
+        try:
+            import array_api_compat
+
+            return array_api_compat.array_namespace(a) is self.xp
+        except TypeError:
+            return False
+
+    def asarray(self, a, dtype=None):
+        """Move ``a`` (any array or nested list) onto this backend.
+
+        Parameters
+        ----------
+        a : array_like
+            NumPy, CuPy or Array API array, or nested sequence.
+        dtype : dtype or str, optional
+            Target dtype; ``None`` keeps integer and bool arrays as they are and casts
+            floating arrays to the backend dtype.
+
+        Returns
+        -------
+        array
+            An array of ``self.xp`` on ``self.device`` (no copy when already there).
+        """
+        xp = self.xp
+        if isinstance(dtype, str):
+            dtype = getattr(xp, dtype)
+        if not self.owns(a):
+            host = host_array(a)
+            if host.dtype == object:
+                raise TypeError(f"cannot convert {describe(a)} to a numeric array")
+            a = xp.asarray(host, device=self.device) if self.device is not None else \
+                xp.asarray(host)
+        if dtype is None and xp.isdtype(a.dtype, "real floating") and a.dtype != self.dtype:
+            dtype = self.dtype
+        if dtype is not None and a.dtype != dtype:
+            a = xp.astype(a, dtype)
+        return a
+
+    def to_numpy(self, a) -> np.ndarray:
+        """Copy a backend array to a NumPy array on the host."""
+        return host_array(a)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on synchronous backends)."""
+
+    def zeros(self, shape, dtype=None):
+        """Zeros of the backend dtype (or ``dtype``) on the backend device."""
+        return self.xp.zeros(shape, dtype=dtype or self.dtype, device=self.device)
+
+    # ------------------------------------------------------------------ random
+    def seed(self, seed: int | None) -> None:
+        """Reseed the backend's random generator."""
+        self._rng = np.random.default_rng(seed)
+
+    def normal(self, shape, std: float = 1.0, mean: float = 0.0):
+        """Normal samples of the backend dtype, shape ``shape``."""
+        host = self._rng.standard_normal(shape, dtype=np.float64) * std + mean
+        return self.asarray(host.astype(self.dtype_name))
+
+    def uniform(self, shape, low: float = 0.0, high: float = 1.0):
+        """Uniform samples in ``[low, high)`` of the backend dtype, shape ``shape``."""
+        host = self._rng.uniform(low, high, size=shape)
+        return self.asarray(host.astype(self.dtype_name))
+
+    def permutation(self, n: int):
+        """A random permutation of ``range(n)`` as an int64 array on the device."""
+        return self.asarray(self._rng.permutation(n).astype(np.int64))
+
+    def bernoulli(self, shape, p: float):
+        """Array of ones (probability ``p``) and zeros in the backend dtype."""
+        return self.asarray((self._rng.random(shape) < p).astype(self.dtype_name))
+
+    # ------------------------------------------------------------------ fast-path seams
+    # Generic, standard-only versions. Subclasses replace them wholesale; every
+    # override has a parity test against these (tests/test_backend_parity.py).
+    def linear(self, x, W, b):
+        """Affine map ``x @ W + b``; ``x (batch, in)``, ``W (in, out)``, ``b (out,)``."""
+        return x @ W + b
+
+    def linear_backward(self, x, W, grad, need_input_grad: bool = True):
+        """Gradients of :meth:`linear`.
+
+        Returns
+        -------
+        gW : (in, out)
+        gb : (out,)
+        gx : (batch, in) or None
+        """
+        xp = self.xp
+        gW = xp.matrix_transpose(x) @ grad
+        gb = xp.sum(grad, axis=0)
+        gx = grad @ xp.matrix_transpose(W) if need_input_grad else None
+        return gW, gb, gx
+
+    def optimizer_kernel(self, kind: str):
+        """A fused in-place update for optimiser ``kind``, or ``None`` for the generic one."""
+        return None
+
+
+def _check_dtype_name(dtype) -> str:
+    name = getattr(dtype, "name", None) or str(dtype)
+    name = name.rsplit(".", 1)[-1].replace("'>", "").replace("<class '", "")
+    if name not in _FLOAT_DTYPES:
+        raise ValueError(f"dtype: expected one of {', '.join(_FLOAT_DTYPES)}, got {dtype!r}")
+    return name

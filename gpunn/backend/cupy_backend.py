@@ -1,0 +1,75 @@
+"""CuPy (CUDA) backend. Imported only when a CUDA device is asked for."""
+
+from __future__ import annotations
+
+import array_api_compat.cupy as ccp
+import cupy
+import numpy as np
+
+from .base import Backend
+
+
+class CupyBackend(Backend):
+    """GPU backend on CuPy through ``array_api_compat.cupy``.
+
+    Parameters
+    ----------
+    index : int
+        CUDA device ordinal.
+    dtype : str, default "float32"
+    seed : int, optional
+    """
+
+    library = "cupy"
+
+    def __init__(self, index: int = 0, dtype: str = "float32", seed: int | None = None):
+        self.index = index
+        self._device = cupy.cuda.Device(index)
+        super().__init__(ccp, device=self._device, dtype=dtype, seed=seed, name=f"cuda:{index}")
+
+    def describe(self) -> str:
+        props = cupy.cuda.runtime.getDeviceProperties(self.index)
+        name = props["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        return f"cuda:{self.index} ({name}, CuPy {cupy.__version__}, {self.dtype_name})"
+
+    def context(self):
+        return self._device
+
+    def owns(self, a) -> bool:
+        return isinstance(a, cupy.ndarray) and a.device.id == self.index
+
+    def asarray(self, a, dtype=None):
+        with self._device:
+            if isinstance(a, cupy.ndarray) and a.device.id != self.index:
+                a = cupy.asarray(a)  # peer copy onto this device
+            return super().asarray(a, dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        return cupy.asnumpy(a) if isinstance(a, cupy.ndarray) else super().to_numpy(a)
+
+    def synchronize(self) -> None:
+        self._device.synchronize()
+
+    # CuPy's own generator keeps samples on the GPU: no host round trip per dropout mask.
+    def seed(self, seed: int | None) -> None:
+        with self._device:
+            self._rng = cupy.random.RandomState(seed)
+
+    def normal(self, shape, std: float = 1.0, mean: float = 0.0):
+        with self._device:
+            return self._rng.normal(mean, std, size=shape, dtype=self.dtype_name)
+
+    def uniform(self, shape, low: float = 0.0, high: float = 1.0):
+        with self._device:
+            return self._rng.uniform(low, high, size=shape, dtype=self.dtype_name)
+
+    def permutation(self, n: int):
+        with self._device:
+            return self._rng.permutation(n).astype(cupy.int64)
+
+    def bernoulli(self, shape, p: float):
+        with self._device:
+            return (self._rng.random_sample(shape, dtype=cupy.float32) < p).astype(
+                self.dtype_name)
+

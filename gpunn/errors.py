@@ -1,0 +1,37 @@
+"""Exceptions raised by gpunn.
+
+Every error a user can trigger with bad input is a subclass of the matching built-in
+(``ValueError``, ``TypeError``, ``RuntimeError``) so ordinary ``except`` clauses work.
+"""
+
+from __future__ import annotations
+
+
+class GpunnError(Exception):
+    """Base class of every gpunn-specific exception."""
+
+
+class DeviceUnavailableError(GpunnError, RuntimeError):
+    """An explicitly requested device (``"cuda"``, ``"cuda:N"``) cannot be used."""
+
+
+class DeviceFallbackWarning(UserWarning):
+    """``device="auto"`` found no usable GPU and fell back to the CPU."""
+
+
+def describe(value) -> str:
+    """Short, human-readable description of a value for error messages."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"{type(value).__name__} of shape {tuple(shape)} and dtype {dtype}"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def unknown_name(kind: str, name, valid) -> ValueError:
+    """A ``ValueError`` for an unknown registry name that lists the valid choices."""
+    choices = ", ".join(sorted(valid))
+    return ValueError(f"unknown {kind} {name!r}; expected one of: {choices}")

@@ -1,0 +1,195 @@
+"""Gradient checking by central differences in float64.
+
+Backpropagation is easy to get subtly wrong; comparing it with
+``(L(p + eps) - L(p - eps)) / (2 eps)`` for every parameter (and the input) catches that.
+The check runs on a float64 copy of the model on the model's own backend, so the model
+itself is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import losses as _losses
+
+
+@dataclass
+class GradcheckResult:
+    """Outcome of :func:`gradcheck`.
+
+    Attributes
+    ----------
+    ok : bool
+        Every checked entry satisfied ``|a - n| <= atol + rtol * |n|``.
+    max_abs_error : float
+    max_rel_error : float
+        ``max |a - n| / max(|a| + |n|, 1e-12)`` (the classic CS231n ratio).
+    errors : dict of str -> float
+        Largest absolute error per checked array (``"layer.W"``, ``"input"``).
+    checked : int
+        Number of entries compared.
+    """
+
+    ok: bool
+    max_abs_error: float
+    max_rel_error: float
+    errors: dict = field(default_factory=dict)
+    checked: int = 0
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class _ProjectionLoss:
+    """``L = sum(out * w)`` for a fixed random ``w``: checks every output direction."""
+
+    def __init__(self, xp, weights):
+        self.xp, self.weights = xp, weights
+
+    def forward(self, out, target=None):
+        return self.xp.sum(out * self.weights)
+
+    def backward(self):
+        return self.weights
+
+
+def _as_model(obj):
+    from .layers import Layer
+    from .model import Sequential
+
+    if isinstance(obj, Sequential):
+        return obj.layers, obj.backend
+    if isinstance(obj, Layer):
+        if obj.backend is None:
+            raise ValueError(f"gradcheck: {obj.label} is not built; call layer.build(backend)")
+        return [obj], obj.backend
+    raise TypeError(f"gradcheck: expected a Sequential or a Layer, got {type(obj).__name__}")
+
+
+def gradcheck(model, x, y=None, loss="mse", *, eps: float = 1e-6, rtol: float = 1e-5,
+              atol: float = 1e-8, check_input: bool = True, max_checks: int | None = None,
+              seed: int = 0) -> GradcheckResult:
+    """Compare backpropagated gradients with central finite differences.
+
+    Parameters
+    ----------
+    model : Sequential or Layer
+        A built model or layer; it is copied to float64, never modified.
+    x : (batch, in_features) array-like
+    y : array-like, optional
+        Targets for ``loss``. Without ``y`` the loss is ``sum(output * w)`` with a fixed
+        random ``w`` of the output's shape.
+    loss : str or Loss, default "mse"
+    eps : float
+        Finite-difference step.
+    rtol, atol : float
+        Tolerances of the comparison.
+    check_input : bool
+        Also check the gradient with respect to ``x``.
+    max_checks : int, optional
+        Compare at most this many randomly chosen entries per array.
+    seed : int
+
+    Returns
+    -------
+    GradcheckResult
+        Truthy when the check passed.
+
+    Examples
+    --------
+    >>> import gpunn as gn
+    >>> net = gn.Sequential([gn.Dense(3, 4, activation="tanh"), gn.Dense(4, 2)],
+    ...                     device="cpu", seed=0)
+    >>> bool(gn.gradcheck(net, [[0.1, -0.2, 0.3]]))
+    True
+    """
+    layers, backend = _as_model(model)
+    b64 = backend.with_dtype("float64")
+    layers = copy.deepcopy(layers)
+    for layer in layers:
+        layer.to(b64)
+    xp = b64.xp
+    rng = np.random.default_rng(seed)
+    with b64.context():
+        x = b64.asarray(x, dtype="float64")
+
+        def run_forward():
+            out = x
+            for layer in layers:
+                out = layer.forward(out, training=False)
+            return out
+
+        out = run_forward()
+        if y is None:
+            loss_obj = _ProjectionLoss(xp, b64.asarray(rng.standard_normal(tuple(out.shape))))
+        else:
+            loss_obj = _losses.get(loss)
+            y = b64.asarray(y)
+
+        def loss_value() -> float:
+            return float(loss_obj.forward(run_forward(), y))
+
+        loss_obj.forward(out, y)
+        grad = loss_obj.backward()
+        for layer in reversed(layers):
+            grad = layer.backward(grad)
+        checks = [(f"{layer.name or type(layer).__name__}.{key}", layer.params[key],
+                   layer.grads[key]) for layer in layers for key in layer.params]
+        if check_input:
+            checks.append(("input", x, grad))
+
+        errors, max_abs, max_rel, ok, count = {}, 0.0, 0.0, True, 0
+        for name, array, analytic in checks:
+            analytic = b64.to_numpy(analytic)
+            shape = tuple(array.shape)
+            flat = np.arange(int(np.prod(shape)))
+            if max_checks is not None and flat.size > max_checks:
+                flat = rng.choice(flat, size=max_checks, replace=False)
+            worst = 0.0
+            for f in flat:
+                idx = np.unravel_index(int(f), shape)
+                idx = tuple(int(i) for i in idx)
+                orig = xp.asarray(array[idx], copy=True)
+                array[idx] = orig + eps
+                plus = loss_value()
+                array[idx] = orig - eps
+                minus = loss_value()
+                array[idx] = orig
+                numeric = (plus - minus) / (2 * eps)
+                a = float(analytic[idx])
+                err = abs(a - numeric)
+                worst = max(worst, err)
+                max_rel = max(max_rel, err / max(abs(a) + abs(numeric), 1e-12))
+                ok = ok and err <= atol + rtol * abs(numeric)
+                count += 1
+            errors[name] = worst
+            max_abs = max(max_abs, worst)
+    return GradcheckResult(ok, max_abs, max_rel, errors, count)
+
+
+def numerical_gradient(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central-difference gradient of a scalar function of a float64 NumPy array.
+
+    Parameters
+    ----------
+    f : callable ``(x) -> float``
+    x : ndarray (any shape), float64
+
+    Returns
+    -------
+    ndarray of ``x``'s shape
+    """
+    x = np.array(x, dtype=np.float64)
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(*x.shape):
+        orig = x[idx]
+        x[idx] = orig + eps
+        plus = f(x)
+        x[idx] = orig - eps
+        minus = f(x)
+        x[idx] = orig
+        grad[idx] = (plus - minus) / (2 * eps)
+    return grad

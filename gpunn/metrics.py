@@ -1,0 +1,148 @@
+"""Metrics: accuracy (binary and multiclass), MSE, MAE, R².
+
+The functions take arrays of any namespace and return Python floats. The ``Metric``
+objects used inside ``fit`` accumulate on the device batch by batch and are read once
+per epoch (no host sync per step).
+"""
+
+from __future__ import annotations
+
+from .errors import unknown_name
+
+
+def _ns(*arrays):
+    import array_api_compat
+
+    return array_api_compat.array_namespace(*arrays)
+
+
+def _as_pair(y_true, y_pred):
+    from .backend import get_backend
+
+    xp = _ns(y_pred)
+    dtype = str(y_pred.dtype).rsplit(".", 1)[-1]
+    backend = get_backend(xp, dtype=dtype if "float" in dtype else "float32")
+    return xp, backend.asarray(y_true), y_pred
+
+
+def _correct(xp, pred, target):
+    """Number of correct predictions; ``pred (N, C)`` or ``(N, 1)``/``(N,)`` probabilities."""
+    if pred.ndim == 2 and pred.shape[1] > 1:
+        guess = xp.argmax(pred, axis=1)
+        truth = xp.argmax(target, axis=1) if target.ndim == 2 else xp.astype(target,
+                                                                               guess.dtype)
+    else:
+        guess = xp.reshape(pred, (-1,)) >= 0.5
+        truth = xp.reshape(target, (-1,)) >= 0.5
+    return xp.sum(xp.astype(guess == truth, pred.dtype))
+
+
+class Metric:
+    """A metric streamed over batches: ``batch`` returns a device sum, ``result`` a float.
+
+    Attributes
+    ----------
+    name : str
+    """
+
+    name = "metric"
+
+    def setup(self, xp, target) -> None:
+        """See the whole target once before an epoch (R² needs its variance)."""
+
+    def batch(self, xp, pred, target):
+        """Sum of the per-sample statistic over a batch, as a 0-d device array."""
+        raise NotImplementedError
+
+    def result(self, total: float, n: int) -> float:
+        """Turn the accumulated sum over ``n`` samples into the metric value."""
+        return total / n
+
+
+class Accuracy(Metric):
+    name = "accuracy"
+
+    def batch(self, xp, pred, target):
+        return _correct(xp, pred, target)
+
+
+class MSE(Metric):
+    name = "mse"
+
+    def batch(self, xp, pred, target):
+        d = pred - xp.reshape(target, pred.shape)
+        return xp.sum(d * d) / (pred.size / pred.shape[0])
+
+
+class MAE(Metric):
+    name = "mae"
+
+    def batch(self, xp, pred, target):
+        return xp.sum(xp.abs(pred - xp.reshape(target, pred.shape))) / (
+            pred.size / pred.shape[0])
+
+
+class R2(Metric):
+    """Coefficient of determination, ``1 - SS_res / SS_tot`` over all outputs."""
+
+    name = "r2"
+
+    def setup(self, xp, target):
+        centred = target - xp.mean(target, axis=0)
+        self._ss_tot = float(xp.sum(centred * centred))
+
+    def batch(self, xp, pred, target):
+        d = pred - xp.reshape(target, pred.shape)
+        return xp.sum(d * d)
+
+    def result(self, total, n):
+        return 1.0 - total / self._ss_tot if self._ss_tot > 0 else float("nan")
+
+
+METRICS = {"accuracy": Accuracy, "acc": Accuracy, "mse": MSE, "mae": MAE, "r2": R2}
+
+
+def get(name) -> Metric:
+    """A fresh metric object by name (``accuracy``, ``mse``, ``mae``, ``r2``)."""
+    if isinstance(name, Metric):
+        return name
+    if not isinstance(name, str) or name.lower() not in METRICS:
+        raise unknown_name("metric", name, METRICS)
+    return METRICS[name.lower()]()
+
+
+def compute(metric, y_true, y_pred) -> float:
+    """Evaluate one metric on whole arrays."""
+    m = get(metric)
+    xp, y_true, y_pred = _as_pair(y_true, y_pred)
+    if y_true.ndim == 1 and y_pred.ndim == 2 and y_pred.shape[1] == 1:
+        y_true = xp.reshape(y_true, (-1, 1))
+    m.setup(xp, y_true)
+    return m.result(float(m.batch(xp, y_pred, y_true)), int(y_pred.shape[0]))
+
+
+def accuracy(y_true, y_pred) -> float:
+    """Fraction of correct predictions.
+
+    Parameters
+    ----------
+    y_true : (N,) labels or 0/1, or (N, C) one-hot
+    y_pred : (N, C) scores/probabilities (argmax) or (N,) / (N, 1) probabilities
+        (threshold 0.5)
+    """
+    return compute("accuracy", y_true, y_pred)
+
+
+def mean_squared_error(y_true, y_pred) -> float:
+    """Mean of squared errors over all elements. Shapes ``(N,)`` or ``(N, k)``."""
+    return compute("mse", y_true, y_pred)
+
+
+def mean_absolute_error(y_true, y_pred) -> float:
+    """Mean of absolute errors over all elements. Shapes ``(N,)`` or ``(N, k)``."""
+    return compute("mae", y_true, y_pred)
+
+
+def r2_score(y_true, y_pred) -> float:
+    """Coefficient of determination. Shapes ``(N,)`` or ``(N, k)``."""
+    return compute("r2", y_true, y_pred)

@@ -1,0 +1,538 @@
+"""``Sequential``: a stack of layers with a training loop.
+
+The loop keeps everything on the model's device: the dataset is moved once, shuffled
+there, and the loss and metrics accumulate as 0-d device arrays that are read once per
+epoch, so no step waits on the host.
+"""
+
+from __future__ import annotations
+
+import numbers
+import sys
+import time
+
+from . import losses as _losses
+from . import metrics as _metrics
+from . import optim as _optim
+from .backend import get_backend
+from .errors import describe
+from .layers import Dense, Dropout, Layer
+
+ARCH_REQUIRED = ("input_dim", "output_dim")
+ARCH_OPTIONAL = ("activation", "init", "kernel_l2", "dropout", "activation_params")
+
+
+class History:
+    """What ``fit`` returns: per-epoch values, Keras style.
+
+    Attributes
+    ----------
+    history : dict of str -> list of float
+        ``"loss"``, each metric, and ``"val_"`` versions when validation data is given.
+    epoch : list of int
+    """
+
+    def __init__(self):
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def append(self, epoch: int, values: dict) -> None:
+        self.epoch.append(epoch)
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __repr__(self) -> str:
+        last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
+        return f"History(epochs={len(self.epoch)}, last={last})"
+
+
+def _positive_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{what}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+class Sequential:
+    """Layers applied one after another.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        Sizes must chain: each Dense's ``in_features`` equals the previous output width.
+    device : str, Backend or module, default "auto"
+        See :func:`gpunn.get_backend`; ``None`` reads ``GPUNN_DEVICE``.
+    dtype : str, default "float32"
+    seed : int, optional
+        Seeds weight initialisation (and, until ``fit(seed=...)`` reseeds it, dropout
+        and shuffling).
+
+    Examples
+    --------
+    >>> import gpunn as gn
+    >>> model = gn.Sequential([gn.Dense(2, 8, activation="tanh"),
+    ...                        gn.Dense(8, 1, activation="sigmoid")], device="cpu", seed=0)
+    >>> model.forward([[0.0, 1.0]]).shape
+    (1, 1)
+    """
+
+    def __init__(self, layers, device="auto", dtype: str = "float32", seed: int | None = None):
+        layers = list(layers) if isinstance(layers, (list, tuple)) else layers
+        if not isinstance(layers, list) or not layers:
+            raise ValueError(f"Sequential layers: expected a non-empty list of layers, "
+                             f"got {describe(layers)}")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential layers[{i}]: expected a gpunn Layer, got "
+                                f"{describe(layer)}")
+        _check_chain(layers)
+        backend = get_backend(device if device is not None else None, dtype=dtype, seed=seed)
+        for i, layer in enumerate(layers):
+            if layer.name is None:
+                layer.name = f"{type(layer).__name__.lower()}_{i}"
+            if layer.backend is None or not layer.params:
+                layer.build(backend)
+            else:
+                layer.to(backend)
+        self.layers = layers
+        self.backend = backend
+        self.optimizer = None
+        self.loss = None
+        self.metrics: list[str] = []
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_architecture(cls, architecture, **kwargs) -> Sequential:
+        """Build a model from a list of layer dicts.
+
+        Parameters
+        ----------
+        architecture : list of dict
+            Each ``{"input_dim": int, "output_dim": int, "activation": str}``; optional
+            keys ``init``, ``kernel_l2``, ``activation_params`` and ``dropout`` (a Dropout
+            of that rate after the layer).
+        **kwargs
+            ``device``, ``dtype``, ``seed`` for :class:`Sequential`.
+
+        Examples
+        --------
+        >>> net = Sequential.from_architecture([
+        ...     {"input_dim": 2, "output_dim": 25, "activation": "relu"},
+        ...     {"input_dim": 25, "output_dim": 1, "activation": "sigmoid"}], device="cpu")
+        """
+        if not isinstance(architecture, (list, tuple)) or not architecture:
+            raise ValueError(f"architecture: expected a non-empty list of dicts, got "
+                             f"{describe(architecture)}")
+        layers: list[Layer] = []
+        for i, spec in enumerate(architecture):
+            if not isinstance(spec, dict):
+                raise TypeError(f"architecture[{i}]: expected a dict, got {describe(spec)}")
+            missing = [k for k in ARCH_REQUIRED if k not in spec]
+            unknown = sorted(set(spec) - set(ARCH_REQUIRED) - set(ARCH_OPTIONAL))
+            if missing or unknown:
+                problems = []
+                if missing:
+                    problems.append(f"missing key(s) {missing}")
+                if unknown:
+                    problems.append(f"unknown key(s) {unknown}")
+                raise ValueError(f"architecture[{i}]: {' and '.join(problems)}; expected "
+                                 f"{list(ARCH_REQUIRED)} and optionally {list(ARCH_OPTIONAL)}")
+            try:
+                layers.append(Dense(spec["input_dim"], spec["output_dim"],
+                                    activation=spec.get("activation"), init=spec.get("init"),
+                                    kernel_l2=spec.get("kernel_l2", 0.0),
+                                    activation_params=spec.get("activation_params")))
+                if spec.get("dropout"):
+                    layers.append(Dropout(spec["dropout"]))
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"architecture[{i}]: {exc}") from None
+        return cls(layers, **kwargs)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> str:
+        """Device name of the model's backend (``"cpu"``, ``"cuda:0"``, ...)."""
+        return self.backend.name
+
+    @property
+    def dtype(self) -> str:
+        return self.backend.dtype_name
+
+    @property
+    def input_dim(self) -> int | None:
+        return next((lay.in_features for lay in self.layers if lay.in_features), None)
+
+    @property
+    def output_dim(self) -> int | None:
+        width = None
+        for layer in self.layers:
+            width = layer.output_shape(width)
+        return width
+
+    def parameters(self) -> list:
+        """All parameter arrays, layer by layer (``W`` before ``b``)."""
+        return [p for layer in self.layers for p in layer.params.values()]
+
+    def gradients(self) -> list:
+        """Gradients from the last backward, in the order of :meth:`parameters`."""
+        return [layer.grads[k] for layer in self.layers for k in layer.params]
+
+    def count_params(self) -> int:
+        return sum(int(p.size) for p in self.parameters())
+
+    def summary(self, print_fn=print) -> str:
+        """A table of layers, output widths and parameter counts; printed and returned."""
+        rows = [("layer", "type", "output", "params")]
+        width = None
+        for layer in self.layers:
+            width = layer.output_shape(width)
+            n = sum(int(p.size) for p in layer.params.values())
+            rows.append((layer.name, repr(layer), f"(batch, {width})", f"{n:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append(f"total parameters: {self.count_params():,} on {self.backend.describe()}")
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def __repr__(self) -> str:
+        return f"Sequential({self.layers!r}, device={self.device!r}, dtype={self.dtype!r})"
+
+    # ------------------------------------------------------------------ devices
+    def to(self, device) -> Sequential:
+        """Move parameters and optimiser state to ``device`` (any spec of get_backend)."""
+        backend = get_backend(device, dtype=self.backend.dtype_name)
+        with backend.context():
+            for layer in self.layers:
+                layer.to(backend)
+            if self.optimizer is not None:
+                self.optimizer.to(backend)
+        self.backend = backend
+        return self
+
+    # ------------------------------------------------------------------ forward / backward
+    def _as_input(self, x, what: str = "X"):
+        try:
+            x = self.backend.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{what}: expected a numeric array, got {describe(x)} ({exc})") \
+                from None
+        xp = self.backend.xp
+        if x.ndim != 2:
+            raise ValueError(f"{what}: expected a 2-D array (samples, features), got "
+                             f"{describe(x)}")
+        if not xp.isdtype(x.dtype, "real floating"):
+            x = xp.astype(x, self.backend.dtype)
+        n_in = self.input_dim
+        if n_in is not None and x.shape[1] != n_in:
+            raise ValueError(f"{what}: the first layer {self.layers[0].label} expects "
+                             f"{n_in} features, got {describe(x)}")
+        return x
+
+    def forward(self, x, training: bool = False):
+        """Model output.
+
+        Parameters
+        ----------
+        x : (batch, input_dim) array or nested list
+        training : bool
+            Enables dropout.
+
+        Returns
+        -------
+        (batch, output_dim) array on the model's device
+        """
+        with self.backend.context():
+            return self._forward(self._as_input(x), training)
+
+    def _forward(self, x, training: bool, logits: bool = False):
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if logits and i == last:
+                x = layer.forward(x, training, logits=True)
+            else:
+                x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad):
+        """Backpropagate ``dL/doutput`` ``(batch, output_dim)``; fills every ``layer.grads``.
+
+        Returns
+        -------
+        (batch, input_dim) gradient with respect to the model input
+        """
+        with self.backend.context():
+            return self._backward(self.backend.asarray(grad), need_input_grad=True)
+
+    def _backward(self, grad, need_input_grad: bool, from_logits: bool = False):
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            layer = self.layers[i]
+            need = need_input_grad or i > 0
+            if from_logits and i == last:
+                grad = layer.backward_preactivation(grad, need)
+            elif isinstance(layer, Dense):
+                grad = layer.backward(grad, need)
+            else:
+                grad = layer.backward(grad)
+        return grad
+
+    def _regularization(self):
+        total = None
+        for layer in self.layers:
+            r = layer.regularization_loss()
+            if r is not None:
+                total = r if total is None else total + r
+        return total
+
+    def _fused(self, loss) -> bool:
+        last = self.layers[-1]
+        return (isinstance(last, Dense) and loss.fused_activation is not None
+                and not getattr(loss, "from_logits", False)
+                and last.activation == loss.fused_activation)
+
+    # ------------------------------------------------------------------ data checks
+    def _as_target(self, y, n: int, loss, what: str = "y"):
+        backend, xp = self.backend, self.backend.xp
+        try:
+            y = backend.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{what}: expected a numeric array, got {describe(y)} ({exc})") \
+                from None
+        if y.ndim not in (1, 2) or y.shape[0] != n:
+            raise ValueError(f"{what}: expected {n} targets (one per row of X), got "
+                             f"{describe(y)}")
+        if xp.isdtype(y.dtype, "real floating") and not bool(xp.all(xp.isfinite(y))):
+            raise ValueError(f"{what}: contains NaN or Inf")
+        n_out = self.output_dim
+        if isinstance(loss, _losses.CategoricalCrossEntropy):
+            if n_out < 2:
+                raise ValueError(f"loss {loss.name!r}: needs a last layer with >= 2 outputs "
+                                 f"(one per class), the model has {n_out}; use "
+                                 "binary_crossentropy for one sigmoid output")
+            if y.ndim == 1:
+                lo, hi = int(xp.min(y)), int(xp.max(y))
+                if xp.isdtype(y.dtype, "real floating") and not bool(
+                        xp.all(y == xp.round(y))):
+                    raise ValueError(f"{what}: class labels must be integers, got "
+                                     "fractional values")
+                if lo < 0 or hi >= n_out:
+                    raise ValueError(f"{what}: class labels must lie in [0, {n_out}) for a "
+                                     f"model with {n_out} outputs, got labels from {lo} to "
+                                     f"{hi}")
+                y = xp.astype(y, xp.int64)
+        elif isinstance(loss, _losses.BinaryCrossEntropy) and not loss.from_logits:
+            lo, hi = float(xp.min(y)), float(xp.max(y))
+            if lo < 0 or hi > 1:
+                raise ValueError(f"{what}: binary targets must lie in [0, 1], got values "
+                                 f"from {lo} to {hi}")
+        if not xp.isdtype(y.dtype, "real floating") and not (
+                isinstance(loss, _losses.CategoricalCrossEntropy) and y.ndim == 1):
+            y = xp.astype(y, backend.dtype)
+        target = loss.prepare_target(xp, y, n_out)
+        if xp.isdtype(target.dtype, "real floating") and target.dtype != backend.dtype:
+            target = xp.astype(target, backend.dtype)
+        return target
+
+    def _as_data(self, X, y, loss, what: str = ""):
+        xs, ys = f"{what}X" if what else "X", f"{what}y" if what else "y"
+        X = self._as_input(X, xs)
+        xp = self.backend.xp
+        if X.shape[0] == 0:
+            raise ValueError(f"{xs}: expected at least one sample, got {describe(X)}")
+        if not bool(xp.all(xp.isfinite(X))):
+            raise ValueError(f"{xs}: contains NaN or Inf")
+        return X, self._as_target(y, X.shape[0], loss, ys)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size: int = 32,
+            validation_data=None, shuffle: bool = True, verbose: int = 1,
+            seed: int | None = None, metrics=None) -> History:
+        """Train the model.
+
+        Parameters
+        ----------
+        X : (N, input_dim) array-like (NumPy, CuPy, Array API array or list)
+        y : (N,) or (N, output_dim)
+            Binary 0/1 targets, integer class labels, one-hot rows or regression values.
+        loss : str or Loss, default "mse"
+        optimizer : str or Optimizer, default "adam"
+            A name gets its default hyper-parameters; pass an object to set them.
+        epochs, batch_size : int > 0
+        validation_data : (X_val, y_val), optional
+        shuffle : bool, default True
+            Reshuffle on the device every epoch.
+        verbose : int, default 1
+            0 prints nothing, 1 prints one line per epoch.
+        seed : int, optional
+            Reseeds shuffling and dropout.
+        metrics : list of str, optional
+            Default ``["accuracy"]`` for cross-entropy losses, ``["mae"]`` otherwise.
+
+        Returns
+        -------
+        History
+        """
+        # Everything is validated before any state (parameters, optimiser, RNG) changes.
+        epochs = _positive_int(epochs, "epochs")
+        batch_size = _positive_int(batch_size, "batch_size")
+        if verbose not in (0, 1, 2, True, False):
+            raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+        loss = _losses.get(loss)
+        optimizer = _optim.get(optimizer)
+        metric_objs = self._metrics_for(loss, metrics)
+        with self.backend.context():
+            X, T = self._as_data(X, y, loss)
+            val = None
+            if validation_data is not None:
+                if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                    raise ValueError("validation_data: expected a pair (X_val, y_val), got "
+                                     f"{describe(validation_data)}")
+                val = self._as_data(*validation_data, loss, what="val_")
+            if optimizer is not self.optimizer or optimizer.backend is None or \
+                    not optimizer.backend.same_device(self.backend):
+                optimizer._init_state(self.parameters(), self.backend)
+            self.optimizer, self.loss = optimizer, loss
+            self.metrics = [m.name for m in metric_objs]
+            if seed is not None:
+                self.backend.seed(seed)
+            return self._fit_loop(X, T, loss, optimizer, metric_objs, epochs, batch_size,
+                                  val, shuffle, verbose)
+
+    def _metrics_for(self, loss, metrics) -> list:
+        if metrics is None:
+            classification = isinstance(loss, (_losses.BinaryCrossEntropy,
+                                               _losses.CategoricalCrossEntropy))
+            metrics = ["accuracy"] if classification else ["mae"]
+        if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
+            raise ValueError(f"metrics: expected a list of names, got {describe(metrics)}")
+        return [_metrics.get(m) for m in metrics]
+
+    def _fit_loop(self, X, T, loss, optimizer, metric_objs, epochs, batch_size, val,
+                  shuffle, verbose) -> History:
+        backend, xp = self.backend, self.backend.xp
+        n = int(X.shape[0])
+        fused = self._fused(loss)
+        params = self.parameters()
+        history = History()
+        for m in metric_objs:
+            m.setup(xp, T)
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            if shuffle:
+                perm = backend.permutation(n)
+                Xe, Te = xp.take(X, perm, axis=0), xp.take(T, perm, axis=0)
+            else:
+                Xe, Te = X, T
+            total = backend.zeros(())
+            sums = [backend.zeros(()) for _ in metric_objs]
+            for lo in range(0, n, batch_size):
+                xb, tb = Xe[lo:lo + batch_size, ...], Te[lo:lo + batch_size, ...]
+                out = self._forward(xb, training=True, logits=fused)
+                value = loss.forward_logits(out, tb) if fused else loss.forward(out, tb)
+                self._backward(loss.backward(), need_input_grad=False, from_logits=fused)
+                reg = self._regularization()
+                if reg is not None:
+                    value = value + reg
+                optimizer.step(params, self.gradients())
+                rows = xb.shape[0]
+                total = total + value * rows
+                for i, m in enumerate(metric_objs):
+                    sums[i] = sums[i] + m.batch(xp, loss.output, tb)
+            # The one host read of the epoch.
+            logs = {"loss": float(total) / n}
+            logs.update({m.name: m.result(float(s), n) for m, s in zip(metric_objs, sums)})
+            elapsed = time.perf_counter() - start
+            if val is not None:
+                logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(
+                    *val, loss, metric_objs, max(batch_size, 1024)).items()})
+            history.append(epoch, logs)
+            if verbose:
+                line = "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+                print(f"epoch {epoch:>{len(str(epochs))}}/{epochs}  {line}  "
+                      f"{n / elapsed:,.0f} samples/s", file=sys.stdout, flush=True)
+        return history
+
+    def _evaluate_arrays(self, X, T, loss, metric_objs, batch_size) -> dict:
+        xp = self.backend.xp
+        fused = self._fused(loss)
+        n = int(X.shape[0])
+        total = self.backend.zeros(())
+        sums = [self.backend.zeros(()) for _ in metric_objs]
+        reg = self._regularization()
+        for m in metric_objs:
+            m.setup(xp, T)
+        for lo in range(0, n, batch_size):
+            xb, tb = X[lo:lo + batch_size, ...], T[lo:lo + batch_size, ...]
+            out = self._forward(xb, training=False, logits=fused)
+            value = loss.forward_logits(out, tb) if fused else loss.forward(out, tb)
+            total = total + value * xb.shape[0]
+            for i, m in enumerate(metric_objs):
+                sums[i] = sums[i] + m.batch(xp, loss.output, tb)
+        result = {"loss": float(total) / n + (float(reg) if reg is not None else 0.0)}
+        result.update({m.name: m.result(float(s), n) for m, s in zip(metric_objs, sums)})
+        return result
+
+    def evaluate(self, X, y, loss=None, batch_size: int = 1024, metrics=None) -> dict:
+        """Loss and metrics on a dataset, in inference mode.
+
+        Parameters
+        ----------
+        X : (N, input_dim)
+        y : (N,) or (N, output_dim)
+        loss : str or Loss, optional
+            Defaults to the loss of the last ``fit``.
+        metrics : list of str, optional
+            Defaults to those of the last ``fit`` (or the loss's defaults).
+
+        Returns
+        -------
+        dict
+            ``{"loss": float, "<metric>": float, ...}``
+        """
+        loss = loss if loss is not None else self.loss
+        if loss is None:
+            raise ValueError("evaluate: no loss given and the model has not been fit; pass "
+                             "loss='mse' / 'binary_crossentropy' / ...")
+        loss = _losses.get(loss)
+        batch_size = _positive_int(batch_size, "batch_size")
+        metric_objs = self._metrics_for(loss, metrics if metrics is not None else (
+            self.metrics or None))
+        with self.backend.context():
+            X, T = self._as_data(X, y, loss)
+            return self._evaluate_arrays(X, T, loss, metric_objs, batch_size)
+
+    def predict(self, X, batch_size: int = 4096):
+        """Model output in inference mode (probabilities for sigmoid/softmax outputs).
+
+        Parameters
+        ----------
+        X : (N, input_dim)
+
+        Returns
+        -------
+        (N, output_dim) array on the model's device; ``gpunn.to_numpy`` copies it to host.
+        """
+        batch_size = _positive_int(batch_size, "batch_size")
+        xp = self.backend.xp
+        with self.backend.context():
+            X = self._as_input(X)
+            parts = [self._forward(X[lo:lo + batch_size, ...], training=False)
+                     for lo in range(0, int(X.shape[0]), batch_size)]
+            if not parts:
+                return xp.zeros((0, self.output_dim), dtype=self.backend.dtype,
+                                device=self.backend.device)
+            return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+def _check_chain(layers) -> None:
+    width, source = None, None
+    for i, layer in enumerate(layers):
+        if layer.in_features is not None and width is not None and layer.in_features != width:
+            raise ValueError(f"layers do not chain: layer {i} ({layer!r}) expects "
+                             f"in_features={layer.in_features}, but layer {source} outputs "
+                             f"{width} features")
+        new = layer.output_shape(width)
+        if new != width:
+            width, source = new, f"{i} ({layer!r})"

@@ -1,0 +1,291 @@
+"""Optimisers: SGD (momentum, Nesterov), Adam/AdamW (one core), RMSprop.
+
+Each algorithm is written once as generic array maths (``_generic_*``). A backend may
+supply a fused in-place kernel for an algorithm through ``backend.optimizer_kernel(kind)``
+(NumPy: ``out=`` ufuncs); the scalar flags below select the variant, so one kernel
+serves e.g. Adam and AdamW. Parameters are updated in place: references users hold to
+``layer.params[...]`` stay valid.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .errors import describe, unknown_name
+
+
+def _real(value, what: str, low: float, high: float = float("inf"), *, low_open=False,
+          high_open=True) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        v = float(value)
+        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        ok = ok and v == v
+    if not ok:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(f"{what}: expected a number in {lo}{low}, {high}{hi}, got {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """Base class: state handling, device moves and checkpoints.
+
+    Parameters
+    ----------
+    lr : float > 0
+    weight_decay : float >= 0
+        L2 penalty added to the gradient (decoupled for AdamW).
+    """
+
+    kind = "base"
+    _state_keys: tuple[str, ...] = ()
+
+    def __init__(self, lr: float, weight_decay: float = 0.0):
+        self.lr = _real(lr, f"{type(self).__name__} lr", 0.0, low_open=True)
+        self.weight_decay = _real(weight_decay, f"{type(self).__name__} weight_decay", 0.0)
+        self.t = 0
+        self.state: list[dict] = []
+        self.backend = None
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items())
+        return f"{type(self).__name__}({args})"
+
+    def hyper(self) -> dict:
+        """Hyper-parameters as plain Python values."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def _init_state(self, params, backend) -> None:
+        self.backend = backend
+        self.state = [{k: backend.zeros(tuple(p.shape), dtype=p.dtype) for k in self._state_keys}
+                      for p in params]
+
+    def step(self, params: list, grads: list) -> None:
+        """Apply one update to ``params`` in place.
+
+        Parameters
+        ----------
+        params, grads : list of arrays
+            Same order and shapes on every call (the optimiser's state is positional).
+        """
+        if len(self.state) != len(params) or any(
+                tuple(s[k].shape) != tuple(p.shape) for s, p in zip(self.state, params)
+                for k in s):
+            if self.t:
+                raise ValueError(f"{type(self).__name__}: the parameter list changed after "
+                                 f"{self.t} step(s); create a new optimiser for a new model")
+            from .backend import get_backend
+
+            self._init_state(params, self.backend or get_backend(_namespace_of(params[0])))
+        self.t += 1
+        kernel = self.backend.optimizer_kernel(self.kind) if self.backend else None
+        hp = self._step_scalars()
+        for p, g, s in zip(params, grads, self.state):
+            if kernel is not None:
+                kernel(p, g, s, hp)
+            else:
+                p[...] = self._generic(self.backend.xp, p, g, s, hp)
+
+    def _step_scalars(self) -> dict:
+        return self.hyper()
+
+    def _generic(self, xp, p, g, s, hp):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ devices & checkpoints
+    def to(self, backend) -> Optimizer:
+        """Move the optimiser state onto ``backend`` (with the model's parameters)."""
+        old = self.backend
+        cross = old is not None and not backend.same_device(old)
+        self.state = [{k: backend.asarray(old.to_numpy(v) if cross else v, dtype=backend.dtype)
+                       for k, v in s.items()} for s in self.state]
+        self.backend = backend
+        return self
+
+    def state_dict(self) -> dict:
+        """Hyper-parameters, step count and state as host (NumPy) arrays."""
+        to_host = self.backend.to_numpy if self.backend else np.asarray
+        return {"kind": self.kind, "hyper": self.hyper(), "t": self.t,
+                "state": [{k: np.array(to_host(v)) for k, v in s.items()} for s in self.state]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned; validates before changing anything."""
+        if not isinstance(state, dict) or state.get("kind") != self.kind:
+            got = state.get("kind") if isinstance(state, dict) else describe(state)
+            raise ValueError(f"{type(self).__name__}.load_state_dict: expected a state of "
+                             f"kind {self.kind!r}, got {got!r}")
+        fresh = type(self)(**state["hyper"])
+        for i, s in enumerate(state["state"]):
+            if set(s) != set(fresh._state_keys):
+                raise ValueError(f"{type(self).__name__}.load_state_dict: entry {i} has keys "
+                                 f"{sorted(s)}, expected {sorted(fresh._state_keys)}")
+        self.__dict__.update({k: v for k, v in fresh.__dict__.items()
+                              if k not in ("state", "backend", "t")})
+        backend = self.backend
+        if backend is None:
+            from .backend import get_backend
+
+            backend = get_backend("cpu")
+        self.t = int(state["t"])
+        self.backend = backend
+        self.state = [{k: backend.asarray(np.asarray(v), dtype=backend.dtype)
+                       for k, v in s.items()} for s in state["state"]]
+
+
+def _namespace_of(a):
+    import array_api_compat
+
+    return array_api_compat.array_namespace(a)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum.
+
+    ``v = momentum * v + g``; ``p -= lr * (g + momentum * v if nesterov else v)``, with
+    ``g`` including ``weight_decay * p`` (PyTorch's convention, dampening 0).
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+    momentum : float in [0, 1), default 0
+    nesterov : bool, default False
+    weight_decay : float, default 0
+    """
+
+    kind = "sgd"
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        super().__init__(lr, weight_decay)
+        self.momentum = _real(momentum, "SGD momentum", 0.0, 1.0)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("SGD nesterov: needs momentum > 0, got momentum=0")
+        self._state_keys = ("velocity",) if self.momentum else ()
+
+    def hyper(self):
+        return {**super().hyper(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+    def _generic(self, xp, p, g, s, hp):
+        if hp["weight_decay"]:
+            g = g + hp["weight_decay"] * p
+        if hp["momentum"]:
+            s["velocity"] = v = hp["momentum"] * s["velocity"] + g
+            g = g + hp["momentum"] * v if hp["nesterov"] else v
+        return p - hp["lr"] * g
+
+
+class Adam(Optimizer):
+    """Adam, and AdamW through ``decoupled=True``.
+
+    ``m = b1 m + (1-b1) g``; ``v = b2 v + (1-b2) g^2``;
+    ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` with bias-corrected ``m_hat``, ``v_hat``.
+    Weight decay is added to ``g`` (Adam) or applied as ``p *= 1 - lr * wd`` (AdamW).
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    weight_decay : float, default 0
+    decoupled : bool, default False
+    """
+
+    kind = "adam"
+    _state_keys = ("m", "v")
+
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled: bool = False):
+        super().__init__(lr, weight_decay)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{type(self).__name__} betas: expected a pair (beta1, beta2), "
+                             f"got {betas!r}")
+        self.betas = (_real(betas[0], "Adam beta1", 0.0, 1.0),
+                      _real(betas[1], "Adam beta2", 0.0, 1.0))
+        self.eps = _real(eps, "Adam eps", 0.0, low_open=True)
+        self.decoupled = bool(decoupled)
+
+    def hyper(self):
+        return {**super().hyper(), "betas": list(self.betas), "eps": self.eps,
+                "decoupled": self.decoupled}
+
+    def _step_scalars(self):
+        b1, b2 = self.betas
+        # Bias corrections folded into two host scalars: no extra array pass per step.
+        return {**self.hyper(), "b1": b1, "b2": b2, "c1": 1.0 - b1 ** self.t,
+                "c2": 1.0 - b2 ** self.t}
+
+    def _generic(self, xp, p, g, s, hp):
+        if hp["weight_decay"]:
+            if hp["decoupled"]:
+                p = p * (1.0 - hp["lr"] * hp["weight_decay"])
+            else:
+                g = g + hp["weight_decay"] * p
+        s["m"] = m = hp["b1"] * s["m"] + (1.0 - hp["b1"]) * g
+        s["v"] = v = hp["b2"] * s["v"] + (1.0 - hp["b2"]) * (g * g)
+        denom = xp.sqrt(v * (1.0 / hp["c2"])) + hp["eps"]
+        return p - (hp["lr"] / hp["c1"]) * m / denom
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter); ``weight_decay`` 0.01."""
+
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, decoupled: bool = True):
+        super().__init__(lr, betas, eps, weight_decay, decoupled)
+
+
+class RMSprop(Optimizer):
+    """RMSprop: ``v = alpha v + (1-alpha) g^2``; ``p -= lr * g / (sqrt(v) + eps)``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+    alpha : float in [0, 1), default 0.99
+    eps : float, default 1e-8
+    momentum : float in [0, 1), default 0
+    weight_decay : float, default 0
+    """
+
+    kind = "rmsprop"
+
+    def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(lr, weight_decay)
+        self.alpha = _real(alpha, "RMSprop alpha", 0.0, 1.0)
+        self.eps = _real(eps, "RMSprop eps", 0.0, low_open=True)
+        self.momentum = _real(momentum, "RMSprop momentum", 0.0, 1.0)
+        self._state_keys = ("square_avg", "velocity") if self.momentum else ("square_avg",)
+
+    def hyper(self):
+        return {**super().hyper(), "alpha": self.alpha, "eps": self.eps,
+                "momentum": self.momentum}
+
+    def _generic(self, xp, p, g, s, hp):
+        if hp["weight_decay"]:
+            g = g + hp["weight_decay"] * p
+        s["square_avg"] = v = hp["alpha"] * s["square_avg"] + (1.0 - hp["alpha"]) * (g * g)
+        step = g / (xp.sqrt(v) + hp["eps"])
+        if hp["momentum"]:
+            s["velocity"] = step = hp["momentum"] * s["velocity"] + step
+        return p - hp["lr"] * step
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+
+
+def get(name, **kwargs) -> Optimizer:
+    """An optimiser by name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``) or as given.
+
+    Raises
+    ------
+    ValueError
+        Unknown name, listing the valid ones.
+    """
+    if isinstance(name, Optimizer):
+        return name
+    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
+        raise unknown_name("optimizer", name, OPTIMIZERS)
+    return OPTIMIZERS[name.lower()](**kwargs)
