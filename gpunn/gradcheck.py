@@ -8,7 +8,6 @@ itself is never modified.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,9 +107,7 @@ def gradcheck(model, x, y=None, loss="mse", *, eps: float = 1e-6, rtol: float = 
     """
     layers, backend = _as_model(model)
     b64 = backend.with_dtype("float64")
-    layers = copy.deepcopy(layers)
-    for layer in layers:
-        layer.to(b64)
+    layers = [layer.clone(b64) for layer in layers]
     xp = b64.xp
     rng = np.random.default_rng(seed)
     with b64.context():
@@ -130,7 +127,12 @@ def gradcheck(model, x, y=None, loss="mse", *, eps: float = 1e-6, rtol: float = 
             y = b64.asarray(y)
 
         def loss_value() -> float:
-            return float(loss_obj.forward(run_forward(), y))
+            # Layer penalties (kernel_l2) are part of the loss their gradients include.
+            total = float(loss_obj.forward(run_forward(), y))
+            for layer in layers:
+                penalty = layer.regularization_loss()
+                total += float(penalty) if penalty is not None else 0.0
+            return total
 
         loss_obj.forward(out, y)
         grad = loss_obj.backward()

@@ -10,6 +10,7 @@ reference to ``layer.params["W"]`` stays valid and writing into it sets the weig
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 from . import activations as _act
@@ -71,6 +72,17 @@ class Layer:
                                              dtype=backend.dtype)
         self.backend = backend
         return self
+
+    def clone(self, backend=None) -> Layer:
+        """An independent copy (parameters copied) on ``backend`` (default: the same)."""
+        new = copy.copy(self)
+        new.params, new.grads = dict(self.params), dict(self.grads)
+        new.to(backend or self.backend)
+        xp = new.backend.xp
+        for store in (new.params, new.grads):
+            for key, value in store.items():
+                store[key] = xp.asarray(value, copy=True)
+        return new
 
     def forward(self, x, training: bool = False):
         """Output of the layer for input ``x``."""

@@ -61,7 +61,8 @@ class Sequential:
         Sizes must chain: each Dense's ``in_features`` equals the previous output width.
     device : str, Backend or module, default "auto"
         See :func:`gpunn.get_backend`; ``None`` reads ``GPUNN_DEVICE``.
-    dtype : str, default "float32"
+    dtype : str, optional
+        ``"float32"`` (default), ``"float64"``; a Backend given as ``device`` keeps its own.
     seed : int, optional
         Seeds weight initialisation (and, until ``fit(seed=...)`` reseeds it, dropout
         and shuffling).
@@ -75,7 +76,8 @@ class Sequential:
     (1, 1)
     """
 
-    def __init__(self, layers, device="auto", dtype: str = "float32", seed: int | None = None):
+    def __init__(self, layers, device="auto", dtype: str | None = None,
+                 seed: int | None = None):
         layers = list(layers) if isinstance(layers, (list, tuple)) else layers
         if not isinstance(layers, list) or not layers:
             raise ValueError(f"Sequential layers: expected a non-empty list of layers, "

@@ -85,7 +85,7 @@ def _notice_fallback(reason: str) -> None:
         warnings.warn(f"gpunn: running on CPU ({reason})", DeviceFallbackWarning, stacklevel=3)
 
 
-def get_backend(spec=None, dtype: str = "float32", seed: int | None = None) -> Backend:
+def get_backend(spec=None, dtype: str | None = None, seed: int | None = None) -> Backend:
     """Build the backend for a device spec.
 
     Parameters
@@ -95,10 +95,11 @@ def get_backend(spec=None, dtype: str = "float32", seed: int | None = None) -> B
         an existing :class:`Backend` (returned as is, or with ``dtype`` applied);
         or an Array API namespace module such as ``array_api_strict``, ``numpy`` or
         ``cupy``.
-    dtype : str, default "float32"
-        Floating dtype of parameters and activations.
+    dtype : str, optional
+        Floating dtype of parameters and activations; default float32 (or the given
+        backend's dtype).
     seed : int, optional
-        Seed of the backend's random generator.
+        Seed of the backend's random generator (reseeds a given backend).
 
     Returns
     -------
@@ -106,7 +107,11 @@ def get_backend(spec=None, dtype: str = "float32", seed: int | None = None) -> B
         ``backend.reason`` says why this device was chosen.
     """
     if isinstance(spec, Backend):
-        return spec if spec.dtype_name == dtype else spec.with_dtype(dtype)
+        backend = spec if dtype is None or spec.dtype_name == dtype else spec.with_dtype(dtype)
+        if seed is not None:
+            backend.seed(seed)
+        return backend
+    dtype = dtype or "float32"
     if isinstance(spec, types.ModuleType):
         backend = _from_namespace(spec, dtype, seed)
         backend.reason = "namespace given"

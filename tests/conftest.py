@@ -1,0 +1,53 @@
+"""Shared fixtures: every test that takes ``backend`` runs once per available backend.
+
+``numpy`` always runs; ``array_api_strict`` runs when installed (it proves the generic
+code uses only the Array API standard); ``cupy`` runs when a CUDA GPU is usable and is
+skipped visibly, with the reason, otherwise. CuPy cases carry the ``gpu`` marker.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+from gpunn.backend import cuda_status
+
+BACKEND_NAMES = ["numpy", "array_api_strict", pytest.param("cupy", marks=pytest.mark.gpu)]
+
+
+def make_backend(name: str, dtype: str = "float32", seed: int = 0):
+    if name == "numpy":
+        return gn.get_backend("cpu", dtype=dtype, seed=seed)
+    if name == "array_api_strict":
+        strict = pytest.importorskip("array_api_strict",
+                                     reason="array_api_strict not installed")
+        return gn.get_backend(strict, dtype=dtype, seed=seed)
+    if name == "cupy":
+        status = cuda_status()
+        if not status.usable:
+            pytest.skip(f"cupy backend: {status.reason}")
+        return gn.get_backend("cuda", dtype=dtype, seed=seed)
+    raise AssertionError(name)
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend_name(request):
+    return request.param
+
+
+@pytest.fixture
+def backend(backend_name):
+    """A float32 backend seeded with 0."""
+    return make_backend(backend_name)
+
+
+@pytest.fixture
+def backend64(backend_name):
+    """A float64 backend seeded with 0 (for gradient checks)."""
+    return make_backend(backend_name, dtype="float64")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

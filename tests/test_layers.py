@@ -1,0 +1,96 @@
+import math
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+
+
+def test_dense_shapes_and_forward(backend, rng):
+    layer = gn.Dense(3, 5).build(backend)
+    assert tuple(layer.params["W"].shape) == (3, 5) and tuple(layer.params["b"].shape) == (5,)
+    assert set(layer.grads) == set(layer.params)
+    x = rng.standard_normal((7, 3)).astype(np.float32)
+    W, b = gn.to_numpy(layer.params["W"]), rng.standard_normal(5).astype(np.float32)
+    layer.params["b"][...] = backend.asarray(b)  # in-place writes set the weights
+    y = layer.forward(backend.asarray(x))
+    assert tuple(y.shape) == (7, 5) and y.dtype == backend.dtype
+    np.testing.assert_allclose(gn.to_numpy(y), x @ W + b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "softmax", None, "gelu"])
+def test_dense_gradient_check(backend64, activation, rng):
+    layer = gn.Dense(4, 3, activation=activation).build(backend64)
+    assert gn.gradcheck(layer, rng.standard_normal((6, 4))).ok
+
+
+def test_dense_kernel_l2_gradient(backend64, rng):
+    model = gn.Sequential([gn.Dense(3, 4, activation="tanh", kernel_l2=0.1),
+                           gn.Dense(4, 2, kernel_l2=0.05)], device=backend64, seed=1)
+    x, y = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
+    reg = sum(0.1 * np.sum(gn.to_numpy(lay.params["W"]) ** 2) * (1 if i == 0 else 0.5)
+              for i, lay in enumerate(model.layers))
+    assert math.isclose(float(model._regularization()), reg, rel_tol=1e-9)
+    # gradcheck's loss ignores the penalty, so check W's gradient carries 2*l2*W.
+    model.forward(x)
+    model.backward(backend64.zeros((5, 2)))
+    W = gn.to_numpy(model.layers[0].params["W"])
+    np.testing.assert_allclose(gn.to_numpy(model.layers[0].grads["W"]), 0.2 * W, atol=1e-12)
+    assert gn.gradcheck(model, x, y, loss="mse").ok
+
+
+def test_initialisers(backend):
+    fan_in, fan_out = 400, 300
+    stats = {}
+    for name in ("he", "xavier", "glorot", "small", "xavier_normal"):
+        W = gn.to_numpy(gn.Dense(fan_in, fan_out, init=name).build(backend).params["W"])
+        stats[name] = W.std()
+        assert abs(W.mean()) < 0.01 * max(W.std(), 1e-3) * 10
+    assert math.isclose(stats["he"], math.sqrt(2 / fan_in), rel_tol=0.05)
+    assert math.isclose(stats["xavier"], math.sqrt(2 / (fan_in + fan_out)), rel_tol=0.05)
+    assert math.isclose(stats["xavier_normal"], math.sqrt(2 / (fan_in + fan_out)), rel_tol=0.05)
+    assert math.isclose(stats["small"], 0.01, rel_tol=0.05)
+    zeros = gn.Dense(3, 2, init="zeros").build(backend)
+    assert not np.any(gn.to_numpy(zeros.params["W"]))
+    assert not np.any(gn.to_numpy(zeros.params["b"]))
+
+
+def test_default_init_depends_on_activation():
+    assert gn.Dense(2, 2, activation="relu").init == "he"
+    assert gn.Dense(2, 2, activation="tanh").init == "xavier"
+    with pytest.raises(ValueError, match="unknown initialiser 'orthogonal'.*he"):
+        gn.Dense(2, 2, init="orthogonal")
+
+
+def test_seeded_initialisation_is_reproducible(backend_name):
+    from conftest import make_backend
+
+    a = gn.Dense(5, 4).build(make_backend(backend_name, seed=3))
+    b = gn.Dense(5, 4).build(make_backend(backend_name, seed=3))
+    np.testing.assert_array_equal(gn.to_numpy(a.params["W"]), gn.to_numpy(b.params["W"]))
+
+
+def test_dropout(backend, rng):
+    layer = gn.Dropout(0.25).build(backend)
+    x = backend.asarray(np.ones((200, 50), dtype=np.float32))
+    assert layer.forward(x, training=False) is x
+    y = gn.to_numpy(layer.forward(x, training=True))
+    kept = y != 0
+    assert abs(kept.mean() - 0.75) < 0.02
+    np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)  # inverted scaling
+    g = gn.to_numpy(layer.backward(backend.asarray(np.full((200, 50), 2.0, np.float32))))
+    np.testing.assert_allclose(g, 2.0 * y, rtol=1e-6)  # the same mask flows back
+    with pytest.raises(ValueError, match=r"Dropout p: expected a probability in \[0, 1\)"):
+        gn.Dropout(1.0)
+
+
+def test_dense_bad_input_names_layer(backend):
+    layer = gn.Dense(3, 2, name="hidden").build(backend)
+    with pytest.raises(ValueError, match=r"'hidden'.*expected input of shape \(batch, 3\)"):
+        layer.forward(backend.asarray(np.ones((4, 5), np.float32)))
+    with pytest.raises(ValueError, match="positive integer"):
+        gn.Dense(0, 3)
+    with pytest.raises(RuntimeError, match="not built"):
+        gn.Dense(2, 2).forward(np.ones((1, 2)))
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        gn.Dense(2, 2).build(backend).backward(backend.zeros((1, 2)))

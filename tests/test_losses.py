@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+
+import gpunn as gn
+from gpunn.gradcheck import numerical_gradient
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _cases(rng):
+    """(loss kwargs, pred, target, float64 reference value function) tuples."""
+    reg_pred, reg_t = rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
+    prob = rng.uniform(0.05, 0.95, (6, 1))
+    bin_t = rng.integers(0, 2, (6, 1)).astype(float)
+    logits = rng.standard_normal((6, 4))
+    labels = rng.integers(0, 4, 6)
+    onehot = np.eye(4)[labels]
+    return {
+        "mse": ({}, reg_pred, reg_t, lambda p, t: np.mean((p - t) ** 2)),
+        "mae": ({}, reg_pred, reg_t, lambda p, t: np.mean(np.abs(p - t))),
+        "bce": ({}, prob, bin_t,
+                lambda p, t: -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))),
+        "bce_logits": ({"from_logits": True}, rng.standard_normal((6, 2)),
+                       rng.integers(0, 2, (6, 2)).astype(float),
+                       lambda z, t: -np.mean(t * np.log(_sigmoid(z))
+                                             + (1 - t) * np.log(1 - _sigmoid(z)))),
+        "ce": ({}, _softmax(logits), onehot,
+               lambda p, t: -np.sum(t * np.log(p)) / len(p)),
+        "ce_logits": ({"from_logits": True}, logits, onehot,
+                      lambda z, t: -np.sum(t * np.log(_softmax(z))) / len(z)),
+    }
+
+
+NAMES = {"mse": "mse", "mae": "mae", "bce": "binary_crossentropy",
+         "bce_logits": "binary_crossentropy", "ce": "categorical_crossentropy",
+         "ce_logits": "cross_entropy"}
+
+
+@pytest.mark.parametrize("case", sorted(NAMES))
+def test_value_and_gradient(backend64, case, rng):
+    kwargs, pred, target, ref = _cases(rng)[case]
+    loss = gn.losses.get(NAMES[case], **kwargs)
+    value = loss.forward(backend64.asarray(pred), backend64.asarray(target))
+    assert tuple(value.shape) == ()
+    np.testing.assert_allclose(float(value), ref(pred, target), rtol=1e-10)
+    grad = gn.to_numpy(loss.backward())
+    np.testing.assert_allclose(grad, numerical_gradient(lambda p: ref(p, target), pred),
+                               rtol=1e-5, atol=1e-9)
+
+
+def test_labels_equal_one_hot(backend):
+    loss = gn.losses.get("categorical_crossentropy")
+    probs = backend.asarray(_softmax(np.random.default_rng(0).standard_normal((5, 3))))
+    labels = np.array([0, 2, 1, 1, 0])
+    a = float(loss.forward(probs, backend.asarray(labels)))
+    b = float(loss.forward(probs, backend.asarray(np.eye(3, dtype=np.float32)[labels])))
+    assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_binary_targets_shape_n(backend):
+    loss = gn.losses.get("bce")
+    p = backend.asarray([[0.2], [0.9]])
+    assert float(loss.forward(p, backend.asarray([0.0, 1.0]))) == pytest.approx(
+        -(np.log(0.8) + np.log(0.9)) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="target shape"):
+        loss.forward(p, backend.asarray([[0.0, 1.0]]))
+
+
+@pytest.mark.parametrize("name,activation", [("categorical_crossentropy", "softmax"),
+                                             ("binary_crossentropy", "sigmoid")])
+def test_fused_path_matches_unfused(backend64, name, activation, rng):
+    """forward_logits + dL/dz equals activation then loss then chain rule."""
+    width = 3 if activation == "softmax" else 1
+    z = backend64.asarray(rng.standard_normal((8, width)) * 3)
+    target = backend64.asarray(np.eye(3)[rng.integers(0, 3, 8)] if width == 3
+                               else rng.integers(0, 2, (8, 1)).astype(float))
+    act = gn.ActivationLayer(activation).build(backend64)
+    fused, plain = gn.losses.get(name), gn.losses.get(name)
+    value_fused = float(fused.forward_logits(z, target))
+    value_plain = float(plain.forward(act.forward(z), target))
+    assert value_fused == pytest.approx(value_plain, rel=1e-9)
+    np.testing.assert_allclose(gn.to_numpy(fused.backward()),
+                               gn.to_numpy(act.backward(plain.backward())), atol=1e-9)
+    np.testing.assert_allclose(gn.to_numpy(fused.output), gn.to_numpy(act.forward(z)))
+
+
+def test_fused_cross_entropy_is_stable(backend):
+    loss = gn.losses.get("categorical_crossentropy")
+    z = backend.asarray([[1000.0, -1000.0, 0.0], [-5e4, 5e4, 0.0]])
+    value = float(loss.forward_logits(z, backend.asarray([1, 0])))
+    assert np.isfinite(value) and value == pytest.approx((2000 + 1e5) / 2, rel=1e-5)
+    assert np.all(np.isfinite(gn.to_numpy(loss.backward())))
+    bce = gn.losses.get("bce", from_logits=True)
+    v = float(bce.forward(backend.asarray([[800.0], [-800.0]]), backend.asarray([0.0, 1.0])))
+    assert v == pytest.approx(800.0, rel=1e-6)
+
+
+def test_unknown_loss_lists_choices():
+    with pytest.raises(ValueError, match="unknown loss 'hinge'.*mse"):
+        gn.losses.get("hinge")
+    with pytest.raises(RuntimeError, match="before forward"):
+        gn.losses.get("mse").backward()
