@@ -392,9 +392,7 @@ class Sequential:
                     raise ValueError("validation_data: expected a pair (X_val, y_val), got "
                                      f"{describe(validation_data)}")
                 val = self._as_data(*validation_data, loss, what="val_")
-            if optimizer is not self.optimizer or optimizer.backend is None or \
-                    not optimizer.backend.same_device(self.backend):
-                optimizer._init_state(self.parameters(), self.backend)
+            optimizer.attach(self.parameters(), self.backend)
             self.optimizer, self.loss = optimizer, loss
             self.metrics = [m.name for m in metric_objs]
             if seed is not None:

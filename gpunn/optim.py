@@ -47,6 +47,7 @@ class Optimizer:
         self.weight_decay = _real(weight_decay, f"{type(self).__name__} weight_decay", 0.0)
         self.t = 0
         self.state: list[dict] = []
+        self._shapes: list[tuple] = []
         self.backend = None
 
     def __repr__(self) -> str:
@@ -59,8 +60,28 @@ class Optimizer:
 
     def _init_state(self, params, backend) -> None:
         self.backend = backend
+        self._shapes = [tuple(p.shape) for p in params]
         self.state = [{k: backend.zeros(tuple(p.shape), dtype=p.dtype) for k in self._state_keys}
                       for p in params]
+
+    def attach(self, params: list, backend) -> None:
+        """Bind to a model's parameters on ``backend``.
+
+        Existing state of matching shapes (continued training, or a loaded
+        ``state_dict``) is kept and moved to ``backend``; otherwise fresh zero state is
+        allocated, which is only allowed before the first step.
+        """
+        matches = len(self.state) == len(params) and all(
+            tuple(v.shape) == tuple(p.shape) for s, p in zip(self.state, params)
+            for v in s.values())
+        if matches and (self.state or not self._state_keys or not params):
+            self.to(backend)
+            self._shapes = [tuple(p.shape) for p in params]
+        elif self.t:
+            raise ValueError(f"{type(self).__name__}: the parameter list changed after "
+                             f"{self.t} step(s); create a new optimiser for a new model")
+        else:
+            self._init_state(params, backend)
 
     def step(self, params: list, grads: list) -> None:
         """Apply one update to ``params`` in place.
@@ -70,15 +91,11 @@ class Optimizer:
         params, grads : list of arrays
             Same order and shapes on every call (the optimiser's state is positional).
         """
-        if len(self.state) != len(params) or any(
-                tuple(s[k].shape) != tuple(p.shape) for s, p in zip(self.state, params)
-                for k in s):
-            if self.t:
-                raise ValueError(f"{type(self).__name__}: the parameter list changed after "
-                                 f"{self.t} step(s); create a new optimiser for a new model")
+        shapes = [tuple(p.shape) for p in params]
+        if self.backend is None or shapes != self._shapes:
             from .backend import get_backend
 
-            self._init_state(params, self.backend or get_backend(_namespace_of(params[0])))
+            self.attach(params, self.backend or get_backend(_namespace_of(params[0])))
         self.t += 1
         kernel = self.backend.optimizer_kernel(self.kind) if self.backend else None
         hp = self._step_scalars()
@@ -99,6 +116,7 @@ class Optimizer:
         """Move the optimiser state onto ``backend`` (with the model's parameters)."""
         old = self.backend
         cross = old is not None and not backend.same_device(old)
+        # Unattached state (old is None) is host NumPy, which asarray moves as it is.
         self.state = [{k: backend.asarray(old.to_numpy(v) if cross else v, dtype=backend.dtype)
                        for k, v in s.items()} for s in self.state]
         self.backend = backend
@@ -122,16 +140,12 @@ class Optimizer:
                 raise ValueError(f"{type(self).__name__}.load_state_dict: entry {i} has keys "
                                  f"{sorted(s)}, expected {sorted(fresh._state_keys)}")
         self.__dict__.update({k: v for k, v in fresh.__dict__.items()
-                              if k not in ("state", "backend", "t")})
-        backend = self.backend
-        if backend is None:
-            from .backend import get_backend
-
-            backend = get_backend("cpu")
+                              if k not in ("state", "backend", "t", "_shapes")})
         self.t = int(state["t"])
-        self.backend = backend
-        self.state = [{k: backend.asarray(np.asarray(v), dtype=backend.dtype)
-                       for k, v in s.items()} for s in state["state"]]
+        self.state = [{k: np.array(v) for k, v in s.items()} for s in state["state"]]
+        if self.backend is not None:
+            backend, self.backend = self.backend, None
+            self.to(backend)
 
 
 def _namespace_of(a):

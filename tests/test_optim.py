@@ -1,0 +1,164 @@
+"""Optimiser update rules against hand-computed steps, state handling and validation."""
+
+import math
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+from gpunn.backend.numpy_backend import NumpyBackend
+
+
+def _run(backend, opt, p0, grads):
+    p = backend.asarray(np.array(p0, dtype=np.float64))
+    for g in grads:
+        opt.step([p], [backend.asarray(np.array(g, dtype=np.float64))])
+    return gn.to_numpy(p)
+
+
+P0, G1, G2 = [1.0, -2.0], [0.5, 0.25], [-1.0, 0.5]
+
+
+def _hand_sgd(lr, mu=0.0, nesterov=False, wd=0.0):
+    p, v = np.array(P0), np.zeros(2)
+    for g in (np.array(G1), np.array(G2)):
+        g = g + wd * p
+        if mu:
+            v = mu * v + g
+            g = g + mu * v if nesterov else v
+        p = p - lr * g
+    return p
+
+
+def _hand_adam(lr, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, decoupled=False):
+    p, m, v = np.array(P0), np.zeros(2), np.zeros(2)
+    for t, g in enumerate((np.array(G1), np.array(G2)), start=1):
+        if decoupled:
+            p = p * (1 - lr * wd)
+        else:
+            g = g + wd * p
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        p = p - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+    return p
+
+
+def _hand_rmsprop(lr, alpha=0.99, eps=1e-8, mu=0.0, wd=0.0):
+    p, s, buf = np.array(P0), np.zeros(2), np.zeros(2)
+    for g in (np.array(G1), np.array(G2)):
+        g = g + wd * p
+        s = alpha * s + (1 - alpha) * g * g
+        step = g / (np.sqrt(s) + eps)
+        if mu:
+            buf = mu * buf + step
+            step = buf
+        p = p - lr * step
+    return p
+
+
+CASES = [
+    (lambda: gn.optim.SGD(lr=0.1), _hand_sgd(0.1)),
+    (lambda: gn.optim.SGD(lr=0.1, momentum=0.9), _hand_sgd(0.1, 0.9)),
+    (lambda: gn.optim.SGD(lr=0.1, momentum=0.9, nesterov=True), _hand_sgd(0.1, 0.9, True)),
+    (lambda: gn.optim.SGD(lr=0.1, weight_decay=0.01), _hand_sgd(0.1, wd=0.01)),
+    (lambda: gn.optim.Adam(lr=0.01), _hand_adam(0.01)),
+    (lambda: gn.optim.Adam(lr=0.01, weight_decay=0.1), _hand_adam(0.01, wd=0.1)),
+    (lambda: gn.optim.AdamW(lr=0.01, weight_decay=0.1),
+     _hand_adam(0.01, wd=0.1, decoupled=True)),
+    (lambda: gn.optim.RMSprop(lr=0.01), _hand_rmsprop(0.01)),
+    (lambda: gn.optim.RMSprop(lr=0.01, momentum=0.5, weight_decay=0.1),
+     _hand_rmsprop(0.01, mu=0.5, wd=0.1)),
+]
+
+
+@pytest.mark.parametrize("index", range(len(CASES)))
+def test_update_rule_matches_hand_computation(backend64, index):
+    make, expected = CASES[index]
+    np.testing.assert_allclose(_run(backend64, make(), P0, [G1, G2]), expected, rtol=1e-12)
+
+
+def test_first_adam_step_is_lr_sized():
+    # With bias correction the first step is lr * sign(g) (up to eps).
+    be = gn.get_backend("cpu", dtype="float64")
+    p = _run(be, gn.optim.Adam(lr=0.01), P0, [G1])
+    np.testing.assert_allclose(p, np.array(P0) - 0.01 * np.sign(G1), rtol=1e-9)
+
+
+def test_update_is_in_place(backend):
+    p = backend.asarray(np.ones((3, 2), np.float32))
+    opt = gn.optim.Adam(lr=0.1)
+    opt.step([p], [backend.asarray(np.ones((3, 2), np.float32))])
+    assert np.all(gn.to_numpy(p) < 1.0)  # the caller's array changed
+    assert p.dtype == backend.dtype  # no silent float64
+
+
+@pytest.mark.parametrize("make", [lambda: gn.optim.SGD(lr=0.1, momentum=0.9),
+                                  lambda: gn.optim.Adam(lr=0.01),
+                                  lambda: gn.optim.RMSprop(lr=0.01, momentum=0.3)])
+def test_state_dict_round_trip(make):
+    be = gn.get_backend("cpu", dtype="float64")
+    opt = make()
+    p = be.asarray(np.array(P0))
+    opt.step([p], [be.asarray(np.array(G1))])
+    state = opt.state_dict()
+    assert state["t"] == 1 and all(isinstance(v, np.ndarray) for s in state["state"]
+                                    for v in s.values())
+    restored = make()
+    restored.load_state_dict(state)
+    restored.attach([p], be)
+    q = p.copy()
+    opt.step([p], [be.asarray(np.array(G2))])
+    restored.step([q], [be.asarray(np.array(G2))])
+    np.testing.assert_array_equal(p, q)
+    with pytest.raises(ValueError, match="expected a state of kind"):
+        gn.optim.RMSprop().load_state_dict(gn.optim.SGD().state_dict())
+
+
+def test_parameter_list_change_is_an_error():
+    be = gn.get_backend("cpu")
+    opt = gn.optim.Adam()
+    opt.step([be.zeros((2,))], [be.zeros((2,))])
+    with pytest.raises(ValueError, match="parameter list changed"):
+        opt.step([be.zeros((3,))], [be.zeros((3,))])
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: gn.optim.SGD(lr=0), r"SGD lr: expected a number in \(0"),
+    (lambda: gn.optim.Adam(lr=-1e-3), "Adam lr"),
+    (lambda: gn.optim.SGD(lr=0.1, momentum=1.5), "SGD momentum"),
+    (lambda: gn.optim.SGD(lr=0.1, nesterov=True), "nesterov: needs momentum"),
+    (lambda: gn.optim.Adam(betas=(0.9,)), "betas"),
+    (lambda: gn.optim.Adam(eps=0), "eps"),
+    (lambda: gn.optim.RMSprop(weight_decay=-1), "weight_decay"),
+    (lambda: gn.optim.get("lbfgs"), "unknown optimizer 'lbfgs'.*adam"),
+    (lambda: gn.optim.SGD(lr=float("nan")), "lr"),
+])
+def test_bad_hyperparameters(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("index", range(len(CASES)))
+def test_numpy_kernels_match_generic(index):
+    """Parity: NumPy's in-place kernels against the generic Array API maths."""
+    make, _ = CASES[index]
+    rng = np.random.default_rng(index)
+    p0 = rng.standard_normal((17, 5)).astype(np.float32)
+    grads = [rng.standard_normal((17, 5)).astype(np.float32) for _ in range(4)]
+    fast_be = NumpyBackend()
+    generic_be = NumpyBackend()
+    generic_be.optimizer_kernel = lambda kind: None
+    fast_opt, generic_opt = make(), make()
+    assert fast_be.optimizer_kernel(fast_opt.kind) is not None
+    pf, pg = p0.copy(), p0.copy()
+    fast_opt._init_state([pf], fast_be)
+    generic_opt._init_state([pg], generic_be)
+    for g in grads:
+        fast_opt.step([pf], [g.copy()])
+        generic_opt.step([pg], [g.copy()])
+    assert pf.dtype == np.float32
+    np.testing.assert_allclose(pf, pg, rtol=2e-6, atol=2e-7)
+    for a, b in zip(fast_opt.state, generic_opt.state):
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=2e-6, atol=2e-7)
+    assert math.isfinite(float(pf.sum()))
