@@ -428,7 +428,8 @@ class Sequential:
             total = backend.zeros(())
             sums = [backend.zeros(()) for _ in metric_objs]
             for lo in range(0, n, batch_size):
-                xb, tb = Xe[lo:lo + batch_size, ...], Te[lo:lo + batch_size, ...]
+                hi = min(lo + batch_size, n)  # the standard leaves out-of-range stops undefined
+                xb, tb = Xe[lo:hi, ...], Te[lo:hi, ...]
                 out = self._forward(xb, training=True, logits=fused)
                 value = loss.forward_logits(out, tb) if fused else loss.forward(out, tb)
                 self._backward(loss.backward(), need_input_grad=False, from_logits=fused)
@@ -464,7 +465,8 @@ class Sequential:
         for m in metric_objs:
             m.setup(xp, T)
         for lo in range(0, n, batch_size):
-            xb, tb = X[lo:lo + batch_size, ...], T[lo:lo + batch_size, ...]
+            hi = min(lo + batch_size, n)
+            xb, tb = X[lo:hi, ...], T[lo:hi, ...]
             out = self._forward(xb, training=False, logits=fused)
             value = loss.forward_logits(out, tb) if fused else loss.forward(out, tb)
             total = total + value * xb.shape[0]
@@ -518,8 +520,9 @@ class Sequential:
         xp = self.backend.xp
         with self.backend.context():
             X = self._as_input(X)
-            parts = [self._forward(X[lo:lo + batch_size, ...], training=False)
-                     for lo in range(0, int(X.shape[0]), batch_size)]
+            n = int(X.shape[0])
+            parts = [self._forward(X[lo:min(lo + batch_size, n), ...], training=False)
+                     for lo in range(0, n, batch_size)]
             if not parts:
                 return xp.zeros((0, self.output_dim), dtype=self.backend.dtype,
                                 device=self.backend.device)

@@ -131,8 +131,9 @@ class Backend:
             dtype = getattr(xp, dtype)
         if not self.owns(a):
             host = host_array(a)
-            if host.dtype == object:
-                raise TypeError(f"cannot convert {describe(a)} to a numeric array")
+            if host.dtype.kind not in "biuf":
+                raise TypeError(f"cannot convert {describe(a)} to a numeric array "
+                                f"(dtype {host.dtype})")
             a = xp.asarray(host, device=self.device) if self.device is not None else \
                 xp.asarray(host)
         if dtype is None and xp.isdtype(a.dtype, "real floating") and a.dtype != self.dtype:

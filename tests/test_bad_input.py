@@ -1,0 +1,122 @@
+"""Each bad input raises a clear error before any parameter or optimiser state changes."""
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+
+
+def _model(backend="cpu", out=1, act="sigmoid"):
+    return gn.Sequential([gn.Dense(2, 4, activation="relu"), gn.Dense(4, out, activation=act)],
+                         device=backend, seed=0)
+
+
+def _snapshot(model, opt):
+    params = [gn.to_numpy(p).copy() for p in model.parameters()]
+    state = [{k: gn.to_numpy(v).copy() for k, v in s.items()} for s in opt.state]
+    return params, state, opt.t
+
+
+X = np.random.default_rng(0).standard_normal((20, 2)).astype(np.float32)
+Y = (X[:, 0] > 0).astype(np.int64)
+NAN_X = X.copy()
+NAN_X[3, 1] = np.nan
+INF_Y = Y.astype(np.float32)
+INF_Y[0] = np.inf
+
+# (description, fit kwargs overriding the good ones, output width, expected message)
+FIT_CASES = [
+    ("wrong feature count", {"X": np.ones((20, 3))}, 1, r"expects 2 features.*\(20, 3\)"),
+    ("1-D X", {"X": np.ones(20)}, 1, r"X: expected a 2-D array"),
+    ("len(X) != len(y)", {"y": Y[:15]}, 1, r"y: expected 20 targets.*\(15,\)"),
+    ("NaN in X", {"X": NAN_X}, 1, "X: contains NaN or Inf"),
+    ("Inf in y", {"y": INF_Y}, 1, "y: contains NaN or Inf"),
+    ("empty X", {"X": np.zeros((0, 2)), "y": np.zeros(0)}, 1, "X: expected at least one"),
+    ("label out of range", {"y": np.arange(20) % 4, "loss": "categorical_crossentropy"}, 3,
+     r"class labels must lie in \[0, 3\).*from 0 to 3"),
+    ("negative label", {"y": np.arange(20) % 3 - 1, "loss": "categorical_crossentropy"}, 3,
+     r"class labels must lie in \[0, 3\).*from -1"),
+    ("fractional label", {"y": (np.arange(20) % 3) + 0.5, "loss": "cross_entropy"}, 3,
+     "class labels must be integers"),
+    ("one-hot of wrong width", {"y": np.eye(4)[np.arange(20) % 4], "loss": "cross_entropy"},
+     3, r"expected targets of shape \(N,\) or \(N, 3\)"),
+    ("binary target outside [0,1]", {"y": Y * 2}, 1, r"binary targets must lie in \[0, 1\]"),
+    ("CE on one output", {"loss": "categorical_crossentropy"}, 1, "needs a last layer with"),
+    ("unknown loss", {"loss": "hinge"}, 1, "unknown loss 'hinge'; expected one of:.*mse"),
+    ("unknown optimizer", {"optimizer": "lbfgs"}, 1, "unknown optimizer 'lbfgs'.*sgd"),
+    ("zero epochs", {"epochs": 0}, 1, "epochs: expected a positive integer, got 0"),
+    ("float epochs", {"epochs": 2.5}, 1, "epochs: expected a positive integer"),
+    ("negative batch size", {"batch_size": -8}, 1, "batch_size: expected a positive integer"),
+    ("bad verbose", {"verbose": 5}, 1, "verbose: expected 0, 1 or 2"),
+    ("bad validation_data", {"validation_data": X}, 1, "validation_data: expected a pair"),
+    ("NaN in validation X", {"validation_data": (NAN_X, Y)}, 1, "val_X: contains NaN"),
+    ("unknown metric", {"metrics": ["f1"]}, 1, "unknown metric 'f1'"),
+    ("string X", {"X": [["a", "b"]] * 20}, 1, "X: expected a numeric array"),
+]
+
+
+@pytest.mark.parametrize("desc,override,out,match", FIT_CASES, ids=[c[0] for c in FIT_CASES])
+def test_fit_rejects_bad_input_without_changing_state(backend, desc, override, out, match):
+    model = _model(backend, out=out, act="sigmoid" if out == 1 else "softmax")
+    opt = gn.optim.Adam(lr=0.01)
+    model.fit(X, Y if out == 1 else Y % out, loss="bce" if out == 1 else "cross_entropy",
+              optimizer=opt, epochs=1, verbose=0)
+    before = _snapshot(model, opt)
+    kwargs = {"X": X, "y": Y, "loss": "bce", "optimizer": opt, "epochs": 1, "verbose": 0}
+    kwargs.update(override)
+    with pytest.raises((ValueError, TypeError), match=match):
+        model.fit(kwargs.pop("X"), kwargs.pop("y"), **kwargs)
+    after = _snapshot(model, opt)
+    for a, b in zip(before[0], after[0]):
+        np.testing.assert_array_equal(a, b)
+    for sa, sb in zip(before[1], after[1]):
+        for k in sa:
+            np.testing.assert_array_equal(sa[k], sb[k])
+    assert before[2] == after[2]
+
+
+def test_layers_that_do_not_chain():
+    with pytest.raises(ValueError, match=r"layer 1 \(Dense\(5, 1\)\) expects in_features=5, "
+                                         r"but layer 0 \(Dense\(2, 4.*outputs 4"):
+        gn.Sequential([gn.Dense(2, 4), gn.Dense(5, 1)], device="cpu")
+    with pytest.raises(TypeError, match=r"layers\[1\]: expected a gpunn Layer"):
+        gn.Sequential([gn.Dense(2, 4), "relu"], device="cpu")
+    with pytest.raises(ValueError, match="non-empty list"):
+        gn.Sequential([], device="cpu")
+
+
+@pytest.mark.parametrize("arch,match", [
+    ([{"input_dim": 2, "activation": "relu"}], r"architecture\[0\]: missing key\(s\) "
+                                               r"\['output_dim'\]"),
+    ([{"input_dim": 2, "output_dim": 3, "activaton": "relu"}], r"unknown key\(s\) "
+                                                               r"\['activaton'\]"),
+    ([{"input_dim": 2, "output_dim": 3, "activation": "swish"}],
+     r"architecture\[0\]: unknown activation 'swish'"),
+    ([{"input_dim": 2, "output_dim": 3}, {"input_dim": 4, "output_dim": 1}],
+     "do not chain"),
+    ([{"input_dim": 2, "output_dim": -3}], "output_dim|out_features"),
+    ([], "non-empty list"),
+    (["relu"], r"architecture\[0\]: expected a dict"),
+])
+def test_from_architecture_errors(arch, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        gn.Sequential.from_architecture(arch, device="cpu")
+
+
+def test_predict_and_evaluate_errors():
+    model = _model()
+    with pytest.raises(ValueError, match="expects 2 features"):
+        model.predict(np.ones((3, 5)))
+    with pytest.raises(ValueError, match="no loss given and the model has not been fit"):
+        model.evaluate(X, Y)
+    with pytest.raises(ValueError, match="unknown loss"):
+        model.evaluate(X, Y, loss="nope")
+
+
+def test_unknown_names_list_valid_ones():
+    with pytest.raises(ValueError, match="unknown activation 'swish'; expected one of: .*tanh"):
+        gn.Dense(2, 2, activation="swish")
+    with pytest.raises(ValueError, match="unknown initialiser 'ones'; expected one of: .*he"):
+        gn.Dense(2, 2, init="ones")
+    with pytest.raises(ValueError, match="lr: expected a number in"):
+        gn.optim.Adam(lr=0)

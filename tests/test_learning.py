@@ -1,0 +1,77 @@
+"""Small real problems must actually be learned, on every backend."""
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+
+
+def test_xor_learned_exactly(backend):
+    X, y = gn.data.make_xor()
+    model = gn.Sequential([gn.Dense(2, 8, activation="tanh"),
+                           gn.Dense(8, 1, activation="sigmoid")], device=backend, seed=0)
+    model.fit(X, y, loss="binary_crossentropy", optimizer=gn.optim.Adam(lr=0.05),
+              epochs=500, batch_size=4, verbose=0, seed=0)
+    pred = (gn.to_numpy(model.predict(X)).ravel() >= 0.5).astype(int)
+    np.testing.assert_array_equal(pred, y)
+
+
+def test_two_moons_list_of_dicts_architecture(backend):
+    X, y = gn.data.make_moons(1000, noise=0.15, seed=1)
+    Xtr, Xte, ytr, yte = gn.data.train_test_split(X, y, test_size=0.3, seed=1)
+    net = gn.Sequential.from_architecture([
+        {"input_dim": 2, "output_dim": 25, "activation": "relu"},
+        {"input_dim": 25, "output_dim": 50, "activation": "relu"},
+        {"input_dim": 50, "output_dim": 50, "activation": "relu"},
+        {"input_dim": 50, "output_dim": 25, "activation": "relu"},
+        {"input_dim": 25, "output_dim": 1, "activation": "sigmoid"},
+    ], device=backend, seed=0)
+    net.fit(Xtr, ytr, loss="binary_crossentropy", optimizer=gn.optim.Adam(lr=0.01),
+            epochs=40, batch_size=32, verbose=0, seed=0)
+    assert net.evaluate(Xte, yte)["accuracy"] >= 0.97
+
+
+def test_three_class_softmax(backend):
+    X, y = gn.data.make_spirals(900, classes=3, noise=0.1, seed=2)
+    Xtr, Xte, ytr, yte = gn.data.train_test_split(X, y, test_size=0.3, seed=2)
+    model = gn.Sequential([gn.Dense(2, 64, activation="relu"),
+                           gn.Dense(64, 64, activation="relu"),
+                           gn.Dense(64, 3, activation="softmax")], device=backend, seed=0)
+    model.fit(Xtr, ytr, loss="categorical_crossentropy", optimizer=gn.optim.Adam(lr=0.01),
+              epochs=60, batch_size=32, verbose=0, seed=0)
+    assert gn.metrics.accuracy(yte, model.predict(Xte)) >= 0.95
+
+
+def test_iris_like_blobs_with_dropout_and_l2(backend):
+    X, y = gn.data.make_blobs(600, classes=3, features=4, spread=1.5, seed=3)
+    Xtr, Xte, ytr, yte = gn.data.train_test_split(X, y, seed=3)
+    model = gn.Sequential([gn.Dense(4, 32, activation="leaky_relu", kernel_l2=1e-4),
+                           gn.Dropout(0.2),
+                           gn.Dense(32, 3, activation="softmax")], device=backend, seed=0)
+    model.fit(Xtr, ytr, loss="cross_entropy",
+              optimizer=gn.optim.SGD(lr=0.05, momentum=0.9, weight_decay=1e-4),
+              epochs=30, batch_size=32, verbose=0, seed=0)
+    assert model.evaluate(Xte, yte)["accuracy"] >= 0.95
+
+
+def test_linear_regression(backend):
+    X, y = gn.data.make_linear(1000, coef=(2.0, -1.0, 5.0), seed=4)
+    model = gn.Sequential([gn.Dense(3, 16, activation="tanh"), gn.Dense(16, 1)],
+                          device=backend, seed=0)
+    model.fit(X, y, loss="mse", optimizer=gn.optim.Adam(lr=0.01), epochs=60, batch_size=32,
+              verbose=0, seed=0)
+    Xt, yt = gn.data.make_linear(200, coef=(2.0, -1.0, 5.0), seed=5)
+    pred = gn.to_numpy(model.predict(Xt)).ravel()
+    assert np.sqrt(np.mean((pred - yt) ** 2)) < 0.1  # targets have std ~3.2
+    assert gn.metrics.r2_score(yt, pred) > 0.999
+
+
+@pytest.mark.parametrize("opt", [gn.optim.RMSprop(lr=0.005), gn.optim.AdamW(lr=0.01),
+                                 gn.optim.SGD(lr=0.2, momentum=0.9, nesterov=True)],
+                         ids=["rmsprop", "adamw", "nesterov"])
+def test_every_optimizer_learns_moons(opt):
+    X, y = gn.data.make_moons(600, noise=0.1, seed=6)
+    model = gn.Sequential([gn.Dense(2, 32, activation="relu"),
+                           gn.Dense(32, 1, activation="sigmoid")], device="cpu", seed=0)
+    model.fit(X, y, loss="bce", optimizer=opt, epochs=60, batch_size=32, verbose=0, seed=0)
+    assert model.evaluate(X, y)["accuracy"] >= 0.97
