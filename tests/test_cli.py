@@ -1,0 +1,60 @@
+"""The command line, run as a user runs it: a subprocess."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+
+def _gpunn(*args, env=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "gpunn", *args], capture_output=True,
+                          text=True, env=full_env, timeout=120)
+
+
+def test_train_prints_device_epochs_and_accuracy():
+    out = _gpunn("train", "--epochs", "15", "--seed", "0", env={"GPUNN_DEVICE": "cpu"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("device: cpu") and "[requested (GPUNN_DEVICE)]" in lines[0]
+    epochs = [line for line in lines if line.startswith("epoch")]
+    assert len(epochs) == 15
+    assert all(re.search(r"loss [\d.]+ .*accuracy [\d.]+ .*samples/s", e) for e in epochs)
+    acc = float(re.search(r"test accuracy: ([\d.]+)", lines[-1]).group(1))
+    assert acc >= 0.95
+
+
+def test_train_auto_says_why_it_chose_the_device():
+    out = _gpunn("train", "--epochs", "1", "--dataset", "moons", "--quiet")
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("device: ") and "auto" in first
+    assert not any(line.startswith("epoch") for line in out.stdout.splitlines())
+
+
+def test_explicit_cuda_without_gpu_is_a_clear_error():
+    from gpunn.backend import cuda_status
+
+    if cuda_status().usable:
+        pytest.skip("a GPU is usable here")
+    out = _gpunn("train", "--device", "cuda", "--epochs", "1")
+    assert out.returncode == 2
+    assert "gpunn: error: device 'cuda' requested but CUDA is not usable" in out.stderr
+    assert 'pip install "gpunn[cuda12]"' in out.stderr
+
+
+@pytest.mark.parametrize("args,match", [(["train", "--epochs", "0"], "positive"),
+                                        (["train", "--device", "tpu"], "expected 'auto'"),
+                                        (["train", "--dataset", "mnist"], "invalid choice")])
+def test_bad_arguments(args, match):
+    out = _gpunn(*args)
+    assert out.returncode == 2 and re.search(match, out.stderr)
+
+
+def test_devices_command():
+    out = _gpunn("devices")
+    assert out.returncode == 0
+    assert out.stdout.startswith("usable devices: cpu")
+    assert "cuda: " in out.stdout
