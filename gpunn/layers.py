@@ -217,7 +217,8 @@ class Dense(Layer):
         """Backward pass from ``dL/dz`` (skipping the activation), for fused losses."""
         self._require_forward("_x")
         gW, gb, gx = self.backend.linear_backward(self._x, self.params["W"], grad_z,
-                                                  need_input_grad)
+                                                  need_input_grad,
+                                                  out=(self.grads["W"], self.grads["b"]))
         if self.kernel_l2:
             gW = gW + (2.0 * self.kernel_l2) * self.params["W"]
         self.grads["W"], self.grads["b"] = gW, gb

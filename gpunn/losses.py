@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numbers
 
-from .activations import _sigmoid, _softmax
 from .errors import describe, unknown_name
 
 
@@ -174,8 +173,9 @@ class BinaryCrossEntropy(Loss):
 
     def _from_logits(self, xp, z, target):
         # max(z, 0) - z*t + log(1 + exp(-|z|)) never overflows.
-        value = xp.mean(xp.maximum(z, 0.0) - z * target + xp.log1p(xp.exp(-xp.abs(z))))
-        self.output = p = _sigmoid(xp, z)
+        e = xp.exp(-xp.abs(z))
+        value = xp.mean(xp.maximum(z, 0.0) - z * target + xp.log1p(e))
+        self.output = p = xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))  # sigmoid(z)
         return value, (p - target) * (1.0 / z.size)
 
     def forward_logits(self, z, target):
@@ -213,8 +213,10 @@ class CategoricalCrossEntropy(Loss):
         return f"CategoricalCrossEntropy(from_logits={self.from_logits})"
 
     def prepare_target(self, xp, target, n_outputs):
+        # Integer labels stay labels: shuffling them moves N ints instead of N*C floats,
+        # and each batch's one-hot is a cheap comparison.
         if target.ndim == 1:
-            return one_hot(xp, target, n_outputs, xp.float32)
+            return target
         return super().prepare_target(xp, target, n_outputs)
 
     def _target(self, xp, pred, target):
@@ -232,10 +234,11 @@ class CategoricalCrossEntropy(Loss):
 
     def _from_logits(self, xp, z, target):
         shifted = z - xp.max(z, axis=-1, keepdims=True)
-        logsumexp = xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+        e = xp.exp(shifted)
+        total = xp.sum(e, axis=-1, keepdims=True)
         n = z.shape[0]
-        value = -xp.sum(target * (shifted - logsumexp)) * (1.0 / n)
-        self.output = p = _softmax(xp, z)
+        value = -xp.sum(target * (shifted - xp.log(total))) * (1.0 / n)
+        self.output = p = e / total  # the softmax, reusing the exponentials
         # p - t assumes each target row sums to 1 (one-hot or a distribution).
         return value, (p - target) * (1.0 / n)
 

@@ -305,7 +305,7 @@ class Sequential:
         if y.ndim not in (1, 2) or y.shape[0] != n:
             raise ValueError(f"{what}: expected {n} targets (one per row of X), got "
                              f"{describe(y)}")
-        if xp.isdtype(y.dtype, "real floating") and not bool(xp.all(xp.isfinite(y))):
+        if xp.isdtype(y.dtype, "real floating") and not _all_finite(xp, y):
             raise ValueError(f"{what}: contains NaN or Inf")
         n_out = self.output_dim
         if isinstance(loss, _losses.CategoricalCrossEntropy):
@@ -343,7 +343,7 @@ class Sequential:
         xp = self.backend.xp
         if X.shape[0] == 0:
             raise ValueError(f"{xs}: expected at least one sample, got {describe(X)}")
-        if not bool(xp.all(xp.isfinite(X))):
+        if not _all_finite(xp, X):
             raise ValueError(f"{xs}: contains NaN or Inf")
         return X, self._as_target(y, X.shape[0], loss, ys)
 
@@ -527,6 +527,13 @@ class Sequential:
                 return xp.zeros((0, self.output_dim), dtype=self.backend.dtype,
                                 device=self.backend.device)
             return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+def _all_finite(xp, a) -> bool:
+    """True when ``a`` has no NaN or Inf; one reduction (no mask array) when it is clean."""
+    # A finite sum proves every element finite; an infinite one may just be overflow of
+    # large finite values, so only then pay for the element-wise test.
+    return bool(xp.isfinite(xp.sum(a))) or bool(xp.all(xp.isfinite(a)))
 
 
 def _check_chain(layers) -> None:

@@ -183,8 +183,20 @@ class Backend:
         """Affine map ``x @ W + b``; ``x (batch, in)``, ``W (in, out)``, ``b (out,)``."""
         return x @ W + b
 
-    def linear_backward(self, x, W, grad, need_input_grad: bool = True):
+    def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
         """Gradients of :meth:`linear`.
+
+        Parameters
+        ----------
+        x : (batch, in)
+        W : (in, out)
+        grad : (batch, out)
+            ``dL/d(x @ W + b)``.
+        need_input_grad : bool
+            Skip ``gx`` (one matmul) when False.
+        out : (gW, gb), optional
+            Last step's gradient arrays, which a backend may overwrite instead of
+            allocating new ones. The generic version ignores them.
 
         Returns
         -------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import array_api_compat.numpy as cnp
 import numpy as np
 
+from . import numpy_kernels
 from .base import Backend
 
 
@@ -21,6 +24,7 @@ class NumpyBackend(Backend):
 
     def __init__(self, dtype: str = "float32", seed: int | None = None):
         super().__init__(cnp, device="cpu", dtype=dtype, seed=seed, name="cpu")
+        self._scratch_buffers: dict = {}
 
     def describe(self) -> str:
         return f"cpu (NumPy {np.__version__}, {self.dtype_name})"
@@ -46,7 +50,24 @@ class NumpyBackend(Backend):
         out += b
         return out
 
-    def optimizer_kernel(self, kind: str):
-        from . import numpy_kernels
+    def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
+        # Write into last step's gradient arrays: no fresh (and, for big layers, freshly
+        # page-faulted) allocation per step.
+        if out is None or out[0].dtype != grad.dtype:
+            return super().linear_backward(x, W, grad, need_input_grad)
+        gW, gb = out
+        np.matmul(x.T, grad, out=gW)
+        np.sum(grad, axis=0, out=gb)
+        return gW, gb, (np.matmul(grad, W.T) if need_input_grad else None)
 
-        return numpy_kernels.KERNELS.get(kind)
+    def optimizer_kernel(self, kind: str):
+        kernel = numpy_kernels.KERNELS.get(kind)
+        return None if kernel is None else functools.partial(kernel, scratch=self._scratch)
+
+    def _scratch(self, like: np.ndarray) -> np.ndarray:
+        """A reusable work array of ``like``'s shape and dtype (contents undefined)."""
+        key = (like.shape, like.dtype)
+        buf = self._scratch_buffers.get(key)
+        if buf is None:
+            buf = self._scratch_buffers[key] = np.empty_like(like)
+        return buf

@@ -1,0 +1,438 @@
+"""Cross-device training-throughput benchmark (``gpunn bench``, ``bench/bench.py``).
+
+For each size and device it times full training steps (forward, loss, backward, Adam
+update) three ways, on the same data and model:
+
+- ``gpunn``: ``model.fit(...)`` exactly as users call it;
+- ``reference``: a hand-written loop in plain NumPy/CuPy doing the same maths
+  (the "no framework" baseline);
+- ``torch``: PyTorch eager on the same device, when PyTorch is installed.
+
+Numbers are medians over repeated epochs after a warm-up. A step costs about
+``6 * batch * sum(in * out)`` FLOPs; the achieved rate is also given as a share of the
+device's matmul peak, measured in the same run with a large square matmul.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SIZES = {
+    # name: {device kind: (layer widths, batch size)}
+    "tiny": {"cpu": ([784, 128, 10], 64), "cuda": ([784, 128, 10], 64)},
+    "medium": {"cpu": ([784, 1024, 1024, 10], 512), "cuda": ([784, 1024, 1024, 10], 512)},
+    "large": {"cpu": ([2048, 2048, 2048, 2048], 1024),
+              "cuda": ([4096, 4096, 4096, 4096, 4096], 4096)},
+}
+LR = 1e-3
+
+
+@dataclass
+class Row:
+    """One benchmark measurement."""
+
+    size: str
+    device: str
+    impl: str
+    dtype: str
+    widths: list
+    batch: int
+    steps: int
+    ms_per_step: float
+    samples_per_s: float
+    host_ms_per_step: float
+    tflops: float
+    pct_of_peak: float
+    peak_mem_mb: float | None
+
+
+def step_flops(widths, batch: int) -> float:
+    """FLOPs of one training step: 2 (forward) + 4 (two backward matmuls) per MAC."""
+    return 6.0 * batch * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+# ---------------------------------------------------------------------- devices
+class _Device:
+    def __init__(self, name: str):
+        self.name = name
+        self.kind = "cpu" if name == "cpu" else "cuda"
+        if self.kind == "cpu":
+            self.xp = np
+        else:
+            import cupy
+
+            self.xp = cupy
+            self.index = int(name.split(":")[1]) if ":" in name else 0
+            cupy.cuda.Device(self.index).use()
+
+    def sync(self):
+        if self.kind == "cuda":
+            self.xp.cuda.Device(self.index).synchronize()
+
+    def memory_reset(self):
+        if self.kind == "cuda":
+            self.xp.get_default_memory_pool().free_all_blocks()
+
+    def label(self) -> str:
+        if self.kind == "cpu":
+            return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+        props = self.xp.cuda.runtime.getDeviceProperties(self.index)
+        name = props["name"]
+        return f"{self.name} ({name.decode() if isinstance(name, bytes) else name})"
+
+
+def matmul_peak(dev: _Device, dtype: str = "float32") -> float:
+    """Achieved TFLOP/s of a large square matmul: the practical peak of this device."""
+    xp = dev.xp
+    n = 2048 if dev.kind == "cpu" else 8192
+    a = xp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype=dtype)
+    b = xp.asarray(np.random.default_rng(1).standard_normal((n, n)), dtype=dtype)
+    c = xp.matmul(a, b)
+    times = []
+    for _ in range(5):
+        dev.sync()
+        t0 = time.perf_counter()
+        xp.matmul(a, b, out=c)
+        dev.sync()
+        times.append(time.perf_counter() - t0)
+    return 2.0 * n**3 / statistics.median(times) / 1e12
+
+
+# ---------------------------------------------------------------------- implementations
+def _make_gpunn(dev, widths, X, y, batch):
+    import gpunn as gn
+
+    arch = [{"input_dim": a, "output_dim": b, "activation": "relu"}
+            for a, b in zip(widths[:-2], widths[1:-1])]
+    arch.append({"input_dim": widths[-2], "output_dim": widths[-1], "activation": "softmax"})
+    model = gn.Sequential.from_architecture(arch, device=dev.name, seed=0)
+    opt = gn.optim.Adam(lr=LR)
+    Xd, yd = model.backend.asarray(X), model.backend.asarray(y)
+
+    def epoch(n_rows):
+        model.fit(Xd[:n_rows], yd[:n_rows], loss="categorical_crossentropy", optimizer=opt,
+                  epochs=1, batch_size=batch, verbose=0)
+
+    return epoch
+
+
+def _make_reference(dev, widths, X, y, batch):
+    """A from-scratch loop: what one writes by hand in NumPy/CuPy for the same maths."""
+    xp = dev.xp
+    rng = np.random.default_rng(0)
+    Ws = [xp.asarray(rng.standard_normal((a, b)) * np.sqrt(2.0 / a), dtype=xp.float32)
+          for a, b in zip(widths[:-1], widths[1:])]
+    bs = [xp.zeros(b, dtype=xp.float32) for b in widths[1:]]
+    params = Ws + bs
+    m = [xp.zeros_like(p) for p in params]
+    v = [xp.zeros_like(p) for p in params]
+    Xd, yd = xp.asarray(X), xp.asarray(y)
+    eye = xp.eye(widths[-1], dtype=xp.float32)
+    t = [0]
+
+    def epoch(n_rows):
+        perm = xp.asarray(rng.permutation(n_rows))
+        Xs, ys = Xd[perm], yd[perm]
+        total = xp.zeros((), dtype=xp.float32)
+        for lo in range(0, n_rows, batch):
+            xb, yb = Xs[lo:lo + batch], ys[lo:lo + batch]
+            acts = [xb]
+            for i, (W, b) in enumerate(zip(Ws, bs)):
+                z = acts[-1] @ W + b
+                acts.append(xp.maximum(z, 0) if i < len(Ws) - 1 else z)
+            z = acts[-1]
+            e = xp.exp(z - z.max(axis=1, keepdims=True))
+            p = e / e.sum(axis=1, keepdims=True)
+            onehot = eye[yb]
+            total += -(onehot * xp.log(p + 1e-7)).sum() / len(xb)
+            g = (p - onehot) / len(xb)
+            gWs, gbs = [], []
+            for i in range(len(Ws) - 1, -1, -1):
+                gWs.append(acts[i].T @ g)
+                gbs.append(g.sum(axis=0))
+                if i:
+                    g = (g @ Ws[i].T) * (acts[i] > 0)
+            grads = gWs[::-1] + gbs[::-1]
+            t[0] += 1
+            c1, c2 = 1 - 0.9 ** t[0], 1 - 0.999 ** t[0]
+            for j, (prm, gr) in enumerate(zip(params, grads)):
+                m[j] = 0.9 * m[j] + 0.1 * gr
+                v[j] = 0.999 * v[j] + 0.001 * gr * gr
+                prm -= LR * (m[j] / c1) / (xp.sqrt(v[j] / c2) + 1e-8)
+        float(total)
+
+    return epoch
+
+
+def _make_torch(dev, widths, X, y, batch):
+    import torch
+
+    device = "cpu" if dev.kind == "cpu" else f"cuda:{dev.index}"
+    layers = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    lossf = torch.nn.CrossEntropyLoss()
+    Xd = torch.as_tensor(X, device=device)
+    yd = torch.as_tensor(y, device=device)
+
+    def epoch(n_rows):
+        perm = torch.randperm(n_rows, device=device)
+        Xs, ys = Xd[perm], yd[perm]
+        total = torch.zeros((), device=device)
+        for lo in range(0, n_rows, batch):
+            opt.zero_grad(set_to_none=True)
+            loss = lossf(model(Xs[lo:lo + batch]), ys[lo:lo + batch])
+            loss.backward()
+            opt.step()
+            total += loss.detach()
+        total.item()
+
+    return epoch
+
+
+IMPLS = {"gpunn": _make_gpunn, "reference": _make_reference, "torch": _make_torch}
+
+
+def _torch_usable(dev) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return dev.kind == "cpu" or torch.cuda.is_available()
+
+
+# ---------------------------------------------------------------------- measurement
+def measure(dev, impl: str, size: str, repeats: int, target_s: float, peak: float) -> Row:
+    widths, batch = SIZES[size][dev.kind]
+    # Calibrate the epoch length so each timed epoch lasts about target_s.
+    rng = np.random.default_rng(0)
+    probe_steps = 3
+    X = rng.standard_normal((batch * probe_steps, widths[0])).astype(np.float32)
+    y = rng.integers(0, widths[-1], batch * probe_steps).astype(np.int64)
+    epoch = IMPLS[impl](dev, widths, X, y, batch)
+    epoch(batch * probe_steps)  # warm-up: allocations, kernel compilation, BLAS threads
+    dev.sync()
+    t0 = time.perf_counter()
+    epoch(batch * probe_steps)
+    dev.sync()
+    per_step = (time.perf_counter() - t0) / probe_steps
+    steps = int(min(500, max(3, target_s / max(per_step, 1e-6))))
+    X = rng.standard_normal((batch * steps, widths[0])).astype(np.float32)
+    y = rng.integers(0, widths[-1], batch * steps).astype(np.int64)
+    epoch = IMPLS[impl](dev, widths, X, y, batch)
+    epoch(batch * steps)
+    walls, hosts = [], []
+    for _ in range(repeats):
+        dev.sync()
+        t0, h0 = time.perf_counter(), time.thread_time()
+        epoch(batch * steps)
+        h1 = time.thread_time()
+        dev.sync()
+        walls.append(time.perf_counter() - t0)
+        hosts.append(h1 - h0)
+    wall = statistics.median(walls) / steps
+    host = statistics.median(hosts) / steps
+    mem = _peak_memory(dev, impl, epoch, batch * steps)
+    tflops = step_flops(widths, batch) / wall / 1e12
+    return Row(size, dev.name, impl, "float32", list(widths), batch, steps, wall * 1e3,
+               batch / wall, host * 1e3, tflops, 100.0 * tflops / peak, mem)
+
+
+def _peak_memory(dev, impl, epoch, n_rows) -> float | None:
+    """Peak memory of one epoch in MiB: NumPy allocations on CPU, the pool on GPU."""
+    if dev.kind == "cpu":
+        if impl == "torch":
+            return None  # torch's CPU allocator is invisible to tracemalloc
+        tracemalloc.start()
+        epoch(n_rows)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak / 2**20
+    if impl == "torch":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        epoch(n_rows)
+        return torch.cuda.max_memory_allocated() / 2**20
+    pool = dev.xp.get_default_memory_pool()
+    epoch(n_rows)
+    dev.sync()
+    return pool.total_bytes() / 2**20  # the pool keeps every block the epoch needed
+
+
+# ---------------------------------------------------------------------- reporting
+def environment(devices) -> dict:
+    import gpunn
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__,
+                "gpunn": gpunn.__version__}
+    for mod in ("cupy", "torch", "array_api_compat"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    env = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "git_commit": _git_commit(), "platform": platform.platform(),
+           "devices": {d.name: d.label() for d in devices}, "versions": versions,
+           "threads": os.cpu_count()}
+    if any(d.kind == "cuda" for d in devices):
+        import cupy
+
+        env["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
+        env["cuda_driver"] = cupy.cuda.runtime.driverGetVersion()
+    return env
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(__file__), check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _ratio(other: Row | None, row: Row) -> str:
+    """Speed of ``row`` relative to ``other`` (above 1: ``row`` is faster)."""
+    return f"{other.ms_per_step / row.ms_per_step:.2f}x" if other else ""
+
+
+def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
+    """The results as a markdown table, with ratios to the reference loop and PyTorch."""
+    by_key = {(r.size, r.device, r.impl): r for r in rows}
+    head = ("| size | device | impl | widths | batch | ms/step | samples/s | host ms/step | "
+            "TFLOP/s | % of peak | peak MiB | vs reference | vs torch |")
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        ref = by_key.get((r.size, r.device, "reference"))
+        tor = by_key.get((r.size, r.device, "torch"))
+        mem = f"{r.peak_mem_mb:,.0f}" if r.peak_mem_mb is not None else "n/a"
+        lines.append(
+            f"| {r.size} | {r.device} | {r.impl} | {'-'.join(map(str, r.widths))} | "
+            f"{r.batch} | {r.ms_per_step:.3f} | {r.samples_per_s:,.0f} | "
+            f"{r.host_ms_per_step:.3f} | {r.tflops:.3f} | {r.pct_of_peak:.1f} | {mem} | "
+            f"{_ratio(ref, r) if r.impl != 'reference' else ''} | "
+            f"{_ratio(tor, r) if r.impl != 'torch' else ''} |")
+    peak_text = ", ".join(f"{d}: {p:.3f} TFLOP/s" for d, p in peaks.items())
+    lines += ["", f"Matmul peak measured in the same run (float32): {peak_text}.",
+              f"Devices: {'; '.join(env['devices'].values())}. Versions: "
+              + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+              + f". Commit {env['git_commit'][:10]}, {env['date']}."]
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: str) -> bool:
+    """A grouped bar chart of samples/s (log scale); False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    groups = sorted({(r.size, r.device) for r in rows},
+                    key=lambda k: (list(SIZES).index(k[0]), k[1]))
+    impls = [i for i in IMPLS if any(r.impl == i for r in rows)]
+    by_key = {(r.size, r.device, r.impl): r.samples_per_s for r in rows}
+    fig, ax = plt.subplots(figsize=(1.8 * len(groups) + 2, 4))
+    width = 0.8 / len(impls)
+    for j, impl in enumerate(impls):
+        xs = [i + j * width for i in range(len(groups))]
+        ax.bar(xs, [by_key.get((*g, impl), 0) for g in groups], width, label=impl)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
+    ax.set_xticklabels([f"{s}\n{d}" for s, d in groups])
+    ax.set_yscale("log")
+    ax.set_ylabel("training samples / s")
+    ax.legend()
+    ax.set_title("gpunn training throughput")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def build_parser(parser=None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="gpunn bench", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--device", default="all",
+                        help="all (default: every usable device), cpu, cuda, cuda:N")
+    parser.add_argument("--sizes", default="tiny,medium,large",
+                        help="comma-separated subset of tiny,medium,large")
+    parser.add_argument("--impls", default="gpunn,reference,torch",
+                        help="comma-separated subset of gpunn,reference,torch")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--target-seconds", type=float, default=0.5,
+                        help="approximate length of one timed epoch")
+    parser.add_argument("--json", help="write the results and environment to this file")
+    parser.add_argument("--markdown", help="write the markdown table to this file")
+    parser.add_argument("--plot", help="write a PNG chart here (needs matplotlib)")
+    return parser
+
+
+def run(args) -> int:
+    from .backend import available_devices
+
+    usable = available_devices()
+    names = usable if args.device == "all" else [args.device.replace("cuda", "cuda:0")
+                                                 if args.device == "cuda" else args.device]
+    missing = [n for n in names if n not in usable]
+    if missing:
+        print(f"gpunn bench: device(s) {missing} not usable here; usable: {usable}",
+              file=sys.stderr)
+        return 2
+    sizes = [s for s in args.sizes.split(",") if s]
+    impls = [i for i in args.impls.split(",") if i]
+    bad = [s for s in sizes if s not in SIZES] + [i for i in impls if i not in IMPLS]
+    if bad or args.repeats < 1:
+        print(f"gpunn bench: unknown size/impl {bad} or repeats < 1", file=sys.stderr)
+        return 2
+    devices = [_Device(n) for n in names]
+    peaks, rows = {}, []
+    for dev in devices:
+        peaks[dev.name] = matmul_peak(dev)
+        print(f"# {dev.label()}: matmul peak {peaks[dev.name]:.3f} TFLOP/s", flush=True)
+        for size in sizes:
+            for impl in impls:
+                if impl == "torch" and not _torch_usable(dev):
+                    continue
+                dev.memory_reset()
+                row = measure(dev, impl, size, args.repeats, args.target_seconds,
+                              peaks[dev.name])
+                rows.append(row)
+                print(f"  {size:6s} {impl:9s} {row.ms_per_step:9.3f} ms/step "
+                      f"{row.samples_per_s:12,.0f} samples/s  {row.pct_of_peak:5.1f}% of peak",
+                      flush=True)
+    env = environment(devices)
+    table = markdown(rows, env, peaks)
+    print()
+    print(table)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"environment": env, "matmul_peak_tflops": peaks,
+                       "command": " ".join(sys.argv), "rows": [asdict(r) for r in rows]},
+                      fh, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(table + "\n")
+    if args.plot and not plot(rows, args.plot):
+        print("gpunn bench: matplotlib not installed, no plot written", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    return run(build_parser().parse_args(argv))
