@@ -45,6 +45,7 @@ class Layer:
         self.params: dict = {}
         self.grads: dict = {}
         self.backend = None
+        self._pinned_grads = False  # set while the grads are views of a flat buffer
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._describe_args()})"
@@ -66,6 +67,7 @@ class Layer:
         """Move parameters to ``backend`` (through the host when devices differ)."""
         old = self.backend
         cross = old is not None and not backend.same_device(old)
+        self._pinned_grads = False
         for store in (self.params, self.grads):
             for key, value in store.items():
                 store[key] = backend.asarray(old.to_numpy(value) if cross else value,
@@ -83,6 +85,15 @@ class Layer:
             for key, value in store.items():
                 store[key] = xp.asarray(value, copy=True)
         return new
+
+    def _store_grads(self, **grads) -> None:
+        # Inside a flat buffer the gradient arrays are views that must keep their
+        # identity; a backend that returned fresh arrays gets them copied in.
+        for key, value in grads.items():
+            if self._pinned_grads and value is not self.grads[key]:
+                self.grads[key][...] = value
+            else:
+                self.grads[key] = value
 
     def forward(self, x, training: bool = False):
         """Output of the layer for input ``x``."""
@@ -220,8 +231,8 @@ class Dense(Layer):
                                                   need_input_grad,
                                                   out=(self.grads["W"], self.grads["b"]))
         if self.kernel_l2:
-            gW = gW + (2.0 * self.kernel_l2) * self.params["W"]
-        self.grads["W"], self.grads["b"] = gW, gb
+            gW += (2.0 * self.kernel_l2) * self.params["W"]
+        self._store_grads(W=gW, b=gb)
         return gx
 
     def regularization_loss(self):

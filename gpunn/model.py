@@ -100,6 +100,8 @@ class Sequential:
         self.optimizer = None
         self.loss = None
         self.metrics: list[str] = []
+        self._flat = None
+        self._flatten()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -148,6 +150,43 @@ class Sequential:
             except (ValueError, TypeError) as exc:
                 raise type(exc)(f"architecture[{i}]: {exc}") from None
         return cls(layers, **kwargs)
+
+    # ------------------------------------------------------------------ flat buffers
+    def _flatten(self) -> None:
+        """Move every parameter and gradient into one flat buffer each (as views).
+
+        Then the optimiser updates the whole model in one fused pass and gradients are
+        written straight into place. Only on backends whose slices are guaranteed views
+        (NumPy, CuPy); elsewhere the parameters stay separate arrays.
+        """
+        self._flat = None
+        backend = self.backend
+        entries = [(layer, key) for layer in self.layers for key in layer.params]
+        if not backend.supports_views or not entries:
+            return
+        shapes = [tuple(layer.params[key].shape) for layer, key in entries]
+        total = sum(int(layer.params[key].size) for layer, key in entries)
+        with backend.context():
+            P, G = backend.zeros((total,)), backend.zeros((total,))
+            pviews, gviews = backend.flat_views(P, shapes), backend.flat_views(G, shapes)
+            for (layer, key), pv, gv in zip(entries, pviews, gviews):
+                pv[...] = layer.params[key]
+                gv[...] = layer.grads[key]
+                layer.params[key], layer.grads[key] = pv, gv
+        for layer in self.layers:
+            layer._pinned_grads = bool(layer.params)
+        self._flat = (P, G, entries, pviews)
+
+    def _step_lists(self) -> tuple[list, list]:
+        """What the optimiser steps on: the flat buffers, or the separate arrays."""
+        if self._flat is not None:
+            P, G, entries, pviews = self._flat
+            # Users may have rebound layer.params[...] to a new array; adopt it.
+            if any(layer.params[key] is not pv for (layer, key), pv in zip(entries, pviews)):
+                self._flatten()
+                P, G = self._flat[:2]
+            return [P], [G]
+        return self.parameters(), self.gradients()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -211,6 +250,7 @@ class Sequential:
             if self.optimizer is not None:
                 self.optimizer.to(backend)
         self.backend = backend
+        self._flatten()
         return self
 
     # ------------------------------------------------------------------ forward / backward
@@ -392,13 +432,14 @@ class Sequential:
                     raise ValueError("validation_data: expected a pair (X_val, y_val), got "
                                      f"{describe(validation_data)}")
                 val = self._as_data(*validation_data, loss, what="val_")
-            optimizer.attach(self.parameters(), self.backend)
+            step_params, step_grads = self._step_lists()
+            optimizer.attach(step_params, self.backend)
             self.optimizer, self.loss = optimizer, loss
             self.metrics = [m.name for m in metric_objs]
             if seed is not None:
                 self.backend.seed(seed)
             return self._fit_loop(X, T, loss, optimizer, metric_objs, epochs, batch_size,
-                                  val, shuffle, verbose)
+                                  val, shuffle, verbose, step_params, step_grads)
 
     def _metrics_for(self, loss, metrics) -> list:
         if metrics is None:
@@ -410,11 +451,12 @@ class Sequential:
         return [_metrics.get(m) for m in metrics]
 
     def _fit_loop(self, X, T, loss, optimizer, metric_objs, epochs, batch_size, val,
-                  shuffle, verbose) -> History:
+                  shuffle, verbose, params, grads) -> History:
         backend, xp = self.backend, self.backend.xp
         n = int(X.shape[0])
         fused = self._fused(loss)
-        params = self.parameters()
+        # With a flat buffer the gradient list is fixed; otherwise backward rebinds it.
+        flat = self._flat is not None
         history = History()
         for m in metric_objs:
             m.setup(xp, T)
@@ -436,7 +478,7 @@ class Sequential:
                 reg = self._regularization()
                 if reg is not None:
                     value = value + reg
-                optimizer.step(params, self.gradients())
+                optimizer.step(params, grads if flat else self.gradients())
                 rows = xb.shape[0]
                 total = total + value * rows
                 for i, m in enumerate(metric_objs):

@@ -77,11 +77,39 @@ class Optimizer:
         if matches and (self.state or not self._state_keys or not params):
             self.to(backend)
             self._shapes = [tuple(p.shape) for p in params]
-        elif self.t:
+        elif not self.t or not self._state_keys:
+            self._init_state(params, backend)  # nothing learned yet, or nothing to keep
+        elif self._same_size(params):
+            self._relayout(params, backend)
+        else:
             raise ValueError(f"{type(self).__name__}: the parameter list changed after "
                              f"{self.t} step(s); create a new optimiser for a new model")
-        else:
-            self._init_state(params, backend)
+
+    def _same_size(self, params) -> bool:
+        key = self._state_keys[0]
+        have = sum(int(s[key].size) for s in self.state)
+        return bool(self.state) and have == sum(int(p.size) for p in params)
+
+    def _relayout(self, params, backend) -> None:
+        """Re-cut the state for another grouping of the same parameters.
+
+        A model keeps its parameters in one flat buffer on NumPy and CuPy but as separate
+        arrays elsewhere; the element order is the same, so the state is concatenated and
+        split again (on the host: this happens once per device move, not per step).
+        """
+        old = self.backend
+        to_host = old.to_numpy if old is not None else np.asarray
+        new_state = [{} for _ in params]
+        for key in self._state_keys:
+            flat = np.concatenate([np.ravel(to_host(s[key])) for s in self.state])
+            offset = 0
+            for entry, p in zip(new_state, params):
+                n = int(p.size)
+                entry[key] = backend.asarray(flat[offset:offset + n].reshape(tuple(p.shape)),
+                                             dtype=backend.dtype)
+                offset += n
+        self.state, self.backend = new_state, backend
+        self._shapes = [tuple(p.shape) for p in params]
 
     def step(self, params: list, grads: list) -> None:
         """Apply one update to ``params`` in place.

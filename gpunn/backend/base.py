@@ -63,6 +63,9 @@ class Backend:
 
     #: Library family; subclasses set "numpy" or "cupy".
     library = "generic"
+    #: Slices and reshapes of a contiguous array are guaranteed views, so a model may keep
+    #: all parameters in one flat buffer (the standard leaves view semantics open).
+    supports_views = False
 
     def __init__(self, xp, device=None, dtype: str = "float32", seed: int | None = None,
                  name: str | None = None):
@@ -210,6 +213,17 @@ class Backend:
         gx = grad @ xp.matrix_transpose(W) if need_input_grad else None
         return gW, gb, gx
 
+    def flat_views(self, flat, shapes) -> list:
+        """Views of consecutive pieces of the 1-D ``flat`` with the given shapes."""
+        views, offset = [], 0
+        for shape in shapes:
+            n = 1
+            for d in shape:
+                n *= d
+            views.append(self.xp.reshape(flat[offset:offset + n], shape))
+            offset += n
+        return views
+
     def optimizer_kernel(self, kind: str):
         """A fused in-place update for optimiser ``kind``, or ``None`` for the generic one."""
         return None
@@ -221,3 +235,11 @@ def _check_dtype_name(dtype) -> str:
     if name not in _FLOAT_DTYPES:
         raise ValueError(f"dtype: expected one of {', '.join(_FLOAT_DTYPES)}, got {dtype!r}")
     return name
+
+
+def linear_backward_into(lib, x, W, grad, need_input_grad, out):
+    """``linear_backward`` for NumPy-like libraries with ``out=``: writes into ``out``."""
+    gW, gb = out
+    lib.matmul(x.T, grad, out=gW)
+    lib.sum(grad, axis=0, out=gb)
+    return gW, gb, (lib.matmul(grad, W.T) if need_input_grad else None)

@@ -6,7 +6,7 @@ import array_api_compat.cupy as ccp
 import cupy
 import numpy as np
 
-from .base import Backend
+from .base import Backend, linear_backward_into
 
 
 class CupyBackend(Backend):
@@ -21,6 +21,7 @@ class CupyBackend(Backend):
     """
 
     library = "cupy"
+    supports_views = True
 
     def __init__(self, index: int = 0, dtype: str = "float32", seed: int | None = None):
         self.index = index
@@ -47,6 +48,11 @@ class CupyBackend(Backend):
 
     def to_numpy(self, a) -> np.ndarray:
         return cupy.asnumpy(a) if isinstance(a, cupy.ndarray) else super().to_numpy(a)
+
+    def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
+        if out is None:
+            return super().linear_backward(x, W, grad, need_input_grad)
+        return linear_backward_into(cupy, x, W, grad, need_input_grad, out)
 
     def synchronize(self) -> None:
         self._device.synchronize()

@@ -8,7 +8,7 @@ import array_api_compat.numpy as cnp
 import numpy as np
 
 from . import numpy_kernels
-from .base import Backend
+from .base import Backend, linear_backward_into
 
 
 class NumpyBackend(Backend):
@@ -21,6 +21,7 @@ class NumpyBackend(Backend):
     """
 
     library = "numpy"
+    supports_views = True
 
     def __init__(self, dtype: str = "float32", seed: int | None = None):
         super().__init__(cnp, device="cpu", dtype=dtype, seed=seed, name="cpu")
@@ -51,14 +52,11 @@ class NumpyBackend(Backend):
         return out
 
     def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
-        # Write into last step's gradient arrays: no fresh (and, for big layers, freshly
-        # page-faulted) allocation per step.
-        if out is None or out[0].dtype != grad.dtype:
+        # Write into the gradient arrays (views of the model's flat gradient buffer): no
+        # fresh, page-faulted allocation per step and no copy into the flat buffer.
+        if out is None:
             return super().linear_backward(x, W, grad, need_input_grad)
-        gW, gb = out
-        np.matmul(x.T, grad, out=gW)
-        np.sum(grad, axis=0, out=gb)
-        return gW, gb, (np.matmul(grad, W.T) if need_input_grad else None)
+        return linear_backward_into(np, x, W, grad, need_input_grad, out)
 
     def optimizer_kernel(self, kind: str):
         kernel = numpy_kernels.KERNELS.get(kind)

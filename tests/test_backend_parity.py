@@ -1,0 +1,100 @@
+"""Every fast path against the generic Array API path on the same inputs.
+
+NumPy's overrides (in-place gradients, flat parameter buffer, fused optimiser kernels) and,
+when a GPU is usable, CuPy's, are compared with ``Backend`` (the standard-only class) on
+identical weights and data.
+"""
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+from gpunn.backend.base import Backend
+
+
+def _generic(backend):
+    """The standard-only backend on the same namespace and device as ``backend``."""
+    return Backend(backend.xp, device=backend.device, dtype=backend.dtype_name, seed=0,
+                   name=f"generic-{backend.name}")
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def fast(request):
+    from conftest import make_backend
+
+    return make_backend(request.param)
+
+
+def test_linear_and_backward_parity(fast, rng):
+    generic = _generic(fast)
+    x, W = rng.standard_normal((9, 5)), rng.standard_normal((5, 4))
+    b, g = rng.standard_normal(4), rng.standard_normal((9, 4))
+    args = [fast.asarray(a) for a in (x, W, b)]
+    np.testing.assert_allclose(gn.to_numpy(fast.linear(*args)),
+                               gn.to_numpy(generic.linear(*args)), rtol=1e-6)
+    out = (fast.zeros((5, 4)), fast.zeros((4,)))
+    fast_res = fast.linear_backward(args[0], args[1], fast.asarray(g), True, out=out)
+    gen_res = generic.linear_backward(args[0], args[1], fast.asarray(g), True, out=None)
+    assert fast_res[0] is out[0] and fast_res[1] is out[1]  # written in place
+    for a, c in zip(fast_res, gen_res):
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(c), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make_opt", [lambda: gn.optim.Adam(lr=0.01, weight_decay=1e-3),
+                                      lambda: gn.optim.SGD(lr=0.05, momentum=0.9),
+                                      lambda: gn.optim.RMSprop(lr=0.005)],
+                         ids=["adam", "sgd", "rmsprop"])
+def test_flat_buffer_training_matches_generic(fast, make_opt, rng):
+    X = rng.standard_normal((96, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 96)
+
+    def model(backend):
+        return gn.Sequential([gn.Dense(6, 16, activation="relu", kernel_l2=1e-3),
+                              gn.Dense(16, 16, activation="tanh"),
+                              gn.Dense(16, 3, activation="softmax")], device=backend, seed=0)
+
+    a, b = model(fast), model(_generic(fast))
+    assert a._flat is not None and b._flat is None
+    kwargs = dict(loss="cross_entropy", epochs=3, batch_size=32, shuffle=False, verbose=0)
+    ha = a.fit(X, y, optimizer=make_opt(), **kwargs)
+    hb = b.fit(X, y, optimizer=make_opt(), **kwargs)
+    np.testing.assert_allclose(ha.history["loss"], hb.history["loss"], rtol=1e-5)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        np.testing.assert_allclose(gn.to_numpy(pa), gn.to_numpy(pb), rtol=1e-4, atol=1e-6)
+
+
+def test_flat_buffer_views_and_rebinding():
+    model = gn.Sequential([gn.Dense(3, 4), gn.Dense(4, 2)], device="cpu", seed=0)
+    P, G = model._flat[:2]
+    assert P.size == model.count_params()
+    W = model.layers[0].params["W"]
+    assert np.shares_memory(W, P)
+    W[0, 0] = 42.0  # writing into a view writes into the buffer
+    assert 42.0 in P
+    new = np.full((3, 4), 0.5, np.float32)
+    model.layers[0].params["W"] = new  # rebinding: the next fit adopts the new array
+    X, y = np.ones((8, 3), np.float32), np.zeros((8, 2), np.float32)
+    model.fit(X, y, loss="mse", optimizer=gn.optim.SGD(lr=1e-9), epochs=1, verbose=0)
+    assert np.shares_memory(model.layers[0].params["W"], model._flat[0])
+    np.testing.assert_allclose(model.layers[0].params["W"], 0.5, rtol=1e-6)
+
+
+def test_optimizer_state_survives_layout_changes():
+    """Own loop (separate arrays), then fit (flat), then a generic backend (separate)."""
+    strict = pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 4)).astype(np.float32), rng.standard_normal(64)
+    model = gn.Sequential([gn.Dense(4, 8, activation="tanh"), gn.Dense(8, 1)], device="cpu",
+                          seed=0)
+    opt, loss = gn.optim.Adam(lr=0.01), gn.losses.get("mse")
+    loss.forward(model.forward(X, training=True), y.astype(np.float32))
+    model.backward(loss.backward())
+    opt.step(model.parameters(), model.gradients())
+    assert len(opt.state) == 4
+    model.fit(X, y, loss="mse", optimizer=opt, epochs=1, batch_size=64, verbose=0)
+    assert len(opt.state) == 1 and opt.t == 2  # re-cut onto the flat buffer, state kept
+    m_flat = opt.state[0]["m"].copy()
+    model.to(strict)
+    model.fit(X, y, loss="mse", optimizer=opt, epochs=1, batch_size=64, verbose=0)
+    assert len(opt.state) == 4 and opt.t == 3
+    assert m_flat.size == sum(int(s["m"].size) for s in opt.state)
