@@ -58,7 +58,7 @@ def test_gradient_check(backend64, name, rng):
     assert result.ok, result
 
 
-@pytest.mark.parametrize("params", [{"alpha": 0.2}])
+@pytest.mark.parametrize("params", [{"alpha": 0.2}, {"alpha": 1.5}])
 @pytest.mark.parametrize("name", ["leaky_relu", "elu"])
 def test_gradient_check_with_alpha(backend64, name, params, rng):
     layer = gn.ActivationLayer(name, **params).build(backend64)
