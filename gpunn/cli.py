@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--quiet", action="store_true", help="print only the final result")
     sub.add_parser("devices", help="list usable devices and why CUDA is or is not usable")
+    from .bench import build_parser as bench_parser
+
+    bench_parser(sub.add_parser("bench", help="training throughput on every usable device, "
+                                "against a hand-written loop and PyTorch"))
     return parser
 
 
@@ -89,10 +93,17 @@ def cmd_devices(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import run
+
+    return run(args)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "devices": cmd_devices}[args.command](args)
+        return {"train": cmd_train, "devices": cmd_devices, "bench": cmd_bench}[
+            args.command](args)
     except (DeviceUnavailableError, ValueError) as exc:
         print(f"gpunn: error: {exc}", file=sys.stderr)
         return 2
