@@ -26,6 +26,7 @@ from .layers import (
     Tanh,
 )
 from .model import History, Sequential
+from .precision import get_precision, set_precision
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "GpunnError", "DeviceUnavailableError", "DeviceFallbackWarning",
     "Layer", "Dense", "Dropout", "ActivationLayer", "Identity", "Linear", "Sigmoid", "Tanh",
     "BinaryStep", "ReLU", "LeakyReLU", "Softmax", "ELU", "GELU", "Softplus",
-    "Sequential", "History", "gradcheck", "GradcheckResult",
+    "Sequential", "History", "gradcheck", "GradcheckResult", "set_precision",
+    "get_precision",
     "activations", "data", "init", "losses", "metrics", "optim",
 ]

@@ -121,6 +121,8 @@ ACTIVATIONS: dict[str, Activation] = {
     ]
 }
 
+IDENTITY = ACTIVATIONS["identity"]
+
 ALIASES = {"none": "identity", "step": "binary_step", "leakyrelu": "leaky_relu",
            "logistic": "sigmoid", "lrelu": "leaky_relu"}
 

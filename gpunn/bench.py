@@ -218,7 +218,8 @@ def _torch_usable(dev) -> bool:
 
 
 # ---------------------------------------------------------------------- measurement
-def measure(dev, impl: str, size: str, repeats: int, target_s: float, peak: float) -> Row:
+def measure(dev, impl: str, size: str, repeats: int, target_s: float, peak: float,
+            precision: str = "fp32") -> Row:
     widths, batch = SIZES[size][dev.kind]
     # Calibrate the epoch length so each timed epoch lasts about target_s.
     rng = np.random.default_rng(0)
@@ -250,7 +251,8 @@ def measure(dev, impl: str, size: str, repeats: int, target_s: float, peak: floa
     host = statistics.median(hosts) / steps
     mem = _peak_memory(dev, impl, epoch, batch * steps)
     tflops = step_flops(widths, batch) / wall / 1e12
-    return Row(size, dev.name, impl, "float32", list(widths), batch, steps, wall * 1e3,
+    dtype = "float32" if precision == "fp32" else precision
+    return Row(size, dev.name, impl, dtype, list(widths), batch, steps, wall * 1e3,
                batch / wall, host * 1e3, tflops, 100.0 * tflops / peak, mem)
 
 
@@ -314,22 +316,24 @@ def _ratio(other: Row | None, row: Row) -> str:
 
 def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
     """The results as a markdown table, with ratios to the reference loop and PyTorch."""
-    by_key = {(r.size, r.device, r.impl): r for r in rows}
-    head = ("| size | device | impl | widths | batch | ms/step | samples/s | host ms/step | "
-            "TFLOP/s | % of peak | peak MiB | vs reference | vs torch |")
-    lines = [head, "|" + "---|" * 13]
+    by_key = {(r.size, r.device, r.dtype, r.impl): r for r in rows}
+    head = ("| size | device | dtype | impl | widths | batch | ms/step | samples/s | "
+            "host ms/step | TFLOP/s | % of peak | peak MiB | vs reference | vs torch |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
-        ref = by_key.get((r.size, r.device, "reference"))
-        tor = by_key.get((r.size, r.device, "torch"))
+        ref = by_key.get((r.size, r.device, r.dtype, "reference"))
+        tor = by_key.get((r.size, r.device, r.dtype, "torch"))
         mem = f"{r.peak_mem_mb:,.0f}" if r.peak_mem_mb is not None else "n/a"
         lines.append(
-            f"| {r.size} | {r.device} | {r.impl} | {'-'.join(map(str, r.widths))} | "
+            f"| {r.size} | {r.device} | {r.dtype} | {r.impl} | {'-'.join(map(str, r.widths))} | "
             f"{r.batch} | {r.ms_per_step:.3f} | {r.samples_per_s:,.0f} | "
             f"{r.host_ms_per_step:.3f} | {r.tflops:.3f} | {r.pct_of_peak:.1f} | {mem} | "
             f"{_ratio(ref, r) if r.impl != 'reference' else ''} | "
             f"{_ratio(tor, r) if r.impl != 'torch' else ''} |")
     peak_text = ", ".join(f"{d}: {p:.3f} TFLOP/s" for d, p in peaks.items())
-    lines += ["", f"Matmul peak measured in the same run (float32): {peak_text}.",
+    lines += ["", f"Matmul peak measured in the same run, per device and precision: "
+              f"{peak_text}. 'vs' columns: the other's ms/step over this row's (above 1: "
+              "this row is faster).",
               f"Devices: {'; '.join(env['devices'].values())}. Versions: "
               + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
               + f". Commit {env['git_commit'][:10]}, {env['date']}."]
@@ -345,10 +349,10 @@ def plot(rows: list[Row], path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    groups = sorted({(r.size, r.device) for r in rows},
+    groups = sorted({(r.size, f"{r.device} {r.dtype}") for r in rows},
                     key=lambda k: (list(SIZES).index(k[0]), k[1]))
     impls = [i for i in IMPLS if any(r.impl == i for r in rows)]
-    by_key = {(r.size, r.device, r.impl): r.samples_per_s for r in rows}
+    by_key = {(r.size, f"{r.device} {r.dtype}", r.impl): r.samples_per_s for r in rows}
     fig, ax = plt.subplots(figsize=(1.8 * len(groups) + 2, 4))
     width = 0.8 / len(impls)
     for j, impl in enumerate(impls):
@@ -364,6 +368,20 @@ def plot(rows: list[Row], path: str) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def _set_precision(precision: str, dev) -> None:
+    """Apply a matmul precision to gpunn/CuPy (the reference loop too) and to PyTorch."""
+    from .precision import set_precision
+
+    set_precision(precision)
+    if dev.kind == "cuda":
+        try:
+            import torch
+
+            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        except ImportError:
+            pass
 
 
 def build_parser(parser=None) -> argparse.ArgumentParser:
@@ -404,19 +422,25 @@ def run(args) -> int:
     devices = [_Device(n) for n in names]
     peaks, rows = {}, []
     for dev in devices:
-        peaks[dev.name] = matmul_peak(dev)
-        print(f"# {dev.label()}: matmul peak {peaks[dev.name]:.3f} TFLOP/s", flush=True)
-        for size in sizes:
-            for impl in impls:
-                if impl == "torch" and not _torch_usable(dev):
-                    continue
-                dev.memory_reset()
-                row = measure(dev, impl, size, args.repeats, args.target_seconds,
-                              peaks[dev.name])
-                rows.append(row)
-                print(f"  {size:6s} {impl:9s} {row.ms_per_step:9.3f} ms/step "
-                      f"{row.samples_per_s:12,.0f} samples/s  {row.pct_of_peak:5.1f}% of peak",
-                      flush=True)
+        # TF32 exists only on GPUs; float16 training is not implemented yet.
+        for precision in (["fp32", "tf32"] if dev.kind == "cuda" else ["fp32"]):
+            _set_precision(precision, dev)
+            key = f"{dev.name} {precision}"
+            peaks[key] = matmul_peak(dev)
+            print(f"# {dev.label()} {precision}: matmul peak {peaks[key]:.3f} TFLOP/s",
+                  flush=True)
+            for size in sizes:
+                for impl in impls:
+                    if impl == "torch" and not _torch_usable(dev):
+                        continue
+                    dev.memory_reset()
+                    row = measure(dev, impl, size, args.repeats, args.target_seconds,
+                                  peaks[key], precision)
+                    rows.append(row)
+                    print(f"  {size:6s} {impl:9s} {row.ms_per_step:9.3f} ms/step "
+                          f"{row.samples_per_s:12,.0f} samples/s  "
+                          f"{row.pct_of_peak:5.1f}% of peak", flush=True)
+        _set_precision("fp32", dev)
     env = environment(devices)
     table = markdown(rows, env, peaks)
     print()

@@ -204,11 +204,9 @@ class Dense(Layer):
         self._require_built()
         self.check_input(x)
         self._x = x
-        self._z = z = self.backend.linear(x, self.params["W"], self.params["b"])
-        if logits or self.activation == "identity":
-            self._y = z
-            return z
-        self._y = self.activation_fn.forward(self.backend.xp, z, **self.activation_params)
+        act = _act.IDENTITY if logits else self.activation_fn
+        self._z, self._y = self.backend.dense_forward(x, self.params["W"], self.params["b"],
+                                                      act, self.activation_params)
         return self._y
 
     def backward(self, grad_out, need_input_grad: bool = True):
@@ -220,8 +218,8 @@ class Dense(Layer):
         """
         self._require_forward("_z")
         if self.activation != "identity":
-            grad_out = self.activation_fn.backward(self.backend.xp, self._z, self._y, grad_out,
-                                                   **self.activation_params)
+            grad_out = self.backend.activation_backward(self.activation_fn, self._z, self._y,
+                                                        grad_out, self.activation_params)
         return self.backward_preactivation(grad_out, need_input_grad)
 
     def backward_preactivation(self, grad_z, need_input_grad: bool = True):
@@ -317,8 +315,8 @@ class ActivationLayer(Layer):
 
     def backward(self, grad_out):
         self._require_forward("_z")
-        return self.activation_fn.backward(self.backend.xp, self._z, self._y, grad_out,
-                                           **self.activation_params)
+        return self.backend.activation_backward(self.activation_fn, self._z, self._y, grad_out,
+                                                self.activation_params)
 
     def config(self) -> dict:
         return {"activation": self.activation, **self.activation_params}

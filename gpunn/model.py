@@ -473,7 +473,8 @@ class Sequential:
                 hi = min(lo + batch_size, n)  # the standard leaves out-of-range stops undefined
                 xb, tb = Xe[lo:hi, ...], Te[lo:hi, ...]
                 out = self._forward(xb, training=True, logits=fused)
-                value = loss.forward_logits(out, tb) if fused else loss.forward(out, tb)
+                value = (self.backend.fused_loss(loss, out, tb) if fused
+                         else loss.forward(out, tb))
                 self._backward(loss.backward(), need_input_grad=False, from_logits=fused)
                 reg = self._regularization()
                 if reg is not None:
@@ -510,7 +511,8 @@ class Sequential:
             hi = min(lo + batch_size, n)
             xb, tb = X[lo:hi, ...], T[lo:hi, ...]
             out = self._forward(xb, training=False, logits=fused)
-            value = loss.forward_logits(out, tb) if fused else loss.forward(out, tb)
+            value = (self.backend.fused_loss(loss, out, tb) if fused
+                     else loss.forward(out, tb))
             total = total + value * xb.shape[0]
             for i, m in enumerate(metric_objs):
                 sums[i] = sums[i] + m.batch(xp, loss.output, tb)

@@ -125,12 +125,10 @@ class Optimizer:
 
             self.attach(params, self.backend or get_backend(_namespace_of(params[0])))
         self.t += 1
-        kernel = self.backend.optimizer_kernel(self.kind) if self.backend else None
+        kernel = self.backend.optimizer_kernel(self.kind, params[0].dtype) if params else None
         hp = self._step_scalars()
         for p, g, s in zip(params, grads, self.state):
-            if kernel is not None:
-                kernel(p, g, s, hp)
-            else:
+            if kernel is None or kernel(p, g, s, hp) is False:
                 p[...] = self._generic(self.backend.xp, p, g, s, hp)
 
     def _step_scalars(self) -> dict:

@@ -17,7 +17,7 @@ def test_markdown_ratios():
             for impl, ms in [("gpunn", 1.0), ("reference", 1.5), ("torch", 2.0)]]
     env = {"devices": {"cpu": "cpu"}, "versions": {"numpy": "x"}, "git_commit": "abc",
            "date": "today"}
-    text = markdown(rows, env, {"cpu": 1.0})
+    text = markdown(rows, env, {"cpu fp32": 1.0})
     gpunn_line = next(line for line in text.splitlines() if "| gpunn |" in line)
     assert "| 1.50x | 2.00x |" in gpunn_line
 
@@ -35,8 +35,9 @@ def test_bench_command_writes_json_and_table(tmp_path):
     assert {r["impl"] for r in data["rows"]} == {"gpunn", "reference"}
     row = data["rows"][0]
     assert row["widths"] == SIZES["tiny"]["cpu"][0] and row["samples_per_s"] > 0
-    assert data["matmul_peak_tflops"]["cpu"] > 0 and "numpy" in data["environment"]["versions"]
-    assert "| tiny | cpu | gpunn |" in md.read_text()
+    assert data["matmul_peak_tflops"]["cpu fp32"] > 0
+    assert "numpy" in data["environment"]["versions"]
+    assert "| tiny | cpu | float32 | gpunn |" in md.read_text()
 
 
 def test_bench_rejects_unknown_size():

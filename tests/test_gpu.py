@@ -60,3 +60,85 @@ def test_moons_learned_on_gpu_and_moved_back(cuda):
     assert acc >= 0.97
     model.to("cpu")
     assert model.evaluate(X, y)["accuracy"] == pytest.approx(acc)
+
+
+# ---------------------------------------------------------------- fused kernel parity
+def _kernels_off(monkeypatch):
+    monkeypatch.setenv("GPUNN_CUDA_KERNELS", "0")
+
+
+@pytest.mark.parametrize("name", sorted(gn.activations.ACTIVATIONS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bias_activation_kernels_match_generic(cuda, name, dtype, monkeypatch):
+    be = gn.get_backend(cuda, dtype=dtype)
+    rng = np.random.default_rng(0)
+    x, W = be.asarray(rng.standard_normal((33, 7))), be.asarray(rng.standard_normal((7, 5)))
+    b, g = be.asarray(rng.standard_normal(5)), be.asarray(rng.standard_normal((33, 5)))
+    act, params = gn.activations.get(name, **({"alpha": 0.3} if name in (
+        "leaky_relu", "elu") else {}))
+    z1, y1 = be.dense_forward(x, W, b, act, params)
+    d1 = be.activation_backward(act, z1, y1, g, params)
+    _kernels_off(monkeypatch)
+    z2, y2 = be.dense_forward(x, W, b, act, params)
+    d2 = be.activation_backward(act, z2, y2, g, params)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for a, c in [(z1, z2), (y1, y2), (d1, d2)]:
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(c), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["labels", "one-hot"])
+def test_softmax_xent_kernel_matches_generic(cuda, dense, monkeypatch):
+    rng = np.random.default_rng(1)
+    for rows, cols in [(7, 3), (64, 10), (5, 4096)]:
+        z = cuda.asarray(rng.standard_normal((rows, cols)) * 4)
+        labels = rng.integers(0, cols, rows)
+        target = cuda.asarray(np.eye(cols, dtype=np.float32)[labels] if dense else labels)
+        a, c = gn.losses.get("cross_entropy"), gn.losses.get("cross_entropy")
+        va = float(cuda.fused_loss(a, z, target))
+        monkeypatch.setenv("GPUNN_CUDA_KERNELS", "0")
+        vc = float(cuda.fused_loss(c, z, target))
+        monkeypatch.delenv("GPUNN_CUDA_KERNELS")
+        assert va == pytest.approx(vc, rel=1e-5)
+        np.testing.assert_allclose(gn.to_numpy(a.backward()), gn.to_numpy(c.backward()),
+                                   atol=1e-7)
+        np.testing.assert_allclose(gn.to_numpy(a.output), gn.to_numpy(c.output), atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda: gn.optim.Adam(lr=0.01, weight_decay=0.01),
+                                  lambda: gn.optim.AdamW(lr=0.01),
+                                  lambda: gn.optim.SGD(lr=0.1, momentum=0.9, nesterov=True),
+                                  lambda: gn.optim.SGD(lr=0.1),
+                                  lambda: gn.optim.RMSprop(lr=0.01, momentum=0.5)])
+def test_optimizer_kernels_match_generic(cuda, make, monkeypatch):
+    rng = np.random.default_rng(2)
+    p0 = rng.standard_normal(1000).astype(np.float32)
+    grads = [cuda.asarray(rng.standard_normal(1000).astype(np.float32)) for _ in range(3)]
+    results = []
+    for off in (False, True):
+        if off:
+            monkeypatch.setenv("GPUNN_CUDA_KERNELS", "0")
+        p, opt = cuda.asarray(p0.copy()), make()
+        opt.attach([p], cuda)
+        for g in grads:
+            opt.step([p], [g])
+        results.append(gn.to_numpy(p))
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+def test_tf32_precision_switch(cuda):
+    import cupy
+
+    rng = np.random.default_rng(3)
+    a = cupy.asarray(rng.standard_normal((512, 512)), dtype=cupy.float32)
+    b = cupy.asarray(rng.standard_normal((512, 512)), dtype=cupy.float32)
+    exact = gn.to_numpy(a).astype(np.float64) @ gn.to_numpy(b).astype(np.float64)
+    try:
+        gn.set_precision("fp32")
+        err32 = np.abs(gn.to_numpy(a @ b) - exact).max()
+        gn.set_precision("tf32")
+        err_tf32 = np.abs(gn.to_numpy(a @ b) - exact).max()
+    finally:
+        gn.set_precision("fp32")
+    assert err32 < 1e-3
+    if int(cupy.cuda.Device().compute_capability) >= 80:
+        assert err_tf32 > 10 * err32  # tensor cores really ran in TF32

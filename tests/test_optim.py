@@ -147,9 +147,9 @@ def test_numpy_kernels_match_generic(index):
     grads = [rng.standard_normal((17, 5)).astype(np.float32) for _ in range(4)]
     fast_be = NumpyBackend()
     generic_be = NumpyBackend()
-    generic_be.optimizer_kernel = lambda kind: None
+    generic_be.optimizer_kernel = lambda kind, dtype: None
     fast_opt, generic_opt = make(), make()
-    assert fast_be.optimizer_kernel(fast_opt.kind) is not None
+    assert fast_be.optimizer_kernel(fast_opt.kind, np.float32) is not None
     pf, pg = p0.copy(), p0.copy()
     fast_opt._init_state([pf], fast_be)
     generic_opt._init_state([pg], generic_be)

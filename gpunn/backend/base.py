@@ -213,6 +213,41 @@ class Backend:
         gx = grad @ xp.matrix_transpose(W) if need_input_grad else None
         return gW, gb, gx
 
+    def dense_forward(self, x, W, b, activation, params: dict):
+        """Affine map and activation of a Dense layer.
+
+        Parameters
+        ----------
+        x : (batch, in)
+        W : (in, out)
+        b : (out,)
+        activation : gpunn.activations.Activation
+        params : dict
+            The activation's hyper-parameters.
+
+        Returns
+        -------
+        z : (batch, out)
+            Pre-activation ``x @ W + b``.
+        y : (batch, out)
+            ``activation(z)``; ``z`` itself for identity.
+        """
+        z = self.linear(x, W, b)
+        if activation.name == "identity":
+            return z, z
+        return z, activation.forward(self.xp, z, **params)
+
+    def activation_backward(self, activation, z, y, grad, params: dict):
+        """``dL/dz`` from ``grad = dL/dy`` (all ``(batch, features)``)."""
+        return activation.backward(self.xp, z, y, grad, **params)
+
+    def fused_loss(self, loss, z, target):
+        """Loss value from the output layer's pre-activation (softmax/sigmoid fused).
+
+        Afterwards ``loss.backward()`` is ``dL/dz`` and ``loss.output`` the activated output.
+        """
+        return loss.forward_logits(z, target)
+
     def flat_views(self, flat, shapes) -> list:
         """Views of consecutive pieces of the 1-D ``flat`` with the given shapes."""
         views, offset = [], 0
@@ -224,8 +259,10 @@ class Backend:
             offset += n
         return views
 
-    def optimizer_kernel(self, kind: str):
-        """A fused in-place update for optimiser ``kind``, or ``None`` for the generic one."""
+    def optimizer_kernel(self, kind: str, dtype):
+        """A fused in-place update ``(p, g, state, hp)`` for optimiser ``kind`` on ``dtype``
+        arrays, or ``None`` for the generic one. The update may return False for an array
+        it cannot handle (non-contiguous, say), which then takes the generic path."""
         return None
 
 

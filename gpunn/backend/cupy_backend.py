@@ -6,6 +6,7 @@ import array_api_compat.cupy as ccp
 import cupy
 import numpy as np
 
+from . import cupy_kernels
 from .base import Backend, linear_backward_into
 
 
@@ -24,9 +25,12 @@ class CupyBackend(Backend):
     supports_views = True
 
     def __init__(self, index: int = 0, dtype: str = "float32", seed: int | None = None):
+        from ..precision import apply_to_cupy
+
         self.index = index
         self._device = cupy.cuda.Device(index)
         super().__init__(ccp, device=self._device, dtype=dtype, seed=seed, name=f"cuda:{index}")
+        apply_to_cupy()
 
     def describe(self) -> str:
         props = cupy.cuda.runtime.getDeviceProperties(self.index)
@@ -54,6 +58,43 @@ class CupyBackend(Backend):
             return super().linear_backward(x, W, grad, need_input_grad)
         return linear_backward_into(cupy, x, W, grad, need_input_grad, out)
 
+    # Fused kernels (gpunn/backend/kernels/gpunn_kernels.cu). Each falls back to the
+    # generic CuPy expression where it has no kernel (float16, softmax, odd layouts).
+    def dense_forward(self, x, W, b, activation, params):
+        if (cupy_kernels.can_bias_act(activation.name, x.dtype) and x.dtype == W.dtype == b.dtype
+                and b.flags.c_contiguous):
+            z = cupy.matmul(x, W)  # cuBLAS; bias and activation in one pass after it
+            return z, cupy_kernels.bias_act_forward(z, b, activation.name, _param(params))
+        return super().dense_forward(x, W, b, activation, params)
+
+    def activation_backward(self, activation, z, y, grad, params):
+        out = cupy_kernels.act_backward(z, y, grad, activation.name, _param(params))
+        if out is None:
+            return super().activation_backward(activation, z, y, grad, params)
+        return out
+
+    def fused_loss(self, loss, z, target):
+        from ..losses import CategoricalCrossEntropy
+
+        if isinstance(loss, CategoricalCrossEntropy) and z.ndim == 2:
+            result = cupy_kernels.softmax_xent(z, target)
+            if result is not None:
+                value, loss.output, loss._grad = result
+                return value
+        return super().fused_loss(loss, z, target)
+
+    def optimizer_kernel(self, kind: str, dtype):
+        launch = cupy_kernels.optimizer_update(kind, dtype)
+        if launch is None:
+            return None
+
+        def update(p, g, s, hp):
+            if not (p.flags.c_contiguous and g.flags.c_contiguous and g.dtype == p.dtype):
+                return False
+            launch(p, g, s, hp)
+
+        return update
+
     def synchronize(self) -> None:
         self._device.synchronize()
 
@@ -79,3 +120,8 @@ class CupyBackend(Backend):
             return (self._rng.random_sample(shape, dtype=cupy.float32) < p).astype(
                 self.dtype_name)
 
+
+
+def _param(params: dict) -> float:
+    """The one hyper-parameter an activation kernel takes (alpha or a; 0 when none)."""
+    return float(params.get("alpha", params.get("a", 0.0)))

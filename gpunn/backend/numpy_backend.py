@@ -58,7 +58,7 @@ class NumpyBackend(Backend):
             return super().linear_backward(x, W, grad, need_input_grad)
         return linear_backward_into(np, x, W, grad, need_input_grad, out)
 
-    def optimizer_kernel(self, kind: str):
+    def optimizer_kernel(self, kind: str, dtype):
         kernel = numpy_kernels.KERNELS.get(kind)
         return None if kernel is None else functools.partial(kernel, scratch=self._scratch)
 
