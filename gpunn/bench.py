@@ -111,13 +111,13 @@ def matmul_peak(dev: _Device, dtype: str = "float32") -> float:
 
 
 # ---------------------------------------------------------------------- implementations
-def _make_gpunn(dev, widths, X, y, batch):
+def _make_gpunn(dev, widths, X, y, batch, dtype="float32"):
     import gpunn as gn
 
     arch = [{"input_dim": a, "output_dim": b, "activation": "relu"}
             for a, b in zip(widths[:-2], widths[1:-1])]
     arch.append({"input_dim": widths[-2], "output_dim": widths[-1], "activation": "softmax"})
-    model = gn.Sequential.from_architecture(arch, device=dev.name, seed=0)
+    model = gn.Sequential.from_architecture(arch, device=dev.name, dtype=dtype, seed=0)
     opt = gn.optim.Adam(lr=LR)
     Xd, yd = model.backend.asarray(X), model.backend.asarray(y)
 
@@ -128,8 +128,10 @@ def _make_gpunn(dev, widths, X, y, batch):
     return epoch
 
 
-def _make_reference(dev, widths, X, y, batch):
+def _make_reference(dev, widths, X, y, batch, dtype="float32"):
     """A from-scratch loop: what one writes by hand in NumPy/CuPy for the same maths."""
+    if dtype != "float32":
+        return None  # mixed precision by hand is not the "no framework" baseline
     xp = dev.xp
     rng = np.random.default_rng(0)
     Ws = [xp.asarray(rng.standard_normal((a, b)) * np.sqrt(2.0 / a), dtype=xp.float32)
@@ -176,8 +178,10 @@ def _make_reference(dev, widths, X, y, batch):
     return epoch
 
 
-def _make_torch(dev, widths, X, y, batch):
+def _make_torch(dev, widths, X, y, batch, dtype="float32"):
     import torch
+
+    half = dtype == "float16"
 
     device = "cpu" if dev.kind == "cpu" else f"cuda:{dev.index}"
     layers = []
@@ -191,16 +195,22 @@ def _make_torch(dev, widths, X, y, batch):
     Xd = torch.as_tensor(X, device=device)
     yd = torch.as_tensor(y, device=device)
 
+    # float16: PyTorch's own recipe, autocast plus a gradient scaler.
+    scaler = torch.amp.GradScaler(device, enabled=half)
+
     def epoch(n_rows):
         perm = torch.randperm(n_rows, device=device)
         Xs, ys = Xd[perm], yd[perm]
         total = torch.zeros((), device=device)
         for lo in range(0, n_rows, batch):
             opt.zero_grad(set_to_none=True)
-            loss = lossf(model(Xs[lo:lo + batch]), ys[lo:lo + batch])
-            loss.backward()
-            opt.step()
-            total += loss.detach()
+            with torch.autocast(device_type=device.split(":")[0], dtype=torch.float16,
+                                enabled=half):
+                loss = lossf(model(Xs[lo:lo + batch]), ys[lo:lo + batch])
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            total += loss.detach().float()
         total.item()
 
     return epoch
@@ -219,14 +229,18 @@ def _torch_usable(dev) -> bool:
 
 # ---------------------------------------------------------------------- measurement
 def measure(dev, impl: str, size: str, repeats: int, target_s: float, peak: float,
-            precision: str = "fp32") -> Row:
+            precision: str = "fp32") -> Row | None:
+    """Time one implementation; None when it has no version for this precision."""
     widths, batch = SIZES[size][dev.kind]
+    dtype = "float16" if precision == "float16" else "float32"
     # Calibrate the epoch length so each timed epoch lasts about target_s.
     rng = np.random.default_rng(0)
     probe_steps = 3
     X = rng.standard_normal((batch * probe_steps, widths[0])).astype(np.float32)
     y = rng.integers(0, widths[-1], batch * probe_steps).astype(np.int64)
-    epoch = IMPLS[impl](dev, widths, X, y, batch)
+    epoch = IMPLS[impl](dev, widths, X, y, batch, dtype)
+    if epoch is None:
+        return None
     epoch(batch * probe_steps)  # warm-up: allocations, kernel compilation, BLAS threads
     dev.sync()
     t0 = time.perf_counter()
@@ -236,7 +250,7 @@ def measure(dev, impl: str, size: str, repeats: int, target_s: float, peak: floa
     steps = int(min(500, max(3, target_s / max(per_step, 1e-6))))
     X = rng.standard_normal((batch * steps, widths[0])).astype(np.float32)
     y = rng.integers(0, widths[-1], batch * steps).astype(np.int64)
-    epoch = IMPLS[impl](dev, widths, X, y, batch)
+    epoch = IMPLS[impl](dev, widths, X, y, batch, dtype)
     epoch(batch * steps)
     walls, hosts = [], []
     for _ in range(repeats):
@@ -251,8 +265,8 @@ def measure(dev, impl: str, size: str, repeats: int, target_s: float, peak: floa
     host = statistics.median(hosts) / steps
     mem = _peak_memory(dev, impl, epoch, batch * steps)
     tflops = step_flops(widths, batch) / wall / 1e12
-    dtype = "float32" if precision == "fp32" else precision
-    return Row(size, dev.name, impl, dtype, list(widths), batch, steps, wall * 1e3,
+    label = "float32" if precision == "fp32" else precision
+    return Row(size, dev.name, impl, label, list(widths), batch, steps, wall * 1e3,
                batch / wall, host * 1e3, tflops, 100.0 * tflops / peak, mem)
 
 
@@ -422,11 +436,11 @@ def run(args) -> int:
     devices = [_Device(n) for n in names]
     peaks, rows = {}, []
     for dev in devices:
-        # TF32 exists only on GPUs; float16 training is not implemented yet.
-        for precision in (["fp32", "tf32"] if dev.kind == "cuda" else ["fp32"]):
-            _set_precision(precision, dev)
+        # TF32 and float16 (tensor cores) only pay off on GPUs; NumPy has no fast float16.
+        for precision in (["fp32", "tf32", "float16"] if dev.kind == "cuda" else ["fp32"]):
+            _set_precision("fp32" if precision == "float16" else precision, dev)
             key = f"{dev.name} {precision}"
-            peaks[key] = matmul_peak(dev)
+            peaks[key] = matmul_peak(dev, "float16" if precision == "float16" else "float32")
             print(f"# {dev.label()} {precision}: matmul peak {peaks[key]:.3f} TFLOP/s",
                   flush=True)
             for size in sizes:
@@ -436,6 +450,8 @@ def run(args) -> int:
                     dev.memory_reset()
                     row = measure(dev, impl, size, args.repeats, args.target_seconds,
                                   peaks[key], precision)
+                    if row is None:
+                        continue
                     rows.append(row)
                     print(f"  {size:6s} {impl:9s} {row.ms_per_step:9.3f} ms/step "
                           f"{row.samples_per_s:12,.0f} samples/s  "

@@ -19,6 +19,14 @@ def _namespace(a):
     return array_api_compat.array_namespace(a)
 
 
+def _upcast(xp, pred):
+    """float16 predictions are scored in float32 (a squared error of 300 already overflows
+    float16); returns the float32 array and a function casting the gradient back."""
+    if pred.dtype != getattr(xp, "float16", None):
+        return pred, lambda grad: grad
+    return xp.astype(pred, xp.float32), lambda grad: xp.astype(grad, xp.float16)
+
+
 def _match_target(xp, pred, target, name: str):
     """Cast ``target`` to ``pred``'s dtype and shape, accepting ``(N,)`` for ``(N, 1)``."""
     if target.ndim == 1 and pred.ndim == 2 and pred.shape[1] == 1:
@@ -86,9 +94,11 @@ class Loss:
         0-d array on the device of ``pred``.
         """
         xp = _namespace(pred)
+        pred, restore = _upcast(xp, pred)
         target = self._target(xp, pred, target)
         self.output = pred  # from-logits losses replace it with probabilities
-        value, self._grad = self._value_and_grad(xp, pred, target)
+        value, grad = self._value_and_grad(xp, pred, target)
+        self._grad = restore(grad)
         return value
 
     def backward(self):
@@ -180,8 +190,10 @@ class BinaryCrossEntropy(Loss):
 
     def forward_logits(self, z, target):
         xp = _namespace(z)
+        z, restore = _upcast(xp, z)
         target = self._target(xp, z, target)
-        value, self._grad = self._from_logits(xp, z, target)
+        value, grad = self._from_logits(xp, z, target)
+        self._grad = restore(grad)
         return value
 
     def config(self) -> dict:
@@ -244,8 +256,10 @@ class CategoricalCrossEntropy(Loss):
 
     def forward_logits(self, z, target):
         xp = _namespace(z)
+        z, restore = _upcast(xp, z)
         target = self._target(xp, z, target)
-        value, self._grad = self._from_logits(xp, z, target)
+        value, grad = self._from_logits(xp, z, target)
+        self._grad = restore(grad)
         return value
 
     def config(self) -> dict:

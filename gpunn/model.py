@@ -7,6 +7,7 @@ epoch, so no step waits on the host.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import sys
 import time
@@ -14,6 +15,7 @@ import time
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optim as _optim
+from .amp import MixedPrecision
 from .backend import get_backend
 from .errors import describe
 from .layers import Dense, Dropout, Layer
@@ -101,6 +103,7 @@ class Sequential:
         self.loss = None
         self.metrics: list[str] = []
         self._flat = None
+        self._amp = None  # float16 only: master weights and loss scale (gpunn.amp)
         self._flatten()
 
     # ------------------------------------------------------------------ construction
@@ -248,9 +251,13 @@ class Sequential:
             for layer in self.layers:
                 layer.to(backend)
             if self.optimizer is not None:
-                self.optimizer.to(backend)
+                # Under float16 the optimiser works on the float32 master weights.
+                self.optimizer.to(backend.with_dtype("float32") if self._amp is not None
+                                  else backend)
         self.backend = backend
         self._flatten()
+        if self._amp is not None:
+            self._amp.to(backend, self._step_lists()[0])
         return self
 
     # ------------------------------------------------------------------ forward / backward
@@ -432,14 +439,40 @@ class Sequential:
                     raise ValueError("validation_data: expected a pair (X_val, y_val), got "
                                      f"{describe(validation_data)}")
                 val = self._as_data(*validation_data, loss, what="val_")
+            if self.backend.dtype_name == "float16":
+                l2 = [layer.label for layer in self.layers if getattr(layer, "kernel_l2", 0)]
+                if l2:
+                    raise ValueError(f"{l2[0]}: kernel_l2 is not supported with "
+                                     "dtype='float16'; use the optimiser's weight_decay")
             step_params, step_grads = self._step_lists()
-            optimizer.attach(step_params, self.backend)
+            amp = self._mixed_precision(step_params)
+            optimizer.attach(amp.master if amp else step_params,
+                             amp.backend32 if amp else self.backend)
             self.optimizer, self.loss = optimizer, loss
             self.metrics = [m.name for m in metric_objs]
             if seed is not None:
                 self.backend.seed(seed)
-            return self._fit_loop(X, T, loss, optimizer, metric_objs, epochs, batch_size,
-                                  val, shuffle, verbose, step_params, step_grads)
+            # Under loss scaling an overflow is an expected event that skips the step.
+            quiet = self.backend.overflow_expected() if amp else contextlib.nullcontext()
+            with quiet:
+                return self._fit_loop(X, T, loss, optimizer, metric_objs, epochs, batch_size,
+                                      val, shuffle, verbose, step_params, step_grads, amp)
+
+    def _mixed_precision(self, params):
+        """The float16 master-weight state, (re)built when the parameters moved on."""
+        if self.backend.dtype_name != "float16":
+            self._amp = None
+            return None
+        amp = self._amp
+        if amp is None or len(amp.params) != len(params) or any(
+                a is not b for a, b in zip(amp.params, params)) or not amp.in_sync():
+            self._amp = MixedPrecision(self.backend, params)
+        return self._amp
+
+    @property
+    def loss_scale(self) -> float | None:
+        """Current dynamic loss scale of a float16 model (None otherwise)."""
+        return self._amp.loss_scale if self._amp is not None else None
 
     def _metrics_for(self, loss, metrics) -> list:
         if metrics is None:
@@ -450,13 +483,19 @@ class Sequential:
             raise ValueError(f"metrics: expected a list of names, got {describe(metrics)}")
         return [_metrics.get(m) for m in metrics]
 
+    def _accumulator(self):
+        # float16 cannot count past 2048: sums of losses and metrics use float32 then.
+        dtype = self.backend.xp.float32 if self.backend.dtype_name == "float16" else None
+        return self.backend.zeros((), dtype=dtype)
+
     def _fit_loop(self, X, T, loss, optimizer, metric_objs, epochs, batch_size, val,
-                  shuffle, verbose, params, grads) -> History:
+                  shuffle, verbose, params, grads, amp) -> History:
         backend, xp = self.backend, self.backend.xp
         n = int(X.shape[0])
         fused = self._fused(loss)
         # With a flat buffer the gradient list is fixed; otherwise backward rebinds it.
         flat = self._flat is not None
+        half = amp is not None
         history = History()
         for m in metric_objs:
             m.setup(xp, T)
@@ -467,23 +506,29 @@ class Sequential:
                 Xe, Te = xp.take(X, perm, axis=0), xp.take(T, perm, axis=0)
             else:
                 Xe, Te = X, T
-            total = backend.zeros(())
-            sums = [backend.zeros(()) for _ in metric_objs]
+            total = self._accumulator()
+            sums = [self._accumulator() for _ in metric_objs]
             for lo in range(0, n, batch_size):
                 hi = min(lo + batch_size, n)  # the standard leaves out-of-range stops undefined
                 xb, tb = Xe[lo:hi, ...], Te[lo:hi, ...]
                 out = self._forward(xb, training=True, logits=fused)
                 value = (self.backend.fused_loss(loss, out, tb) if fused
                          else loss.forward(out, tb))
-                self._backward(loss.backward(), need_input_grad=False, from_logits=fused)
+                grad = loss.backward()
+                self._backward(amp.scale_grad(grad) if half else grad, need_input_grad=False,
+                               from_logits=fused)
                 reg = self._regularization()
                 if reg is not None:
                     value = value + reg
-                optimizer.step(params, grads if flat else self.gradients())
+                step_grads = grads if flat else self.gradients()
+                if half:
+                    amp.step(optimizer, step_grads)
+                else:
+                    optimizer.step(params, step_grads)
                 rows = xb.shape[0]
-                total = total + value * rows
+                total = total + _cast(xp, value, total) * rows
                 for i, m in enumerate(metric_objs):
-                    sums[i] = sums[i] + m.batch(xp, loss.output, tb)
+                    sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
             # The one host read of the epoch.
             logs = {"loss": float(total) / n}
             logs.update({m.name: m.result(float(s), n) for m, s in zip(metric_objs, sums)})
@@ -502,8 +547,8 @@ class Sequential:
         xp = self.backend.xp
         fused = self._fused(loss)
         n = int(X.shape[0])
-        total = self.backend.zeros(())
-        sums = [self.backend.zeros(()) for _ in metric_objs]
+        total = self._accumulator()
+        sums = [self._accumulator() for _ in metric_objs]
         reg = self._regularization()
         for m in metric_objs:
             m.setup(xp, T)
@@ -513,9 +558,9 @@ class Sequential:
             out = self._forward(xb, training=False, logits=fused)
             value = (self.backend.fused_loss(loss, out, tb) if fused
                      else loss.forward(out, tb))
-            total = total + value * xb.shape[0]
+            total = total + _cast(xp, value, total) * xb.shape[0]
             for i, m in enumerate(metric_objs):
-                sums[i] = sums[i] + m.batch(xp, loss.output, tb)
+                sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
         result = {"loss": float(total) / n + (float(reg) if reg is not None else 0.0)}
         result.update({m.name: m.result(float(s), n) for m, s in zip(metric_objs, sums)})
         return result
@@ -573,10 +618,17 @@ class Sequential:
             return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
 
+def _cast(xp, value, like):
+    """``value`` in the dtype of the accumulator ``like`` (a no-op unless float16)."""
+    return value if value.dtype == like.dtype else xp.astype(value, like.dtype)
+
+
 def _all_finite(xp, a) -> bool:
     """True when ``a`` has no NaN or Inf; one reduction (no mask array) when it is clean."""
     # A finite sum proves every element finite; an infinite one may just be overflow of
     # large finite values, so only then pay for the element-wise test.
+    if a.dtype == getattr(xp, "float16", None):  # a float16 sum overflows at 65504
+        return bool(xp.all(xp.isfinite(a)))
     return bool(xp.isfinite(xp.sum(a))) or bool(xp.all(xp.isfinite(a)))
 
 

@@ -131,6 +131,25 @@ class Optimizer:
             if kernel is None or kernel(p, g, s, hp) is False:
                 p[...] = self._generic(self.backend.xp, p, g, s, hp)
 
+    def masked_step(self, params: list, grads: list, ok) -> None:
+        """Like :meth:`step`, but parameters and state change only where the 0-d device
+        flag ``ok`` is true (mixed precision skips overflowed steps without a host sync).
+        Always the generic maths: the selection needs the old and new values side by side.
+        """
+        if self.backend is None or [tuple(p.shape) for p in params] != self._shapes:
+            from .backend import get_backend
+
+            self.attach(params, self.backend or get_backend(_namespace_of(params[0])))
+        self.t += 1
+        xp = self.backend.xp
+        hp = self._step_scalars()
+        for p, g, s in zip(params, grads, self.state):
+            old = dict(s)
+            new = self._generic(xp, p, g, s, hp)
+            for key in s:
+                s[key] = xp.where(ok, s[key], old[key])
+            p[...] = xp.where(ok, new, p)
+
     def _step_scalars(self) -> dict:
         return self.hyper()
 

@@ -99,6 +99,11 @@ class Backend:
         """Context manager that makes this backend's device current (no-op here)."""
         return contextlib.nullcontext()
 
+    def overflow_expected(self):
+        """Context in which float overflow is handled by the caller (loss scaling), so the
+        library should not warn about it. A no-op unless the library warns."""
+        return contextlib.nullcontext()
+
     def describe(self) -> str:
         """One line naming the library and device, for logs."""
         return f"{self.name} ({getattr(self.xp, '__name__', 'array-api')}, {self.dtype_name})"

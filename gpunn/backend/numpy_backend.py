@@ -30,6 +30,9 @@ class NumpyBackend(Backend):
     def describe(self) -> str:
         return f"cpu (NumPy {np.__version__}, {self.dtype_name})"
 
+    def overflow_expected(self):
+        return np.errstate(over="ignore", invalid="ignore")
+
     def owns(self, a) -> bool:
         return isinstance(a, np.ndarray)
 
