@@ -16,7 +16,7 @@ from . import losses as _losses
 from . import metrics as _metrics
 from . import optim as _optim
 from .amp import MixedPrecision
-from .backend import get_backend
+from .backend import NumpyBackend, get_backend, host_array
 from .errors import describe
 from .layers import Dense, Dropout, Layer
 
@@ -261,18 +261,19 @@ class Sequential:
         return self
 
     # ------------------------------------------------------------------ forward / backward
-    def _as_input(self, x, what: str = "X"):
+    def _as_input(self, x, what: str = "X", backend=None):
+        backend = backend or self.backend
         try:
-            x = self.backend.asarray(x)
+            x = backend.asarray(x)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{what}: expected a numeric array, got {describe(x)} ({exc})") \
                 from None
-        xp = self.backend.xp
+        xp = backend.xp
         if x.ndim != 2:
             raise ValueError(f"{what}: expected a 2-D array (samples, features), got "
                              f"{describe(x)}")
         if not xp.isdtype(x.dtype, "real floating"):
-            x = xp.astype(x, self.backend.dtype)
+            x = xp.astype(x, backend.dtype)
         n_in = self.input_dim
         if n_in is not None and x.shape[1] != n_in:
             raise ValueError(f"{what}: the first layer {self.layers[0].label} expects "
@@ -342,8 +343,9 @@ class Sequential:
                 and last.activation == loss.fused_activation)
 
     # ------------------------------------------------------------------ data checks
-    def _as_target(self, y, n: int, loss, what: str = "y"):
-        backend, xp = self.backend, self.backend.xp
+    def _as_target(self, y, n: int, loss, what: str = "y", backend=None):
+        backend = backend or self.backend
+        xp = backend.xp
         try:
             y = backend.asarray(y)
         except (TypeError, ValueError) as exc:
@@ -384,20 +386,43 @@ class Sequential:
             target = xp.astype(target, backend.dtype)
         return target
 
-    def _as_data(self, X, y, loss, what: str = ""):
+    def _as_data(self, X, y, loss, what: str = "", device_data=None):
+        """Validate and place a dataset: on the model's device, or in host memory to be
+        streamed batch by batch when it does not fit there (``device_data=False``).
+
+        Returns
+        -------
+        X, T : arrays on the device (or host NumPy arrays when streaming)
+        streaming : bool
+        """
         xs, ys = f"{what}X" if what else "X", f"{what}y" if what else "y"
-        X = self._as_input(X, xs)
-        xp = self.backend.xp
+        backend = self._placement(X, device_data)
+        X = self._as_input(X, xs, backend)
+        xp = backend.xp
         if X.shape[0] == 0:
             raise ValueError(f"{xs}: expected at least one sample, got {describe(X)}")
         if not _all_finite(xp, X):
             raise ValueError(f"{xs}: contains NaN or Inf")
-        return X, self._as_target(y, X.shape[0], loss, ys)
+        return X, self._as_target(y, X.shape[0], loss, ys, backend), backend is not self.backend
+
+    def _placement(self, X, device_data):
+        """The backend a dataset should live on (the model's, or a host NumPy one)."""
+        if device_data is None:
+            if self.backend.owns(X):
+                return self.backend
+            nbytes = getattr(X, "nbytes", None)
+            if nbytes is None:
+                nbytes = host_array(X).nbytes if hasattr(X, "__len__") else 0
+            device_data = self.backend.fits_on_device(int(nbytes))
+        if device_data:
+            return self.backend
+        return NumpyBackend(dtype=self.backend.dtype_name)
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size: int = 32,
             validation_data=None, shuffle: bool = True, verbose: int = 1,
-            seed: int | None = None, metrics=None) -> History:
+            seed: int | None = None, metrics=None, device_data: bool | None = None
+            ) -> History:
         """Train the model.
 
         Parameters
@@ -418,6 +443,10 @@ class Sequential:
             Reseeds shuffling and dropout.
         metrics : list of str, optional
             Default ``["accuracy"]`` for cross-entropy losses, ``["mae"]`` otherwise.
+        device_data : bool, optional
+            Keep the dataset on the model's device (True) or in host memory, streaming
+            batches to the device (False). Default: on the device when it fits (twice its
+            size, for the shuffled copy, within 80% of free GPU memory); always on the CPU.
 
         Returns
         -------
@@ -432,13 +461,17 @@ class Sequential:
         optimizer = _optim.get(optimizer)
         metric_objs = self._metrics_for(loss, metrics)
         with self.backend.context():
-            X, T = self._as_data(X, y, loss)
+            if device_data not in (None, True, False):
+                raise ValueError(f"device_data: expected None, True or False, got "
+                                 f"{device_data!r}")
+            X, T, streaming = self._as_data(X, y, loss, device_data=device_data)
             val = None
             if validation_data is not None:
                 if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                     raise ValueError("validation_data: expected a pair (X_val, y_val), got "
                                      f"{describe(validation_data)}")
-                val = self._as_data(*validation_data, loss, what="val_")
+                val = self._as_data(*validation_data, loss, what="val_",
+                                    device_data=device_data)
             if self.backend.dtype_name == "float16":
                 l2 = [layer.label for layer in self.layers if getattr(layer, "kernel_l2", 0)]
                 if l2:
@@ -455,8 +488,9 @@ class Sequential:
             # Under loss scaling an overflow is an expected event that skips the step.
             quiet = self.backend.overflow_expected() if amp else contextlib.nullcontext()
             with quiet:
-                return self._fit_loop(X, T, loss, optimizer, metric_objs, epochs, batch_size,
-                                      val, shuffle, verbose, step_params, step_grads, amp)
+                return self._fit_loop(X, T, streaming, loss, optimizer, metric_objs, epochs,
+                                      batch_size, val, shuffle, verbose, step_params,
+                                      step_grads, amp)
 
     def _mixed_precision(self, params):
         """The float16 master-weight state, (re)built when the parameters moved on."""
@@ -488,9 +522,24 @@ class Sequential:
         dtype = self.backend.xp.float32 if self.backend.dtype_name == "float16" else None
         return self.backend.zeros((), dtype=dtype)
 
-    def _fit_loop(self, X, T, loss, optimizer, metric_objs, epochs, batch_size, val,
-                  shuffle, verbose, params, grads, amp) -> History:
+    def _batches(self, X, T, batch_size: int, shuffle: bool, streaming: bool):
+        """(x, t) batches on the device, in a fresh random order when ``shuffle``."""
         backend, xp = self.backend, self.backend.xp
+        n = int(X.shape[0])
+        if streaming:
+            order = backend.to_numpy(backend.permutation(n)) if shuffle else None
+            yield from backend.batches(X, T, order, batch_size)
+            return
+        if shuffle:
+            perm = backend.permutation(n)
+            X, T = xp.take(X, perm, axis=0), xp.take(T, perm, axis=0)
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)  # the standard leaves out-of-range stops undefined
+            yield X[lo:hi, ...], T[lo:hi, ...]
+
+    def _fit_loop(self, X, T, streaming, loss, optimizer, metric_objs, epochs, batch_size,
+                  val, shuffle, verbose, params, grads, amp) -> History:
+        xp = self.backend.xp
         n = int(X.shape[0])
         fused = self._fused(loss)
         # With a flat buffer the gradient list is fixed; otherwise backward rebinds it.
@@ -501,16 +550,9 @@ class Sequential:
             m.setup(xp, T)
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            if shuffle:
-                perm = backend.permutation(n)
-                Xe, Te = xp.take(X, perm, axis=0), xp.take(T, perm, axis=0)
-            else:
-                Xe, Te = X, T
             total = self._accumulator()
             sums = [self._accumulator() for _ in metric_objs]
-            for lo in range(0, n, batch_size):
-                hi = min(lo + batch_size, n)  # the standard leaves out-of-range stops undefined
-                xb, tb = Xe[lo:hi, ...], Te[lo:hi, ...]
+            for xb, tb in self._batches(X, T, batch_size, shuffle, streaming):
                 out = self._forward(xb, training=True, logits=fused)
                 value = (self.backend.fused_loss(loss, out, tb) if fused
                          else loss.forward(out, tb))
@@ -543,7 +585,7 @@ class Sequential:
                       f"{n / elapsed:,.0f} samples/s", file=sys.stdout, flush=True)
         return history
 
-    def _evaluate_arrays(self, X, T, loss, metric_objs, batch_size) -> dict:
+    def _evaluate_arrays(self, X, T, streaming, loss, metric_objs, batch_size) -> dict:
         xp = self.backend.xp
         fused = self._fused(loss)
         n = int(X.shape[0])
@@ -552,9 +594,7 @@ class Sequential:
         reg = self._regularization()
         for m in metric_objs:
             m.setup(xp, T)
-        for lo in range(0, n, batch_size):
-            hi = min(lo + batch_size, n)
-            xb, tb = X[lo:hi, ...], T[lo:hi, ...]
+        for xb, tb in self._batches(X, T, batch_size, False, streaming):
             out = self._forward(xb, training=False, logits=fused)
             value = (self.backend.fused_loss(loss, out, tb) if fused
                      else loss.forward(out, tb))
@@ -591,8 +631,8 @@ class Sequential:
         metric_objs = self._metrics_for(loss, metrics if metrics is not None else (
             self.metrics or None))
         with self.backend.context():
-            X, T = self._as_data(X, y, loss)
-            return self._evaluate_arrays(X, T, loss, metric_objs, batch_size)
+            return self._evaluate_arrays(*self._as_data(X, y, loss), loss, metric_objs,
+                                         batch_size)
 
     def predict(self, X, batch_size: int = 4096):
         """Model output in inference mode (probabilities for sigmoid/softmax outputs).
@@ -608,10 +648,15 @@ class Sequential:
         batch_size = _positive_int(batch_size, "batch_size")
         xp = self.backend.xp
         with self.backend.context():
-            X = self._as_input(X)
+            X = self._as_input(X, backend=self._placement(X, None))
+            streaming = not self.backend.owns(X)
             n = int(X.shape[0])
-            parts = [self._forward(X[lo:min(lo + batch_size, n), ...], training=False)
-                     for lo in range(0, n, batch_size)]
+            if streaming:
+                parts = [self._forward(xb, training=False)
+                         for xb, _ in self.backend.batches(X, None, None, batch_size)]
+            else:
+                parts = [self._forward(X[lo:min(lo + batch_size, n), ...], training=False)
+                         for lo in range(0, n, batch_size)]
             if not parts:
                 return xp.zeros((0, self.output_dim), dtype=self.backend.dtype,
                                 device=self.backend.device)

@@ -157,6 +157,31 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on synchronous backends)."""
 
+    def fits_on_device(self, nbytes: int) -> bool:
+        """Whether a dataset of ``nbytes`` should be moved onto this device for training
+        (it is copied once more per epoch when shuffled). Host memory: always."""
+        return True
+
+    def batches(self, X, T, order, batch_size: int):
+        """Stream batches of host (NumPy) arrays onto this device.
+
+        Parameters
+        ----------
+        X : (N, features) host array
+        T : (N, ...) host array or None
+        order : (N,) host int array, or None for the stored order
+        batch_size : int
+
+        Yields
+        ------
+        (x, t) : device arrays of at most ``batch_size`` rows (``t`` None without ``T``)
+        """
+        n = int(X.shape[0])
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            idx = slice(lo, hi) if order is None else order[lo:hi]
+            yield self.asarray(X[idx]), (None if T is None else self.asarray(T[idx]))
+
     def zeros(self, shape, dtype=None):
         """Zeros of the backend dtype (or ``dtype``) on the backend device."""
         return self.xp.zeros(shape, dtype=dtype or self.dtype, device=self.device)

@@ -95,6 +95,56 @@ class CupyBackend(Backend):
 
         return update
 
+    def fits_on_device(self, nbytes: int) -> bool:
+        with self._device:
+            free, _ = cupy.cuda.runtime.memGetInfo()
+            free += cupy.get_default_memory_pool().free_bytes()
+        # The dataset plus its shuffled copy, leaving a fifth for weights and activations.
+        return 2 * nbytes <= 0.8 * free
+
+    def batches(self, X, T, order, batch_size: int):
+        """Stream host batches through two pinned buffers, copied on a side stream one
+        batch ahead of the compute stream (double buffering)."""
+        import cupyx
+
+        n = int(X.shape[0])
+        arrays = [a for a in (X, T) if a is not None]
+        with self._device:
+            side = cupy.cuda.Stream(non_blocking=True)
+            compute = cupy.cuda.get_current_stream()
+            shapes = [(min(batch_size, n),) + tuple(a.shape[1:]) for a in arrays]
+            pinned = [[cupyx.empty_pinned(sh, a.dtype) for _ in range(2)]
+                      for sh, a in zip(shapes, arrays)]
+            device = [[cupy.empty(sh, a.dtype) for _ in range(2)]
+                      for sh, a in zip(shapes, arrays)]
+            copied, released = [None, None], [None, None]
+
+            def stage(slot: int, lo: int) -> int:
+                hi = min(lo + batch_size, n)
+                rows = hi - lo
+                if copied[slot] is not None:
+                    copied[slot].synchronize()  # the pinned slot's last copy has left
+                if released[slot] is not None:
+                    side.wait_event(released[slot])  # compute is done with the device slot
+                for a, pins, devs in zip(arrays, pinned, device):
+                    pin = pins[slot][:rows]
+                    if order is None:
+                        pin[...] = a[lo:hi]
+                    else:
+                        np.take(a, order[lo:hi], axis=0, out=pin)
+                    devs[slot][:rows].set(pin, stream=side)
+                copied[slot] = side.record()
+                return rows
+
+            rows, slot = stage(0, 0), 0
+            for lo in range(0, n, batch_size):
+                following = stage(1 - slot, lo + batch_size) if lo + batch_size < n else 0
+                compute.wait_event(copied[slot])
+                views = [devs[slot][:rows] for devs in device]
+                yield views[0], (views[1] if T is not None else None)
+                released[slot] = compute.record()
+                slot, rows = 1 - slot, following
+
     def synchronize(self) -> None:
         self._device.synchronize()
 
