@@ -56,6 +56,22 @@ class Row:
     tflops: float
     pct_of_peak: float
     peak_mem_mb: float | None
+    data_mem_mb: float = 0.0
+    needed_mem_mb: float = 0.0
+
+    @property
+    def mem_ratio(self) -> float | None:
+        """Peak memory beyond the dataset over what training strictly needs."""
+        if self.peak_mem_mb is None or not self.needed_mem_mb:
+            return None
+        return (self.peak_mem_mb - self.data_mem_mb) / self.needed_mem_mb
+
+
+def needed_bytes(widths, batch: int, itemsize: int = 4) -> int:
+    """Parameters, gradients, two Adam moments, and each layer's input and output."""
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    activations = batch * sum(widths) * 2
+    return (4 * params + activations) * itemsize
 
 
 def step_flops(widths, batch: int) -> float:
@@ -266,8 +282,11 @@ def measure(dev, impl: str, size: str, repeats: int, target_s: float, peak: floa
     mem = _peak_memory(dev, impl, epoch, batch * steps)
     tflops = step_flops(widths, batch) / wall / 1e12
     label = "float32" if precision == "fp32" else precision
+    # The dataset (features and int64 labels) and its shuffled copy.
+    data = 2 * batch * steps * (widths[0] * 4 + 8) / 2**20
     return Row(size, dev.name, impl, label, list(widths), batch, steps, wall * 1e3,
-               batch / wall, host * 1e3, tflops, 100.0 * tflops / peak, mem)
+               batch / wall, host * 1e3, tflops, 100.0 * tflops / peak, mem, data,
+               needed_bytes(widths, batch) / 2**20)
 
 
 def _peak_memory(dev, impl, epoch, n_rows) -> float | None:
@@ -332,22 +351,28 @@ def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
     """The results as a markdown table, with ratios to the reference loop and PyTorch."""
     by_key = {(r.size, r.device, r.dtype, r.impl): r for r in rows}
     head = ("| size | device | dtype | impl | widths | batch | ms/step | samples/s | "
-            "host ms/step | TFLOP/s | % of peak | peak MiB | vs reference | vs torch |")
-    lines = [head, "|" + "---|" * 14]
+            "host ms/step | TFLOP/s | % of peak | peak MiB | memory / needed | "
+            "vs reference | vs torch |")
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
         ref = by_key.get((r.size, r.device, r.dtype, "reference"))
         tor = by_key.get((r.size, r.device, r.dtype, "torch"))
         mem = f"{r.peak_mem_mb:,.0f}" if r.peak_mem_mb is not None else "n/a"
+        ratio = f"{r.mem_ratio:.2f}" if r.mem_ratio is not None else "n/a"
         lines.append(
             f"| {r.size} | {r.device} | {r.dtype} | {r.impl} | {'-'.join(map(str, r.widths))} | "
             f"{r.batch} | {r.ms_per_step:.3f} | {r.samples_per_s:,.0f} | "
             f"{r.host_ms_per_step:.3f} | {r.tflops:.3f} | {r.pct_of_peak:.1f} | {mem} | "
+            f"{ratio} | "
             f"{_ratio(ref, r) if r.impl != 'reference' else ''} | "
             f"{_ratio(tor, r) if r.impl != 'torch' else ''} |")
     peak_text = ", ".join(f"{d}: {p:.3f} TFLOP/s" for d, p in peaks.items())
     lines += ["", f"Matmul peak measured in the same run, per device and precision: "
               f"{peak_text}. 'vs' columns: the other's ms/step over this row's (above 1: "
-              "this row is faster).",
+              "this row is faster). 'memory / needed': peak memory less the dataset and its "
+              "shuffled copy, over parameters + gradients + Adam moments + layer inputs and "
+              "outputs (CPU: NumPy allocations seen by tracemalloc; GPU: CuPy's pool or "
+              "PyTorch's allocator).",
               f"Devices: {'; '.join(env['devices'].values())}. Versions: "
               + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
               + f". Commit {env['git_commit'][:10]}, {env['date']}."]

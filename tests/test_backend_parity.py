@@ -98,3 +98,19 @@ def test_optimizer_state_survives_layout_changes():
     model.fit(X, y, loss="mse", optimizer=opt, epochs=1, batch_size=64, verbose=0)
     assert len(opt.state) == 4 and opt.t == 3
     assert m_flat.size == sum(int(s["m"].size) for s in opt.state)
+
+
+@pytest.mark.parametrize("name", sorted(gn.activations.ACTIVATIONS))
+def test_dense_forward_and_activation_backward_parity(fast, name, rng):
+    """Backends may apply activations in place (z becomes y) or in fused kernels; the
+    layer's forward output and gradients must not change."""
+    generic = _generic(fast)
+    act, params = gn.activations.get(name)
+    x, W = fast.asarray(rng.standard_normal((6, 4))), fast.asarray(rng.standard_normal((4, 5)))
+    b, g = fast.asarray(rng.standard_normal(5)), fast.asarray(rng.standard_normal((6, 5)))
+    zf, yf = fast.dense_forward(x, W, b, act, params)
+    zg, yg = generic.dense_forward(x, W, b, act, params)
+    np.testing.assert_allclose(gn.to_numpy(yf), gn.to_numpy(yg), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gn.to_numpy(fast.activation_backward(act, zf, yf, g, params)),
+                               gn.to_numpy(generic.activation_backward(act, zg, yg, g, params)),
+                               rtol=1e-5, atol=1e-6)

@@ -22,6 +22,13 @@ def test_markdown_ratios():
     assert "| 1.50x | 2.00x |" in gpunn_line
 
 
+def test_needed_bytes():
+    from gpunn.bench import needed_bytes
+
+    params = 4 * 2 + 2
+    assert needed_bytes([4, 2], 8) == (4 * params + 8 * 6 * 2) * 4
+
+
 def test_bench_command_writes_json_and_table(tmp_path):
     out = tmp_path / "bench.json"
     md = tmp_path / "bench.md"

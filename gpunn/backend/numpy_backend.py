@@ -61,6 +61,28 @@ class NumpyBackend(Backend):
             return super().linear_backward(x, W, grad, need_input_grad)
         return linear_backward_into(np, x, W, grad, need_input_grad, out)
 
+    def dense_forward(self, x, W, b, activation, params):
+        z = np.matmul(x, W)
+        z += b
+        name = activation.name
+        if name == "identity":
+            return z, z
+        # Activations whose backward needs only y (or the sign of z, which y shares) are
+        # applied in place: one array per layer instead of two. z is then y.
+        if name == "relu":
+            np.maximum(z, 0, out=z)
+        elif name == "tanh":
+            np.tanh(z, out=z)
+        elif name == "sigmoid":
+            # sigmoid(z) = (1 + tanh(z / 2)) / 2: overflow-free, in place.
+            z *= 0.5
+            np.tanh(z, out=z)
+            z += 1
+            z *= 0.5
+        else:
+            return z, activation.forward(self.xp, z, **params)
+        return z, z
+
     def optimizer_kernel(self, kind: str, dtype):
         kernel = numpy_kernels.KERNELS.get(kind)
         return None if kernel is None else functools.partial(kernel, scratch=self._scratch)
