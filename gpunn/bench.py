@@ -244,71 +244,94 @@ def _torch_usable(dev) -> bool:
 
 
 # ---------------------------------------------------------------------- measurement
-def measure(dev, impl: str, size: str, repeats: int, target_s: float, peak: float,
-            precision: str = "fp32") -> Row | None:
-    """Time one implementation; None when it has no version for this precision."""
+def measure(dev, impls: list, size: str, repeats: int, target_s: float, peak: float,
+            precision: str = "fp32") -> list[Row]:
+    """Time several implementations of one size on one device, repeats interleaved.
+
+    Interleaving (a, b, c, a, b, c, ...) exposes every implementation to the same
+    background load on a shared machine, so their ratios stay meaningful. All run the same
+    number of steps per epoch, calibrated on the first implementation.
+    """
     widths, batch = SIZES[size][dev.kind]
     dtype = "float16" if precision == "float16" else "float32"
-    # Calibrate the epoch length so each timed epoch lasts about target_s.
     rng = np.random.default_rng(0)
     probe_steps = 3
     X = rng.standard_normal((batch * probe_steps, widths[0])).astype(np.float32)
     y = rng.integers(0, widths[-1], batch * probe_steps).astype(np.int64)
-    epoch = IMPLS[impl](dev, widths, X, y, batch, dtype)
-    if epoch is None:
-        return None
-    epoch(batch * probe_steps)  # warm-up: allocations, kernel compilation, BLAS threads
+    impls = [i for i in impls if IMPLS[i](dev, widths, X, y, batch, dtype) is not None]
+    if not impls:
+        return []
+    probe = IMPLS[impls[0]](dev, widths, X, y, batch, dtype)
+    probe(batch * probe_steps)  # warm-up: allocations, kernel compilation, BLAS threads
     dev.sync()
     t0 = time.perf_counter()
-    epoch(batch * probe_steps)
+    probe(batch * probe_steps)
     dev.sync()
     per_step = (time.perf_counter() - t0) / probe_steps
     steps = int(min(500, max(3, target_s / max(per_step, 1e-6))))
-    X = rng.standard_normal((batch * steps, widths[0])).astype(np.float32)
-    y = rng.integers(0, widths[-1], batch * steps).astype(np.int64)
-    epoch = IMPLS[impl](dev, widths, X, y, batch, dtype)
-    epoch(batch * steps)
-    walls, hosts = [], []
-    for _ in range(repeats):
-        dev.sync()
-        t0, h0 = time.perf_counter(), time.thread_time()
-        epoch(batch * steps)
-        h1 = time.thread_time()
-        dev.sync()
-        walls.append(time.perf_counter() - t0)
-        hosts.append(h1 - h0)
-    wall = statistics.median(walls) / steps
-    host = statistics.median(hosts) / steps
-    mem = _peak_memory(dev, impl, epoch, batch * steps)
-    tflops = step_flops(widths, batch) / wall / 1e12
+    n_rows = batch * steps
+    X = rng.standard_normal((n_rows, widths[0])).astype(np.float32)
+    y = rng.integers(0, widths[-1], n_rows).astype(np.int64)
+    epochs = {i: IMPLS[i](dev, widths, X, y, batch, dtype) for i in impls}
+    for epoch in epochs.values():
+        epoch(n_rows)  # warm-up at full size
+    walls = {i: [] for i in impls}
+    hosts = {i: [] for i in impls}
+    for r in range(repeats):
+        # Rotate the order, and pause before each epoch: PyTorch's OpenMP workers keep
+        # spinning for a while after their last job and would slow whoever runs next.
+        for impl in impls[r % len(impls):] + impls[:r % len(impls)]:
+            epoch = epochs[impl]
+            time.sleep(0.2)
+            dev.sync()
+            t0, h0 = time.perf_counter(), time.thread_time()
+            epoch(n_rows)
+            h1 = time.thread_time()
+            dev.sync()
+            walls[impl].append(time.perf_counter() - t0)
+            hosts[impl].append(h1 - h0)
+    del epochs
+    rows = []
     label = "float32" if precision == "fp32" else precision
-    # The dataset (features and int64 labels) and its shuffled copy.
-    data = 2 * batch * steps * (widths[0] * 4 + 8) / 2**20
-    return Row(size, dev.name, impl, label, list(widths), batch, steps, wall * 1e3,
-               batch / wall, host * 1e3, tflops, 100.0 * tflops / peak, mem, data,
-               needed_bytes(widths, batch) / 2**20)
+    for impl in impls:
+        wall = statistics.median(walls[impl]) / steps
+        host = statistics.median(hosts[impl]) / steps
+        mem, data = _peak_memory(dev, impl, widths, X, y, batch, dtype)
+        tflops = step_flops(widths, batch) / wall / 1e12
+        rows.append(Row(size, dev.name, impl, label, list(widths), batch, steps, wall * 1e3,
+                        batch / wall, host * 1e3, tflops, 100.0 * tflops / peak, mem, data,
+                        needed_bytes(widths, batch) / 2**20))
+    return rows
 
 
-def _peak_memory(dev, impl, epoch, n_rows) -> float | None:
-    """Peak memory of one epoch in MiB: NumPy allocations on CPU, the pool on GPU."""
+def _peak_memory(dev, impl, widths, X, y, batch, dtype) -> tuple[float | None, float]:
+    """Peak memory (MiB) of building an implementation and running one epoch, and how
+    much of it is the dataset: CPU: the shuffled copy (tracemalloc sees only allocations
+    made inside the window, and the NumPy input is not copied); GPU: the copy on the
+    device plus its shuffled copy."""
+    data_bytes = X.nbytes + y.nbytes
+    n_rows = X.shape[0]
     if dev.kind == "cpu":
         if impl == "torch":
-            return None  # torch's CPU allocator is invisible to tracemalloc
+            return None, 0.0  # torch's CPU allocator is invisible to tracemalloc
         tracemalloc.start()
-        epoch(n_rows)
+        IMPLS[impl](dev, widths, X, y, batch, dtype)(n_rows)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        return peak / 2**20
+        return peak / 2**20, data_bytes / 2**20
     if impl == "torch":
         import torch
 
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-        epoch(n_rows)
-        return torch.cuda.max_memory_allocated() / 2**20
+        IMPLS[impl](dev, widths, X, y, batch, dtype)(n_rows)
+        return torch.cuda.max_memory_allocated() / 2**20, 2 * data_bytes / 2**20
     pool = dev.xp.get_default_memory_pool()
-    epoch(n_rows)
     dev.sync()
-    return pool.total_bytes() / 2**20  # the pool keeps every block the epoch needed
+    pool.free_all_blocks()
+    IMPLS[impl](dev, widths, X, y, batch, dtype)(n_rows)
+    dev.sync()
+    return pool.total_bytes() / 2**20, 2 * data_bytes / 2**20  # the pool keeps its blocks
 
 
 # ---------------------------------------------------------------------- reporting
@@ -468,17 +491,13 @@ def run(args) -> int:
             peaks[key] = matmul_peak(dev, "float16" if precision == "float16" else "float32")
             print(f"# {dev.label()} {precision}: matmul peak {peaks[key]:.3f} TFLOP/s",
                   flush=True)
+            usable = [i for i in impls if i != "torch" or _torch_usable(dev)]
             for size in sizes:
-                for impl in impls:
-                    if impl == "torch" and not _torch_usable(dev):
-                        continue
-                    dev.memory_reset()
-                    row = measure(dev, impl, size, args.repeats, args.target_seconds,
-                                  peaks[key], precision)
-                    if row is None:
-                        continue
+                dev.memory_reset()
+                for row in measure(dev, usable, size, args.repeats, args.target_seconds,
+                                   peaks[key], precision):
                     rows.append(row)
-                    print(f"  {size:6s} {impl:9s} {row.ms_per_step:9.3f} ms/step "
+                    print(f"  {size:6s} {row.impl:9s} {row.ms_per_step:9.3f} ms/step "
                           f"{row.samples_per_s:12,.0f} samples/s  "
                           f"{row.pct_of_peak:5.1f}% of peak", flush=True)
         _set_precision("fp32", dev)
