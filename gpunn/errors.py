@@ -35,3 +35,16 @@ def unknown_name(kind: str, name, valid) -> ValueError:
     """A ``ValueError`` for an unknown registry name that lists the valid choices."""
     choices = ", ".join(sorted(valid))
     return ValueError(f"unknown {kind} {name!r}; expected one of: {choices}")
+
+
+def lookup(kind: str, name, table: dict, base: type, **kwargs):
+    """An instance from a name registry, or ``name`` itself when it already is one.
+
+    Names are case-insensitive; an unknown one raises a ``ValueError`` listing the valid
+    names.
+    """
+    if isinstance(name, base):
+        return name
+    if not isinstance(name, str) or name.lower() not in table:
+        raise unknown_name(kind, name, table)
+    return table[name.lower()](**kwargs)

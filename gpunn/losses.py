@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 
-from .errors import describe, unknown_name
+from .errors import describe, lookup
 
 
 def _namespace(a):
@@ -151,7 +151,33 @@ def _check_eps(eps) -> float:
     return float(eps)
 
 
-class BinaryCrossEntropy(Loss):
+class _CrossEntropy(Loss):
+    """What the two cross-entropies share: logits or probabilities, clipping, fusion."""
+
+    def __init__(self, from_logits: bool = False, eps: float = 1e-7):
+        super().__init__()
+        self.from_logits = bool(from_logits)
+        self.eps = _check_eps(eps)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(from_logits={self.from_logits})"
+
+    def forward_logits(self, z, target):
+        xp = _namespace(z)
+        z, restore = _upcast(xp, z)
+        target = self._target(xp, z, target)
+        value, grad = self._from_logits(xp, z, target)
+        self._grad = restore(grad)
+        return value
+
+    def _from_logits(self, xp, z, target):
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {"from_logits": self.from_logits, "eps": self.eps}
+
+
+class BinaryCrossEntropy(_CrossEntropy):
     """Binary cross-entropy, mean over all elements.
 
     Parameters
@@ -164,14 +190,6 @@ class BinaryCrossEntropy(Loss):
 
     name = "binary_crossentropy"
     fused_activation = "sigmoid"
-
-    def __init__(self, from_logits: bool = False, eps: float = 1e-7):
-        super().__init__()
-        self.from_logits = bool(from_logits)
-        self.eps = _check_eps(eps)
-
-    def __repr__(self) -> str:
-        return f"BinaryCrossEntropy(from_logits={self.from_logits})"
 
     def _value_and_grad(self, xp, pred, target):
         if self.from_logits:
@@ -188,19 +206,8 @@ class BinaryCrossEntropy(Loss):
         self.output = p = xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))  # sigmoid(z)
         return value, (p - target) * (1.0 / z.size)
 
-    def forward_logits(self, z, target):
-        xp = _namespace(z)
-        z, restore = _upcast(xp, z)
-        target = self._target(xp, z, target)
-        value, grad = self._from_logits(xp, z, target)
-        self._grad = restore(grad)
-        return value
 
-    def config(self) -> dict:
-        return {"from_logits": self.from_logits, "eps": self.eps}
-
-
-class CategoricalCrossEntropy(Loss):
+class CategoricalCrossEntropy(_CrossEntropy):
     """Categorical cross-entropy, summed over classes and averaged over the batch.
 
     Targets are integer labels ``(N,)`` or one-hot / probability rows ``(N, C)``.
@@ -215,14 +222,6 @@ class CategoricalCrossEntropy(Loss):
 
     name = "categorical_crossentropy"
     fused_activation = "softmax"
-
-    def __init__(self, from_logits: bool = False, eps: float = 1e-7):
-        super().__init__()
-        self.from_logits = bool(from_logits)
-        self.eps = _check_eps(eps)
-
-    def __repr__(self) -> str:
-        return f"CategoricalCrossEntropy(from_logits={self.from_logits})"
 
     def prepare_target(self, xp, target, n_outputs):
         # Integer labels stay labels: shuffling them moves N ints instead of N*C floats,
@@ -253,17 +252,6 @@ class CategoricalCrossEntropy(Loss):
         self.output = p = e / total  # the softmax, reusing the exponentials
         # p - t assumes each target row sums to 1 (one-hot or a distribution).
         return value, (p - target) * (1.0 / n)
-
-    def forward_logits(self, z, target):
-        xp = _namespace(z)
-        z, restore = _upcast(xp, z)
-        target = self._target(xp, z, target)
-        value, grad = self._from_logits(xp, z, target)
-        self._grad = restore(grad)
-        return value
-
-    def config(self) -> dict:
-        return {"from_logits": self.from_logits, "eps": self.eps}
 
 
 def one_hot(xp, labels, n_classes: int, dtype):
@@ -304,8 +292,4 @@ def get(name, **kwargs) -> Loss:
     ValueError
         Unknown name, listing the valid ones.
     """
-    if isinstance(name, Loss):
-        return name
-    if not isinstance(name, str) or name.lower() not in LOSSES:
-        raise unknown_name("loss", name, LOSSES)
-    return LOSSES[name.lower()](**kwargs)
+    return lookup("loss", name, LOSSES, Loss, **kwargs)

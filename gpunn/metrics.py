@@ -7,7 +7,7 @@ per epoch (no host sync per step).
 
 from __future__ import annotations
 
-from .errors import unknown_name
+from .errors import lookup
 
 
 def _ns(*arrays):
@@ -104,11 +104,7 @@ METRICS = {"accuracy": Accuracy, "acc": Accuracy, "mse": MSE, "mae": MAE, "r2": 
 
 def get(name) -> Metric:
     """A fresh metric object by name (``accuracy``, ``mse``, ``mae``, ``r2``)."""
-    if isinstance(name, Metric):
-        return name
-    if not isinstance(name, str) or name.lower() not in METRICS:
-        raise unknown_name("metric", name, METRICS)
-    return METRICS[name.lower()]()
+    return lookup("metric", name, METRICS, Metric)
 
 
 def compute(metric, y_true, y_pred) -> float:

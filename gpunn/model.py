@@ -18,7 +18,7 @@ from . import optim as _optim
 from .amp import MixedPrecision
 from .backend import NumpyBackend, get_backend, host_array
 from .errors import describe
-from .layers import Dense, Dropout, Layer
+from .layers import Dense, Dropout, Layer, _positive_int
 
 ARCH_REQUIRED = ("input_dim", "output_dim")
 ARCH_OPTIONAL = ("activation", "init", "kernel_l2", "dropout", "activation_params")
@@ -46,12 +46,6 @@ class History:
     def __repr__(self) -> str:
         last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
         return f"History(epochs={len(self.epoch)}, last={last})"
-
-
-def _positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{what}: expected a positive integer, got {value!r}")
-    return int(value)
 
 
 class Sequential:

@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from .errors import describe, unknown_name
+from .errors import describe, lookup
 
 
 def _real(value, what: str, low: float, high: float = float("inf"), *, low_open=False,
@@ -343,8 +343,4 @@ def get(name, **kwargs) -> Optimizer:
     ValueError
         Unknown name, listing the valid ones.
     """
-    if isinstance(name, Optimizer):
-        return name
-    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
-        raise unknown_name("optimizer", name, OPTIMIZERS)
-    return OPTIMIZERS[name.lower()](**kwargs)
+    return lookup("optimizer", name, OPTIMIZERS, Optimizer, **kwargs)
