@@ -8,7 +8,6 @@ epoch, so no step waits on the host.
 from __future__ import annotations
 
 import contextlib
-import numbers
 import sys
 import time
 
