@@ -4,10 +4,11 @@ Importing gpunn never imports CuPy; the device is detected when a backend is fir
 for (``device="auto"``, the default).
 """
 
-from . import activations, data, init, losses, metrics, optim
+from . import activations, callbacks, data, init, losses, metrics, optim, preprocessing
 from .backend import Backend, available_devices, get_backend, to_numpy
 from .errors import DeviceFallbackWarning, DeviceUnavailableError, GpunnError
 from .gradcheck import GradcheckResult, gradcheck
+from .io import ModelFileError, load
 from .layers import (
     ELU,
     GELU,
@@ -37,5 +38,6 @@ __all__ = [
     "BinaryStep", "ReLU", "LeakyReLU", "Softmax", "ELU", "GELU", "Softplus",
     "Sequential", "History", "gradcheck", "GradcheckResult", "set_precision",
     "get_precision",
+    "load", "ModelFileError", "callbacks", "preprocessing",
     "activations", "data", "init", "losses", "metrics", "optim",
 ]

@@ -111,6 +111,10 @@ class Layer:
         """Penalty this layer adds to the loss (``None`` when it adds none)."""
         return None
 
+    def param_shapes(self) -> dict:
+        """Shapes of the parameters :meth:`build` creates (for model files)."""
+        return {}
+
     def config(self) -> dict:
         """Constructor arguments, for architectures and model files."""
         return {}
@@ -177,6 +181,9 @@ class Dense(Layer):
 
     def output_shape(self, in_features):
         return self.out_features
+
+    def param_shapes(self) -> dict:
+        return {"W": (self.in_features, self.out_features), "b": (self.out_features,)}
 
     def check_input(self, x) -> None:
         """Raise a ``ValueError`` naming this layer unless ``x`` is ``(batch, in_features)``."""

@@ -16,6 +16,7 @@ from . import metrics as _metrics
 from . import optim as _optim
 from .amp import MixedPrecision
 from .backend import NumpyBackend, get_backend, host_array
+from .callbacks import Callback, ProgressBar
 from .errors import describe
 from .layers import Dense, Dropout, Layer, _positive_int
 
@@ -97,6 +98,11 @@ class Sequential:
         self.metrics: list[str] = []
         self._flat = None
         self._amp = None  # float16 only: master weights and loss scale (gpunn.amp)
+        #: Applied to X by fit, evaluate and predict (e.g. a fitted Standardizer).
+        self.preprocessor = None
+        #: JSON-serialisable data saved with the model (class labels, task, ...).
+        self.extra: dict = {}
+        self.stop_training = False
         self._flatten()
 
     # ------------------------------------------------------------------ construction
@@ -235,6 +241,17 @@ class Sequential:
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r}, device={self.device!r}, dtype={self.dtype!r})"
+
+    # ------------------------------------------------------------------ files
+    def save(self, path, include_optimizer: bool = True) -> None:
+        """Write the model (and optimiser state, preprocessing) to ``path`` (``.npz``).
+
+        The file is written atomically and holds no pickles; :func:`gpunn.load` reads it
+        on any device.
+        """
+        from .io import save
+
+        save(self, path, include_optimizer=include_optimizer)
 
     # ------------------------------------------------------------------ devices
     def to(self, device) -> Sequential:
@@ -396,6 +413,8 @@ class Sequential:
             raise ValueError(f"{xs}: expected at least one sample, got {describe(X)}")
         if not _all_finite(xp, X):
             raise ValueError(f"{xs}: contains NaN or Inf")
+        if self.preprocessor is not None:
+            X = self.preprocessor.transform(X, backend)
         return X, self._as_target(y, X.shape[0], loss, ys, backend), backend is not self.backend
 
     def _placement(self, X, device_data):
@@ -414,8 +433,8 @@ class Sequential:
     # ------------------------------------------------------------------ training
     def fit(self, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size: int = 32,
             validation_data=None, shuffle: bool = True, verbose: int = 1,
-            seed: int | None = None, metrics=None, device_data: bool | None = None
-            ) -> History:
+            seed: int | None = None, metrics=None, device_data: bool | None = None,
+            callbacks=None) -> History:
         """Train the model.
 
         Parameters
@@ -436,6 +455,8 @@ class Sequential:
             Reseeds shuffling and dropout.
         metrics : list of str, optional
             Default ``["accuracy"]`` for cross-entropy losses, ``["mae"]`` otherwise.
+        callbacks : list of gpunn.callbacks.Callback, optional
+            Early stopping, checkpoints, learning-rate schedules, your own.
         device_data : bool, optional
             Keep the dataset on the model's device (True) or in host memory, streaming
             batches to the device (False). Default: on the device when it fits (twice its
@@ -453,6 +474,11 @@ class Sequential:
         loss = _losses.get(loss)
         optimizer = _optim.get(optimizer)
         metric_objs = self._metrics_for(loss, metrics)
+        callbacks = list(callbacks or [])
+        for i, cb in enumerate(callbacks):
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks[{i}]: expected a gpunn.callbacks.Callback, got "
+                                f"{describe(cb)}")
         with self.backend.context():
             if device_data not in (None, True, False):
                 raise ValueError(f"device_data: expected None, True or False, got "
@@ -481,9 +507,11 @@ class Sequential:
             # Under loss scaling an overflow is an expected event that skips the step.
             quiet = self.backend.overflow_expected() if amp else contextlib.nullcontext()
             with quiet:
+                if verbose == 1 and sys.stdout.isatty():
+                    callbacks.append(ProgressBar(int(X.shape[0]), batch_size, epochs))
                 return self._fit_loop(X, T, streaming, loss, optimizer, metric_objs, epochs,
                                       batch_size, val, shuffle, verbose, step_params,
-                                      step_grads, amp)
+                                      step_grads, amp, callbacks)
 
     def _mixed_precision(self, params):
         """The float16 master-weight state, (re)built when the parameters moved on."""
@@ -531,7 +559,7 @@ class Sequential:
             yield X[lo:hi, ...], T[lo:hi, ...]
 
     def _fit_loop(self, X, T, streaming, loss, optimizer, metric_objs, epochs, batch_size,
-                  val, shuffle, verbose, params, grads, amp) -> History:
+                  val, shuffle, verbose, params, grads, amp, callbacks) -> History:
         xp = self.backend.xp
         n = int(X.shape[0])
         fused = self._fused(loss)
@@ -539,13 +567,22 @@ class Sequential:
         flat = self._flat is not None
         half = amp is not None
         history = History()
+        per_batch = [cb for cb in callbacks
+                     if type(cb).on_batch_end is not Callback.on_batch_end]
         for m in metric_objs:
             m.setup(xp, T)
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin(self)
         for epoch in range(1, epochs + 1):
+            for cb in callbacks:
+                cb.on_epoch_begin(self, epoch)
             start = time.perf_counter()
             total = self._accumulator()
             sums = [self._accumulator() for _ in metric_objs]
-            for xb, tb in self._batches(X, T, batch_size, shuffle, streaming):
+            seen = 0
+            batches = self._batches(X, T, batch_size, shuffle, streaming)
+            for batch, (xb, tb) in enumerate(batches):
                 out = self._forward(xb, training=True, logits=fused)
                 value = (self.backend.fused_loss(loss, out, tb) if fused
                          else loss.forward(out, tb))
@@ -564,6 +601,9 @@ class Sequential:
                 total = total + _cast(xp, value, total) * rows
                 for i, m in enumerate(metric_objs):
                     sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
+                seen += rows
+                for cb in per_batch:
+                    cb.on_batch_end(self, batch, seen, total)
             # The one host read of the epoch.
             logs = {"loss": float(total) / n}
             logs.update({m.name: m.result(float(s), n) for m, s in zip(metric_objs, sums)})
@@ -571,11 +611,19 @@ class Sequential:
             if val is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(
                     *val, loss, metric_objs, max(batch_size, 1024)).items()})
+            for cb in callbacks:
+                cb.on_epoch_end(self, epoch, logs)
             history.append(epoch, logs)
             if verbose:
-                line = "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+                line = "  ".join(f"{k} {v:.4g}" if k == "lr" else f"{k} {v:.4f}"
+                                 for k, v in logs.items())
                 print(f"epoch {epoch:>{len(str(epochs))}}/{epochs}  {line}  "
-                      f"{n / elapsed:,.0f} samples/s", file=sys.stdout, flush=True)
+                      f"{n / elapsed:,.0f} samples/s  {elapsed:.2f} s", file=sys.stdout,
+                      flush=True)
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end(self, history)
         return history
 
     def _evaluate_arrays(self, X, T, streaming, loss, metric_objs, batch_size) -> dict:
@@ -641,7 +689,10 @@ class Sequential:
         batch_size = _positive_int(batch_size, "batch_size")
         xp = self.backend.xp
         with self.backend.context():
-            X = self._as_input(X, backend=self._placement(X, None))
+            placement = self._placement(X, None)
+            X = self._as_input(X, backend=placement)
+            if self.preprocessor is not None:
+                X = self.preprocessor.transform(X, placement)
             streaming = not self.backend.owns(X)
             n = int(X.shape[0])
             if streaming:

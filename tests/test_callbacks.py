@@ -1,0 +1,123 @@
+import math
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+from gpunn import callbacks as cbs
+
+
+def _setup(seed=0):
+    X, y = gn.data.make_moons(400, noise=0.2, seed=seed)
+    Xtr, Xv, ytr, yv = gn.data.train_test_split(X, y, seed=seed)
+    model = gn.Sequential([gn.Dense(2, 32, activation="relu"),
+                           gn.Dense(32, 1, activation="sigmoid")], device="cpu", seed=0)
+    return model, Xtr, ytr, (Xv, yv)
+
+
+def test_early_stopping_stops_and_restores_best():
+    model, X, y, val = _setup()
+    # A learning rate this high makes validation loss bounce: patience 2 triggers.
+    stop = cbs.EarlyStopping(patience=2, restore_best_weights=True)
+    hist = model.fit(X, y, loss="bce", optimizer=gn.optim.SGD(lr=2.0, momentum=0.9),
+                     epochs=100, validation_data=val, callbacks=[stop], verbose=0)
+    assert len(hist.epoch) < 100 and stop.stopped_epoch == len(hist.epoch)
+    best = min(hist.history["val_loss"])
+    assert stop.best == best and hist.history["val_loss"][stop.best_epoch - 1] == best
+    assert model.evaluate(*val)["loss"] == pytest.approx(best, rel=1e-4)
+
+
+def test_early_stopping_needs_a_logged_monitor():
+    model, X, y, _ = _setup()
+    with pytest.raises(ValueError, match="monitor 'val_loss' is not logged; available: "
+                                         "accuracy, loss"):
+        model.fit(X, y, loss="bce", epochs=2, callbacks=[cbs.EarlyStopping()], verbose=0)
+
+
+def test_checkpoints_every_n_and_on_best(tmp_path):
+    model, X, y, val = _setup()
+    every = cbs.ModelCheckpoint(str(tmp_path / "e{epoch:02d}.npz"), every=2)
+    best = cbs.ModelCheckpoint(str(tmp_path / "best.npz"), save_best_only=True,
+                               monitor="val_accuracy")
+    model.fit(X, y, loss="bce", epochs=5, validation_data=val, callbacks=[every, best],
+              verbose=0)
+    assert sorted(p.name for p in tmp_path.glob("e*.npz")) == ["e02.npz", "e04.npz"]
+    assert best.saved and all(p == str(tmp_path / "best.npz") for p in best.saved)
+    assert gn.load(tmp_path / "best.npz").optimizer.t > 0
+
+
+@pytest.mark.parametrize("schedule,expected", [
+    (cbs.StepDecay(step_size=2, gamma=0.5), [0.1, 0.1, 0.05, 0.05, 0.025]),
+    (cbs.ExponentialDecay(gamma=0.5), [0.1, 0.05, 0.025, 0.0125, 0.00625]),
+    (cbs.CosineDecay(epochs=4, min_lr=0.0), [0.1, 0.1 * (1 + math.cos(math.pi / 4)) / 2,
+                                             0.05, 0.1 * (1 + math.cos(3 * math.pi / 4)) / 2,
+                                             1e-12]),
+    (cbs.LearningRateSchedule(lambda e, lr0: lr0 / (1 + e)), [0.1, 0.05, 0.1 / 3, 0.025, 0.02]),
+])
+def test_learning_rate_schedules(schedule, expected):
+    model, X, y, _ = _setup()
+    hist = model.fit(X, y, loss="bce", optimizer=gn.optim.SGD(lr=0.1), epochs=5,
+                     callbacks=[schedule], verbose=0)
+    np.testing.assert_allclose(hist.history["lr"], expected, rtol=1e-9)
+
+
+def test_custom_callback_sees_every_hook():
+    calls = []
+
+    class Recorder(cbs.Callback):
+        def on_train_begin(self, model):
+            calls.append("begin")
+
+        def on_epoch_begin(self, model, epoch):
+            calls.append(f"e{epoch}")
+
+        def on_batch_end(self, model, batch, rows, loss_sum):
+            calls.append(rows)
+
+        def on_epoch_end(self, model, epoch, logs):
+            logs["custom"] = 1.0
+            if epoch == 2:
+                model.stop_training = True
+
+        def on_train_end(self, model, history):
+            calls.append("end")
+
+    model, X, y, _ = _setup()
+    hist = model.fit(X[:64], y[:64], loss="bce", epochs=5, batch_size=32,
+                     callbacks=[Recorder()], verbose=0)
+    assert calls == ["begin", "e1", 32, 64, "e2", 32, 64, "end"]
+    assert hist.history["custom"] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: cbs.EarlyStopping(patience=-1), "patience"),
+    (lambda: cbs.EarlyStopping(mode="up"), "mode"),
+    (lambda: cbs.ModelCheckpoint("", every=1), "path"),
+    (lambda: cbs.ModelCheckpoint("m.npz", every=0), "every"),
+    (lambda: cbs.StepDecay(gamma=0), "gamma"),
+    (lambda: cbs.CosineDecay(epochs=0), "epochs"),
+    (lambda: cbs.LearningRateSchedule(0.1), "schedule"),
+])
+def test_bad_callback_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_callbacks_must_be_callbacks():
+    model, X, y, _ = _setup()
+    with pytest.raises(TypeError, match=r"callbacks\[0\]: expected a gpunn.callbacks.Callback"):
+        model.fit(X, y, loss="bce", callbacks=[print], verbose=0)
+
+
+def test_standardizer_is_applied_by_fit_and_predict(backend):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3)) * [1000.0, 0.001, 1.0] + [5e4, 0.0, -3.0]
+    y = (X[:, 0] > 5e4).astype(int)
+    model = gn.Sequential([gn.Dense(3, 8, activation="tanh"), gn.Dense(8, 1, "sigmoid")],
+                          device=backend, seed=0)
+    model.preprocessor = gn.preprocessing.Standardizer().fit(X)
+    np.testing.assert_allclose(model.preprocessor.mean, X.mean(0))
+    model.fit(X, y, loss="bce", optimizer=gn.optim.Adam(lr=0.05), epochs=40, verbose=0)
+    assert model.evaluate(X, y)["accuracy"] > 0.95
+    with pytest.raises(ValueError, match="Standardizer.fit: expected a non-empty 2-D array"):
+        gn.preprocessing.Standardizer().fit(np.zeros((0, 3)))

@@ -1,0 +1,171 @@
+"""Model files: round trips across devices and dtypes, optimiser state, refusal of bad files."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+
+
+def _trained(device="cpu", dtype="float32"):
+    X, y = gn.data.make_spirals(300, classes=3, seed=0)
+    model = gn.Sequential([gn.Dense(2, 16, activation="leaky_relu",
+                                    activation_params={"alpha": 0.2}),
+                           gn.Dropout(0.1), gn.Tanh(),
+                           gn.Dense(16, 3, activation="softmax")], device=device, dtype=dtype,
+                          seed=0)
+    model.preprocessor = gn.preprocessing.Standardizer().fit(X)
+    model.extra = {"classes": ["a", "b", "c"]}
+    model.fit(X, y, loss="cross_entropy", optimizer=gn.optim.Adam(lr=0.01), epochs=2,
+              verbose=0)
+    return model, X, y
+
+
+def test_round_trip_on_every_backend(tmp_path, backend):
+    model, X, y = _trained()
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = gn.load(path, device=backend)
+    assert loaded.backend.name == backend.name and loaded.dtype == "float32"
+    assert [type(layer).__name__ for layer in loaded.layers] == [
+        "Dense", "Dropout", "ActivationLayer", "Dense"]
+    assert loaded.layers[0].activation_params == {"alpha": 0.2}
+    np.testing.assert_allclose(gn.to_numpy(loaded.predict(X)), gn.to_numpy(model.predict(X)),
+                               rtol=1e-5, atol=1e-6)
+    assert loaded.extra == {"classes": ["a", "b", "c"]}
+    assert loaded.loss.name == "categorical_crossentropy" and loaded.metrics == ["accuracy"]
+    assert loaded.optimizer.t == model.optimizer.t
+    assert loaded.evaluate(X, y)["loss"] == pytest.approx(model.evaluate(X, y)["loss"],
+                                                          rel=1e-5)
+
+
+def test_resumed_training_matches_uninterrupted(tmp_path):
+    X, y = gn.data.make_moons(256, seed=0)
+    kwargs = dict(loss="bce", epochs=2, batch_size=32, verbose=0, shuffle=False)
+
+    def fresh():
+        return gn.Sequential([gn.Dense(2, 8, activation="tanh"), gn.Dense(8, 1, "sigmoid")],
+                             device="cpu", seed=0)
+
+    straight = fresh()
+    opt = gn.optim.Adam(lr=0.01)
+    straight.fit(X, y, optimizer=opt, **kwargs)
+    straight.fit(X, y, optimizer=opt, **kwargs)
+    half = fresh()
+    half.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), **kwargs)
+    half.save(tmp_path / "ckpt")  # .npz is appended
+    resumed = gn.load(tmp_path / "ckpt.npz")
+    resumed.fit(X, y, optimizer=resumed.optimizer, **kwargs)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_float16_model_keeps_its_dtype(tmp_path):
+    model, X, _ = _trained(dtype="float16")
+    model.save(tmp_path / "half.npz")
+    loaded = gn.load(tmp_path / "half.npz")
+    assert loaded.dtype == "float16" and loaded.parameters()[0].dtype == np.float16
+    np.testing.assert_array_equal(gn.to_numpy(loaded.predict(X)), gn.to_numpy(model.predict(X)))
+
+
+def test_file_has_no_pickles_and_little_endian_arrays(tmp_path):
+    model, _, _ = _trained()
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
+        for name in archive.files:
+            a = archive[name]
+            assert a.dtype != object and a.dtype.byteorder in "<|="
+        header = json.loads(archive["__gpunn__"].tobytes())
+    assert header["format"] == "gpunn-model" and header["optimizer"]["kind"] == "adam"
+
+
+def _rewrite(src, dst, change):
+    with np.load(src, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    change(arrays)
+    np.savez(dst, **arrays)
+
+
+def _header_edit(edit):
+    def change(arrays):
+        header = json.loads(arrays["__gpunn__"].tobytes())
+        edit(header)
+        arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    return change
+
+
+BAD_FILES = {
+    "pickled object array": (lambda a: a.__setitem__("param/0/W", np.array([{}], dtype=object)),
+                             "unreadable|dtype object"),
+    "wrong weight shape": (lambda a: a.__setitem__("param/0/W", np.zeros((3, 16), np.float32)),
+                           r"shape \(3, 16\), the architecture needs \(2, 16\)"),
+    "missing weights": (lambda a: a.pop("param/3/b"), "missing array 'param/3/b'"),
+    "unknown array": (lambda a: a.__setitem__("evil", np.zeros(1)), "unexpected arrays"),
+    "NaN weights": (lambda a: a.__setitem__("param/0/b", np.full(16, np.nan, np.float32)),
+                    "NaN or Inf"),
+    "not JSON": (lambda a: a.__setitem__("__gpunn__", np.frombuffer(b"{nope", np.uint8)),
+                 "not valid JSON"),
+    "wrong format": (_header_edit(lambda h: h.__setitem__("format", "keras")),
+                     "not a gpunn model file"),
+    "future version": (_header_edit(lambda h: h.__setitem__("version", 99)),
+                       "unsupported format version 99"),
+    "unknown layer": (_header_edit(lambda h: h["layers"][0].__setitem__("type", "os.system")),
+                      "expected a known type"),
+    "bad layer config": (_header_edit(lambda h: h["layers"][0]["config"].__setitem__(
+        "out_features", -4)), "invalid config"),
+    "layers not a list": (_header_edit(lambda h: h.__setitem__("layers", "Dense")),
+                          "'layers' should be a list"),
+    "optimizer mismatch": (lambda a: a.__setitem__("optim/0/m", np.zeros(5, np.float32)),
+                           "optimizer state does not fit"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_crafted_files_are_refused(tmp_path, name):
+    model, _, _ = _trained()
+    good = tmp_path / "good.npz"
+    model.save(good)
+    change, match = BAD_FILES[name]
+    bad = tmp_path / "bad.npz"
+    _rewrite(good, bad, change)
+    with pytest.raises(gn.ModelFileError, match=match):
+        gn.load(bad)
+
+
+def test_truncated_and_foreign_files_are_refused(tmp_path):
+    model, _, _ = _trained()
+    model.save(tmp_path / "m.npz")
+    data = (tmp_path / "m.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(gn.ModelFileError):
+        gn.load(tmp_path / "cut.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(gn.ModelFileError, match="not a readable .npz"):
+        gn.load(tmp_path / "text.npz")
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    with pytest.raises(gn.ModelFileError, match="single .npy"):
+        gn.load(tmp_path / "single.npy")
+    with zipfile.ZipFile(tmp_path / "empty.npz", "w"):
+        pass
+    with pytest.raises(gn.ModelFileError, match="missing array '__gpunn__'"):
+        gn.load(tmp_path / "empty.npz")
+    with pytest.raises(FileNotFoundError):
+        gn.load(tmp_path / "nothing.npz")
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    model, _, _ = _trained()
+    path = tmp_path / "m.npz"
+    model.save(path)
+    before = path.read_bytes()
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", explode)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    assert path.read_bytes() == before  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temp file left
