@@ -1,32 +1,40 @@
-"""The ``gpunn`` command line: ``gpunn train`` and ``gpunn devices``."""
+"""The ``gpunn`` command line: train, predict, info, devices, bench."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import os
+import platform
 import sys
 import time
 import warnings
 
-from . import data as _data
-from .backend import available_devices, cuda_status, get_backend
-from .errors import DeviceFallbackWarning, DeviceUnavailableError
-from .metrics import accuracy
-from .model import Sequential
-from .optim import Adam
+import numpy as np
 
-#: Built-in classification problems for ``gpunn train``: loader kwargs and hidden layers.
-TRAIN_DATASETS = {
-    "spirals": ({"n": 3000, "classes": 3, "noise": 0.2}, [64, 64]),
-    "moons": ({"n": 2000, "noise": 0.2}, [25, 50, 50, 25]),
-    "circles": ({"n": 2000, "noise": 0.08}, [32, 32]),
-    "xor": ({"n": 2000, "noise": 0.15}, [16, 16]),
-    "blobs": ({"n": 1500, "classes": 3, "features": 4, "spread": 1.5}, [32]),
-}
+from . import datasets as _ds
+from . import losses as _losses
+from . import optim as _optim
+from .activations import ACTIVATIONS
+from .backend import available_devices, cuda_status, get_backend
+from .errors import DeviceFallbackWarning, GpunnError
+from .model import Sequential
+
+#: Hidden layers per built-in dataset when --layers is not given.
+DEFAULT_LAYERS = {"spirals": [64, 64], "moons": [25, 50, 50, 25], "circles": [32, 32],
+                  "xor": [16, 16], "iris": [16], "digits": [64], "mnist": [256, 128],
+                  "fashion-mnist": [256, 128]}
+TASK_LOSS = {"binary": "binary_crossentropy", "multiclass": "categorical_crossentropy",
+             "regression": "mse"}
 
 
 def _positive(kind):
     def parse(text):
-        value = kind(text)
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a {kind.__name__}, got {text!r}") from None
         if value <= 0:
             raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
         return value
@@ -34,19 +42,70 @@ def _positive(kind):
     return parse
 
 
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def _layers(text):
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()] if text.strip() else []
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes like 128,64, got "
+                                         f"{text!r}") from None
+    if any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
+    return sizes
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpunn", description="Dense neural networks on "
                                      "NumPy (CPU) or CuPy (CUDA GPU).")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a network on a built-in dataset")
-    train.add_argument("--dataset", choices=sorted(TRAIN_DATASETS), default="spirals")
-    train.add_argument("--device", default=None,
-                       help="auto (default, or $GPUNN_DEVICE), cpu, cuda, cuda:N")
+
+    train = sub.add_parser("train", help="train a network on your data or a built-in set",
+                           description="Train on --data FILE --target COLUMN, or on "
+                           "--dataset NAME (default: spirals).")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--data", help="a CSV file with a header row, or an .npz with X, y")
+    source.add_argument("--dataset", choices=_ds.BUILTIN, help="a built-in dataset")
+    train.add_argument("--target", help="the CSV column (or .npz array) to predict")
+    train.add_argument("--task", choices=_ds.TASKS, help="override the inferred task")
+    train.add_argument("--data-dir", help="folder holding the (fashion-)mnist IDX files")
+    train.add_argument("--layers", type=_layers, help="hidden layer sizes, e.g. 128,64")
+    train.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS))
+    train.add_argument("--loss", choices=sorted(_losses.LOSSES),
+                       help="default: from the task")
+    train.add_argument("--optimizer", default="adam", choices=sorted(_optim.OPTIMIZERS))
+    train.add_argument("--lr", type=_positive(float), default=0.01)
     train.add_argument("--epochs", type=_positive(int), default=30)
     train.add_argument("--batch-size", type=_positive(int), default=64)
-    train.add_argument("--lr", type=_positive(float), default=0.01)
+    train.add_argument("--val-split", type=_fraction, default=0.2,
+                       help="fraction held out for validation (default 0.2)")
+    train.add_argument("--device", default=None,
+                       help="auto (default, or $GPUNN_DEVICE), cpu, cuda, cuda:N")
+    train.add_argument("--dtype", default="float32", choices=["float32", "float64",
+                                                              "float16"])
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--quiet", action="store_true", help="print only the final result")
+    train.add_argument("--no-standardize", action="store_true",
+                       help="feed features as they are (default: standardise them)")
+    train.add_argument("--save", help="write the trained model here (.npz)")
+    train.add_argument("--plot", help="write loss/metric curves (and the decision "
+                       "boundary of 2-D data) as PNG files into this folder")
+    train.add_argument("--quiet", action="store_true", help="print only the final summary")
+
+    predict = sub.add_parser("predict", help="predict with a saved model")
+    predict.add_argument("model", help="a model file written by gpunn train --save")
+    predict.add_argument("--data", required=True, help="a CSV with the training features")
+    predict.add_argument("--out", help="write predictions here (default: standard output)")
+    predict.add_argument("--device", default=None)
+
+    sub.add_parser("info", help="versions, GPUs, and which devices are usable and why")
     sub.add_parser("devices", help="list usable devices and why CUDA is or is not usable")
     from .bench import build_parser as bench_parser
 
@@ -55,34 +114,164 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_train(args) -> int:
+def _backend(spec, **kwargs):
     with warnings.catch_warnings():
-        # The device line below says the same thing as the fallback warning.
+        # The device line printed by the command says the same as the fallback warning.
         warnings.simplefilter("ignore", DeviceFallbackWarning)
-        backend = get_backend(args.device, seed=args.seed)
-    print(f"device: {backend.describe()} [{backend.reason}]")
-    kwargs, hidden = TRAIN_DATASETS[args.dataset]
-    X, y = _data.load(args.dataset, seed=args.seed, **kwargs)
-    X_train, X_test, y_train, y_test = _data.train_test_split(X, y, 0.2, seed=args.seed)
-    classes = int(y.max()) + 1
-    binary = classes == 2
-    widths = [X.shape[1], *hidden, 1 if binary else classes]
-    arch = [{"input_dim": a, "output_dim": b, "activation": "relu"}
+        return get_backend(spec, **kwargs)
+
+
+def _load_data(args) -> _ds.Dataset:
+    if args.data:
+        return _ds.load_file(args.data, args.target, args.task)
+    if args.target:
+        raise _ds.DatasetError("--target only applies with --data FILE")
+    data = _ds.load_builtin(args.dataset or "spirals", seed=args.seed, data_dir=args.data_dir)
+    if args.task and args.task != data.task:
+        data.y, data.classes = _ds.encode_target(data.y, args.task)
+        data.task = args.task
+    return data
+
+
+def _split(data: _ds.Dataset, val_split: float, seed: int):
+    n = len(data.X)
+    n_val = int(round(n * val_split))
+    if val_split and (n_val < 1 or n - n_val < 1):
+        raise _ds.DatasetError(f"--val-split {val_split} leaves no training or validation "
+                               f"rows out of {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    val, train = order[:n_val], order[n_val:]
+    return (data.X[train], data.y[train]), ((data.X[val], data.y[val]) if n_val else None)
+
+
+def cmd_train(args) -> int:
+    backend = _backend(args.device, dtype=args.dtype, seed=args.seed)
+    data = _load_data(args)
+    name = args.dataset or (os.path.basename(args.data) if args.data else "spirals")
+    (X, y), val = _split(data, args.val_split, args.seed)
+    task = data.task
+    outputs = (1 if task == "binary" else len(data.classes)) if task != "regression" else (
+        1 if data.y.ndim == 1 else data.y.shape[1])
+    hidden = args.layers if args.layers is not None else DEFAULT_LAYERS.get(name, [64, 64])
+    widths = [X.shape[1], *hidden, outputs]
+    out_act = {"binary": "sigmoid", "multiclass": "softmax", "regression": None}[task]
+    arch = [{"input_dim": a, "output_dim": b, "activation": args.activation}
             for a, b in zip(widths[:-2], widths[1:-1])]
-    arch.append({"input_dim": widths[-2], "output_dim": widths[-1],
-                 "activation": "sigmoid" if binary else "softmax"})
+    arch.append({"input_dim": widths[-2], "output_dim": widths[-1], "activation": out_act})
     model = Sequential.from_architecture(arch, device=backend, seed=args.seed)
-    loss = "binary_crossentropy" if binary else "categorical_crossentropy"
-    print(f"dataset: {args.dataset} ({len(X_train)} train / {len(X_test)} test, "
-          f"{classes} classes), network {'-'.join(map(str, widths))}, "
-          f"{model.count_params():,} parameters")
+    if not args.no_standardize:
+        from .preprocessing import Standardizer
+
+        model.preprocessor = Standardizer().fit(X)
+    model.extra = {"task": task, "classes": data.classes, "target": data.target,
+                   "feature_names": data.feature_names, "columns": data.columns,
+                   "dataset": name}
+    loss = args.loss or TASK_LOSS[task]
+    optimizer = _optim.get(args.optimizer, lr=args.lr)
+    print(f"device: {backend.describe()} [{backend.reason}]")
+    kind = f"{len(data.classes)} classes" if data.classes else "regression"
+    print(f"data: {name} ({len(X)} train / {len(val[0]) if val else 0} validation rows, "
+          f"{X.shape[1]} features, {task}, {kind}); network {'-'.join(map(str, widths))}, "
+          f"{model.count_params():,} parameters, loss {loss}")
     start = time.perf_counter()
-    model.fit(X_train, y_train, loss=loss, optimizer=Adam(lr=args.lr), epochs=args.epochs,
-              batch_size=args.batch_size, validation_data=(X_test, y_test),
-              verbose=0 if args.quiet else 1, seed=args.seed)
+    hist = model.fit(X, y, loss=loss, optimizer=optimizer, epochs=args.epochs,
+                     batch_size=args.batch_size, validation_data=val,
+                     verbose=0 if args.quiet else 1, seed=args.seed)
     elapsed = time.perf_counter() - start
-    acc = accuracy(y_test, model.predict(X_test))
-    print(f"test accuracy: {acc:.4f} ({elapsed:.1f} s on {backend.name})")
+    metric = "accuracy" if task != "regression" else "mae"
+    key = f"val_{metric}" if val else metric
+    values = hist.history[key]
+    best = int(np.argmax(values) if metric == "accuracy" else np.argmin(values))
+    summary = (f"done: {len(hist.epoch)} epochs in {elapsed:.1f} s on {backend.name}; best "
+               f"{key} {values[best]:.4f} at epoch {best + 1}")
+    if data.X_test is not None:
+        test = model.evaluate(data.X_test, data.y_test)
+        summary += f"; test {metric} {test[metric]:.4f}"
+    print(summary)
+    if args.save:
+        model.save(args.save)
+        print(f"saved: {args.save if args.save.endswith('.npz') else args.save + '.npz'}")
+    if args.plot:
+        _plots(args.plot, model, hist, data)
+    return 0
+
+
+def _plots(folder, model, hist, data) -> None:
+    from . import plot
+
+    os.makedirs(folder, exist_ok=True)
+    written = [os.path.join(folder, "history.png")]
+    plot.history(hist, written[0])
+    if data.X.shape[1] == 2 and data.task != "regression":
+        written.append(os.path.join(folder, "decision_boundary.png"))
+        plot.decision_boundary(model, data.X, data.y, written[-1], data.classes)
+    print(f"plots: {', '.join(written)}")
+
+
+def cmd_predict(args) -> int:
+    from .io import load
+
+    backend = _backend(args.device)
+    model = load(args.model, device=backend)
+    extra = model.extra
+    columns = extra.get("columns") or None
+    if not columns:
+        raise _ds.DatasetError(f"{args.model}: was not trained from a CSV file (no column "
+                               "names saved); load it in Python and call model.predict")
+    X, _, _ = _ds.read_csv(args.data, None, columns=columns)
+    proba = np.asarray(backend.to_numpy(model.predict(X)), dtype=np.float64)
+    task, classes = extra.get("task"), extra.get("classes") or []
+    target = extra.get("target", "prediction")
+    if task == "binary":
+        header = [target, f"p_{classes[1]}" if len(classes) == 2 else "probability"]
+        rows = [[classes[int(p >= 0.5)] if len(classes) == 2 else int(p >= 0.5), f"{p:.6g}"]
+                for p in proba[:, 0]]
+    elif task == "multiclass":
+        header = [target] + [f"p_{c}" for c in classes]
+        rows = [[classes[int(np.argmax(p))]] + [f"{v:.6g}" for v in p] for p in proba]
+    else:
+        header = [target] if proba.shape[1] == 1 else [f"{target}_{i}"
+                                                       for i in range(proba.shape[1])]
+        rows = [[f"{v:.6g}" for v in p] for p in proba]
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        writer.writerows(rows)
+    finally:
+        if args.out:
+            out.close()
+    if args.out:
+        print(f"wrote {len(rows)} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from . import __version__
+
+    print(f"gpunn {__version__}")
+    print(f"python {platform.python_version()} ({platform.platform()})")
+    print(f"numpy {np.__version__}")
+    status = cuda_status()
+    try:
+        import cupy
+
+        print(f"cupy {cupy.__version__}")
+        if status.usable:
+            rt = cupy.cuda.runtime
+            print(f"cuda runtime {rt.runtimeGetVersion()}, driver {rt.driverGetVersion()}")
+            for i in range(status.count):
+                props = rt.getDeviceProperties(i)
+                name = props["name"]
+                name = name.decode() if isinstance(name, bytes) else name
+                print(f"cuda:{i}: {name}, compute capability {props['major']}."
+                      f"{props['minor']}, {props['totalGlobalMem'] / 2**30:.1f} GiB")
+    except ImportError:
+        print("cupy not installed")
+    print("devices:")
+    print("  cpu: usable (NumPy)")
+    state = "usable, " if status.usable else "not usable: "
+    print(f"  cuda: {state}{status.reason}")
     return 0
 
 
@@ -101,12 +290,16 @@ def cmd_bench(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
+                "devices": cmd_devices, "bench": cmd_bench}
     try:
-        return {"train": cmd_train, "devices": cmd_devices, "bench": cmd_bench}[
-            args.command](args)
-    except (DeviceUnavailableError, ValueError) as exc:
+        return commands[args.command](args)
+    except (GpunnError, ValueError, FileNotFoundError, ImportError) as exc:
         print(f"gpunn: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("gpunn: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

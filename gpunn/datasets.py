@@ -1,0 +1,420 @@
+"""Datasets for the command line: the user's CSV/NPZ files, generated toy sets,
+scikit-learn's bundled iris/digits, and (Fashion-)MNIST from IDX files.
+
+Every loader returns a :class:`Dataset` of host NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import data as _toy
+from .errors import GpunnError
+
+TASKS = ("binary", "multiclass", "regression")
+
+
+class DatasetError(GpunnError, ValueError):
+    """A dataset that cannot be read, found or downloaded."""
+
+
+@dataclass
+class Dataset:
+    """Features, targets and what they mean.
+
+    Attributes
+    ----------
+    X : (N, features) float32
+    y : (N,) int64 class indices, or (N,) / (N, k) float32 regression targets
+    task : "binary", "multiclass" or "regression"
+    classes : list of str
+        Original label of each class index (classification only).
+    feature_names : list of str
+    X_test, y_test : optional official test split
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    task: str
+    classes: list = field(default_factory=list)
+    feature_names: list = field(default_factory=list)
+    target: str = "target"
+    columns: list = field(default_factory=list)
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+# ---------------------------------------------------------------------- task inference
+def infer_task(values: np.ndarray) -> str:
+    """Guess the task from raw target values.
+
+    Strings or booleans are classes; integers (or integral floats) with at most 20
+    distinct values are classes; anything else is regression.
+    """
+    if values.dtype.kind in "USOb":
+        return "binary" if len(np.unique(values)) == 2 else "multiclass"
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    distinct = np.unique(finite)
+    if np.all(distinct == np.round(distinct)) and len(distinct) <= 20:
+        return "binary" if len(distinct) == 2 else "multiclass"
+    return "regression"
+
+
+def encode_target(values: np.ndarray, task: str, what: str = "target"):
+    """Turn raw target values into model targets.
+
+    Returns
+    -------
+    y : int64 class indices or float32 values
+    classes : list of str (empty for regression)
+    """
+    if task not in TASKS:
+        raise DatasetError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
+    if task == "regression":
+        try:
+            y = values.astype(np.float32)
+        except ValueError as exc:
+            raise DatasetError(f"{what}: regression needs numeric targets ({exc})") from None
+        return y, []
+    labels, y = np.unique(values, return_inverse=True)
+    if task == "binary" and len(labels) != 2:
+        raise DatasetError(f"{what}: task 'binary' needs exactly 2 classes, found "
+                           f"{len(labels)}: {_preview(labels)}")
+    if len(labels) < 2:
+        raise DatasetError(f"{what}: classification needs at least 2 classes, found "
+                           f"{_preview(labels)}")
+    return y.astype(np.int64).reshape(-1), [_label(v) for v in labels]
+
+
+def _label(v) -> str:
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _preview(values, n=5) -> str:
+    items = [_label(v) for v in list(values)[:n]]
+    return ", ".join(items) + (", ..." if len(values) > n else "")
+
+
+# ---------------------------------------------------------------------- user files
+def read_csv(path, target: str | None = None, columns=None):
+    """Read a CSV with a header row.
+
+    Numeric columns are features as they are; a text column is categorical and becomes
+    one 0/1 feature per category (one-hot).
+
+    Parameters
+    ----------
+    path : str
+    target : str, optional
+        Name of the target column (required for training; optional for prediction,
+        where it is dropped when present).
+    columns : list of dict, optional
+        The feature columns a saved model was trained on (``{"name", "categories"}``),
+        to encode prediction data the same way. A category unseen in training encodes
+        as all zeros.
+
+    Returns
+    -------
+    X : (N, features) float32
+    y_raw : (N,) raw target values or None
+    columns : list of dict
+        ``{"name": str, "categories": list of str or None}`` per input column.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path}: cannot read as CSV ({exc})") from None
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise DatasetError(f"{path}: empty file; expected a header row and data rows")
+    header = [h.strip() for h in rows[0]]
+    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
+    if not body:
+        raise DatasetError(f"{path}: header only, no data rows")
+    if len(set(header)) != len(header):
+        raise DatasetError(f"{path}: duplicate column names in the header")
+    for line, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DatasetError(f"{path}: line {line} has {len(row)} fields, the header has "
+                               f"{len(header)}")
+    cells = {name: [row[i].strip() for row in body] for i, name in enumerate(header)}
+    y_raw = None
+    if target is not None:
+        if target not in cells:
+            raise DatasetError(f"{path}: no column {target!r}; columns are "
+                               f"{', '.join(header)}")
+        y_raw = _column(cells.pop(target))
+    if columns is None:
+        columns = []
+        for name in (h for h in header if h in cells):
+            values = _column(cells[name])
+            categories = None
+            if values.dtype.kind not in "fiub":
+                categories = sorted(set(cells[name]))
+            columns.append({"name": name, "categories": categories})
+    else:
+        missing = [c["name"] for c in columns if c["name"] not in cells]
+        if missing:
+            raise DatasetError(f"{path}: missing feature column(s) {missing}; the model "
+                               f"was trained on {[c['name'] for c in columns]}")
+    if not columns:
+        raise DatasetError(f"{path}: no feature columns besides the target")
+    blocks = []
+    for col in columns:
+        raw = cells[col["name"]]
+        if col["categories"] is None:
+            values = _column(raw)
+            if values.dtype.kind not in "fiub":
+                bad = next(v for v in raw if not _is_number(v))
+                raise DatasetError(f"{path}: column {col['name']!r} was numeric in training "
+                                   f"but holds {bad!r}")
+            blocks.append(values.reshape(-1, 1))
+        else:
+            cats = np.asarray(col["categories"])
+            blocks.append((np.asarray(raw)[:, None] == cats[None, :]).astype(np.float64))
+    X = np.concatenate(blocks, axis=1).astype(np.float32)
+    if not np.all(np.isfinite(X)):
+        rows_bad = np.unique(np.nonzero(~np.isfinite(X))[0])[:5] + 2
+        raise DatasetError(f"{path}: missing or non-finite feature values on line(s) "
+                           f"{', '.join(map(str, rows_bad))}")
+    return X, y_raw, columns
+
+
+def feature_names(columns) -> list:
+    """Names of the encoded features: the column, or ``column=category`` for one-hots."""
+    return [c["name"] if c["categories"] is None else f"{c['name']}={cat}"
+            for c in columns for cat in (c["categories"] or [None])]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _column(cells: list) -> np.ndarray:
+    """Numbers when every cell parses as one, else strings."""
+    try:
+        return np.array([float(c) if c != "" else np.nan for c in cells], dtype=np.float64)
+    except ValueError:
+        return np.array(cells, dtype=str)
+
+
+def load_file(path, target: str | None = None, task: str | None = None) -> Dataset:
+    """A CSV (header row, ``target`` column) or an NPZ (arrays ``X`` and ``y``, or the
+    array named ``target``) as a :class:`Dataset`."""
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                key = target or "y"
+                if "X" not in archive.files or key not in archive.files:
+                    raise DatasetError(f"{path}: expected arrays 'X' and {key!r}, found "
+                                       f"{', '.join(archive.files) or 'none'}")
+                X, y_raw = archive["X"], archive[key]
+        except FileNotFoundError:
+            raise DatasetError(f"{path}: no such file") from None
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, DatasetError):
+                raise
+            raise DatasetError(f"{path}: cannot read as .npz ({exc})") from None
+        if X.ndim < 2 or X.dtype.kind not in "fiub":
+            raise DatasetError(f"{path}: X must be a numeric array of 2 or more dimensions, "
+                               f"got shape {X.shape} and dtype {X.dtype}")
+        X = X.reshape(len(X), -1).astype(np.float32)
+        if len(y_raw) != len(X):
+            raise DatasetError(f"{path}: X has {len(X)} rows but {target or 'y'} has "
+                               f"{len(y_raw)}")
+        names = [f"x{i}" for i in range(X.shape[1])]
+        columns = None
+        target = target or "y"
+    elif path.suffix.lower() in (".csv", ".txt", ".tsv"):
+        if target is None:
+            raise DatasetError("--target: name the CSV column to predict")
+        X, y_raw, columns = read_csv(path, target)
+        names = feature_names(columns)
+    else:
+        raise DatasetError(f"{path}: unsupported file type {path.suffix!r}; expected .csv "
+                           "or .npz")
+    if y_raw.dtype.kind == "f" and not np.all(np.isfinite(y_raw)):
+        raise DatasetError(f"{path}: target {target!r} has missing or non-finite values")
+    task = task or infer_task(y_raw)
+    y, classes = encode_target(y_raw, task, f"{path}: target {target!r}")
+    if path.suffix.lower() == ".npz":
+        columns = [{"name": n, "categories": None} for n in names]
+    return Dataset(X, y, task, classes, names, target, columns)
+
+
+# ---------------------------------------------------------------------- built-ins
+GENERATED = {
+    "xor": lambda seed: _toy.make_xor(2000, noise=0.15, seed=seed),
+    "moons": lambda seed: _toy.make_moons(2000, noise=0.2, seed=seed),
+    "circles": lambda seed: _toy.make_circles(2000, noise=0.08, seed=seed),
+    "spirals": lambda seed: _toy.make_spirals(3000, classes=3, noise=0.2, seed=seed),
+}
+BUILTIN = sorted([*GENERATED, "iris", "digits", "mnist", "fashion-mnist"])
+
+MNIST_FILES = {
+    "mnist": {
+        "url": "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "files": {
+            "train-images-idx3-ubyte.gz":
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz":
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz":
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz":
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+        "classes": [str(d) for d in range(10)],
+    },
+    "fashion-mnist": {
+        "url": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "files": {
+            "train-images-idx3-ubyte.gz":
+                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte.gz":
+                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte.gz":
+                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte.gz":
+                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        },
+        "classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                    "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    },
+}
+
+
+def cache_dir() -> Path:
+    """Where downloads are kept: ``$GPUNN_CACHE``, else ``~/.cache/gpunn``."""
+    return Path(os.environ.get("GPUNN_CACHE") or Path.home() / ".cache" / "gpunn")
+
+
+def load_builtin(name: str, seed: int = 0, data_dir=None, download: bool = True) -> Dataset:
+    """A built-in dataset by name (see :data:`BUILTIN`)."""
+    if name in GENERATED:
+        X, y = GENERATED[name](seed)
+        classes = [str(c) for c in range(int(y.max()) + 1)]
+        return Dataset(X, y, "binary" if len(classes) == 2 else "multiclass", classes,
+                       [f"x{i}" for i in range(X.shape[1])], "label")
+    if name in ("iris", "digits"):
+        try:
+            from sklearn import datasets as skd
+        except ImportError:
+            raise DatasetError(f"dataset {name!r} comes with scikit-learn: pip install "
+                               "scikit-learn (or gpunn[sklearn])") from None
+        bunch = skd.load_iris() if name == "iris" else skd.load_digits()
+        names = [str(n) for n in getattr(bunch, "feature_names", [])] or \
+            [f"x{i}" for i in range(bunch.data.shape[1])]
+        classes = [str(c) for c in getattr(bunch, "target_names", range(10))]
+        return Dataset(bunch.data.astype(np.float32), bunch.target.astype(np.int64),
+                       "multiclass", classes, names, "target")
+    if name in MNIST_FILES:
+        return load_mnist(name, data_dir=data_dir, download=download)
+    raise DatasetError(f"unknown dataset {name!r}; expected one of: {', '.join(BUILTIN)}")
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not, with its header checked."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as exc:
+        raise DatasetError(f"{path}: cannot read ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetError(f"{path}: not an unsigned-byte IDX file")
+    ndim = raw[3]
+    if not 1 <= ndim <= 4 or len(raw) < 4 + 4 * ndim:
+        raise DatasetError(f"{path}: IDX header declares {ndim} dimensions")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    size = int(np.prod(shape))
+    body = raw[4 + 4 * ndim:]
+    if len(body) != size:
+        raise DatasetError(f"{path}: IDX header declares shape {shape} ({size} bytes) but "
+                           f"{len(body)} bytes follow")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, dest: Path, sha256: str) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+            while block := resp.read(1 << 20):
+                out.write(block)
+        got = _sha256(Path(tmp))
+        if got != sha256:
+            raise DatasetError(f"{url}: SHA-256 mismatch (got {got}, expected {sha256}); "
+                               "the download is corrupt or the mirror changed")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_mnist(name: str = "mnist", data_dir=None, download: bool = True) -> Dataset:
+    """MNIST or Fashion-MNIST: from ``data_dir`` if given, else the cache, downloading
+    (with SHA-256 checks) what is missing.
+
+    Files may be gzipped (as distributed) or not (``train-images-idx3-ubyte``).
+    """
+    spec = MNIST_FILES[name]
+    folder = Path(data_dir) if data_dir else cache_dir() / name
+    arrays = {}
+    for fname, sha in spec["files"].items():
+        candidates = [folder / fname, folder / fname[:-3]]
+        found = next((p for p in candidates if p.exists()), None)
+        if found is None and data_dir:
+            raise DatasetError(f"{name}: {fname} (or {fname[:-3]}) not found in {folder}")
+        if found is None:
+            if not download:
+                raise DatasetError(f"{name}: {fname} is not in {folder} and downloading is off")
+            try:
+                _fetch(spec["url"] + fname, folder / fname, sha)
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                raise DatasetError(
+                    f"{name}: could not download {fname} ({exc}); if this machine is "
+                    f"offline, copy the four IDX files into a folder and pass --data-dir "
+                    f"(or into {folder})") from None
+            found = folder / fname
+        elif found.suffix == ".gz" and not data_dir and _sha256(found) != sha:
+            raise DatasetError(f"{found}: SHA-256 mismatch; delete it to download again")
+        arrays[fname.split("-")[0] + "-" + fname.split("-")[1]] = read_idx(found)
+    X, y = arrays["train-images"], arrays["train-labels"]
+    Xt, yt = arrays["t10k-images"], arrays["t10k-labels"]
+    if len(X) != len(y) or len(Xt) != len(yt):
+        raise DatasetError(f"{name}: image and label files disagree in length")
+    flat = X.reshape(len(X), -1).astype(np.float32) / 255.0
+    flat_t = Xt.reshape(len(Xt), -1).astype(np.float32) / 255.0
+    names = [f"px{i}" for i in range(flat.shape[1])]
+    return Dataset(flat, y.astype(np.int64), "multiclass", list(spec["classes"]), names,
+                   "label", X_test=flat_t, y_test=yt.astype(np.int64))

@@ -1,0 +1,208 @@
+"""gpunn train / predict / info on users' files, run as a user runs them."""
+
+import gzip
+import io
+import os
+import subprocess
+import sys
+import urllib.error
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+from gpunn import cli, datasets
+
+
+def _gpunn(*args, cwd=None):
+    env = {**os.environ, "GPUNN_DEVICE": "cpu"}
+    return subprocess.run([sys.executable, "-m", "gpunn", *args], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=cwd)
+
+
+@pytest.fixture
+def flowers(tmp_path):
+    """A CSV with a categorical target, a numeric target and two informative features."""
+    rng = np.random.default_rng(0)
+    n = 600
+    a, b = rng.normal(size=n), rng.normal(size=n) * 10 + 50
+    score = a + (b - 50) / 10
+    species = np.where(score > 0.5, "setosa", np.where(score > -0.5, "versicolor",
+                                                       "virginica"))
+    price = 3 * a - 0.2 * b + rng.normal(size=n) * 0.05
+    path = tmp_path / "flowers.csv"
+    with open(path, "w") as fh:
+        fh.write("sepal,petal,species,price\n")
+        for i in range(n):
+            fh.write(f"{a[i]:.5f},{b[i]:.5f},{species[i]},{price[i]:.5f}\n")
+    return path
+
+
+def test_train_save_predict_on_a_csv(tmp_path, flowers):
+    model_path = tmp_path / "model.npz"
+    out = _gpunn("train", "--data", str(flowers), "--target", "species", "--epochs", "40",
+                 "--save", str(model_path), "--plot", str(tmp_path / "plots"))
+    assert out.returncode == 0, out.stderr
+    assert "data: flowers.csv (480 train / 120 validation rows, 3 features, multiclass, " \
+           "3 classes)" in out.stdout
+    best = float(out.stdout.split("best val_accuracy ")[1].split()[0])
+    assert best >= 0.9
+    assert (tmp_path / "plots" / "history.png").stat().st_size > 1000
+    model = gn.load(model_path)
+    assert model.extra["classes"] == ["setosa", "versicolor", "virginica"]
+    assert model.extra["feature_names"] == ["sepal", "petal", "price"]
+    preds = tmp_path / "preds.csv"
+    out = _gpunn("predict", str(model_path), "--data", str(flowers), "--out", str(preds))
+    assert out.returncode == 0, out.stderr
+    lines = preds.read_text().splitlines()
+    assert lines[0] == "species,p_setosa,p_versicolor,p_virginica" and len(lines) == 601
+    truth = [line.split(",")[2] for line in flowers.read_text().splitlines()[1:]]
+    guessed = [line.split(",")[0] for line in lines[1:]]
+    assert np.mean(np.array(truth) == np.array(guessed)) >= 0.9
+    probs = np.array([[float(v) for v in line.split(",")[1:]] for line in lines[1:]])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_regression_and_binary_tasks(tmp_path, flowers):
+    # species is text: it becomes three one-hot features.
+    out = _gpunn("train", "--data", str(flowers), "--target", "price", "--epochs", "60",
+                 "--layers", "16", "--save", str(tmp_path / "r.npz"), "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert "5 features, regression" in out.stdout and "best val_mae" in out.stdout
+    assert float(out.stdout.split("best val_mae ")[1].split()[0]) < 0.3
+    assert gn.load(tmp_path / "r.npz").extra["feature_names"] == [
+        "sepal", "petal", "species=setosa", "species=versicolor", "species=virginica"]
+    out = _gpunn("predict", str(tmp_path / "r.npz"), "--data", str(flowers))
+    assert out.returncode == 0 and out.stdout.splitlines()[0] == "price"
+    preds = np.array([float(v) for v in out.stdout.splitlines()[1:]])
+    truth = np.array([float(r.split(",")[3]) for r in flowers.read_text().splitlines()[1:]])
+    assert np.abs(preds - truth).mean() < 0.3
+    binary = tmp_path / "binary.csv"
+    binary.write_text("x,label\n" + "\n".join(f"{v},{'yes' if v > 0 else 'no'}"
+                                              for v in np.linspace(-2, 2, 200)))
+    out = _gpunn("train", "--data", str(binary), "--target", "label", "--epochs", "30",
+                 "--save", str(tmp_path / "b.npz"), "--quiet")
+    assert out.returncode == 0 and "binary" in out.stdout, out.stderr
+    out = _gpunn("predict", str(tmp_path / "b.npz"), "--data", str(binary))
+    assert out.stdout.splitlines()[0] == "label,p_yes"
+    assert out.stdout.splitlines()[-1].startswith("yes,")
+
+
+def test_task_override_and_npz_input(tmp_path):
+    X = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    out = _gpunn("train", "--data", str(tmp_path / "d.npz"), "--epochs", "2", "--quiet")
+    assert out.returncode == 0 and "multiclass, 3 classes" in out.stdout, out.stderr
+    out = _gpunn("train", "--data", str(tmp_path / "d.npz"), "--task", "regression",
+                 "--epochs", "2", "--quiet")
+    assert out.returncode == 0 and "regression" in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("content,args,match", [
+    ("", ["--target", "y"], "empty file"),
+    ("a,b\n", ["--target", "b"], "header only"),
+    ("a,b\n1,2\n3\n", ["--target", "b"], "line 3 has 1 fields, the header has 2"),
+    ("a,b\n1,2\n", ["--target", "c"], "no column 'c'; columns are a, b"),
+    ("a,a\n1,2\n", ["--target", "a"], "duplicate column names"),
+    ("a,b\n1,1\n,0\n", ["--target", "b"], "missing or non-finite feature values on line"),
+    ("a,b\n1,2\n", [], "--target: name the CSV column"),
+    ("a,b\n1,1\n2,1\n", ["--target", "b"], "at least 2 classes"),
+    ("a,b\n1,1\n2,2\n3,3\n", ["--target", "b", "--task", "binary"], "exactly 2 classes"),
+])
+def test_bad_csv_files(tmp_path, content, args, match):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    out = _gpunn("train", "--data", str(path), *args, "--epochs", "1")
+    assert out.returncode == 2 and match in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("args,match", [
+    (["train", "--data", "nope.csv", "--target", "y"], "nope.csv: no such file"),
+    (["train", "--data", "x.parquet", "--target", "y"], "unsupported file type"),
+    (["train", "--target", "y"], "--target only applies with --data"),
+    (["train", "--layers", "12,x"], "comma-separated sizes"),
+    (["train", "--val-split", "1.5"], "fraction in [0, 1)"),
+    (["train", "--lr", "-1"], "positive"),
+    (["train", "--activation", "swish"], "invalid choice"),
+    (["predict", "missing.npz", "--data", "x.csv"], "No such file"),
+])
+def test_bad_arguments(args, match):
+    out = _gpunn(*args)
+    assert out.returncode == 2 and match in out.stderr, out.stderr
+
+
+def test_builtin_sklearn_datasets():
+    out = _gpunn("train", "--dataset", "iris", "--epochs", "60", "--batch-size", "16",
+                 "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert "iris (120 train / 30 validation rows, 4 features, multiclass, 3 classes)" \
+        in out.stdout
+    assert float(out.stdout.split("best val_accuracy ")[1].split()[0]) >= 0.9
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big")
+                                                     for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as fh:
+            fh.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def test_mnist_from_local_idx_files(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 300)
+    # Images that encode their label so a small net can learn them.
+    images = rng.integers(0, 40, (300, 28, 28))
+    for i, k in enumerate(labels):
+        images[i, k * 2:k * 2 + 3, :] = 250
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", images[:240])
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels[:240])
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", images[240:])  # unzipped works too
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[240:])
+    out = _gpunn("train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--epochs", "15",
+                 "--layers", "32", "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert "784 features, multiclass, 10 classes" in out.stdout
+    assert float(out.stdout.split("test accuracy ")[1].split()[0]) >= 0.9
+
+
+def test_corrupt_idx_file(tmp_path):
+    (tmp_path / "bad.idx").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2]))
+    with pytest.raises(datasets.DatasetError, match=r"declares shape \(9,\) \(9 bytes\) but 2"):
+        datasets.read_idx(tmp_path / "bad.idx")
+
+
+def test_download_offline_and_checksum_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GPUNN_CACHE", str(tmp_path / "cache"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", offline)
+    assert cli.main(["train", "--dataset", "fashion-mnist", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "could not download train-images-idx3-ubyte.gz" in err and "--data-dir" in err
+
+    class Fake(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", lambda *a, **k: Fake(b"evil"))
+    assert cli.main(["train", "--dataset", "mnist", "--epochs", "1"]) == 2
+    assert "SHA-256 mismatch" in capsys.readouterr().err
+    assert not list((tmp_path / "cache" / "mnist").glob("*.gz"))  # nothing kept
+
+
+def test_info_command():
+    out = _gpunn("info")
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("gpunn ") and any(x.startswith("numpy ") for x in lines)
+    assert "  cpu: usable (NumPy)" in lines and any(x.startswith("  cuda: ") for x in lines)
