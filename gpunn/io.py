@@ -14,6 +14,7 @@ shape and type is checked against the header before anything is built.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -55,6 +56,22 @@ def save(model, path, include_optimizer: bool = True, extra: dict | None = None)
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
+    _atomic_savez(path, _arrays(model, include_optimizer, extra))
+
+
+def dumps(model, include_optimizer: bool = True) -> bytes:
+    """The bytes :func:`save` would write (for pickling estimators and the like)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **_arrays(model, include_optimizer, None))
+    return buffer.getvalue()
+
+
+def loads(data: bytes, device=None):
+    """A model from :func:`dumps` bytes, with the checks of :func:`load`."""
+    return load(io.BytesIO(data), device=device)
+
+
+def _arrays(model, include_optimizer: bool, extra) -> dict:
     arrays: dict[str, np.ndarray] = {}
     layers = []
     for i, layer in enumerate(model.layers):
@@ -81,7 +98,7 @@ def save(model, path, include_optimizer: bool = True, extra: dict | None = None)
         header["preprocessing"] = info
         arrays.update({f"prep/{k}": _le(np.asarray(v)) for k, v in prep.items()})
     arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    _atomic_savez(path, arrays)
+    return arrays
 
 
 def _atomic_savez(path: str, arrays: dict) -> None:
@@ -108,7 +125,8 @@ def _atomic_savez(path: str, arrays: dict) -> None:
 
 
 def _fail(path, what: str):
-    raise ModelFileError(f"{os.fspath(path)}: {what}")
+    where = "model bytes" if isinstance(path, io.BytesIO) else os.fspath(path)
+    raise ModelFileError(f"{where}: {what}")
 
 
 def _read(path):

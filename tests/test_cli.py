@@ -22,7 +22,7 @@ def test_train_prints_device_epochs_and_accuracy():
     epochs = [line for line in lines if line.startswith("epoch")]
     assert len(epochs) == 15
     assert all(re.search(r"loss [\d.]+ .*accuracy [\d.]+ .*samples/s", e) for e in epochs)
-    acc = float(re.search(r"test accuracy: ([\d.]+)", lines[-1]).group(1))
+    acc = float(re.search(r"best val_accuracy ([\d.]+) at epoch \d+", lines[-1]).group(1))
     assert acc >= 0.95
 
 
@@ -47,7 +47,7 @@ def test_explicit_cuda_without_gpu_is_a_clear_error():
 
 @pytest.mark.parametrize("args,match", [(["train", "--epochs", "0"], "positive"),
                                         (["train", "--device", "tpu"], "expected 'auto'"),
-                                        (["train", "--dataset", "mnist"], "invalid choice")])
+                                        (["train", "--dataset", "imagenet"], "invalid choice")])
 def test_bad_arguments(args, match):
     out = _gpunn(*args)
     assert out.returncode == 2 and re.search(match, out.stderr)
