@@ -51,3 +51,15 @@ def test_bench_rejects_unknown_size():
     proc = subprocess.run([sys.executable, "-m", "gpunn", "bench", "--sizes", "huge"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown size" in proc.stderr
+
+
+def test_bench_plot(tmp_path):
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    from gpunn.bench import plot
+
+    rows = [Row("tiny", "cpu", impl, "float32", [4, 2], 8, 3, 1.0, sps, 1.0, 0.1, 10.0, None)
+            for impl, sps in [("gpunn", 100.0), ("reference", 90.0), ("torch", 50.0)]]
+    assert plot(rows, str(tmp_path / "b.png"))
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"

@@ -206,3 +206,11 @@ def test_info_command():
     lines = out.stdout.splitlines()
     assert lines[0].startswith("gpunn ") and any(x.startswith("numpy ") for x in lines)
     assert "  cpu: usable (NumPy)" in lines and any(x.startswith("  cuda: ") for x in lines)
+
+
+def test_plots_for_2d_data(tmp_path):
+    out = _gpunn("train", "--dataset", "moons", "--epochs", "3", "--plot", str(tmp_path),
+                 "--quiet")
+    assert out.returncode == 0, out.stderr
+    for name in ("history.png", "decision_boundary.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
