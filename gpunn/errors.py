@@ -48,3 +48,25 @@ def lookup(kind: str, name, table: dict, base: type, **kwargs):
     if not isinstance(name, str) or name.lower() not in table:
         raise unknown_name(kind, name, table)
     return table[name.lower()](**kwargs)
+
+
+class TrainingDiverged(GpunnError, FloatingPointError):
+    """The training loss became NaN or infinite.
+
+    Attributes
+    ----------
+    epoch, step : int
+        Where the first non-finite loss appeared (both counted from 1).
+    """
+
+    def __init__(self, epoch: int, step: int, lr: float | None = None):
+        self.epoch, self.step = epoch, step
+        hint = f" (lr={lr:g})" if lr is not None else ""
+        super().__init__(f"training diverged: the loss became NaN or infinite at epoch "
+                         f"{epoch}, step {step}; the model is back at its parameters from "
+                         f"the start of epoch {epoch}. Try a lower learning rate{hint}, "
+                         "gradient clipping (clip_norm=...), or on_divergence='skip'")
+
+
+class DeviceMemoryError(GpunnError, MemoryError):
+    """The device ran out of memory during training or inference."""

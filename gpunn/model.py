@@ -8,8 +8,13 @@ epoch, so no step waits on the host.
 from __future__ import annotations
 
 import contextlib
+import math
+import signal
 import sys
+import threading
 import time
+
+import numpy as np
 
 from . import losses as _losses
 from . import metrics as _metrics
@@ -17,7 +22,7 @@ from . import optim as _optim
 from .amp import MixedPrecision
 from .backend import NumpyBackend, get_backend, host_array
 from .callbacks import Callback, ProgressBar
-from .errors import describe
+from .errors import DeviceMemoryError, TrainingDiverged, describe
 from .layers import Dense, Dropout, Layer, _positive_int
 
 ARCH_REQUIRED = ("input_dim", "output_dim")
@@ -103,6 +108,7 @@ class Sequential:
         #: JSON-serialisable data saved with the model (class labels, task, ...).
         self.extra: dict = {}
         self.stop_training = False
+        self._train_state = None  # epoch, RNG state and history: what resume_from needs
         self._flatten()
 
     # ------------------------------------------------------------------ construction
@@ -434,7 +440,7 @@ class Sequential:
     def fit(self, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size: int = 32,
             validation_data=None, shuffle: bool = True, verbose: int = 1,
             seed: int | None = None, metrics=None, device_data: bool | None = None,
-            callbacks=None) -> History:
+            callbacks=None, on_divergence: str = "raise", resume_from=None) -> History:
         """Train the model.
 
         Parameters
@@ -461,10 +467,24 @@ class Sequential:
             Keep the dataset on the model's device (True) or in host memory, streaming
             batches to the device (False). Default: on the device when it fits (twice its
             size, for the shuffled copy, within 80% of free GPU memory); always on the CPU.
+        on_divergence : {"raise", "stop", "skip"}, default "raise"
+            What a NaN or infinite loss does. It is noticed at the epoch's one host read
+            (no per-step sync); "raise" puts the parameters and optimiser back to the start
+            of that epoch and raises :class:`gpunn.TrainingDiverged` naming epoch and step;
+            "stop" does the same but returns the history instead; "skip" drops each such
+            batch's update on the device as it happens (logged as ``skipped``).
+        resume_from : str, optional
+            A checkpoint written by :class:`gpunn.callbacks.ModelCheckpoint` (or by
+            ``model.save`` after ``fit``): parameters, optimiser (its state and
+            hyper-parameters replace ``optimizer``), epoch counter, random generator and
+            history are restored and training continues up to ``epochs``. On the CPU the
+            result is bitwise identical to an uninterrupted run.
 
         Returns
         -------
         History
+            Training stops cleanly after the current step on Ctrl-C and returns the
+            completed epochs; the model stays usable.
         """
         # Everything is validated before any state (parameters, optimiser, RNG) changes.
         epochs = _positive_int(epochs, "epochs")
@@ -479,6 +499,10 @@ class Sequential:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks[{i}]: expected a gpunn.callbacks.Callback, got "
                                 f"{describe(cb)}")
+        if on_divergence not in ("raise", "stop", "skip"):
+            raise ValueError(f"on_divergence: expected 'raise', 'stop' or 'skip', got "
+                             f"{on_divergence!r}")
+        resume = self._read_checkpoint(resume_from) if resume_from is not None else None
         with self.backend.context():
             if device_data not in (None, True, False):
                 raise ValueError(f"device_data: expected None, True or False, got "
@@ -496,22 +520,27 @@ class Sequential:
                 if l2:
                     raise ValueError(f"{l2[0]}: kernel_l2 is not supported with "
                                      "dtype='float16'; use the optimiser's weight_decay")
+            history, start = History(), 1
+            if resume is not None:
+                optimizer, history, start = self._restore_checkpoint(*resume)
             step_params, step_grads = self._step_lists()
             amp = self._mixed_precision(step_params)
             optimizer.attach(amp.master if amp else step_params,
                              amp.backend32 if amp else self.backend)
             self.optimizer, self.loss = optimizer, loss
             self.metrics = [m.name for m in metric_objs]
-            if seed is not None:
+            if seed is not None and resume is None:
                 self.backend.seed(seed)
             # Under loss scaling an overflow is an expected event that skips the step.
             quiet = self.backend.overflow_expected() if amp else contextlib.nullcontext()
             with quiet:
                 if verbose == 1 and sys.stdout.isatty():
                     callbacks.append(ProgressBar(int(X.shape[0]), batch_size, epochs))
-                return self._fit_loop(X, T, streaming, loss, optimizer, metric_objs, epochs,
-                                      batch_size, val, shuffle, verbose, step_params,
-                                      step_grads, amp, callbacks)
+                run = _Run(loss, optimizer, metric_objs, epochs, batch_size, val, shuffle,
+                           verbose, step_params, step_grads, amp, callbacks, on_divergence,
+                           history, start)
+                with _interrupt_flag() as interrupted:
+                    return self._fit_loop(X, T, streaming, run, interrupted)
 
     def _mixed_precision(self, params):
         """The float16 master-weight state, (re)built when the parameters moved on."""
@@ -558,73 +587,171 @@ class Sequential:
             hi = min(lo + batch_size, n)  # the standard leaves out-of-range stops undefined
             yield X[lo:hi, ...], T[lo:hi, ...]
 
-    def _fit_loop(self, X, T, streaming, loss, optimizer, metric_objs, epochs, batch_size,
-                  val, shuffle, verbose, params, grads, amp, callbacks) -> History:
+    def _fit_loop(self, X, T, streaming, run, interrupted) -> History:
         xp = self.backend.xp
         n = int(X.shape[0])
+        loss, optimizer, amp, history = run.loss, run.optimizer, run.amp, run.history
         fused = self._fused(loss)
         # With a flat buffer the gradient list is fixed; otherwise backward rebinds it.
         flat = self._flat is not None
-        half = amp is not None
-        history = History()
-        per_batch = [cb for cb in callbacks
+        skip = run.on_divergence == "skip"
+        per_batch = [cb for cb in run.callbacks
                      if type(cb).on_batch_end is not Callback.on_batch_end]
-        for m in metric_objs:
+        for m in run.metrics:
             m.setup(xp, T)
         self.stop_training = False
-        for cb in callbacks:
+        for cb in run.callbacks:
             cb.on_train_begin(self)
-        for epoch in range(1, epochs + 1):
-            for cb in callbacks:
+        for epoch in range(run.start, run.epochs + 1):
+            for cb in run.callbacks:
                 cb.on_epoch_begin(self, epoch)
+            snapshot = _Snapshot(self, optimizer, amp)
             start = time.perf_counter()
             total = self._accumulator()
-            sums = [self._accumulator() for _ in metric_objs]
+            sums = [self._accumulator() for _ in run.metrics]
+            dropped = None
+            # Each step's loss, kept on the device: if the epoch's total is not finite,
+            # this tells which step went first (no per-step check, no per-step sync).
+            step_losses = self._accumulator() if skip else xp.zeros(
+                (-(-n // run.batch_size),), dtype=self._accumulator().dtype,
+                device=self.backend.device)
             seen = 0
-            batches = self._batches(X, T, batch_size, shuffle, streaming)
-            for batch, (xb, tb) in enumerate(batches):
-                out = self._forward(xb, training=True, logits=fused)
-                value = (self.backend.fused_loss(loss, out, tb) if fused
-                         else loss.forward(out, tb))
-                grad = loss.backward()
-                self._backward(amp.scale_grad(grad) if half else grad, need_input_grad=False,
-                               from_logits=fused)
-                reg = self._regularization()
-                if reg is not None:
-                    value = value + reg
-                step_grads = grads if flat else self.gradients()
-                if half:
-                    amp.step(optimizer, step_grads)
-                else:
-                    optimizer.step(params, step_grads)
-                rows = xb.shape[0]
-                total = total + _cast(xp, value, total) * rows
-                for i, m in enumerate(metric_objs):
-                    sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
-                seen += rows
-                for cb in per_batch:
-                    cb.on_batch_end(self, batch, seen, total)
+            try:
+                batches = self._batches(X, T, run.batch_size, run.shuffle, streaming)
+                for batch, (xb, tb) in enumerate(batches):
+                    value = self._train_step(xb, tb, loss, fused, optimizer, amp, run,
+                                             None if flat else self.gradients, skip)
+                    rows = xb.shape[0]
+                    value = _cast(xp, value, total)
+                    if skip:
+                        finite = xp.isfinite(value)
+                        value = xp.where(finite, value, xp.zeros_like(value))
+                        miss = xp.astype(xp.logical_not(finite), xp.int64)
+                        dropped = miss if dropped is None else dropped + miss
+                    else:
+                        step_losses[batch] = value
+                    total = total + value * rows
+                    for i, m in enumerate(run.metrics):
+                        sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
+                    seen += rows
+                    for cb in per_batch:
+                        cb.on_batch_end(self, batch, seen, total)
+                    if interrupted():
+                        break
+            except MemoryError as exc:
+                snapshot.restore()
+                self.backend.release_memory()
+                raise DeviceMemoryError(self._oom_message(run.batch_size)) from exc
+            if interrupted():
+                if run.verbose:
+                    print(f"interrupted during epoch {epoch} after {seen} samples; "
+                          f"returning {len(history.epoch)} completed epoch(s)", flush=True)
+                break
             # The one host read of the epoch.
-            logs = {"loss": float(total) / n}
-            logs.update({m.name: m.result(float(s), n) for m, s in zip(metric_objs, sums)})
+            total_host = float(total)
+            if not math.isfinite(total_host) and not skip:
+                losses = self.backend.to_numpy(step_losses)
+                bad = int(np.argmax(~np.isfinite(losses)))
+                snapshot.restore()
+                error = TrainingDiverged(epoch, bad + 1, getattr(optimizer, "lr", None))
+                if run.on_divergence == "raise":
+                    raise error
+                if run.verbose:
+                    print(f"stopped: {error}", flush=True)
+                break
+            logs = {"loss": total_host / n}
+            logs.update({m.name: m.result(float(s), n) for m, s in zip(run.metrics, sums)})
+            if skip:
+                logs["skipped"] = float(dropped) if dropped is not None else 0.0
             elapsed = time.perf_counter() - start
-            if val is not None:
+            if run.val is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(
-                    *val, loss, metric_objs, max(batch_size, 1024)).items()})
-            for cb in callbacks:
+                    *run.val, loss, run.metrics, max(run.batch_size, 1024)).items()})
+            self._train_state = {"epoch": epoch, "rng": self.backend.rng_state(),
+                                 "history": {k: list(v) for k, v in history.history.items()}}
+            for cb in run.callbacks:
                 cb.on_epoch_end(self, epoch, logs)
             history.append(epoch, logs)
-            if verbose:
-                line = "  ".join(f"{k} {v:.4g}" if k == "lr" else f"{k} {v:.4f}"
+            self._train_state["history"] = {k: list(v) for k, v in history.history.items()}
+            if run.verbose:
+                line = "  ".join(f"{k} {v:.4g}" if k in ("lr", "skipped") else f"{k} {v:.4f}"
                                  for k, v in logs.items())
-                print(f"epoch {epoch:>{len(str(epochs))}}/{epochs}  {line}  "
+                print(f"epoch {epoch:>{len(str(run.epochs))}}/{run.epochs}  {line}  "
                       f"{n / elapsed:,.0f} samples/s  {elapsed:.2f} s", file=sys.stdout,
                       flush=True)
             if self.stop_training:
                 break
-        for cb in callbacks:
+        for cb in run.callbacks:
             cb.on_train_end(self, history)
         return history
+
+    def _train_step(self, xb, tb, loss, fused, optimizer, amp, run, gradients, skip):
+        """Forward, loss, backward and update of one batch; returns the loss value."""
+        out = self._forward(xb, training=True, logits=fused)
+        value = self.backend.fused_loss(loss, out, tb) if fused else loss.forward(out, tb)
+        grad = loss.backward()
+        self._backward(amp.scale_grad(grad) if amp else grad, need_input_grad=False,
+                       from_logits=fused)
+        reg = self._regularization()
+        if reg is not None:
+            value = value + reg
+        grads = run.grads if gradients is None else gradients()
+        if amp is not None:
+            amp.step(optimizer, grads)
+        elif skip:
+            xp = self.backend.xp
+            ok = xp.isfinite(value)
+            for g in grads:
+                ok = xp.logical_and(ok, xp.all(xp.isfinite(g)))
+            optimizer.masked_step(run.params, grads, ok)
+        else:
+            optimizer.step(run.params, grads)
+        return value
+
+    def _oom_message(self, batch_size: int) -> str:
+        itemsize = {"float16": 2, "float32": 4, "float64": 8}[self.dtype]
+        n_params = self.count_params()
+        state = len(self.optimizer._state_keys) if self.optimizer is not None else 2
+        fixed = n_params * (2 + state) * itemsize
+        widths = [self.input_dim or 0] + [lay.out_features for lay in self.layers
+                                          if lay.out_features]
+        per_batch = 2 * batch_size * sum(widths) * itemsize
+        return (f"out of memory on {self.device} while training with batch_size="
+                f"{batch_size}: the model needs about {fixed / 2**20:,.1f} MiB for "
+                f"parameters, gradients and optimiser state plus about "
+                f"{per_batch / 2**20:,.1f} MiB of activations per batch (and the dataset, "
+                f"unless streamed). Lower batch_size (or use device_data=False); the "
+                f"parameters are back at the start of the epoch and memory was released")
+
+    def _read_checkpoint(self, path):
+        """Load and check a training checkpoint against this model (no state changes)."""
+        from .io import load
+
+        ckpt = load(path, device=self.backend)
+        mine = [(type(lay).__name__, lay.config()) for lay in self.layers]
+        theirs = [(type(lay).__name__, lay.config()) for lay in ckpt.layers]
+        if mine != theirs:
+            raise ValueError(f"resume_from: {path} holds a different architecture "
+                             f"({[t for t, _ in theirs]} with configs that differ); build the "
+                             "model as it was when the checkpoint was written")
+        state = ckpt._train_state
+        if state is None or ckpt.optimizer is None:
+            raise ValueError(f"resume_from: {path} is not a training checkpoint (it has no "
+                             "epoch counter or optimiser state); write one with "
+                             "gpunn.callbacks.ModelCheckpoint")
+        return ckpt, state
+
+    def _restore_checkpoint(self, ckpt, state):
+        for mine, saved in zip(self.parameters(), ckpt.parameters()):
+            mine[...] = self.backend.asarray(ckpt.backend.to_numpy(saved), dtype=mine.dtype)
+        if state.get("rng") is not None:
+            self.backend.set_rng_state(state["rng"])
+        if ckpt.preprocessor is not None:
+            self.preprocessor = ckpt.preprocessor
+        history = History()
+        for i in range(len(next(iter(state["history"].values()), []))):
+            history.append(i + 1, {k: v[i] for k, v in state["history"].items()})
+        return ckpt.optimizer, history, int(state["epoch"]) + 1
 
     def _evaluate_arrays(self, X, T, streaming, loss, metric_objs, batch_size) -> dict:
         xp = self.backend.xp
@@ -705,6 +832,72 @@ class Sequential:
                 return xp.zeros((0, self.output_dim), dtype=self.backend.dtype,
                                 device=self.backend.device)
             return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+class _Run:
+    """The settings of one ``fit`` call, handed to the training loop."""
+
+    def __init__(self, loss, optimizer, metrics, epochs, batch_size, val, shuffle, verbose,
+                 params, grads, amp, callbacks, on_divergence, history, start):
+        self.loss, self.optimizer, self.metrics = loss, optimizer, metrics
+        self.epochs, self.batch_size, self.val = epochs, batch_size, val
+        self.shuffle, self.verbose, self.params, self.grads = shuffle, verbose, params, grads
+        self.amp, self.callbacks, self.on_divergence = amp, callbacks, on_divergence
+        self.history, self.start = history, start
+
+
+class _Snapshot:
+    """Parameters and optimiser state at the start of an epoch, kept on the host.
+
+    Host memory, not device memory: a divergence or out-of-memory error puts the model
+    back here without having held a second copy of the model on the GPU.
+    """
+
+    def __init__(self, model, optimizer, amp):
+        be = model.backend
+        self.model, self.optimizer, self.amp = model, optimizer, amp
+        self.params = [np.array(be.to_numpy(p)) for p in model.parameters()]
+        obe = optimizer.backend
+        self.state = [{k: np.array(obe.to_numpy(v)) for k, v in s.items()}
+                      for s in optimizer.state]
+        self.t = optimizer.t
+        self.master = None if amp is None else [np.array(amp.backend32.to_numpy(m))
+                                                for m in amp.master]
+
+    def restore(self) -> None:
+        be, obe = self.model.backend, self.optimizer.backend
+        for p, saved in zip(self.model.parameters(), self.params):
+            p[...] = be.asarray(saved, dtype=p.dtype)
+        for s, saved in zip(self.optimizer.state, self.state):
+            for k, v in saved.items():
+                s[k] = obe.asarray(v, dtype=obe.dtype)
+        self.optimizer.t = self.t
+        if self.amp is not None:
+            for m, saved in zip(self.amp.master, self.master):
+                m[...] = self.amp.backend32.asarray(saved)
+
+
+@contextlib.contextmanager
+def _interrupt_flag():
+    """While training, Ctrl-C asks the loop to stop after the current step; a second
+    Ctrl-C interrupts at once. Yields a function telling whether it was pressed."""
+    pressed = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(True)
+        print("\ngpunn: stopping after the current step (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _cast(xp, value, like):

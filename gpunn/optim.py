@@ -37,14 +37,21 @@ class Optimizer:
     lr : float > 0
     weight_decay : float >= 0
         L2 penalty added to the gradient (decoupled for AdamW).
+    clip_norm : float > 0, optional
+        Rescale the gradients so their global L2 norm (over all parameters) is at most
+        this, before each update. Computed on the device: no host sync.
     """
 
     kind = "base"
     _state_keys: tuple[str, ...] = ()
 
-    def __init__(self, lr: float, weight_decay: float = 0.0):
+    def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None):
         self.lr = _real(lr, f"{type(self).__name__} lr", 0.0, low_open=True)
         self.weight_decay = _real(weight_decay, f"{type(self).__name__} weight_decay", 0.0)
+        self.clip_norm = None if clip_norm is None else _real(
+            clip_norm, f"{type(self).__name__} clip_norm", 0.0, low_open=True)
+        #: Global gradient norm of the last step (0-d device array) when clipping.
+        self.last_grad_norm = None
         self.t = 0
         self.state: list[dict] = []
         self._shapes: list[tuple] = []
@@ -56,7 +63,18 @@ class Optimizer:
 
     def hyper(self) -> dict:
         """Hyper-parameters as plain Python values."""
-        return {"lr": self.lr, "weight_decay": self.weight_decay}
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
+
+    def _clip(self, grads: list) -> list:
+        """Gradients scaled to a global norm of at most ``clip_norm``."""
+        xp = self.backend.xp
+        total = None
+        for g in grads:
+            part = xp.sum(g * g)
+            total = part if total is None else total + part
+        self.last_grad_norm = norm = xp.sqrt(total)
+        factor = xp.clip(self.clip_norm / (norm + 1e-6), max=1.0)
+        return [g * xp.astype(factor, g.dtype) for g in grads]
 
     def _init_state(self, params, backend) -> None:
         self.backend = backend
@@ -125,6 +143,8 @@ class Optimizer:
 
             self.attach(params, self.backend or get_backend(_namespace_of(params[0])))
         self.t += 1
+        if self.clip_norm is not None:
+            grads = self._clip(grads)
         kernel = self.backend.optimizer_kernel(self.kind, params[0].dtype) if params else None
         hp = self._step_scalars()
         for p, g, s in zip(params, grads, self.state):
@@ -141,6 +161,8 @@ class Optimizer:
 
             self.attach(params, self.backend or get_backend(_namespace_of(params[0])))
         self.t += 1
+        if self.clip_norm is not None:
+            grads = self._clip(grads)
         xp = self.backend.xp
         hp = self._step_scalars()
         for p, g, s in zip(params, grads, self.state):
@@ -216,8 +238,8 @@ class SGD(Optimizer):
     kind = "sgd"
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0):
-        super().__init__(lr, weight_decay)
+                 weight_decay: float = 0.0, clip_norm: float | None = None):
+        super().__init__(lr, weight_decay, clip_norm)
         self.momentum = _real(momentum, "SGD momentum", 0.0, 1.0)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0.0:
@@ -256,8 +278,9 @@ class Adam(Optimizer):
     _state_keys = ("m", "v")
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, decoupled: bool = False):
-        super().__init__(lr, weight_decay)
+                 weight_decay: float = 0.0, decoupled: bool = False,
+                 clip_norm: float | None = None):
+        super().__init__(lr, weight_decay, clip_norm)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"{type(self).__name__} betas: expected a pair (beta1, beta2), "
                              f"got {betas!r}")
@@ -292,8 +315,9 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter); ``weight_decay`` 0.01."""
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, decoupled: bool = True):
-        super().__init__(lr, betas, eps, weight_decay, decoupled)
+                 weight_decay: float = 0.01, decoupled: bool = True,
+                 clip_norm: float | None = None):
+        super().__init__(lr, betas, eps, weight_decay, decoupled, clip_norm)
 
 
 class RMSprop(Optimizer):
@@ -311,8 +335,9 @@ class RMSprop(Optimizer):
     kind = "rmsprop"
 
     def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0, weight_decay: float = 0.0):
-        super().__init__(lr, weight_decay)
+                 momentum: float = 0.0, weight_decay: float = 0.0,
+                 clip_norm: float | None = None):
+        super().__init__(lr, weight_decay, clip_norm)
         self.alpha = _real(alpha, "RMSprop alpha", 0.0, 1.0)
         self.eps = _real(eps, "RMSprop eps", 0.0, low_open=True)
         self.momentum = _real(momentum, "RMSprop momentum", 0.0, 1.0)

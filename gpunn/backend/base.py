@@ -191,6 +191,20 @@ class Backend:
         """Reseed the backend's random generator."""
         self._rng = np.random.default_rng(seed)
 
+    def rng_state(self):
+        """The generator's state (JSON-serialisable), or None where it cannot be read."""
+        return self._rng.bit_generator.state
+
+    def set_rng_state(self, state) -> None:
+        """Restore a state from :meth:`rng_state`."""
+        self._rng.bit_generator.state = state
+
+    def release_memory(self) -> None:
+        """Give cached device memory back (after an out-of-memory error)."""
+        import gc
+
+        gc.collect()
+
     def normal(self, shape, std: float = 1.0, mean: float = 0.0):
         """Normal samples of the backend dtype, shape ``shape``."""
         host = self._rng.standard_normal(shape, dtype=np.float64) * std + mean

@@ -153,6 +153,18 @@ class CupyBackend(Backend):
         with self._device:
             self._rng = cupy.random.RandomState(seed)
 
+    def rng_state(self):
+        return None  # cupy.random.RandomState cannot export its state
+
+    def set_rng_state(self, state) -> None:
+        if state is not None:
+            raise ValueError("the CUDA backend cannot restore a NumPy generator state")
+
+    def release_memory(self) -> None:
+        super().release_memory()
+        cupy.get_default_memory_pool().free_all_blocks()
+        cupy.get_default_pinned_memory_pool().free_all_blocks()
+
     def normal(self, shape, std: float = 1.0, mean: float = 0.0):
         with self._device:
             return self._rng.normal(mean, std, size=shape, dtype=self.dtype_name)
