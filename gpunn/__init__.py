@@ -6,7 +6,13 @@ for (``device="auto"``, the default).
 
 from . import activations, callbacks, data, init, losses, metrics, optim, preprocessing
 from .backend import Backend, available_devices, get_backend, to_numpy
-from .errors import DeviceFallbackWarning, DeviceUnavailableError, GpunnError
+from .errors import (
+    DeviceFallbackWarning,
+    DeviceMemoryError,
+    DeviceUnavailableError,
+    GpunnError,
+    TrainingDiverged,
+)
 from .gradcheck import GradcheckResult, gradcheck
 from .io import ModelFileError, load
 from .layers import (
@@ -33,7 +39,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backend", "get_backend", "available_devices", "to_numpy",
-    "GpunnError", "DeviceUnavailableError", "DeviceFallbackWarning",
+    "GpunnError", "DeviceUnavailableError", "DeviceFallbackWarning", "TrainingDiverged",
+    "DeviceMemoryError",
     "Layer", "Dense", "Dropout", "ActivationLayer", "Identity", "Linear", "Sigmoid", "Tanh",
     "BinaryStep", "ReLU", "LeakyReLU", "Softmax", "ELU", "GELU", "Softplus",
     "Sequential", "History", "gradcheck", "GradcheckResult", "set_precision",

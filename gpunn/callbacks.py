@@ -15,7 +15,13 @@ import time
 
 
 class Callback:
-    """Base class; every hook is optional."""
+    """Base class; every hook is optional.
+
+    Callbacks run in list order, except that those with a larger ``order`` run later:
+    checkpoints (order 100) are written after the other callbacks have added to the logs.
+    """
+
+    order = 0
 
     def on_train_begin(self, model) -> None:
         """Before the first epoch (the optimiser is attached)."""
@@ -133,6 +139,8 @@ class ModelCheckpoint(Callback):
     save_best_only : bool, default False
     monitor, mode : as for :class:`EarlyStopping`
     """
+
+    order = 100
 
     def __init__(self, path: str, every: int = 1, save_best_only: bool = False,
                  monitor: str = "val_loss", mode: str = "auto"):

@@ -93,6 +93,9 @@ def _arrays(model, include_optimizer: bool, extra) -> dict:
         for j, slot in enumerate(state["state"]):
             for key, value in slot.items():
                 arrays[f"optim/{j}/{key}"] = _le(np.asarray(value))
+    state = getattr(model, "_train_state", None)
+    if state is not None:
+        header["training"] = state.to_json() if hasattr(state, "to_json") else state
     if model.preprocessor is not None:
         info, prep = model.preprocessor.state()
         header["preprocessing"] = info
@@ -141,9 +144,39 @@ def _read(path):
     return archive
 
 
+def _declared(path, archive, key: str):
+    """Shape and dtype an archive member declares, read from its header alone, so that
+    absurd sizes and object arrays are refused before anything is allocated."""
+    try:
+        info = archive.zip.getinfo(key + ".npy")
+        with archive.zip.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(fh)
+            header_len = fh.tell()
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        _fail(path, f"array {key!r} has an unreadable header ({type(exc).__name__}: {exc})")
+    if dtype.hasobject or dtype.kind not in "fiub":
+        _fail(path, f"array {key!r} has dtype {dtype}; expected numbers")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if count > MAX_ELEMENTS:
+        _fail(path, f"array {key!r} declares {count} elements (limit {MAX_ELEMENTS})")
+    if count * dtype.itemsize != info.file_size - header_len:
+        _fail(path, f"array {key!r} declares shape {tuple(shape)} of {dtype} but holds "
+                    f"{info.file_size - header_len} bytes")
+    return tuple(shape), dtype
+
+
 def _array(path, archive, key: str, shape=None) -> np.ndarray:
     if key not in archive.files:
         _fail(path, f"missing array {key!r}")
+    declared, _ = _declared(path, archive, key)
+    if shape is not None and declared != tuple(shape):
+        _fail(path, f"array {key!r} has shape {declared}, the architecture needs "
+                    f"{tuple(shape)}")
     try:
         a = archive[key]
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
@@ -196,7 +229,21 @@ def load(path, device=None):
     ModelFileError
         The file is not a valid gpunn model: crafted, truncated or mismatched files
         are rejected without executing anything.
+    FileNotFoundError
+        No such file.
     """
+    from .backend import get_backend
+
+    backend = get_backend(device)  # a bad device is the caller's error, not the file's
+    try:
+        return _load(path, backend)
+    except (ModelFileError, FileNotFoundError, MemoryError):
+        raise
+    except Exception as exc:  # untrusted input: any other failure means a bad file
+        _fail(path, f"cannot be loaded ({type(exc).__name__}: {exc})")
+
+
+def _load(path, device):
     from . import losses, optim
     from .layers import LAYERS
     from .model import Sequential
@@ -246,7 +293,7 @@ def load(path, device=None):
             _fail(path, f"unexpected arrays {unknown[:5]}")
     try:
         model = Sequential(layers, device=device, dtype=header["dtype"], seed=0)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         _fail(path, f"invalid model ({exc})")
     for (i, key), value in params.items():
         model.layers[i].params[key][...] = model.backend.asarray(value)
@@ -283,4 +330,21 @@ def load(path, device=None):
     if prep_arrays:
         model.preprocessor = Standardizer.from_state(prep_arrays)
     model.extra = header["extra"]
+    model._train_state = _training(path, header.get("training"))
     return model
+
+
+def _training(path, state):
+    """The training-progress part of a header (for ``fit(resume_from=...)``), checked."""
+    if state is None:
+        return None
+    ok = (isinstance(state, dict) and isinstance(state.get("epoch"), int)
+          and state["epoch"] >= 0 and isinstance(state.get("history"), dict)
+          and all(isinstance(k, str) and isinstance(v, list)
+                  and all(isinstance(x, (int, float)) for x in v)
+                  for k, v in state["history"].items())
+          and len({len(v) for v in state["history"].values()}) <= 1
+          and (state.get("rng") is None or isinstance(state.get("rng"), dict)))
+    if not ok:
+        _fail(path, "the training state in the header is malformed")
+    return state

@@ -595,6 +595,7 @@ class Sequential:
         # With a flat buffer the gradient list is fixed; otherwise backward rebinds it.
         flat = self._flat is not None
         skip = run.on_divergence == "skip"
+        run.callbacks = sorted(run.callbacks, key=lambda cb: getattr(cb, "order", 0))
         per_batch = [cb for cb in run.callbacks
                      if type(cb).on_batch_end is not Callback.on_batch_end]
         for m in run.metrics:
@@ -667,12 +668,12 @@ class Sequential:
             if run.val is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(
                     *run.val, loss, run.metrics, max(run.batch_size, 1024)).items()})
-            self._train_state = {"epoch": epoch, "rng": self.backend.rng_state(),
-                                 "history": {k: list(v) for k, v in history.history.items()}}
+            # What a checkpoint written now needs to resume: the history includes this
+            # epoch's logs as the callbacks leave them.
+            self._train_state = _TrainState(epoch, self.backend.rng_state(), history, logs)
             for cb in run.callbacks:
                 cb.on_epoch_end(self, epoch, logs)
             history.append(epoch, logs)
-            self._train_state["history"] = {k: list(v) for k, v in history.history.items()}
             if run.verbose:
                 line = "  ".join(f"{k} {v:.4g}" if k in ("lr", "skipped") else f"{k} {v:.4f}"
                                  for k, v in logs.items())
@@ -735,6 +736,12 @@ class Sequential:
                              f"({[t for t, _ in theirs]} with configs that differ); build the "
                              "model as it was when the checkpoint was written")
         state = ckpt._train_state
+        if state is not None and state.get("rng") is not None:
+            try:  # check on a scratch generator: restoring must not fail half-way
+                np.random.default_rng().bit_generator.state = state["rng"]
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ValueError(f"resume_from: {path} has an unusable random-generator "
+                                 f"state ({exc})") from None
         if state is None or ckpt.optimizer is None:
             raise ValueError(f"resume_from: {path} is not a training checkpoint (it has no "
                              "epoch counter or optimiser state); write one with "
@@ -832,6 +839,25 @@ class Sequential:
                 return xp.zeros((0, self.output_dim), dtype=self.backend.dtype,
                                 device=self.backend.device)
             return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+class _TrainState(dict):
+    """Epoch counter, generator state and history for checkpoints (JSON-able).
+
+    Built at the end of an epoch before the callbacks run; the epoch's own logs are
+    read when the state is serialised, so additions by callbacks are included.
+    """
+
+    def __init__(self, epoch, rng, history, logs):
+        super().__init__(epoch=epoch, rng=rng)
+        self._history, self._logs = history, logs
+
+    def to_json(self) -> dict:
+        hist = {k: list(v) for k, v in self._history.history.items()}
+        if len(self._history.epoch) < self["epoch"]:  # this epoch not appended yet
+            for k, v in self._logs.items():
+                hist.setdefault(k, []).append(v)
+        return {"epoch": self["epoch"], "rng": self["rng"], "history": hist}
 
 
 class _Run:

@@ -157,8 +157,10 @@ class CupyBackend(Backend):
         return None  # cupy.random.RandomState cannot export its state
 
     def set_rng_state(self, state) -> None:
+        # A CPU checkpoint's NumPy state cannot drive CuPy's generator; seeding from it
+        # keeps a resumed GPU run reproducible, though not equal to the CPU run.
         if state is not None:
-            raise ValueError("the CUDA backend cannot restore a NumPy generator state")
+            self.seed(int(state.get("state", {}).get("state", 0)) % 2**63)
 
     def release_memory(self) -> None:
         super().release_memory()

@@ -104,15 +104,15 @@ def softmax_xent(z, target):
         return None
     target = cupy.ascontiguousarray(target, dtype=z.dtype if dense else cupy.int64)
     prob, grad = cupy.empty_like(z), cupy.empty_like(z)
-    loss = cupy.zeros((), dtype=z.dtype)
+    row_loss = cupy.empty((rows,), dtype=z.dtype)
     threads = 32
     while threads < min(cols, _THREADS):
         threads *= 2
     t = _scalar(z.dtype)
     kernel((max(1, min(rows, _MAX_BLOCKS)),), (threads,),
-           (z, target, prob, grad, loss, np.int64(rows), np.int64(cols), t(1.0 / rows)),
+           (z, target, prob, grad, row_loss, np.int64(rows), np.int64(cols), t(1.0 / rows)),
            shared_mem=threads * z.dtype.itemsize)
-    return loss, prob, grad
+    return row_loss.sum(), prob, grad
 
 
 def optimizer_update(kind: str, dtype):

@@ -116,10 +116,11 @@ __device__ T gpunn_block_max(T v, T* red) {
 
 // Softmax + categorical cross-entropy from logits, one block per row.
 // Targets are integer labels (LABELS) or dense rows. Writes the probabilities, the
-// gradient (p - t) * inv_n, and adds sum_r loss_r * inv_n into *loss (zeroed by the caller).
+// gradient (p - t) * inv_n, and each row's loss * inv_n into row_loss[r]; the caller sums
+// those (a deterministic reduction, where an atomicAdd would depend on block order).
 template <typename T, bool LABELS>
 __device__ void softmax_xent(const T* z, const long long* labels, const T* target, T* prob,
-                             T* grad, T* loss, long long rows, long long cols, T inv_n) {
+                             T* grad, T* row_loss, long long rows, long long cols, T inv_n) {
     extern __shared__ unsigned char gpunn_smem[];
     T* red = reinterpret_cast<T*>(gpunn_smem);
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -131,7 +132,7 @@ __device__ void softmax_xent(const T* z, const long long* labels, const T* targe
         for (long long c = threadIdx.x; c < cols; c += blockDim.x) s += exp(zr[c] - m);
         s = gpunn_block_sum(s, red);
         T log_s = log(s);
-        T row_loss = T(0);
+        T loss_r = T(0);
         long long label = LABELS ? labels[r] : -1;
         for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
             T shifted = zr[c] - m;
@@ -139,10 +140,10 @@ __device__ void softmax_xent(const T* z, const long long* labels, const T* targe
             T t = LABELS ? (c == label ? T(1) : T(0)) : target[r * cols + c];
             prob[r * cols + c] = pc;
             grad[r * cols + c] = (pc - t) * inv_n;
-            row_loss -= t * (shifted - log_s);
+            loss_r -= t * (shifted - log_s);
         }
-        row_loss = gpunn_block_sum(row_loss, red);
-        if (threadIdx.x == 0) atomicAdd(loss, row_loss * inv_n);
+        loss_r = gpunn_block_sum(loss_r, red);
+        if (threadIdx.x == 0) row_loss[r] = loss_r * inv_n;
     }
 }
 
