@@ -140,7 +140,7 @@ class Backend:
         if not self.owns(a):
             host = host_array(a)
             if host.dtype.kind not in "biuf":
-                raise TypeError(f"cannot convert {describe(a)} to a numeric array "
+                raise TypeError(f"cannot convert {describe(a)} to a real numeric array "
                                 f"(dtype {host.dtype})")
             a = xp.asarray(host, device=self.device) if self.device is not None else \
                 xp.asarray(host)

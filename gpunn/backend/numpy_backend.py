@@ -40,6 +40,9 @@ class NumpyBackend(Backend):
         if isinstance(dtype, str):
             dtype = np.dtype(dtype)
         if isinstance(a, np.ndarray):
+            if a.dtype.kind not in "biuf":
+                raise TypeError(f"cannot convert an array of dtype {a.dtype} to a real "
+                                "numeric array")
             if dtype is None and a.dtype.kind == "f" and a.dtype != self.dtype:
                 dtype = self.dtype
             return a if dtype is None or a.dtype == dtype else a.astype(dtype)
