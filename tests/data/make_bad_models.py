@@ -55,7 +55,7 @@ def huge_member(arrays, key, shape):
         for item in src.infolist():
             data = src.read(item)
             if item.filename == key + ".npy":
-                head = ("{'descr': '<f4', 'fortran_order': False, 'shape': %r, }" % (shape,))
+                head = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape!r}, }}"
                 head = head.ljust(118) + "\n"
                 data = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode() \
                     + b"\0" * 16
