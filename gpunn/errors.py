@@ -59,13 +59,16 @@ class TrainingDiverged(GpunnError, FloatingPointError):
         Where the first non-finite loss appeared (both counted from 1).
     """
 
-    def __init__(self, epoch: int, step: int, lr: float | None = None):
+    def __init__(self, epoch: int, step: int, lr: float | None = None,
+                 restored_epoch: int | None = None):
         self.epoch, self.step = epoch, step
+        self.restored_epoch = epoch if restored_epoch is None else restored_epoch
         hint = f" (lr={lr:g})" if lr is not None else ""
         super().__init__(f"training diverged: the loss became NaN or infinite at epoch "
                          f"{epoch}, step {step}; the model is back at its parameters from "
-                         f"the start of epoch {epoch}. Try a lower learning rate{hint}, "
-                         "gradient clipping (clip_norm=...), or on_divergence='skip'")
+                         f"the start of epoch {self.restored_epoch}. Try a lower learning "
+                         f"rate{hint}, gradient clipping (clip_norm=...), or "
+                         "on_divergence='skip'")
 
 
 class DeviceMemoryError(GpunnError, MemoryError):

@@ -601,12 +601,16 @@ class Sequential:
         for m in run.metrics:
             m.setup(xp, T)
         self.stop_training = False
+        snapshot, every = None, 1
         for cb in run.callbacks:
             cb.on_train_begin(self)
         for epoch in range(run.start, run.epochs + 1):
             for cb in run.callbacks:
                 cb.on_epoch_begin(self, epoch)
-            snapshot = _Snapshot(self, optimizer, amp)
+            # A host copy to roll back to; taken every epoch while it costs under ~5% of
+            # an epoch (always on the CPU), less often for big models on a GPU.
+            if snapshot is None or epoch - snapshot.epoch >= every:
+                snapshot = _Snapshot(self, optimizer, amp, epoch)
             start = time.perf_counter()
             total = self._accumulator()
             sums = [self._accumulator() for _ in run.metrics]
@@ -642,7 +646,8 @@ class Sequential:
             except MemoryError as exc:
                 snapshot.restore()
                 self.backend.release_memory()
-                raise DeviceMemoryError(self._oom_message(run.batch_size)) from exc
+                raise DeviceMemoryError(self._oom_message(run.batch_size, snapshot.epoch)) \
+                    from exc
             if interrupted():
                 if run.verbose:
                     print(f"interrupted during epoch {epoch} after {seen} samples; "
@@ -654,7 +659,8 @@ class Sequential:
                 losses = self.backend.to_numpy(step_losses)
                 bad = int(np.argmax(~np.isfinite(losses)))
                 snapshot.restore()
-                error = TrainingDiverged(epoch, bad + 1, getattr(optimizer, "lr", None))
+                error = TrainingDiverged(epoch, bad + 1, getattr(optimizer, "lr", None),
+                                         snapshot.epoch)
                 if run.on_divergence == "raise":
                     raise error
                 if run.verbose:
@@ -665,6 +671,7 @@ class Sequential:
             if skip:
                 logs["skipped"] = float(dropped) if dropped is not None else 0.0
             elapsed = time.perf_counter() - start
+            every = max(1, math.ceil(snapshot.seconds / (0.05 * max(elapsed, 1e-9))))
             if run.val is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(
                     *run.val, loss, run.metrics, max(run.batch_size, 1024)).items()})
@@ -709,7 +716,7 @@ class Sequential:
             optimizer.step(run.params, grads)
         return value
 
-    def _oom_message(self, batch_size: int) -> str:
+    def _oom_message(self, batch_size: int, restored_epoch: int) -> str:
         itemsize = {"float16": 2, "float32": 4, "float64": 8}[self.dtype]
         n_params = self.count_params()
         state = len(self.optimizer._state_keys) if self.optimizer is not None else 2
@@ -722,7 +729,8 @@ class Sequential:
                 f"parameters, gradients and optimiser state plus about "
                 f"{per_batch / 2**20:,.1f} MiB of activations per batch (and the dataset, "
                 f"unless streamed). Lower batch_size (or use device_data=False); the "
-                f"parameters are back at the start of the epoch and memory was released")
+                f"parameters are back at the start of epoch {restored_epoch} and memory was "
+                f"released")
 
     def _read_checkpoint(self, path):
         """Load and check a training checkpoint against this model (no state changes)."""
@@ -879,7 +887,9 @@ class _Snapshot:
     back here without having held a second copy of the model on the GPU.
     """
 
-    def __init__(self, model, optimizer, amp):
+    def __init__(self, model, optimizer, amp, epoch: int):
+        started = time.perf_counter()
+        self.epoch = epoch
         be = model.backend
         self.model, self.optimizer, self.amp = model, optimizer, amp
         self.params = [np.array(be.to_numpy(p)) for p in model.parameters()]
@@ -889,6 +899,7 @@ class _Snapshot:
         self.t = optimizer.t
         self.master = None if amp is None else [np.array(amp.backend32.to_numpy(m))
                                                 for m in amp.master]
+        self.seconds = time.perf_counter() - started
 
     def restore(self) -> None:
         be, obe = self.model.backend, self.optimizer.backend
