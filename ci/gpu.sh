@@ -3,8 +3,10 @@
 # with everything written to $OUT (default ./gpu-results). One command, so a scarce GPU
 # lease is spent in one go:
 #   bash ci/gpu.sh            # on the GPU machine, from the repo root
-# Wheels missing from the GPU image (array-api-compat, array-api-strict) may be carried
-# in .whl/ and are installed first.
+# Wheels missing from the GPU image are installed first from .whl/: array-api-compat is
+# required; array-api-strict, hypothesis, tqdm, scikit-learn (+scipy, joblib,
+# threadpoolctl) and matplotlib are optional — tests needing a missing one are skipped
+# with the reason.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-results}"

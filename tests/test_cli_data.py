@@ -39,6 +39,7 @@ def flowers(tmp_path):
 
 
 def test_train_save_predict_on_a_csv(tmp_path, flowers):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (gpunn[plot])")
     model_path = tmp_path / "model.npz"
     out = _gpunn("train", "--data", str(flowers), "--target", "species", "--epochs", "40",
                  "--save", str(model_path), "--plot", str(tmp_path / "plots"))
@@ -133,6 +134,7 @@ def test_bad_arguments(args, match):
 
 
 def test_builtin_sklearn_datasets():
+    pytest.importorskip("sklearn", reason="scikit-learn not installed")
     out = _gpunn("train", "--dataset", "iris", "--epochs", "60", "--batch-size", "16",
                  "--quiet")
     assert out.returncode == 0, out.stderr
@@ -209,6 +211,7 @@ def test_info_command():
 
 
 def test_plots_for_2d_data(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (gpunn[plot])")
     out = _gpunn("train", "--dataset", "moons", "--epochs", "3", "--plot", str(tmp_path),
                  "--quiet")
     assert out.returncode == 0, out.stderr
