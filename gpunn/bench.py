@@ -245,7 +245,7 @@ def _torch_usable(dev) -> bool:
 
 # ---------------------------------------------------------------------- measurement
 def measure(dev, impls: list, size: str, repeats: int, target_s: float, peak: float,
-            precision: str = "fp32") -> list[Row]:
+            precision: str = "fp32", pause: float = 1.0) -> list[Row]:
     """Time several implementations of one size on one device, repeats interleaved.
 
     Interleaving (a, b, c, a, b, c, ...) exposes every implementation to the same
@@ -278,11 +278,12 @@ def measure(dev, impls: list, size: str, repeats: int, target_s: float, peak: fl
     walls = {i: [] for i in impls}
     hosts = {i: [] for i in impls}
     for r in range(repeats):
-        # Rotate the order, and pause before each epoch: PyTorch's OpenMP workers keep
-        # spinning for a while after their last job and would slow whoever runs next.
-        for impl in impls[r % len(impls):] + impls[:r % len(impls)]:
+        # Alternate the order (each implementation follows a different one), and pause
+        # before each epoch: right after PyTorch's CPU epochs the next runner was measured
+        # up to 20% slower with a 0.2 s pause and unaffected with 1-2 s.
+        for impl in (impls if r % 2 == 0 else impls[::-1]):
             epoch = epochs[impl]
-            time.sleep(0.2)
+            time.sleep(pause)
             dev.sync()
             t0, h0 = time.perf_counter(), time.thread_time()
             epoch(n_rows)
@@ -458,6 +459,8 @@ def build_parser(parser=None) -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--target-seconds", type=float, default=0.5,
                         help="approximate length of one timed epoch")
+    parser.add_argument("--pause", type=float, default=1.0,
+                        help="seconds of idle before each timed epoch (default 1.0)")
     parser.add_argument("--json", help="write the results and environment to this file")
     parser.add_argument("--markdown", help="write the markdown table to this file")
     parser.add_argument("--plot", help="write a PNG chart here (needs matplotlib)")
@@ -495,7 +498,7 @@ def run(args) -> int:
             for size in sizes:
                 dev.memory_reset()
                 for row in measure(dev, usable, size, args.repeats, args.target_seconds,
-                                   peaks[key], precision):
+                                   peaks[key], precision, args.pause):
                     rows.append(row)
                     print(f"  {size:6s} {row.impl:9s} {row.ms_per_step:9.3f} ms/step "
                           f"{row.samples_per_s:12,.0f} samples/s  "

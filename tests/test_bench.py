@@ -35,6 +35,7 @@ def test_bench_command_writes_json_and_table(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "gpunn", "bench", "--device", "cpu", "--sizes", "tiny",
          "--impls", "gpunn,reference", "--repeats", "1", "--target-seconds", "0.05",
+         "--pause", "0",
          "--json", str(out), "--markdown", str(md)],
         capture_output=True, text=True, timeout=300, env={**os.environ})
     assert proc.returncode == 0, proc.stderr
