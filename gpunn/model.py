@@ -472,7 +472,9 @@ class Sequential:
             (no per-step sync); "raise" puts the parameters and optimiser back to the start
             of that epoch and raises :class:`gpunn.TrainingDiverged` naming epoch and step;
             "stop" does the same but returns the history instead; "skip" drops each such
-            batch's update on the device as it happens (logged as ``skipped``).
+            batch's update on the device as it happens (logged as ``skipped``); "off"
+            neither checks nor keeps the host copy of parameters and optimiser state that
+            rolling back needs (saves that memory).
         resume_from : str, optional
             A checkpoint written by :class:`gpunn.callbacks.ModelCheckpoint` (or by
             ``model.save`` after ``fit``): parameters, optimiser (its state and
@@ -499,8 +501,8 @@ class Sequential:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks[{i}]: expected a gpunn.callbacks.Callback, got "
                                 f"{describe(cb)}")
-        if on_divergence not in ("raise", "stop", "skip"):
-            raise ValueError(f"on_divergence: expected 'raise', 'stop' or 'skip', got "
+        if on_divergence not in ("raise", "stop", "skip", "off"):
+            raise ValueError(f"on_divergence: expected 'raise', 'stop', 'skip' or 'off', got "
                              f"{on_divergence!r}")
         resume = self._read_checkpoint(resume_from) if resume_from is not None else None
         with self.backend.context():
@@ -609,7 +611,8 @@ class Sequential:
                 cb.on_epoch_begin(self, epoch)
             # A host copy to roll back to; taken every epoch while it costs under ~5% of
             # an epoch (always on the CPU), less often for big models on a GPU.
-            if snapshot is None or epoch - snapshot.epoch >= every:
+            if run.on_divergence != "off" and (snapshot is None
+                                               or epoch - snapshot.epoch >= every):
                 snapshot = _Snapshot(self, optimizer, amp, epoch)
             start = time.perf_counter()
             total = self._accumulator()
@@ -644,10 +647,11 @@ class Sequential:
                     if interrupted():
                         break
             except MemoryError as exc:
-                snapshot.restore()
+                if snapshot is not None:
+                    snapshot.restore()
                 self.backend.release_memory()
-                raise DeviceMemoryError(self._oom_message(run.batch_size, snapshot.epoch)) \
-                    from exc
+                raise DeviceMemoryError(self._oom_message(
+                    run.batch_size, snapshot.epoch if snapshot else None)) from exc
             if interrupted():
                 if run.verbose:
                     print(f"interrupted during epoch {epoch} after {seen} samples; "
@@ -655,7 +659,7 @@ class Sequential:
                 break
             # The one host read of the epoch.
             total_host = float(total)
-            if not math.isfinite(total_host) and not skip:
+            if not math.isfinite(total_host) and run.on_divergence in ("raise", "stop"):
                 losses = self.backend.to_numpy(step_losses)
                 bad = int(np.argmax(~np.isfinite(losses)))
                 snapshot.restore()
@@ -671,7 +675,8 @@ class Sequential:
             if skip:
                 logs["skipped"] = float(dropped) if dropped is not None else 0.0
             elapsed = time.perf_counter() - start
-            every = max(1, math.ceil(snapshot.seconds / (0.05 * max(elapsed, 1e-9))))
+            if snapshot is not None:
+                every = max(1, math.ceil(snapshot.seconds / (0.05 * max(elapsed, 1e-9))))
             if run.val is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(
                     *run.val, loss, run.metrics, max(run.batch_size, 1024)).items()})
@@ -716,7 +721,7 @@ class Sequential:
             optimizer.step(run.params, grads)
         return value
 
-    def _oom_message(self, batch_size: int, restored_epoch: int) -> str:
+    def _oom_message(self, batch_size: int, restored_epoch: int | None) -> str:
         itemsize = {"float16": 2, "float32": 4, "float64": 8}[self.dtype]
         n_params = self.count_params()
         state = len(self.optimizer._state_keys) if self.optimizer is not None else 2
@@ -728,9 +733,10 @@ class Sequential:
                 f"{batch_size}: the model needs about {fixed / 2**20:,.1f} MiB for "
                 f"parameters, gradients and optimiser state plus about "
                 f"{per_batch / 2**20:,.1f} MiB of activations per batch (and the dataset, "
-                f"unless streamed). Lower batch_size (or use device_data=False); the "
-                f"parameters are back at the start of epoch {restored_epoch} and memory was "
-                f"released")
+                f"unless streamed). Lower batch_size (or use device_data=False); "
+                + (f"the parameters are back at the start of epoch {restored_epoch} and "
+                   if restored_epoch else "")
+                + "memory was released")
 
     def _read_checkpoint(self, path):
         """Load and check a training checkpoint against this model (no state changes)."""

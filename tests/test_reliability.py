@@ -94,8 +94,16 @@ def test_divergence_skip_drops_bad_batches():
                      batch_size=32, on_divergence="skip", verbose=0)
     assert sum(hist.history["skipped"]) > 0
     assert all(np.isfinite(gn.to_numpy(p)).all() for p in model.parameters())
-    with pytest.raises(ValueError, match="on_divergence: expected 'raise', 'stop' or 'skip'"):
+    with pytest.raises(ValueError, match="on_divergence: expected 'raise', 'stop', 'skip' or"):
         model.fit(X, y, loss="mse", on_divergence="ignore", verbose=0)
+
+
+def test_divergence_checks_off_let_nan_through():
+    X, y = _regression()
+    model = _net()
+    hist = model.fit(X, y, loss="mse", optimizer=gn.optim.SGD(lr=1e6), epochs=2,
+                     on_divergence="off", verbose=0)
+    assert not np.isfinite(hist.history["loss"][-1])
 
 
 # ---------------------------------------------------------------------- resuming
