@@ -129,6 +129,15 @@ class Optimizer:
         self.state, self.backend = new_state, backend
         self._shapes = [tuple(p.shape) for p in params]
 
+    def _begin_step(self, params: list, grads: list) -> list:
+        """Bind to ``params`` if needed, count the step, clip: the gradients to apply."""
+        if self.backend is None or [tuple(p.shape) for p in params] != self._shapes:
+            from .backend import get_backend
+
+            self.attach(params, self.backend or get_backend(_namespace_of(params[0])))
+        self.t += 1
+        return self._clip(grads) if self.clip_norm is not None else grads
+
     def step(self, params: list, grads: list) -> None:
         """Apply one update to ``params`` in place.
 
@@ -137,14 +146,7 @@ class Optimizer:
         params, grads : list of arrays
             Same order and shapes on every call (the optimiser's state is positional).
         """
-        shapes = [tuple(p.shape) for p in params]
-        if self.backend is None or shapes != self._shapes:
-            from .backend import get_backend
-
-            self.attach(params, self.backend or get_backend(_namespace_of(params[0])))
-        self.t += 1
-        if self.clip_norm is not None:
-            grads = self._clip(grads)
+        grads = self._begin_step(params, grads)
         kernel = self.backend.optimizer_kernel(self.kind, params[0].dtype) if params else None
         hp = self._step_scalars()
         for p, g, s in zip(params, grads, self.state):
@@ -156,13 +158,7 @@ class Optimizer:
         flag ``ok`` is true (mixed precision skips overflowed steps without a host sync).
         Always the generic maths: the selection needs the old and new values side by side.
         """
-        if self.backend is None or [tuple(p.shape) for p in params] != self._shapes:
-            from .backend import get_backend
-
-            self.attach(params, self.backend or get_backend(_namespace_of(params[0])))
-        self.t += 1
-        if self.clip_norm is not None:
-            grads = self._clip(grads)
+        grads = self._begin_step(params, grads)
         xp = self.backend.xp
         hp = self._step_scalars()
         for p, g, s in zip(params, grads, self.state):

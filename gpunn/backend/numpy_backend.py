@@ -51,12 +51,6 @@ class NumpyBackend(Backend):
     def to_numpy(self, a) -> np.ndarray:
         return a if isinstance(a, np.ndarray) else super().to_numpy(a)
 
-    def linear(self, x, W, b):
-        # Add the bias into matmul's fresh output instead of allocating a second array.
-        out = np.matmul(x, W)
-        out += b
-        return out
-
     def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
         # Write into the gradient arrays (views of the model's flat gradient buffer): no
         # fresh, page-faulted allocation per step and no copy into the flat buffer.
