@@ -620,8 +620,8 @@ class Sequential:
             dropped = None
             # Each step's loss, kept on the device: if the epoch's total is not finite,
             # this tells which step went first (no per-step check, no per-step sync).
-            step_losses = self._accumulator() if skip else xp.zeros(
-                (-(-n // run.batch_size),), dtype=self._accumulator().dtype,
+            step_losses = None if skip else xp.zeros(
+                (-(-n // run.batch_size),), dtype=total.dtype,
                 device=self.backend.device)
             seen = 0
             try:
