@@ -600,8 +600,7 @@ class Sequential:
         run.callbacks = sorted(run.callbacks, key=lambda cb: getattr(cb, "order", 0))
         per_batch = [cb for cb in run.callbacks
                      if type(cb).on_batch_end is not Callback.on_batch_end]
-        for m in run.metrics:
-            m.setup(xp, T)
+        _setup_metrics(run.metrics, T)
         self.stop_training = False
         snapshot, every = None, 1
         for cb in run.callbacks:
@@ -781,8 +780,7 @@ class Sequential:
         total = self._accumulator()
         sums = [self._accumulator() for _ in metric_objs]
         reg = self._regularization()
-        for m in metric_objs:
-            m.setup(xp, T)
+        _setup_metrics(metric_objs, T)
         for xb, tb in self._batches(X, T, batch_size, False, streaming):
             out = self._forward(xb, training=False, logits=fused)
             value = (self.backend.fused_loss(loss, out, tb) if fused
@@ -941,6 +939,16 @@ def _interrupt_flag():
         yield lambda: bool(pressed)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _setup_metrics(metrics, T) -> None:
+    """Show each metric the whole target, in the namespace that holds it: the device's, or
+    NumPy's when the dataset streams from host memory."""
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(T)
+    for m in metrics:
+        m.setup(xp, T)
 
 
 def _cast(xp, value, like):

@@ -58,3 +58,18 @@ def test_device_data_must_be_bool_or_none():
     with pytest.raises(ValueError, match="device_data: expected None, True or False"):
         model.fit(np.zeros((4, 2)), np.zeros(4, int), loss="cross_entropy",
                   device_data="yes", verbose=0)
+
+
+def test_streamed_regression_metrics_equal_device_ones(backend):
+    """Metrics that look at the whole target (R²) see it in host memory when streaming."""
+    X, y = gn.data.make_linear(200, coef=(1.0, -2.0, 0.5), seed=2)
+    results = []
+    for device_data in (True, False):
+        model = gn.Sequential([gn.Dense(3, 8, activation="tanh"), gn.Dense(8, 1)],
+                              device=backend, seed=0)
+        hist = model.fit(X, y, loss="mse", metrics=["mae", "r2"], epochs=2, batch_size=50,
+                         validation_data=(X[:40], y[:40]), shuffle=False, verbose=0,
+                         device_data=device_data)
+        results.append(hist.history)
+    for key in ("r2", "val_r2", "mae", "val_mae"):
+        np.testing.assert_allclose(results[1][key], results[0][key], rtol=1e-5)
