@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=None,
                        help="auto (default, or $GPUNN_DEVICE), cpu, cuda, cuda:N")
     train.add_argument("--dtype", default="float32", choices=["float32", "float64",
-                                                              "float16"])
+                                                              "float16", "bfloat16"])
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-standardize", action="store_true",
                        help="feed features as they are (default: standardise them)")

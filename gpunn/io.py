@@ -18,6 +18,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 
 import numpy as np
@@ -37,6 +38,10 @@ class ModelFileError(GpunnError, ValueError):
 
 def _le(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a)
+    if a.dtype.kind == "V" and a.dtype.itemsize == 2:
+        # bfloat16 (ml_dtypes) is no NumPy dtype a reader without ml_dtypes understands;
+        # float32 holds every bfloat16 value exactly, and the header keeps "bfloat16".
+        return a.astype(np.float32)
     return a.astype(a.dtype.newbyteorder("<")) if a.dtype.byteorder == ">" else a
 
 
@@ -291,8 +296,17 @@ def _load(path, device):
         unknown = sorted(set(archive.files) - known)
         if unknown:
             _fail(path, f"unexpected arrays {unknown[:5]}")
+    dtype = header["dtype"]
+    if dtype == "bfloat16":
+        try:
+            device.with_dtype(dtype)
+        except ValueError as exc:
+            # Exact: every bfloat16 weight is a float32 value.
+            warnings.warn(f"gpunn: {path}: a bfloat16 model, loaded as float32 on "
+                          f"{device.name} ({exc})", UserWarning, stacklevel=3)
+            dtype = "float32"
     try:
-        model = Sequential(layers, device=device, dtype=header["dtype"], seed=0)
+        model = Sequential(layers, device=device, dtype=dtype, seed=0)
     except (ValueError, TypeError) as exc:
         _fail(path, f"invalid model ({exc})")
     for (i, key), value in params.items():

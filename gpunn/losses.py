@@ -20,11 +20,13 @@ def _namespace(a):
 
 
 def _upcast(xp, pred):
-    """float16 predictions are scored in float32 (a squared error of 300 already overflows
-    float16); returns the float32 array and a function casting the gradient back."""
-    if pred.dtype != getattr(xp, "float16", None):
+    """16-bit predictions are scored in float32 (a squared error of 300 already overflows
+    float16; bfloat16 keeps 3 significant digits); returns the float32 array and a
+    function casting the gradient back."""
+    dtype = pred.dtype
+    if getattr(dtype, "name", None) not in ("float16", "bfloat16"):
         return pred, lambda grad: grad
-    return xp.astype(pred, xp.float32), lambda grad: xp.astype(grad, xp.float16)
+    return xp.astype(pred, xp.float32), lambda grad: xp.astype(grad, dtype)
 
 
 def _match_target(xp, pred, target, name: str):

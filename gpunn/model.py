@@ -89,13 +89,15 @@ class Sequential:
                                 f"{describe(layer)}")
         _check_chain(layers)
         backend = get_backend(device if device is not None else None, dtype=dtype, seed=seed)
-        for i, layer in enumerate(layers):
-            if layer.name is None:
-                layer.name = f"{type(layer).__name__.lower()}_{i}"
-            if layer.backend is None or not layer.params:
-                layer.build(backend)
-            else:
-                layer.to(backend)
+        # Inside the device's context: on cuda:N every allocation must land on GPU N.
+        with backend.context():
+            for i, layer in enumerate(layers):
+                if layer.name is None:
+                    layer.name = f"{type(layer).__name__.lower()}_{i}"
+                if layer.backend is None or not layer.params:
+                    layer.build(backend)
+                else:
+                    layer.to(backend)
         self.layers = layers
         self.backend = backend
         self.optimizer = None
@@ -288,7 +290,7 @@ class Sequential:
         if x.ndim != 2:
             raise ValueError(f"{what}: expected a 2-D array (samples, features), got "
                              f"{describe(x)}")
-        if not xp.isdtype(x.dtype, "real floating"):
+        if not backend.is_floating(x.dtype):
             x = xp.astype(x, backend.dtype)
         n_in = self.input_dim
         if n_in is not None and x.shape[1] != n_in:
@@ -370,7 +372,7 @@ class Sequential:
         if y.ndim not in (1, 2) or y.shape[0] != n:
             raise ValueError(f"{what}: expected {n} targets (one per row of X), got "
                              f"{describe(y)}")
-        if xp.isdtype(y.dtype, "real floating") and not _all_finite(xp, y):
+        if backend.is_floating(y.dtype) and not _all_finite(xp, y):
             raise ValueError(f"{what}: contains NaN or Inf")
         n_out = self.output_dim
         if isinstance(loss, _losses.CategoricalCrossEntropy):
@@ -380,7 +382,7 @@ class Sequential:
                                  "binary_crossentropy for one sigmoid output")
             if y.ndim == 1:
                 lo, hi = int(xp.min(y)), int(xp.max(y))
-                if xp.isdtype(y.dtype, "real floating") and not bool(
+                if backend.is_floating(y.dtype) and not bool(
                         xp.all(y == xp.round(y))):
                     raise ValueError(f"{what}: class labels must be integers, got "
                                      "fractional values")
@@ -394,11 +396,11 @@ class Sequential:
             if lo < 0 or hi > 1:
                 raise ValueError(f"{what}: binary targets must lie in [0, 1], got values "
                                  f"from {lo} to {hi}")
-        if not xp.isdtype(y.dtype, "real floating") and not (
+        if not backend.is_floating(y.dtype) and not (
                 isinstance(loss, _losses.CategoricalCrossEntropy) and y.ndim == 1):
             y = xp.astype(y, backend.dtype)
         target = loss.prepare_target(xp, y, n_out)
-        if xp.isdtype(target.dtype, "real floating") and target.dtype != backend.dtype:
+        if target.dtype != backend.dtype and backend.is_floating(target.dtype):
             target = xp.astype(target, backend.dtype)
         return target
 
@@ -517,11 +519,11 @@ class Sequential:
                                      f"{describe(validation_data)}")
                 val = self._as_data(*validation_data, loss, what="val_",
                                     device_data=device_data)
-            if self.backend.dtype_name == "float16":
+            if self.backend.low_precision:
                 l2 = [layer.label for layer in self.layers if getattr(layer, "kernel_l2", 0)]
                 if l2:
                     raise ValueError(f"{l2[0]}: kernel_l2 is not supported with "
-                                     "dtype='float16'; use the optimiser's weight_decay")
+                                     f"dtype={self.dtype!r}; use the optimiser's weight_decay")
             history, start = History(), 1
             if resume is not None:
                 optimizer, history, start = self._restore_checkpoint(*resume)
@@ -545,14 +547,17 @@ class Sequential:
                     return self._fit_loop(X, T, streaming, run, interrupted)
 
     def _mixed_precision(self, params):
-        """The float16 master-weight state, (re)built when the parameters moved on."""
-        if self.backend.dtype_name != "float16":
+        """The 16-bit master-weight state, (re)built when the parameters moved on."""
+        if not self.backend.low_precision:
             self._amp = None
             return None
         amp = self._amp
         if amp is None or len(amp.params) != len(params) or any(
                 a is not b for a, b in zip(amp.params, params)) or not amp.in_sync():
-            self._amp = MixedPrecision(self.backend, params)
+            # bfloat16 has float32's exponent range: no loss scaling needed (scale 1).
+            bf16 = self.backend.dtype_name == "bfloat16"
+            self._amp = MixedPrecision(self.backend, params, init_scale=1.0 if bf16 else 2.0**15,
+                                       growth_interval=2**62 if bf16 else 2000)
         return self._amp
 
     @property
@@ -570,8 +575,8 @@ class Sequential:
         return [_metrics.get(m) for m in metrics]
 
     def _accumulator(self):
-        # float16 cannot count past 2048: sums of losses and metrics use float32 then.
-        dtype = self.backend.xp.float32 if self.backend.dtype_name == "float16" else None
+        # float16 cannot count past 2048 (bfloat16 past 256): sums use float32 then.
+        dtype = self.backend.xp.float32 if self.backend.low_precision else None
         return self.backend.zeros((), dtype=dtype)
 
     def _batches(self, X, T, batch_size: int, shuffle: bool, streaming: bool):
@@ -619,9 +624,8 @@ class Sequential:
             dropped = None
             # Each step's loss, kept on the device: if the epoch's total is not finite,
             # this tells which step went first (no per-step check, no per-step sync).
-            step_losses = None if skip else xp.zeros(
-                (-(-n // run.batch_size),), dtype=total.dtype,
-                device=self.backend.device)
+            step_losses = None if skip else self.backend.zeros(
+                (-(-n // run.batch_size),), dtype=total.dtype)
             seen = 0
             try:
                 batches = self._batches(X, T, run.batch_size, run.shuffle, streaming)
@@ -721,7 +725,7 @@ class Sequential:
         return value
 
     def _oom_message(self, batch_size: int, restored_epoch: int | None) -> str:
-        itemsize = {"float16": 2, "float32": 4, "float64": 8}[self.dtype]
+        itemsize = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}[self.dtype]
         n_params = self.count_params()
         state = len(self.optimizer._state_keys) if self.optimizer is not None else 2
         fixed = n_params * (2 + state) * itemsize

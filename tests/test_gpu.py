@@ -142,3 +142,56 @@ def test_tf32_precision_switch(cuda):
     assert err32 < 1e-3
     if int(cupy.cuda.Device().compute_capability) >= 80:
         assert err_tf32 > 10 * err32  # tensor cores really ran in TF32
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_training_learns(cuda, dtype):
+    if dtype == "bfloat16":
+        pytest.importorskip("ml_dtypes", reason="ml_dtypes not installed")
+        try:
+            gn.get_backend(cuda, dtype=dtype)
+        except ValueError as exc:
+            pytest.skip(str(exc))
+    X, y = gn.data.make_spirals(900, classes=3, seed=0)
+    model = gn.Sequential([gn.Dense(2, 64, activation="relu"),
+                           gn.Dense(64, 64, activation="relu"),
+                           gn.Dense(64, 3, activation="softmax")], device=cuda, dtype=dtype,
+                          seed=0)
+    model.fit(X, y, loss="cross_entropy", optimizer=gn.optim.Adam(lr=0.01), epochs=60,
+              batch_size=32, verbose=0, seed=0)
+    assert model.evaluate(X, y)["accuracy"] >= 0.95
+    Xm, ym = gn.data.make_moons(1000, noise=0.15, seed=1)
+    moons = gn.Sequential([gn.Dense(2, 32, activation="relu"),
+                           gn.Dense(32, 1, activation="sigmoid")], device=cuda, dtype=dtype,
+                          seed=0)
+    moons.fit(Xm, ym, loss="bce", optimizer=gn.optim.Adam(lr=0.01), epochs=30, verbose=0)
+    assert moons.evaluate(Xm, ym)["accuracy"] >= 0.95
+
+
+def test_adam_kernel_tracks_numpy_tightly(cuda):
+    """The CUDA Adam gets its constants rounded once from double, like NumPy's."""
+    rng = np.random.default_rng(5)
+    p0 = rng.standard_normal(4096).astype(np.float32)
+    grads = [rng.standard_normal(4096).astype(np.float32) for _ in range(20)]
+    out = []
+    for be in (gn.get_backend("cpu"), cuda):
+        p, opt = be.asarray(p0.copy()), gn.optim.AdamW(lr=0.01, weight_decay=0.1)
+        opt.attach([p], be)
+        for g in grads:
+            opt.step([p], [be.asarray(g)])
+        out.append(gn.to_numpy(p))
+    np.testing.assert_allclose(out[1], out[0], rtol=2e-6, atol=1e-7)
+
+
+def test_second_gpu_gets_everything(cuda):
+    import cupy
+
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("one GPU: cuda:1 not available")
+    X, y = gn.data.make_moons(256, seed=0)
+    model = gn.Sequential([gn.Dense(2, 16, activation="relu"),
+                           gn.Dense(16, 1, activation="sigmoid")], device="cuda:1", seed=0)
+    model.fit(X, y, loss="bce", epochs=2, verbose=0)
+    arrays = model.parameters() + model.gradients() + [
+        v for s in model.optimizer.state for v in s.values()]
+    assert {a.device.id for a in arrays} == {1}

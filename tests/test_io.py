@@ -56,7 +56,7 @@ def test_resumed_training_matches_uninterrupted(tmp_path):
     half = fresh()
     half.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), **kwargs)
     half.save(tmp_path / "ckpt")  # .npz is appended
-    resumed = gn.load(tmp_path / "ckpt.npz")
+    resumed = gn.load(tmp_path / "ckpt.npz", device="cpu")  # compared with a CPU run
     resumed.fit(X, y, optimizer=resumed.optimizer, **kwargs)
     for a, b in zip(straight.parameters(), resumed.parameters()):
         np.testing.assert_array_equal(a, b)
@@ -65,7 +65,7 @@ def test_resumed_training_matches_uninterrupted(tmp_path):
 def test_float16_model_keeps_its_dtype(tmp_path):
     model, X, _ = _trained(dtype="float16")
     model.save(tmp_path / "half.npz")
-    loaded = gn.load(tmp_path / "half.npz")
+    loaded = gn.load(tmp_path / "half.npz", device="cpu")  # compared with a CPU model
     assert loaded.dtype == "float16" and loaded.parameters()[0].dtype == np.float16
     np.testing.assert_array_equal(gn.to_numpy(loaded.predict(X)), gn.to_numpy(model.predict(X)))
 

@@ -15,7 +15,12 @@ import numpy as np
 
 from ..errors import describe
 
-_FLOAT_DTYPES = ("float16", "float32", "float64")
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+#: 16-bit dtypes: trained with float32 master weights (gpunn.amp) and float32 loss sums.
+HALF_DTYPES = ("float16", "bfloat16")
+BFLOAT16_HINT = ("dtype='bfloat16' needs a CUDA GPU with CuPy >= 14 and ml_dtypes "
+                 "(pip install \"gpunn[cuda13]\" ml_dtypes); on the CPU use 'float32' "
+                 "(NumPy has no bfloat16 arithmetic: ml_dtypes computes it without BLAS)")
 
 
 def host_array(a: Any) -> np.ndarray:
@@ -72,10 +77,8 @@ class Backend:
         dtype = _check_dtype_name(dtype)
         self.xp = xp
         self.device = device
-        if not hasattr(xp, dtype):
-            raise ValueError(f"dtype: {getattr(xp, '__name__', xp)} has no {dtype!r}")
         self.dtype_name = dtype
-        self.dtype = getattr(xp, dtype)
+        self.dtype = self._resolve_dtype(dtype)
         self.name = name or getattr(xp, "__name__", "array-api")
         self.seed(seed)
 
@@ -88,8 +91,28 @@ class Backend:
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.dtype_name = _check_dtype_name(dtype)
-        clone.dtype = getattr(self.xp, clone.dtype_name)
+        clone.dtype = clone._resolve_dtype(clone.dtype_name)
         return clone
+
+    def _resolve_dtype(self, name: str):
+        """The namespace's dtype object for ``name``; a ValueError saying why when this
+        backend cannot compute in it."""
+        if name == "bfloat16":
+            raise ValueError(BFLOAT16_HINT)
+        if not hasattr(self.xp, name):
+            raise ValueError(f"dtype: {getattr(self.xp, '__name__', self.xp)} has no "
+                             f"{name!r}")
+        return getattr(self.xp, name)
+
+    @property
+    def low_precision(self) -> bool:
+        """True for 16-bit dtypes, trained with float32 master weights (gpunn.amp)."""
+        return self.dtype_name in HALF_DTYPES
+
+    def is_floating(self, dtype) -> bool:
+        """True for real floating dtypes, this backend's own included (bfloat16 is not a
+        NumPy floating type, so ``isdtype`` alone would say no)."""
+        return dtype == self.dtype or self.xp.isdtype(dtype, "real floating")
 
     def same_device(self, other: Backend) -> bool:
         """True when arrays of ``other`` can be used here without a copy."""
@@ -144,7 +167,7 @@ class Backend:
                                 f"(dtype {host.dtype})")
             a = xp.asarray(host, device=self.device) if self.device is not None else \
                 xp.asarray(host)
-        if dtype is None and xp.isdtype(a.dtype, "real floating") and a.dtype != self.dtype:
+        if dtype is None and a.dtype != self.dtype and self.is_floating(a.dtype):
             dtype = self.dtype
         if dtype is not None and a.dtype != dtype:
             a = xp.astype(a, dtype)

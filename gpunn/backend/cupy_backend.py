@@ -7,7 +7,10 @@ import cupy
 import numpy as np
 
 from . import cupy_kernels
-from .base import Backend, linear_backward_into
+from .base import BFLOAT16_HINT, Backend, linear_backward_into
+
+#: cupy.random draws only float32 and float64; other dtypes are drawn in float32 and cast.
+_RANDOM_DTYPES = ("float32", "float64")
 
 
 class CupyBackend(Backend):
@@ -32,6 +35,21 @@ class CupyBackend(Backend):
         super().__init__(ccp, device=self._device, dtype=dtype, seed=seed, name=f"cuda:{index}")
         apply_to_cupy()
 
+    def _resolve_dtype(self, name: str):
+        if name != "bfloat16":
+            return super()._resolve_dtype(name)
+        # CuPy 14 computes in ml_dtypes' bfloat16 (elementwise, reductions, 2-D cuBLAS
+        # matmul); CuPy 13 has no such type.
+        major = int(cupy.__version__.split(".")[0])
+        try:
+            import ml_dtypes
+        except ImportError:
+            ml_dtypes = None
+        if major < 14 or ml_dtypes is None:
+            found = f"CuPy {cupy.__version__}" + ("" if ml_dtypes else " without ml_dtypes")
+            raise ValueError(f"{BFLOAT16_HINT}; found {found}")
+        return np.dtype(ml_dtypes.bfloat16)
+
     def describe(self) -> str:
         props = cupy.cuda.runtime.getDeviceProperties(self.index)
         name = props["name"]
@@ -43,6 +61,11 @@ class CupyBackend(Backend):
 
     def owns(self, a) -> bool:
         return isinstance(a, cupy.ndarray) and a.device.id == self.index
+
+    def zeros(self, shape, dtype=None):
+        # array_api_compat's CuPy zeros ignores device=: allocate on the current device.
+        with self._device:
+            return cupy.zeros(shape, dtype=dtype or self.dtype)
 
     def asarray(self, a, dtype=None):
         with self._device:
@@ -136,14 +159,19 @@ class CupyBackend(Backend):
                 copied[slot] = side.record()
                 return rows
 
-            rows, slot = stage(0, 0), 0
-            for lo in range(0, n, batch_size):
-                following = stage(1 - slot, lo + batch_size) if lo + batch_size < n else 0
-                compute.wait_event(copied[slot])
-                views = [devs[slot][:rows] for devs in device]
-                yield views[0], (views[1] if T is not None else None)
-                released[slot] = compute.record()
-                slot, rows = 1 - slot, following
+            try:
+                rows, slot = stage(0, 0), 0
+                for lo in range(0, n, batch_size):
+                    following = stage(1 - slot, lo + batch_size) if lo + batch_size < n else 0
+                    compute.wait_event(copied[slot])
+                    views = [devs[slot][:rows] for devs in device]
+                    yield views[0], (views[1] if T is not None else None)
+                    released[slot] = compute.record()
+                    slot, rows = 1 - slot, following
+            finally:
+                # The pinned buffers go back to CuPy's pool when this frame ends (also when
+                # the caller stops early): no copy from them may still be in flight.
+                side.synchronize()
 
     def synchronize(self) -> None:
         self._device.synchronize()
@@ -167,13 +195,18 @@ class CupyBackend(Backend):
         cupy.get_default_memory_pool().free_all_blocks()
         cupy.get_default_pinned_memory_pool().free_all_blocks()
 
-    def normal(self, shape, std: float = 1.0, mean: float = 0.0):
+    def _sampled(self, draw):
+        """Run ``draw(dtype)`` in a dtype cupy.random supports and cast to ours."""
+        name = self.dtype_name if self.dtype_name in _RANDOM_DTYPES else "float32"
         with self._device:
-            return self._rng.normal(mean, std, size=shape, dtype=self.dtype_name)
+            out = draw(name)
+            return out if name == self.dtype_name else out.astype(self.dtype)
+
+    def normal(self, shape, std: float = 1.0, mean: float = 0.0):
+        return self._sampled(lambda dt: self._rng.normal(mean, std, size=shape, dtype=dt))
 
     def uniform(self, shape, low: float = 0.0, high: float = 1.0):
-        with self._device:
-            return self._rng.uniform(low, high, size=shape, dtype=self.dtype_name)
+        return self._sampled(lambda dt: self._rng.uniform(low, high, size=shape, dtype=dt))
 
     def permutation(self, n: int):
         with self._device:
@@ -182,7 +215,7 @@ class CupyBackend(Backend):
     def bernoulli(self, shape, p: float):
         with self._device:
             return (self._rng.random_sample(shape, dtype=cupy.float32) < p).astype(
-                self.dtype_name)
+                self.dtype)
 
 
 

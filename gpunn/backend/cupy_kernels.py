@@ -124,12 +124,14 @@ def optimizer_update(kind: str, dtype):
 
 
 def _adam(t, p, g, s, hp, scratch=None):
+    # Constants are computed here in double and rounded once to the array's dtype, as
+    # the NumPy path does (numpy_kernels.adam), so both devices use the same values.
     root_c2 = hp["c2"] ** 0.5
     function("adam", p.dtype)(
         _blocks(p.size), (_THREADS,),
-        (p, g, s["m"], s["v"], np.int64(p.size), t(hp["lr"]), t(hp["b1"]), t(hp["b2"]),
+        (p, g, s["m"], s["v"], np.int64(p.size), t(1.0 - hp["b1"]), t(1.0 - hp["b2"]),
          t(hp["eps"] * root_c2), t(hp["lr"] * root_c2 / hp["c1"]), t(hp["weight_decay"]),
-         np.int32(bool(hp["decoupled"]))))
+         t(1.0 - hp["lr"] * hp["weight_decay"]), np.int32(bool(hp["decoupled"]))))
 
 
 def _sgd(t, p, g, s, hp, scratch=None):
@@ -145,4 +147,4 @@ def _rmsprop(t, p, g, s, hp, scratch=None):
     function("rmsprop", p.dtype)(
         _blocks(p.size), (_THREADS,),
         (p, g, s["square_avg"], vel, np.int64(p.size), t(hp["lr"]), t(hp["alpha"]),
-         t(hp["eps"]), t(hp["momentum"]), t(hp["weight_decay"])))
+         t(1.0 - hp["alpha"]), t(hp["eps"]), t(hp["momentum"]), t(hp["weight_decay"])))

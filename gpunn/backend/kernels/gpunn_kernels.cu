@@ -149,22 +149,28 @@ __device__ void softmax_xent(const T* z, const long long* labels, const T* targe
 
 // One kernel per optimiser; the variant is chosen by scalar flags.
 // Adam/AdamW: step_size = lr * sqrt(c2) / c1 and eps_hat = eps * sqrt(c2) fold the bias
-// corrections in, as in gpunn/backend/numpy_kernels.py.
+// corrections in, as in gpunn/backend/numpy_kernels.py. Every constant (1 - b1, 1 - b2,
+// 1 - lr * wd) is computed by the caller in double and rounded once, as NumPy does: in
+// float32, 1.0f - 0.999f is 0.00099998713, not 0.001. The moments are updated in the
+// same form as the NumPy path, m += (1 - b1) (g - m), for tight CPU/GPU parity.
 template <typename T>
-__device__ void adam_update(T* p, const T* g, T* m, T* v, long long n, T lr, T b1, T b2,
-                            T eps_hat, T step_size, T wd, int decoupled) {
+__device__ void adam_update(T* p, const T* g, T* m, T* v, long long n, T one_minus_b1,
+                            T one_minus_b2, T eps_hat, T step_size, T wd, T decay,
+                            int decoupled) {
     GPUNN_GRID_STRIDE(i, n) {
         T pi = p[i];
         T gi = g[i];
         if (wd != T(0)) {
-            if (decoupled) pi *= T(1) - lr * wd;
-            else gi += wd * pi;
+            if (decoupled) pi *= decay;
+            else gi += pi * wd;
         }
-        T mi = b1 * m[i] + (T(1) - b1) * gi;
-        T vi = b2 * v[i] + (T(1) - b2) * gi * gi;
+        T mi = m[i];
+        T vi = v[i];
+        mi += one_minus_b1 * (gi - mi);
+        vi += one_minus_b2 * (gi * gi - vi);
         m[i] = mi;
         v[i] = vi;
-        p[i] = pi - step_size * mi / (sqrt(vi) + eps_hat);
+        p[i] = pi - (mi / (sqrt(vi) + eps_hat)) * step_size;
     }
 }
 
@@ -187,11 +193,11 @@ __device__ void sgd_update(T* p, const T* g, T* vel, long long n, T lr, T moment
 // RMSprop with optional momentum; vel is unused when momentum == 0.
 template <typename T>
 __device__ void rmsprop_update(T* p, const T* g, T* sq, T* vel, long long n, T lr, T alpha,
-                               T eps, T momentum, T wd) {
+                               T one_minus_alpha, T eps, T momentum, T wd) {
     GPUNN_GRID_STRIDE(i, n) {
         T pi = p[i];
         T gi = g[i] + wd * pi;
-        T si = alpha * sq[i] + (T(1) - alpha) * gi * gi;
+        T si = alpha * sq[i] + one_minus_alpha * (gi * gi);
         sq[i] = si;
         T step = gi / (sqrt(si) + eps);
         if (momentum != T(0)) {
@@ -219,17 +225,19 @@ __device__ void rmsprop_update(T* p, const T* g, T* sq, T* vel, long long n, T l
             T* grad, T* loss, long long rows, long long cols, T inv_n) {                     \
         softmax_xent<T, false>(z, nullptr, target, prob, grad, loss, rows, cols, inv_n);    \
     }                                                                                        \
-    extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, long long n, T lr,     \
-            T b1, T b2, T eps_hat, T step_size, T wd, int decoupled) {                       \
-        adam_update<T>(p, g, m, v, n, lr, b1, b2, eps_hat, step_size, wd, decoupled);       \
+    extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, long long n,           \
+            T one_minus_b1, T one_minus_b2, T eps_hat, T step_size, T wd, T decay,           \
+            int decoupled) {                                                                 \
+        adam_update<T>(p, g, m, v, n, one_minus_b1, one_minus_b2, eps_hat, step_size, wd,   \
+                       decay, decoupled);                                                    \
     }                                                                                        \
     extern "C" __global__ void sgd_##S(T* p, const T* g, T* vel, long long n, T lr,          \
             T momentum, T wd, int nesterov) {                                                \
         sgd_update<T>(p, g, vel, n, lr, momentum, wd, nesterov);                            \
     }                                                                                        \
     extern "C" __global__ void rmsprop_##S(T* p, const T* g, T* sq, T* vel, long long n,     \
-            T lr, T alpha, T eps, T momentum, T wd) {                                        \
-        rmsprop_update<T>(p, g, sq, vel, n, lr, alpha, eps, momentum, wd);                  \
+            T lr, T alpha, T one_minus_alpha, T eps, T momentum, T wd) {                     \
+        rmsprop_update<T>(p, g, sq, vel, n, lr, alpha, one_minus_alpha, eps, momentum, wd); \
     }
 
 GPUNN_EXPORT(float, f32)

@@ -1,0 +1,341 @@
+"""A stand-in for CuPy, built on NumPy, for testing gpunn's CUDA control flow on a CPU.
+
+It reproduces the CuPy behaviours that gpunn's CuPy backend must cope with, and nothing
+else; its numbers are NumPy's, so tests use it for control flow, never for numbers:
+
+- several devices and a current device (``cupy.cuda.Device(i)`` as a context); every array
+  remembers the device it was allocated on, and an operation on an array of another device
+  than the current one raises, as CuPy's kernels do;
+- ``array_api_compat.cupy``'s creation functions ignore ``device=`` and allocate on the
+  current device (``asarray`` honours it);
+- ``cupy.random`` draws only float32 and float64 (``TypeError`` otherwise);
+- streams and events that track host-to-device copies still in flight;
+- CuPy's float32 compute-type setter, recording what it was asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import types
+
+import array_api_compat
+import array_api_compat.numpy as cnp
+import numpy as np
+
+_CREATION = {"zeros", "empty", "ones", "full", "arange", "eye", "linspace", "zeros_like",
+             "empty_like", "ones_like", "full_like"}
+
+
+class State:
+    """Everything the fake knows: current device, streams, compute-type calls."""
+
+    def __init__(self, count: int = 2, version: str = "14.2.0", capability: str = "90"):
+        self.count, self.version, self.capability = count, version, capability
+        self.stack = [0]
+        self.streams: list[Stream] = []
+        self.compute_types: list[tuple] = []
+
+    @property
+    def current(self) -> int:
+        return self.stack[-1]
+
+
+STATE = State()
+
+
+def _check(arrays) -> None:
+    for a in arrays:
+        if isinstance(a, FakeArray) and a._dev != STATE.current:
+            raise ValueError(f"Array device must be same as the current device: array "
+                             f"device = {a._dev} while current = {STATE.current}")
+
+
+def _flatten(obj):
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _flatten(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _flatten(item)
+    else:
+        yield obj
+
+
+def _unwrap(obj):
+    if isinstance(obj, FakeArray):
+        return obj.view(np.ndarray)
+    if isinstance(obj, tuple):
+        return tuple(_unwrap(o) for o in obj)
+    if isinstance(obj, list):
+        return [_unwrap(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _unwrap(v) for k, v in obj.items()}
+    return obj
+
+
+def wrap(result, device: int | None = None):
+    """NumPy results as arrays of the current (or given) device; 0-d for scalars."""
+    if isinstance(result, tuple):
+        return tuple(wrap(r, device) for r in result)
+    if isinstance(result, FakeArray):
+        return result
+    if isinstance(result, np.generic):
+        result = np.asarray(result)
+    if isinstance(result, np.ndarray):
+        out = result.view(FakeArray)
+        out._dev = STATE.current if device is None else device
+        return out
+    return result
+
+
+class Device:
+    """``cupy.cuda.Device``: a context that makes device ``id`` current."""
+
+    def __init__(self, index: int | None = None):
+        self.id = STATE.current if index is None else int(index)
+        if not 0 <= self.id < STATE.count:
+            raise RuntimeError(f"cudaErrorInvalidDevice: device {self.id}")
+
+    @property
+    def compute_capability(self) -> str:
+        return STATE.capability
+
+    def __enter__(self):
+        STATE.stack.append(self.id)
+        return self
+
+    def __exit__(self, *exc):
+        STATE.stack.pop()
+        return False
+
+    def use(self) -> None:
+        STATE.stack[0] = self.id
+
+    def synchronize(self) -> None:
+        for stream in STATE.streams:
+            stream.synchronize()
+
+    def __eq__(self, other):
+        return isinstance(other, Device) and other.id == self.id
+
+    def __hash__(self):
+        return hash(self.id)
+
+
+class FakeArray(np.ndarray):
+    """A NumPy array that lives on one fake device."""
+
+    def __array_finalize__(self, obj):
+        self._dev = getattr(obj, "_dev", STATE.current)
+
+    @property
+    def device(self) -> Device:
+        return Device(self._dev)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        _check(list(inputs) + list(out or ()))
+        if out is not None:
+            kwargs["out"] = tuple(_unwrap(o) for o in out)
+        result = getattr(ufunc, method)(*_unwrap(inputs), **kwargs)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return wrap(result)
+
+    def __array_function__(self, func, types_, args, kwargs):
+        _check(list(_flatten(args)) + list(_flatten(kwargs)))
+        return wrap(func(*_unwrap(args), **_unwrap(kwargs)))
+
+    def get(self, stream=None) -> np.ndarray:
+        return np.array(self.view(np.ndarray), copy=True)
+
+    def set(self, host, stream=None) -> None:
+        """Host-to-device copy, queued on ``stream`` (in flight until synchronised)."""
+        self.view(np.ndarray)[...] = host
+        if stream is not None:
+            stream.issued += 1
+
+
+class Event:
+    def __init__(self, stream):
+        self.stream, self.count = stream, stream.issued
+
+    def synchronize(self) -> None:
+        self.stream.done = max(self.stream.done, self.count)
+
+
+class Stream:
+    """Counts the copies queued on it and how many are known to have completed."""
+
+    def __init__(self, non_blocking: bool = False):
+        self.issued = self.done = 0
+        STATE.streams.append(self)
+
+    def record(self) -> Event:
+        return Event(self)
+
+    def wait_event(self, event) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        self.done = self.issued
+
+    @property
+    def in_flight(self) -> int:
+        return self.issued - self.done
+
+
+class RandomState:
+    def __init__(self, seed=None):
+        self._rng = np.random.default_rng(seed)
+
+    @staticmethod
+    def _dtype(dtype):
+        dtype = np.dtype(dtype)
+        if dtype.char not in ("f", "d"):  # CuPy's own check, word for word
+            raise TypeError("cupy.random only supports float32 and float64")
+        return dtype
+
+    def normal(self, loc=0.0, scale=1.0, size=None, dtype=float):
+        return wrap(self._rng.normal(loc, scale, size).astype(self._dtype(dtype)))
+
+    def uniform(self, low=0.0, high=1.0, size=None, dtype=float):
+        return wrap(self._rng.uniform(low, high, size).astype(self._dtype(dtype)))
+
+    def random_sample(self, size=None, dtype=float):
+        return wrap(self._rng.random(size).astype(self._dtype(dtype)))
+
+    def permutation(self, n):
+        return wrap(self._rng.permutation(n))
+
+
+class _Pool:
+    def free_all_blocks(self):
+        pass
+
+    def free_bytes(self):
+        return 0
+
+    def total_bytes(self):
+        return 0
+
+
+def _asarray(a, dtype=None):
+    if isinstance(a, FakeArray) and a._dev != STATE.current:
+        a = a.view(np.ndarray)  # a peer copy onto the current device
+    return wrap(np.array(_unwrap(a), dtype=dtype, copy=True))
+
+
+def _creation(fn):
+    def call(*args, device=None, **kwargs):
+        return wrap(fn(*_unwrap(args), **_unwrap(kwargs)))  # device= ignored, as CuPy's
+    return call
+
+
+def _namespace() -> types.ModuleType:
+    """``array_api_compat.cupy``: the NumPy wrapper with CuPy's device behaviour."""
+    ns = types.ModuleType("array_api_compat.cupy")
+    for name in dir(cnp):
+        if name.startswith("_"):
+            continue
+        obj = getattr(cnp, name)
+        if isinstance(obj, type) or not callable(obj):
+            setattr(ns, name, obj)
+        elif name in _CREATION:
+            setattr(ns, name, _creation(obj))
+        elif name == "asarray":
+            def asarray(obj_, dtype=None, device=None, copy=None):
+                with (Device(device.id) if device is not None else contextlib.nullcontext()):
+                    return wrap(cnp.asarray(_unwrap(obj_), dtype=dtype, copy=copy))
+            ns.asarray = asarray
+        else:
+            def call(*args, _fn=obj, **kwargs):
+                _check(list(_flatten(args)) + list(_flatten(kwargs)))
+                return wrap(_fn(*args, **kwargs))
+            setattr(ns, name, call)
+    return ns
+
+
+def modules(state: State) -> dict:
+    """The fake modules, keyed by the names to put in ``sys.modules``."""
+    global STATE
+    STATE = state
+    cupy = types.ModuleType("cupy")
+    cupy.__version__ = state.version
+    cupy.ndarray = FakeArray
+    for name in ("float16", "float32", "float64", "int32", "int64", "bool_"):
+        setattr(cupy, name, getattr(np, name))
+    cupy.dtype = np.dtype
+    for name in ("zeros", "empty", "ones", "eye", "arange"):
+        setattr(cupy, name, _creation(getattr(np, name)))
+    cupy.empty_like = cupy.zeros_like = lambda a, dtype=None: wrap(np.zeros_like(
+        _unwrap(a), dtype=dtype))
+    cupy.asarray = _asarray
+    cupy.ascontiguousarray = lambda a, dtype=None: wrap(np.ascontiguousarray(_unwrap(a),
+                                                                             dtype=dtype))
+    cupy.asnumpy = lambda a: a.get() if isinstance(a, FakeArray) else np.asarray(a)
+    cupy.matmul, cupy.sum = np.matmul, np.sum
+    cupy.get_default_memory_pool = cupy.get_default_pinned_memory_pool = _Pool
+
+    class RawModule:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("the fake CuPy compiles no kernels: set GPUNN_CUDA_KERNELS=0 "
+                               "or patch gpunn.backend.cupy_kernels.function")
+
+    cupy.RawModule = RawModule
+    runtime = types.ModuleType("cupy.cuda.runtime")
+    runtime.getDeviceCount = lambda: state.count
+    runtime.memGetInfo = lambda: (8 << 30, 16 << 30)
+    runtime.getDeviceProperties = lambda i: {"name": b"Fake GPU"}
+    runtime.runtimeGetVersion = runtime.driverGetVersion = lambda: 13000
+    cuda = types.ModuleType("cupy.cuda")
+    cuda.runtime, cuda.Device, cuda.Stream, cuda.Event = runtime, Device, Stream, Event
+    default_streams: dict = {}
+    cuda.get_current_stream = lambda: default_streams.setdefault(state.current, Stream())
+    cupy.cuda = cuda
+    random = types.ModuleType("cupy.random")
+    random.RandomState = RandomState
+    cupy.random = random
+    core = types.ModuleType("cupy._core")
+    linalg = types.ModuleType("cupy._core._routines_linalg")
+    linalg.COMPUTE_TYPE_DEFAULT, linalg.COMPUTE_TYPE_TF32 = 1, 7
+    linalg.set_compute_type = lambda dtype, ct: state.compute_types.append(
+        (np.dtype(dtype).name, ct))
+    core._routines_linalg = linalg
+    cupy._core = core
+    cupyx = types.ModuleType("cupyx")
+    cupyx.empty_pinned = lambda shape, dtype=float: np.empty(shape, dtype)
+    return {"cupy": cupy, "cupy.cuda": cuda, "cupy.cuda.runtime": runtime,
+            "cupy.random": random, "cupy._core": core, "cupy._core._routines_linalg": linalg,
+            "cupyx": cupyx, "array_api_compat.cupy": _namespace()}
+
+
+GPUNN_CUDA_MODULES = ("gpunn.backend.cupy_backend", "gpunn.backend.cupy_kernels")
+
+
+@contextlib.contextmanager
+def installed(monkeypatch, **settings):
+    """Put the fake in place of CuPy (and gpunn's CuPy modules re-imported against it)."""
+    from gpunn.backend import detect
+
+    state = State(**settings)
+    for name, module in modules(state).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(array_api_compat, "cupy", sys.modules["array_api_compat.cupy"],
+                        raising=False)
+    import gpunn.backend as gb
+
+    for name in GPUNN_CUDA_MODULES:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        monkeypatch.delattr(gb, name.rsplit(".", 1)[1], raising=False)
+    monkeypatch.setenv("GPUNN_CUDA_KERNELS", "0")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    detect.cuda_status.cache_clear()
+    try:
+        yield state
+    finally:
+        detect.cuda_status.cache_clear()
+        for name in GPUNN_CUDA_MODULES:  # bound to the fake: never reuse them
+            sys.modules.pop(name, None)
+            if hasattr(gb, name.rsplit(".", 1)[1]):
+                delattr(gb, name.rsplit(".", 1)[1])

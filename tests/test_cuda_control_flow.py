@@ -1,0 +1,252 @@
+"""The CuPy backend's control flow, on a CPU, against a NumPy-based stand-in for CuPy.
+
+The stand-in (tests/fake_cupy.py) reproduces what CuPy does that gpunn must cope with:
+several devices and a current one, arrays that refuse work on another device,
+``array_api_compat.cupy`` ignoring ``device=`` in ``zeros``, ``cupy.random`` drawing only
+float32/float64, copies in flight on streams, the compute-type setter. Numbers are
+checked on a real GPU by tests/test_gpu.py; here only where things go and in what order.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import fake_cupy
+import numpy as np
+import pytest
+
+import gpunn as gn
+
+CU_SOURCE = Path(gn.__file__).parent / "backend" / "kernels" / "gpunn_kernels.cu"
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    with fake_cupy.installed(monkeypatch) as state:
+        yield state
+
+
+def _device_of(a) -> int:
+    assert isinstance(a, fake_cupy.FakeArray), type(a)
+    return a._dev
+
+
+def _data(n=96, classes=3, features=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, features)).astype(np.float32), rng.integers(0, classes, n)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("init", ["he", "xavier", "xavier_normal", "small"])
+def test_weights_initialise_in_every_dtype(fake, dtype, init):
+    """cupy.random draws float32/float64 only: other dtypes are drawn in float32."""
+    from gpunn.backend.cupy_backend import CupyBackend
+
+    be = CupyBackend(0, dtype=dtype, seed=0)
+    layer = gn.Dense(6, 4, activation="relu", init=init).build(be)
+    assert layer.params["W"].dtype == np.dtype(dtype)
+    assert np.all(np.isfinite(gn.to_numpy(layer.params["W"])))
+    assert be.bernoulli((3, 4), 0.5).dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("device_data", [True, False], ids=["on-device", "streamed"])
+def test_cuda_1_keeps_everything_on_gpu_1(fake, dtype, device_data):
+    """Biases, gradients, optimiser state, master weights and accumulators of a model on
+    cuda:1 are allocated on GPU 1 (the fake refuses any operation mixing devices)."""
+    X, y = _data()
+    model = gn.Sequential([gn.Dense(5, 16, activation="relu"), gn.Dropout(0.1),
+                           gn.Dense(16, 3, activation="softmax")], device="cuda:1",
+                          dtype=dtype, seed=0)
+    assert model.device == "cuda:1"
+    hist = model.fit(X, y, loss="cross_entropy", optimizer="adam", epochs=2, batch_size=32,
+                     validation_data=(X[:20], y[:20]), verbose=0, device_data=device_data,
+                     metrics=["accuracy"])
+    assert np.all(np.isfinite(hist.history["loss"]))
+    arrays = model.parameters() + model.gradients()
+    arrays += [v for s in model.optimizer.state for v in s.values()]
+    if model._amp is not None:
+        arrays += list(model._amp.master) + [model._amp.scale]
+    assert arrays and {_device_of(a) for a in arrays} == {1}
+    assert _device_of(model.predict(X)) == 1
+    assert set(model.evaluate(X, y)) == {"loss", "accuracy"}
+    model.to("cuda:0")
+    assert {_device_of(a) for a in model.parameters() + model.gradients()} == {0}
+    model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0)
+
+
+def test_layers_built_alone_on_cuda_1(fake):
+    from gpunn.backend.cupy_backend import CupyBackend
+
+    be = CupyBackend(1, seed=0)
+    assert _device_of(be.zeros((3,))) == 1
+    layer = gn.Dense(4, 2).build(be)
+    assert {_device_of(a) for a in (*layer.params.values(), *layer.grads.values())} == {1}
+
+
+@pytest.mark.parametrize("stop_after", [None, 1], ids=["all-batches", "stopped-early"])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_streaming_waits_for_copies_before_releasing_pinned_buffers(fake, stop_after,
+                                                                    shuffle):
+    """When the batch generator ends (or is closed early), no host-to-device copy from
+    its pinned buffers is still in flight on the side stream."""
+    from gpunn.backend.cupy_backend import CupyBackend
+
+    be = CupyBackend(0, seed=0)
+    X, y = _data(n=100)
+    order = np.random.default_rng(1).permutation(100) if shuffle else None
+    before = len(fake.streams)
+    gen = be.batches(X, y, order, 16)
+    rows, targets = [], []
+    for i, (xb, tb) in enumerate(gen):
+        rows.append(gn.to_numpy(xb).copy())
+        targets.append(gn.to_numpy(tb).copy())
+        if stop_after is not None and i + 1 == stop_after:
+            gen.close()
+            break
+    side = [s for s in fake.streams[before:] if s.issued]
+    assert len(side) == 1 and side[0].in_flight == 0
+    idx = np.arange(100) if order is None else order
+    got = np.concatenate(rows)
+    np.testing.assert_array_equal(got, X[idx][:len(got)])
+    np.testing.assert_array_equal(np.concatenate(targets), y[idx][:len(got)])
+
+
+def test_set_precision_switches_cupy_at_any_time(fake):
+    from gpunn.backend.cupy_backend import CupyBackend
+
+    CupyBackend(0)
+    fake.compute_types.clear()
+    try:
+        gn.set_precision("tf32")
+        gn.set_precision("fp32")
+    finally:
+        gn.set_precision("fp32")
+    assert fake.compute_types[:2] == [("float32", 7), ("float32", 1)]
+
+
+def test_tf32_on_an_older_gpu_warns_and_stays_fp32(monkeypatch):
+    with fake_cupy.installed(monkeypatch, capability="75") as state:
+        try:
+            with pytest.warns(RuntimeWarning, match="compute capability 8.0"):
+                gn.set_precision("tf32")
+        finally:
+            gn.set_precision("fp32")
+        assert state.compute_types[0] == ("float32", 1)
+
+
+def test_tf32_on_cupy_without_the_setter_uses_the_environment(monkeypatch):
+    with fake_cupy.installed(monkeypatch, version="12.3.0") as state:
+        monkeypatch.setenv("CUPY_TF32", "0")
+        try:
+            with pytest.warns(RuntimeWarning, match="no run-time TF32 switch"):
+                gn.set_precision("tf32")
+            import os
+
+            assert os.environ["CUPY_TF32"] == "1"
+        finally:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gn.set_precision("fp32")
+        assert state.compute_types == []
+
+
+def test_bfloat16_on_cupy_14(fake):
+    pytest.importorskip("ml_dtypes", reason="ml_dtypes not installed")
+    from gpunn.backend.cupy_backend import CupyBackend
+
+    be = CupyBackend(0, dtype="bfloat16", seed=0)
+    assert be.low_precision and be.dtype.name == "bfloat16"
+    layer = gn.Dense(6, 4, activation="tanh").build(be)
+    assert layer.params["W"].dtype.name == "bfloat16"
+
+
+def test_bfloat16_refused_on_cupy_13(monkeypatch):
+    with fake_cupy.installed(monkeypatch, version="13.6.0"):
+        from gpunn.backend.cupy_backend import CupyBackend
+
+        with pytest.raises(ValueError, match=r"CuPy >= 14.*found CuPy 13.6.0"):
+            CupyBackend(0, dtype="bfloat16")
+
+
+# ------------------------------------------------------------------ kernel launchers
+def _kernel_params(name: str) -> list[str]:
+    """Parameter names of the exported kernel ``name`` in the CUDA source."""
+    text = CU_SOURCE.read_text().replace("\\\n", "\n")
+    match = re.search(rf'void {name}_##S\(([^)]*)\)', text)
+    assert match, name
+    return [p.split()[-1].lstrip("*") for p in match.group(1).split(",")]
+
+
+@pytest.fixture
+def launches(fake, monkeypatch):
+    """Calls to compiled kernels, recorded instead of run: (name, dtype, args)."""
+    import gpunn.backend.cupy_kernels as ck
+
+    calls = []
+
+    def function(name, dtype):
+        return lambda grid, block, args, **kw: calls.append((name, np.dtype(dtype), args))
+
+    monkeypatch.setattr(ck, "function", function)
+    monkeypatch.setenv("GPUNN_CUDA_KERNELS", "1")
+    return calls
+
+
+@pytest.mark.parametrize("make", [lambda: gn.optim.Adam(lr=0.01, betas=(0.9, 0.999)),
+                                  lambda: gn.optim.AdamW(lr=0.003, weight_decay=0.1),
+                                  lambda: gn.optim.RMSprop(lr=0.01, alpha=0.99, momentum=0.5),
+                                  lambda: gn.optim.SGD(lr=0.1, momentum=0.9)])
+def test_optimizer_kernels_get_constants_rounded_once(launches, make):
+    """Each launch passes as many arguments as the kernel declares, and constants such
+    as 1 - beta2 are computed in double, then rounded: float32(1 - 0.999) is 0.001, while
+    float32 arithmetic gives 0.00099998713."""
+    from gpunn.backend import cupy_kernels as ck
+
+    opt = make()
+    hp = {**opt.hyper(), "b1": 0.9, "b2": 0.999, "c1": 0.1, "c2": 0.001}
+    hp.update(opt._step_scalars() if opt.kind != "adam" else {})
+    p = fake_cupy.wrap(np.ones(10, np.float32))
+    state = {k: fake_cupy.wrap(np.zeros(10, np.float32)) for k in
+             ("m", "v", "square_avg", "velocity")}
+    ck.optimizer_update(opt.kind, np.float32)(p, p, state, hp)
+    (name, dtype, args), = launches
+    params = _kernel_params(name)
+    assert len(args) == len(params), (params, args)
+    named = dict(zip(params, args))
+    f32 = np.float32
+    if name == "adam":
+        assert named["one_minus_b1"] == f32(1 - 0.9) and named["one_minus_b2"] == f32(0.001)
+        assert named["one_minus_b2"] != f32(1) - f32(0.999)
+        assert named["decay"] == f32(1 - hp["lr"] * hp["weight_decay"])
+    if name == "rmsprop":
+        assert named["one_minus_alpha"] == f32(1 - 0.99)
+    assert all(isinstance(a, (np.generic, fake_cupy.FakeArray)) for a in args)
+    assert all(a.dtype == f32 for a in args if isinstance(a, np.floating))
+
+
+def test_bfloat16_trains_saves_and_loads_on_cpu_as_float32(fake, tmp_path):
+    """Control flow only (the fake computes with ml_dtypes on the CPU): a bfloat16 model
+    trains with float32 master weights, is saved with exact float32 weights, and loads on
+    a CPU as float32 with a warning."""
+    pytest.importorskip("ml_dtypes", reason="ml_dtypes not installed")
+    X, y = _data()
+    model = gn.Sequential([gn.Dense(5, 16, activation="relu"),
+                           gn.Dense(16, 3, activation="softmax")], device="cuda:0",
+                          dtype="bfloat16", seed=0)
+    model.fit(X, y, loss="cross_entropy", epochs=2, batch_size=32, verbose=0)
+    assert model._amp is not None and model._amp.master[0].dtype == np.float32
+    assert model.parameters()[0].dtype.name == "bfloat16"
+    model.save(tmp_path / "bf16.npz")
+    with pytest.warns(UserWarning, match="bfloat16 model, loaded as float32 on cpu"):
+        loaded = gn.load(tmp_path / "bf16.npz", device="cpu")
+    assert loaded.dtype == "float32"
+    for a, b in zip(model.parameters(), loaded.parameters()):
+        np.testing.assert_array_equal(gn.to_numpy(a).astype(np.float32), b)
+
+
+def test_bfloat16_refused_on_the_cpu_with_the_reason():
+    with pytest.raises(ValueError, match=r"bfloat16.*CUDA GPU with CuPy >= 14.*float32"):
+        gn.Sequential([gn.Dense(2, 2)], device="cpu", dtype="bfloat16")
