@@ -19,7 +19,7 @@ _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 #: 16-bit dtypes: trained with float32 master weights (gpunn.amp) and float32 loss sums.
 HALF_DTYPES = ("float16", "bfloat16")
 BFLOAT16_HINT = ("dtype='bfloat16' needs a CUDA GPU with CuPy >= 14 and ml_dtypes "
-                 "(pip install \"gpunn[cuda13]\" ml_dtypes); on the CPU use 'float32' "
+                 "(pip install \"gpunn[cuda13,bf16]\"); on the CPU use 'float32' "
                  "(NumPy has no bfloat16 arithmetic: ml_dtypes computes it without BLAS)")
 
 
