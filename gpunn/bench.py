@@ -58,6 +58,11 @@ class Row:
     peak_mem_mb: float | None
     data_mem_mb: float = 0.0
     needed_mem_mb: float = 0.0
+    #: GPU time of one step without host overhead (CUDA-graph replay for CuPy, summed
+    #: kernel times from PyTorch's profiler), and kernel launches per step.
+    device_ms_per_step: float | None = None
+    launches_per_step: float | None = None
+    profile_note: str = ""
 
     @property
     def mem_ratio(self) -> float | None:
@@ -113,6 +118,10 @@ def matmul_peak(dev: _Device, dtype: str = "float32") -> float:
     """Achieved TFLOP/s of a large square matmul: the practical peak of this device."""
     xp = dev.xp
     n = 2048 if dev.kind == "cpu" else 8192
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        dtype = ml_dtypes.bfloat16
     a = xp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype=dtype)
     b = xp.asarray(np.random.default_rng(1).standard_normal((n, n)), dtype=dtype)
     c = xp.matmul(a, b)
@@ -141,6 +150,13 @@ def _make_gpunn(dev, widths, X, y, batch, dtype="float32"):
         model.fit(Xd[:n_rows], yd[:n_rows], loss="categorical_crossentropy", optimizer=opt,
                   epochs=1, batch_size=batch, verbose=0)
 
+    def make_step():
+        """One training step exactly as fit runs it per batch (for launch counts)."""
+        if model.optimizer is None:
+            epoch(batch)
+        return model._step_closure(Xd[:batch], yd[:batch])
+
+    epoch.make_step = make_step
     return epoch
 
 
@@ -160,43 +176,48 @@ def _make_reference(dev, widths, X, y, batch, dtype="float32"):
     eye = xp.eye(widths[-1], dtype=xp.float32)
     t = [0]
 
+    def step(xb, yb):
+        acts = [xb]
+        for i, (W, b) in enumerate(zip(Ws, bs)):
+            z = acts[-1] @ W + b
+            acts.append(xp.maximum(z, 0) if i < len(Ws) - 1 else z)
+        z = acts[-1]
+        e = xp.exp(z - z.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        onehot = eye[yb]
+        loss = -(onehot * xp.log(p + 1e-7)).sum() / len(xb)
+        g = (p - onehot) / len(xb)
+        gWs, gbs = [], []
+        for i in range(len(Ws) - 1, -1, -1):
+            gWs.append(acts[i].T @ g)
+            gbs.append(g.sum(axis=0))
+            if i:
+                g = (g @ Ws[i].T) * (acts[i] > 0)
+        grads = gWs[::-1] + gbs[::-1]
+        t[0] += 1
+        c1, c2 = 1 - 0.9 ** t[0], 1 - 0.999 ** t[0]
+        for j, (prm, gr) in enumerate(zip(params, grads)):
+            m[j] = 0.9 * m[j] + 0.1 * gr
+            v[j] = 0.999 * v[j] + 0.001 * gr * gr
+            prm -= LR * (m[j] / c1) / (xp.sqrt(v[j] / c2) + 1e-8)
+        return loss
+
     def epoch(n_rows):
         perm = xp.asarray(rng.permutation(n_rows))
         Xs, ys = Xd[perm], yd[perm]
         total = xp.zeros((), dtype=xp.float32)
         for lo in range(0, n_rows, batch):
-            xb, yb = Xs[lo:lo + batch], ys[lo:lo + batch]
-            acts = [xb]
-            for i, (W, b) in enumerate(zip(Ws, bs)):
-                z = acts[-1] @ W + b
-                acts.append(xp.maximum(z, 0) if i < len(Ws) - 1 else z)
-            z = acts[-1]
-            e = xp.exp(z - z.max(axis=1, keepdims=True))
-            p = e / e.sum(axis=1, keepdims=True)
-            onehot = eye[yb]
-            total += -(onehot * xp.log(p + 1e-7)).sum() / len(xb)
-            g = (p - onehot) / len(xb)
-            gWs, gbs = [], []
-            for i in range(len(Ws) - 1, -1, -1):
-                gWs.append(acts[i].T @ g)
-                gbs.append(g.sum(axis=0))
-                if i:
-                    g = (g @ Ws[i].T) * (acts[i] > 0)
-            grads = gWs[::-1] + gbs[::-1]
-            t[0] += 1
-            c1, c2 = 1 - 0.9 ** t[0], 1 - 0.999 ** t[0]
-            for j, (prm, gr) in enumerate(zip(params, grads)):
-                m[j] = 0.9 * m[j] + 0.1 * gr
-                v[j] = 0.999 * v[j] + 0.001 * gr * gr
-                prm -= LR * (m[j] / c1) / (xp.sqrt(v[j] / c2) + 1e-8)
+            total += step(Xs[lo:lo + batch], ys[lo:lo + batch])
         float(total)
 
+    epoch.make_step = lambda: (lambda: step(Xd[:batch], yd[:batch]))
     return epoch
 
 
 def _make_torch(dev, widths, X, y, batch, dtype="float32"):
     import torch
 
+    low = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
     half = dtype == "float16"
 
     device = "cpu" if dev.kind == "cpu" else f"cuda:{dev.index}"
@@ -211,24 +232,28 @@ def _make_torch(dev, widths, X, y, batch, dtype="float32"):
     Xd = torch.as_tensor(X, device=device)
     yd = torch.as_tensor(y, device=device)
 
-    # float16: PyTorch's own recipe, autocast plus a gradient scaler.
+    # 16-bit: PyTorch's own recipe, autocast (plus a gradient scaler for float16).
     scaler = torch.amp.GradScaler(device, enabled=half)
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.split(":")[0], dtype=low or torch.float16,
+                            enabled=low is not None):
+            loss = lossf(model(xb), yb)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return loss.detach().float()
 
     def epoch(n_rows):
         perm = torch.randperm(n_rows, device=device)
         Xs, ys = Xd[perm], yd[perm]
         total = torch.zeros((), device=device)
         for lo in range(0, n_rows, batch):
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.split(":")[0], dtype=torch.float16,
-                                enabled=half):
-                loss = lossf(model(Xs[lo:lo + batch]), ys[lo:lo + batch])
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            total += loss.detach().float()
+            total += step(Xs[lo:lo + batch], ys[lo:lo + batch])
         total.item()
 
+    epoch.make_step = lambda: (lambda: step(Xd[:batch], yd[:batch]))
     return epoch
 
 
@@ -244,8 +269,15 @@ def _torch_usable(dev) -> bool:
 
 
 # ---------------------------------------------------------------------- measurement
+#: Precision name -> (model dtype, row label). TF32 is float32 with TF32 matmuls.
+PRECISIONS = {"fp32": ("float32", "float32"), "tf32": ("float32", "tf32"),
+              "fp16": ("float16", "float16"), "bf16": ("bfloat16", "bfloat16")}
+_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
 def measure(dev, impls: list, size: str, repeats: int, target_s: float, peak: float,
-            precision: str = "fp32", pause: float = 1.0) -> list[Row]:
+            precision: str = "fp32", pause: float = 1.0, profile_dir: str | None = None
+            ) -> list[Row]:
     """Time several implementations of one size on one device, repeats interleaved.
 
     Interleaving (a, b, c, a, b, c, ...) exposes every implementation to the same
@@ -253,7 +285,7 @@ def measure(dev, impls: list, size: str, repeats: int, target_s: float, peak: fl
     number of steps per epoch, calibrated on the first implementation.
     """
     widths, batch = SIZES[size][dev.kind]
-    dtype = "float16" if precision == "float16" else "float32"
+    dtype, label = PRECISIONS[precision]
     rng = np.random.default_rng(0)
     probe_steps = 3
     X = rng.standard_normal((batch * probe_steps, widths[0])).astype(np.float32)
@@ -291,17 +323,25 @@ def measure(dev, impls: list, size: str, repeats: int, target_s: float, peak: fl
             dev.sync()
             walls[impl].append(time.perf_counter() - t0)
             hosts[impl].append(h1 - h0)
+    profiles = {}
+    if dev.kind == "cuda":
+        from .bench_profile import profile_step
+
+        for impl in impls:
+            dot = (os.path.join(profile_dir, f"{size}-{impl}-{precision}.dot")
+                   if profile_dir and impl != "torch" else None)
+            profiles[impl] = profile_step(impl, epochs[impl].make_step, dot)
     del epochs
     rows = []
-    label = "float32" if precision == "fp32" else precision
     for impl in impls:
         wall = statistics.median(walls[impl]) / steps
         host = statistics.median(hosts[impl]) / steps
         mem, data = _peak_memory(dev, impl, widths, X, y, batch, dtype)
         tflops = step_flops(widths, batch) / wall / 1e12
+        launches, device_ms, note = profiles.get(impl, (None, None, ""))
         rows.append(Row(size, dev.name, impl, label, list(widths), batch, steps, wall * 1e3,
                         batch / wall, host * 1e3, tflops, 100.0 * tflops / peak, mem, data,
-                        needed_bytes(widths, batch) / 2**20))
+                        needed_bytes(widths, batch) / 2**20, device_ms, launches, note))
     return rows
 
 
@@ -375,9 +415,9 @@ def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
     """The results as a markdown table, with ratios to the reference loop and PyTorch."""
     by_key = {(r.size, r.device, r.dtype, r.impl): r for r in rows}
     head = ("| size | device | dtype | impl | widths | batch | ms/step | samples/s | "
-            "host ms/step | TFLOP/s | % of peak | peak MiB | memory / needed | "
-            "vs reference | vs torch |")
-    lines = [head, "|" + "---|" * 15]
+            "host ms/step | device ms/step | launches/step | TFLOP/s | % of peak | "
+            "peak MiB | memory / needed | vs reference | vs torch |")
+    lines = [head, "|" + "---|" * 17]
     for r in rows:
         ref = by_key.get((r.size, r.device, r.dtype, "reference"))
         tor = by_key.get((r.size, r.device, r.dtype, "torch"))
@@ -386,7 +426,8 @@ def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
         lines.append(
             f"| {r.size} | {r.device} | {r.dtype} | {r.impl} | {'-'.join(map(str, r.widths))} | "
             f"{r.batch} | {r.ms_per_step:.3f} | {r.samples_per_s:,.0f} | "
-            f"{r.host_ms_per_step:.3f} | {r.tflops:.3f} | {r.pct_of_peak:.1f} | {mem} | "
+            f"{r.host_ms_per_step:.3f} | {_opt(r.device_ms_per_step, '.3f')} | "
+            f"{_opt(r.launches_per_step, '.0f')} | {r.tflops:.3f} | {r.pct_of_peak:.1f} | {mem} | "
             f"{ratio} | "
             f"{_ratio(ref, r) if r.impl != 'reference' else ''} | "
             f"{_ratio(tor, r) if r.impl != 'torch' else ''} |")
@@ -396,11 +437,19 @@ def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
               "this row is faster). 'memory / needed': peak memory less the dataset and its "
               "shuffled copy, over parameters + gradients + Adam moments + layer inputs and "
               "outputs (CPU: NumPy allocations seen by tracemalloc; GPU: CuPy's pool or "
-              "PyTorch's allocator).",
+              "PyTorch's allocator). GPU only: 'device ms/step' is one step's GPU time "
+              "without host overhead (CuPy: replay of the step captured as a CUDA graph; "
+              "PyTorch: summed kernel times from torch.profiler) and 'launches/step' its "
+              "kernel count (graph nodes; profiler events); host ms/step at or above "
+              "device ms/step means host-bound.",
               f"Devices: {'; '.join(env['devices'].values())}. Versions: "
               + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
               + f". Commit {env['git_commit'][:10]}, {env['date']}."]
     return "\n".join(lines)
+
+
+def _opt(value, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
 
 
 def plot(rows: list[Row], path: str) -> bool:
@@ -437,14 +486,51 @@ def _set_precision(precision: str, dev) -> None:
     """Apply a matmul precision to gpunn/CuPy (the reference loop too) and to PyTorch."""
     from .precision import set_precision
 
-    set_precision(precision)
+    tf32 = precision == "tf32"
+    set_precision("tf32" if tf32 else "fp32")
     if dev.kind == "cuda":
         try:
             import torch
 
-            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = tf32
         except ImportError:
             pass
+
+
+def parse_precisions(text: str, dev) -> tuple[list[str], list[str]]:
+    """The precisions to run on ``dev`` and notices for those skipped.
+
+    ``auto`` is fp32 on the CPU and fp32, tf32, fp16, bf16 on a GPU; TF32 and 16-bit
+    types only pay off on GPUs (NumPy has no fast float16 and no bfloat16 at all).
+    """
+    if text == "auto":
+        wanted = ["fp32"] if dev.kind == "cpu" else list(PRECISIONS)
+    else:
+        wanted = [_ALIASES.get(p.strip(), p.strip()) for p in text.split(",") if p.strip()]
+    bad = [p for p in wanted if p not in PRECISIONS]
+    if bad:
+        raise ValueError(f"--precisions: unknown {bad}; expected a comma-separated subset of "
+                         f"{', '.join(PRECISIONS)} (or auto)")
+    keep, skipped = [], []
+    for p in wanted:
+        if dev.kind == "cpu" and p != "fp32":
+            skipped.append(f"{p} skipped on cpu (GPU only)")
+        elif p == "bf16" and not _bf16_usable(dev):
+            skipped.append(f"bf16 skipped on {dev.name}: {_bf16_usable.reason}")
+        else:
+            keep.append(p)
+    return keep, skipped
+
+
+def _bf16_usable(dev) -> bool:
+    from .backend import get_backend
+
+    try:
+        get_backend(dev.name, dtype="bfloat16")
+    except ValueError as exc:
+        _bf16_usable.reason = str(exc)
+        return False
+    return True
 
 
 def build_parser(parser=None) -> argparse.ArgumentParser:
@@ -456,15 +542,43 @@ def build_parser(parser=None) -> argparse.ArgumentParser:
                         help="comma-separated subset of tiny,medium,large")
     parser.add_argument("--impls", default="gpunn,reference,torch",
                         help="comma-separated subset of gpunn,reference,torch")
+    parser.add_argument("--precisions", default="auto",
+                        help="comma-separated subset of fp32,tf32,fp16,bf16 (default auto: "
+                        "fp32 on the CPU, all four on a GPU)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--target-seconds", type=float, default=0.5,
                         help="approximate length of one timed epoch")
     parser.add_argument("--pause", type=float, default=1.0,
                         help="seconds of idle before each timed epoch (default 1.0)")
-    parser.add_argument("--json", help="write the results and environment to this file")
-    parser.add_argument("--markdown", help="write the markdown table to this file")
+    parser.add_argument("--json", help="write the results and environment to this file "
+                        "(rewritten after every row: a killed run keeps what it measured)")
+    parser.add_argument("--markdown", help="write the markdown table to this file (also "
+                        "after every row)")
     parser.add_argument("--plot", help="write a PNG chart here (needs matplotlib)")
+    parser.add_argument("--profile-dir", help="GPU: write each CuPy step's CUDA graph "
+                        "(DOT) here, to see which kernels a step launches")
     return parser
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _report(args, rows, env, peaks, notes) -> str:
+    """Write the JSON and markdown files (if asked) and return the table."""
+    table = markdown(rows, env, peaks)
+    if notes:
+        table += "\n\nNotes: " + "; ".join(notes) + "."
+    if args.json:
+        _write_atomic(args.json, json.dumps(
+            {"environment": env, "matmul_peak_tflops": peaks, "command": " ".join(sys.argv),
+             "notes": notes, "rows": [asdict(r) for r in rows]}, indent=2))
+    if args.markdown:
+        _write_atomic(args.markdown, table + "\n")
+    return table
 
 
 def run(args) -> int:
@@ -485,37 +599,48 @@ def run(args) -> int:
         print(f"gpunn bench: unknown size/impl {bad} or repeats < 1", file=sys.stderr)
         return 2
     devices = [_Device(n) for n in names]
-    peaks, rows = {}, []
+    plans, notes = [], []
     for dev in devices:
-        # TF32 and float16 (tensor cores) only pay off on GPUs; NumPy has no fast float16.
-        for precision in (["fp32", "tf32", "float16"] if dev.kind == "cuda" else ["fp32"]):
-            _set_precision("fp32" if precision == "float16" else precision, dev)
+        try:
+            keep, skipped = parse_precisions(args.precisions, dev)
+        except ValueError as exc:
+            print(f"gpunn bench: {exc}", file=sys.stderr)
+            return 2
+        plans.append((dev, keep))
+        notes += skipped
+    if args.profile_dir:
+        os.makedirs(args.profile_dir, exist_ok=True)
+    env = environment(devices)
+    for note in notes:
+        print(f"# {note}", flush=True)
+    peaks, rows = {}, []
+    for dev, precisions in plans:
+        for precision in precisions:
+            _set_precision(precision, dev)
             key = f"{dev.name} {precision}"
-            peaks[key] = matmul_peak(dev, "float16" if precision == "float16" else "float32")
+            peak_dtype = {"fp16": "float16", "bf16": "bfloat16"}.get(precision, "float32")
+            peaks[key] = matmul_peak(dev, peak_dtype)
             print(f"# {dev.label()} {precision}: matmul peak {peaks[key]:.3f} TFLOP/s",
                   flush=True)
             usable = [i for i in impls if i != "torch" or _torch_usable(dev)]
             for size in sizes:
                 dev.memory_reset()
                 for row in measure(dev, usable, size, args.repeats, args.target_seconds,
-                                   peaks[key], precision, args.pause):
+                                   peaks[key], precision, args.pause, args.profile_dir):
                     rows.append(row)
+                    extra = (f"  device {_opt(row.device_ms_per_step, '.3f')} ms, "
+                             f"{_opt(row.launches_per_step, '.0f')} launches"
+                             if dev.kind == "cuda" else "")
                     print(f"  {size:6s} {row.impl:9s} {row.ms_per_step:9.3f} ms/step "
-                          f"{row.samples_per_s:12,.0f} samples/s  "
-                          f"{row.pct_of_peak:5.1f}% of peak", flush=True)
+                          f"{row.samples_per_s:12,.0f} samples/s  host "
+                          f"{row.host_ms_per_step:.3f} ms  {row.pct_of_peak:5.1f}% of peak"
+                          f"{extra}{'  (' + row.profile_note + ')' if row.profile_note else ''}",
+                          flush=True)
+                    _report(args, rows, env, peaks, notes)
         _set_precision("fp32", dev)
-    env = environment(devices)
-    table = markdown(rows, env, peaks)
+    table = _report(args, rows, env, peaks, notes)
     print()
     print(table)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"environment": env, "matmul_peak_tflops": peaks,
-                       "command": " ".join(sys.argv), "rows": [asdict(r) for r in rows]},
-                      fh, indent=2)
-    if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write(table + "\n")
     if args.plot and not plot(rows, args.plot):
         print("gpunn bench: matplotlib not installed, no plot written", file=sys.stderr)
     return 0

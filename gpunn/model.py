@@ -724,6 +724,30 @@ class Sequential:
             optimizer.step(run.params, grads)
         return value
 
+    def _step_closure(self, x, y):
+        """A function running one training step on ``(x, y)`` exactly as ``fit`` runs it
+        per batch, with the loss and optimiser of the last ``fit``; inputs are checked and
+        placed first, so the step itself never waits on the host (the benchmark captures
+        it in a CUDA graph to count its kernel launches)."""
+        if self.optimizer is None or self.loss is None:
+            raise RuntimeError("_step_closure: call fit first (it attaches the optimiser)")
+        loss, optimizer, amp = self.loss, self.optimizer, self._amp
+        with self.backend.context():
+            x = self._as_input(x)
+            t = self._as_target(y, int(x.shape[0]), loss)
+        params, grads = self._step_lists()
+        run = _Run(loss, optimizer, [], 1, int(x.shape[0]), None, False, 0, params, grads,
+                   amp, [], "off", History(), 1)
+        fused = self._fused(loss)
+        gradients = None if self._flat is not None else self.gradients
+
+        def step():
+            with self.backend.context():
+                return self._train_step(x, t, loss, fused, optimizer, amp, run, gradients,
+                                        False)
+
+        return step
+
     def _oom_message(self, batch_size: int, restored_epoch: int | None) -> str:
         itemsize = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}[self.dtype]
         n_params = self.count_params()

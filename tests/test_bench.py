@@ -64,3 +64,53 @@ def test_bench_plot(tmp_path):
             for impl, sps in [("gpunn", 100.0), ("reference", 90.0), ("torch", 50.0)]]
     assert plot(rows, str(tmp_path / "b.png"))
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_precisions_parsed_per_device():
+    import pytest
+
+    from gpunn.bench import _Device, parse_precisions
+
+    cpu = _Device("cpu")
+    assert parse_precisions("auto", cpu) == (["fp32"], [])
+    keep, skipped = parse_precisions("fp32,float16,bf16", cpu)
+    assert keep == ["fp32"] and len(skipped) == 2 and "GPU only" in skipped[0]
+    with pytest.raises(ValueError, match="--precisions: unknown"):
+        parse_precisions("fp8", cpu)
+
+
+def test_graph_kernel_count_reads_cuda_dot_dumps():
+    from gpunn.bench_profile import count_graph_kernels
+
+    dot = ('digraph dot {\n subgraph cluster_1 {\n'
+           '"graph_1_node_0"[style="solid" shape="rectangle" label="{KERNEL\\n| {ID | 0 | '
+           'volta_sgemm_128x64_nn}}"];\n'
+           '"graph_1_node_1"[style="solid" shape="rectangle" label="{MEMSET\\n| {ID | 1}}"];\n'
+           '"graph_1_node_2"[style="solid" shape="rectangle" label="{KERNEL\\n| {ID | 2 | '
+           'adam_f32}}"];\n}\n}')
+    assert count_graph_kernels(dot) == 2
+
+
+def test_profiled_step_is_fits_step():
+    """The step the benchmark captures on a GPU does exactly what fit does per batch."""
+    import numpy as np
+
+    import gpunn as gn
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((32, 4)).astype(np.float32), rng.integers(0, 3, 32)
+
+    def fitted():
+        model = gn.Sequential([gn.Dense(4, 8, activation="relu"),
+                               gn.Dense(8, 3, activation="softmax")], device="cpu", seed=0)
+        model.fit(X, y, loss="cross_entropy", epochs=1, batch_size=32, verbose=0,
+                  shuffle=False)
+        return model
+
+    a, b = fitted(), fitted()
+    a.fit(X, y, loss=a.loss, optimizer=a.optimizer, epochs=1, batch_size=32, verbose=0,
+          shuffle=False)
+    b._step_closure(X, y)()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(pa, pb)
+    assert a.optimizer.t == b.optimizer.t == 2
