@@ -107,10 +107,10 @@ def gradcheck(model, x, y=None, loss="mse", *, eps: float = 1e-6, rtol: float = 
     """
     layers, backend = _as_model(model)
     b64 = backend.with_dtype("float64")
-    layers = [layer.clone(b64) for layer in layers]
     xp = b64.xp
     rng = np.random.default_rng(seed)
-    with b64.context():
+    with b64.context():  # on cuda:N, the float64 copies must be made on GPU N
+        layers = [layer.clone(b64) for layer in layers]
         x = b64.asarray(x, dtype="float64")
 
         def run_forward():

@@ -17,12 +17,23 @@ def _ns(*arrays):
 
 
 def _as_pair(y_true, y_pred):
-    from .backend import get_backend
+    """``y_true`` moved to the namespace and device of ``y_pred``."""
+    import array_api_compat
+
+    from .backend import host_array
+    from .errors import describe
 
     xp = _ns(y_pred)
-    dtype = str(y_pred.dtype).rsplit(".", 1)[-1]
-    backend = get_backend(xp, dtype=dtype if "float" in dtype else "float32")
-    return xp, backend.asarray(y_true), y_pred
+    try:
+        same = array_api_compat.array_namespace(y_true) is xp
+    except TypeError:
+        same = False
+    if not same:
+        host = host_array(y_true)
+        if host.dtype.kind not in "biuf":
+            raise TypeError(f"y_true: expected numbers, got {describe(y_true)}")
+        y_true = xp.asarray(host, device=array_api_compat.device(y_pred))
+    return xp, y_true, y_pred
 
 
 def _correct(xp, pred, target):
@@ -108,13 +119,16 @@ def get(name) -> Metric:
 
 
 def compute(metric, y_true, y_pred) -> float:
-    """Evaluate one metric on whole arrays."""
+    """Evaluate one metric on whole arrays (on the device that holds ``y_pred``)."""
+    from .backend import array_context
+
     m = get(metric)
-    xp, y_true, y_pred = _as_pair(y_true, y_pred)
-    if y_true.ndim == 1 and y_pred.ndim == 2 and y_pred.shape[1] == 1:
-        y_true = xp.reshape(y_true, (-1, 1))
-    m.setup(xp, y_true)
-    return m.result(float(m.batch(xp, y_pred, y_true)), int(y_pred.shape[0]))
+    with array_context(y_pred):
+        xp, y_true, y_pred = _as_pair(y_true, y_pred)
+        if y_true.ndim == 1 and y_pred.ndim == 2 and y_pred.shape[1] == 1:
+            y_true = xp.reshape(y_true, (-1, 1))
+        m.setup(xp, y_true)
+        return m.result(float(m.batch(xp, y_pred, y_true)), int(y_pred.shape[0]))
 
 
 def accuracy(y_true, y_pred) -> float:

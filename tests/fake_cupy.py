@@ -126,6 +126,8 @@ class Device:
 class FakeArray(np.ndarray):
     """A NumPy array that lives on one fake device."""
 
+    __module__ = "cupy._core.core"  # where cupy.ndarray lives: gpunn.to_numpy calls .get()
+
     def __array_finalize__(self, obj):
         self._dev = getattr(obj, "_dev", STATE.current)
 

@@ -250,3 +250,22 @@ def test_bfloat16_trains_saves_and_loads_on_cpu_as_float32(fake, tmp_path):
 def test_bfloat16_refused_on_the_cpu_with_the_reason():
     with pytest.raises(ValueError, match=r"bfloat16.*CUDA GPU with CuPy >= 14.*float32"):
         gn.Sequential([gn.Dense(2, 2)], device="cpu", dtype="bfloat16")
+
+
+def test_public_helpers_follow_arrays_to_cuda_1(fake, tmp_path):
+    """Metrics, gradcheck, forward/backward and model files work on a cuda:1 model from
+    code that never makes GPU 1 current itself (CuPy works on the current device)."""
+    X, y = _data(n=40)
+    model = gn.Sequential([gn.Dense(5, 8, activation="tanh"),
+                           gn.Dense(8, 3, activation="softmax")], device="cuda:1", seed=0)
+    model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0)
+    pred = model.predict(X)
+    assert 0.0 <= gn.metrics.accuracy(y, pred) <= 1.0
+    assert np.isfinite(gn.metrics.mean_squared_error(np.eye(3)[y], pred))
+    assert _device_of(model.forward(X[:4])) == 1
+    assert _device_of(model.backward(np.ones((4, 3), np.float32))) == 1
+    assert gn.gradcheck(model, X[:3], y[:3], loss="cross_entropy").ok
+    model.save(tmp_path / "m.npz")
+    loaded = gn.load(tmp_path / "m.npz", device="cuda:1")
+    assert {_device_of(p) for p in loaded.parameters()} == {1}
+    np.testing.assert_allclose(gn.to_numpy(loaded.predict(X)), gn.to_numpy(pred), rtol=1e-6)

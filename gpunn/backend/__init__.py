@@ -11,12 +11,12 @@ import warnings
 import array_api_compat
 
 from ..errors import DeviceFallbackWarning, DeviceUnavailableError, describe
-from .base import Backend, host_array
+from .base import Backend, array_context, host_array
 from .detect import INSTALL_HINT, available_devices, cuda_status
 from .numpy_backend import NumpyBackend
 
 __all__ = ["Backend", "NumpyBackend", "get_backend", "available_devices", "to_numpy",
-           "resolve_device", "cuda_status"]
+           "resolve_device", "cuda_status", "array_context"]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
 _fallback_noticed = False

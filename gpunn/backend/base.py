@@ -36,16 +36,26 @@ def host_array(a: Any) -> np.ndarray:
     numpy.ndarray
         Host array with the same shape and, where NumPy has it, the same dtype.
     """
-    if isinstance(a, np.ndarray):
-        return a
     if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
         return a.get()
+    if isinstance(a, np.ndarray):
+        return a
     if hasattr(a, "__dlpack__"):
         try:
             return np.from_dlpack(a)
         except (BufferError, RuntimeError, TypeError):
             pass
     return np.asarray(a)
+
+
+def array_context(a):
+    """A context making ``a``'s device current where the library has such a notion (a CuPy
+    array's device is a context manager), else a no-op: CuPy works on the current device,
+    so code handed an array of GPU N runs inside this."""
+    device = getattr(a, "device", None)
+    if hasattr(device, "__enter__") and hasattr(device, "__exit__"):
+        return device
+    return contextlib.nullcontext()
 
 
 class Backend:
