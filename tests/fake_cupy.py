@@ -35,6 +35,9 @@ class State:
         self.stack = [0]
         self.streams: list[Stream] = []
         self.compute_types: list[tuple] = []
+        #: Operations that would each be one GPU launch on CuPy (elementwise, reduction,
+        #: matmul, memset, copy, compiled kernel): a count to compare, not CuPy's exact one.
+        self.launches = 0
 
     @property
     def current(self) -> int:
@@ -42,6 +45,13 @@ class State:
 
 
 STATE = State()
+
+
+#: NumPy functions that only re-describe memory (views, metadata): no launch on a GPU.
+_NO_LAUNCH = {"reshape", "transpose", "matrix_transpose", "shape", "ndim", "result_type",
+              "can_cast", "broadcast_to", "expand_dims", "squeeze", "ravel", "swapaxes",
+              "moveaxis", "size", "may_share_memory", "shares_memory", "iscomplexobj",
+              "isrealobj", "atleast_1d", "atleast_2d", "empty_like"}
 
 
 def _check(arrays) -> None:
@@ -137,6 +147,7 @@ class FakeArray(np.ndarray):
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         _check(list(inputs) + list(out or ()))
+        STATE.launches += 1
         if out is not None:
             kwargs["out"] = tuple(_unwrap(o) for o in out)
         result = getattr(ufunc, method)(*_unwrap(inputs), **kwargs)
@@ -146,6 +157,8 @@ class FakeArray(np.ndarray):
 
     def __array_function__(self, func, types_, args, kwargs):
         _check(list(_flatten(args)) + list(_flatten(kwargs)))
+        if func.__name__ not in _NO_LAUNCH:
+            STATE.launches += 1
         return wrap(func(*_unwrap(args), **_unwrap(kwargs)))
 
     def get(self, stream=None) -> np.ndarray:
@@ -230,6 +243,8 @@ def _asarray(a, dtype=None):
 
 def _creation(fn):
     def call(*args, device=None, **kwargs):
+        if not fn.__name__.startswith("empty"):
+            STATE.launches += 1  # a fill kernel
         return wrap(fn(*_unwrap(args), **_unwrap(kwargs)))  # device= ignored, as CuPy's
     return call
 
@@ -313,6 +328,28 @@ def modules(state: State) -> dict:
 
 
 GPUNN_CUDA_MODULES = ("gpunn.backend.cupy_backend", "gpunn.backend.cupy_kernels")
+
+
+def record_kernels(monkeypatch) -> list:
+    """Make gpunn's compiled-kernel launches count (and be recorded) instead of running:
+    returns the list of ``(name, dtype, args)`` launched. Their outputs are left unset, so
+    use this for launch counts and arguments, never for values."""
+    import gpunn.backend.cupy_kernels as ck
+
+    calls = []
+
+    def function(name, dtype):
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            return None
+
+        def launch(grid, block, args, **kw):
+            STATE.launches += 1
+            calls.append((name, np.dtype(dtype), args))
+        return launch
+
+    monkeypatch.setattr(ck, "function", function)
+    monkeypatch.setenv("GPUNN_CUDA_KERNELS", "1")
+    return calls
 
 
 @contextlib.contextmanager

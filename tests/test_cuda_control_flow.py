@@ -183,16 +183,7 @@ def _kernel_params(name: str) -> list[str]:
 @pytest.fixture
 def launches(fake, monkeypatch):
     """Calls to compiled kernels, recorded instead of run: (name, dtype, args)."""
-    import gpunn.backend.cupy_kernels as ck
-
-    calls = []
-
-    def function(name, dtype):
-        return lambda grid, block, args, **kw: calls.append((name, np.dtype(dtype), args))
-
-    monkeypatch.setattr(ck, "function", function)
-    monkeypatch.setenv("GPUNN_CUDA_KERNELS", "1")
-    return calls
+    return fake_cupy.record_kernels(monkeypatch)
 
 
 @pytest.mark.parametrize("make", [lambda: gn.optim.Adam(lr=0.01, betas=(0.9, 0.999)),
