@@ -6,6 +6,7 @@ for (``device="auto"``, the default).
 
 from . import activations, callbacks, data, init, losses, metrics, optim, preprocessing
 from .backend import Backend, available_devices, get_backend, to_numpy
+from .callbacks import History
 from .errors import (
     DeviceFallbackWarning,
     DeviceMemoryError,
@@ -32,7 +33,7 @@ from .layers import (
     Softplus,
     Tanh,
 )
-from .model import History, Sequential
+from .model import Sequential
 from .precision import get_precision, set_precision
 
 __version__ = "0.1.0"

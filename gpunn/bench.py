@@ -154,7 +154,7 @@ def _make_gpunn(dev, widths, X, y, batch, dtype="float32"):
         """One training step exactly as fit runs it per batch (for launch counts)."""
         if model.optimizer is None:
             epoch(batch)
-        return model._step_closure(Xd[:batch], yd[:batch])
+        return gn.training.step_function(model, Xd[:batch], yd[:batch])
 
     epoch.make_step = make_step
     return epoch

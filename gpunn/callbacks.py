@@ -1,9 +1,12 @@
-"""Training callbacks: early stopping, checkpoints, learning-rate schedules, progress.
+"""Training callbacks: history, the epoch line, progress bar, early stopping, checkpoints,
+learning-rate schedules.
 
 A callback is any subclass of :class:`Callback` passed to ``fit(callbacks=[...])``; it
-overrides the hooks it needs. Hooks run on the host between device work: the ones called
-per epoch see ``logs`` (floats, read once per epoch); ``on_batch_end`` receives the running
-loss sum as a device array, so reading it (a host sync) is the callback's choice.
+overrides the hooks it needs. ``fit`` itself adds :class:`History` (what it returns),
+:class:`EpochLogger` (``verbose=1``) and :class:`ProgressBar` (on a terminal). Hooks run on
+the host between device work: the ones called per epoch see ``logs`` (floats, read once per
+epoch); ``on_batch_end`` receives the running loss sum as a device array, so reading it (a
+host sync) is the callback's choice.
 """
 
 from __future__ import annotations
@@ -38,6 +41,57 @@ class Callback:
 
     def on_train_end(self, model, history) -> None:
         """After the last epoch (or an early stop)."""
+
+
+class History(Callback):
+    """What ``fit`` returns: per-epoch values, Keras style.
+
+    Runs after the other callbacks, so what they add to ``logs`` (``lr``) is kept.
+
+    Attributes
+    ----------
+    history : dict of str -> list of float
+        ``"loss"``, each metric, and ``"val_"`` versions when validation data is given.
+    epoch : list of int
+    """
+
+    order = 1000
+
+    def __init__(self):
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def on_epoch_end(self, model, epoch, logs):
+        self.append(epoch, logs)
+
+    def append(self, epoch: int, values: dict) -> None:
+        self.epoch.append(epoch)
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __repr__(self) -> str:
+        last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
+        return f"History(epochs={len(self.epoch)}, last={last})"
+
+
+class EpochLogger(Callback):
+    """One line per epoch: the logs, samples/s and seconds (``fit(verbose=1)``)."""
+
+    order = 1001
+
+    def __init__(self, n_rows: int, epochs: int, file=None):
+        self.n_rows, self.epochs, self.file = n_rows, epochs, file
+
+    def on_epoch_begin(self, model, epoch):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, model, epoch, logs):
+        elapsed = time.perf_counter() - self._start
+        line = "  ".join(f"{k} {v:.4g}" if k in ("lr", "skipped") else f"{k} {v:.4f}"
+                         for k, v in logs.items())
+        print(f"epoch {epoch:>{len(str(self.epochs))}}/{self.epochs}  {line}  "
+              f"{self.n_rows / max(elapsed, 1e-9):,.0f} samples/s  {elapsed:.2f} s",
+              file=self.file or sys.stdout, flush=True)
 
 
 def _check(value, what, kind=numbers.Real, low=None, low_open=False):

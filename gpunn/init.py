@@ -12,23 +12,23 @@ from .errors import unknown_name
 
 def he(backend, fan_in: int, fan_out: int):
     """He/Kaiming normal: ``N(0, 2 / fan_in)``, for the ReLU family."""
-    return backend.normal((fan_in, fan_out), std=math.sqrt(2.0 / fan_in))
+    return backend.random.normal((fan_in, fan_out), std=math.sqrt(2.0 / fan_in))
 
 
 def xavier(backend, fan_in: int, fan_out: int):
     """Glorot/Xavier uniform: ``U(-l, l)`` with ``l = sqrt(6 / (fan_in + fan_out))``."""
     limit = math.sqrt(6.0 / (fan_in + fan_out))
-    return backend.uniform((fan_in, fan_out), -limit, limit)
+    return backend.random.uniform((fan_in, fan_out), -limit, limit)
 
 
 def xavier_normal(backend, fan_in: int, fan_out: int):
     """Glorot/Xavier normal: ``N(0, 2 / (fan_in + fan_out))``."""
-    return backend.normal((fan_in, fan_out), std=math.sqrt(2.0 / (fan_in + fan_out)))
+    return backend.random.normal((fan_in, fan_out), std=math.sqrt(2.0 / (fan_in + fan_out)))
 
 
 def small(backend, fan_in: int, fan_out: int):
     """Standard normal times 0.01, as in the classic from-scratch tutorials."""
-    return backend.normal((fan_in, fan_out), std=0.01)
+    return backend.random.normal((fan_in, fan_out), std=0.01)
 
 
 def zeros(backend, fan_in: int, fan_out: int):

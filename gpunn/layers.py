@@ -45,7 +45,6 @@ class Layer:
         self.params: dict = {}
         self.grads: dict = {}
         self.backend = None
-        self._pinned_grads = False  # set while the grads are views of a flat buffer
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._describe_args()})"
@@ -67,7 +66,6 @@ class Layer:
         """Move parameters to ``backend`` (through the host when devices differ)."""
         old = self.backend
         cross = old is not None and not backend.same_device(old)
-        self._pinned_grads = False
         for store in (self.params, self.grads):
             for key, value in store.items():
                 store[key] = backend.asarray(old.to_numpy(value) if cross else value,
@@ -85,15 +83,6 @@ class Layer:
             for key, value in store.items():
                 store[key] = xp.asarray(value, copy=True)
         return new
-
-    def _store_grads(self, **grads) -> None:
-        # Inside a flat buffer the gradient arrays are views that must keep their
-        # identity; a backend that returned fresh arrays gets them copied in.
-        for key, value in grads.items():
-            if self._pinned_grads and value is not self.grads[key]:
-                self.grads[key][...] = value
-            else:
-                self.grads[key] = value
 
     def forward(self, x, training: bool = False):
         """Output of the layer for input ``x``."""
@@ -201,8 +190,8 @@ class Dense(Layer):
         training : bool
             Unused by Dense (kept for the common contract).
         logits : bool
-            Return the pre-activation ``z`` and skip the activation (used by losses
-            fused with the output activation).
+            Return the pre-activation ``z`` and skip the activation: a loss takes it from
+            there (``loss.forward_logits``, see ``Loss.logits_of``).
 
         Returns
         -------
@@ -212,32 +201,36 @@ class Dense(Layer):
         self.check_input(x)
         self._x = x
         act = _act.IDENTITY if logits else self.activation_fn
-        self._z, self._y = self.backend.dense_forward(x, self.params["W"], self.params["b"],
-                                                      act, self.activation_params)
+        self._z, self._y = self.backend.bias_activation(x, self.params["W"], self.params["b"],
+                                                        act, self.activation_params)
         return self._y
 
-    def backward(self, grad_out, need_input_grad: bool = True):
+    def backward(self, grad_out, need_input_grad: bool = True, logits: bool = False):
         """Backpropagate ``grad_out (batch, out_features)`` through activation and affine map.
+
+        Parameters
+        ----------
+        grad_out : (batch, out_features)
+            ``dL/dy``; with ``logits=True``, ``dL/dz`` (the activation was in the loss).
+        need_input_grad : bool
+            Skip the input gradient (one matmul) for the first layer.
+        logits : bool
+            As in :meth:`forward`.
 
         Returns
         -------
         (batch, in_features) or None when ``need_input_grad`` is False.
         """
         self._require_forward("_z")
-        if self.activation != "identity":
+        if self.activation != "identity" and not logits:
             grad_out = self.backend.activation_backward(self.activation_fn, self._z, self._y,
                                                         grad_out, self.activation_params)
-        return self.backward_preactivation(grad_out, need_input_grad)
-
-    def backward_preactivation(self, grad_z, need_input_grad: bool = True):
-        """Backward pass from ``dL/dz`` (skipping the activation), for fused losses."""
-        self._require_forward("_x")
-        gW, gb, gx = self.backend.linear_backward(self._x, self.params["W"], grad_z,
+        gW, gb, gx = self.backend.linear_backward(self._x, self.params["W"], grad_out,
                                                   need_input_grad,
                                                   out=(self.grads["W"], self.grads["b"]))
         if self.kernel_l2:
             gW += (2.0 * self.kernel_l2) * self.params["W"]
-        self._store_grads(W=gW, b=gb)
+        self.grads["W"], self.grads["b"] = gW, gb
         return gx
 
     def regularization_loss(self):
@@ -283,7 +276,7 @@ class Dropout(Layer):
             self._mask = None
             return x
         keep = 1.0 - self.p
-        self._mask = self.backend.bernoulli(tuple(x.shape), keep) * (1.0 / keep)
+        self._mask = self.backend.random.bernoulli(tuple(x.shape), keep) * (1.0 / keep)
         return x * self._mask
 
     def backward(self, grad_out):

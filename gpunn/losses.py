@@ -1,15 +1,20 @@
-"""Losses: value and gradient with respect to the model output.
+"""Losses: value and gradient with respect to the model output, and what else is specific
+to each loss: which targets it accepts (``prepare_target`` checks and converts them), its
+default metrics, and its logits form.
 
 ``loss.forward(pred, target)`` returns the value as a 0-d array on the device (no host
-sync); ``loss.backward()`` returns ``dL/dpred`` of ``pred``'s shape. Cross-entropies also
-offer ``forward_logits(z, target)``, fused with the output activation (softmax or
-sigmoid): faster, and stable where ``log(softmax)`` would underflow.
+sync); ``loss.backward()`` returns ``dL/dpred`` of ``pred``'s shape. A loss whose
+``logits_of`` names the output layer's activation (softmax or sigmoid for the
+cross-entropies) also offers ``forward_logits(z, target)`` on that layer's pre-activation
+``z``, and ``backward()`` is then ``dL/dz``: faster, and stable where ``log(softmax)``
+would underflow. Adding a loss means adding a class here and naming it in ``LOSSES``.
 """
 
 from __future__ import annotations
 
 import numbers
 
+from .backend.base import all_finite, softmax_cross_entropy
 from .errors import describe, lookup
 
 
@@ -45,12 +50,17 @@ class Loss:
     Attributes
     ----------
     name : str
-    fused_activation : str or None
-        Output activation whose pre-activation ``forward_logits`` accepts.
+    logits_of : str or None
+        The output activation whose pre-activation :meth:`forward_logits` accepts.
+    default_metrics : tuple of str
+        What ``fit`` reports when no metrics are asked for.
+    output : array
+        The (activated) model output of the last forward, for metrics.
     """
 
     name = "loss"
-    fused_activation: str | None = None
+    logits_of: str | None = None
+    default_metrics: tuple = ("mae",)
 
     def __init__(self):
         self._grad = None
@@ -62,26 +72,63 @@ class Loss:
     def __call__(self, pred, target):
         return self.forward(pred, target)
 
-    def prepare_target(self, xp, target, n_outputs: int):
-        """Bring a dataset's targets into the shape and dtype this loss compares against.
+    def takes_logits_from(self, activation: str) -> bool:
+        """True when the model may stop before ``activation`` and call
+        :meth:`forward_logits` (the activation is then applied inside the loss)."""
+        return self.logits_of is not None and activation == self.logits_of
+
+    def prepare_target(self, backend, y, n_outputs: int, what: str = "y"):
+        """Check a dataset's targets and bring them into the form this loss compares
+        against, before training starts.
 
         Parameters
         ----------
-        xp : namespace
-        target : (N,) or (N, n_outputs) array on the model's device
+        backend : Backend
+            Where the targets go (the model's, or the host one when streaming).
+        y : (N,) or (N, n_outputs) array-like
         n_outputs : int
             Width of the model output.
+        what : str
+            How errors name the targets (``"y"``, ``"val_y"``).
 
         Returns
         -------
-        (N, n_outputs) array
+        (N, n_outputs) array of the backend's float dtype (subclasses may keep labels)
+
+        Raises
+        ------
+        ValueError, TypeError
+            Naming ``what``, what was expected and what was given.
         """
-        if target.ndim == 1 and n_outputs == 1:
-            target = xp.reshape(target, (-1, 1))
-        if target.ndim != 2 or target.shape[1] != n_outputs:
-            raise ValueError(f"y: expected targets of shape (N,) or (N, {n_outputs}) for "
-                             f"{self.name} with {n_outputs} output(s), got {describe(target)}")
-        return target
+        y = self._as_array(backend, y, what)
+        if not backend.is_floating(y.dtype):
+            y = backend.xp.astype(y, backend.dtype)
+        return self._as_matrix(backend, y, n_outputs, what)
+
+    def _as_array(self, backend, y, what: str):
+        """``y`` on ``backend``, 1-D or 2-D, finite."""
+        try:
+            y = backend.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{what}: expected a numeric array, got {describe(y)} ({exc})") \
+                from None
+        if y.ndim not in (1, 2):
+            raise ValueError(f"{what}: expected a 1-D or 2-D array of targets, got "
+                             f"{describe(y)}")
+        if backend.is_floating(y.dtype) and not all_finite(backend.xp, y):
+            raise ValueError(f"{what}: contains NaN or Inf")
+        return y
+
+    def _as_matrix(self, backend, y, n_outputs: int, what: str):
+        xp = backend.xp
+        if y.ndim == 1 and n_outputs == 1:
+            y = xp.reshape(y, (-1, 1))
+        if y.ndim != 2 or y.shape[1] != n_outputs:
+            raise ValueError(f"{what}: expected targets of shape (N,) or (N, {n_outputs}) for "
+                             f"{self.name} with {n_outputs} output(s), got {describe(y)}")
+        if y.dtype != backend.dtype and backend.is_floating(y.dtype):
+            y = xp.astype(y, backend.dtype)
+        return y
 
     def forward(self, pred, target):
         """Loss value.
@@ -109,13 +156,13 @@ class Loss:
             raise RuntimeError(f"{self.name}: backward called before forward")
         return self._grad
 
-    def forward_logits(self, z, target):
-        """Loss value from the output layer's pre-activation (fused path).
+    def forward_logits(self, z, target, backend=None):
+        """Loss value from the output layer's pre-activation ``z`` (see ``logits_of``).
 
         After it, :meth:`backward` returns ``dL/dz`` and ``self.output`` holds the
-        activated output.
+        activated output. ``backend`` (the model's) lets a fused device kernel run.
         """
-        raise TypeError(f"{self.name} has no fused form")
+        raise TypeError(f"{self.name} has no logits form")
 
     def _target(self, xp, pred, target):
         return _match_target(xp, pred, target, self.name)
@@ -147,6 +194,40 @@ class MeanAbsoluteError(Loss):
         return xp.mean(xp.abs(diff)), xp.sign(diff) * (1.0 / diff.size)
 
 
+class Huber(Loss):
+    """Huber loss, mean over all elements: quadratic within ``delta`` of the target and
+    linear beyond (robust to outliers): ``0.5 d^2`` for ``|d| <= delta``, else
+    ``delta (|d| - 0.5 delta)``; PyTorch's ``HuberLoss`` and Keras' ``Huber``.
+
+    Parameters
+    ----------
+    delta : float > 0, default 1.0
+    """
+
+    name = "huber"
+
+    def __init__(self, delta: float = 1.0):
+        super().__init__()
+        if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or \
+                not 0.0 < delta < float("inf"):
+            raise ValueError(f"Huber delta: expected a positive number, got {delta!r}")
+        self.delta = float(delta)
+
+    def __repr__(self) -> str:
+        return f"Huber(delta={self.delta})"
+
+    def _value_and_grad(self, xp, pred, target):
+        diff = pred - target
+        # clip(d, -delta, delta) is d inside the band and +-delta outside: it is both the
+        # gradient and, through 0.5 c^2 + delta (|d| - |c|), the value.
+        c = xp.clip(diff, min=-self.delta, max=self.delta)
+        value = xp.mean(0.5 * (c * c) + self.delta * (xp.abs(diff) - xp.abs(c)))
+        return value, c * (1.0 / diff.size)
+
+    def config(self) -> dict:
+        return {"delta": self.delta}
+
+
 def _check_eps(eps) -> float:
     if not isinstance(eps, numbers.Real) or not 0.0 < eps < 0.5:
         raise ValueError(f"eps: expected a number in (0, 0.5), got {eps!r}")
@@ -154,7 +235,9 @@ def _check_eps(eps) -> float:
 
 
 class _CrossEntropy(Loss):
-    """What the two cross-entropies share: logits or probabilities, clipping, fusion."""
+    """What the two cross-entropies share: logits or probabilities, clipping, metrics."""
+
+    default_metrics = ("accuracy",)
 
     def __init__(self, from_logits: bool = False, eps: float = 1e-7):
         super().__init__()
@@ -164,16 +247,9 @@ class _CrossEntropy(Loss):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(from_logits={self.from_logits})"
 
-    def forward_logits(self, z, target):
-        xp = _namespace(z)
-        z, restore = _upcast(xp, z)
-        target = self._target(xp, z, target)
-        value, grad = self._from_logits(xp, z, target)
-        self._grad = restore(grad)
-        return value
-
-    def _from_logits(self, xp, z, target):
-        raise NotImplementedError
+    def takes_logits_from(self, activation: str) -> bool:
+        # from_logits=True: the model already outputs logits, there is nothing to fuse.
+        return not self.from_logits and super().takes_logits_from(activation)
 
     def config(self) -> dict:
         return {"from_logits": self.from_logits, "eps": self.eps}
@@ -191,17 +267,34 @@ class BinaryCrossEntropy(_CrossEntropy):
     """
 
     name = "binary_crossentropy"
-    fused_activation = "sigmoid"
+    logits_of = "sigmoid"
+
+    def prepare_target(self, backend, y, n_outputs, what="y"):
+        target = super().prepare_target(backend, y, n_outputs, what)
+        if not self.from_logits:
+            xp = backend.xp
+            lo, hi = float(xp.min(target)), float(xp.max(target))
+            if lo < 0 or hi > 1:
+                raise ValueError(f"{what}: binary targets must lie in [0, 1], got values "
+                                 f"from {lo} to {hi}")
+        return target
+
+    def forward_logits(self, z, target, backend=None):
+        xp = _namespace(z)
+        z, restore = _upcast(xp, z)
+        value, grad = self._sigmoid_bce(xp, z, self._target(xp, z, target))
+        self._grad = restore(grad)
+        return value
 
     def _value_and_grad(self, xp, pred, target):
         if self.from_logits:
-            return self._from_logits(xp, pred, target)
+            return self._sigmoid_bce(xp, pred, target)
         p = xp.clip(pred, self.eps, 1.0 - self.eps)
         n = pred.size
         value = -xp.mean(target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p))
         return value, (p - target) / (p * (1.0 - p)) * (1.0 / n)
 
-    def _from_logits(self, xp, z, target):
+    def _sigmoid_bce(self, xp, z, target):
         # max(z, 0) - z*t + log(1 + exp(-|z|)) never overflows.
         e = xp.exp(-xp.abs(z))
         value = xp.mean(xp.maximum(z, 0.0) - z * target + xp.log1p(e))
@@ -212,7 +305,8 @@ class BinaryCrossEntropy(_CrossEntropy):
 class CategoricalCrossEntropy(_CrossEntropy):
     """Categorical cross-entropy, summed over classes and averaged over the batch.
 
-    Targets are integer labels ``(N,)`` or one-hot / probability rows ``(N, C)``.
+    Targets are integer labels ``(N,)`` or probability rows ``(N, C)`` (one-hot, or
+    distributions for label smoothing or distillation).
 
     Parameters
     ----------
@@ -223,37 +317,51 @@ class CategoricalCrossEntropy(_CrossEntropy):
     """
 
     name = "categorical_crossentropy"
-    fused_activation = "softmax"
+    logits_of = "softmax"
 
-    def prepare_target(self, xp, target, n_outputs):
+    def prepare_target(self, backend, y, n_outputs, what="y"):
+        if n_outputs < 2:
+            raise ValueError(f"loss {self.name!r}: needs a last layer with >= 2 outputs (one "
+                             f"per class), the model has {n_outputs}; use "
+                             "binary_crossentropy for one sigmoid output")
+        y = self._as_array(backend, y, what)
+        if y.ndim == 2:
+            return super().prepare_target(backend, y, n_outputs, what)
         # Integer labels stay labels: shuffling them moves N ints instead of N*C floats,
-        # and each batch's one-hot is a cheap comparison.
-        if target.ndim == 1:
-            return target
-        return super().prepare_target(xp, target, n_outputs)
+        # and each batch's one-hot is a cheap comparison (or none, in the CUDA kernel).
+        xp = backend.xp
+        lo, hi = int(xp.min(y)), int(xp.max(y))
+        if backend.is_floating(y.dtype) and not bool(xp.all(y == xp.round(y))):
+            raise ValueError(f"{what}: class labels must be integers, got fractional values")
+        if lo < 0 or hi >= n_outputs:
+            raise ValueError(f"{what}: class labels must lie in [0, {n_outputs}) for a model "
+                             f"with {n_outputs} outputs, got labels from {lo} to {hi}")
+        return xp.astype(y, xp.int64)
 
     def _target(self, xp, pred, target):
         if target.ndim == 1 and pred.ndim == 2:
             target = one_hot(xp, target, pred.shape[1], pred.dtype)
         return _match_target(xp, pred, target, self.name)
 
+    def forward_logits(self, z, target, backend=None):
+        xp = _namespace(z)
+        z, restore = _upcast(xp, z)
+        if target.ndim != 1:
+            target = _match_target(xp, z, target, self.name)
+        value, self.output, grad = (softmax_cross_entropy(xp, z, target) if backend is None
+                                    or z.dtype != backend.dtype
+                                    else backend.softmax_cross_entropy(z, target))
+        self._grad = restore(grad)
+        return value
+
     def _value_and_grad(self, xp, pred, target):
         if self.from_logits:
-            return self._from_logits(xp, pred, target)
+            value, self.output, grad = softmax_cross_entropy(xp, pred, target)
+            return value, grad
         n = pred.shape[0]
         p = xp.clip(pred, self.eps, 1.0)
         value = -xp.sum(target * xp.log(p)) * (1.0 / n)
         return value, -target / p * (1.0 / n)
-
-    def _from_logits(self, xp, z, target):
-        shifted = z - xp.max(z, axis=-1, keepdims=True)
-        e = xp.exp(shifted)
-        total = xp.sum(e, axis=-1, keepdims=True)
-        n = z.shape[0]
-        value = -xp.sum(target * (shifted - xp.log(total))) * (1.0 / n)
-        self.output = p = e / total  # the softmax, reusing the exponentials
-        # p - t assumes each target row sums to 1 (one-hot or a distribution).
-        return value, (p - target) * (1.0 / n)
 
 
 def one_hot(xp, labels, n_classes: int, dtype):
@@ -272,6 +380,7 @@ def _device(a):
 
 LOSSES = {"mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
           "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
+          "huber": Huber,
           "binary_crossentropy": BinaryCrossEntropy, "bce": BinaryCrossEntropy,
           "categorical_crossentropy": CategoricalCrossEntropy,
           "cross_entropy": CategoricalCrossEntropy, "ce": CategoricalCrossEntropy,
@@ -284,10 +393,10 @@ def get(name, **kwargs) -> Loss:
     Parameters
     ----------
     name : str or Loss
-        ``"mse"``, ``"mae"``, ``"binary_crossentropy"``/``"bce"``,
+        ``"mse"``, ``"mae"``, ``"huber"``, ``"binary_crossentropy"``/``"bce"``,
         ``"categorical_crossentropy"``/``"cross_entropy"``.
     **kwargs
-        Passed to the loss constructor (``from_logits=True``, ``eps``).
+        Passed to the loss constructor (``from_logits=True``, ``eps``, ``delta``).
 
     Raises
     ------

@@ -69,14 +69,14 @@ def test_backend_rng_is_seeded(backend_name):
     from conftest import make_backend
 
     a, b = make_backend(backend_name, seed=7), make_backend(backend_name, seed=7)
-    for draw in (lambda be: be.normal((5, 3), std=2.0), lambda be: be.uniform((4,), -1, 1),
-                 lambda be: be.permutation(10), lambda be: be.bernoulli((6, 2), 0.3)):
-        np.testing.assert_array_equal(gn.to_numpy(draw(a)), gn.to_numpy(draw(b)))
-    perm = gn.to_numpy(a.permutation(50))
+    for draw in (lambda r: r.normal((5, 3), std=2.0), lambda r: r.uniform((4,), -1, 1),
+                 lambda r: r.permutation(10), lambda r: r.bernoulli((6, 2), 0.3)):
+        np.testing.assert_array_equal(gn.to_numpy(draw(a.random)), gn.to_numpy(draw(b.random)))
+    perm = gn.to_numpy(a.random.permutation(50))
     assert sorted(perm.tolist()) == list(range(50))
-    u = gn.to_numpy(a.uniform((1000,), -2, 3))
+    u = gn.to_numpy(a.random.uniform((1000,), -2, 3))
     assert u.min() >= -2 and u.max() < 3
-    m = gn.to_numpy(a.bernoulli((20000,), 0.25))
+    m = gn.to_numpy(a.random.bernoulli((20000,), 0.25))
     assert set(np.unique(m)) <= {0.0, 1.0} and abs(m.mean() - 0.25) < 0.02
 
 

@@ -30,8 +30,10 @@ def test_linear_and_backward_parity(fast, rng):
     x, W = rng.standard_normal((9, 5)), rng.standard_normal((5, 4))
     b, g = rng.standard_normal(4), rng.standard_normal((9, 4))
     args = [fast.asarray(a) for a in (x, W, b)]
-    np.testing.assert_allclose(gn.to_numpy(fast.linear(*args)),
-                               gn.to_numpy(generic.linear(*args)), rtol=1e-6)
+    identity = gn.activations.IDENTITY
+    np.testing.assert_allclose(gn.to_numpy(fast.bias_activation(*args, identity, {})[1]),
+                               gn.to_numpy(generic.bias_activation(*args, identity, {})[1]),
+                               rtol=1e-6)
     out = (fast.zeros((5, 4)), fast.zeros((4,)))
     fast_res = fast.linear_backward(args[0], args[1], fast.asarray(g), True, out=out)
     gen_res = generic.linear_backward(args[0], args[1], fast.asarray(g), True, out=None)
@@ -54,7 +56,7 @@ def test_flat_buffer_training_matches_generic(fast, make_opt, rng):
                               gn.Dense(16, 3, activation="softmax")], device=backend, seed=0)
 
     a, b = model(fast), model(_generic(fast))
-    assert a._flat is not None and b._flat is None
+    assert a.store.flat is not None and b.store.flat is None
     # The fast backend may draw from its own generator (CuPy's): start from equal weights.
     for pa, pb in zip(a.parameters(), b.parameters()):
         pb[...] = b.backend.asarray(gn.to_numpy(pa))
@@ -68,7 +70,7 @@ def test_flat_buffer_training_matches_generic(fast, make_opt, rng):
 
 def test_flat_buffer_views_and_rebinding():
     model = gn.Sequential([gn.Dense(3, 4), gn.Dense(4, 2)], device="cpu", seed=0)
-    P, G = model._flat[:2]
+    P, G = model.store.flat
     assert P.size == model.count_params()
     W = model.layers[0].params["W"]
     assert np.shares_memory(W, P)
@@ -78,7 +80,7 @@ def test_flat_buffer_views_and_rebinding():
     model.layers[0].params["W"] = new  # rebinding: the next fit adopts the new array
     X, y = np.ones((8, 3), np.float32), np.zeros((8, 2), np.float32)
     model.fit(X, y, loss="mse", optimizer=gn.optim.SGD(lr=1e-9), epochs=1, verbose=0)
-    assert np.shares_memory(model.layers[0].params["W"], model._flat[0])
+    assert np.shares_memory(model.layers[0].params["W"], model.store.flat[0])
     np.testing.assert_allclose(model.layers[0].params["W"], 0.5, rtol=1e-6)
 
 
@@ -104,16 +106,27 @@ def test_optimizer_state_survives_layout_changes():
 
 
 @pytest.mark.parametrize("name", sorted(gn.activations.ACTIVATIONS))
-def test_dense_forward_and_activation_backward_parity(fast, name, rng):
+def test_bias_activation_and_activation_backward_parity(fast, name, rng):
     """Backends may apply activations in place (z becomes y) or in fused kernels; the
     layer's forward output and gradients must not change."""
     generic = _generic(fast)
     act, params = gn.activations.get(name)
     x, W = fast.asarray(rng.standard_normal((6, 4))), fast.asarray(rng.standard_normal((4, 5)))
     b, g = fast.asarray(rng.standard_normal(5)), fast.asarray(rng.standard_normal((6, 5)))
-    zf, yf = fast.dense_forward(x, W, b, act, params)
-    zg, yg = generic.dense_forward(x, W, b, act, params)
+    zf, yf = fast.bias_activation(x, W, b, act, params)
+    zg, yg = generic.bias_activation(x, W, b, act, params)
     np.testing.assert_allclose(gn.to_numpy(yf), gn.to_numpy(yg), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gn.to_numpy(fast.activation_backward(act, zf, yf, g, params)),
                                gn.to_numpy(generic.activation_backward(act, zg, yg, g, params)),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["labels", "rows"])
+def test_softmax_cross_entropy_parity(fast, dense, rng):
+    generic = _generic(fast)
+    z = fast.asarray(rng.standard_normal((7, 5)) * 3)
+    labels = rng.integers(0, 5, 7)
+    target = fast.asarray(np.eye(5, dtype=np.float32)[labels] if dense else labels)
+    for a, c in zip(fast.softmax_cross_entropy(z, target),
+                    generic.softmax_cross_entropy(z, target)):
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(c), rtol=1e-5, atol=1e-7)

@@ -110,7 +110,7 @@ def test_profiled_step_is_fits_step():
     a, b = fitted(), fitted()
     a.fit(X, y, loss=a.loss, optimizer=a.optimizer, epochs=1, batch_size=32, verbose=0,
           shuffle=False)
-    b._step_closure(X, y)()
+    gn.training.step_function(b, X, y)()
     for pa, pb in zip(a.parameters(), b.parameters()):
         np.testing.assert_array_equal(pa, pb)
     assert a.optimizer.t == b.optimizer.t == 2

@@ -30,7 +30,7 @@ def test_dense_kernel_l2_gradient(backend64, rng):
     x, y = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
     reg = sum(0.1 * np.sum(gn.to_numpy(lay.params["W"]) ** 2) * (1 if i == 0 else 0.5)
               for i, lay in enumerate(model.layers))
-    assert math.isclose(float(model._regularization()), reg, rel_tol=1e-9)
+    assert math.isclose(float(model.regularization()), reg, rel_tol=1e-9)
     # gradcheck's loss ignores the penalty, so check W's gradient carries 2*l2*W.
     model.forward(x)
     model.backward(backend64.zeros((5, 2)))

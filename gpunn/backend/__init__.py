@@ -109,7 +109,7 @@ def get_backend(spec=None, dtype: str | None = None, seed: int | None = None) ->
     if isinstance(spec, Backend):
         backend = spec if dtype is None or spec.dtype_name == dtype else spec.with_dtype(dtype)
         if seed is not None:
-            backend.seed(seed)
+            backend.random.seed(seed)
         return backend
     dtype = dtype or "float32"
     if isinstance(spec, types.ModuleType):

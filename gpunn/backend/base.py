@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import describe
+from .hyper import AdagradStep, AdamStep, RMSpropStep, SGDStep
+from .random import HostRandom
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 #: 16-bit dtypes: trained with float32 master weights (gpunn.amp) and float32 loss sums.
@@ -71,9 +73,16 @@ class Backend:
     dtype : str, default "float32"
         Floating dtype for parameters and activations.
     seed : int, optional
-        Seed of the random generator; ``None`` draws fresh entropy.
+        Seed of the random generator (:attr:`random`); ``None`` draws fresh entropy.
     name : str, optional
         Short device name shown to users (``"cpu"``, ``"cuda:0"``, ...).
+
+    Attributes
+    ----------
+    random : HostRandom
+        The seeded generator: weights, dropout masks, shuffling.
+    low_precision : bool
+        True for 16-bit dtypes, trained with float32 master weights.
     """
 
     #: Library family; subclasses set "numpy" or "cupy".
@@ -89,19 +98,22 @@ class Backend:
         self.device = device
         self.dtype_name = dtype
         self.dtype = self._resolve_dtype(dtype)
+        self.low_precision = dtype in HALF_DTYPES
         self.name = name or getattr(xp, "__name__", "array-api")
-        self.seed(seed)
+        self.random = HostRandom(self, seed)
 
     # ------------------------------------------------------------------ identity
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dtype={self.dtype_name!r})"
 
     def with_dtype(self, dtype: str) -> Backend:
-        """A backend on the same namespace and device with another default dtype."""
+        """A backend on the same namespace, device and generator with another dtype."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.dtype_name = _check_dtype_name(dtype)
         clone.dtype = clone._resolve_dtype(clone.dtype_name)
+        clone.low_precision = clone.dtype_name in HALF_DTYPES
+        clone.random = self.random.for_backend(clone)
         return clone
 
     def _resolve_dtype(self, name: str):
@@ -113,11 +125,6 @@ class Backend:
             raise ValueError(f"dtype: {getattr(self.xp, '__name__', self.xp)} has no "
                              f"{name!r}")
         return getattr(self.xp, name)
-
-    @property
-    def low_precision(self) -> bool:
-        """True for 16-bit dtypes, trained with float32 master weights (gpunn.amp)."""
-        return self.dtype_name in HALF_DTYPES
 
     def is_floating(self, dtype) -> bool:
         """True for real floating dtypes, this backend's own included (bfloat16 is not a
@@ -187,12 +194,22 @@ class Backend:
         """Copy a backend array to a NumPy array on the host."""
         return host_array(a)
 
+    def zeros(self, shape, dtype=None):
+        """Zeros of the backend dtype (or ``dtype``) on the backend device."""
+        return self.xp.zeros(shape, dtype=dtype or self.dtype, device=self.device)
+
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on synchronous backends)."""
 
+    def release_memory(self) -> None:
+        """Give cached device memory back (after an out-of-memory error)."""
+        import gc
+
+        gc.collect()
+
     def fits_on_device(self, nbytes: int) -> bool:
-        """Whether a dataset of ``nbytes`` should be moved onto this device for training
-        (it is copied once more per epoch when shuffled). Host memory: always."""
+        """Whether a dataset of ``nbytes`` should be moved onto this device for training.
+        Host memory: always."""
         return True
 
     def batches(self, X, T, order, batch_size: int):
@@ -215,56 +232,12 @@ class Backend:
             idx = slice(lo, hi) if order is None else order[lo:hi]
             yield self.asarray(X[idx]), (None if T is None else self.asarray(T[idx]))
 
-    def zeros(self, shape, dtype=None):
-        """Zeros of the backend dtype (or ``dtype``) on the backend device."""
-        return self.xp.zeros(shape, dtype=dtype or self.dtype, device=self.device)
-
-    # ------------------------------------------------------------------ random
-    def seed(self, seed: int | None) -> None:
-        """Reseed the backend's random generator."""
-        self._rng = np.random.default_rng(seed)
-
-    def rng_state(self):
-        """The generator's state (JSON-serialisable), or None where it cannot be read."""
-        return self._rng.bit_generator.state
-
-    def set_rng_state(self, state) -> None:
-        """Restore a state from :meth:`rng_state`."""
-        self._rng.bit_generator.state = state
-
-    def release_memory(self) -> None:
-        """Give cached device memory back (after an out-of-memory error)."""
-        import gc
-
-        gc.collect()
-
-    def normal(self, shape, std: float = 1.0, mean: float = 0.0):
-        """Normal samples of the backend dtype, shape ``shape``."""
-        host = self._rng.standard_normal(shape, dtype=np.float64) * std + mean
-        return self.asarray(host.astype(self.dtype_name))
-
-    def uniform(self, shape, low: float = 0.0, high: float = 1.0):
-        """Uniform samples in ``[low, high)`` of the backend dtype, shape ``shape``."""
-        host = self._rng.uniform(low, high, size=shape)
-        return self.asarray(host.astype(self.dtype_name))
-
-    def permutation(self, n: int):
-        """A random permutation of ``range(n)`` as an int64 array on the device."""
-        return self.asarray(self._rng.permutation(n).astype(np.int64))
-
-    def bernoulli(self, shape, p: float):
-        """Array of ones (probability ``p``) and zeros in the backend dtype."""
-        return self.asarray((self._rng.random(shape) < p).astype(self.dtype_name))
-
-    # ------------------------------------------------------------------ fast-path seams
-    # Generic, standard-only versions. Subclasses replace them wholesale; every
-    # override has a parity test against these (tests/test_backend_parity.py).
-    def linear(self, x, W, b):
-        """Affine map ``x @ W + b``; ``x (batch, in)``, ``W (in, out)``, ``b (out,)``."""
-        return x @ W + b
-
+    # ------------------------------------------------------------------ operations
+    # The named operations of a training step. Generic, standard-only versions here;
+    # NumpyBackend and CupyBackend override them by name, each override with a parity test
+    # against these (tests/test_backend_parity.py, tests/test_gpu.py).
     def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
-        """Gradients of :meth:`linear`.
+        """Gradients of ``x @ W + b``.
 
         Parameters
         ----------
@@ -275,8 +248,8 @@ class Backend:
         need_input_grad : bool
             Skip ``gx`` (one matmul) when False.
         out : (gW, gb), optional
-            Last step's gradient arrays, which a backend may overwrite instead of
-            allocating new ones. The generic version ignores them.
+            Arrays a backend may overwrite instead of allocating new ones (the generic
+            version ignores them).
 
         Returns
         -------
@@ -290,7 +263,7 @@ class Backend:
         gx = grad @ xp.matrix_transpose(W) if need_input_grad else None
         return gW, gb, gx
 
-    def dense_forward(self, x, W, b, activation, params: dict):
+    def bias_activation(self, x, W, b, activation, params: dict):
         """Affine map and activation of a Dense layer.
 
         Parameters
@@ -309,7 +282,7 @@ class Backend:
         y : (batch, out)
             ``activation(z)``; ``z`` itself for identity.
         """
-        z = self.linear(x, W, b)
+        z = x @ W + b
         if activation.name == "identity":
             return z, z
         return z, activation.forward(self.xp, z, **params)
@@ -318,29 +291,94 @@ class Backend:
         """``dL/dz`` from ``grad = dL/dy`` (all ``(batch, features)``)."""
         return activation.backward(self.xp, z, y, grad, **params)
 
-    def fused_loss(self, loss, z, target):
-        """Loss value from the output layer's pre-activation (softmax/sigmoid fused).
+    def softmax_cross_entropy(self, z, target):
+        """Softmax and cross-entropy from logits in one pass (see the module function
+        :func:`softmax_cross_entropy`); returns ``(value, prob, grad)``."""
+        return softmax_cross_entropy(self.xp, z, target)
 
-        Afterwards ``loss.backward()`` is ``dL/dz`` and ``loss.output`` the activated output.
-        """
-        return loss.forward_logits(z, target)
+    def sgd_update(self, p, g, velocity, hp: SGDStep) -> None:
+        """SGD (momentum, Nesterov) in place on ``p`` and ``velocity`` (None without
+        momentum)."""
+        if hp.weight_decay:
+            g = g + hp.weight_decay * p
+        if hp.momentum:
+            velocity[...] = hp.momentum * velocity + g
+            g = g + hp.momentum * velocity if hp.nesterov else velocity
+        p[...] = p - hp.lr * g
 
-    def flat_views(self, flat, shapes) -> list:
-        """Views of consecutive pieces of the 1-D ``flat`` with the given shapes."""
-        views, offset = [], 0
-        for shape in shapes:
-            n = 1
-            for d in shape:
-                n *= d
-            views.append(self.xp.reshape(flat[offset:offset + n], shape))
-            offset += n
-        return views
+    def adam_update(self, p, g, m, v, hp: AdamStep) -> None:
+        """Adam/AdamW in place on ``p``, ``m`` and ``v``."""
+        xp = self.xp
+        if hp.weight_decay:
+            if hp.decoupled:
+                p[...] = p * hp.decay
+            else:
+                g = g + hp.weight_decay * p
+        m[...] = m + hp.one_minus_b1 * (g - m)
+        v[...] = v + hp.one_minus_b2 * (g * g - v)
+        p[...] = p - (m / (xp.sqrt(v) + hp.eps_hat)) * hp.step_size
 
-    def optimizer_kernel(self, kind: str, dtype):
-        """A fused in-place update ``(p, g, state, hp)`` for optimiser ``kind`` on ``dtype``
-        arrays, or ``None`` for the generic one. The update may return False for an array
-        it cannot handle (non-contiguous, say), which then takes the generic path."""
-        return None
+    def rmsprop_update(self, p, g, square_avg, velocity, hp: RMSpropStep) -> None:
+        """RMSprop in place on ``p``, ``square_avg`` and ``velocity`` (None without
+        momentum)."""
+        if hp.weight_decay:
+            g = g + hp.weight_decay * p
+        square_avg[...] = hp.alpha * square_avg + hp.one_minus_alpha * (g * g)
+        step = g / (self.xp.sqrt(square_avg) + hp.eps)
+        if hp.momentum:
+            velocity[...] = hp.momentum * velocity + step
+            step = velocity
+        p[...] = p - hp.lr * step
+
+    def adagrad_update(self, p, g, sum_sq, hp: AdagradStep) -> None:
+        """Adagrad in place on ``p`` and ``sum_sq``."""
+        if hp.weight_decay:
+            g = g + hp.weight_decay * p
+        sum_sq[...] = sum_sq + g * g
+        p[...] = p - hp.lr * (g / (self.xp.sqrt(sum_sq) + hp.eps))
+
+
+def softmax_cross_entropy(xp, z, target):
+    """Softmax and cross-entropy from logits, generic (standard-only).
+
+    Parameters
+    ----------
+    xp : namespace
+    z : (N, C) logits
+    target : (N,) integer labels, or (N, C) rows that each sum to 1 (one-hot or
+        distributions)
+
+    Returns
+    -------
+    value : 0-d array
+        Mean over rows of ``-sum(target * log softmax(z))``.
+    prob : (N, C)
+        ``softmax(z)``.
+    grad : (N, C)
+        ``dvalue/dz = (prob - target) / N``.
+    """
+    import array_api_compat
+
+    if target.ndim == 1:  # labels: one-hot by comparison (the standard has no scatter)
+        classes = xp.arange(z.shape[-1], dtype=target.dtype,
+                            device=array_api_compat.device(z))
+        target = xp.astype(xp.reshape(target, (-1, 1)) == classes, z.dtype)
+    shifted = z - xp.max(z, axis=-1, keepdims=True)
+    e = xp.exp(shifted)
+    total = xp.sum(e, axis=-1, keepdims=True)
+    inv_n = 1.0 / z.shape[0]
+    value = -xp.sum(target * (shifted - xp.log(total))) * inv_n
+    prob = e / total  # reusing the exponentials
+    return value, prob, (prob - target) * inv_n
+
+
+def all_finite(xp, a) -> bool:
+    """True when ``a`` has no NaN or Inf (a host read: for checks before training)."""
+    # A finite sum proves every element finite; an infinite one may just be overflow of
+    # large finite values, so only then pay for the element-wise test.
+    if getattr(a.dtype, "name", None) in HALF_DTYPES:  # a float16 sum overflows at 65504
+        return bool(xp.all(xp.isfinite(a)))
+    return bool(xp.isfinite(xp.sum(a))) or bool(xp.all(xp.isfinite(a)))
 
 
 def _check_dtype_name(dtype) -> str:

@@ -13,6 +13,60 @@ from .base import BFLOAT16_HINT, Backend, linear_backward_into
 _RANDOM_DTYPES = ("float32", "float64")
 
 
+class CupyRandom:
+    """CuPy's generator: samples drawn on the GPU (no host round trip per dropout mask).
+
+    Its state cannot be exported, so a resumed GPU run is reproducible but not equal to an
+    uninterrupted one.
+    """
+
+    def __init__(self, backend, seed: int | None = None):
+        self.backend = backend
+        self.seed(seed)
+
+    def seed(self, seed: int | None) -> None:
+        with self.backend.context():
+            self._rng = cupy.random.RandomState(seed)
+
+    def state(self):
+        return None  # cupy.random.RandomState cannot export its state
+
+    def set_state(self, state) -> None:
+        # A CPU checkpoint's NumPy state cannot drive CuPy's generator; seeding from it
+        # keeps a resumed GPU run reproducible, though not equal to the CPU run.
+        if state is not None:
+            self.seed(int(state.get("state", {}).get("state", 0)) % 2**63)
+
+    def for_backend(self, backend) -> CupyRandom:
+        clone = object.__new__(CupyRandom)
+        clone.__dict__.update(self.__dict__)
+        clone.backend = backend
+        return clone
+
+    def _sampled(self, draw):
+        """Run ``draw(dtype)`` in a dtype cupy.random supports and cast to the backend's."""
+        be = self.backend
+        name = be.dtype_name if be.dtype_name in _RANDOM_DTYPES else "float32"
+        with be.context():
+            out = draw(name)
+            return out if name == be.dtype_name else out.astype(be.dtype)
+
+    def normal(self, shape, std: float = 1.0, mean: float = 0.0):
+        return self._sampled(lambda dt: self._rng.normal(mean, std, size=shape, dtype=dt))
+
+    def uniform(self, shape, low: float = 0.0, high: float = 1.0):
+        return self._sampled(lambda dt: self._rng.uniform(low, high, size=shape, dtype=dt))
+
+    def permutation(self, n: int):
+        with self.backend.context():
+            return self._rng.permutation(n).astype(cupy.int64)
+
+    def bernoulli(self, shape, p: float):
+        with self.backend.context():
+            return (self._rng.random_sample(shape, dtype=cupy.float32) < p).astype(
+                self.backend.dtype)
+
+
 class CupyBackend(Backend):
     """GPU backend on CuPy through ``array_api_compat.cupy``.
 
@@ -33,6 +87,7 @@ class CupyBackend(Backend):
         self.index = index
         self._device = cupy.cuda.Device(index)
         super().__init__(ccp, device=self._device, dtype=dtype, seed=seed, name=f"cuda:{index}")
+        self.random = CupyRandom(self, seed)
         apply_to_cupy()
 
     def _resolve_dtype(self, name: str):
@@ -83,12 +138,12 @@ class CupyBackend(Backend):
 
     # Fused kernels (gpunn/backend/kernels/gpunn_kernels.cu). Each falls back to the
     # generic CuPy expression where it has no kernel (float16, softmax, odd layouts).
-    def dense_forward(self, x, W, b, activation, params):
+    def bias_activation(self, x, W, b, activation, params):
         if (cupy_kernels.can_bias_act(activation.name, x.dtype) and x.dtype == W.dtype == b.dtype
                 and b.flags.c_contiguous):
             z = cupy.matmul(x, W)  # cuBLAS; bias and activation in one pass after it
             return z, cupy_kernels.bias_act_forward(z, b, activation.name, _param(params))
-        return super().dense_forward(x, W, b, activation, params)
+        return super().bias_activation(x, W, b, activation, params)
 
     def activation_backward(self, activation, z, y, grad, params):
         out = cupy_kernels.act_backward(z, y, grad, activation.name, _param(params))
@@ -96,27 +151,27 @@ class CupyBackend(Backend):
             return super().activation_backward(activation, z, y, grad, params)
         return out
 
-    def fused_loss(self, loss, z, target):
-        from ..losses import CategoricalCrossEntropy
+    def softmax_cross_entropy(self, z, target):
+        out = cupy_kernels.softmax_xent(z, target)
+        return super().softmax_cross_entropy(z, target) if out is None else out
 
-        if isinstance(loss, CategoricalCrossEntropy) and z.ndim == 2:
-            result = cupy_kernels.softmax_xent(z, target)
-            if result is not None:
-                value, loss.output, loss._grad = result
-                return value
-        return super().fused_loss(loss, z, target)
+    # Optimiser updates: one fused kernel each over the (flat) parameter buffer, or the
+    # generic CuPy expressions where there is none (float16 master weights never need it).
+    def sgd_update(self, p, g, velocity, hp):
+        if not cupy_kernels.sgd(p, g, velocity, hp):
+            super().sgd_update(p, g, velocity, hp)
 
-    def optimizer_kernel(self, kind: str, dtype):
-        launch = cupy_kernels.optimizer_update(kind, dtype)
-        if launch is None:
-            return None
+    def adam_update(self, p, g, m, v, hp):
+        if not cupy_kernels.adam(p, g, m, v, hp):
+            super().adam_update(p, g, m, v, hp)
 
-        def update(p, g, s, hp):
-            if not (p.flags.c_contiguous and g.flags.c_contiguous and g.dtype == p.dtype):
-                return False
-            launch(p, g, s, hp)
+    def rmsprop_update(self, p, g, square_avg, velocity, hp):
+        if not cupy_kernels.rmsprop(p, g, square_avg, velocity, hp):
+            super().rmsprop_update(p, g, square_avg, velocity, hp)
 
-        return update
+    def adagrad_update(self, p, g, sum_sq, hp):
+        if not cupy_kernels.adagrad(p, g, sum_sq, hp):
+            super().adagrad_update(p, g, sum_sq, hp)
 
     def fits_on_device(self, nbytes: int) -> bool:
         with self._device:
@@ -176,48 +231,10 @@ class CupyBackend(Backend):
     def synchronize(self) -> None:
         self._device.synchronize()
 
-    # CuPy's own generator keeps samples on the GPU: no host round trip per dropout mask.
-    def seed(self, seed: int | None) -> None:
-        with self._device:
-            self._rng = cupy.random.RandomState(seed)
-
-    def rng_state(self):
-        return None  # cupy.random.RandomState cannot export its state
-
-    def set_rng_state(self, state) -> None:
-        # A CPU checkpoint's NumPy state cannot drive CuPy's generator; seeding from it
-        # keeps a resumed GPU run reproducible, though not equal to the CPU run.
-        if state is not None:
-            self.seed(int(state.get("state", {}).get("state", 0)) % 2**63)
-
     def release_memory(self) -> None:
         super().release_memory()
         cupy.get_default_memory_pool().free_all_blocks()
         cupy.get_default_pinned_memory_pool().free_all_blocks()
-
-    def _sampled(self, draw):
-        """Run ``draw(dtype)`` in a dtype cupy.random supports and cast to ours."""
-        name = self.dtype_name if self.dtype_name in _RANDOM_DTYPES else "float32"
-        with self._device:
-            out = draw(name)
-            return out if name == self.dtype_name else out.astype(self.dtype)
-
-    def normal(self, shape, std: float = 1.0, mean: float = 0.0):
-        return self._sampled(lambda dt: self._rng.normal(mean, std, size=shape, dtype=dt))
-
-    def uniform(self, shape, low: float = 0.0, high: float = 1.0):
-        return self._sampled(lambda dt: self._rng.uniform(low, high, size=shape, dtype=dt))
-
-    def permutation(self, n: int):
-        with self._device:
-            return self._rng.permutation(n).astype(cupy.int64)
-
-    def bernoulli(self, shape, p: float):
-        with self._device:
-            return (self._rng.random_sample(shape, dtype=cupy.float32) < p).astype(
-                self.dtype)
-
-
 
 def _param(params: dict) -> float:
     """The one hyper-parameter an activation kernel takes (alpha or a; 0 when none)."""

@@ -115,36 +115,54 @@ def softmax_xent(z, target):
     return row_loss.sum(), prob, grad
 
 
-def optimizer_update(kind: str, dtype):
-    """A launcher ``(p, g, state, hp)`` for optimiser ``kind`` in ``dtype``, or None."""
-    if _SUFFIX.get(np.dtype(dtype)) is None or not enabled():
-        return None
-    launch = {"adam": _adam, "sgd": _sgd, "rmsprop": _rmsprop}.get(kind)
-    return None if launch is None else functools.partial(launch, _scalar(dtype))
+def _flat_ok(p, g, *state) -> bool:
+    """Whether the fused update kernels can run: contiguous arrays of one dtype."""
+    return (enabled() and _SUFFIX.get(np.dtype(p.dtype)) is not None and all(
+        a.flags.c_contiguous and a.dtype == p.dtype for a in (p, g, *state) if a is not None))
 
 
-def _adam(t, p, g, s, hp, scratch=None):
-    # Constants are computed here in double and rounded once to the array's dtype, as
-    # the NumPy path does (numpy_kernels.adam), so both devices use the same values.
-    root_c2 = hp["c2"] ** 0.5
-    function("adam", p.dtype)(
-        _blocks(p.size), (_THREADS,),
-        (p, g, s["m"], s["v"], np.int64(p.size), t(1.0 - hp["b1"]), t(1.0 - hp["b2"]),
-         t(hp["eps"] * root_c2), t(hp["lr"] * root_c2 / hp["c1"]), t(hp["weight_decay"]),
-         t(1.0 - hp["lr"] * hp["weight_decay"]), np.int32(bool(hp["decoupled"]))))
+def _launch(name, p, args) -> bool:
+    kernel = function(name, p.dtype)
+    if kernel is None:
+        return False
+    kernel(_blocks(p.size), (_THREADS,), args)
+    return True
 
 
-def _sgd(t, p, g, s, hp, scratch=None):
-    vel = s.get("velocity", p)  # not touched when momentum == 0
-    function("sgd", p.dtype)(
-        _blocks(p.size), (_THREADS,),
-        (p, g, vel, np.int64(p.size), t(hp["lr"]), t(hp["momentum"]), t(hp["weight_decay"]),
-         np.int32(bool(hp["nesterov"]))))
+# Optimiser updates: True when the fused kernel ran. Every constant comes from the step's
+# dataclass (computed in double) and is rounded once to the array's dtype, as the NumPy
+# path does, so both devices use the same values.
+def sgd(p, g, velocity, hp) -> bool:
+    if not _flat_ok(p, g, velocity):
+        return False
+    t = _scalar(p.dtype)
+    vel = velocity if velocity is not None else p  # not touched when momentum == 0
+    return _launch("sgd", p, (p, g, vel, np.int64(p.size), t(hp.lr), t(hp.momentum),
+                              t(hp.weight_decay), np.int32(bool(hp.nesterov))))
 
 
-def _rmsprop(t, p, g, s, hp, scratch=None):
-    vel = s.get("velocity", p)  # not touched when momentum == 0
-    function("rmsprop", p.dtype)(
-        _blocks(p.size), (_THREADS,),
-        (p, g, s["square_avg"], vel, np.int64(p.size), t(hp["lr"]), t(hp["alpha"]),
-         t(1.0 - hp["alpha"]), t(hp["eps"]), t(hp["momentum"]), t(hp["weight_decay"])))
+def adam(p, g, m, v, hp) -> bool:
+    if not _flat_ok(p, g, m, v):
+        return False
+    t = _scalar(p.dtype)
+    return _launch("adam", p, (p, g, m, v, np.int64(p.size), t(hp.one_minus_b1),
+                               t(hp.one_minus_b2), t(hp.eps_hat), t(hp.step_size),
+                               t(hp.weight_decay), t(hp.decay), np.int32(bool(hp.decoupled))))
+
+
+def rmsprop(p, g, square_avg, velocity, hp) -> bool:
+    if not _flat_ok(p, g, square_avg, velocity):
+        return False
+    t = _scalar(p.dtype)
+    vel = velocity if velocity is not None else p  # not touched when momentum == 0
+    return _launch("rmsprop", p, (p, g, square_avg, vel, np.int64(p.size), t(hp.lr),
+                                  t(hp.alpha), t(hp.one_minus_alpha), t(hp.eps),
+                                  t(hp.momentum), t(hp.weight_decay)))
+
+
+def adagrad(p, g, sum_sq, hp) -> bool:
+    if not _flat_ok(p, g, sum_sq):
+        return False
+    t = _scalar(p.dtype)
+    return _launch("adagrad", p, (p, g, sum_sq, np.int64(p.size), t(hp.lr), t(hp.eps),
+                                  t(hp.weight_decay)))

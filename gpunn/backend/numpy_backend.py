@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import array_api_compat.numpy as cnp
 import numpy as np
 
@@ -58,7 +56,7 @@ class NumpyBackend(Backend):
             return super().linear_backward(x, W, grad, need_input_grad)
         return linear_backward_into(np, x, W, grad, need_input_grad, out)
 
-    def dense_forward(self, x, W, b, activation, params):
+    def bias_activation(self, x, W, b, activation, params):
         z = np.matmul(x, W)
         z += b
         name = activation.name
@@ -80,9 +78,18 @@ class NumpyBackend(Backend):
             return z, activation.forward(self.xp, z, **params)
         return z, z
 
-    def optimizer_kernel(self, kind: str, dtype):
-        kernel = numpy_kernels.KERNELS.get(kind)
-        return None if kernel is None else functools.partial(kernel, scratch=self._scratch)
+    # Optimiser updates: in place with out= (gpunn/backend/numpy_kernels.py).
+    def sgd_update(self, p, g, velocity, hp):
+        numpy_kernels.sgd(p, g, velocity, hp, self._scratch)
+
+    def adam_update(self, p, g, m, v, hp):
+        numpy_kernels.adam(p, g, m, v, hp, self._scratch)
+
+    def rmsprop_update(self, p, g, square_avg, velocity, hp):
+        numpy_kernels.rmsprop(p, g, square_avg, velocity, hp, self._scratch)
+
+    def adagrad_update(self, p, g, sum_sq, hp):
+        numpy_kernels.adagrad(p, g, sum_sq, hp, self._scratch)
 
     def _scratch(self, like: np.ndarray) -> np.ndarray:
         """A reusable work array of ``like``'s shape and dtype (contents undefined)."""

@@ -208,6 +208,18 @@ __device__ void rmsprop_update(T* p, const T* g, T* sq, T* vel, long long n, T l
     }
 }
 
+// Adagrad: sum += g^2; p -= lr g / (sqrt(sum) + eps).
+template <typename T>
+__device__ void adagrad_update(T* p, const T* g, T* sum_sq, long long n, T lr, T eps, T wd) {
+    GPUNN_GRID_STRIDE(i, n) {
+        T pi = p[i];
+        T gi = g[i] + pi * wd;
+        T si = sum_sq[i] + gi * gi;
+        sum_sq[i] = si;
+        p[i] = pi - lr * (gi / (sqrt(si) + eps));
+    }
+}
+
 #define GPUNN_EXPORT(T, S)                                                                   \
     extern "C" __global__ void bias_act_forward_##S(T* z, const T* b, T* y, long long n,     \
                                                     long long cols, int act, T p) {          \
@@ -238,6 +250,10 @@ __device__ void rmsprop_update(T* p, const T* g, T* sq, T* vel, long long n, T l
     extern "C" __global__ void rmsprop_##S(T* p, const T* g, T* sq, T* vel, long long n,     \
             T lr, T alpha, T one_minus_alpha, T eps, T momentum, T wd) {                     \
         rmsprop_update<T>(p, g, sq, vel, n, lr, alpha, one_minus_alpha, eps, momentum, wd); \
+    }                                                                                        \
+    extern "C" __global__ void adagrad_##S(T* p, const T* g, T* sum_sq, long long n, T lr,   \
+            T eps, T wd) {                                                                   \
+        adagrad_update<T>(p, g, sum_sq, n, lr, eps, wd);                                    \
     }
 
 GPUNN_EXPORT(float, f32)

@@ -1,10 +1,9 @@
-"""Optimisers: SGD (momentum, Nesterov), Adam/AdamW (one core), RMSprop.
+"""The optimiser base: state per parameter array, device moves, checkpoints, clipping.
 
-Each algorithm is written once as generic array maths (``_generic_*``). A backend may
-supply a fused in-place kernel for an algorithm through ``backend.optimizer_kernel(kind)``
-(NumPy: ``out=`` ufuncs); the scalar flags below select the variant, so one kernel
-serves e.g. Adam and AdamW. Parameters are updated in place: references users hold to
-``layer.params[...]`` stay valid.
+An update rule (gpunn.optim.rules) builds the step's frozen hyper-parameters
+(:mod:`gpunn.backend.hyper`) and calls the backend's named update operation
+(``backend.adam_update`` ...), which is generic array maths or a fused kernel. Parameters
+are updated in place: references users hold to ``layer.params[...]`` stay valid.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from .errors import describe, lookup
+from ..errors import describe
 
 
 def _real(value, what: str, low: float, high: float = float("inf"), *, low_open=False,
@@ -132,7 +131,7 @@ class Optimizer:
     def _begin_step(self, params: list, grads: list) -> list:
         """Bind to ``params`` if needed, count the step, clip: the gradients to apply."""
         if self.backend is None or [tuple(p.shape) for p in params] != self._shapes:
-            from .backend import get_backend
+            from ..backend import get_backend
 
             self.attach(params, self.backend or get_backend(_namespace_of(params[0])))
         self.t += 1
@@ -147,31 +146,16 @@ class Optimizer:
             Same order and shapes on every call (the optimiser's state is positional).
         """
         grads = self._begin_step(params, grads)
-        kernel = self.backend.optimizer_kernel(self.kind, params[0].dtype) if params else None
-        hp = self._step_scalars()
+        hp = self._hyper_step()
         for p, g, s in zip(params, grads, self.state):
-            if kernel is None or kernel(p, g, s, hp) is False:
-                p[...] = self._generic(self.backend.xp, p, g, s, hp)
+            self._update(p, g, s, hp)
 
-    def masked_step(self, params: list, grads: list, ok) -> None:
-        """Like :meth:`step`, but parameters and state change only where the 0-d device
-        flag ``ok`` is true (mixed precision skips overflowed steps without a host sync).
-        Always the generic maths: the selection needs the old and new values side by side.
-        """
-        grads = self._begin_step(params, grads)
-        xp = self.backend.xp
-        hp = self._step_scalars()
-        for p, g, s in zip(params, grads, self.state):
-            old = dict(s)
-            new = self._generic(xp, p, g, s, hp)
-            for key in s:
-                s[key] = xp.where(ok, s[key], old[key])
-            p[...] = xp.where(ok, new, p)
+    def _hyper_step(self):
+        """The frozen hyper-parameters of this step (gpunn.backend.hyper)."""
+        raise NotImplementedError
 
-    def _step_scalars(self) -> dict:
-        return self.hyper()
-
-    def _generic(self, xp, p, g, s, hp):
+    def _update(self, p, g, state: dict, hp) -> None:
+        """Update ``p`` and ``state`` in place through the backend's operation."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ devices & checkpoints
@@ -215,153 +199,3 @@ def _namespace_of(a):
     import array_api_compat
 
     return array_api_compat.array_namespace(a)
-
-
-class SGD(Optimizer):
-    """Stochastic gradient descent, optionally with (Nesterov) momentum.
-
-    ``v = momentum * v + g``; ``p -= lr * (g + momentum * v if nesterov else v)``, with
-    ``g`` including ``weight_decay * p`` (PyTorch's convention, dampening 0).
-
-    Parameters
-    ----------
-    lr : float, default 0.01
-    momentum : float in [0, 1), default 0
-    nesterov : bool, default False
-    weight_decay : float, default 0
-    """
-
-    kind = "sgd"
-
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, clip_norm: float | None = None):
-        super().__init__(lr, weight_decay, clip_norm)
-        self.momentum = _real(momentum, "SGD momentum", 0.0, 1.0)
-        self.nesterov = bool(nesterov)
-        if self.nesterov and self.momentum == 0.0:
-            raise ValueError("SGD nesterov: needs momentum > 0, got momentum=0")
-        self._state_keys = ("velocity",) if self.momentum else ()
-
-    def hyper(self):
-        return {**super().hyper(), "momentum": self.momentum, "nesterov": self.nesterov}
-
-    def _generic(self, xp, p, g, s, hp):
-        if hp["weight_decay"]:
-            g = g + hp["weight_decay"] * p
-        if hp["momentum"]:
-            s["velocity"] = v = hp["momentum"] * s["velocity"] + g
-            g = g + hp["momentum"] * v if hp["nesterov"] else v
-        return p - hp["lr"] * g
-
-
-class Adam(Optimizer):
-    """Adam, and AdamW through ``decoupled=True``.
-
-    ``m = b1 m + (1-b1) g``; ``v = b2 v + (1-b2) g^2``;
-    ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` with bias-corrected ``m_hat``, ``v_hat``.
-    Weight decay is added to ``g`` (Adam) or applied as ``p *= 1 - lr * wd`` (AdamW).
-
-    Parameters
-    ----------
-    lr : float, default 1e-3
-    betas : (float, float), default (0.9, 0.999)
-    eps : float, default 1e-8
-    weight_decay : float, default 0
-    decoupled : bool, default False
-    """
-
-    kind = "adam"
-    _state_keys = ("m", "v")
-
-    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, decoupled: bool = False,
-                 clip_norm: float | None = None):
-        super().__init__(lr, weight_decay, clip_norm)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"{type(self).__name__} betas: expected a pair (beta1, beta2), "
-                             f"got {betas!r}")
-        self.betas = (_real(betas[0], "Adam beta1", 0.0, 1.0),
-                      _real(betas[1], "Adam beta2", 0.0, 1.0))
-        self.eps = _real(eps, "Adam eps", 0.0, low_open=True)
-        self.decoupled = bool(decoupled)
-
-    def hyper(self):
-        return {**super().hyper(), "betas": list(self.betas), "eps": self.eps,
-                "decoupled": self.decoupled}
-
-    def _step_scalars(self):
-        b1, b2 = self.betas
-        # Bias corrections folded into two host scalars: no extra array pass per step.
-        return {**self.hyper(), "b1": b1, "b2": b2, "c1": 1.0 - b1 ** self.t,
-                "c2": 1.0 - b2 ** self.t}
-
-    def _generic(self, xp, p, g, s, hp):
-        if hp["weight_decay"]:
-            if hp["decoupled"]:
-                p = p * (1.0 - hp["lr"] * hp["weight_decay"])
-            else:
-                g = g + hp["weight_decay"] * p
-        s["m"] = m = hp["b1"] * s["m"] + (1.0 - hp["b1"]) * g
-        s["v"] = v = hp["b2"] * s["v"] + (1.0 - hp["b2"]) * (g * g)
-        denom = xp.sqrt(v * (1.0 / hp["c2"])) + hp["eps"]
-        return p - (hp["lr"] / hp["c1"]) * m / denom
-
-
-class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter); ``weight_decay`` 0.01."""
-
-    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, decoupled: bool = True,
-                 clip_norm: float | None = None):
-        super().__init__(lr, betas, eps, weight_decay, decoupled, clip_norm)
-
-
-class RMSprop(Optimizer):
-    """RMSprop: ``v = alpha v + (1-alpha) g^2``; ``p -= lr * g / (sqrt(v) + eps)``.
-
-    Parameters
-    ----------
-    lr : float, default 0.01
-    alpha : float in [0, 1), default 0.99
-    eps : float, default 1e-8
-    momentum : float in [0, 1), default 0
-    weight_decay : float, default 0
-    """
-
-    kind = "rmsprop"
-
-    def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0, weight_decay: float = 0.0,
-                 clip_norm: float | None = None):
-        super().__init__(lr, weight_decay, clip_norm)
-        self.alpha = _real(alpha, "RMSprop alpha", 0.0, 1.0)
-        self.eps = _real(eps, "RMSprop eps", 0.0, low_open=True)
-        self.momentum = _real(momentum, "RMSprop momentum", 0.0, 1.0)
-        self._state_keys = ("square_avg", "velocity") if self.momentum else ("square_avg",)
-
-    def hyper(self):
-        return {**super().hyper(), "alpha": self.alpha, "eps": self.eps,
-                "momentum": self.momentum}
-
-    def _generic(self, xp, p, g, s, hp):
-        if hp["weight_decay"]:
-            g = g + hp["weight_decay"] * p
-        s["square_avg"] = v = hp["alpha"] * s["square_avg"] + (1.0 - hp["alpha"]) * (g * g)
-        step = g / (xp.sqrt(v) + hp["eps"])
-        if hp["momentum"]:
-            s["velocity"] = step = hp["momentum"] * s["velocity"] + step
-        return p - hp["lr"] * step
-
-
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
-
-
-def get(name, **kwargs) -> Optimizer:
-    """An optimiser by name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``) or as given.
-
-    Raises
-    ------
-    ValueError
-        Unknown name, listing the valid ones.
-    """
-    return lookup("optimizer", name, OPTIMIZERS, Optimizer, **kwargs)

@@ -1,0 +1,73 @@
+"""Hyper-parameters of one optimiser step, as the backend's update operations take them.
+
+An optimiser (gpunn.optim) builds one of these per step from its settings and step count;
+``Backend.sgd_update`` / ``adam_update`` / ``rmsprop_update`` / ``adagrad_update`` consume
+it, generically or in a fused kernel. Every derived constant (``1 - beta2``, the folded
+bias corrections, ``1 - lr * weight_decay``) is computed here once, in double precision,
+so the NumPy and CUDA paths round the same values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SGDStep:
+    """``v = momentum v + g``; ``p -= lr (g + momentum v if nesterov else v)``; ``g``
+    includes ``weight_decay * p``."""
+
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass(frozen=True)
+class AdamStep:
+    """Adam/AdamW with the bias corrections folded into ``step_size`` and ``eps_hat``:
+    ``m += (1-b1)(g - m)``, ``v += (1-b2)(g^2 - v)``,
+    ``p -= step_size * m / (sqrt(v) + eps_hat)``; decoupled decay multiplies ``p`` by
+    ``decay`` first, coupled decay adds ``weight_decay * p`` to ``g``."""
+
+    one_minus_b1: float
+    one_minus_b2: float
+    eps_hat: float
+    step_size: float
+    weight_decay: float = 0.0
+    decay: float = 1.0
+    decoupled: bool = False
+
+    @classmethod
+    def at(cls, t: int, lr: float, betas, eps: float, weight_decay: float = 0.0,
+           decoupled: bool = False) -> AdamStep:
+        """The step constants for step number ``t`` (counted from 1)."""
+        b1, b2 = betas
+        c1, c2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+        root_c2 = c2 ** 0.5
+        # lr * (m / c1) / (sqrt(v / c2) + eps) == (lr sqrt(c2) / c1) m / (sqrt(v) + eps sqrt(c2))
+        return cls(1.0 - b1, 1.0 - b2, eps * root_c2, lr * root_c2 / c1, weight_decay,
+                   1.0 - lr * weight_decay, decoupled)
+
+
+@dataclass(frozen=True)
+class RMSpropStep:
+    """``s = alpha s + (1-alpha) g^2``; ``u = g / (sqrt(s) + eps)``, with momentum
+    ``v = momentum v + u``; ``p -= lr u`` (or ``lr v``)."""
+
+    lr: float
+    alpha: float
+    one_minus_alpha: float
+    eps: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class AdagradStep:
+    """``s += g^2``; ``p -= lr g / (sqrt(s) + eps)`` (``lr`` already decayed for this
+    step)."""
+
+    lr: float
+    eps: float
+    weight_decay: float = 0.0

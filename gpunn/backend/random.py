@@ -1,0 +1,60 @@
+"""Seeded random generators of the backends: weights, dropout masks, shuffling.
+
+The generic generator draws on the host (NumPy's PCG64) and moves the samples to the
+device, so its state can be saved in checkpoints. The CuPy backend uses
+:class:`CupyRandom`, which draws on the GPU (no host round trip per dropout mask).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class HostRandom:
+    """A NumPy generator feeding any backend.
+
+    Parameters
+    ----------
+    backend : Backend
+        Where samples go (its ``asarray``) and in which dtype.
+    seed : int, optional
+    """
+
+    def __init__(self, backend, seed: int | None = None):
+        self.backend = backend
+        self.seed(seed)
+
+    def seed(self, seed: int | None) -> None:
+        """Reseed; ``None`` draws fresh entropy."""
+        self._rng = np.random.default_rng(seed)
+
+    def state(self):
+        """The generator's state (JSON-serialisable), or None where it cannot be read."""
+        return self._rng.bit_generator.state
+
+    def set_state(self, state) -> None:
+        """Restore a state from :meth:`state`."""
+        self._rng.bit_generator.state = state
+
+    def normal(self, shape, std: float = 1.0, mean: float = 0.0):
+        """Normal samples of the backend dtype, shape ``shape``."""
+        return self.backend.asarray(self._rng.standard_normal(shape) * std + mean)
+
+    def uniform(self, shape, low: float = 0.0, high: float = 1.0):
+        """Uniform samples in ``[low, high)`` of the backend dtype, shape ``shape``."""
+        return self.backend.asarray(self._rng.uniform(low, high, size=shape))
+
+    def permutation(self, n: int):
+        """A random permutation of ``range(n)`` as an int64 array on the device."""
+        return self.backend.asarray(self._rng.permutation(n).astype(np.int64))
+
+    def bernoulli(self, shape, p: float):
+        """Ones (probability ``p``) and zeros in the backend dtype."""
+        return self.backend.asarray((self._rng.random(shape) < p).astype(np.float32))
+
+    def for_backend(self, backend) -> HostRandom:
+        """The same generator (shared state) delivering to ``backend`` (another dtype)."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.backend = backend
+        return clone

@@ -1,0 +1,30 @@
+"""Optimisers: SGD (momentum, Nesterov), Adam/AdamW, RMSprop, Adagrad; wrappers that skip
+non-finite steps and scale the loss for 16-bit training.
+
+Each rule lives in :mod:`gpunn.optim.rules` and runs through one named backend operation
+(``sgd_update``, ``adam_update``, ``rmsprop_update``, ``adagrad_update``): generic array
+maths in :class:`gpunn.backend.Backend`, in-place NumPy in ``numpy_backend``, one fused CUDA
+kernel each in ``cupy_backend``.
+"""
+
+from __future__ import annotations
+
+from ..errors import lookup
+from .base import Optimizer
+from .rules import OPTIMIZERS, SGD, Adagrad, Adam, AdamW, RMSprop
+from .wrappers import LossScaleOptimizer, SkipNonFinite
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "OPTIMIZERS", "get",
+           "LossScaleOptimizer", "SkipNonFinite"]
+
+
+def get(name, **kwargs) -> Optimizer:
+    """An optimiser by name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``,
+    ``"adagrad"``) or as given.
+
+    Raises
+    ------
+    ValueError
+        Unknown name, listing the valid ones.
+    """
+    return lookup("optimizer", name, OPTIMIZERS, Optimizer, **kwargs)

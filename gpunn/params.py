@@ -1,0 +1,104 @@
+"""The parameter store: one flat buffer for all parameters and one for all gradients.
+
+Layers own ``params`` and ``grads`` dicts and know nothing of this: the store copies their
+arrays into two flat buffers and gives each layer views into them, so the optimiser updates
+the whole model in one pass (one fused kernel on a GPU) and snapshots are one copy. A layer
+that rebinds ``grads[key]`` (or a user who replaces ``params[key]``) is adopted at the next
+step. Only backends whose slices are guaranteed views (NumPy, CuPy) get flat buffers;
+elsewhere the separate arrays are used as they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ParameterStore:
+    """The parameters and gradients of a list of built layers, on one backend.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    backend : Backend
+    """
+
+    def __init__(self, layers, backend):
+        self.layers, self.backend = layers, backend
+        self.flat = None  # (P, G) when flat
+        self._entries, self._pviews, self._gviews = [], [], []
+        self.build()
+
+    def build(self, backend=None) -> None:
+        """(Re)build the flat buffers from the layers' current arrays (after a device move
+        or a replaced parameter)."""
+        self.backend = backend = backend or self.backend
+        self.flat = None
+        self._entries = [(layer, key) for layer in self.layers for key in layer.params]
+        if not backend.supports_views or not self._entries:
+            return
+        shapes = [tuple(layer.params[key].shape) for layer, key in self._entries]
+        total = sum(int(np.prod(shape)) for shape in shapes)
+        with backend.context():
+            P, G = backend.zeros((total,)), backend.zeros((total,))
+            self._pviews, self._gviews = _views(backend.xp, P, shapes), _views(backend.xp, G,
+                                                                                 shapes)
+            for (layer, key), pv, gv in zip(self._entries, self._pviews, self._gviews):
+                pv[...] = layer.params[key]
+                gv[...] = layer.grads[key]
+                layer.params[key], layer.grads[key] = pv, gv
+        self.flat = (P, G)
+
+    def parameters(self) -> list:
+        """Every parameter array, layer by layer (``W`` before ``b``)."""
+        return [layer.params[key] for layer in self.layers for key in layer.params]
+
+    def gradients(self) -> list:
+        """Gradients from the last backward, in the order of :meth:`parameters`."""
+        return [layer.grads[key] for layer in self.layers for key in layer.params]
+
+    def step_lists(self) -> tuple[list, list]:
+        """What the optimiser steps on: ``([P], [G])`` when flat, else the separate arrays.
+
+        Adopts what layers or users rebound since the last step: a new gradient array is
+        copied into its view; a replaced parameter rebuilds the buffers.
+        """
+        if self.flat is None:
+            return self.parameters(), self.gradients()
+        entries = self._entries
+        if [(lay, k) for lay in self.layers for k in lay.params] != entries or any(
+                layer.params[key] is not pv for (layer, key), pv in zip(entries,
+                                                                        self._pviews)):
+            self.build()
+        for (layer, key), gv in zip(self._entries, self._gviews):
+            grad = layer.grads[key]
+            if grad is not gv:
+                gv[...] = grad
+                layer.grads[key] = gv
+        P, G = self.flat
+        return [P], [G]
+
+    def count(self) -> int:
+        """Number of parameter values."""
+        return sum(int(np.prod(tuple(p.shape))) for p in self.parameters())
+
+    def snapshot(self) -> list:
+        """Host copies of every parameter (see :meth:`restore`)."""
+        to_host = self.backend.to_numpy
+        return [np.array(to_host(p)) for p in self.parameters()]
+
+    def restore(self, saved: list) -> None:
+        """Put back what :meth:`snapshot` returned."""
+        be = self.backend
+        with be.context():
+            for p, value in zip(self.parameters(), saved):
+                p[...] = be.asarray(value, dtype=p.dtype)
+
+
+def _views(xp, flat, shapes) -> list:
+    """Views of consecutive pieces of the 1-D ``flat`` with the given shapes."""
+    views, offset = [], 0
+    for shape in shapes:
+        n = int(np.prod(shape))
+        views.append(xp.reshape(flat[offset:offset + n], shape))
+        offset += n
+    return views

@@ -1,0 +1,240 @@
+"""Training: ``fit`` and ``evaluate`` for a :class:`gpunn.Sequential`, and ``predict``.
+
+``fit`` checks every argument before anything changes, places the data
+(:mod:`.batches`), attaches the optimiser (wrapped for 16-bit training), and hands a
+:class:`.loop.Trainer` the epochs; recovery (roll-back, divergence, out of memory, Ctrl-C)
+is :mod:`.recovery`, checkpoint state :mod:`.state`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from .. import losses as _losses
+from .. import metrics as _metrics
+from .. import optim as _optim
+from ..callbacks import Callback, EpochLogger, History, ProgressBar
+from ..errors import describe
+from ..layers import _positive_int
+from . import batches
+from .loop import Trainer, evaluate_arrays
+from .recovery import interrupt_flag
+from .state import read_checkpoint, restore_checkpoint
+
+__all__ = ["fit", "evaluate", "predict", "step_function", "Trainer", "batches"]
+
+DIVERGENCE = ("raise", "stop", "skip", "off")
+
+
+def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size: int = 32,
+        validation_data=None, shuffle: bool = True, verbose: int = 1,
+        seed: int | None = None, metrics=None, device_data: bool | None = None,
+        callbacks=None, on_divergence: str = "raise", resume_from=None) -> History:
+    """Train ``model``.
+
+    Parameters
+    ----------
+    model : Sequential
+    X : (N, input_dim) array-like (NumPy, CuPy, Array API array or list)
+    y : (N,) or (N, output_dim)
+        Binary 0/1 targets, integer class labels, one-hot rows or regression values.
+    loss : str or Loss, default "mse"
+    optimizer : str or Optimizer, default "adam"
+        A name gets its default hyper-parameters; pass an object to set them.
+    epochs, batch_size : int > 0
+    validation_data : (X_val, y_val), optional
+    shuffle : bool, default True
+        Reshuffle on the device every epoch.
+    verbose : int, default 1
+        0 prints nothing, 1 prints one line per epoch.
+    seed : int, optional
+        Reseeds shuffling and dropout.
+    metrics : list of str, optional
+        Default: the loss's (``["accuracy"]`` for cross-entropies, ``["mae"]`` otherwise).
+    device_data : bool, optional
+        Keep the dataset on the model's device (True) or in host memory, streaming
+        batches to the device (False). Default: on the device when it fits (twice its
+        size, for the shuffled copy, within 80% of free GPU memory); always on the CPU.
+    callbacks : list of gpunn.callbacks.Callback, optional
+        Early stopping, checkpoints, learning-rate schedules, your own.
+    on_divergence : {"raise", "stop", "skip", "off"}, default "raise"
+        What a NaN or infinite loss does. It is noticed at the epoch's one host read
+        (no per-step sync); "raise" puts the parameters and optimiser back to the start
+        of that epoch and raises :class:`gpunn.TrainingDiverged` naming epoch and step;
+        "stop" does the same but returns the history instead; "skip" drops each such
+        batch's update on the device as it happens (logged as ``skipped``); "off"
+        neither checks nor keeps the host copy of parameters and optimiser state that
+        rolling back needs (saves that memory).
+    resume_from : str, optional
+        A checkpoint written by :class:`gpunn.callbacks.ModelCheckpoint` (or by
+        ``model.save`` after ``fit``): parameters, optimiser (its state and
+        hyper-parameters replace ``optimizer``), epoch counter, random generator and
+        history are restored and training continues up to ``epochs``. On the CPU the
+        result is bitwise identical to an uninterrupted run.
+
+    Returns
+    -------
+    History
+        Training stops cleanly after the current step on Ctrl-C and returns the
+        completed epochs; the model stays usable.
+    """
+    # Everything is validated before any state (parameters, optimiser, RNG) changes.
+    epochs = _positive_int(epochs, "epochs")
+    batch_size = _positive_int(batch_size, "batch_size")
+    if verbose not in (0, 1, 2, True, False):
+        raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+    loss, optimizer = _losses.get(loss), _optim.get(optimizer)
+    metric_objs = metrics_for(loss, metrics)
+    callbacks = _check_callbacks(callbacks)
+    if on_divergence not in DIVERGENCE:
+        raise ValueError(f"on_divergence: expected 'raise', 'stop', 'skip' or 'off', got "
+                         f"{on_divergence!r}")
+    if device_data not in (None, True, False):
+        raise ValueError(f"device_data: expected None, True or False, got {device_data!r}")
+    resume = read_checkpoint(model, resume_from) if resume_from is not None else None
+    with model.backend.context():
+        X, T, streaming = batches.as_dataset(model, X, y, loss, device_data=device_data)
+        val = _validation(model, validation_data, loss, device_data)
+        _check_precision(model)
+        history, start = History(), 1
+        if resume is not None:
+            optimizer, history, start = restore_checkpoint(model, resume)
+        amp = _attach(model, optimizer)
+        model.optimizer, model.loss = optimizer, loss
+        model.metrics = [m.name for m in metric_objs]
+        if seed is not None and resume is None:
+            model.backend.random.seed(seed)
+        callbacks += [history] + ([EpochLogger(int(X.shape[0]), epochs)] if verbose else [])
+        if verbose == 1 and sys.stdout.isatty():
+            callbacks.append(ProgressBar(int(X.shape[0]), batch_size, epochs))
+        settings = dict(epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                        verbose=verbose, on_divergence=on_divergence, val=val, start=start)
+        trainer = Trainer(model, loss, optimizer, metric_objs, amp, settings, callbacks,
+                          history)
+        # Under loss scaling an overflow is an expected event that skips the step.
+        quiet = model.backend.overflow_expected() if amp else contextlib.nullcontext()
+        with quiet, interrupt_flag() as interrupted:
+            return trainer.run(X, T, streaming, interrupted)
+
+
+def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None) -> dict:
+    """Loss and metrics on a dataset, in inference mode.
+
+    Parameters
+    ----------
+    model : Sequential
+    X : (N, input_dim)
+    y : (N,) or (N, output_dim)
+    loss : str or Loss, optional
+        Defaults to the loss of the last ``fit``.
+    metrics : list of str, optional
+        Defaults to those of the last ``fit`` (or the loss's defaults).
+
+    Returns
+    -------
+    dict
+        ``{"loss": float, "<metric>": float, ...}``
+    """
+    loss = loss if loss is not None else model.loss
+    if loss is None:
+        raise ValueError("evaluate: no loss given and the model has not been fit; pass "
+                         "loss='mse' / 'binary_crossentropy' / ...")
+    loss = _losses.get(loss)
+    batch_size = _positive_int(batch_size, "batch_size")
+    metric_objs = metrics_for(loss, metrics if metrics is not None else (
+        model.metrics or None))
+    with model.backend.context():
+        return evaluate_arrays(model, *batches.as_dataset(model, X, y, loss), loss,
+                               metric_objs, batch_size)
+
+
+def predict(model, X, batch_size: int = 4096):
+    """Model output in inference mode, batch by batch; ``(N, output_dim)`` on the device."""
+    batch_size = _positive_int(batch_size, "batch_size")
+    backend = model.backend
+    with backend.context():
+        placement = batches.placement(model, X, None)
+        X = batches.as_input(model, X, backend=placement)
+        if model.preprocessor is not None:
+            X = model.preprocessor.transform(X, placement)
+        streaming = not backend.owns(X)
+        parts = [model.forward_batch(xb, training=False)
+                 for xb, _ in batches.iterate(backend, X, None, batch_size, False, streaming)]
+        if not parts:
+            return backend.zeros((0, model.output_dim))
+        return parts[0] if len(parts) == 1 else backend.xp.concat(parts, axis=0)
+
+
+def step_function(model, X, y):
+    """A function running one training step on ``(X, y)`` exactly as ``fit`` runs it per
+    batch, with the loss and optimiser of the last ``fit``. Inputs are checked and placed
+    first, so the step never waits on the host (the benchmark captures it in a CUDA graph
+    to count its kernel launches).
+    """
+    if model.optimizer is None or model.loss is None:
+        raise ValueError("step_function: the model has not been fit (no loss or optimiser)")
+    with model.backend.context():
+        x, t, _ = batches.as_dataset(model, X, y, model.loss, device_data=True)
+        amp = _attach(model, model.optimizer)
+    settings = dict(epochs=1, batch_size=int(x.shape[0]), shuffle=False, verbose=0,
+                    on_divergence="off", val=None, start=1)
+    trainer = Trainer(model, model.loss, model.optimizer, [], amp, settings, [], History())
+
+    def step():
+        with model.backend.context():
+            return trainer.step(x, t)
+
+    return step
+
+
+def metrics_for(loss, metrics) -> list:
+    """Metric objects by name; the loss's defaults when ``metrics`` is None."""
+    if metrics is None:
+        metrics = list(loss.default_metrics)
+    if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
+        raise ValueError(f"metrics: expected a list of names, got {describe(metrics)}")
+    return [_metrics.get(m) for m in metrics]
+
+
+def _check_callbacks(callbacks) -> list:
+    callbacks = list(callbacks or [])
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks[{i}]: expected a gpunn.callbacks.Callback, got "
+                            f"{describe(cb)}")
+    return callbacks
+
+
+def _validation(model, validation_data, loss, device_data):
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError("validation_data: expected a pair (X_val, y_val), got "
+                         f"{describe(validation_data)}")
+    return batches.as_dataset(model, *validation_data, loss, what="val_",
+                              device_data=device_data)
+
+
+def _check_precision(model) -> None:
+    if model.backend.low_precision:
+        l2 = [layer.label for layer in model.layers if getattr(layer, "kernel_l2", 0)]
+        if l2:
+            raise ValueError(f"{l2[0]}: kernel_l2 is not supported with "
+                             f"dtype={model.dtype!r}; use the optimiser's weight_decay")
+
+
+def _attach(model, optimizer):
+    """Bind the optimiser to the parameters; for 16-bit models through a loss-scaling
+    wrapper over float32 master weights (kept across fits while still in sync)."""
+    params = model.store.step_lists()[0]
+    if not model.backend.low_precision:
+        model._amp = None
+        optimizer.attach(params, model.backend)
+        return None
+    amp = model._amp
+    if amp is None or len(amp.params) != len(params) or any(
+            a is not b for a, b in zip(amp.params, params)) or not amp.in_sync():
+        amp = model._amp = _optim.LossScaleOptimizer.for_dtype(model.backend, params)
+    amp.attach(optimizer)
+    return amp

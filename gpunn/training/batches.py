@@ -1,0 +1,112 @@
+"""Data for training and inference: checks, device placement, batches.
+
+A dataset goes to the model's device when it fits (and is shuffled there), or stays in
+host memory and streams to the device batch by batch (``device_data=False``; pinned
+double buffering on CUDA). Batches are views of the (shuffled) dataset on the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import NumpyBackend, host_array
+from ..backend.base import all_finite
+from ..errors import describe
+
+
+def as_input(model, x, what: str = "X", backend=None):
+    """``x`` on ``backend`` (default the model's) as a 2-D float array of the model's
+    input width.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``what``, what was expected and what was given.
+    """
+    backend = backend or model.backend
+    try:
+        x = backend.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what}: expected a numeric array, got {describe(x)} ({exc})") \
+            from None
+    if x.ndim != 2:
+        raise ValueError(f"{what}: expected a 2-D array (samples, features), got "
+                         f"{describe(x)}")
+    if not backend.is_floating(x.dtype):
+        x = backend.xp.astype(x, backend.dtype)
+    n_in = model.input_dim
+    if n_in is not None and x.shape[1] != n_in:
+        raise ValueError(f"{what}: the first layer {model.layers[0].label} expects "
+                         f"{n_in} features, got {describe(x)}")
+    return x
+
+
+def placement(model, X, device_data):
+    """The backend a dataset should live on: the model's, or a host NumPy one to stream
+    from when it does not fit on the device (or ``device_data=False``)."""
+    if device_data is None:
+        if model.backend.owns(X):
+            return model.backend
+        nbytes = getattr(X, "nbytes", None)
+        if nbytes is None:
+            nbytes = host_array(X).nbytes if hasattr(X, "__len__") else 0
+        device_data = model.backend.fits_on_device(int(nbytes))
+    if device_data:
+        return model.backend
+    return NumpyBackend(dtype=model.backend.dtype_name)
+
+
+def as_dataset(model, X, y, loss, what: str = "", device_data=None):
+    """Check and place ``(X, y)`` for ``loss``: inputs finite and of the right width,
+    one target per row, targets as the loss wants them (``loss.prepare_target``), the
+    model's preprocessing applied.
+
+    Returns
+    -------
+    X, T : arrays on the device (host NumPy arrays when streaming)
+    streaming : bool
+    """
+    xs, ys = f"{what}X", f"{what}y"
+    backend = placement(model, X, device_data)
+    X = as_input(model, X, xs, backend)
+    if X.shape[0] == 0:
+        raise ValueError(f"{xs}: expected at least one sample, got {describe(X)}")
+    if not all_finite(backend.xp, X):
+        raise ValueError(f"{xs}: contains NaN or Inf")
+    n = int(X.shape[0])
+    shape = _shape(y)
+    if shape is None or len(shape) not in (1, 2) or shape[0] != n:
+        raise ValueError(f"{ys}: expected {n} targets (one per row of X), got "
+                         f"{describe(y)}")
+    T = loss.prepare_target(backend, y, model.output_dim, ys)
+    if model.preprocessor is not None:
+        X = model.preprocessor.transform(X, backend)
+    return X, T, backend is not model.backend
+
+
+def iterate(backend, X, T, batch_size: int, shuffle: bool, streaming: bool):
+    """``(x, t)`` batches on the device, in a fresh random order when ``shuffle``."""
+    xp = backend.xp
+    n = int(X.shape[0])
+    if streaming:
+        order = backend.to_numpy(backend.random.permutation(n)) if shuffle else None
+        yield from backend.batches(X, T, order, batch_size)
+        return
+    if shuffle:
+        perm = backend.random.permutation(n)
+        X, T = xp.take(X, perm, axis=0), (None if T is None else xp.take(T, perm, axis=0))
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)  # the standard leaves out-of-range stops undefined
+        yield X[lo:hi, ...], (None if T is None else T[lo:hi, ...])
+
+
+def _shape(y):
+    """The shape of an array or nested sequence, None for ragged or scalar input."""
+    shape = getattr(y, "shape", None)
+    if shape is not None:
+        return tuple(shape)
+    try:
+        shape = np.shape(y)
+    except ValueError:  # ragged
+        return None
+    return shape or None

@@ -1,0 +1,223 @@
+"""The training loop: epochs of steps, and one step.
+
+One step reads ``forward -> loss -> backward -> optimizer.step``; the optimiser may be a
+wrapper that skips non-finite steps or scales the loss (gpunn.optim.wrappers). The loss and
+metrics accumulate on the device and are read once per epoch: no step waits on the host.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ..errors import DeviceMemoryError
+from . import batches as _batches
+from .recovery import Snapshot, diverged, oom_message
+from .state import TrainState
+
+
+class Trainer:
+    """One ``fit`` call, its settings checked: runs epochs and steps.
+
+    Parameters
+    ----------
+    model : Sequential
+    loss : Loss
+    optimizer : Optimizer
+        Attached to the parameters it updates (the master weights under 16-bit).
+    metrics : list of Metric
+    amp : LossScaleOptimizer or None
+        16-bit training: wraps ``optimizer``.
+    settings : dict
+        ``epochs``, ``batch_size``, ``shuffle``, ``verbose``, ``on_divergence``, ``val``
+        (a checked validation set or None), ``start`` (first epoch number).
+    callbacks : list of Callback
+        Sorted by ``order``; ``History`` among them.
+    history : History
+    """
+
+    def __init__(self, model, loss, optimizer, metrics, amp, settings, callbacks, history):
+        from ..optim import SkipNonFinite
+
+        self.model, self.loss, self.metrics, self.amp = model, loss, metrics, amp
+        self.optimizer = optimizer
+        self.__dict__.update(settings)
+        self.callbacks = sorted(callbacks, key=lambda cb: getattr(cb, "order", 0))
+        self.history = history
+        self.skip = self.on_divergence == "skip"
+        # What a step calls: the optimiser, or a wrapper deciding on the device.
+        self.stepper = amp if amp is not None else (
+            SkipNonFinite(optimizer) if self.skip else optimizer)
+        self.logits = model.takes_logits(loss)
+        from ..callbacks import Callback
+
+        self.per_batch = [cb for cb in self.callbacks
+                          if type(cb).on_batch_end is not Callback.on_batch_end]
+
+    # ------------------------------------------------------------------ one step
+    def step(self, x, t):
+        """Forward, loss, backward and update of one batch; returns the loss value
+        (a 0-d device array, the layers' penalties included)."""
+        model, loss = self.model, self.loss
+        out = model.forward_batch(x, training=True, logits=self.logits)
+        value = (loss.forward_logits(out, t, model.backend) if self.logits
+                 else loss.forward(out, t))
+        grad = loss.backward()
+        model.backward_batch(self.amp.scale_grad(grad) if self.amp else grad,
+                             need_input_grad=False, logits=self.logits)
+        reg = model.regularization()
+        if reg is not None:
+            value = value + reg
+        params, grads = model.store.step_lists()
+        if self.skip and self.amp is None:  # the loss must be finite too
+            self.stepper.step(params, grads, finite=model.backend.xp.isfinite(value))
+        else:
+            self.stepper.step(params, grads)
+        return value
+
+    # ------------------------------------------------------------------ epochs
+    def run(self, X, T, streaming: bool, interrupted):
+        """All epochs; returns the History (early on Ctrl-C, a stop or divergence)."""
+        model = self.model
+        _batches_setup(self.metrics, T)
+        model.stop_training = False
+        self.snapshot, self.every = None, 1
+        for cb in self.callbacks:
+            cb.on_train_begin(model)
+        for epoch in range(self.start, self.epochs + 1):
+            for cb in self.callbacks:
+                cb.on_epoch_begin(model, epoch)
+            logs = self._epoch(epoch, X, T, streaming, interrupted)
+            if logs is None:
+                break
+            model.train_state = TrainState(epoch, model.backend.random.state(),
+                                           self.history, logs)
+            for cb in self.callbacks:
+                cb.on_epoch_end(model, epoch, logs)
+            if model.stop_training:
+                break
+        for cb in self.callbacks:
+            cb.on_train_end(model, self.history)
+        return self.history
+
+    def _epoch(self, epoch, X, T, streaming, interrupted) -> dict | None:
+        """One epoch's steps and its logs; None when training must stop."""
+        model = self.model
+        # A host copy to roll back to; taken every epoch while it costs under ~5% of an
+        # epoch (always on the CPU), less often for big models on a GPU.
+        if self.on_divergence != "off" and (self.snapshot is None
+                                            or epoch - self.snapshot.epoch >= self.every):
+            self.snapshot = Snapshot(model, self.optimizer, self.amp, epoch)
+        started = time.perf_counter()
+        try:
+            sums = self._steps(X, T, streaming, interrupted)
+        except MemoryError as exc:
+            if self.snapshot is not None:
+                self.snapshot.restore()
+            model.backend.release_memory()
+            raise DeviceMemoryError(oom_message(
+                model, self.batch_size, self.snapshot.epoch if self.snapshot else None)) \
+                from exc
+        total, metric_sums, step_losses, dropped, seen = sums
+        n = int(X.shape[0])
+        if interrupted():
+            if self.verbose:
+                print(f"interrupted during epoch {epoch} after {seen} samples; "
+                      f"returning {len(self.history.epoch)} completed epoch(s)", flush=True)
+            return None
+        total_host = float(total)  # the one host read of the epoch
+        if not math.isfinite(total_host) and self.on_divergence in ("raise", "stop"):
+            diverged(model, step_losses, self.snapshot, epoch, self.on_divergence,
+                     self.verbose)
+            return None
+        logs = {"loss": total_host / n}
+        logs.update({m.name: m.result(float(s), n) for m, s in zip(self.metrics,
+                                                                   metric_sums)})
+        if self.skip:
+            logs["skipped"] = float(dropped) if dropped is not None else 0.0
+        if self.snapshot is not None:
+            elapsed = time.perf_counter() - started
+            self.every = max(1, math.ceil(self.snapshot.seconds / (0.05 * max(elapsed,
+                                                                               1e-9))))
+        if self.val is not None:
+            val = evaluate_arrays(model, *self.val, self.loss, self.metrics,
+                                  max(self.batch_size, 1024))
+            logs.update({f"val_{k}": v for k, v in val.items()})
+        return logs
+
+    def _steps(self, X, T, streaming, interrupted):
+        """Run the batches of one epoch; device sums of loss and metrics."""
+        model = self.model
+        xp = model.backend.xp
+        n = int(X.shape[0])
+        total = accumulator(model.backend)
+        metric_sums = [accumulator(model.backend) for _ in self.metrics]
+        dropped, seen = None, 0
+        # Each step's loss, kept on the device: if the epoch's total is not finite, this
+        # tells which step went first (no per-step check, no per-step sync).
+        step_losses = None if self.skip else model.backend.zeros(
+            (-(-n // self.batch_size),), dtype=total.dtype)
+        batches = _batches.iterate(model.backend, X, T, self.batch_size, self.shuffle,
+                                   streaming)
+        for batch, (xb, tb) in enumerate(batches):
+            value = _cast(xp, self.step(xb, tb), total)
+            if self.skip:
+                finite = xp.isfinite(value)
+                value = xp.where(finite, value, xp.zeros_like(value))
+                miss = xp.astype(xp.logical_not(finite), xp.int64)
+                dropped = miss if dropped is None else dropped + miss
+            else:
+                step_losses[batch] = value
+            rows = xb.shape[0]
+            total = total + value * rows
+            for i, m in enumerate(self.metrics):
+                metric_sums[i] = metric_sums[i] + _cast(xp, m.batch(xp, self.loss.output, tb),
+                                                        total)
+            seen += rows
+            for cb in self.per_batch:
+                cb.on_batch_end(model, batch, seen, total)
+            if interrupted():
+                break
+        return total, metric_sums, step_losses, dropped, seen
+
+
+def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size) -> dict:
+    """Loss and metrics of checked, placed data, in inference mode (host floats)."""
+    backend = model.backend
+    xp = backend.xp
+    logits = model.takes_logits(loss)
+    n = int(X.shape[0])
+    total = accumulator(backend)
+    sums = [accumulator(backend) for _ in metrics]
+    reg = model.regularization()
+    _batches_setup(metrics, T)
+    for xb, tb in _batches.iterate(backend, X, T, batch_size, False, streaming):
+        out = model.forward_batch(xb, training=False, logits=logits)
+        value = loss.forward_logits(out, tb, backend) if logits else loss.forward(out, tb)
+        total = total + _cast(xp, value, total) * xb.shape[0]
+        for i, m in enumerate(metrics):
+            sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
+    result = {"loss": float(total) / n + (float(reg) if reg is not None else 0.0)}
+    result.update({m.name: m.result(float(s), n) for m, s in zip(metrics, sums)})
+    return result
+
+
+def accumulator(backend):
+    """A 0-d device zero to sum losses and metrics into; float32 for 16-bit models
+    (float16 cannot count past 2048, bfloat16 past 256)."""
+    return backend.zeros((), dtype=backend.xp.float32 if backend.low_precision else None)
+
+
+def _batches_setup(metrics, T) -> None:
+    """Show each metric the whole target, in the namespace that holds it: the device's, or
+    NumPy's when the dataset streams from host memory."""
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(T)
+    for m in metrics:
+        m.setup(xp, T)
+
+
+def _cast(xp, value, like):
+    """``value`` in the dtype of the accumulator ``like`` (a no-op unless 16-bit)."""
+    return value if value.dtype == like.dtype else xp.astype(value, like.dtype)
