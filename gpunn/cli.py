@@ -12,11 +12,12 @@ import warnings
 
 import numpy as np
 
-from . import datasets as _ds
 from . import losses as _losses
 from . import optim as _optim
 from .activations import ACTIVATIONS
 from .backend import available_devices, cuda_status, get_backend
+from .data import builtin as _builtin
+from .data import tables as _ds
 from .errors import DeviceFallbackWarning, GpunnError
 from .model import Sequential
 
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "--dataset NAME (default: spirals).")
     source = train.add_mutually_exclusive_group()
     source.add_argument("--data", help="a CSV file with a header row, or an .npz with X, y")
-    source.add_argument("--dataset", choices=_ds.BUILTIN, help="a built-in dataset")
+    source.add_argument("--dataset", choices=_builtin.BUILTIN, help="a built-in dataset")
     train.add_argument("--target", help="the CSV column (or .npz array) to predict")
     train.add_argument("--task", choices=_ds.TASKS, help="override the inferred task")
     train.add_argument("--data-dir", help="folder holding the (fashion-)mnist IDX files")
@@ -126,7 +127,7 @@ def _load_data(args) -> _ds.Dataset:
         return _ds.load_file(args.data, args.target, args.task)
     if args.target:
         raise _ds.DatasetError("--target only applies with --data FILE")
-    data = _ds.load_builtin(args.dataset or "spirals", seed=args.seed, data_dir=args.data_dir)
+    data = _builtin.load_builtin(args.dataset or "spirals", seed=args.seed, data_dir=args.data_dir)
     if args.task and args.task != data.task:
         data.y, data.classes = _ds.encode_target(data.y, args.task)
         data.task = args.task

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import gpunn as gn
-from gpunn import cli, datasets
+from gpunn import cli
+from gpunn.data import builtin as datasets
 
 
 def _gpunn(*args, cwd=None):

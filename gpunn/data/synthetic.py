@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import unknown_name
+from ..errors import unknown_name
 
 
 def _rng(seed):
