@@ -143,32 +143,37 @@ def gradcheck(model, x, y=None, loss="mse", *, eps: float = 1e-6, rtol: float = 
         if check_input:
             checks.append(("input", x, grad))
 
-        errors, max_abs, max_rel, ok, count = {}, 0.0, 0.0, True, 0
-        for name, array, analytic in checks:
-            analytic = b64.to_numpy(analytic)
-            shape = tuple(array.shape)
-            flat = np.arange(int(np.prod(shape)))
-            if max_checks is not None and flat.size > max_checks:
-                flat = rng.choice(flat, size=max_checks, replace=False)
-            worst = 0.0
-            for f in flat:
-                idx = np.unravel_index(int(f), shape)
-                idx = tuple(int(i) for i in idx)
-                orig = xp.asarray(array[idx], copy=True)
-                array[idx] = orig + eps
-                plus = loss_value()
-                array[idx] = orig - eps
-                minus = loss_value()
-                array[idx] = orig
-                numeric = (plus - minus) / (2 * eps)
-                a = float(analytic[idx])
-                err = abs(a - numeric)
-                worst = max(worst, err)
-                max_rel = max(max_rel, err / max(abs(a) + abs(numeric), 1e-12))
-                ok = ok and err <= atol + rtol * abs(numeric)
-                count += 1
-            errors[name] = worst
-            max_abs = max(max_abs, worst)
+        return _compare(b64, checks, loss_value, rng, eps, atol, rtol, max_checks)
+
+
+def _compare(b64, checks, loss_value, rng, eps, atol, rtol, max_checks) -> GradcheckResult:
+    """Each analytic gradient against central differences of ``loss_value``."""
+    xp = b64.xp
+    errors, max_abs, max_rel, ok, count = {}, 0.0, 0.0, True, 0
+    for name, array, analytic in checks:
+        analytic = b64.to_numpy(analytic)
+        shape = tuple(array.shape)
+        flat = np.arange(int(np.prod(shape)))
+        if max_checks is not None and flat.size > max_checks:
+            flat = rng.choice(flat, size=max_checks, replace=False)
+        worst = 0.0
+        for f in flat:
+            idx = tuple(int(i) for i in np.unravel_index(int(f), shape))
+            orig = xp.asarray(array[idx], copy=True)
+            array[idx] = orig + eps
+            plus = loss_value()
+            array[idx] = orig - eps
+            minus = loss_value()
+            array[idx] = orig
+            numeric = (plus - minus) / (2 * eps)
+            a = float(analytic[idx])
+            err = abs(a - numeric)
+            worst = max(worst, err)
+            max_rel = max(max_rel, err / max(abs(a) + abs(numeric), 1e-12))
+            ok = ok and err <= atol + rtol * abs(numeric)
+            count += 1
+        errors[name] = worst
+        max_abs = max(max_abs, worst)
     return GradcheckResult(ok, max_abs, max_rel, errors, count)
 
 

@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import numbers
 
-from .backend.base import all_finite, softmax_cross_entropy
+from array_api_compat import array_namespace
+
+from .backend.ops import all_finite, one_hot, softmax_cross_entropy
 from .errors import describe, lookup
-
-
-def _namespace(a):
-    import array_api_compat
-
-    return array_api_compat.array_namespace(a)
 
 
 def _upcast(xp, pred):
@@ -142,7 +138,7 @@ class Loss:
         -------
         0-d array on the device of ``pred``.
         """
-        xp = _namespace(pred)
+        xp = array_namespace(pred)
         pred, restore = _upcast(xp, pred)
         target = self._target(xp, pred, target)
         self.output = pred  # from-logits losses replace it with probabilities
@@ -280,7 +276,7 @@ class BinaryCrossEntropy(_CrossEntropy):
         return target
 
     def forward_logits(self, z, target, backend=None):
-        xp = _namespace(z)
+        xp = array_namespace(z)
         z, restore = _upcast(xp, z)
         value, grad = self._sigmoid_bce(xp, z, self._target(xp, z, target))
         self._grad = restore(grad)
@@ -344,7 +340,7 @@ class CategoricalCrossEntropy(_CrossEntropy):
         return _match_target(xp, pred, target, self.name)
 
     def forward_logits(self, z, target, backend=None):
-        xp = _namespace(z)
+        xp = array_namespace(z)
         z, restore = _upcast(xp, z)
         if target.ndim != 1:
             target = _match_target(xp, z, target, self.name)
@@ -362,20 +358,6 @@ class CategoricalCrossEntropy(_CrossEntropy):
         p = xp.clip(pred, self.eps, 1.0)
         value = -xp.sum(target * xp.log(p)) * (1.0 / n)
         return value, -target / p * (1.0 / n)
-
-
-def one_hot(xp, labels, n_classes: int, dtype):
-    """One-hot rows ``(N, n_classes)`` from integer labels ``(N,)`` (no scatter needed)."""
-    if xp.isdtype(labels.dtype, "real floating"):
-        labels = xp.astype(labels, xp.int64)
-    classes = xp.arange(n_classes, dtype=labels.dtype, device=_device(labels))
-    return xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(classes, (1, -1)), dtype)
-
-
-def _device(a):
-    import array_api_compat
-
-    return array_api_compat.device(a)
 
 
 LOSSES = {"mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,

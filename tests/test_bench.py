@@ -80,7 +80,7 @@ def test_precisions_parsed_per_device():
 
 
 def test_graph_kernel_count_reads_cuda_dot_dumps():
-    from gpunn.bench_profile import count_graph_kernels
+    from gpunn.bench.profile import count_graph_kernels
 
     dot = ('digraph dot {\n subgraph cluster_1 {\n'
            '"graph_1_node_0"[style="solid" shape="rectangle" label="{KERNEL\\n| {ID | 0 | '

@@ -11,9 +11,10 @@ import warnings
 import array_api_compat
 
 from ..errors import DeviceFallbackWarning, DeviceUnavailableError, describe
-from .base import Backend, array_context, host_array
+from .base import Backend
 from .detect import INSTALL_HINT, available_devices, cuda_status
 from .numpy_backend import NumpyBackend
+from .ops import array_context, host_array
 
 __all__ = ["Backend", "NumpyBackend", "get_backend", "available_devices", "to_numpy",
            "resolve_device", "cuda_status", "array_context"]

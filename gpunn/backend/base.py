@@ -9,55 +9,18 @@ and override single methods; layer code never asks which library it runs on.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 import numpy as np
 
 from ..errors import describe
 from .hyper import AdagradStep, AdamStep, RMSpropStep, SGDStep
+from .ops import HALF_DTYPES, host_array, softmax_cross_entropy
 from .random import HostRandom
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
-#: 16-bit dtypes: trained with float32 master weights (gpunn.amp) and float32 loss sums.
-HALF_DTYPES = ("float16", "bfloat16")
 BFLOAT16_HINT = ("dtype='bfloat16' needs a CUDA GPU with CuPy >= 14 and ml_dtypes "
                  "(pip install \"gpunn[cuda13,bf16]\"); on the CPU use 'float32' "
                  "(NumPy has no bfloat16 arithmetic: ml_dtypes computes it without BLAS)")
-
-
-def host_array(a: Any) -> np.ndarray:
-    """Copy or view any array (NumPy, CuPy, Array API, nested lists) as a NumPy array.
-
-    Parameters
-    ----------
-    a : array_like
-        Any array object or nested sequence.
-
-    Returns
-    -------
-    numpy.ndarray
-        Host array with the same shape and, where NumPy has it, the same dtype.
-    """
-    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
-        return a.get()
-    if isinstance(a, np.ndarray):
-        return a
-    if hasattr(a, "__dlpack__"):
-        try:
-            return np.from_dlpack(a)
-        except (BufferError, RuntimeError, TypeError):
-            pass
-    return np.asarray(a)
-
-
-def array_context(a):
-    """A context making ``a``'s device current where the library has such a notion (a CuPy
-    array's device is a context manager), else a no-op: CuPy works on the current device,
-    so code handed an array of GPU N runs inside this."""
-    device = getattr(a, "device", None)
-    if hasattr(device, "__enter__") and hasattr(device, "__exit__"):
-        return device
-    return contextlib.nullcontext()
 
 
 class Backend:
@@ -336,49 +299,6 @@ class Backend:
             g = g + hp.weight_decay * p
         sum_sq[...] = sum_sq + g * g
         p[...] = p - hp.lr * (g / (self.xp.sqrt(sum_sq) + hp.eps))
-
-
-def softmax_cross_entropy(xp, z, target):
-    """Softmax and cross-entropy from logits, generic (standard-only).
-
-    Parameters
-    ----------
-    xp : namespace
-    z : (N, C) logits
-    target : (N,) integer labels, or (N, C) rows that each sum to 1 (one-hot or
-        distributions)
-
-    Returns
-    -------
-    value : 0-d array
-        Mean over rows of ``-sum(target * log softmax(z))``.
-    prob : (N, C)
-        ``softmax(z)``.
-    grad : (N, C)
-        ``dvalue/dz = (prob - target) / N``.
-    """
-    import array_api_compat
-
-    if target.ndim == 1:  # labels: one-hot by comparison (the standard has no scatter)
-        classes = xp.arange(z.shape[-1], dtype=target.dtype,
-                            device=array_api_compat.device(z))
-        target = xp.astype(xp.reshape(target, (-1, 1)) == classes, z.dtype)
-    shifted = z - xp.max(z, axis=-1, keepdims=True)
-    e = xp.exp(shifted)
-    total = xp.sum(e, axis=-1, keepdims=True)
-    inv_n = 1.0 / z.shape[0]
-    value = -xp.sum(target * (shifted - xp.log(total))) * inv_n
-    prob = e / total  # reusing the exponentials
-    return value, prob, (prob - target) * inv_n
-
-
-def all_finite(xp, a) -> bool:
-    """True when ``a`` has no NaN or Inf (a host read: for checks before training)."""
-    # A finite sum proves every element finite; an infinite one may just be overflow of
-    # large finite values, so only then pay for the element-wise test.
-    if getattr(a.dtype, "name", None) in HALF_DTYPES:  # a float16 sum overflows at 65504
-        return bool(xp.all(xp.isfinite(a)))
-    return bool(xp.isfinite(xp.sum(a))) or bool(xp.all(xp.isfinite(a)))
 
 
 def _check_dtype_name(dtype) -> str:

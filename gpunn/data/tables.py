@@ -125,26 +125,7 @@ def read_csv(path, target: str | None = None, columns=None):
         ``{"name": str, "categories": list of str or None}`` per input column.
     """
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{path}: cannot read as CSV ({exc})") from None
-    if not rows or not any(cell.strip() for cell in rows[0]):
-        raise DatasetError(f"{path}: empty file; expected a header row and data rows")
-    header = [h.strip() for h in rows[0]]
-    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
-    if not body:
-        raise DatasetError(f"{path}: header only, no data rows")
-    if len(set(header)) != len(header):
-        raise DatasetError(f"{path}: duplicate column names in the header")
-    for line, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DatasetError(f"{path}: line {line} has {len(row)} fields, the header has "
-                               f"{len(header)}")
-    cells = {name: [row[i].strip() for row in body] for i, name in enumerate(header)}
+    header, cells = _read_cells(path)
     y_raw = None
     if target is not None:
         if target not in cells:
@@ -185,6 +166,30 @@ def read_csv(path, target: str | None = None, columns=None):
         raise DatasetError(f"{path}: missing or non-finite feature values on line(s) "
                            f"{', '.join(map(str, rows_bad))}")
     return X, y_raw, columns
+
+
+def _read_cells(path: Path) -> tuple[list, dict]:
+    """The header and each column's stripped text cells, with the file's shape checked."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path}: cannot read as CSV ({exc})") from None
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise DatasetError(f"{path}: empty file; expected a header row and data rows")
+    header = [h.strip() for h in rows[0]]
+    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
+    if not body:
+        raise DatasetError(f"{path}: header only, no data rows")
+    if len(set(header)) != len(header):
+        raise DatasetError(f"{path}: duplicate column names in the header")
+    for line, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DatasetError(f"{path}: line {line} has {len(row)} fields, the header has "
+                               f"{len(header)}")
+    return header, {name: [row[i].strip() for row in body] for i, name in enumerate(header)}
 
 
 def feature_names(columns) -> list:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import NumpyBackend, host_array
-from ..backend.base import all_finite
+from ..backend.ops import all_finite
 from ..errors import describe
 
 

@@ -1,0 +1,98 @@
+"""Array functions any Array API namespace runs: host copies, device contexts, one-hot
+encoding, the fused softmax cross-entropy and finiteness checks. The backends and the
+losses build on them."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+#: 16-bit dtypes: trained with float32 master weights and float32 loss sums.
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def host_array(a: Any) -> np.ndarray:
+    """Copy or view any array (NumPy, CuPy, Array API, nested lists) as a NumPy array.
+
+    Parameters
+    ----------
+    a : array_like
+        Any array object or nested sequence.
+
+    Returns
+    -------
+    numpy.ndarray
+        Host array with the same shape and, where NumPy has it, the same dtype.
+    """
+    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+        return a.get()
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "__dlpack__"):
+        try:
+            return np.from_dlpack(a)
+        except (BufferError, RuntimeError, TypeError):
+            pass
+    return np.asarray(a)
+
+
+def array_context(a):
+    """A context making ``a``'s device current where the library has such a notion (a CuPy
+    array's device is a context manager), else a no-op: CuPy works on the current device,
+    so code handed an array of GPU N runs inside this."""
+    device = getattr(a, "device", None)
+    if hasattr(device, "__enter__") and hasattr(device, "__exit__"):
+        return device
+    return contextlib.nullcontext()
+
+
+def softmax_cross_entropy(xp, z, target):
+    """Softmax and cross-entropy from logits, generic (standard-only).
+
+    Parameters
+    ----------
+    xp : namespace
+    z : (N, C) logits
+    target : (N,) integer labels, or (N, C) rows that each sum to 1 (one-hot or
+        distributions)
+
+    Returns
+    -------
+    value : 0-d array
+        Mean over rows of ``-sum(target * log softmax(z))``.
+    prob : (N, C)
+        ``softmax(z)``.
+    grad : (N, C)
+        ``dvalue/dz = (prob - target) / N``.
+    """
+    if target.ndim == 1:
+        target = one_hot(xp, target, z.shape[-1], z.dtype)
+    shifted = z - xp.max(z, axis=-1, keepdims=True)
+    e = xp.exp(shifted)
+    total = xp.sum(e, axis=-1, keepdims=True)
+    inv_n = 1.0 / z.shape[0]
+    value = -xp.sum(target * (shifted - xp.log(total))) * inv_n
+    prob = e / total  # reusing the exponentials
+    return value, prob, (prob - target) * inv_n
+
+
+def one_hot(xp, labels, n_classes: int, dtype):
+    """One-hot rows ``(N, n_classes)`` from integer labels ``(N,)``, by comparison (the
+    standard has no scatter)."""
+    import array_api_compat
+
+    if xp.isdtype(labels.dtype, "real floating"):
+        labels = xp.astype(labels, xp.int64)
+    classes = xp.arange(n_classes, dtype=labels.dtype, device=array_api_compat.device(labels))
+    return xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(classes, (1, -1)), dtype)
+
+
+def all_finite(xp, a) -> bool:
+    """True when ``a`` has no NaN or Inf (a host read: for checks before training)."""
+    # A finite sum proves every element finite; an infinite one may just be overflow of
+    # large finite values, so only then pay for the element-wise test.
+    if getattr(a.dtype, "name", None) in HALF_DTYPES:  # a float16 sum overflows at 65504
+        return bool(xp.all(xp.isfinite(a)))
+    return bool(xp.isfinite(xp.sum(a))) or bool(xp.all(xp.isfinite(a)))

@@ -1,0 +1,188 @@
+"""``gpunn bench``: arguments, precisions per device, the run, files after every row."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+
+from .impls import IMPLS, _torch_usable
+from .measure import measure
+from .report import _opt, environment, markdown, plot
+from .workloads import _ALIASES, PRECISIONS, SIZES, _Device, matmul_peak
+
+
+def _set_precision(precision: str, dev) -> None:
+    """Apply a matmul precision to gpunn/CuPy (the reference loop too) and to PyTorch."""
+    from ..precision import set_precision
+
+    tf32 = precision == "tf32"
+    set_precision("tf32" if tf32 else "fp32")
+    if dev.kind == "cuda":
+        try:
+            import torch
+
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+        except ImportError:
+            pass
+
+
+def parse_precisions(text: str, dev) -> tuple[list[str], list[str]]:
+    """The precisions to run on ``dev`` and notices for those skipped.
+
+    ``auto`` is fp32 on the CPU and fp32, tf32, fp16, bf16 on a GPU; TF32 and 16-bit
+    types only pay off on GPUs (NumPy has no fast float16 and no bfloat16 at all).
+    """
+    if text == "auto":
+        wanted = ["fp32"] if dev.kind == "cpu" else list(PRECISIONS)
+    else:
+        wanted = [_ALIASES.get(p.strip(), p.strip()) for p in text.split(",") if p.strip()]
+    bad = [p for p in wanted if p not in PRECISIONS]
+    if bad:
+        raise ValueError(f"--precisions: unknown {bad}; expected a comma-separated subset of "
+                         f"{', '.join(PRECISIONS)} (or auto)")
+    keep, skipped = [], []
+    for p in wanted:
+        if dev.kind == "cpu" and p != "fp32":
+            skipped.append(f"{p} skipped on cpu (GPU only)")
+        elif p == "bf16" and not _bf16_usable(dev):
+            skipped.append(f"bf16 skipped on {dev.name}: {_bf16_usable.reason}")
+        else:
+            keep.append(p)
+    return keep, skipped
+
+
+def _bf16_usable(dev) -> bool:
+    from ..backend import get_backend
+
+    try:
+        get_backend(dev.name, dtype="bfloat16")
+    except ValueError as exc:
+        _bf16_usable.reason = str(exc)
+        return False
+    return True
+
+
+def build_parser(parser=None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="gpunn bench", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--device", default="all",
+                        help="all (default: every usable device), cpu, cuda, cuda:N")
+    parser.add_argument("--sizes", default="tiny,medium,large",
+                        help="comma-separated subset of tiny,medium,large")
+    parser.add_argument("--impls", default="gpunn,reference,torch",
+                        help="comma-separated subset of gpunn,reference,torch")
+    parser.add_argument("--precisions", default="auto",
+                        help="comma-separated subset of fp32,tf32,fp16,bf16 (default auto: "
+                        "fp32 on the CPU, all four on a GPU)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--target-seconds", type=float, default=0.5,
+                        help="approximate length of one timed epoch")
+    parser.add_argument("--pause", type=float, default=1.0,
+                        help="seconds of idle before each timed epoch (default 1.0)")
+    parser.add_argument("--json", help="write the results and environment to this file "
+                        "(rewritten after every row: a killed run keeps what it measured)")
+    parser.add_argument("--markdown", help="write the markdown table to this file (also "
+                        "after every row)")
+    parser.add_argument("--plot", help="write a PNG chart here (needs matplotlib)")
+    parser.add_argument("--profile-dir", help="GPU: write each CuPy step's CUDA graph "
+                        "(DOT) here, to see which kernels a step launches")
+    return parser
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _report(args, rows, env, peaks, notes) -> str:
+    """Write the JSON and markdown files (if asked) and return the table."""
+    table = markdown(rows, env, peaks)
+    if notes:
+        table += "\n\nNotes: " + "; ".join(notes) + "."
+    if args.json:
+        _write_atomic(args.json, json.dumps(
+            {"environment": env, "matmul_peak_tflops": peaks, "command": " ".join(sys.argv),
+             "notes": notes, "rows": [asdict(r) for r in rows]}, indent=2))
+    if args.markdown:
+        _write_atomic(args.markdown, table + "\n")
+    return table
+
+
+def _plans(devices, precisions: str):
+    """Per device, the precisions to run; and notices for those skipped."""
+    plans, notes = [], []
+    for dev in devices:
+        keep, skipped = parse_precisions(precisions, dev)
+        plans.append((dev, keep))
+        notes += skipped
+    return plans, notes
+
+
+def run(args) -> int:
+    from ..backend import available_devices
+
+    usable = available_devices()
+    names = usable if args.device == "all" else [args.device.replace("cuda", "cuda:0")
+                                                 if args.device == "cuda" else args.device]
+    missing = [n for n in names if n not in usable]
+    if missing:
+        print(f"gpunn bench: device(s) {missing} not usable here; usable: {usable}",
+              file=sys.stderr)
+        return 2
+    sizes = [s for s in args.sizes.split(",") if s]
+    impls = [i for i in args.impls.split(",") if i]
+    bad = [s for s in sizes if s not in SIZES] + [i for i in impls if i not in IMPLS]
+    if bad or args.repeats < 1:
+        print(f"gpunn bench: unknown size/impl {bad} or repeats < 1", file=sys.stderr)
+        return 2
+    devices = [_Device(n) for n in names]
+    try:
+        plans, notes = _plans(devices, args.precisions)
+    except ValueError as exc:
+        print(f"gpunn bench: {exc}", file=sys.stderr)
+        return 2
+    if args.profile_dir:
+        os.makedirs(args.profile_dir, exist_ok=True)
+    env = environment(devices)
+    for note in notes:
+        print(f"# {note}", flush=True)
+    peaks, rows = {}, []
+    for dev, precisions in plans:
+        for precision in precisions:
+            _set_precision(precision, dev)
+            key = f"{dev.name} {precision}"
+            peak_dtype = {"fp16": "float16", "bf16": "bfloat16"}.get(precision, "float32")
+            peaks[key] = matmul_peak(dev, peak_dtype)
+            print(f"# {dev.label()} {precision}: matmul peak {peaks[key]:.3f} TFLOP/s",
+                  flush=True)
+            usable = [i for i in impls if i != "torch" or _torch_usable(dev)]
+            for size in sizes:
+                dev.memory_reset()
+                for row in measure(dev, usable, size, args.repeats, args.target_seconds,
+                                   peaks[key], precision, args.pause, args.profile_dir):
+                    rows.append(row)
+                    extra = (f"  device {_opt(row.device_ms_per_step, '.3f')} ms, "
+                             f"{_opt(row.launches_per_step, '.0f')} launches"
+                             if dev.kind == "cuda" else "")
+                    print(f"  {size:6s} {row.impl:9s} {row.ms_per_step:9.3f} ms/step "
+                          f"{row.samples_per_s:12,.0f} samples/s  host "
+                          f"{row.host_ms_per_step:.3f} ms  {row.pct_of_peak:5.1f}% of peak"
+                          f"{extra}{'  (' + row.profile_note + ')' if row.profile_note else ''}",
+                          flush=True)
+                    _report(args, rows, env, peaks, notes)
+        _set_precision("fp32", dev)
+    table = _report(args, rows, env, peaks, notes)
+    print()
+    print(table)
+    if args.plot and not plot(rows, args.plot):
+        print("gpunn bench: matplotlib not installed, no plot written", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    return run(build_parser().parse_args(argv))

@@ -1,0 +1,124 @@
+"""Timing: implementations interleaved on one device, then memory and the GPU profile."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+from .impls import IMPLS
+from .workloads import PRECISIONS, SIZES, Row, needed_bytes, step_flops
+
+
+def measure(dev, impls: list, size: str, repeats: int, target_s: float, peak: float,
+            precision: str = "fp32", pause: float = 1.0, profile_dir: str | None = None
+            ) -> list[Row]:
+    """Time several implementations of one size on one device, repeats interleaved.
+
+    Interleaving (a, b, c, a, b, c, ...) exposes every implementation to the same
+    background load on a shared machine, so their ratios stay meaningful. All run the same
+    number of steps per epoch, calibrated on the first implementation.
+    """
+    widths, batch = SIZES[size][dev.kind]
+    dtype, label = PRECISIONS[precision]
+    rng = np.random.default_rng(0)
+    impls, steps = _calibrate(dev, impls, widths, batch, dtype, target_s, rng)
+    if not impls:
+        return []
+    n_rows = batch * steps
+    X = rng.standard_normal((n_rows, widths[0])).astype(np.float32)
+    y = rng.integers(0, widths[-1], n_rows).astype(np.int64)
+    epochs = {i: IMPLS[i](dev, widths, X, y, batch, dtype) for i in impls}
+    for epoch in epochs.values():
+        epoch(n_rows)  # warm-up at full size
+    walls = {i: [] for i in impls}
+    hosts = {i: [] for i in impls}
+    for r in range(repeats):
+        # Alternate the order (each implementation follows a different one), and pause
+        # before each epoch: right after PyTorch's CPU epochs the next runner was measured
+        # up to 20% slower with a 0.2 s pause and unaffected with 1-2 s.
+        for impl in (impls if r % 2 == 0 else impls[::-1]):
+            epoch = epochs[impl]
+            time.sleep(pause)
+            dev.sync()
+            t0, h0 = time.perf_counter(), time.thread_time()
+            epoch(n_rows)
+            h1 = time.thread_time()
+            dev.sync()
+            walls[impl].append(time.perf_counter() - t0)
+            hosts[impl].append(h1 - h0)
+    profiles = {}
+    if dev.kind == "cuda":
+        from .profile import profile_step
+
+        for impl in impls:
+            dot = (os.path.join(profile_dir, f"{size}-{impl}-{precision}.dot")
+                   if profile_dir and impl != "torch" else None)
+            profiles[impl] = profile_step(impl, epochs[impl].make_step, dot)
+    del epochs
+    rows = []
+    for impl in impls:
+        wall = statistics.median(walls[impl]) / steps
+        host = statistics.median(hosts[impl]) / steps
+        mem, data = _peak_memory(dev, impl, widths, X, y, batch, dtype)
+        tflops = step_flops(widths, batch) / wall / 1e12
+        launches, device_ms, note = profiles.get(impl, (None, None, ""))
+        rows.append(Row(size, dev.name, impl, label, list(widths), batch, steps, wall * 1e3,
+                        batch / wall, host * 1e3, tflops, 100.0 * tflops / peak, mem, data,
+                        needed_bytes(widths, batch) / 2**20, device_ms, launches, note))
+    return rows
+
+
+def _calibrate(dev, impls, widths, batch, dtype, target_s, rng):
+    """The implementations that run this dtype, and the steps per timed epoch that make
+    it last about ``target_s`` (probed on the first implementation)."""
+    probe_steps = 3
+    X = rng.standard_normal((batch * probe_steps, widths[0])).astype(np.float32)
+    y = rng.integers(0, widths[-1], batch * probe_steps).astype(np.int64)
+    impls = [i for i in impls if IMPLS[i](dev, widths, X, y, batch, dtype) is not None]
+    if not impls:
+        return [], 0
+    probe = IMPLS[impls[0]](dev, widths, X, y, batch, dtype)
+    probe(batch * probe_steps)  # warm-up: allocations, kernel compilation, BLAS threads
+    dev.sync()
+    t0 = time.perf_counter()
+    probe(batch * probe_steps)
+    dev.sync()
+    per_step = (time.perf_counter() - t0) / probe_steps
+    return impls, int(min(500, max(3, target_s / max(per_step, 1e-6))))
+
+
+def _peak_memory(dev, impl, widths, X, y, batch, dtype) -> tuple[float | None, float]:
+    """Peak memory (MiB) of building an implementation and running one epoch, and how
+    much of it is the dataset: CPU: the shuffled copy (tracemalloc sees only allocations
+    made inside the window, and the NumPy input is not copied); GPU: the copy on the
+    device plus its shuffled copy."""
+    data_bytes = X.nbytes + y.nbytes
+    n_rows = X.shape[0]
+    if dev.kind == "cpu":
+        if impl == "torch":
+            return None, 0.0  # torch's CPU allocator is invisible to tracemalloc
+        tracemalloc.start()
+        IMPLS[impl](dev, widths, X, y, batch, dtype)(n_rows)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak / 2**20, data_bytes / 2**20
+    if impl == "torch":
+        import torch
+
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        IMPLS[impl](dev, widths, X, y, batch, dtype)(n_rows)
+        return torch.cuda.max_memory_allocated() / 2**20, 2 * data_bytes / 2**20
+    pool = dev.xp.get_default_memory_pool()
+    dev.sync()
+    pool.free_all_blocks()
+    IMPLS[impl](dev, widths, X, y, batch, dtype)(n_rows)
+    dev.sync()
+    return pool.total_bytes() / 2**20, 2 * data_bytes / 2**20  # the pool keeps its blocks
+
+
+# ---------------------------------------------------------------------- reporting

@@ -1,0 +1,119 @@
+"""Reporting: environment, the markdown table with ratios, the PNG chart."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+
+import numpy as np
+
+from .impls import IMPLS
+from .workloads import SIZES, Row
+
+
+def environment(devices) -> dict:
+    import gpunn
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__,
+                "gpunn": gpunn.__version__}
+    for mod in ("cupy", "torch", "array_api_compat"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    env = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "git_commit": _git_commit(), "platform": platform.platform(),
+           "devices": {d.name: d.label() for d in devices}, "versions": versions,
+           "threads": os.cpu_count()}
+    if any(d.kind == "cuda" for d in devices):
+        import cupy
+
+        env["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
+        env["cuda_driver"] = cupy.cuda.runtime.driverGetVersion()
+    return env
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(__file__), check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _ratio(other: Row | None, row: Row) -> str:
+    """Speed of ``row`` relative to ``other`` (above 1: ``row`` is faster)."""
+    return f"{other.ms_per_step / row.ms_per_step:.2f}x" if other else ""
+
+
+def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
+    """The results as a markdown table, with ratios to the reference loop and PyTorch."""
+    by_key = {(r.size, r.device, r.dtype, r.impl): r for r in rows}
+    head = ("| size | device | dtype | impl | widths | batch | ms/step | samples/s | "
+            "host ms/step | device ms/step | launches/step | TFLOP/s | % of peak | "
+            "peak MiB | memory / needed | vs reference | vs torch |")
+    lines = [head, "|" + "---|" * 17]
+    for r in rows:
+        ref = by_key.get((r.size, r.device, r.dtype, "reference"))
+        tor = by_key.get((r.size, r.device, r.dtype, "torch"))
+        mem = f"{r.peak_mem_mb:,.0f}" if r.peak_mem_mb is not None else "n/a"
+        ratio = f"{r.mem_ratio:.2f}" if r.mem_ratio is not None else "n/a"
+        lines.append(
+            f"| {r.size} | {r.device} | {r.dtype} | {r.impl} | {'-'.join(map(str, r.widths))} | "
+            f"{r.batch} | {r.ms_per_step:.3f} | {r.samples_per_s:,.0f} | "
+            f"{r.host_ms_per_step:.3f} | {_opt(r.device_ms_per_step, '.3f')} | "
+            f"{_opt(r.launches_per_step, '.0f')} | {r.tflops:.3f} | {r.pct_of_peak:.1f} | {mem} | "
+            f"{ratio} | "
+            f"{_ratio(ref, r) if r.impl != 'reference' else ''} | "
+            f"{_ratio(tor, r) if r.impl != 'torch' else ''} |")
+    peak_text = ", ".join(f"{d}: {p:.3f} TFLOP/s" for d, p in peaks.items())
+    lines += ["", f"Matmul peak measured in the same run, per device and precision: "
+              f"{peak_text}. 'vs' columns: the other's ms/step over this row's (above 1: "
+              "this row is faster). 'memory / needed': peak memory less the dataset and its "
+              "shuffled copy, over parameters + gradients + Adam moments + layer inputs and "
+              "outputs (CPU: NumPy allocations seen by tracemalloc; GPU: CuPy's pool or "
+              "PyTorch's allocator). GPU only: 'device ms/step' is one step's GPU time "
+              "without host overhead (CuPy: replay of the step captured as a CUDA graph; "
+              "PyTorch: summed kernel times from torch.profiler) and 'launches/step' its "
+              "kernel count (graph nodes; profiler events); host ms/step at or above "
+              "device ms/step means host-bound.",
+              f"Devices: {'; '.join(env['devices'].values())}. Versions: "
+              + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+              + f". Commit {env['git_commit'][:10]}, {env['date']}."]
+    return "\n".join(lines)
+
+
+def _opt(value, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def plot(rows: list[Row], path: str) -> bool:
+    """A grouped bar chart of samples/s (log scale); False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    groups = sorted({(r.size, f"{r.device} {r.dtype}") for r in rows},
+                    key=lambda k: (list(SIZES).index(k[0]), k[1]))
+    impls = [i for i in IMPLS if any(r.impl == i for r in rows)]
+    by_key = {(r.size, f"{r.device} {r.dtype}", r.impl): r.samples_per_s for r in rows}
+    fig, ax = plt.subplots(figsize=(1.8 * len(groups) + 2, 4))
+    width = 0.8 / len(impls)
+    for j, impl in enumerate(impls):
+        xs = [i + j * width for i in range(len(groups))]
+        ax.bar(xs, [by_key.get((*g, impl), 0) for g in groups], width, label=impl)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
+    ax.set_xticklabels([f"{s}\n{d}" for s, d in groups])
+    ax.set_yscale("log")
+    ax.set_ylabel("training samples / s")
+    ax.legend()
+    ax.set_title("gpunn training throughput")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

@@ -1,0 +1,125 @@
+"""Benchmark workloads: sizes, precisions, FLOP and memory accounting, devices, the matmul
+peak measured in the same run, and the :class:`Row` every measurement becomes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+SIZES = {
+    # name: {device kind: (layer widths, batch size)}
+    "tiny": {"cpu": ([784, 128, 10], 64), "cuda": ([784, 128, 10], 64)},
+    "medium": {"cpu": ([784, 1024, 1024, 10], 512), "cuda": ([784, 1024, 1024, 10], 512)},
+    "large": {"cpu": ([2048, 2048, 2048, 2048], 1024),
+              "cuda": ([4096, 4096, 4096, 4096, 4096], 4096)},
+}
+LR = 1e-3
+
+
+@dataclass
+class Row:
+    """One benchmark measurement."""
+
+    size: str
+    device: str
+    impl: str
+    dtype: str
+    widths: list
+    batch: int
+    steps: int
+    ms_per_step: float
+    samples_per_s: float
+    host_ms_per_step: float
+    tflops: float
+    pct_of_peak: float
+    peak_mem_mb: float | None
+    data_mem_mb: float = 0.0
+    needed_mem_mb: float = 0.0
+    #: GPU time of one step without host overhead (CUDA-graph replay for CuPy, summed
+    #: kernel times from PyTorch's profiler), and kernel launches per step.
+    device_ms_per_step: float | None = None
+    launches_per_step: float | None = None
+    profile_note: str = ""
+
+    @property
+    def mem_ratio(self) -> float | None:
+        """Peak memory beyond the dataset over what training strictly needs."""
+        if self.peak_mem_mb is None or not self.needed_mem_mb:
+            return None
+        return (self.peak_mem_mb - self.data_mem_mb) / self.needed_mem_mb
+
+
+def needed_bytes(widths, batch: int, itemsize: int = 4) -> int:
+    """Parameters, gradients, two Adam moments, and each layer's input and output."""
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    activations = batch * sum(widths) * 2
+    return (4 * params + activations) * itemsize
+
+
+def step_flops(widths, batch: int) -> float:
+    """FLOPs of one training step: 2 (forward) + 4 (two backward matmuls) per MAC."""
+    return 6.0 * batch * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+# ---------------------------------------------------------------------- devices
+class _Device:
+    def __init__(self, name: str):
+        self.name = name
+        self.kind = "cpu" if name == "cpu" else "cuda"
+        if self.kind == "cpu":
+            self.xp = np
+        else:
+            import cupy
+
+            self.xp = cupy
+            self.index = int(name.split(":")[1]) if ":" in name else 0
+            cupy.cuda.Device(self.index).use()
+
+    def sync(self):
+        if self.kind == "cuda":
+            self.xp.cuda.Device(self.index).synchronize()
+
+    def memory_reset(self):
+        if self.kind == "cuda":
+            self.xp.get_default_memory_pool().free_all_blocks()
+
+    def label(self) -> str:
+        if self.kind == "cpu":
+            return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+        props = self.xp.cuda.runtime.getDeviceProperties(self.index)
+        name = props["name"]
+        return f"{self.name} ({name.decode() if isinstance(name, bytes) else name})"
+
+
+def matmul_peak(dev: _Device, dtype: str = "float32") -> float:
+    """Achieved TFLOP/s of a large square matmul: the practical peak of this device."""
+    xp = dev.xp
+    n = 2048 if dev.kind == "cpu" else 8192
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        dtype = ml_dtypes.bfloat16
+    a = xp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype=dtype)
+    b = xp.asarray(np.random.default_rng(1).standard_normal((n, n)), dtype=dtype)
+    c = xp.matmul(a, b)
+    times = []
+    for _ in range(5):
+        dev.sync()
+        t0 = time.perf_counter()
+        xp.matmul(a, b, out=c)
+        dev.sync()
+        times.append(time.perf_counter() - t0)
+    return 2.0 * n**3 / statistics.median(times) / 1e12
+
+
+# ---------------------------------------------------------------------- implementations
+
+
+PRECISIONS = {"fp32": ("float32", "float32"), "tf32": ("float32", "tf32"),
+              "fp16": ("float16", "float16"), "bf16": ("bfloat16", "bfloat16")}
+_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
