@@ -7,18 +7,15 @@ reached through thin entry points (``fit``, ``evaluate``, ``save``).
 
 from __future__ import annotations
 
-from . import training
+from . import training as _training
+from .architecture import layers_from_architecture
 from .backend import get_backend
 from .callbacks import History
 from .errors import describe
-from .layers import Dense, Dropout, Layer
+from .layers import Dense, Layer
 from .params import ParameterStore
 
 __all__ = ["Sequential", "History"]
-
-ARCH_REQUIRED = ("input_dim", "output_dim")
-ARCH_OPTIONAL = ("activation", "init", "kernel_l2", "dropout", "activation_params")
-
 
 class Sequential:
     """Layers applied one after another.
@@ -106,22 +103,7 @@ class Sequential:
         ...     {"input_dim": 2, "output_dim": 25, "activation": "relu"},
         ...     {"input_dim": 25, "output_dim": 1, "activation": "sigmoid"}], device="cpu")
         """
-        if not isinstance(architecture, (list, tuple)) or not architecture:
-            raise ValueError(f"architecture: expected a non-empty list of dicts, got "
-                             f"{describe(architecture)}")
-        layers: list[Layer] = []
-        for i, spec in enumerate(architecture):
-            _check_spec(i, spec)
-            try:
-                layers.append(Dense(spec["input_dim"], spec["output_dim"],
-                                    activation=spec.get("activation"), init=spec.get("init"),
-                                    kernel_l2=spec.get("kernel_l2", 0.0),
-                                    activation_params=spec.get("activation_params")))
-                if spec.get("dropout"):
-                    layers.append(Dropout(spec["dropout"]))
-            except (ValueError, TypeError) as exc:
-                raise type(exc)(f"architecture[{i}]: {exc}") from None
-        return cls(layers, **kwargs)
+        return cls(layers_from_architecture(architecture), **kwargs)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -231,7 +213,7 @@ class Sequential:
         (batch, output_dim) array on the model's device
         """
         with self.backend.context():
-            return self.forward_batch(training_input(self, x), training)
+            return self.forward_batch(_training.batches.as_input(self, x), training)
 
     def backward(self, grad):
         """Backpropagate ``dL/doutput`` ``(batch, output_dim)``; fills every ``layer.grads``.
@@ -265,34 +247,23 @@ class Sequential:
         return grad
 
     def takes_logits(self, loss) -> bool:
-        """True when ``loss`` can take the last layer's pre-activation (the fused path)."""
+        """True when ``loss`` can take the last layer's pre-activation (its logits form)."""
         last = self.layers[-1]
         return isinstance(last, Dense) and loss.takes_logits_from(last.activation)
 
     # ------------------------------------------------------------------ training entry points
     def fit(self, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size: int = 32,
             **options) -> History:
-        """Train the model; see :func:`gpunn.training.fit` for every option
-        (``validation_data``, ``shuffle``, ``verbose``, ``seed``, ``metrics``,
-        ``callbacks``, ``device_data``, ``on_divergence``, ``resume_from``).
-
-        Returns
-        -------
-        History
-        """
-        return training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
+        """Train the model; returns a :class:`History`. See :func:`gpunn.training.fit` for
+        every option (``validation_data``, ``shuffle``, ``verbose``, ``seed``,
+        ``metrics``, ``callbacks``, ``device_data``, ``on_divergence``, ``resume_from``)."""
+        return _training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
                             batch_size=batch_size, **options)
 
     def evaluate(self, X, y, loss=None, batch_size: int = 1024, metrics=None) -> dict:
-        """Loss and metrics on a dataset, in inference mode (see
-        :func:`gpunn.training.evaluate`).
-
-        Returns
-        -------
-        dict
-            ``{"loss": float, "<metric>": float, ...}``
-        """
-        return training.evaluate(self, X, y, loss=loss, batch_size=batch_size,
+        """Loss and metrics on a dataset, in inference mode: ``{"loss": float, "<metric>":
+        float, ...}`` (see :func:`gpunn.training.evaluate`)."""
+        return _training.evaluate(self, X, y, loss=loss, batch_size=batch_size,
                                  metrics=metrics)
 
     def predict(self, X, batch_size: int = 4096):
@@ -306,24 +277,7 @@ class Sequential:
         -------
         (N, output_dim) array on the model's device; ``gpunn.to_numpy`` copies it to host.
         """
-        return training.predict(self, X, batch_size)
-
-
-def training_input(model, x):
-    """``x`` checked against the model (2-D, numeric, input width) on its device."""
-    return training.batches.as_input(model, x)
-
-
-def _check_spec(i: int, spec) -> None:
-    if not isinstance(spec, dict):
-        raise TypeError(f"architecture[{i}]: expected a dict, got {describe(spec)}")
-    missing = [k for k in ARCH_REQUIRED if k not in spec]
-    unknown = sorted(set(spec) - set(ARCH_REQUIRED) - set(ARCH_OPTIONAL))
-    if missing or unknown:
-        problems = ([f"missing key(s) {missing}"] if missing else []) + (
-            [f"unknown key(s) {unknown}"] if unknown else [])
-        raise ValueError(f"architecture[{i}]: {' and '.join(problems)}; expected "
-                         f"{list(ARCH_REQUIRED)} and optionally {list(ARCH_OPTIONAL)}")
+        return _training.predict(self, X, batch_size)
 
 
 def _check_chain(layers) -> None:
