@@ -216,3 +216,30 @@ def test_optimizer_kernels_get_constants_rounded_once(launches, make):
         assert named["one_minus_alpha"] == f32(1 - 0.99)
     assert all(isinstance(a, (np.generic, fake_cupy.FakeArray)) for a in args)
     assert all(a.dtype == f32 for a in args if isinstance(a, np.floating))
+
+
+# Launches per training step of a 784-128-64-out MLP on the CuPy path, as the stand-in
+# counts them (elementwise, reductions, matmuls, fills, gpunn's kernels), measured before
+# the training loop moved out of Sequential: the step may not launch more.
+LAUNCH_BUDGET = {"adam softmax-CE": 19, "sgd sigmoid-BCE": 34, "adam mse": 21}
+
+
+@pytest.mark.parametrize("case", sorted(LAUNCH_BUDGET))
+def test_launches_per_step_within_budget(fake, monkeypatch, case):
+    fake_cupy.record_kernels(monkeypatch)
+    rng = np.random.default_rng(0)
+    X, labels = rng.standard_normal((128, 784)).astype(np.float32), rng.integers(0, 10, 128)
+    out, y, loss, opt = {
+        "adam softmax-CE": (("softmax", 10), labels, "cross_entropy", "adam"),
+        "sgd sigmoid-BCE": (("sigmoid", 1), (labels > 4).astype(float), "bce",
+                            gn.optim.SGD(lr=0.1, momentum=0.9)),
+        "adam mse": ((None, 1), labels.astype(float), "mse", "adam")}[case]
+    model = gn.Sequential([gn.Dense(784, 128, activation="relu"),
+                           gn.Dense(128, 64, activation="relu"),
+                           gn.Dense(64, out[1], activation=out[0])], device="cuda:0", seed=0)
+    model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=64, verbose=0)
+    step = gn.training.step_function(model, X[:64], y[:64])
+    step()
+    fake.launches = 0
+    step()
+    assert 0 < fake.launches <= LAUNCH_BUDGET[case]

@@ -76,10 +76,10 @@ def test_bias_activation_kernels_match_generic(cuda, name, dtype, monkeypatch):
     b, g = be.asarray(rng.standard_normal(5)), be.asarray(rng.standard_normal((33, 5)))
     act, params = gn.activations.get(name, **({"alpha": 0.3} if name in (
         "leaky_relu", "elu") else {}))
-    z1, y1 = be.dense_forward(x, W, b, act, params)
+    z1, y1 = be.bias_activation(x, W, b, act, params)
     d1 = be.activation_backward(act, z1, y1, g, params)
     _kernels_off(monkeypatch)
-    z2, y2 = be.dense_forward(x, W, b, act, params)
+    z2, y2 = be.bias_activation(x, W, b, act, params)
     d2 = be.activation_backward(act, z2, y2, g, params)
     tol = 1e-5 if dtype == "float32" else 1e-12
     for a, c in [(z1, z2), (y1, y2), (d1, d2)]:
@@ -94,9 +94,9 @@ def test_softmax_xent_kernel_matches_generic(cuda, dense, monkeypatch):
         labels = rng.integers(0, cols, rows)
         target = cuda.asarray(np.eye(cols, dtype=np.float32)[labels] if dense else labels)
         a, c = gn.losses.get("cross_entropy"), gn.losses.get("cross_entropy")
-        va = float(cuda.fused_loss(a, z, target))
+        va = float(a.forward_logits(z, target, cuda))
         monkeypatch.setenv("GPUNN_CUDA_KERNELS", "0")
-        vc = float(cuda.fused_loss(c, z, target))
+        vc = float(c.forward_logits(z, target, cuda))
         monkeypatch.delenv("GPUNN_CUDA_KERNELS")
         assert va == pytest.approx(vc, rel=1e-5)
         np.testing.assert_allclose(gn.to_numpy(a.backward()), gn.to_numpy(c.backward()),
@@ -108,7 +108,8 @@ def test_softmax_xent_kernel_matches_generic(cuda, dense, monkeypatch):
                                   lambda: gn.optim.AdamW(lr=0.01),
                                   lambda: gn.optim.SGD(lr=0.1, momentum=0.9, nesterov=True),
                                   lambda: gn.optim.SGD(lr=0.1),
-                                  lambda: gn.optim.RMSprop(lr=0.01, momentum=0.5)])
+                                  lambda: gn.optim.RMSprop(lr=0.01, momentum=0.5),
+                                  lambda: gn.optim.Adagrad(lr=0.1, weight_decay=0.01)])
 def test_optimizer_kernels_match_generic(cuda, make, monkeypatch):
     rng = np.random.default_rng(2)
     p0 = rng.standard_normal(1000).astype(np.float32)

@@ -25,6 +25,9 @@ def _cases(rng):
     return {
         "mse": ({}, reg_pred, reg_t, lambda p, t: np.mean((p - t) ** 2)),
         "mae": ({}, reg_pred, reg_t, lambda p, t: np.mean(np.abs(p - t))),
+        # delta 0.7 puts some residuals inside the quadratic band and some beyond it.
+        "huber": ({"delta": 0.7}, reg_pred, reg_t, lambda p, t: np.mean(np.where(
+            np.abs(p - t) <= 0.7, 0.5 * (p - t) ** 2, 0.7 * (np.abs(p - t) - 0.35)))),
         "bce": ({}, prob, bin_t,
                 lambda p, t: -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))),
         "bce_logits": ({"from_logits": True}, rng.standard_normal((6, 2)),
@@ -38,7 +41,7 @@ def _cases(rng):
     }
 
 
-NAMES = {"mse": "mse", "mae": "mae", "bce": "binary_crossentropy",
+NAMES = {"mse": "mse", "mae": "mae", "huber": "huber", "bce": "binary_crossentropy",
          "bce_logits": "binary_crossentropy", "ce": "categorical_crossentropy",
          "ce_logits": "cross_entropy"}
 
@@ -107,3 +110,24 @@ def test_unknown_loss_lists_choices():
         gn.losses.get("hinge")
     with pytest.raises(RuntimeError, match="before forward"):
         gn.losses.get("mse").backward()
+
+
+def test_huber_is_a_complete_loss(tmp_path, rng):
+    """Huber, added in losses.py alone: name lookup, validation, default metric, training
+    and the model-file round trip."""
+    assert gn.losses.get("huber").delta == 1.0
+    with pytest.raises(ValueError, match="Huber delta: expected a positive number"):
+        gn.losses.get("huber", delta=0)
+    X, y = gn.data.make_linear(400, coef=(1.0, -2.0, 0.5), seed=1)
+    y = y.copy()
+    y[::40] += 50.0  # outliers: Huber's gradient stays bounded
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    hist = model.fit(X, y, loss=gn.losses.Huber(delta=0.5),
+                     optimizer=gn.optim.Adam(lr=0.05), epochs=40, verbose=0)
+    assert set(hist.history) == {"loss", "mae"}  # the default regression metric
+    W = gn.to_numpy(model.parameters()[0]).ravel()
+    np.testing.assert_allclose(W, [1.0, -2.0, 0.5], atol=0.1)  # outliers barely pull
+    model.save(tmp_path / "huber.npz")
+    loaded = gn.load(tmp_path / "huber.npz", device="cpu")
+    assert isinstance(loaded.loss, gn.losses.Huber) and loaded.loss.delta == 0.5
+    assert loaded.evaluate(X, y)["loss"] == pytest.approx(model.evaluate(X, y)["loss"])

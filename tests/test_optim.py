@@ -56,6 +56,15 @@ def _hand_rmsprop(lr, alpha=0.99, eps=1e-8, mu=0.0, wd=0.0):
     return p
 
 
+def _hand_adagrad(lr, lr_decay=0.0, eps=1e-10, init=0.0, wd=0.0):
+    p, s = np.array(P0), np.full(2, init)
+    for t, g in enumerate((np.array(G1), np.array(G2)), start=1):
+        g = g + wd * p
+        s = s + g * g
+        p = p - lr / (1 + (t - 1) * lr_decay) * g / (np.sqrt(s) + eps)
+    return p
+
+
 CASES = [
     (lambda: gn.optim.SGD(lr=0.1), _hand_sgd(0.1)),
     (lambda: gn.optim.SGD(lr=0.1, momentum=0.9), _hand_sgd(0.1, 0.9)),
@@ -68,6 +77,10 @@ CASES = [
     (lambda: gn.optim.RMSprop(lr=0.01), _hand_rmsprop(0.01)),
     (lambda: gn.optim.RMSprop(lr=0.01, momentum=0.5, weight_decay=0.1),
      _hand_rmsprop(0.01, mu=0.5, wd=0.1)),
+    (lambda: gn.optim.Adagrad(lr=0.1), _hand_adagrad(0.1)),
+    (lambda: gn.optim.Adagrad(lr=0.1, lr_decay=0.5, initial_accumulator_value=0.2,
+                              weight_decay=0.05),
+     _hand_adagrad(0.1, lr_decay=0.5, init=0.2, wd=0.05)),
 ]
 
 
@@ -162,3 +175,19 @@ def test_numpy_kernels_match_generic(index):
         for k in a:
             np.testing.assert_allclose(a[k], b[k], rtol=2e-6, atol=2e-7)
     assert math.isfinite(float(pf.sum()))
+
+
+def test_adagrad_learns_and_round_trips(tmp_path):
+    """Adagrad, added in the optimiser module (and one CUDA kernel): fit, state_dict and
+    the model file keep its accumulator."""
+    X, y = gn.data.make_moons(400, noise=0.1, seed=0)
+    model = gn.Sequential([gn.Dense(2, 16, activation="tanh"),
+                           gn.Dense(16, 1, activation="sigmoid")], device="cpu", seed=0)
+    model.fit(X, y, loss="bce", optimizer=gn.optim.get("adagrad", lr=0.2), epochs=40,
+              verbose=0)
+    assert model.evaluate(X, y)["accuracy"] >= 0.95
+    model.save(tmp_path / "m.npz")
+    loaded = gn.load(tmp_path / "m.npz", device="cpu")
+    assert isinstance(loaded.optimizer, gn.optim.Adagrad) and loaded.optimizer.t > 0
+    np.testing.assert_array_equal(loaded.optimizer.state[0]["sum_sq"],
+                                  model.optimizer.state[0]["sum_sq"])
