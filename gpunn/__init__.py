@@ -4,7 +4,7 @@ Importing gpunn never imports CuPy; the device is detected when a backend is fir
 for (``device="auto"``, the default).
 """
 
-from . import activations, callbacks, data, init, losses, metrics, optim, preprocessing
+from . import activations, callbacks, data, init, losses, metrics, optim, preprocessing, training
 from .backend import Backend, available_devices, get_backend, to_numpy
 from .callbacks import History
 from .errors import (
@@ -47,5 +47,5 @@ __all__ = [
     "Sequential", "History", "gradcheck", "GradcheckResult", "set_precision",
     "get_precision",
     "load", "ModelFileError", "callbacks", "preprocessing",
-    "activations", "data", "init", "losses", "metrics", "optim",
+    "activations", "data", "init", "losses", "metrics", "optim", "training",
 ]
