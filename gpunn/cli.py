@@ -15,7 +15,7 @@ import numpy as np
 from . import losses as _losses
 from . import optim as _optim
 from .activations import ACTIVATIONS
-from .backend import available_devices, cuda_status, get_backend
+from .backend import available_devices, cuda_status, get_backend, to_numpy
 from .data import builtin as _builtin
 from .data import tables as _ds
 from .errors import DeviceFallbackWarning, GpunnError
@@ -220,7 +220,7 @@ def cmd_predict(args) -> int:
         raise _ds.DatasetError(f"{args.model}: was not trained from a CSV file (no column "
                                "names saved); load it in Python and call model.predict")
     X, _, _ = _ds.read_csv(args.data, None, columns=columns)
-    proba = np.asarray(backend.to_numpy(model.predict(X)), dtype=np.float64)
+    proba = np.asarray(to_numpy(model.predict(X)), dtype=np.float64)
     task, classes = extra.get("task"), extra.get("classes") or []
     target = extra.get("target", "prediction")
     if task == "binary":

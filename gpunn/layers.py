@@ -15,6 +15,7 @@ import numbers
 
 from . import activations as _act
 from . import init as _init
+from .backend.ops import host_array
 from .errors import describe
 
 
@@ -68,7 +69,7 @@ class Layer:
         cross = old is not None and not backend.same_device(old)
         for store in (self.params, self.grads):
             for key, value in store.items():
-                store[key] = backend.asarray(old.to_numpy(value) if cross else value,
+                store[key] = backend.asarray(host_array(value) if cross else value,
                                              dtype=backend.dtype)
         self.backend = backend
         return self

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .backend.ops import host_array
 from .errors import GpunnError
 from .layers import ActivationLayer
 
@@ -81,7 +82,7 @@ def _arrays(model, include_optimizer: bool, extra) -> dict:
         kind = "ActivationLayer" if isinstance(layer, ActivationLayer) else type(layer).__name__
         layers.append({"type": kind, "name": layer.name, "config": layer.config()})
         for key, value in layer.params.items():
-            arrays[f"param/{i}/{key}"] = _le(model.backend.to_numpy(value))
+            arrays[f"param/{i}/{key}"] = _le(host_array(value))
     header = {"format": FORMAT, "version": VERSION, "dtype": model.dtype, "layers": layers,
               "loss": None, "metrics": list(model.metrics), "optimizer": None,
               "preprocessing": None, "extra": dict(extra or model.extra or {})}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend.ops import host_array
+
 
 class ParameterStore:
     """The parameters and gradients of a list of built layers, on one backend.
@@ -83,7 +85,7 @@ class ParameterStore:
 
     def snapshot(self) -> list:
         """Host copies of every parameter (see :meth:`restore`)."""
-        to_host = self.backend.to_numpy
+        to_host = host_array
         return [np.array(to_host(p)) for p in self.parameters()]
 
     def restore(self, saved: list) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy as np
-
 from ..errors import describe
 from .hyper import AdagradStep, AdamStep, RMSpropStep, SGDStep
 from .ops import HALF_DTYPES, host_array, softmax_cross_entropy
@@ -153,9 +151,12 @@ class Backend:
             a = xp.astype(a, dtype)
         return a
 
-    def to_numpy(self, a) -> np.ndarray:
-        """Copy a backend array to a NumPy array on the host."""
-        return host_array(a)
+    def take_rows(self, X, idx, out=None):
+        """Rows ``X[idx]`` of a ``(N, ...)`` array for integer indices ``idx (k,)``: one
+        shuffled batch, gathered without copying the dataset. A backend may write them
+        into ``out`` (a buffer of the batch's shape, reused from step to step); the
+        generic version allocates."""
+        return self.xp.take(X, idx, axis=0)
 
     def zeros(self, shape, dtype=None):
         """Zeros of the backend dtype (or ``dtype``) on the backend device."""

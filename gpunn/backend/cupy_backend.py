@@ -128,9 +128,6 @@ class CupyBackend(Backend):
                 a = cupy.asarray(a)  # peer copy onto this device
             return super().asarray(a, dtype)
 
-    def to_numpy(self, a) -> np.ndarray:
-        return cupy.asnumpy(a) if isinstance(a, cupy.ndarray) else super().to_numpy(a)
-
     def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
         if out is None:
             return super().linear_backward(x, W, grad, need_input_grad)

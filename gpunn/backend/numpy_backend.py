@@ -46,9 +46,6 @@ class NumpyBackend(Backend):
             return a if dtype is None or a.dtype == dtype else a.astype(dtype)
         return super().asarray(a, dtype)
 
-    def to_numpy(self, a) -> np.ndarray:
-        return a if isinstance(a, np.ndarray) else super().to_numpy(a)
-
     def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
         # Write into the gradient arrays (views of the model's flat gradient buffer): no
         # fresh, page-faulted allocation per step and no copy into the flat buffer.

@@ -12,6 +12,7 @@ import numbers
 
 import numpy as np
 
+from ..backend.ops import host_array
 from ..errors import describe
 
 
@@ -114,11 +115,9 @@ class Optimizer:
         arrays elsewhere; the element order is the same, so the state is concatenated and
         split again (on the host: this happens once per device move, not per step).
         """
-        old = self.backend
-        to_host = old.to_numpy if old is not None else np.asarray
         new_state = [{} for _ in params]
         for key in self._state_keys:
-            flat = np.concatenate([np.ravel(to_host(s[key])) for s in self.state])
+            flat = np.concatenate([np.ravel(host_array(s[key])) for s in self.state])
             offset = 0
             for entry, p in zip(new_state, params):
                 n = int(p.size)
@@ -164,14 +163,14 @@ class Optimizer:
         old = self.backend
         cross = old is not None and not backend.same_device(old)
         # Unattached state (old is None) is host NumPy, which asarray moves as it is.
-        self.state = [{k: backend.asarray(old.to_numpy(v) if cross else v, dtype=backend.dtype)
+        self.state = [{k: backend.asarray(host_array(v) if cross else v, dtype=backend.dtype)
                        for k, v in s.items()} for s in self.state]
         self.backend = backend
         return self
 
     def state_dict(self) -> dict:
         """Hyper-parameters, step count and state as host (NumPy) arrays."""
-        to_host = self.backend.to_numpy if self.backend else np.asarray
+        to_host = host_array
         return {"kind": self.kind, "hyper": self.hyper(), "t": self.t,
                 "state": [{k: np.array(to_host(v)) for k, v in s.items()} for s in self.state]}
 

@@ -19,6 +19,8 @@ number (Adam's bias correction), as in PyTorch's GradScaler.
 
 from __future__ import annotations
 
+from ..backend.ops import host_array
+
 
 def masked_step(optimizer, params: list, grads: list, ok) -> None:
     """``optimizer.step`` where the 0-d flag ``ok`` is true, nothing where it is false.
@@ -148,7 +150,7 @@ class LossScaleOptimizer:
         cross = not b32.same_device(old)
 
         def move(a):
-            return b32.asarray(old.to_numpy(a) if cross else a, dtype="float32")
+            return b32.asarray(host_array(a) if cross else a, dtype="float32")
 
         self.master = [move(m) for m in self.master]
         self.scale, self.good_steps = move(self.scale), move(self.good_steps)

@@ -89,7 +89,7 @@ def iterate(backend, X, T, batch_size: int, shuffle: bool, streaming: bool):
     xp = backend.xp
     n = int(X.shape[0])
     if streaming:
-        order = backend.to_numpy(backend.random.permutation(n)) if shuffle else None
+        order = host_array(backend.random.permutation(n)) if shuffle else None
         yield from backend.batches(X, T, order, batch_size)
         return
     if shuffle:

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from ..backend.ops import host_array
 from ..errors import TrainingDiverged
 
 
@@ -32,11 +33,10 @@ class Snapshot:
         self.epoch = epoch
         self.model, self.optimizer, self.amp = model, optimizer, amp
         self.params = model.store.snapshot()
-        obe = optimizer.backend
-        self.state = [{k: np.array(obe.to_numpy(v)) for k, v in s.items()}
+        self.state = [{k: np.array(host_array(v)) for k, v in s.items()}
                       for s in optimizer.state]
         self.t = optimizer.t
-        self.master = None if amp is None else [np.array(amp.backend32.to_numpy(m))
+        self.master = None if amp is None else [np.array(host_array(m))
                                                 for m in amp.master]
         #: What taking it cost, to keep snapshots under ~5% of training time.
         self.seconds = time.perf_counter() - started
@@ -57,7 +57,7 @@ class Snapshot:
 def diverged(model, step_losses, snapshot, epoch: int, policy: str, verbose) -> bool:
     """Handle a non-finite epoch loss under ``policy`` ("raise" or "stop"): roll back to
     the snapshot, then raise :class:`TrainingDiverged` or report and return True (stop)."""
-    losses = model.backend.to_numpy(step_losses)
+    losses = host_array(step_losses)
     bad = int(np.argmax(~np.isfinite(losses)))
     snapshot.restore()
     error = TrainingDiverged(epoch, bad + 1, getattr(model.optimizer, "lr", None),
