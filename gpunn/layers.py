@@ -40,6 +40,8 @@ class Layer:
 
     in_features: int | None = None
     out_features: int | None = None
+    #: What forward keeps for backward; :meth:`forget` drops it.
+    _cached: tuple = ()
 
     def __init__(self, name: str | None = None):
         self.name = name
@@ -84,6 +86,12 @@ class Layer:
             for key, value in store.items():
                 store[key] = xp.asarray(value, copy=True)
         return new
+
+    def forget(self) -> None:
+        """Drop what the last forward kept for backward (``fit``, ``evaluate`` and
+        ``predict`` call it when they return, so no batch of their data stays alive)."""
+        for attr in self._cached:
+            setattr(self, attr, None)
 
     def forward(self, x, training: bool = False):
         """Output of the layer for input ``x``."""
@@ -141,6 +149,8 @@ class Dense(Layer):
     Shapes: ``x (batch, in_features)``, ``W (in_features, out_features)``,
     ``b (out_features,)``, output ``(batch, out_features)``.
     """
+
+    _cached = ("_x", "_z", "_y")
 
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
                  init: str | None = None, kernel_l2: float = 0.0,
@@ -260,6 +270,8 @@ class Dropout(Layer):
     p : float in [0, 1)
     """
 
+    _cached = ("_mask",)
+
     def __init__(self, p: float = 0.5, name: str | None = None):
         super().__init__(name)
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
@@ -296,6 +308,8 @@ class ActivationLayer(Layer):
     **params
         Hyper-parameters of the activation.
     """
+
+    _cached = ("_z", "_y")
 
     def __init__(self, activation: str, name: str | None = None, **params):
         super().__init__(name)

@@ -246,6 +246,11 @@ class Sequential:
                 grad = layer.backward(grad)
         return grad
 
+    def forget(self) -> None:
+        """Drop every layer's cached activations (see :meth:`Layer.forget`)."""
+        for layer in self.layers:
+            layer.forget()
+
     def takes_logits(self, loss) -> bool:
         """True when ``loss`` can take the last layer's pre-activation (its logits form)."""
         last = self.layers[-1]

@@ -291,7 +291,7 @@ def modules(state: State) -> dict:
     cupy.ascontiguousarray = lambda a, dtype=None: wrap(np.ascontiguousarray(_unwrap(a),
                                                                              dtype=dtype))
     cupy.asnumpy = lambda a: a.get() if isinstance(a, FakeArray) else np.asarray(a)
-    cupy.matmul, cupy.sum = np.matmul, np.sum
+    cupy.matmul, cupy.sum, cupy.take = np.matmul, np.sum, np.take
     cupy.get_default_memory_pool = cupy.get_default_pinned_memory_pool = _Pool
 
     class RawModule:

@@ -147,3 +147,32 @@ def test_multiclass_accuracy_metric():
     assert gn.metrics.accuracy(y, p) == 0.75
     assert gn.metrics.accuracy(np.eye(3)[y], p) == 0.75
     assert gn.metrics.accuracy([1, 0, 1], np.array([0.9, 0.4, 0.2])) == pytest.approx(2 / 3)
+
+
+def test_nothing_of_the_data_outlives_fit():
+    """After fit, evaluate and predict return, no dataset-sized array stays alive: batches
+    are gathered into small buffers (no shuffled copy of the dataset) and layers forget
+    their last batch."""
+    import gc
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100_000, 32))  # float64: fit makes a float32 copy (12.8 MB)
+    y = rng.integers(0, 2, 100_000)
+    model = gn.Sequential([gn.Dense(32, 8, activation="relu"),
+                           gn.Dense(8, 1, activation="sigmoid")], device="cpu", seed=0)
+    gc.collect()
+    tracemalloc.start()
+    for call in (lambda: model.fit(X, y, loss="bce", epochs=2, batch_size=1024,
+                                   validation_data=(X, y), verbose=0),
+                 lambda: model.evaluate(X, y),
+                 lambda: model.predict(X) is None):
+        tracemalloc.reset_peak()
+        call()
+        gc.collect()
+        kept, peak = tracemalloc.get_traced_memory()
+        assert kept < 1_000_000, f"{kept / 1e6:.1f} MB still referenced"
+        # At most the float32 copies of X (train and validation) and little else, never
+        # a shuffled copy per epoch.
+        assert peak < 2 * X.size * 4 * 1.3, f"peak {peak / 1e6:.1f} MB"
+    tracemalloc.stop()

@@ -128,6 +128,11 @@ class CupyBackend(Backend):
                 a = cupy.asarray(a)  # peer copy onto this device
             return super().asarray(a, dtype)
 
+    def take_rows(self, X, idx, out=None):
+        if out is not None and out.shape[0] == idx.shape[0] and out.dtype == X.dtype:
+            return cupy.take(X, idx, axis=0, out=out)
+        return cupy.take(X, idx, axis=0)
+
     def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
         if out is None:
             return super().linear_backward(x, W, grad, need_input_grad)

@@ -46,6 +46,11 @@ class NumpyBackend(Backend):
             return a if dtype is None or a.dtype == dtype else a.astype(dtype)
         return super().asarray(a, dtype)
 
+    def take_rows(self, X, idx, out=None):
+        if out is not None and out.shape[0] == idx.shape[0] and out.dtype == X.dtype:
+            return np.take(X, idx, axis=0, out=out)
+        return np.take(X, idx, axis=0)
+
     def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
         # Write into the gradient arrays (views of the model's flat gradient buffer): no
         # fresh, page-faulted allocation per step and no copy into the flat buffer.

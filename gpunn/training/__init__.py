@@ -161,6 +161,7 @@ def predict(model, X, batch_size: int = 4096):
         streaming = not backend.owns(X)
         parts = [model.forward_batch(xb, training=False)
                  for xb, _ in batches.iterate(backend, X, None, batch_size, False, streaming)]
+        model.forget()
         if not parts:
             return backend.zeros((0, model.output_dim))
         return parts[0] if len(parts) == 1 else backend.xp.concat(parts, axis=0)

@@ -86,18 +86,26 @@ def as_dataset(model, X, y, loss, what: str = "", device_data=None):
 
 def iterate(backend, X, T, batch_size: int, shuffle: bool, streaming: bool):
     """``(x, t)`` batches on the device, in a fresh random order when ``shuffle``."""
-    xp = backend.xp
     n = int(X.shape[0])
     if streaming:
         order = host_array(backend.random.permutation(n)) if shuffle else None
         yield from backend.batches(X, T, order, batch_size)
         return
-    if shuffle:
-        perm = backend.random.permutation(n)
-        X, T = xp.take(X, perm, axis=0), (None if T is None else xp.take(T, perm, axis=0))
+    if not shuffle:
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)  # the standard leaves out-of-range stops undefined
+            yield X[lo:hi, ...], (None if T is None else T[lo:hi, ...])
+        return
+    # Each batch is gathered from the dataset through the permutation into buffers reused
+    # from step to step: no shuffled copy of the dataset, so memory and time stay linear.
+    # A yielded batch is only valid until the next one.
+    perm = backend.random.permutation(n)
+    xbuf = tbuf = None
     for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)  # the standard leaves out-of-range stops undefined
-        yield X[lo:hi, ...], (None if T is None else T[lo:hi, ...])
+        idx = perm[lo:min(lo + batch_size, n)]
+        xbuf = backend.take_rows(X, idx, xbuf)
+        tbuf = None if T is None else backend.take_rows(T, idx, tbuf)
+        yield xbuf, tbuf
 
 
 def _shape(y):

@@ -84,20 +84,25 @@ class Trainer:
         self.snapshot, self.every = None, 1
         for cb in self.callbacks:
             cb.on_train_begin(model)
-        for epoch in range(self.start, self.epochs + 1):
+        try:
+            for epoch in range(self.start, self.epochs + 1):
+                for cb in self.callbacks:
+                    cb.on_epoch_begin(model, epoch)
+                logs = self._epoch(epoch, X, T, streaming, interrupted)
+                if logs is None:
+                    break
+                model.train_state = TrainState(epoch, model.backend.random.state(),
+                                               self.history, logs)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(model, epoch, logs)
+                if model.stop_training:
+                    break
             for cb in self.callbacks:
-                cb.on_epoch_begin(model, epoch)
-            logs = self._epoch(epoch, X, T, streaming, interrupted)
-            if logs is None:
-                break
-            model.train_state = TrainState(epoch, model.backend.random.state(),
-                                           self.history, logs)
-            for cb in self.callbacks:
-                cb.on_epoch_end(model, epoch, logs)
-            if model.stop_training:
-                break
-        for cb in self.callbacks:
-            cb.on_train_end(model, self.history)
+                cb.on_train_end(model, self.history)
+        finally:
+            # Nothing of the training data outlives fit (layers keep their last batch).
+            model.forget()
+            self.loss.output = self.loss._grad = None
         return self.history
 
     def _epoch(self, epoch, X, T, streaming, interrupted) -> dict | None:
@@ -197,6 +202,7 @@ def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size) -> dict:
         total = total + _cast(xp, value, total) * xb.shape[0]
         for i, m in enumerate(metrics):
             sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
+    model.forget()
     result = {"loss": float(total) / n + (float(reg) if reg is not None else 0.0)}
     result.update({m.name: m.result(float(s), n) for m, s in zip(metrics, sums)})
     return result
