@@ -25,9 +25,14 @@ def _upcast(xp, pred):
     float16; bfloat16 keeps 3 significant digits); returns the float32 array and a
     function casting the gradient back."""
     dtype = pred.dtype
-    if getattr(dtype, "name", None) not in ("float16", "bfloat16"):
-        return pred, lambda grad: grad
+    if dtype == xp.float32 or dtype == xp.float64 or \
+            getattr(dtype, "name", None) not in ("float16", "bfloat16"):
+        return pred, _same
     return xp.astype(pred, xp.float32), lambda grad: xp.astype(grad, dtype)
+
+
+def _same(grad):
+    return grad
 
 
 def _match_target(xp, pred, target, name: str):
@@ -126,19 +131,21 @@ class Loss:
             y = xp.astype(y, backend.dtype)
         return y
 
-    def forward(self, pred, target):
+    def forward(self, pred, target, backend=None):
         """Loss value.
 
         Parameters
         ----------
         pred : (batch, outputs)
         target : (batch, outputs), or (batch,) where the loss allows it
+        backend : Backend, optional
+            The model's (spares looking the namespace up; the training loop passes it).
 
         Returns
         -------
         0-d array on the device of ``pred``.
         """
-        xp = array_namespace(pred)
+        xp = backend.xp if backend is not None else array_namespace(pred)
         pred, restore = _upcast(xp, pred)
         target = self._target(xp, pred, target)
         self.output = pred  # from-logits losses replace it with probabilities
@@ -276,7 +283,7 @@ class BinaryCrossEntropy(_CrossEntropy):
         return target
 
     def forward_logits(self, z, target, backend=None):
-        xp = array_namespace(z)
+        xp = backend.xp if backend is not None else array_namespace(z)
         z, restore = _upcast(xp, z)
         value, grad = self._sigmoid_bce(xp, z, self._target(xp, z, target))
         self._grad = restore(grad)
@@ -340,7 +347,7 @@ class CategoricalCrossEntropy(_CrossEntropy):
         return _match_target(xp, pred, target, self.name)
 
     def forward_logits(self, z, target, backend=None):
-        xp = array_namespace(z)
+        xp = backend.xp if backend is not None else array_namespace(z)
         z, restore = _upcast(xp, z)
         if target.ndim != 1:
             target = _match_target(xp, z, target, self.name)

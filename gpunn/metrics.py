@@ -40,12 +40,12 @@ def _correct(xp, pred, target):
     """Number of correct predictions; ``pred (N, C)`` or ``(N, 1)``/``(N,)`` probabilities."""
     if pred.ndim == 2 and pred.shape[1] > 1:
         guess = xp.argmax(pred, axis=1)
-        truth = xp.argmax(target, axis=1) if target.ndim == 2 else xp.astype(target,
-                                                                               guess.dtype)
+        # Labels are compared as they are (integers); one-hot rows through their argmax.
+        truth = xp.argmax(target, axis=1) if target.ndim == 2 else target
     else:
         guess = xp.reshape(pred, (-1,)) >= 0.5
         truth = xp.reshape(target, (-1,)) >= 0.5
-    return xp.sum(xp.astype(guess == truth, pred.dtype))
+    return xp.sum(xp.astype(guess == truth, xp.int32))  # an integer count
 
 
 class Metric:

@@ -66,11 +66,10 @@ class ParameterStore:
         """
         if self.flat is None:
             return self.parameters(), self.gradients()
-        entries = self._entries
-        if [(lay, k) for lay in self.layers for k in lay.params] != entries or any(
-                layer.params[key] is not pv for (layer, key), pv in zip(entries,
-                                                                        self._pviews)):
-            self.build()
+        for (layer, key), pv in zip(self._entries, self._pviews):
+            if layer.params[key] is not pv:
+                self.build()
+                break
         for (layer, key), gv in zip(self._entries, self._gviews):
             grad = layer.grads[key]
             if grad is not gv:

@@ -308,11 +308,3 @@ def _check_dtype_name(dtype) -> str:
     if name not in _FLOAT_DTYPES:
         raise ValueError(f"dtype: expected one of {', '.join(_FLOAT_DTYPES)}, got {dtype!r}")
     return name
-
-
-def linear_backward_into(lib, x, W, grad, need_input_grad, out):
-    """``linear_backward`` for NumPy-like libraries with ``out=``: writes into ``out``."""
-    gW, gb = out
-    lib.matmul(x.T, grad, out=gW)
-    lib.sum(grad, axis=0, out=gb)
-    return gW, gb, (lib.matmul(grad, W.T) if need_input_grad else None)

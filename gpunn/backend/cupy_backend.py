@@ -7,7 +7,7 @@ import cupy
 import numpy as np
 
 from . import cupy_kernels
-from .base import BFLOAT16_HINT, Backend, linear_backward_into
+from .base import BFLOAT16_HINT, Backend
 
 #: cupy.random draws only float32 and float64; other dtypes are drawn in float32 and cast.
 _RANDOM_DTYPES = ("float32", "float64")
@@ -136,7 +136,10 @@ class CupyBackend(Backend):
     def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
         if out is None:
             return super().linear_backward(x, W, grad, need_input_grad)
-        return linear_backward_into(cupy, x, W, grad, need_input_grad, out)
+        gW, gb = out
+        cupy.matmul(x.T, grad, out=gW)
+        cupy.sum(grad, axis=0, out=gb)
+        return gW, gb, (cupy.matmul(grad, W.T) if need_input_grad else None)
 
     # Fused kernels (gpunn/backend/kernels/gpunn_kernels.cu). Each falls back to the
     # generic CuPy expression where it has no kernel (float16, softmax, odd layouts).

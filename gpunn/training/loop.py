@@ -61,7 +61,7 @@ class Trainer:
         model, loss = self.model, self.loss
         out = model.forward_batch(x, training=True, logits=self.logits)
         value = (loss.forward_logits(out, t, model.backend) if self.logits
-                 else loss.forward(out, t))
+                 else loss.forward(out, t, model.backend))
         grad = loss.backward()
         model.backward_batch(self.amp.scale_grad(grad) if self.amp else grad,
                              need_input_grad=False, logits=self.logits)
@@ -151,39 +151,50 @@ class Trainer:
         return logs
 
     def _steps(self, X, T, streaming, interrupted):
-        """Run the batches of one epoch; device sums of loss and metrics."""
+        """Run the batches of one epoch; the epoch's loss and metric sums on the device.
+
+        Each step writes its loss and metric values into per-epoch device buffers (no
+        arithmetic on running sums per step); they are reduced once at the end. The loss
+        buffer also tells, if the total is not finite, which step went first.
+        """
         model = self.model
-        xp = model.backend.xp
-        n = int(X.shape[0])
-        total = accumulator(model.backend)
-        metric_sums = [accumulator(model.backend) for _ in self.metrics]
-        dropped, seen = None, 0
-        # Each step's loss, kept on the device: if the epoch's total is not finite, this
-        # tells which step went first (no per-step check, no per-step sync).
-        step_losses = None if self.skip else model.backend.zeros(
-            (-(-n // self.batch_size),), dtype=total.dtype)
-        batches = _batches.iterate(model.backend, X, T, self.batch_size, self.shuffle,
-                                   streaming)
+        backend, xp = model.backend, model.backend.xp
+        n, b = int(X.shape[0]), self.batch_size
+        steps = -(-n // b)
+        acc = accumulator(backend).dtype
+        step_losses = backend.zeros((steps,), dtype=acc)
+        metric_steps = [None] * len(self.metrics)
+        total, seen, batch = None, 0, -1
+        batches = _batches.iterate(backend, X, T, b, self.shuffle, streaming)
         for batch, (xb, tb) in enumerate(batches):
-            value = _cast(xp, self.step(xb, tb), total)
-            if self.skip:
-                finite = xp.isfinite(value)
-                value = xp.where(finite, value, xp.zeros_like(value))
-                miss = xp.astype(xp.logical_not(finite), xp.int64)
-                dropped = miss if dropped is None else dropped + miss
-            else:
-                step_losses[batch] = value
-            rows = xb.shape[0]
-            total = total + value * rows
+            value = self.step(xb, tb)
+            step_losses[batch] = value
             for i, m in enumerate(self.metrics):
-                metric_sums[i] = metric_sums[i] + _cast(xp, m.batch(xp, self.loss.output, tb),
-                                                        total)
-            seen += rows
-            for cb in self.per_batch:
-                cb.on_batch_end(model, batch, seen, total)
+                count = m.batch(xp, self.loss.output, tb)
+                if metric_steps[i] is None:
+                    metric_steps[i] = backend.zeros((steps,), dtype=count.dtype)
+                metric_steps[i][batch] = count
+            seen += xb.shape[0]
+            if self.per_batch:  # a running sum only for callbacks that look at it
+                part = _cast(xp, value, step_losses) * xb.shape[0]
+                total = part if total is None else total + part
+                for cb in self.per_batch:
+                    cb.on_batch_end(model, batch, seen, total)
             if interrupted():
                 break
-        return total, metric_sums, step_losses, dropped, seen
+        done = batch + 1
+        rows = backend.asarray([b] * (done - 1) + [seen - b * (done - 1)] if done else [],
+                               dtype=acc)
+        losses = step_losses[:done]
+        dropped = None
+        if self.skip:  # a skipped step (non-finite loss) never counts toward the loss
+            finite = xp.isfinite(losses)
+            dropped = xp.sum(xp.astype(xp.logical_not(finite), xp.int64))
+            losses = xp.where(finite, losses, xp.zeros_like(losses))
+        total = xp.sum(losses * rows)
+        sums = [xp.sum(_cast(xp, buf[:done], losses)) if buf is not None else None
+                for buf in metric_steps]
+        return total, sums, step_losses, dropped, seen
 
 
 def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size) -> dict:
@@ -198,7 +209,8 @@ def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size) -> dict:
     _batches_setup(metrics, T)
     for xb, tb in _batches.iterate(backend, X, T, batch_size, False, streaming):
         out = model.forward_batch(xb, training=False, logits=logits)
-        value = loss.forward_logits(out, tb, backend) if logits else loss.forward(out, tb)
+        value = (loss.forward_logits(out, tb, backend) if logits
+                 else loss.forward(out, tb, backend))
         total = total + _cast(xp, value, total) * xb.shape[0]
         for i, m in enumerate(metrics):
             sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
