@@ -114,3 +114,35 @@ def test_profiled_step_is_fits_step():
     for pa, pb in zip(a.parameters(), b.parameters()):
         np.testing.assert_array_equal(pa, pb)
     assert a.optimizer.t == b.optimizer.t == 2
+
+
+def test_bench_reports_fairness_fields(tmp_path):
+    """Shares of the workload's own peak stay <= 100, the load and BLAS are recorded."""
+    out = tmp_path / "b.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpunn", "bench", "--device", "cpu", "--sizes", "micro",
+         "--impls", "gpunn,reference", "--repeats", "1", "--target-seconds", "0.05",
+         "--max-load", "100", "--json", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    for row in data["rows"]:
+        assert row["peak_tflops"] > 0 and 0 < row["pct_of_peak"] <= 100
+        assert row["other_load_pct"] >= 0
+    assert any("environment" in lib for lib in data["environment"]["blas"])
+
+
+def test_bench_scaling_table(tmp_path):
+    out = tmp_path / "s.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpunn", "bench", "--scaling", "--device", "cpu",
+         "--scaling-rows", "2000,4000", "--json", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["rows"] for r in rows] == [2000, 4000]
+    assert all(r["us_per_row"] > 0 and 0.9 < r["memory_ratio"] < 2 for r in rows)
+    bad = subprocess.run([sys.executable, "-m", "gpunn", "bench", "--scaling",
+                          "--device", "cpu", "--scaling-rows", "ten"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--scaling-rows" in bad.stderr

@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import asdict
 
-from .impls import IMPLS, _torch_usable
+from .impls import IMPLS, usable
 from .measure import measure
 from .report import _opt, environment, markdown, plot
 from .workloads import _ALIASES, PRECISIONS, SIZES, _Device, matmul_peak
@@ -70,18 +70,26 @@ def build_parser(parser=None) -> argparse.ArgumentParser:
         "\n\n")[0])
     parser.add_argument("--device", default="all",
                         help="all (default: every usable device), cpu, cuda, cuda:N")
-    parser.add_argument("--sizes", default="tiny,medium,large",
-                        help="comma-separated subset of tiny,medium,large")
-    parser.add_argument("--impls", default="gpunn,reference,torch",
-                        help="comma-separated subset of gpunn,reference,torch")
+    parser.add_argument("--sizes", default="micro,tiny,medium,wide,large",
+                        help="comma-separated subset of micro,tiny,medium,wide,large")
+    parser.add_argument("--impls", default="gpunn,reference,torch,jax",
+                        help="comma-separated subset of gpunn,reference,torch,jax "
+                        "(those not installed are left out)")
     parser.add_argument("--precisions", default="auto",
                         help="comma-separated subset of fp32,tf32,fp16,bf16 (default auto: "
                         "fp32 on the CPU, all four on a GPU)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--target-seconds", type=float, default=0.5,
                         help="approximate length of one timed epoch")
-    parser.add_argument("--pause", type=float, default=1.0,
-                        help="seconds of idle before each timed epoch (default 1.0)")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds of idle before each sample (default 0)")
+    parser.add_argument("--max-load", type=float, default=10.0,
+                        help="retake a sample while other processes use more than this "
+                        "percent of the CPU (default 10; the load is recorded per row)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="instead: time and memory of fit against the number of rows")
+    parser.add_argument("--scaling-rows", default="10000,100000,1000000",
+                        help="row counts for --scaling (default 10000,100000,1000000)")
     parser.add_argument("--json", help="write the results and environment to this file "
                         "(rewritten after every row: a killed run keeps what it measured)")
     parser.add_argument("--markdown", help="write the markdown table to this file (also "
@@ -126,14 +134,18 @@ def _plans(devices, precisions: str):
 def run(args) -> int:
     from ..backend import available_devices
 
-    usable = available_devices()
-    names = usable if args.device == "all" else [args.device.replace("cuda", "cuda:0")
-                                                 if args.device == "cuda" else args.device]
-    missing = [n for n in names if n not in usable]
+    devices_here = available_devices()
+    names = devices_here if args.device == "all" else [
+        args.device.replace("cuda", "cuda:0") if args.device == "cuda" else args.device]
+    missing = [n for n in names if n not in devices_here]
     if missing:
-        print(f"gpunn bench: device(s) {missing} not usable here; usable: {usable}",
+        print(f"gpunn bench: device(s) {missing} not usable here; usable: {devices_here}",
               file=sys.stderr)
         return 2
+    if args.scaling:
+        from .scaling import run_scaling
+
+        return run_scaling(args, _Device(names[0]))
     sizes = [s for s in args.sizes.split(",") if s]
     impls = [i for i in args.impls.split(",") if i]
     bad = [s for s in sizes if s not in SIZES] + [i for i in impls if i not in IMPLS]
@@ -160,11 +172,11 @@ def run(args) -> int:
             peaks[key] = matmul_peak(dev, peak_dtype)
             print(f"# {dev.label()} {precision}: matmul peak {peaks[key]:.3f} TFLOP/s",
                   flush=True)
-            usable = [i for i in impls if i != "torch" or _torch_usable(dev)]
+            here = [i for i in impls if usable(i, dev)]
             for size in sizes:
                 dev.memory_reset()
-                for row in measure(dev, usable, size, args.repeats, args.target_seconds,
-                                   peaks[key], precision, args.pause, args.profile_dir):
+                for row in measure(dev, here, size, args.repeats, args.target_seconds,
+                                   precision, args.pause, args.profile_dir, args.max_load):
                     rows.append(row)
                     extra = (f"  device {_opt(row.device_ms_per_step, '.3f')} ms, "
                              f"{_opt(row.launches_per_step, '.0f')} launches"

@@ -34,56 +34,90 @@ def _make_gpunn(dev, widths, X, y, batch, dtype="float32"):
 
 
 def _make_reference(dev, widths, X, y, batch, dtype="float32"):
-    """A from-scratch loop: what one writes by hand in NumPy/CuPy for the same maths."""
+    """A from-scratch loop doing exactly fit's work, written tightly by hand: one flat
+    buffer for parameters, gradients and Adam moments (folded bias corrections), batches
+    gathered through the permutation into reused buffers, softmax cross-entropy from
+    labels, an accuracy count and the loss per step kept on the device, read once."""
     if dtype != "float32":
         return None  # mixed precision by hand is not the "no framework" baseline
     xp = dev.xp
     rng = np.random.default_rng(0)
-    Ws = [xp.asarray(rng.standard_normal((a, b)) * np.sqrt(2.0 / a), dtype=xp.float32)
-          for a, b in zip(widths[:-1], widths[1:])]
-    bs = [xp.zeros(b, dtype=xp.float32) for b in widths[1:]]
-    params = Ws + bs
-    m = [xp.zeros_like(p) for p in params]
-    v = [xp.zeros_like(p) for p in params]
+    shapes = list(zip(widths[:-1], widths[1:]))
+    total = sum(a * b + b for a, b in shapes)
+    P, G, M, V, S = (xp.zeros(total, dtype=xp.float32) for _ in range(5))
+    Ws, bs, gWs, gbs, offset = [], [], [], [], 0
+    for a, b in shapes:
+        Ws.append(P[offset:offset + a * b].reshape(a, b))
+        gWs.append(G[offset:offset + a * b].reshape(a, b))
+        bs.append(P[offset + a * b:offset + a * b + b])
+        gbs.append(G[offset + a * b:offset + a * b + b])
+        offset += a * b + b
+        Ws[-1][...] = xp.asarray(rng.standard_normal((a, b)) * np.sqrt(2.0 / a))
     Xd, yd = xp.asarray(X), xp.asarray(y)
-    eye = xp.eye(widths[-1], dtype=xp.float32)
+    xbuf, ybuf = xp.empty((batch, widths[0]), xp.float32), xp.empty(batch, yd.dtype)
     t = [0]
+    f32 = np.float32
 
-    def step(xb, yb):
+    def step(xb, yb, k, losses, correct):
         acts = [xb]
         for i, (W, b) in enumerate(zip(Ws, bs)):
-            z = acts[-1] @ W + b
-            acts.append(xp.maximum(z, 0) if i < len(Ws) - 1 else z)
+            z = xp.matmul(acts[-1], W)
+            z += b
+            if i < len(Ws) - 1:
+                xp.maximum(z, 0, out=z)
+            acts.append(z)
         z = acts[-1]
-        e = xp.exp(z - z.max(axis=1, keepdims=True))
-        p = e / e.sum(axis=1, keepdims=True)
-        onehot = eye[yb]
-        loss = -(onehot * xp.log(p + 1e-7)).sum() / len(xb)
-        g = (p - onehot) / len(xb)
-        gWs, gbs = [], []
+        rows = xp.arange(z.shape[0])
+        z -= z.max(axis=1, keepdims=True)
+        e = xp.exp(z)
+        s = e.sum(axis=1, keepdims=True)
+        losses[k] = (xp.log(s[:, 0]) - z[rows, yb]).mean()
+        e /= s
+        correct[k] = (e.argmax(axis=1) == yb).sum()
+        g = e
+        g[rows, yb] -= 1
+        g *= f32(1.0 / z.shape[0])
         for i in range(len(Ws) - 1, -1, -1):
-            gWs.append(acts[i].T @ g)
-            gbs.append(g.sum(axis=0))
+            xp.matmul(acts[i].T, g, out=gWs[i])
+            g.sum(axis=0, out=gbs[i])
             if i:
-                g = (g @ Ws[i].T) * (acts[i] > 0)
-        grads = gWs[::-1] + gbs[::-1]
+                g = xp.matmul(g, Ws[i].T)
+                g *= acts[i] > 0
         t[0] += 1
         c1, c2 = 1 - 0.9 ** t[0], 1 - 0.999 ** t[0]
-        for j, (prm, gr) in enumerate(zip(params, grads)):
-            m[j] = 0.9 * m[j] + 0.1 * gr
-            v[j] = 0.999 * v[j] + 0.001 * gr * gr
-            prm -= LR * (m[j] / c1) / (xp.sqrt(v[j] / c2) + 1e-8)
-        return loss
+        # In place through out= (the names are the enclosing function's buffers).
+        xp.subtract(G, M, out=S)
+        xp.multiply(S, f32(0.1), out=S)
+        xp.add(M, S, out=M)
+        xp.multiply(G, G, out=S)
+        xp.subtract(S, V, out=S)
+        xp.multiply(S, f32(0.001), out=S)
+        xp.add(V, S, out=V)
+        xp.sqrt(V, out=S)
+        xp.add(S, f32(1e-8 * c2 ** 0.5), out=S)
+        xp.divide(M, S, out=S)
+        xp.multiply(S, f32(LR * c2 ** 0.5 / c1), out=S)
+        xp.subtract(P, S, out=P)
 
     def epoch(n_rows):
         perm = xp.asarray(rng.permutation(n_rows))
-        Xs, ys = Xd[perm], yd[perm]
-        total = xp.zeros((), dtype=xp.float32)
-        for lo in range(0, n_rows, batch):
-            total += step(Xs[lo:lo + batch], ys[lo:lo + batch])
-        float(total)
+        steps = -(-n_rows // batch)
+        losses = xp.zeros(steps, dtype=xp.float32)
+        correct = xp.zeros(steps, dtype=xp.int64)
+        for k, lo in enumerate(range(0, n_rows, batch)):
+            idx = perm[lo:lo + batch]
+            if idx.shape[0] == batch:
+                xb, yb = xp.take(Xd, idx, axis=0, out=xbuf), xp.take(yd, idx, out=ybuf)
+            else:
+                xb, yb = xp.take(Xd, idx, axis=0), xp.take(yd, idx)
+            step(xb, yb, k, losses, correct)
+        float(losses.sum()), int(correct.sum())  # the epoch's one host read
 
-    epoch.make_step = lambda: (lambda: step(Xd[:batch], yd[:batch]))
+    def make_step():
+        losses, correct = xp.zeros(1, dtype=xp.float32), xp.zeros(1, dtype=xp.int64)
+        return lambda: step(Xd[:batch], yd[:batch], 0, losses, correct)
+
+    epoch.make_step = make_step
     return epoch
 
 
@@ -100,7 +134,7 @@ def _make_torch(dev, widths, X, y, batch, dtype="float32"):
         if i < len(widths) - 2:
             layers.append(torch.nn.ReLU())
     model = torch.nn.Sequential(*layers).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    opt = torch.optim.Adam(model.parameters(), lr=LR, foreach=True)  # its fast Adam
     lossf = torch.nn.CrossEntropyLoss()
     Xd = torch.as_tensor(X, device=device)
     yd = torch.as_tensor(y, device=device)
@@ -110,8 +144,12 @@ def _make_torch(dev, widths, X, y, batch, dtype="float32"):
 
     def step(xb, yb):
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.split(":")[0], dtype=low or torch.float16,
-                            enabled=low is not None):
+        if low is None:  # float32: no autocast, no scaler
+            loss = lossf(model(xb), yb)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+        with torch.autocast(device_type=device.split(":")[0], dtype=low):
             loss = lossf(model(xb), yb)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -130,7 +168,73 @@ def _make_torch(dev, widths, X, y, batch, dtype="float32"):
     return epoch
 
 
-IMPLS = {"gpunn": _make_gpunn, "reference": _make_reference, "torch": _make_torch}
+def _make_jax(dev, widths, X, y, batch, dtype="float32"):
+    """JAX + optax: the whole step (softmax cross-entropy from labels, Adam, accuracy)
+    compiled by XLA with ``jax.jit``; batches gathered inside the compiled step."""
+    if dtype != "float32":
+        return None
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    platform = "cpu" if dev.kind == "cpu" else "gpu"
+    device = jax.devices(platform)[0]
+    rng = np.random.default_rng(0)
+    params = [(jax.device_put(jnp.asarray(rng.standard_normal((a, b)) * np.sqrt(2.0 / a),
+                                          dtype=jnp.float32), device),
+               jax.device_put(jnp.zeros(b, jnp.float32), device))
+              for a, b in zip(widths[:-1], widths[1:])]
+    tx = optax.adam(LR)
+    state = {"params": params, "opt": tx.init(params)}
+    Xd, yd = jax.device_put(jnp.asarray(X), device), jax.device_put(jnp.asarray(y), device)
+
+    def loss_fn(p, xb, yb):
+        h = xb
+        for i, (W, b) in enumerate(p):
+            h = h @ W + b
+            if i < len(p) - 1:
+                h = jax.nn.relu(h)
+        logp = jax.nn.log_softmax(h)
+        loss = -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+        return loss, jnp.sum(jnp.argmax(h, axis=1) == yb)
+
+    @jax.jit
+    def step(p, o, idx):
+        xb, yb = Xd[idx], yd[idx]
+        (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, xb, yb)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, loss, correct
+
+    def epoch(n_rows):
+        perm = jax.device_put(jnp.asarray(rng.permutation(n_rows)), device)
+        p, o, total, correct = state["params"], state["opt"], 0.0, 0
+        for lo in range(0, n_rows, batch):
+            p, o, loss, c = step(p, o, perm[lo:lo + batch])
+            total, correct = total + loss, correct + c
+        state["params"], state["opt"] = p, o
+        float(total), int(correct)  # the epoch's one host read (waits for the device)
+
+    return epoch
+
+
+IMPLS = {"gpunn": _make_gpunn, "reference": _make_reference, "torch": _make_torch,
+         "jax": _make_jax}
+
+
+
+def usable(impl: str, dev) -> bool:
+    """Whether an implementation's library is installed and reaches the device."""
+    if impl == "torch":
+        return _torch_usable(dev)
+    if impl == "jax":
+        try:
+            import jax
+            import optax  # noqa: F401
+
+            return bool(jax.devices("cpu" if dev.kind == "cpu" else "gpu"))
+        except Exception:
+            return False
+    return True
 
 
 def _torch_usable(dev) -> bool:

@@ -10,17 +10,28 @@ import tracemalloc
 import numpy as np
 
 from .impls import IMPLS
-from .workloads import PRECISIONS, SIZES, Row, needed_bytes, step_flops
+from .workloads import (
+    PRECISIONS,
+    SIZES,
+    LoadMeter,
+    Row,
+    needed_bytes,
+    shapes_peak,
+    step_flops,
+)
 
 
-def measure(dev, impls: list, size: str, repeats: int, target_s: float, peak: float,
-            precision: str = "fp32", pause: float = 1.0, profile_dir: str | None = None
-            ) -> list[Row]:
+def measure(dev, impls: list, size: str, repeats: int, target_s: float,
+            precision: str = "fp32", pause: float = 0.0, profile_dir: str | None = None,
+            max_load: float = 10.0) -> list[Row]:
     """Time several implementations of one size on one device, repeats interleaved.
 
     Interleaving (a, b, c, a, b, c, ...) exposes every implementation to the same
     background load on a shared machine, so their ratios stay meaningful. All run the same
-    number of steps per epoch, calibrated on the first implementation.
+    number of steps per epoch, calibrated on the first implementation. Each sample is the
+    second of two back-to-back epochs (the first pays for page faults and caches); a
+    sample during which other processes used more than ``max_load`` percent of the CPU is
+    taken again (up to three times) and the load is recorded in the row.
     """
     widths, batch = SIZES[size][dev.kind]
     dtype, label = PRECISIONS[precision]
@@ -34,31 +45,24 @@ def measure(dev, impls: list, size: str, repeats: int, target_s: float, peak: fl
     epochs = {i: IMPLS[i](dev, widths, X, y, batch, dtype) for i in impls}
     for epoch in epochs.values():
         epoch(n_rows)  # warm-up at full size
-    walls = {i: [] for i in impls}
-    hosts = {i: [] for i in impls}
+    walls, hosts, loads = ({i: [] for i in impls} for _ in range(3))
     for r in range(repeats):
-        # Alternate the order (each implementation follows a different one), and pause
-        # before each epoch: right after PyTorch's CPU epochs the next runner was measured
-        # up to 20% slower with a 0.2 s pause and unaffected with 1-2 s.
-        for impl in (impls if r % 2 == 0 else impls[::-1]):
-            epoch = epochs[impl]
-            time.sleep(pause)
-            dev.sync()
-            t0, h0 = time.perf_counter(), time.thread_time()
-            epoch(n_rows)
-            h1 = time.thread_time()
-            dev.sync()
-            walls[impl].append(time.perf_counter() - t0)
-            hosts[impl].append(h1 - h0)
+        for impl in (impls if r % 2 == 0 else impls[::-1]):  # each follows a different one
+            wall, host, load = _sample(dev, epochs[impl], n_rows, pause, max_load)
+            walls[impl].append(wall)
+            hosts[impl].append(host)
+            loads[impl].append(load)
     profiles = {}
     if dev.kind == "cuda":
         from .profile import profile_step
 
         for impl in impls:
             dot = (os.path.join(profile_dir, f"{size}-{impl}-{precision}.dot")
-                   if profile_dir and impl != "torch" else None)
-            profiles[impl] = profile_step(impl, epochs[impl].make_step, dot)
+                   if profile_dir and impl not in ("torch", "jax") else None)
+            profiles[impl] = profile_step(impl, epochs[impl].make_step, dot) \
+                if hasattr(epochs[impl], "make_step") else (None, None, "")
     del epochs
+    peak = shapes_peak(dev, widths, batch, dtype)
     rows = []
     for impl in impls:
         wall = statistics.median(walls[impl]) / steps
@@ -67,9 +71,29 @@ def measure(dev, impls: list, size: str, repeats: int, target_s: float, peak: fl
         tflops = step_flops(widths, batch) / wall / 1e12
         launches, device_ms, note = profiles.get(impl, (None, None, ""))
         rows.append(Row(size, dev.name, impl, label, list(widths), batch, steps, wall * 1e3,
-                        batch / wall, host * 1e3, tflops, 100.0 * tflops / peak, mem, data,
-                        needed_bytes(widths, batch) / 2**20, device_ms, launches, note))
+                        batch / wall, host * 1e3, tflops, min(100.0, 100.0 * tflops / peak),
+                        mem, data, needed_bytes(widths, batch) / 2**20, device_ms, launches,
+                        note, peak, max(loads[impl])))
     return rows
+
+
+def _sample(dev, epoch, n_rows, pause, max_load):
+    """Wall and host (this thread's CPU) seconds of the second of two back-to-back
+    epochs, and the other processes' share of the CPU meanwhile (percent)."""
+    for _ in range(3):
+        if pause:
+            time.sleep(pause)
+        epoch(n_rows)
+        dev.sync()
+        with LoadMeter() as meter:
+            t0, h0 = time.perf_counter(), time.thread_time()
+            epoch(n_rows)
+            h1 = time.thread_time()
+            dev.sync()
+            wall = time.perf_counter() - t0
+        if meter.other_pct <= max_load:
+            break
+    return wall, h1 - h0, meter.other_pct
 
 
 def _calibrate(dev, impls, widths, batch, dtype, target_s, rng):
@@ -99,13 +123,15 @@ def _peak_memory(dev, impl, widths, X, y, batch, dtype) -> tuple[float | None, f
     data_bytes = X.nbytes + y.nbytes
     n_rows = X.shape[0]
     if dev.kind == "cpu":
-        if impl == "torch":
-            return None, 0.0  # torch's CPU allocator is invisible to tracemalloc
+        if impl in ("torch", "jax"):
+            return None, 0.0  # their allocators are invisible to tracemalloc
         tracemalloc.start()
         IMPLS[impl](dev, widths, X, y, batch, dtype)(n_rows)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return peak / 2**20, data_bytes / 2**20
+    if impl == "jax":
+        return None, 0.0
     if impl == "torch":
         import torch
 

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 
 from .impls import IMPLS
-from .workloads import SIZES, Row
+from .workloads import SIZES, Row, blas_report
 
 
 def environment(devices) -> dict:
@@ -18,7 +18,7 @@ def environment(devices) -> dict:
 
     versions = {"python": platform.python_version(), "numpy": np.__version__,
                 "gpunn": gpunn.__version__}
-    for mod in ("cupy", "torch", "array_api_compat"):
+    for mod in ("cupy", "torch", "jax", "optax", "array_api_compat"):
         try:
             versions[mod] = __import__(mod).__version__
         except ImportError:
@@ -26,7 +26,8 @@ def environment(devices) -> dict:
     env = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "git_commit": _git_commit(), "platform": platform.platform(),
            "devices": {d.name: d.label() for d in devices}, "versions": versions,
-           "threads": os.cpu_count()}
+           "threads": os.cpu_count(), "blas": blas_report(),
+           "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     if any(d.kind == "cuda" for d in devices):
         import cupy
 
@@ -53,11 +54,12 @@ def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
     by_key = {(r.size, r.device, r.dtype, r.impl): r for r in rows}
     head = ("| size | device | dtype | impl | widths | batch | ms/step | samples/s | "
             "host ms/step | device ms/step | launches/step | TFLOP/s | % of peak | "
-            "peak MiB | memory / needed | vs reference | vs torch |")
-    lines = [head, "|" + "---|" * 17]
+            "peak MiB | memory / needed | other load % | vs reference | vs torch | vs jax |")
+    lines = [head, "|" + "---|" * 19]
     for r in rows:
         ref = by_key.get((r.size, r.device, r.dtype, "reference"))
         tor = by_key.get((r.size, r.device, r.dtype, "torch"))
+        jx = by_key.get((r.size, r.device, r.dtype, "jax"))
         mem = f"{r.peak_mem_mb:,.0f}" if r.peak_mem_mb is not None else "n/a"
         ratio = f"{r.mem_ratio:.2f}" if r.mem_ratio is not None else "n/a"
         lines.append(
@@ -65,24 +67,48 @@ def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
             f"{r.batch} | {r.ms_per_step:.3f} | {r.samples_per_s:,.0f} | "
             f"{r.host_ms_per_step:.3f} | {_opt(r.device_ms_per_step, '.3f')} | "
             f"{_opt(r.launches_per_step, '.0f')} | {r.tflops:.3f} | {r.pct_of_peak:.1f} | {mem} | "
-            f"{ratio} | "
+            f"{ratio} | {r.other_load_pct:.0f} | "
             f"{_ratio(ref, r) if r.impl != 'reference' else ''} | "
-            f"{_ratio(tor, r) if r.impl != 'torch' else ''} |")
+            f"{_ratio(tor, r) if r.impl != 'torch' else ''} | "
+            f"{_ratio(jx, r) if r.impl != 'jax' else ''} |")
     peak_text = ", ".join(f"{d}: {p:.3f} TFLOP/s" for d, p in peaks.items())
-    lines += ["", f"Matmul peak measured in the same run, per device and precision: "
-              f"{peak_text}. 'vs' columns: the other's ms/step over this row's (above 1: "
-              "this row is faster). 'memory / needed': peak memory less the dataset and its "
-              "shuffled copy, over parameters + gradients + Adam moments + layer inputs and "
+    lines += ["", f"'% of peak': the row's TFLOP/s over the peak measured in the same run "
+              "for the workload's own matmul shapes (forward and both backward products; "
+              f"capped at 100); a square-matmul peak per device and precision: {peak_text}. "
+              "Each time is the median over interleaved repeats of the second of two "
+              "back-to-back epochs; 'other load %': the largest share of the CPU other "
+              "processes used meanwhile (a sample above --max-load was retaken). "
+              "'vs' columns: the other's ms/step over this row's (above 1: "
+              "this row is faster). 'memory / needed': peak memory less the dataset, "
+              "over parameters + gradients + Adam moments + layer inputs and "
               "outputs (CPU: NumPy allocations seen by tracemalloc; GPU: CuPy's pool or "
               "PyTorch's allocator). GPU only: 'device ms/step' is one step's GPU time "
               "without host overhead (CuPy: replay of the step captured as a CUDA graph; "
               "PyTorch: summed kernel times from torch.profiler) and 'launches/step' its "
               "kernel count (graph nodes; profiler events); host ms/step at or above "
               "device ms/step means host-bound.",
+              "BLAS: " + _blas_text(env.get("blas") or []) + ".",
               f"Devices: {'; '.join(env['devices'].values())}. Versions: "
               + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
               + f". Commit {env['git_commit'][:10]}, {env['date']}."]
     return "\n".join(lines)
+
+
+def _blas_text(blas: list) -> str:
+    """One phrase per loaded BLAS/OpenMP library: which, version, threads, kernel."""
+    parts = []
+    for lib in blas:
+        if "environment" in lib:
+            parts.append("environment " + ", ".join(f"{k}={v}" for k, v in
+                                                     lib["environment"].items() if v))
+        elif "note" in lib:
+            parts.append(lib["note"])
+        else:
+            parts.append(f"{lib.get('internal_api')} {lib.get('version') or ''} "
+                         f"({os.path.basename(str(lib.get('prefix')))}, "
+                         f"{lib.get('num_threads')} threads, kernel "
+                         f"{lib.get('architecture') or 'n/a'})")
+    return "; ".join(parts) or "not reported"
 
 
 def _opt(value, fmt: str) -> str:

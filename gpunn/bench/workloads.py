@@ -13,7 +13,9 @@ import numpy as np
 
 SIZES = {
     # name: {device kind: (layer widths, batch size)}
+    "micro": {"cpu": ([2, 16, 16, 2], 32), "cuda": ([2, 16, 16, 2], 32)},
     "tiny": {"cpu": ([784, 128, 10], 64), "cuda": ([784, 128, 10], 64)},
+    "wide": {"cpu": ([784, 256, 10], 4096), "cuda": ([784, 256, 10], 4096)},
     "medium": {"cpu": ([784, 1024, 1024, 10], 512), "cuda": ([784, 1024, 1024, 10], 512)},
     "large": {"cpu": ([2048, 2048, 2048, 2048], 1024),
               "cuda": ([4096, 4096, 4096, 4096, 4096], 4096)},
@@ -45,6 +47,10 @@ class Row:
     device_ms_per_step: float | None = None
     launches_per_step: float | None = None
     profile_note: str = ""
+    #: The matmul peak for this workload's own shapes (TFLOP/s), and the largest share of
+    #: the CPU other processes used during this row's timed epochs (percent).
+    peak_tflops: float = 0.0
+    other_load_pct: float = 0.0
 
     @property
     def mem_ratio(self) -> float | None:
@@ -115,6 +121,83 @@ def matmul_peak(dev: _Device, dtype: str = "float32") -> float:
         dev.sync()
         times.append(time.perf_counter() - t0)
     return 2.0 * n**3 / statistics.median(times) / 1e12
+
+
+def shapes_peak(dev: _Device, widths, batch: int, dtype: str = "float32") -> float:
+    """TFLOP/s of exactly the matmuls one training step does (forward ``x @ W``, backward
+    ``x.T @ g`` and ``g @ W.T`` per layer), best of several rounds: the peak to compare
+    a workload with, so a share of it can never exceed 100%."""
+    xp = dev.xp
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        dtype = ml_dtypes.bfloat16
+    rng = np.random.default_rng(0)
+    mats = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        x = xp.asarray(rng.standard_normal((batch, a)), dtype=dtype)
+        W = xp.asarray(rng.standard_normal((a, b)), dtype=dtype)
+        g = xp.asarray(rng.standard_normal((batch, b)), dtype=dtype)
+        mats.append((x, W, g))
+
+    def once():
+        for x, W, g in mats:
+            xp.matmul(x, W)
+            xp.matmul(x.T, g)
+            xp.matmul(g, W.T)
+
+    once()
+    best, deadline = float("inf"), time.perf_counter() + 0.5
+    while time.perf_counter() < deadline or best == float("inf"):
+        dev.sync()
+        t0 = time.perf_counter()
+        once()
+        dev.sync()
+        best = min(best, time.perf_counter() - t0)
+    return step_flops(widths, batch) / best / 1e12
+
+
+class LoadMeter:
+    """The share of the machine's CPU time used by other processes during a window, from
+    /proc/stat and this process's own CPU time (Linux; 0 elsewhere)."""
+
+    def __enter__(self):
+        self._busy0, self._all0 = _proc_stat()
+        self._own0 = sum(os.times()[:4])
+        return self
+
+    def __exit__(self, *exc):
+        busy, total = _proc_stat()
+        own = sum(os.times()[:4]) - self._own0
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        span = (total - self._all0) / ticks
+        others = (busy - self._busy0) / ticks - own
+        self.other_pct = max(0.0, 100.0 * others / span) if span > 0 else 0.0
+        return False
+
+
+def _proc_stat() -> tuple[float, float]:
+    try:
+        with open("/proc/stat") as fh:
+            fields = [float(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return sum(fields) - idle, sum(fields)
+
+
+def blas_report() -> list[dict]:
+    """Each BLAS/OpenMP library loaded in this process, its version, threads and the
+    kernel it picked (threadpoolctl), plus the OpenBLAS variables that change the kernel."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"note": "threadpoolctl not installed: BLAS kernels not reported"}]
+    keys = ("user_api", "internal_api", "prefix", "version", "num_threads", "architecture")
+    info = [{k: lib.get(k) for k in keys} for lib in threadpool_info()]
+    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                          "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    return info + [{"environment": env}]
 
 
 # ---------------------------------------------------------------------- implementations

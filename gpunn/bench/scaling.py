@@ -1,0 +1,98 @@
+"""``gpunn bench --scaling``: time per row and peak memory of ``fit`` against the number of
+rows (784 features, 784-128-10 ReLU/softmax, batch 256, Adam, shuffling on).
+
+Memory is NumPy's allocations during ``fit`` (tracemalloc) plus the dataset itself, over
+what training needs: the dataset, parameters, gradients, Adam's two moments and one batch
+of layer inputs and outputs. Time is the second of two back-to-back epochs, per row.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+from ..callbacks import Callback
+
+WIDTHS, BATCH = [784, 128, 10], 256
+
+
+class _EpochTimer(Callback):
+    """Wall seconds of each epoch (from its start to its end)."""
+
+    order = -1000  # before the other callbacks, so their work is not timed
+
+    def __init__(self):
+        self.seconds = []
+
+    def on_epoch_begin(self, model, epoch):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, model, epoch, logs):
+        self.seconds.append(time.perf_counter() - self._t0)
+
+
+def measure_rows(dev, n_rows: int) -> dict:
+    """One row count: µs per row, peak/needed memory ratio and its parts (MiB)."""
+    import gpunn as gn
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n_rows, WIDTHS[0]), dtype=np.float32)
+    y = rng.integers(0, WIDTHS[-1], n_rows)
+    model = gn.Sequential([gn.Dense(784, 128, activation="relu"),
+                           gn.Dense(128, 10, activation="softmax")], device=dev.name, seed=0)
+    timer = _EpochTimer()
+    tracemalloc.start()
+    model.fit(X, y, loss="cross_entropy", optimizer=gn.optim.Adam(lr=1e-3), epochs=2,
+              batch_size=BATCH, verbose=0, callbacks=[timer])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    seconds = timer.seconds[-1]  # the second of two back-to-back epochs
+    params = model.count_params()
+    dataset = X.nbytes + y.nbytes
+    needed = dataset + 4 * params * 4 + BATCH * sum(WIDTHS) * 2 * 4
+    return {"rows": n_rows, "us_per_row": 1e6 * seconds / n_rows,
+            "peak_mib": (dataset + peak) / 2**20, "needed_mib": needed / 2**20,
+            "dataset_mib": dataset / 2**20, "memory_ratio": (dataset + peak) / needed}
+
+
+def run_scaling(args, dev) -> int:
+    if dev.kind != "cpu":
+        print("gpunn bench --scaling: measures host memory; use --device cpu",
+              file=sys.stderr)
+        return 2
+    try:
+        counts = [int(v) for v in args.scaling_rows.split(",") if v]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < BATCH:
+        print(f"gpunn bench: --scaling-rows: expected integers >= {BATCH}, got "
+              f"{args.scaling_rows!r}", file=sys.stderr)
+        return 2
+    results = []
+    for n in counts:
+        results.append(measure_rows(dev, n))
+        r = results[-1]
+        print(f"  {n:>9,} rows  {r['us_per_row']:7.2f} us/row  peak {r['peak_mib']:9.1f} MiB"
+              f"  needed {r['needed_mib']:9.1f} MiB  ratio {r['memory_ratio']:.3f}",
+              flush=True)
+    base = results[0]["us_per_row"]
+    lines = ["| rows | µs/row | vs first | peak MiB | needed MiB | peak / needed |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['rows']:,} | {r['us_per_row']:.2f} | {r['us_per_row'] / base:.2f} | "
+              f"{r['peak_mib']:,.1f} | {r['needed_mib']:,.1f} | {r['memory_ratio']:.3f} |"
+              for r in results]
+    table = "\n".join(lines)
+    print()
+    print(table)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"command": " ".join(sys.argv), "widths": WIDTHS, "batch": BATCH,
+                       "rows": results}, fh, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(table + "\n")
+    return 0
