@@ -131,6 +131,33 @@ def _plans(devices, precisions: str):
     return plans, notes
 
 
+def _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes) -> None:
+    """Every precision and size on one device; rows and files updated after each row."""
+    for precision in precisions:
+        _set_precision(precision, dev)
+        key = f"{dev.name} {precision}"
+        peak_dtype = {"fp16": "float16", "bf16": "bfloat16"}.get(precision, "float32")
+        peaks[key] = matmul_peak(dev, peak_dtype)
+        print(f"# {dev.label()} {precision}: matmul peak {peaks[key]:.3f} TFLOP/s",
+              flush=True)
+        here = [i for i in impls if usable(i, dev)]
+        for size in sizes:
+            dev.memory_reset()
+            for row in measure(dev, here, size, args.repeats, args.target_seconds,
+                               precision, args.pause, args.profile_dir, args.max_load):
+                rows.append(row)
+                extra = (f"  device {_opt(row.device_ms_per_step, '.3f')} ms, "
+                         f"{_opt(row.launches_per_step, '.0f')} launches"
+                         if dev.kind == "cuda" else "")
+                print(f"  {size:6s} {row.impl:9s} {row.ms_per_step:9.3f} ms/step "
+                      f"{row.samples_per_s:12,.0f} samples/s  host "
+                      f"{row.host_ms_per_step:.3f} ms  {row.pct_of_peak:5.1f}% of peak"
+                      f"{extra}{'  (' + row.profile_note + ')' if row.profile_note else ''}",
+                      flush=True)
+                _report(args, rows, env, peaks, notes)
+    _set_precision("fp32", dev)
+
+
 def run(args) -> int:
     from ..backend import available_devices
 
@@ -165,29 +192,7 @@ def run(args) -> int:
         print(f"# {note}", flush=True)
     peaks, rows = {}, []
     for dev, precisions in plans:
-        for precision in precisions:
-            _set_precision(precision, dev)
-            key = f"{dev.name} {precision}"
-            peak_dtype = {"fp16": "float16", "bf16": "bfloat16"}.get(precision, "float32")
-            peaks[key] = matmul_peak(dev, peak_dtype)
-            print(f"# {dev.label()} {precision}: matmul peak {peaks[key]:.3f} TFLOP/s",
-                  flush=True)
-            here = [i for i in impls if usable(i, dev)]
-            for size in sizes:
-                dev.memory_reset()
-                for row in measure(dev, here, size, args.repeats, args.target_seconds,
-                                   precision, args.pause, args.profile_dir, args.max_load):
-                    rows.append(row)
-                    extra = (f"  device {_opt(row.device_ms_per_step, '.3f')} ms, "
-                             f"{_opt(row.launches_per_step, '.0f')} launches"
-                             if dev.kind == "cuda" else "")
-                    print(f"  {size:6s} {row.impl:9s} {row.ms_per_step:9.3f} ms/step "
-                          f"{row.samples_per_s:12,.0f} samples/s  host "
-                          f"{row.host_ms_per_step:.3f} ms  {row.pct_of_peak:5.1f}% of peak"
-                          f"{extra}{'  (' + row.profile_note + ')' if row.profile_note else ''}",
-                          flush=True)
-                    _report(args, rows, env, peaks, notes)
-        _set_precision("fp32", dev)
+        _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes)
     table = _report(args, rows, env, peaks, notes)
     print()
     print(table)

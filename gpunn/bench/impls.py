@@ -42,17 +42,7 @@ def _make_reference(dev, widths, X, y, batch, dtype="float32"):
         return None  # mixed precision by hand is not the "no framework" baseline
     xp = dev.xp
     rng = np.random.default_rng(0)
-    shapes = list(zip(widths[:-1], widths[1:]))
-    total = sum(a * b + b for a, b in shapes)
-    P, G, M, V, S = (xp.zeros(total, dtype=xp.float32) for _ in range(5))
-    Ws, bs, gWs, gbs, offset = [], [], [], [], 0
-    for a, b in shapes:
-        Ws.append(P[offset:offset + a * b].reshape(a, b))
-        gWs.append(G[offset:offset + a * b].reshape(a, b))
-        bs.append(P[offset + a * b:offset + a * b + b])
-        gbs.append(G[offset + a * b:offset + a * b + b])
-        offset += a * b + b
-        Ws[-1][...] = xp.asarray(rng.standard_normal((a, b)) * np.sqrt(2.0 / a))
+    flat, Ws, bs, gWs, gbs = _flat_network(xp, widths, rng)
     Xd, yd = xp.asarray(X), xp.asarray(y)
     xbuf, ybuf = xp.empty((batch, widths[0]), xp.float32), xp.empty(batch, yd.dtype)
     t = [0]
@@ -84,20 +74,7 @@ def _make_reference(dev, widths, X, y, batch, dtype="float32"):
                 g = xp.matmul(g, Ws[i].T)
                 g *= acts[i] > 0
         t[0] += 1
-        c1, c2 = 1 - 0.9 ** t[0], 1 - 0.999 ** t[0]
-        # In place through out= (the names are the enclosing function's buffers).
-        xp.subtract(G, M, out=S)
-        xp.multiply(S, f32(0.1), out=S)
-        xp.add(M, S, out=M)
-        xp.multiply(G, G, out=S)
-        xp.subtract(S, V, out=S)
-        xp.multiply(S, f32(0.001), out=S)
-        xp.add(V, S, out=V)
-        xp.sqrt(V, out=S)
-        xp.add(S, f32(1e-8 * c2 ** 0.5), out=S)
-        xp.divide(M, S, out=S)
-        xp.multiply(S, f32(LR * c2 ** 0.5 / c1), out=S)
-        xp.subtract(P, S, out=P)
+        _adam_flat(xp, *flat, t[0])
 
     def epoch(n_rows):
         perm = xp.asarray(rng.permutation(n_rows))
@@ -119,6 +96,42 @@ def _make_reference(dev, widths, X, y, batch, dtype="float32"):
 
     epoch.make_step = make_step
     return epoch
+
+
+def _flat_network(xp, widths, rng):
+    """Flat float32 buffers (parameters, gradients, Adam moments, scratch) and the layers'
+    weight/bias views into the first two, He-initialised."""
+    shapes = list(zip(widths[:-1], widths[1:]))
+    total = sum(a * b + b for a, b in shapes)
+    flat = tuple(xp.zeros(total, dtype=xp.float32) for _ in range(5))
+    P, G = flat[:2]
+    Ws, bs, gWs, gbs, offset = [], [], [], [], 0
+    for a, b in shapes:
+        Ws.append(P[offset:offset + a * b].reshape(a, b))
+        gWs.append(G[offset:offset + a * b].reshape(a, b))
+        bs.append(P[offset + a * b:offset + a * b + b])
+        gbs.append(G[offset + a * b:offset + a * b + b])
+        offset += a * b + b
+        Ws[-1][...] = xp.asarray(rng.standard_normal((a, b)) * np.sqrt(2.0 / a))
+    return flat, Ws, bs, gWs, gbs
+
+
+def _adam_flat(xp, P, G, M, V, S, t: int) -> None:
+    """Adam over the flat buffers in 12 in-place passes, bias corrections folded."""
+    f32 = np.float32
+    c1, c2 = 1 - 0.9 ** t, 1 - 0.999 ** t
+    xp.subtract(G, M, out=S)
+    xp.multiply(S, f32(0.1), out=S)
+    xp.add(M, S, out=M)
+    xp.multiply(G, G, out=S)
+    xp.subtract(S, V, out=S)
+    xp.multiply(S, f32(0.001), out=S)
+    xp.add(V, S, out=V)
+    xp.sqrt(V, out=S)
+    xp.add(S, f32(1e-8 * c2 ** 0.5), out=S)
+    xp.divide(M, S, out=S)
+    xp.multiply(S, f32(LR * c2 ** 0.5 / c1), out=S)
+    xp.subtract(P, S, out=P)
 
 
 def _make_torch(dev, widths, X, y, batch, dtype="float32"):
