@@ -16,7 +16,7 @@ import numbers
 
 from array_api_compat import array_namespace
 
-from .backend.ops import all_finite, one_hot, softmax_cross_entropy
+from .backend.ops import all_finite, clip, one_hot, sign, softmax_cross_entropy
 from .errors import describe, lookup
 
 
@@ -194,7 +194,7 @@ class MeanAbsoluteError(Loss):
 
     def _value_and_grad(self, xp, pred, target):
         diff = pred - target
-        return xp.mean(xp.abs(diff)), xp.sign(diff) * (1.0 / diff.size)
+        return xp.mean(xp.abs(diff)), sign(xp, diff) * (1.0 / diff.size)
 
 
 class Huber(Loss):
@@ -223,7 +223,7 @@ class Huber(Loss):
         diff = pred - target
         # clip(d, -delta, delta) is d inside the band and +-delta outside: it is both the
         # gradient and, through 0.5 c^2 + delta (|d| - |c|), the value.
-        c = xp.clip(diff, min=-self.delta, max=self.delta)
+        c = clip(xp, diff, -self.delta, self.delta)
         value = xp.mean(0.5 * (c * c) + self.delta * (xp.abs(diff) - xp.abs(c)))
         return value, c * (1.0 / diff.size)
 
@@ -292,7 +292,7 @@ class BinaryCrossEntropy(_CrossEntropy):
     def _value_and_grad(self, xp, pred, target):
         if self.from_logits:
             return self._sigmoid_bce(xp, pred, target)
-        p = xp.clip(pred, self.eps, 1.0 - self.eps)
+        p = clip(xp, pred, self.eps, 1.0 - self.eps)
         n = pred.size
         value = -xp.mean(target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p))
         return value, (p - target) / (p * (1.0 - p)) * (1.0 / n)
@@ -362,7 +362,7 @@ class CategoricalCrossEntropy(_CrossEntropy):
             value, self.output, grad = softmax_cross_entropy(xp, pred, target)
             return value, grad
         n = pred.shape[0]
-        p = xp.clip(pred, self.eps, 1.0)
+        p = clip(xp, pred, self.eps, 1.0)
         value = -xp.sum(target * xp.log(p)) * (1.0 / n)
         return value, -target / p * (1.0 / n)
 

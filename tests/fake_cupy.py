@@ -38,6 +38,9 @@ class State:
         #: Operations that would each be one GPU launch on CuPy (elementwise, reduction,
         #: matmul, memset, copy, compiled kernel): a count to compare, not CuPy's exact one.
         self.launches = 0
+        #: Operations that make the host wait for the device on CuPy: reading a value
+        #: (float, int, bool, item, get) and indexing with a boolean mask.
+        self.syncs = 0
 
     @property
     def current(self) -> int:
@@ -162,13 +165,49 @@ class FakeArray(np.ndarray):
         return wrap(func(*_unwrap(args), **_unwrap(kwargs)))
 
     def get(self, stream=None) -> np.ndarray:
+        STATE.syncs += 1
         return np.array(self.view(np.ndarray), copy=True)
+
+    def _read(self, convert):
+        STATE.syncs += 1
+        return convert(self.view(np.ndarray))
+
+    def __float__(self):
+        return self._read(float)
+
+    def __int__(self):
+        return self._read(int)
+
+    def __bool__(self):
+        return self._read(bool)
+
+    def __index__(self):
+        return self._read(lambda a: a.__index__())
+
+    def item(self, *args):
+        return self._read(lambda a: a.item(*args))
+
+    def __getitem__(self, key):
+        _count_mask(key)
+        return super().__getitem__(_unwrap(key))
+
+    def __setitem__(self, key, value):
+        _count_mask(key)
+        # A device-to-device copy on CuPy: the value is not read on the host.
+        super().__setitem__(_unwrap(key), _unwrap(value))
 
     def set(self, host, stream=None) -> None:
         """Host-to-device copy, queued on ``stream`` (in flight until synchronised)."""
         self.view(np.ndarray)[...] = host
         if stream is not None:
             stream.issued += 1
+
+
+def _count_mask(key) -> None:
+    """A boolean mask index: CuPy must learn how many elements are selected (a sync)."""
+    keys = key if isinstance(key, tuple) else (key,)
+    if any(isinstance(k, np.ndarray) and k.dtype == bool for k in keys):
+        STATE.syncs += 1
 
 
 class Event:
@@ -260,6 +299,15 @@ def _namespace() -> types.ModuleType:
             setattr(ns, name, obj)
         elif name in _CREATION:
             setattr(ns, name, _creation(obj))
+        elif name in ("clip", "sign"):
+            # array_api_compat's CuPy clip and sign assign through boolean masks
+            # (common/_aliases.py: ``out[ia] = a[ia]``; ``out[xp.isnan(x)] = xp.nan``),
+            # and a mask index makes CuPy wait for the device.
+            def masked(*args, _fn=obj, **kwargs):
+                _check(list(_flatten(args)) + list(_flatten(kwargs)))
+                STATE.syncs += 1
+                return wrap(_fn(*_unwrap(args), **_unwrap(kwargs)))
+            setattr(ns, name, masked)
         elif name == "asarray":
             def asarray(obj_, dtype=None, device=None, copy=None):
                 with (Device(device.id) if device is not None else contextlib.nullcontext()):

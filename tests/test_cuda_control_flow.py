@@ -243,3 +243,44 @@ def test_launches_per_step_within_budget(fake, monkeypatch, case):
     fake.launches = 0
     step()
     assert 0 < fake.launches <= LAUNCH_BUDGET[case]
+
+
+def _syncs_per_epoch(fake, make, loss, y, opt, rows):
+    """Host syncs of one fit epoch over ``rows`` rows (batches of 16)."""
+    X, _ = _data(n=rows)
+    model = make()
+    model.fit(X, y[:rows], loss=loss, optimizer=opt(), epochs=1, batch_size=16, verbose=0,
+              on_divergence="off")
+    before = fake.syncs
+    model.fit(X, y[:rows], loss=loss, optimizer=model.optimizer, epochs=1, batch_size=16,
+              verbose=0, on_divergence="off")
+    return fake.syncs - before
+
+
+@pytest.mark.parametrize("case", ["clip_norm", "mae", "probabilities", "huber"])
+def test_no_host_sync_inside_an_epoch(fake, case):
+    """The syncs of an epoch (its one read of the sums) do not grow with its steps, also
+    with clip_norm, MAE, Huber or cross-entropy on probabilities (array-api-compat's clip
+    and sign index with boolean masks on CuPy, a sync per step)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 160)
+
+    def classifier():
+        return gn.Sequential([gn.Dense(5, 8, activation="tanh"), gn.Dense(8, 3),
+                              gn.Softmax()], device="cuda:0", seed=0)
+
+    def regressor():
+        return gn.Sequential([gn.Dense(5, 8, activation="tanh"), gn.Dense(8, 1)],
+                             device="cuda:0", seed=0)
+
+    make, loss, y, opt = {
+        "clip_norm": (classifier, "cross_entropy", labels,
+                      lambda: gn.optim.Adam(lr=0.01, clip_norm=1.0)),
+        "mae": (regressor, "mae", labels.astype(float), lambda: gn.optim.SGD(lr=0.01)),
+        "huber": (regressor, "huber", labels.astype(float), lambda: gn.optim.SGD(lr=0.01)),
+        "probabilities": (classifier, "cross_entropy", labels,
+                          lambda: gn.optim.SGD(lr=0.01)),
+    }[case]
+    few = _syncs_per_epoch(fake, make, loss, y, opt, 48)
+    many = _syncs_per_epoch(fake, make, loss, y, opt, 160)
+    assert few == many, (few, many)

@@ -96,3 +96,15 @@ def all_finite(xp, a) -> bool:
     if getattr(a.dtype, "name", None) in HALF_DTYPES:  # a float16 sum overflows at 65504
         return bool(xp.all(xp.isfinite(a)))
     return bool(xp.isfinite(xp.sum(a))) or bool(xp.all(xp.isfinite(a)))
+
+
+# array-api-compat's clip and sign index with boolean masks on CuPy, which waits for the
+# device; these elementwise forms never do.
+def clip(xp, a, low: float, high: float):
+    """``a`` limited to ``[low, high]``, elementwise (no host sync on any device)."""
+    return xp.minimum(xp.maximum(a, low), high)
+
+
+def sign(xp, a):
+    """-1, 0 or 1 per element in ``a``'s dtype (no host sync on any device)."""
+    return xp.astype(a > 0, a.dtype) - xp.astype(a < 0, a.dtype)

@@ -73,7 +73,9 @@ class Optimizer:
             part = xp.sum(g * g)
             total = part if total is None else total + part
         self.last_grad_norm = norm = xp.sqrt(total)
-        factor = xp.clip(self.clip_norm / (norm + 1e-6), max=1.0)
+        # minimum, not clip: array-api-compat's clip indexes with boolean masks on CuPy,
+        # which waits for the device.
+        factor = xp.minimum(self.clip_norm / (norm + 1e-6), 1.0)
         return [g * xp.astype(factor, g.dtype) for g in grads]
 
     def _init_state(self, params, backend) -> None:
