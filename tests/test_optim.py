@@ -191,3 +191,30 @@ def test_adagrad_learns_and_round_trips(tmp_path):
     assert isinstance(loaded.optimizer, gn.optim.Adagrad) and loaded.optimizer.t > 0
     np.testing.assert_array_equal(loaded.optimizer.state[0]["sum_sq"],
                                   model.optimizer.state[0]["sum_sq"])
+
+
+@pytest.mark.parametrize("make", [lambda: gn.optim.Adam(lr=0.01),
+                                  lambda: gn.optim.Adam(lr=0.01, weight_decay=0.1),
+                                  lambda: gn.optim.AdamW(lr=0.01, weight_decay=0.1)],
+                         ids=["adam", "adam-l2", "adamw"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_adam_matches_numpy(make, dtype, monkeypatch):
+    """Parity of the optional Numba fast path with the NumPy one (same float arithmetic,
+    one pass): bitwise equal here, checked to 1 ulp-scale tolerance."""
+    pytest.importorskip("numba", reason="numba not installed (pip install gpunn[numba])")
+    from gpunn.backend import numba_kernels
+
+    rng = np.random.default_rng(3)
+    p0 = rng.standard_normal(1000).astype(dtype)
+    grads = [rng.standard_normal(1000).astype(dtype) for _ in range(5)]
+    results = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("GPUNN_NUMBA", flag)
+        assert numba_kernels.enabled() == (flag == "1")
+        be, p, opt = NumpyBackend(dtype=np.dtype(dtype).name), p0.copy(), make()
+        opt.attach([p], be)
+        for g in grads:
+            opt.step([p], [g])
+        results.append((p, opt.state[0]["m"], opt.state[0]["v"]))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=4 * np.finfo(dtype).eps, atol=0)

@@ -41,7 +41,13 @@ def function(name: str, dtype):
     suffix = _SUFFIX.get(np.dtype(dtype))
     if suffix is None or not enabled():
         return None
-    return _module(cupy.cuda.Device().id).get_function(f"{name}_{suffix}")
+    return _function(name, suffix, cupy.cuda.Device().id)
+
+
+@functools.cache
+def _function(name: str, suffix: str, device_id: int):
+    """Looked up once per (kernel, dtype, device), not at every launch."""
+    return _module(device_id).get_function(f"{name}_{suffix}")
 
 
 def _blocks(n: int) -> tuple[int]:

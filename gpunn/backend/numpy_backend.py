@@ -5,7 +5,7 @@ from __future__ import annotations
 import array_api_compat.numpy as cnp
 import numpy as np
 
-from . import numpy_kernels
+from . import numba_kernels, numpy_kernels
 from .base import Backend
 
 
@@ -114,7 +114,9 @@ class NumpyBackend(Backend):
         numpy_kernels.sgd(p, g, velocity, hp, self._scratch)
 
     def adam_update(self, p, g, m, v, hp):
-        numpy_kernels.adam(p, g, m, v, hp, self._scratch)
+        # One parallel pass through Numba when installed (the flat buffer is 1-D).
+        if not numba_kernels.adam(p, g, m, v, hp):
+            numpy_kernels.adam(p, g, m, v, hp, self._scratch)
 
     def rmsprop_update(self, p, g, square_avg, velocity, hp):
         numpy_kernels.rmsprop(p, g, square_avg, velocity, hp, self._scratch)
