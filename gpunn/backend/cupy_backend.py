@@ -182,8 +182,9 @@ class CupyBackend(Backend):
         with self._device:
             free, _ = cupy.cuda.runtime.memGetInfo()
             free += cupy.get_default_memory_pool().free_bytes()
-        # The dataset plus its shuffled copy, leaving a fifth for weights and activations.
-        return 2 * nbytes <= 0.8 * free
+        # The dataset (batches are gathered from it, never a shuffled copy), leaving a
+        # fifth for weights and activations.
+        return nbytes <= 0.8 * free
 
     def batches(self, X, T, order, batch_size: int):
         """Stream host batches through two pinned buffers, copied on a side stream one

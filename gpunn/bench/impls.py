@@ -171,10 +171,10 @@ def _make_torch(dev, widths, X, y, batch, dtype="float32"):
 
     def epoch(n_rows):
         perm = torch.randperm(n_rows, device=device)
-        Xs, ys = Xd[perm], yd[perm]
         total = torch.zeros((), device=device)
-        for lo in range(0, n_rows, batch):
-            total += step(Xs[lo:lo + batch], ys[lo:lo + batch])
+        for lo in range(0, n_rows, batch):  # each batch gathered, as gpunn does
+            idx = perm[lo:lo + batch]
+            total += step(Xd[idx], yd[idx])
         total.item()
 
     epoch.make_step = lambda: (lambda: step(Xd[:batch], yd[:batch]))

@@ -54,8 +54,9 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         Default: the loss's (``["accuracy"]`` for cross-entropies, ``["mae"]`` otherwise).
     device_data : bool, optional
         Keep the dataset on the model's device (True) or in host memory, streaming
-        batches to the device (False). Default: on the device when it fits (twice its
-        size, for the shuffled copy, within 80% of free GPU memory); always on the CPU.
+        batches to the device (False). Default: on the device when it fits (within 80%
+        of free GPU memory; batches are gathered from it, never a shuffled copy); always
+        on the CPU.
     callbacks : list of gpunn.callbacks.Callback, optional
         Early stopping, checkpoints, learning-rate schedules, your own.
     on_divergence : {"raise", "stop", "skip", "off"}, default "raise"
