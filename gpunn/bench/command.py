@@ -11,7 +11,7 @@ from dataclasses import asdict
 from .impls import IMPLS, usable
 from .measure import measure
 from .report import _opt, environment, markdown, plot
-from .workloads import _ALIASES, PRECISIONS, SIZES, _Device, matmul_peak
+from .workloads import _ALIASES, PRECISIONS, SIZES, _Device, blas_report, matmul_peak
 
 
 def _set_precision(precision: str, dev) -> None:
@@ -193,6 +193,7 @@ def run(args) -> int:
     peaks, rows = {}, []
     for dev, precisions in plans:
         _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes)
+    env["blas"] = blas_report()  # now that every library has loaded its BLAS
     table = _report(args, rows, env, peaks, notes)
     print()
     print(table)

@@ -101,7 +101,7 @@ def _blas_text(blas: list) -> str:
     for lib in blas:
         if "environment" in lib:
             parts.append("environment " + ", ".join(f"{k}={v}" for k, v in
-                                                     lib["environment"].items() if v))
+                                                     lib["environment"].items()))
         elif "note" in lib:
             parts.append(lib["note"])
         else:

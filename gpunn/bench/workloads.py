@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 
@@ -195,8 +196,17 @@ def blas_report() -> list[dict]:
         return [{"note": "threadpoolctl not installed: BLAS kernels not reported"}]
     keys = ("user_api", "internal_api", "prefix", "version", "num_threads", "architecture")
     info = [{k: lib.get(k) for k in keys} for lib in threadpool_info()]
-    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                          "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    if "torch" in sys.modules:  # its BLAS/oneDNN is linked in, invisible to threadpoolctl
+        torch = sys.modules["torch"]
+        info.append({"internal_api": "torch", "version": torch.__version__,
+                     "num_threads": torch.get_num_threads(),
+                     "architecture": f"MKL {torch.backends.mkl.is_available()}, oneDNN "
+                                     f"{torch.backends.mkldnn.is_available()}"})
+    if "jax" in sys.modules:
+        info.append({"internal_api": "jax", "version": sys.modules["jax"].__version__,
+                     "architecture": "XLA's own CPU kernels (Eigen/oneDNN), no system BLAS"})
+    env = {k: os.environ.get(k, "unset") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                                   "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     return info + [{"environment": env}]
 
 
