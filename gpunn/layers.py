@@ -187,7 +187,7 @@ class Dense(Layer):
 
     def check_input(self, x) -> None:
         """Raise a ``ValueError`` naming this layer unless ``x`` is ``(batch, in_features)``."""
-        shape = tuple(getattr(x, "shape", ()))
+        shape = getattr(x, "shape", ())
         if len(shape) != 2 or shape[1] != self.in_features:
             raise ValueError(f"{self.label}: expected input of shape (batch, "
                              f"{self.in_features}), got {describe(x)}")
@@ -208,7 +208,8 @@ class Dense(Layer):
         -------
         (batch, out_features)
         """
-        self._require_built()
+        if self.backend is None:
+            self._require_built()
         self.check_input(x)
         self._x = x
         act = _act.IDENTITY if logits else self.activation_fn

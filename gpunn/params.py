@@ -58,18 +58,17 @@ class ParameterStore:
         """Gradients from the last backward, in the order of :meth:`parameters`."""
         return [layer.grads[key] for layer in self.layers for key in layer.params]
 
-    def step_lists(self) -> tuple[list, list]:
+    def step_lists(self, adopt_params: bool = True) -> tuple[list, list]:
         """What the optimiser steps on: ``([P], [G])`` when flat, else the separate arrays.
 
         Adopts what layers or users rebound since the last step: a new gradient array is
-        copied into its view; a replaced parameter rebuilds the buffers.
+        copied into its view; a replaced parameter rebuilds the buffers (checked unless
+        ``adopt_params`` is False: the training loop checks that once per epoch).
         """
         if self.flat is None:
             return self.parameters(), self.gradients()
-        for (layer, key), pv in zip(self._entries, self._pviews):
-            if layer.params[key] is not pv:
-                self.build()
-                break
+        if adopt_params:
+            self.adopt_params()
         for (layer, key), gv in zip(self._entries, self._gviews):
             grad = layer.grads[key]
             if grad is not gv:
@@ -77,6 +76,13 @@ class ParameterStore:
                 layer.grads[key] = gv
         P, G = self.flat
         return [P], [G]
+
+    def adopt_params(self) -> None:
+        """Rebuild the buffers if a parameter array was replaced since they were built."""
+        if self.flat is not None and any(
+                layer.params[key] is not pv
+                for (layer, key), pv in zip(self._entries, self._pviews)):
+            self.build()
 
     def count(self) -> int:
         """Number of parameter values."""

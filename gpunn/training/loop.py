@@ -68,12 +68,24 @@ class Trainer:
         reg = model.regularization()
         if reg is not None:
             value = value + reg
-        params, grads = model.store.step_lists()
+        params, grads = model.store.step_lists(adopt_params=False)
         if self.skip and self.amp is None:  # the loss must be finite too
             self.stepper.step(params, grads, finite=model.backend.xp.isfinite(value))
         else:
             self.stepper.step(params, grads)
         return value
+
+    def _reattach(self) -> None:
+        """After the parameter buffers were rebuilt: 16-bit master weights start again
+        from the new parameters (the optimiser's state is positional and still fits)."""
+        if self.amp is not None:
+            from ..optim import LossScaleOptimizer
+
+            params = self.model.store.step_lists(adopt_params=False)[0]
+            self.amp = self.model._amp = LossScaleOptimizer.for_dtype(self.model.backend,
+                                                                      params)
+            self.amp.attach(self.optimizer)
+            self.stepper = self.amp
 
     # ------------------------------------------------------------------ epochs
     def run(self, X, T, streaming: bool, interrupted):
@@ -108,6 +120,11 @@ class Trainer:
     def _epoch(self, epoch, X, T, streaming, interrupted) -> dict | None:
         """One epoch's steps and its logs; None when training must stop."""
         model = self.model
+        # Parameters replaced between epochs (a callback, the user) join the flat buffer.
+        before = model.store.flat
+        model.store.adopt_params()
+        if model.store.flat is not before:
+            self._reattach()
         # A host copy to roll back to; taken every epoch while it costs under ~5% of an
         # epoch (always on the CPU), less often for big models on a GPU.
         if self.on_divergence != "off" and (self.snapshot is None
