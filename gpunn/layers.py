@@ -48,6 +48,7 @@ class Layer:
         self.params: dict = {}
         self.grads: dict = {}
         self.backend = None
+        self._owner = None  # weak reference to the Sequential this layer belongs to
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._describe_args()})"
@@ -79,6 +80,7 @@ class Layer:
     def clone(self, backend=None) -> Layer:
         """An independent copy (parameters copied) on ``backend`` (default: the same)."""
         new = copy.copy(self)
+        new._owner = None
         new.params, new.grads = dict(self.params), dict(self.grads)
         new.to(backend or self.backend)
         xp = new.backend.xp

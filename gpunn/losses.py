@@ -79,28 +79,11 @@ class Loss:
         return self.logits_of is not None and activation == self.logits_of
 
     def prepare_target(self, backend, y, n_outputs: int, what: str = "y"):
-        """Check a dataset's targets and bring them into the form this loss compares
-        against, before training starts.
-
-        Parameters
-        ----------
-        backend : Backend
-            Where the targets go (the model's, or the host one when streaming).
-        y : (N,) or (N, n_outputs) array-like
-        n_outputs : int
-            Width of the model output.
-        what : str
-            How errors name the targets (``"y"``, ``"val_y"``).
-
-        Returns
-        -------
-        (N, n_outputs) array of the backend's float dtype (subclasses may keep labels)
-
-        Raises
-        ------
-        ValueError, TypeError
-            Naming ``what``, what was expected and what was given.
-        """
+        """Check a dataset's targets ``y`` ((N,) or (N, n_outputs)) and bring them into
+        the form this loss compares against, on ``backend`` (the model's, or the host one
+        when streaming), before training starts: an (N, n_outputs) float array
+        (subclasses may keep labels). Errors (ValueError, TypeError) name ``what``
+        (``"y"``, ``"val_y"``), what was expected and what was given."""
         y = self._as_array(backend, y, what)
         if not backend.is_floating(y.dtype):
             y = backend.xp.astype(y, backend.dtype)
@@ -274,12 +257,12 @@ class BinaryCrossEntropy(_CrossEntropy):
 
     def prepare_target(self, backend, y, n_outputs, what="y"):
         target = super().prepare_target(backend, y, n_outputs, what)
-        if not self.from_logits:
-            xp = backend.xp
-            lo, hi = float(xp.min(target)), float(xp.max(target))
-            if lo < 0 or hi > 1:
-                raise ValueError(f"{what}: binary targets must lie in [0, 1], got values "
-                                 f"from {lo} to {hi}")
+        # Targets are probabilities whether the model outputs them or logits.
+        xp = backend.xp
+        lo, hi = float(xp.min(target)), float(xp.max(target))
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{what}: binary targets must lie in [0, 1], got values "
+                             f"from {lo} to {hi}")
         return target
 
     def forward_logits(self, z, target, backend=None):
@@ -329,7 +312,18 @@ class CategoricalCrossEntropy(_CrossEntropy):
                              "binary_crossentropy for one sigmoid output")
         y = self._as_array(backend, y, what)
         if y.ndim == 2:
-            return super().prepare_target(backend, y, n_outputs, what)
+            rows = super().prepare_target(backend, y, n_outputs, what)
+            # The gradient p - t and the value assume probability rows: anything else
+            # (scaled or multi-hot rows, negatives, all zeros) trains silently wrong.
+            xp = backend.xp
+            sums = xp.sum(rows, axis=1)
+            low, lo, hi = float(xp.min(rows)), float(xp.min(sums)), float(xp.max(sums))
+            if low < 0 or lo < 1 - 1e-3 or hi > 1 + 1e-3:
+                raise ValueError(f"{what}: {self.name} needs one-hot or probability rows "
+                                 f"(non-negative, each summing to 1), got values from "
+                                 f"{low:g} and row sums from {lo:g} to {hi:g}; pass integer "
+                                 "labels, or binary_crossentropy for multi-label targets")
+            return rows
         # Integer labels stay labels: shuffling them moves N ints instead of N*C floats,
         # and each batch's one-hot is a cheap comparison (or none, in the CUDA kernel).
         xp = backend.xp

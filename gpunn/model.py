@@ -7,6 +7,8 @@ reached through thin entry points (``fit``, ``evaluate``, ``save``).
 
 from __future__ import annotations
 
+import weakref
+
 from . import training as _training
 from .architecture import layers_from_architecture
 from .backend import get_backend
@@ -64,6 +66,7 @@ class Sequential:
                 raise TypeError(f"Sequential layers[{i}]: expected a gpunn Layer, got "
                                 f"{describe(layer)}")
         _check_chain(layers)
+        _check_unshared(layers)
         backend = get_backend(device if device is not None else None, dtype=dtype, seed=seed)
         # Inside the device's context: on cuda:N every allocation must land on GPU N.
         with backend.context():
@@ -74,6 +77,8 @@ class Sequential:
                     layer.build(backend)
                 else:
                     layer.to(backend)
+        for layer in layers:
+            layer._owner = weakref.ref(self)
         self.layers, self.backend = layers, backend
         self.store = ParameterStore(layers, backend)
         self.optimizer = self.loss = None
@@ -283,6 +288,24 @@ class Sequential:
         (N, output_dim) array on the model's device; ``gpunn.to_numpy`` copies it to host.
         """
         return _training.predict(self, X, batch_size)
+
+
+def _check_unshared(layers) -> None:
+    """A layer holds its own parameters, gradients and last activations: used twice (in
+    one model or in two) its gradients would be silently wrong, so that is refused."""
+    seen = {}
+    for i, layer in enumerate(layers):
+        if id(layer) in seen:
+            raise ValueError(f"Sequential layers[{i}] is the same object as layers"
+                             f"[{seen[id(layer)]}] ({layer!r}); a layer keeps its own "
+                             "activations and gradients, so use a new layer (or "
+                             "layer.clone()) for each position")
+        seen[id(layer)] = i
+        owner = layer._owner() if getattr(layer, "_owner", None) is not None else None
+        if owner is not None:
+            raise ValueError(f"Sequential layers[{i}] ({layer!r}) already belongs to "
+                             "another Sequential; sharing it would mix both models' "
+                             "gradients: use layer.clone() or a new layer")
 
 
 def _check_chain(layers) -> None:

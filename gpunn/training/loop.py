@@ -75,6 +75,19 @@ class Trainer:
             self.stepper.step(params, grads)
         return value
 
+    def _roll_back(self) -> None:
+        """Back to the snapshot: weights, optimiser and master weights, and the history
+        and checkpoint state of that moment, so all three agree."""
+        snapshot = self.snapshot
+        snapshot.restore()
+        history = self.history
+        keep = [i for i, e in enumerate(history.epoch) if e < snapshot.epoch]
+        history.epoch[:] = [history.epoch[i] for i in keep]
+        for key, values in list(history.history.items()):
+            values[:] = [values[i] for i in keep if i < len(values)]
+            if not values:
+                del history.history[key]
+
     def _reattach(self) -> None:
         """After the parameter buffers were rebuilt: 16-bit master weights start again
         from the new parameters (the optimiser's state is positional and still fits)."""
@@ -135,13 +148,15 @@ class Trainer:
             sums = self._steps(X, T, streaming, interrupted)
         except MemoryError as exc:
             if self.snapshot is not None:
-                self.snapshot.restore()
+                self._roll_back()
             model.backend.release_memory()
             raise DeviceMemoryError(oom_message(
                 model, self.batch_size, self.snapshot.epoch if self.snapshot else None)) \
                 from exc
-        total, metric_sums, step_losses, dropped, seen = sums
-        n = int(X.shape[0])
+        total, metric_sums, step_losses, (dropped, valid), seen = sums
+        # Under "skip" the epoch's figures are over the rows of valid steps; with none at
+        # all they are NaN, so no callback takes the epoch for a good one.
+        n = float(valid) if valid is not None else int(X.shape[0])
         if interrupted():
             if self.verbose:
                 print(f"interrupted during epoch {epoch} after {seen} samples; "
@@ -149,12 +164,14 @@ class Trainer:
             return None
         total_host = float(total)  # the one host read of the epoch
         if not math.isfinite(total_host) and self.on_divergence in ("raise", "stop"):
+            self._roll_back()
             diverged(model, step_losses, self.snapshot, epoch, self.on_divergence,
                      self.verbose)
             return None
-        logs = {"loss": total_host / n}
-        logs.update({m.name: m.result(float(s), n) for m, s in zip(self.metrics,
-                                                                   metric_sums)})
+        nan = float("nan")
+        logs = {"loss": total_host / n if n else nan}
+        logs.update({m.name: m.result(float(s), n) if n else nan
+                     for m, s in zip(self.metrics, metric_sums)})
         if self.skip:
             logs["skipped"] = float(dropped) if dropped is not None else 0.0
         if self.snapshot is not None:
@@ -203,15 +220,19 @@ class Trainer:
         rows = backend.asarray([b] * (done - 1) + [seen - b * (done - 1)] if done else [],
                                dtype=acc)
         losses = step_losses[:done]
-        dropped = None
-        if self.skip:  # a skipped step (non-finite loss) never counts toward the loss
+        metric_vals = [_cast(xp, buf[:done], losses) if buf is not None else None
+                       for buf in metric_steps]
+        dropped = valid = None
+        if self.skip:  # a skipped step (non-finite loss) counts toward nothing
             finite = xp.isfinite(losses)
             dropped = xp.sum(xp.astype(xp.logical_not(finite), xp.int64))
+            valid = xp.sum(xp.where(finite, rows, xp.zeros_like(rows)))
             losses = xp.where(finite, losses, xp.zeros_like(losses))
+            metric_vals = [None if v is None else xp.where(finite, v, xp.zeros_like(v))
+                           for v in metric_vals]
         total = xp.sum(losses * rows)
-        sums = [xp.sum(_cast(xp, buf[:done], losses)) if buf is not None else None
-                for buf in metric_steps]
-        return total, sums, step_losses, dropped, seen
+        sums = [None if v is None else xp.sum(v) for v in metric_vals]
+        return total, sums, step_losses, (dropped, valid), seen
 
 
 def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size) -> dict:

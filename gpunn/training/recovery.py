@@ -33,6 +33,7 @@ class Snapshot:
         self.epoch = epoch
         self.model, self.optimizer, self.amp = model, optimizer, amp
         self.params = model.store.snapshot()
+        self.train_state = model.train_state  # what a checkpoint written then would hold
         self.state = [{k: np.array(host_array(v)) for k, v in s.items()}
                       for s in optimizer.state]
         self.t = optimizer.t
@@ -49,17 +50,18 @@ class Snapshot:
             for k, v in saved.items():
                 s[k] = obe.asarray(v, dtype=obe.dtype)
         self.optimizer.t = self.t
+        self.model.train_state = self.train_state
         if self.amp is not None:
             for m, saved in zip(self.amp.master, self.master):
                 m[...] = self.amp.backend32.asarray(saved)
 
 
 def diverged(model, step_losses, snapshot, epoch: int, policy: str, verbose) -> bool:
-    """Handle a non-finite epoch loss under ``policy`` ("raise" or "stop"): roll back to
-    the snapshot, then raise :class:`TrainingDiverged` or report and return True (stop)."""
+    """Report a non-finite epoch loss under ``policy`` ("raise" or "stop"), the model
+    already rolled back to ``snapshot``: raise :class:`TrainingDiverged` naming the first
+    bad step, or print it and return True (stop)."""
     losses = host_array(step_losses)
     bad = int(np.argmax(~np.isfinite(losses)))
-    snapshot.restore()
     error = TrainingDiverged(epoch, bad + 1, getattr(model.optimizer, "lr", None),
                              snapshot.epoch)
     if policy == "raise":

@@ -1,0 +1,158 @@
+"""Inputs that used to train silently wrong now refuse clearly or behave correctly:
+a layer used twice, targets that do not fit the loss, epochs whose every step was skipped,
+and roll-backs that must leave history, weights and messages in agreement."""
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+
+
+# ---------------------------------------------------------------------- one layer, twice
+@pytest.mark.parametrize("build", [
+    lambda d: gn.Sequential([d, gn.Tanh(), d], device="cpu"),
+    lambda d: gn.Sequential([gn.Dense(4, 4), d, d], device="cpu"),
+    lambda d: gn.Sequential([d, gn.Dropout(0.1), gn.Dense(4, 4), d], device="cpu"),
+], ids=["dense-act-dense", "adjacent", "apart"])
+def test_a_layer_used_twice_in_one_model_is_refused(build):
+    with pytest.raises(ValueError, match=r"layers\[\d\] is the same object as layers\[\d\]"):
+        build(gn.Dense(4, 4, activation="relu"))
+
+
+def test_a_layer_of_another_live_model_is_refused_until_cloned():
+    first = gn.Sequential([gn.Dense(3, 4, activation="relu"), gn.Dense(4, 1)], device="cpu",
+                          seed=0)
+    with pytest.raises(ValueError, match="already belongs to another Sequential"):
+        gn.Sequential([first.layers[0], gn.Dense(4, 2)], device="cpu")
+    second = gn.Sequential([first.layers[0].clone(), gn.Dense(4, 2)], device="cpu")
+    assert second.count_params() == 3 * 4 + 4 + 4 * 2 + 2
+    assert first.count_params() == 3 * 4 + 4 + 4 + 1  # untouched
+
+
+# ---------------------------------------------------------------------- targets vs loss
+X4 = np.random.default_rng(0).standard_normal((6, 2)).astype(np.float32)
+ONE_HOT = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+
+
+@pytest.mark.parametrize("loss,y,match", [
+    ("cross_entropy", ONE_HOT * 2, "row sums from 2 to 2"),
+    ("cross_entropy", np.clip(ONE_HOT + np.eye(3)[[1, 2, 0, 1, 2, 0]], 0, 1),
+     "row sums from 2 to 2"),
+    ("cross_entropy", ONE_HOT - 0.5, "non-negative"),
+    ("cross_entropy", np.zeros((6, 3), np.float32), "row sums from 0 to 0"),
+    ("cross_entropy", np.full((6, 3), 0.5, np.float32), "row sums from 1.5"),
+    (gn.losses.CategoricalCrossEntropy(from_logits=True), ONE_HOT * 3, "row sums from 3"),
+    ("bce", np.array([0, 1, 2, 0, 1, 0.5]), r"binary targets must lie in \[0, 1\]"),
+    ("bce", np.array([0, 1, -1, 0, 1, 0.5]), r"binary targets must lie in \[0, 1\]"),
+    (gn.losses.BinaryCrossEntropy(from_logits=True), np.array([0, 1, 3, 0, 1, 0]),
+     r"binary targets must lie in \[0, 1\]"),
+], ids=["scaled", "multi-hot", "negative", "all-zero", "uniform-over", "logits-scaled",
+        "bce-2", "bce-neg", "bce-logits-3"])
+def test_targets_that_do_not_fit_the_loss_are_refused_before_training(loss, y, match):
+    out = 1 if "bce" in str(loss) or isinstance(loss, gn.losses.BinaryCrossEntropy) else 3
+    act = "sigmoid" if out == 1 else "softmax"
+    model = gn.Sequential([gn.Dense(2, out, activation=act)], device="cpu", seed=0)
+    before = [gn.to_numpy(p).copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=match):
+        model.fit(X4, y, loss=loss, epochs=1, verbose=0)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(gn.to_numpy(p), b)
+    assert model.optimizer is None
+
+
+def test_probability_rows_and_labels_still_train():
+    soft = np.full((6, 3), 0.1, np.float32) + 0.7 * ONE_HOT  # label smoothing: rows sum to 1
+    for y in (soft, ONE_HOT, np.array([0, 1, 2, 0, 1, 2])):
+        model = gn.Sequential([gn.Dense(2, 3, activation="softmax")], device="cpu", seed=0)
+        hist = model.fit(X4, y, loss="cross_entropy", epochs=2, verbose=0)
+        assert np.all(np.asarray(hist.history["loss"]) > 0)
+
+
+# ---------------------------------------------------------------------- skip mode
+class _PoisonEpoch(gn.callbacks.Callback):
+    """Makes every step of one epoch non-finite (a NaN weight), then repairs it."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_begin(self, model, epoch):
+        if epoch == self.epoch:
+            self.saved = gn.to_numpy(model.layers[0].params["W"]).copy()
+            model.layers[0].params["W"][0, 0] = np.nan
+        elif epoch == self.epoch + 1:
+            model.layers[0].params["W"][...] = self.saved
+
+
+def test_an_epoch_of_skipped_steps_reports_nan_and_is_never_best(tmp_path):
+    X, y = gn.data.make_moons(64, seed=0)
+    model = gn.Sequential([gn.Dense(2, 8, activation="tanh"),
+                           gn.Dense(8, 1, activation="sigmoid")], device="cpu", seed=0)
+    best = gn.callbacks.ModelCheckpoint(str(tmp_path / "best-{epoch}.npz"),
+                                        save_best_only=True, monitor="loss")
+    stop = gn.callbacks.EarlyStopping(monitor="loss", patience=5, restore_best_weights=True)
+    with np.errstate(all="ignore"):
+        hist = model.fit(X, y, loss="bce", optimizer=gn.optim.SGD(lr=0.1), epochs=3,
+                         batch_size=16, on_divergence="skip", verbose=0,
+                         callbacks=[_PoisonEpoch(2), best, stop])
+    assert hist.history["skipped"] == [0.0, 4.0, 0.0]
+    assert np.isnan(hist.history["loss"][1]) and np.isnan(hist.history["accuracy"][1])
+    assert np.isfinite(hist.history["loss"][0]) and np.isfinite(hist.history["loss"][2])
+    assert str(tmp_path / "best-2.npz") not in best.saved and stop.best_epoch != 2
+
+
+def test_skipped_steps_count_toward_nothing():
+    """Only valid steps' rows are averaged: the epoch's loss equals the mean over them."""
+    X, y = gn.data.make_moons(64, seed=1)
+    y = y.astype(np.float32)
+
+    class Poison(gn.callbacks.Callback):
+        def on_epoch_begin(self, model, epoch):
+            model.layers[0].params["W"][0, 0] = np.nan if epoch == 1 else 0.5
+
+    model = gn.Sequential([gn.Dense(2, 1, activation="sigmoid")], device="cpu", seed=0)
+    with np.errstate(all="ignore"):
+        hist = model.fit(X, y, loss="bce", epochs=1, batch_size=16, on_divergence="skip",
+                         callbacks=[Poison()], verbose=0, shuffle=False)
+    assert hist.history["skipped"] == [4.0] and np.isnan(hist.history["loss"][0])
+    assert np.isnan(hist.history["accuracy"][0])
+
+
+# ---------------------------------------------------------------------- roll-back
+def test_roll_back_leaves_history_weights_and_message_in_agreement():
+    """With snapshots every few epochs, a divergence rolls back several epochs: the history
+    returned, the weights and the message all name the same point."""
+    X, y = gn.data.make_linear(256, seed=0)
+    model = gn.Sequential([gn.Dense(3, 8, activation="tanh"), gn.Dense(8, 1)], device="cpu",
+                          seed=0)
+    starts = {}
+
+    class Spy(gn.callbacks.Callback):
+        def on_epoch_begin(self, model, epoch):
+            starts[epoch] = [gn.to_numpy(p).copy() for p in model.parameters()]
+
+    class Explode(gn.callbacks.Callback):
+        def on_epoch_begin(self, model, epoch):
+            if epoch == 5:
+                model.optimizer.lr = 1e12
+
+    import gpunn.training.loop as loop
+
+    trainer_epoch = loop.Trainer._epoch
+
+    def sparse_snapshots(self, epoch, *args):
+        self.every = 3  # as a big GPU model would: not every epoch
+        return trainer_epoch(self, epoch, *args)
+
+    loop.Trainer._epoch = sparse_snapshots
+    try:
+        with np.errstate(all="ignore"):
+            hist = model.fit(X, y, loss="mse", optimizer=gn.optim.SGD(lr=0.01), epochs=8,
+                             batch_size=64, callbacks=[Spy(), Explode()],
+                             on_divergence="stop", verbose=0)
+    finally:
+        loop.Trainer._epoch = trainer_epoch
+    # Snapshots at epochs 1 and 4: the divergence in epoch 5 goes back to epoch 4's start.
+    assert hist.epoch == [1, 2, 3]
+    for p, saved in zip(model.parameters(), starts[4]):
+        np.testing.assert_array_equal(gn.to_numpy(p), saved)
+    assert model.train_state["epoch"] == 3
