@@ -87,6 +87,7 @@ class Sequential:
         self.extra: dict = {}
         self.stop_training = False
         self.train_state = None
+        self._fitting = False  # set by the training loop while it runs
         self._amp = None  # 16-bit only: the LossScaleOptimizer (master weights, scale)
 
     @classmethod
@@ -178,7 +179,18 @@ class Sequential:
 
     # ------------------------------------------------------------------ devices and files
     def to(self, device) -> Sequential:
-        """Move parameters and optimiser state to ``device`` (any spec of get_backend)."""
+        """Move parameters and optimiser state to ``device`` (any spec of get_backend).
+
+        Raises
+        ------
+        RuntimeError
+            Called while ``fit`` runs (from a callback): the running loop holds the
+            data, buffers and optimiser on the current device, so move before or after.
+        """
+        if self._fitting:
+            raise RuntimeError(f"model.to({device!r}) while fit is running (from a "
+                               "callback?): the training loop holds this model's data and "
+                               "optimiser on its device; move the model before or after fit")
         backend = get_backend(device, dtype=self.backend.dtype_name)
         with backend.context():
             for layer in self.layers:

@@ -164,9 +164,13 @@ def test_ctrl_c_stops_after_the_current_step(capsys):
     model = _classifier(0)
     hist = model.fit(X, y, loss="cross_entropy", epochs=50, batch_size=32,
                      callbacks=[PressCtrlC()], verbose=1)
-    assert model.optimizer.t == 30 and len(hist.epoch) == 1  # 19 steps per epoch
+    # 19 steps per epoch: stopped at step 30, in epoch 2, then put back at the end of
+    # epoch 1 so weights, optimiser, history and checkpoint state agree.
+    assert steps[-1] == 10 and len(hist.epoch) == 1
+    assert model.optimizer.t == 19 and model.train_state["epoch"] == 1
     assert "interrupted during epoch 2" in capsys.readouterr().out
-    assert model.evaluate(X, y)["accuracy"] > 0.3  # still usable
+    assert np.isfinite(model.evaluate(X, y)["loss"])  # still usable
+    assert model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0).epoch == [1]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 

@@ -156,3 +156,21 @@ def test_roll_back_leaves_history_weights_and_message_in_agreement():
     for p, saved in zip(model.parameters(), starts[4]):
         np.testing.assert_array_equal(gn.to_numpy(p), saved)
     assert model.train_state["epoch"] == 3
+
+
+# ---------------------------------------------------------------------- device moves
+@pytest.mark.parametrize("hook", ["on_epoch_begin", "on_batch_end", "on_epoch_end"])
+def test_moving_the_model_during_fit_is_refused(hook):
+    X, y = gn.data.make_moons(64, seed=0)
+    model = gn.Sequential([gn.Dense(2, 4, activation="tanh"),
+                           gn.Dense(4, 1, activation="sigmoid")], device="cpu", seed=0)
+
+    class Mover(gn.callbacks.Callback):
+        pass
+
+    setattr(Mover, hook, lambda self, model, *args: model.to("cpu"))
+    with pytest.raises(RuntimeError, match=r"model.to\('cpu'\) while fit is running"):
+        model.fit(X, y, loss="bce", epochs=2, batch_size=16, callbacks=[Mover()],
+                  verbose=0)
+    model.to("cpu")  # fine again once fit has returned
+    assert model.fit(X, y, loss="bce", epochs=1, verbose=0).epoch == [1]

@@ -78,7 +78,8 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
     -------
     History
         Training stops cleanly after the current step on Ctrl-C and returns the
-        completed epochs; the model stays usable.
+        completed epochs; the model is put back at the end of the last of them (with
+        its optimiser), so a file saved then is consistent, and stays usable.
     """
     # Everything is validated before any state (parameters, optimiser, RNG) changes.
     epochs = _positive_int(epochs, "epochs")

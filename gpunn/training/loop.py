@@ -106,6 +106,7 @@ class Trainer:
         model = self.model
         _batches_setup(self.metrics, T)
         model.stop_training = False
+        model._fitting = True
         self.snapshot, self.every = None, 1
         for cb in self.callbacks:
             cb.on_train_begin(model)
@@ -125,6 +126,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_train_end(model, self.history)
         finally:
+            model._fitting = False
             # Nothing of the training data outlives fit (layers keep their last batch).
             model.forget()
             self.loss.output = self.loss._grad = None
@@ -158,6 +160,13 @@ class Trainer:
         # all they are NaN, so no callback takes the epoch for a good one.
         n = float(valid) if valid is not None else int(X.shape[0])
         if interrupted():
+            # The weights of a half-done epoch match no epoch counter: go back to the
+            # snapshot (history and checkpoint state with them), or, without one, drop
+            # the claim a checkpoint would make.
+            if self.snapshot is not None:
+                self._roll_back()
+            else:
+                model.train_state = None
             if self.verbose:
                 print(f"interrupted during epoch {epoch} after {seen} samples; "
                       f"returning {len(self.history.epoch)} completed epoch(s)", flush=True)
