@@ -10,6 +10,7 @@ Python scalars in the formulas keep the array's dtype (Array API promotion rules
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -160,4 +161,9 @@ def get(name: str | None, **params) -> tuple[Activation, dict]:
     if unknown:
         raise ValueError(f"activation {key!r}: unknown parameter(s) {sorted(unknown)}; "
                          f"accepted: {sorted(act.defaults) or 'none'}")
-    return act, {**act.defaults, **params}
+    for pname, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+                not math.isfinite(value) or abs(value) > 1e6:
+            raise ValueError(f"activation {key!r}: parameter {pname!r} must be a finite "
+                             f"number of magnitude at most 1e6, got {value!r}")
+    return act, {**act.defaults, **{k: float(v) for k, v in params.items()}}

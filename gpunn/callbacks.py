@@ -204,6 +204,7 @@ class ModelCheckpoint(Callback):
         self.every = _check(every, "ModelCheckpoint every", numbers.Integral, 0, True)
         self.save_best_only = bool(save_best_only)
         self._monitor = _Monitor("ModelCheckpoint", monitor, mode)
+        self.watches_logs = self.save_best_only  # monitor is only read for best-only
         self.saved: list[str] = []
 
     def on_epoch_end(self, model, epoch, logs):

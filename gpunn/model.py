@@ -88,6 +88,7 @@ class Sequential:
         self.stop_training = False
         self.train_state = None
         self._fitting = False  # set by the training loop while it runs
+        self._last_output_shape = None  # of the last public forward (checks backward)
         self._amp = None  # 16-bit only: the LossScaleOptimizer (master weights, scale)
 
     @classmethod
@@ -230,7 +231,9 @@ class Sequential:
         (batch, output_dim) array on the model's device
         """
         with self.backend.context():
-            return self.forward_batch(_training.batches.as_input(self, x), training)
+            out = self.forward_batch(_training.batches.as_input(self, x), training)
+            self._last_output_shape = tuple(out.shape)
+            return out
 
     def backward(self, grad):
         """Backpropagate ``dL/doutput`` ``(batch, output_dim)``; fills every ``layer.grads``.
@@ -240,7 +243,14 @@ class Sequential:
         (batch, input_dim) gradient with respect to the model input
         """
         with self.backend.context():
-            return self.backward_batch(self.backend.asarray(grad), need_input_grad=True)
+            grad = self.backend.asarray(grad)
+            expected = self._last_output_shape
+            if expected is None:
+                raise RuntimeError("backward: call forward(x, training=True) first")
+            if tuple(grad.shape) != expected:
+                raise ValueError(f"backward: expected a gradient of the last forward's "
+                                 f"output shape {expected}, got {describe(grad)}")
+            return self.backward_batch(grad, need_input_grad=True)
 
     def forward_batch(self, x, training: bool, logits: bool = False):
         """:meth:`forward` on a checked device array; ``logits=True`` stops before the last

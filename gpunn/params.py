@@ -36,6 +36,7 @@ class ParameterStore:
         self.backend = backend = backend or self.backend
         self.flat = None
         self._entries = [(layer, key) for layer in self.layers for key in layer.params]
+        _check_shapes(self.layers)
         if not backend.supports_views or not self._entries:
             return
         shapes = [tuple(layer.params[key].shape) for layer, key in self._entries]
@@ -99,6 +100,17 @@ class ParameterStore:
         with be.context():
             for p, value in zip(self.parameters(), saved):
                 p[...] = be.asarray(value, dtype=p.dtype)
+
+
+def _check_shapes(layers) -> None:
+    """A parameter replaced by an array of another shape is refused, naming it."""
+    for layer in layers:
+        for key, shape in layer.param_shapes().items():
+            value = layer.params.get(key)
+            given = tuple(getattr(value, "shape", ()))
+            if value is not None and given != tuple(shape):
+                raise ValueError(f"{layer.label}: parameter {key!r} must have shape "
+                                 f"{tuple(shape)}, got an array of shape {given}")
 
 
 def _views(xp, flat, shapes) -> list:

@@ -27,11 +27,25 @@ def test_early_stopping_stops_and_restores_best():
     assert model.evaluate(*val)["loss"] == pytest.approx(best, rel=1e-4)
 
 
-def test_early_stopping_needs_a_logged_monitor():
+@pytest.mark.parametrize("callback,match", [
+    (lambda: cbs.EarlyStopping(), r"monitor 'val_loss' will not be logged \(val_ logs need "
+                                  r"validation_data\); this fit logs loss, accuracy"),
+    (lambda: cbs.EarlyStopping(monitor="mae"), "monitor 'mae' will not be logged"),
+    (lambda: cbs.ModelCheckpoint("x.npz", save_best_only=True, monitor="val_accuracy"),
+     "ModelCheckpoint.*'val_accuracy' will not be logged"),
+    (lambda: cbs.EarlyStopping(monitor="lr"), "monitor 'lr' will not be logged"),
+])
+def test_callbacks_must_watch_a_logged_value_checked_before_training(callback, match):
     model, X, y, _ = _setup()
-    with pytest.raises(ValueError, match="monitor 'val_loss' is not logged; available: "
-                                         "accuracy, loss"):
-        model.fit(X, y, loss="bce", epochs=2, callbacks=[cbs.EarlyStopping()], verbose=0)
+    before = [gn.to_numpy(p).copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=match):
+        model.fit(X, y, loss="bce", epochs=2, callbacks=[callback()], verbose=0)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(gn.to_numpy(p), b)
+    assert model.optimizer is None
+    # Logged under the right settings: fine.
+    model.fit(X, y, loss="bce", epochs=1, verbose=0, callbacks=[
+        cbs.StepDecay(), cbs.EarlyStopping(monitor="lr")])
 
 
 def test_checkpoints_every_n_and_on_best(tmp_path):

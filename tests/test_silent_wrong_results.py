@@ -174,3 +174,89 @@ def test_moving_the_model_during_fit_is_refused(hook):
                   verbose=0)
     model.to("cpu")  # fine again once fit has returned
     assert model.fit(X, y, loss="bce", epochs=1, verbose=0).epoch == [1]
+
+
+# ---------------------------------------------------------------------- resume
+def test_resume_applies_the_checkpoints_preprocessing_from_the_first_step(tmp_path):
+    """A checkpoint carrying a Standardizer resumed into a fresh model (no preprocessor
+    yet) trains on standardised data from its first step: bitwise the same as the
+    uninterrupted run."""
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((96, 3)) * 50 + 100).astype(np.float32)  # far from standard
+    y = (X[:, 0] > 100).astype(np.float32)
+
+    def build():
+        return gn.Sequential([gn.Dense(3, 8, activation="tanh"),
+                              gn.Dense(8, 1, activation="sigmoid")], device="cpu", seed=0)
+
+    kwargs = dict(loss="bce", batch_size=32, verbose=0, seed=1)
+    straight = build()
+    straight.preprocessor = gn.preprocessing.Standardizer().fit(X)
+    ckpt = gn.callbacks.ModelCheckpoint(str(tmp_path / "c-{epoch}.npz"))
+    straight.fit(X, y, epochs=4, callbacks=[ckpt], **kwargs)
+    resumed = build()  # no preprocessor of its own
+    resumed.fit(X, y, epochs=4, resume_from=tmp_path / "c-2.npz", **kwargs)
+    assert resumed.preprocessor is not None
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        np.testing.assert_array_equal(gn.to_numpy(a), gn.to_numpy(b))
+
+
+# ---------------------------------------------------------------------- API arguments
+def _model():
+    return gn.Sequential([gn.Dense(2, 4, activation="tanh"),
+                          gn.Dense(4, 1, activation="sigmoid")], device="cpu", seed=0)
+
+
+X2 = np.random.default_rng(1).standard_normal((8, 2)).astype(np.float32)
+Y2 = (X2[:, 0] > 0).astype(np.float32)
+
+
+def _with(value):
+    bad = X2.copy()
+    bad[3, 1] = value
+    return bad
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda m: m.fit(X2, Y2, loss="bce", seed=-1, verbose=0), ValueError, "seed: expected"),
+    (lambda m: m.fit(X2, Y2, loss="bce", seed=2.5, verbose=0), ValueError, "seed: expected"),
+    (lambda m: m.predict(_with(np.nan)), ValueError, "X: contains NaN"),
+    (lambda m: m.predict(_with(-np.inf)), ValueError, "X: contains NaN or Inf"),
+    (lambda m: m.evaluate(_with(np.nan), Y2, loss="bce"), ValueError, "X: contains NaN"),
+    (lambda m: m.fit(np.ma.masked_array(X2, mask=np.isnan(_with(np.nan))), Y2, loss="bce",
+                     verbose=0), TypeError, "1 masked value"),
+    (lambda m: m.fit([[0.0, 1.0], [1.0]], [0, 1], loss="bce", verbose=0), TypeError,
+     "X: expected a numeric array"),
+    (lambda m: (m.forward(X2, training=True), m.backward(np.ones((8, 2))))[1], ValueError,
+     r"backward: expected a gradient of the last forward's output shape \(8, 1\)"),
+    (lambda m: m.backward(np.ones((8, 1))), RuntimeError, "call forward"),
+])
+def test_api_arguments_are_checked_before_anything_changes(call, error, match):
+    model = _model()
+    before = [gn.to_numpy(p).copy() for p in model.parameters()]
+    with pytest.raises(error, match=match):
+        call(model)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(gn.to_numpy(p), b)
+
+
+def test_matrix_input_is_a_plain_array():
+    model = _model()
+    np.testing.assert_allclose(gn.to_numpy(model.predict(np.asmatrix(X2))),
+                               gn.to_numpy(model.predict(X2)))
+
+
+@pytest.mark.parametrize("params,match", [({"alpha": float("nan")}, "finite"),
+                                          ({"alpha": 1e9}, "magnitude"),
+                                          ({"alpha": "0.2"}, "finite number")])
+def test_activation_parameters_are_checked(params, match):
+    with pytest.raises(ValueError, match=match):
+        gn.Dense(2, 2, activation="leaky_relu", activation_params=params)
+
+
+def test_a_parameter_replaced_with_the_wrong_shape_is_named():
+    model = _model()
+    model.layers[0].params["W"] = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"parameter 'W' must have shape \(2, 4\), got an "
+                                         r"array of shape \(3, 4\)"):
+        model.fit(X2, Y2, loss="bce", epochs=1, verbose=0)

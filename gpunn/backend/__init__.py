@@ -15,6 +15,7 @@ from .base import Backend
 from .detect import INSTALL_HINT, available_devices, cuda_status
 from .numpy_backend import NumpyBackend
 from .ops import array_context, host_array
+from .random import check_seed
 
 __all__ = ["Backend", "NumpyBackend", "get_backend", "available_devices", "to_numpy",
            "resolve_device", "cuda_status", "array_context"]
@@ -107,6 +108,7 @@ def get_backend(spec=None, dtype: str | None = None, seed: int | None = None) ->
     Backend
         ``backend.reason`` says why this device was chosen.
     """
+    seed = check_seed(seed)  # before anything is built or reseeded
     if isinstance(spec, Backend):
         backend = spec if dtype is None or spec.dtype_name == dtype else spec.with_dtype(dtype)
         if seed is not None:

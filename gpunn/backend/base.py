@@ -12,7 +12,7 @@ import contextlib
 
 from ..errors import describe
 from .hyper import AdagradStep, AdamStep, RMSpropStep, SGDStep
-from .ops import HALF_DTYPES, host_array, softmax_cross_entropy
+from .ops import HALF_DTYPES, host_array, plain_ndarray, softmax_cross_entropy
 from .random import HostRandom
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -139,7 +139,7 @@ class Backend:
         if isinstance(dtype, str):
             dtype = getattr(xp, dtype)
         if not self.owns(a):
-            host = host_array(a)
+            host = host_array(plain_ndarray(a))
             if host.dtype.kind not in "biuf":
                 raise TypeError(f"cannot convert {describe(a)} to a real numeric array "
                                 f"(dtype {host.dtype})")

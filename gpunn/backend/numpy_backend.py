@@ -7,6 +7,7 @@ import numpy as np
 
 from . import numba_kernels, numpy_kernels
 from .base import Backend
+from .ops import plain_ndarray
 
 
 class NumpyBackend(Backend):
@@ -37,6 +38,7 @@ class NumpyBackend(Backend):
     def asarray(self, a, dtype=None):
         if isinstance(dtype, str):
             dtype = np.dtype(dtype)
+        a = plain_ndarray(a)
         if isinstance(a, np.ndarray):
             if a.dtype.kind not in "biuf":
                 raise TypeError(f"cannot convert an array of dtype {a.dtype} to a real "

@@ -38,6 +38,22 @@ def host_array(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
+def plain_ndarray(a):
+    """NumPy subclasses with other meanings made plain: ``np.matrix`` (where ``*`` is a
+    matrix product) becomes an ndarray; a masked array with masked values is refused, one
+    without becomes its data. Anything else is returned as it is."""
+    if isinstance(a, np.ma.MaskedArray):
+        masked = int(np.ma.getmaskarray(a).sum())
+        if masked:
+            raise ValueError(f"a masked array with {masked} masked value(s): fill them "
+                             "(a.filled(value)) or drop those rows first; training would "
+                             "otherwise use the hidden values")
+        return np.asarray(a.data)
+    if isinstance(a, np.matrix):
+        return np.asarray(a)
+    return a
+
+
 def array_context(a):
     """A context making ``a``'s device current where the library has such a notion (a CuPy
     array's device is a context manager), else a no-op: CuPy works on the current device,

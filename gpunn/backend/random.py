@@ -10,6 +10,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_seed(seed, what: str = "seed"):
+    """``seed`` unchanged when it is None or an integer in [0, 2**63); else a ValueError."""
+    import numbers
+
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or \
+            not 0 <= int(seed) < 2**63:
+        raise ValueError(f"{what}: expected None or an integer in [0, 2**63), got "
+                         f"{seed!r}")
+    return int(seed)
+
+
 class HostRandom:
     """A NumPy generator feeding any backend.
 
@@ -26,7 +39,7 @@ class HostRandom:
 
     def seed(self, seed: int | None) -> None:
         """Reseed; ``None`` draws fresh entropy."""
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(check_seed(seed))
 
     def state(self):
         """The generator's state (JSON-serialisable), or None where it cannot be read."""

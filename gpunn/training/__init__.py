@@ -14,6 +14,8 @@ import sys
 from .. import losses as _losses
 from .. import metrics as _metrics
 from .. import optim as _optim
+from ..backend.ops import all_finite
+from ..backend.random import check_seed
 from ..callbacks import Callback, EpochLogger, History, ProgressBar
 from ..errors import describe
 from ..layers import _positive_int
@@ -92,12 +94,18 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
     if on_divergence not in DIVERGENCE:
         raise ValueError(f"on_divergence: expected 'raise', 'stop', 'skip' or 'off', got "
                          f"{on_divergence!r}")
+    check_seed(seed)
     if device_data not in (None, True, False):
         raise ValueError(f"device_data: expected None, True or False, got {device_data!r}")
+    _check_monitors(callbacks, metric_objs, validation_data is not None, on_divergence)
     resume = read_checkpoint(model, resume_from) if resume_from is not None else None
+    # A checkpoint's preprocessing applies from the first step (it is attached below,
+    # once everything is checked).
+    prep = resume.preprocessor if resume is not None else None
     with model.backend.context():
-        X, T, streaming = batches.as_dataset(model, X, y, loss, device_data=device_data)
-        val = _validation(model, validation_data, loss, device_data)
+        X, T, streaming = batches.as_dataset(model, X, y, loss, device_data=device_data,
+                                             preprocessor=prep)
+        val = _validation(model, validation_data, loss, device_data, prep)
         _check_precision(model)
         history, start = History(), 1
         if resume is not None:
@@ -158,6 +166,8 @@ def predict(model, X, batch_size: int = 4096):
     with backend.context():
         placement = batches.placement(model, X, None)
         X = batches.as_input(model, X, backend=placement)
+        if not all_finite(placement.xp, X):
+            raise ValueError("X: contains NaN or Inf")
         if model.preprocessor is not None:
             X = model.preprocessor.transform(X, placement)
         streaming = not backend.owns(X)
@@ -209,14 +219,38 @@ def _check_callbacks(callbacks) -> list:
     return callbacks
 
 
-def _validation(model, validation_data, loss, device_data):
+def _check_monitors(callbacks, metrics, validating: bool, on_divergence: str) -> None:
+    """Callbacks that watch a log must watch one this fit will write (before training)."""
+    from ..callbacks import LearningRateSchedule
+
+    logged = ["loss"] + [m.name for m in metrics]
+    logged += [f"val_{k}" for k in logged] if validating else []
+    logged += ["skipped"] if on_divergence == "skip" else []
+    # Callbacks run sorted by order, then as listed: "lr" exists once a schedule has run.
+    ranked = sorted(range(len(callbacks)), key=lambda i: getattr(callbacks[i], "order", 0))
+    for i in ranked:
+        cb = callbacks[i]
+        if isinstance(cb, LearningRateSchedule) and "lr" not in logged:
+            logged.append("lr")
+        monitor = getattr(getattr(cb, "_monitor", None), "monitor", None)
+        if monitor is None or not getattr(cb, "watches_logs", True):
+            continue
+        if monitor not in logged:
+            hint = (" (val_ logs need validation_data)" if monitor.startswith("val_")
+                    and not validating else "")
+            raise ValueError(f"callbacks[{i}] ({type(cb).__name__}): monitor {monitor!r} "
+                             f"will not be logged{hint}; this fit logs "
+                             f"{', '.join(logged)}")
+
+
+def _validation(model, validation_data, loss, device_data, preprocessor=None):
     if validation_data is None:
         return None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError("validation_data: expected a pair (X_val, y_val), got "
                          f"{describe(validation_data)}")
     return batches.as_dataset(model, *validation_data, loss, what="val_",
-                              device_data=device_data)
+                              device_data=device_data, preprocessor=preprocessor)
 
 
 def _check_precision(model) -> None:

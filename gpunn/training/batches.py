@@ -49,17 +49,20 @@ def placement(model, X, device_data):
             return model.backend
         nbytes = getattr(X, "nbytes", None)
         if nbytes is None:
-            nbytes = host_array(X).nbytes if hasattr(X, "__len__") else 0
+            try:
+                nbytes = host_array(X).nbytes if hasattr(X, "__len__") else 0
+            except (TypeError, ValueError):
+                nbytes = 0  # not an array at all: as_input says what is wrong with it
         device_data = model.backend.fits_on_device(int(nbytes))
     if device_data:
         return model.backend
     return NumpyBackend(dtype=model.backend.dtype_name)
 
 
-def as_dataset(model, X, y, loss, what: str = "", device_data=None):
+def as_dataset(model, X, y, loss, what: str = "", device_data=None, preprocessor=None):
     """Check and place ``(X, y)`` for ``loss``: inputs finite and of the right width,
     one target per row, targets as the loss wants them (``loss.prepare_target``), the
-    model's preprocessing applied.
+    model's preprocessing (or ``preprocessor``, e.g. a checkpoint's) applied.
 
     Returns
     -------
@@ -79,8 +82,9 @@ def as_dataset(model, X, y, loss, what: str = "", device_data=None):
         raise ValueError(f"{ys}: expected {n} targets (one per row of X), got "
                          f"{describe(y)}")
     T = loss.prepare_target(backend, y, model.output_dim, ys)
-    if model.preprocessor is not None:
-        X = model.preprocessor.transform(X, backend)
+    preprocessor = preprocessor if preprocessor is not None else model.preprocessor
+    if preprocessor is not None:
+        X = preprocessor.transform(X, backend)
     return X, T, backend is not model.backend
 
 
