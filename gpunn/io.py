@@ -11,7 +11,8 @@ import io
 import warnings
 
 from .model import Sequential
-from .modelfile import ModelFileError, ModelParts, _fail, dumps, read, save
+from .modelfile import ModelFileError, ModelParts, _fail, read
+from .modelwrite import dumps, save
 
 __all__ = ["save", "load", "dumps", "loads", "ModelFileError"]
 

@@ -212,7 +212,7 @@ class Sequential:
         The file is written atomically and holds no pickles; :func:`gpunn.load` reads it
         on any device.
         """
-        from .modelfile import save
+        from .modelwrite import save
 
         save(self, path, include_optimizer=include_optimizer)
 

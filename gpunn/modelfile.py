@@ -1,7 +1,7 @@
 """The model file format: architecture as JSON plus host arrays in one ``.npz``; never pickle.
 
-Writing needs only what a model exposes (layers, backend, loss, optimizer, ...); reading
-builds the parts (:class:`ModelParts`) and leaves assembling a model to :mod:`gpunn.io`.
+Reading builds the parts (:class:`ModelParts`) and leaves assembling a model to
+:mod:`gpunn.io`; writing is :mod:`gpunn.modelwrite`, which needs only what a model exposes.
 
 Layout of the archive (NumPy ``.npz``, little-endian arrays):
 
@@ -20,115 +20,25 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
+import stat
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend.ops import host_array
 from .errors import GpunnError
-from .layers import ActivationLayer
 
 FORMAT = "gpunn-model"
 VERSION = 1
 #: Largest element count a model file may declare for one array (about 4 GiB of float32).
 MAX_ELEMENTS = 2**30
+#: Largest JSON header and layer count a model file may declare.
+MAX_HEADER_BYTES = 16 * 2**20
+MAX_LAYERS = 10_000
 
 
 class ModelFileError(GpunnError, ValueError):
     """A model file that is not a valid gpunn model (or cannot be read)."""
-
-
-def _le(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a)
-    if a.dtype.kind == "V" and a.dtype.itemsize == 2:
-        # bfloat16 (ml_dtypes) is no NumPy dtype a reader without ml_dtypes understands;
-        # float32 holds every bfloat16 value exactly, and the header keeps "bfloat16".
-        return a.astype(np.float32)
-    return a.astype(a.dtype.newbyteorder("<")) if a.dtype.byteorder == ">" else a
-
-
-def save(model, path, include_optimizer: bool = True, extra: dict | None = None) -> None:
-    """Write ``model`` to ``path`` atomically (temporary file, fsync, rename).
-
-    Parameters
-    ----------
-    model : Sequential
-    path : str or os.PathLike
-        ``.npz`` is appended when missing, as NumPy does.
-    include_optimizer : bool
-        Store the optimiser's hyper-parameters and state (to resume training).
-    extra : dict, optional
-        JSON-serialisable data kept in the header (``model.extra`` on load).
-    """
-    path = os.fspath(path)
-    if not path.endswith(".npz"):
-        path += ".npz"
-    _atomic_savez(path, _arrays(model, include_optimizer, extra))
-
-
-def dumps(model, include_optimizer: bool = True) -> bytes:
-    """The bytes :func:`save` would write (for pickling estimators and the like)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **_arrays(model, include_optimizer, None))
-    return buffer.getvalue()
-
-
-def _arrays(model, include_optimizer: bool, extra) -> dict:
-    arrays: dict[str, np.ndarray] = {}
-    layers = []
-    for i, layer in enumerate(model.layers):
-        kind = "ActivationLayer" if isinstance(layer, ActivationLayer) else type(layer).__name__
-        layers.append({"type": kind, "name": layer.name, "config": layer.config()})
-        for key, value in layer.params.items():
-            arrays[f"param/{i}/{key}"] = _le(host_array(value))
-    header = {"format": FORMAT, "version": VERSION, "dtype": model.dtype, "layers": layers,
-              "loss": None, "metrics": list(model.metrics), "optimizer": None,
-              "preprocessing": None, "extra": dict(extra or model.extra or {})}
-    if model.loss is not None:
-        header["loss"] = {"name": model.loss.name, "config": model.loss.config()}
-    opt = model.optimizer
-    if include_optimizer and opt is not None:
-        state = opt.state_dict()
-        header["optimizer"] = {"kind": state["kind"], "class": type(opt).__name__,
-                               "hyper": state["hyper"], "t": state["t"],
-                               "slots": len(state["state"])}
-        for j, slot in enumerate(state["state"]):
-            for key, value in slot.items():
-                arrays[f"optim/{j}/{key}"] = _le(np.asarray(value))
-    state = getattr(model, "train_state", None)
-    if state is not None:
-        header["training"] = state.to_json() if hasattr(state, "to_json") else state
-    if model.preprocessor is not None:
-        info, prep = model.preprocessor.state()
-        header["preprocessing"] = info
-        arrays.update({f"prep/{k}": _le(np.asarray(v)) for k, v in prep.items()})
-    arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    return arrays
-
-
-def _atomic_savez(path: str, arrays: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".gpunn-", suffix=".npz.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def _fail(path, what: str):
@@ -137,6 +47,15 @@ def _fail(path, what: str):
 
 
 def _read(path):
+    if isinstance(path, (str, os.PathLike)):
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            _fail(path, f"cannot be read ({exc})")
+        if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
+            _fail(path, "not a regular file")
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -145,6 +64,10 @@ def _read(path):
         _fail(path, f"not a readable .npz archive ({type(exc).__name__}: {exc})")
     if not isinstance(archive, np.lib.npyio.NpzFile):
         _fail(path, "not an .npz archive (a single .npy array)")
+    names = archive.zip.namelist()
+    if len(set(names)) != len(names):
+        archive.close()
+        _fail(path, "the archive holds the same member twice")
     return archive
 
 
@@ -204,6 +127,10 @@ def read_header(path) -> dict:
 
 
 def _header(path, archive) -> dict:
+    if "__gpunn__" in archive.files:
+        (size,), _ = _declared(path, archive, "__gpunn__")
+        if size > MAX_HEADER_BYTES:
+            _fail(path, f"header of {size} bytes (limit {MAX_HEADER_BYTES})")
     raw = _array(path, archive, "__gpunn__")
     if raw.dtype != np.uint8 or raw.ndim != 1:
         _fail(path, "header is not a byte string")
@@ -211,6 +138,8 @@ def _header(path, archive) -> dict:
         header = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         _fail(path, f"header is not valid JSON ({exc})")
+    except RecursionError:
+        _fail(path, "header nests too deeply")
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         _fail(path, f"not a gpunn model file (format {header.get('format')!r})"
               if isinstance(header, dict) else "header is not a JSON object")
@@ -278,12 +207,14 @@ def _read_parts(path) -> ModelParts:
                   for i, layer in enumerate(layers)
                   for key, shape in layer.param_shapes().items()}
         known = {f"param/{i}/{k}" for i, k in params} | {"__gpunn__"}
-        opt_arrays = _optimizer_arrays(path, archive, header.get("optimizer"))
+        n_params = sum(int(np.prod(v.shape)) for v in params.values())
+        opt_arrays = _optimizer_arrays(path, archive, header.get("optimizer"), n_params)
         prep_arrays = _prep_arrays(path, archive, header.get("preprocessing"), layers)
         known |= set(opt_arrays) | {f"prep/{k}" for k in prep_arrays}
         unknown = sorted(set(archive.files) - known)
         if unknown:
             _fail(path, f"unexpected arrays {unknown[:5]}")
+    _check_representable(path, header["dtype"], params)
     parts = ModelParts(layers, header["dtype"], params, extra=header["extra"],
                        metrics=[m for m in header["metrics"] if isinstance(m, str)],
                        training=_training(path, header.get("training")))
@@ -302,9 +233,20 @@ def _read_parts(path) -> ModelParts:
     return parts
 
 
+def _check_representable(path, dtype: str, params: dict) -> None:
+    """Weights must survive the cast to the model's dtype (a float16 model cannot hold
+    1e6)."""
+    limit = {"float16": float(np.finfo(np.float16).max), "bfloat16": 3.3895e38}.get(dtype)
+    for (i, key), value in params.items():
+        if limit is not None and value.size and float(np.max(np.abs(value))) > limit:
+            _fail(path, f"param/{i}/{key} holds values beyond {dtype}'s range")
+
+
 def _layers(path, header) -> list:
     from .layers import LAYERS
 
+    if len(header["layers"]) > MAX_LAYERS:
+        _fail(path, f"{len(header['layers'])} layers (limit {MAX_LAYERS})")
     layers = []
     for i, spec in enumerate(header["layers"]):
         if not isinstance(spec, dict) or spec.get("type") not in LAYERS or \
@@ -322,16 +264,22 @@ def _layers(path, header) -> list:
     return layers
 
 
-def _optimizer_arrays(path, archive, opt_header) -> dict:
+def _optimizer_arrays(path, archive, opt_header, n_params: int) -> dict:
     from . import optim
 
     if opt_header is None:
         return {}
     if not isinstance(opt_header, dict) or opt_header.get("kind") not in \
-            optim.OPTIMIZERS or not isinstance(opt_header.get("slots"), int):
+            optim.OPTIMIZERS or not isinstance(opt_header.get("slots"), int) or \
+            not 0 <= opt_header["slots"] <= n_params:
         _fail(path, "optimizer header is malformed")
-    return {name: _array(path, archive, name) for name in archive.files
-            if name.startswith("optim/")}
+    names = [name for name in archive.files if name.startswith("optim/")]
+    for name in names:  # bounded by the model before anything is read: no zip bombs
+        shape, _ = _declared(path, archive, name)
+        if int(np.prod(shape)) > n_params:
+            _fail(path, f"optimizer array {name!r} declares {int(np.prod(shape))} values, "
+                        f"more than the model's {n_params} parameters")
+    return {name: _array(path, archive, name) for name in names}
 
 
 def _prep_arrays(path, archive, info, layers) -> dict:
@@ -342,8 +290,11 @@ def _prep_arrays(path, archive, info, layers) -> dict:
     if info != {"kind": Standardizer.kind}:
         _fail(path, f"unknown preprocessing {info!r}")
     n_in = layers[0].in_features
-    return {k: _array(path, archive, f"prep/{k}", (n_in,) if n_in else None)
-            for k in ("mean", "scale")}
+    arrays = {k: _array(path, archive, f"prep/{k}", (n_in,) if n_in else None)
+              for k in ("mean", "scale")}
+    if arrays["scale"].dtype.kind not in "fiu" or np.any(arrays["scale"] <= 0):
+        _fail(path, "the standardiser's scale must be positive")
+    return arrays
 
 
 def _optimizer(path, opt_header, opt_arrays, params):
@@ -361,8 +312,11 @@ def _optimizer(path, opt_header, opt_arrays, params):
     try:
         opt = cls(**opt_header.get("hyper", {}))
         # Host state; the next fit moves it (and re-cuts it for the model's layout).
+        t = opt_header.get("t", 0)
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            raise ValueError(f"step counter {t!r}: expected an integer >= 0")
         opt.load_state_dict({"kind": opt_header["kind"], "hyper": opt_header["hyper"],
-                             "t": int(opt_header.get("t", 0)), "state": slots})
+                             "t": t, "state": slots})
         total = sum(int(np.prod(v.shape)) for v in params.values())
         key = opt._state_keys[0] if opt._state_keys else None
         if key and sum(int(s[key].size) for s in opt.state) != total:

@@ -81,3 +81,138 @@ def test_fuzzed_header_fields_give_model_file_errors(value, field):
         gn.io.loads(buffer.getvalue(), device="cpu")
     except gn.ModelFileError:
         pass
+
+
+# ---------------------------------------------------------------------- hostile values
+def _arrays_and_header(data=None):
+    with np.load(io.BytesIO(data or VALID), allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    return arrays, json.loads(arrays["__gpunn__"].tobytes())
+
+
+def _pack(arrays, header, compress=False) -> bytes:
+    arrays = dict(arrays)
+    arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    buffer = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _with_preprocessing(scale):
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    model.preprocessor = gn.preprocessing.Standardizer().fit(np.random.default_rng(0)
+                                                             .standard_normal((8, 3)))
+    arrays, header = _arrays_and_header(gn.io.dumps(model))
+    arrays["prep/scale"] = np.asarray(scale, np.float64)
+    return _pack(arrays, header)
+
+
+def _edit_header(**changes):
+    arrays, header = _arrays_and_header()
+    for key, value in changes.items():
+        target = header
+        *path, last = key.split("__")
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return _pack(arrays, header)
+
+
+def _bomb() -> bytes:
+    """An optimiser slot of 10^8 zeros: about 400 KB compressed, 400 MB unpacked."""
+    arrays, header = _arrays_and_header()
+    arrays["optim/0/m"] = np.zeros(10**8, np.float32)
+    return _pack(arrays, header, compress=True)
+
+
+def _float16_with(value) -> bytes:
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", dtype="float16", seed=0)
+    arrays, header = _arrays_and_header(gn.io.dumps(model))
+    arrays["param/0/W"] = np.full((3, 1), value, np.float64)
+    return _pack(arrays, header)
+
+
+def _deeply_nested() -> bytes:
+    arrays, header = _arrays_and_header()
+    text = json.dumps(header)[:-1] + ', "extra2": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    arrays["__gpunn__"] = np.frombuffer(text.encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _duplicate_member() -> bytes:
+    import warnings
+    import zipfile
+
+    buffer = io.BytesIO(VALID)
+    with zipfile.ZipFile(buffer, "a") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate, as it should
+        zf.writestr("param/0/W.npy", zf.read("param/0/W.npy"))
+    return buffer.getvalue()
+
+
+HOSTILE = {
+    "scale zero": (lambda: _with_preprocessing([1.0, 0.0, 1.0]), "scale must be positive"),
+    "scale negative": (lambda: _with_preprocessing([1.0, -2.0, 1.0]), "must be positive"),
+    "scale NaN": (lambda: _with_preprocessing([1.0, np.nan, 1.0]), "NaN or Inf"),
+    "activation alpha NaN": (lambda: _edit_header(
+        layers=[{"type": "Dense", "name": "a", "config": {
+            "in_features": 3, "out_features": 4, "activation": "leaky_relu",
+            "activation_params": {"alpha": float("nan")}}},
+            {"type": "Dense", "name": "b", "config": {"in_features": 4, "out_features": 1}}]),
+        "finite"),
+    "activation alpha absurd": (lambda: _edit_header(
+        layers=[{"type": "Dense", "name": "a", "config": {
+            "in_features": 3, "out_features": 4, "activation": "elu",
+            "activation_params": {"alpha": 1e300}}},
+            {"type": "Dense", "name": "b", "config": {"in_features": 4, "out_features": 1}}]),
+        "magnitude"),
+    "float16 weight 1e6": (lambda: _float16_with(1e6), "beyond float16's range"),
+    "optimiser state bomb": (_bomb, "more than the model's 21 parameters"),
+    "100k layers": (lambda: _edit_header(layers=[{"type": "Dropout", "config": {}}]
+                                         * 100_001), "100001 layers"),
+    "a 35 MB header": (lambda: _edit_header(layers=[{"type": "Dropout", "config": {}}]
+                                            * 1_000_001), "header of 35000672 bytes"),
+    "deeply nested extra": (_deeply_nested, "nests too deeply"),
+    "negative step counter": (lambda: _edit_header(optimizer__t=-5), "step counter -5"),
+    "duplicate member": (_duplicate_member, "same member twice"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_values_are_model_file_errors(name):
+    import tracemalloc
+
+    make, match = HOSTILE[name]
+    data = make()
+    tracemalloc.start()
+    with pytest.raises(gn.ModelFileError, match=match):
+        gn.io.loads(data, device="cpu")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 200 * 2**20  # bounded by what the declared model needs, not the file
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    fifo = tmp_path / "model.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(gn.ModelFileError, match="not a regular file"):
+        gn.load(fifo, device="cpu")
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        model = gn.Sequential([gn.Dense(2, 1)], device="cpu", seed=0)
+        model.save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.npz").st_mode) == 0o644

@@ -1,0 +1,56 @@
+"""Atomic file writes: every file gpunn writes (models, checkpoints, predictions,
+benchmark results, plots) goes to a temporary file in the same folder, is flushed to disk
+and renamed over the destination, so a full disk or a kill leaves the previous file
+intact. The result has the permissions a plain ``open`` would give (the user's umask)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = ".tmp"):
+    """Yield a temporary path next to ``path``; on success it replaces ``path``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    suffix : str
+        Kept on the temporary name (writers that pick a format by extension need it).
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".gpunn-", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def write_text(path, text: str) -> None:
+    """``text`` into ``path`` atomically (UTF-8)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
