@@ -1,4 +1,5 @@
-"""Atomic file writes: every file gpunn writes (models, checkpoints, predictions,
+"""Safe file output: destinations checked before any work (:func:`check_outputs`), and
+atomic writes: every file gpunn writes (models, checkpoints, predictions,
 benchmark results, plots) goes to a temporary file in the same folder, is flushed to disk
 and renamed over the destination, so a full disk or a kill leaves the previous file
 intact. The result has the permissions a plain ``open`` would give (the user's umask)."""
@@ -54,3 +55,27 @@ def write_text(path, text: str) -> None:
     """``text`` into ``path`` atomically (UTF-8)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
+
+
+def check_outputs(outputs, inputs=(), folders=()) -> None:
+    """Before any work: every output file's folder exists (created if missing) and is
+    writable, no output is one of the command's inputs, every output folder is usable.
+
+    Raises
+    ------
+    OSError, ValueError
+        Naming the path and the problem.
+    """
+    ins = [os.path.realpath(p) for p in inputs if p]
+    for path in [p for p in outputs if p]:
+        real = os.path.realpath(path)
+        if real in ins:
+            raise ValueError(f"{path}: is also an input of this command; writing it would "
+                             "destroy the input: choose another output file")
+        if os.path.isdir(real):
+            raise ValueError(f"{path}: is a folder; expected a file name")
+        folders = (*folders, os.path.dirname(real) or ".")
+    for folder in folders:
+        os.makedirs(folder, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"{folder}: cannot write into this folder")

@@ -15,6 +15,7 @@ import numpy as np
 from . import losses as _losses
 from . import optim as _optim
 from .activations import ACTIVATIONS
+from .atomic import atomic_path, check_outputs
 from .backend import available_devices, cuda_status, get_backend, to_numpy
 from .data import builtin as _builtin
 from .data import tables as _ds
@@ -64,10 +65,17 @@ def _layers(text):
     return sizes
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes end in one line on stderr and exit code 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpunn", description="Dense neural networks on "
-                                     "NumPy (CPU) or CuPy (CUDA GPU).")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="gpunn", description="Dense neural networks on NumPy (CPU) or "
+                     "CuPy (CUDA GPU).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a network on your data or a built-in set",
                            description="Train on --data FILE --target COLUMN, or on "
@@ -145,7 +153,13 @@ def _split(data: _ds.Dataset, val_split: float, seed: int):
     return (data.X[train], data.y[train]), ((data.X[val], data.y[val]) if n_val else None)
 
 
+def _model_path(path: str) -> str:
+    return path if path.endswith(".npz") else path + ".npz"
+
+
 def cmd_train(args) -> int:
+    check_outputs([_model_path(args.save)] if args.save else [], [args.data],
+                  [args.plot] if args.plot else [])
     backend = _backend(args.device, dtype=args.dtype, seed=args.seed)
     data = _load_data(args)
     name = args.dataset or (os.path.basename(args.data) if args.data else "spirals")
@@ -191,7 +205,7 @@ def cmd_train(args) -> int:
     print(summary)
     if args.save:
         model.save(args.save)
-        print(f"saved: {args.save if args.save.endswith('.npz') else args.save + '.npz'}")
+        print(f"saved: {_model_path(args.save)}")
     if args.plot:
         _plots(args.plot, model, hist, data)
     return 0
@@ -212,6 +226,7 @@ def _plots(folder, model, hist, data) -> None:
 def cmd_predict(args) -> int:
     from .io import load
 
+    check_outputs([args.out] if args.out else [], [args.model, args.data])
     backend = _backend(args.device)
     model = load(args.model, device=backend)
     extra = model.extra
@@ -234,16 +249,16 @@ def cmd_predict(args) -> int:
         header = [target] if proba.shape[1] == 1 else [f"{target}_{i}"
                                                        for i in range(proba.shape[1])]
         rows = [[f"{v:.6g}" for v in p] for p in proba]
-    out = open(args.out, "w", newline="") if args.out else sys.stdout
-    try:
-        writer = csv.writer(out)
+    if not args.out:
+        writer = csv.writer(sys.stdout)
         writer.writerow(header)
         writer.writerows(rows)
-    finally:
-        if args.out:
-            out.close()
-    if args.out:
-        print(f"wrote {len(rows)} predictions to {args.out}", file=sys.stderr)
+        return 0
+    with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    print(f"wrote {len(rows)} predictions to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -295,12 +310,20 @@ def main(argv=None) -> int:
                 "devices": cmd_devices, "bench": cmd_bench}
     try:
         return commands[args.command](args)
-    except (GpunnError, ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"gpunn: error: {exc}", file=sys.stderr)
+    except (GpunnError, ValueError, OSError, ImportError, MemoryError) as exc:
+        print(f"gpunn: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gpunn: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: still one line, never a traceback
+        print(f"gpunn: internal error ({type(exc).__name__}: {_one_line(exc)}); please "
+              "report it", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .atomic import atomic_path
 from .backend import host_array
 
 
@@ -40,7 +41,8 @@ def history(hist, path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -73,5 +75,6 @@ def decision_boundary(model, X, y, path, classes=None, resolution: int = 200) ->
         ax.legend(handles, list(classes)[:len(handles)], fontsize=8, loc="best")
     ax.set_title("decision boundary")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

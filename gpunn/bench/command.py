@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import asdict
 
+from ..atomic import check_outputs, write_text
 from .impls import IMPLS, usable
 from .measure import measure
 from .report import _opt, environment, markdown, plot
@@ -100,24 +101,17 @@ def build_parser(parser=None) -> argparse.ArgumentParser:
     return parser
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _report(args, rows, env, peaks, notes) -> str:
     """Write the JSON and markdown files (if asked) and return the table."""
     table = markdown(rows, env, peaks)
     if notes:
         table += "\n\nNotes: " + "; ".join(notes) + "."
     if args.json:
-        _write_atomic(args.json, json.dumps(
+        write_text(args.json, json.dumps(
             {"environment": env, "matmul_peak_tflops": peaks, "command": " ".join(sys.argv),
              "notes": notes, "rows": [asdict(r) for r in rows]}, indent=2))
     if args.markdown:
-        _write_atomic(args.markdown, table + "\n")
+        write_text(args.markdown, table + "\n")
     return table
 
 
@@ -173,6 +167,8 @@ def run(args) -> int:
         from .scaling import run_scaling
 
         return run_scaling(args, _Device(names[0]))
+    check_outputs([args.json, args.markdown, args.plot],
+                  folders=[args.profile_dir] if args.profile_dir else [])
     sizes = [s for s in args.sizes.split(",") if s]
     impls = [i for i in args.impls.split(",") if i]
     bad = [s for s in sizes if s not in SIZES] + [i for i in impls if i not in IMPLS]

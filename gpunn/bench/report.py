@@ -9,6 +9,7 @@ import subprocess
 
 import numpy as np
 
+from ..atomic import atomic_path
 from .impls import IMPLS
 from .workloads import SIZES, Row, blas_report
 
@@ -141,6 +142,7 @@ def plot(rows: list[Row], path: str) -> bool:
     ax.legend()
     ax.set_title("gpunn training throughput")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return True

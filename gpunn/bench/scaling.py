@@ -16,6 +16,7 @@ import tracemalloc
 
 import numpy as np
 
+from ..atomic import write_text
 from ..callbacks import Callback
 
 WIDTHS, BATCH = [784, 128, 10], 256
@@ -96,10 +97,8 @@ def run_scaling(args, dev) -> int:
     print()
     print(table)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"command": " ".join(sys.argv), "widths": WIDTHS, "batch": BATCH,
-                       "rows": results}, fh, indent=2)
+        write_text(args.json, json.dumps({"command": " ".join(sys.argv), "widths": WIDTHS,
+                                          "batch": BATCH, "rows": results}, indent=2))
     if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write(table + "\n")
+        write_text(args.markdown, table + "\n")
     return 0

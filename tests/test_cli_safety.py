@@ -1,0 +1,94 @@
+"""The command line never loses a file or shows a traceback: destinations are checked
+before any work, inputs are never overwritten, and every mistake is one line, exit 2."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpunn import cli
+
+
+def _run(argv, capsys):
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=y)
+    return path
+
+
+def test_a_missing_output_folder_is_created_up_front(tmp_path, capsys, data):
+    code, out, err = _run(["train", "--data", str(data), "--target", "y", "--epochs", "1",
+                           "--save", str(tmp_path / "new" / "deeper" / "m.npz"), "--quiet"],
+                          capsys)
+    assert code == 0, err
+    assert (tmp_path / "new" / "deeper" / "m.npz").is_file()
+
+
+@pytest.mark.parametrize("flags,match", [
+    (lambda t, d: ["--save", str(d)], "is also an input"),
+    (lambda t, d: ["--save", str(t / "afile" / "m.npz")], "afile"),
+    (lambda t, d: ["--save", str(t / "adir.npz")], "is a folder"),
+    (lambda t, d: ["--plot", str(t / "afile")], "afile"),
+], ids=["save-onto-data", "folder-is-a-file", "save-is-a-folder", "plot-into-a-file"])
+def test_bad_destinations_are_refused_before_training(tmp_path, capsys, data, flags, match):
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "adir.npz").mkdir()
+    before = data.read_bytes()
+    code, out, err = _run(["train", "--data", str(data), "--target", "y", "--epochs", "1",
+                           *flags(tmp_path, data)], capsys)
+    assert code == 2 and match in err and "epoch" not in out and "device:" not in out
+    assert len(err.strip().splitlines()) == 1
+    assert data.read_bytes() == before
+
+
+def test_predict_never_overwrites_its_inputs(tmp_path, capsys):
+    csv = tmp_path / "f.csv"
+    rows = ["a,b,label"] + [f"{i % 7},{i % 3},{'x' if i % 2 else 'y'}" for i in range(30)]
+    csv.write_text("\n".join(rows) + "\n")
+    model = tmp_path / "m.npz"
+    assert _run(["train", "--data", str(csv), "--target", "label", "--epochs", "1",
+                 "--save", str(model), "--quiet"], capsys)[0] == 0
+    for out in (csv, model):
+        before = out.read_bytes()
+        code, _, err = _run(["predict", str(model), "--data", str(csv), "--out", str(out)],
+                            capsys)
+        assert code == 2 and "is also an input" in err and out.read_bytes() == before
+    code, _, err = _run(["predict", str(model), "--data", str(csv), "--out",
+                         str(tmp_path / "p.csv")], capsys)
+    assert code == 0 and (tmp_path / "p.csv").read_text().startswith("label,")
+
+
+BAD = [["--epochs", "0"], ["--epochs", "-3"], ["--lr", "nan-ish"], ["--batch-size", "1.5"],
+       ["--val-split", "2"], ["--dataset", "nope"], ["--data", "/no/such/file.csv"],
+       ["--layers", "12,,x"], ["--device", "quantum"], ["--dtype", "int8"],
+       ["--loss", "hinge"], ["--optimizer", "lbfgs"], ["--seed", "-1"],
+       ["--activation", "swishy"], ["--task", "ranking"], ["--save", "/proc/self/x.npz"]]
+FINE = [["--epochs", "1"], ["--quiet"], ["--dataset", "xor"], ["--layers", "4"],
+        ["--batch-size", "8"], ["--val-split", "0.3"], ["--no-standardize"],
+        ["--optimizer", "sgd"], ["--lr", "0.1"], ["--device", "cpu"]]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.sampled_from(BAD), st.lists(st.sampled_from(FINE), max_size=4),
+       st.randoms(use_true_random=False))
+def test_fuzzed_command_lines_fail_in_one_line(capsys, bad, fine, rnd):
+    flags = [bad, *fine]
+    rnd.shuffle(flags)
+    argv = ["train"] + [part for flag in flags for part in flag]
+    code, out, err = _run(argv, capsys)
+    assert code == 2, (argv, code, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, (argv, err)
