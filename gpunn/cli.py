@@ -229,7 +229,7 @@ def cmd_predict(args) -> int:
     check_outputs([args.out] if args.out else [], [args.model, args.data])
     backend = _backend(args.device)
     model = load(args.model, device=backend)
-    extra = model.extra
+    extra = _checked_extra(args.model, model.extra)
     columns = extra.get("columns") or None
     if not columns:
         raise _ds.DatasetError(f"{args.model}: was not trained from a CSV file (no column "
@@ -260,6 +260,31 @@ def cmd_predict(args) -> int:
         writer.writerows(rows)
     print(f"wrote {len(rows)} predictions to {args.out}", file=sys.stderr)
     return 0
+
+
+def _checked_extra(path, extra: dict) -> dict:
+    """The CLI's part of a model file's ``extra``, type-checked (the file may be crafted)."""
+    def fail(what):
+        raise _ds.DatasetError(f"{path}: the model's saved {what} is malformed; it was not "
+                               "written by gpunn train, or was edited")
+
+    if extra.get("task") not in (None, *_ds.TASKS):
+        fail("task")
+    classes = extra.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(
+            isinstance(c, (str, int)) for c in classes)):
+        fail("class list")
+    if not isinstance(extra.get("target", "prediction"), str):
+        fail("target name")
+    columns = extra.get("columns")
+    if columns is not None and not (isinstance(columns, list) and all(
+            isinstance(c, dict) and isinstance(c.get("name"), str)
+            and (c.get("categories") is None or (isinstance(c["categories"], list) and all(
+                isinstance(v, str) for v in c["categories"]))) for c in columns)):
+        fail("column list")
+    if extra.get("task") in ("binary", "multiclass") and not classes:
+        fail("class list")
+    return extra
 
 
 def cmd_info(args) -> int:

@@ -92,3 +92,33 @@ def test_fuzzed_command_lines_fail_in_one_line(capsys, bad, fine, rnd):
     assert code == 2, (argv, code, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err, (argv, err)
+
+
+def test_malformed_npz_and_crafted_model_extras_are_one_line_errors(tmp_path, capsys):
+    import io
+    import json
+
+    bad = tmp_path / "scalar_y.npz"
+    np.savez(bad, X=np.zeros((5, 2)), y=np.float64(3.0))
+    code, _, err = _run(["train", "--data", str(bad), "--epochs", "1"], capsys)
+    assert code == 2 and "1-D or 2-D" in err and len(err.strip().splitlines()) == 1
+
+    csv = tmp_path / "f.csv"
+    csv.write_text("a,label\n" + "".join(f"{i},{'x' if i % 2 else 'y'}\n" for i in range(20)))
+    model = tmp_path / "m.npz"
+    assert _run(["train", "--data", str(csv), "--target", "label", "--epochs", "1",
+                 "--save", str(model), "--quiet"], capsys)[0] == 0
+    for field, value in [("columns", [{"name": 3}]), ("columns", "a"), ("classes", {"x": 1}),
+                         ("task", "ranking"), ("target", ["t"]), ("classes", None)]:
+        with np.load(model, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        header = json.loads(arrays["__gpunn__"].tobytes())
+        header["extra"][field] = value
+        arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        crafted = tmp_path / "crafted.npz"
+        crafted.write_bytes(buffer.getvalue())
+        code, _, err = _run(["predict", str(crafted), "--data", str(csv)], capsys)
+        assert code == 2 and "malformed" in err and len(err.strip().splitlines()) == 1, (
+            field, value, err)

@@ -260,3 +260,30 @@ def test_a_parameter_replaced_with_the_wrong_shape_is_named():
     with pytest.raises(ValueError, match=r"parameter 'W' must have shape \(2, 4\), got an "
                                          r"array of shape \(3, 4\)"):
         model.fit(X2, Y2, loss="bce", epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("call", ["evaluate", "predict", "validation"])
+def test_out_of_memory_outside_training_steps_is_a_clear_error(call, monkeypatch):
+    model = _model()
+    model.fit(X2, Y2, loss="bce", epochs=1, verbose=0)
+    before = [gn.to_numpy(p).copy() for p in model.parameters()]
+    dense = model.layers[0]
+    real = type(dense).forward
+
+    def exhausted(self, x, training=False, logits=False):
+        if not training:
+            raise MemoryError("Unable to allocate 64 GiB")
+        return real(self, x, training, logits)
+
+    monkeypatch.setattr(type(dense), "forward", exhausted)
+    with pytest.raises(gn.DeviceMemoryError, match="batch_size=4"):
+        if call == "evaluate":
+            model.evaluate(X2, Y2, batch_size=4)
+        elif call == "predict":
+            model.predict(X2, batch_size=4)
+        else:
+            model.fit(X2, Y2, loss="bce", epochs=1, batch_size=4, verbose=0,
+                      validation_data=(X2, Y2))
+    if call != "validation":
+        for p, b in zip(model.parameters(), before):
+            np.testing.assert_array_equal(gn.to_numpy(p), b)

@@ -236,6 +236,9 @@ def load_file(path, target: str | None = None, task: str | None = None) -> Datas
             raise DatasetError(f"{path}: X must be a numeric array of 2 or more dimensions, "
                                f"got shape {X.shape} and dtype {X.dtype}")
         X = X.reshape(len(X), -1).astype(np.float32)
+        if y_raw.ndim not in (1, 2) or y_raw.dtype.kind not in "fiubU":
+            raise DatasetError(f"{path}: {target or 'y'} must be a 1-D or 2-D array of "
+                               f"targets, got shape {y_raw.shape} and dtype {y_raw.dtype}")
         if len(y_raw) != len(X):
             raise DatasetError(f"{path}: X has {len(X)} rows but {target or 'y'} has "
                                f"{len(y_raw)}")

@@ -20,7 +20,7 @@ from ..callbacks import Callback, EpochLogger, History, ProgressBar
 from ..errors import describe
 from ..layers import _positive_int
 from . import batches
-from .loop import Trainer, evaluate_arrays
+from .loop import Trainer, evaluate_arrays, inference_memory
 from .recovery import interrupt_flag
 from .state import read_checkpoint, restore_checkpoint
 
@@ -171,12 +171,13 @@ def predict(model, X, batch_size: int = 4096):
         if model.preprocessor is not None:
             X = model.preprocessor.transform(X, placement)
         streaming = not backend.owns(X)
-        parts = [model.forward_batch(xb, training=False)
-                 for xb, _ in batches.iterate(backend, X, None, batch_size, False, streaming)]
+        with inference_memory(model, batch_size, "predicting"):
+            parts = [model.forward_batch(xb, training=False) for xb, _ in
+                     batches.iterate(backend, X, None, batch_size, False, streaming)]
+            out = None if not parts else (parts[0] if len(parts) == 1 else
+                                          backend.xp.concat(parts, axis=0))
         model.forget()
-        if not parts:
-            return backend.zeros((0, model.output_dim))
-        return parts[0] if len(parts) == 1 else backend.xp.concat(parts, axis=0)
+        return out if out is not None else backend.zeros((0, model.output_dim))
 
 
 def step_function(model, X, y):

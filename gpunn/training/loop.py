@@ -7,6 +7,7 @@ metrics accumulate on the device and are read once per epoch: no step waits on t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -189,7 +190,7 @@ class Trainer:
                                                                                1e-9))))
         if self.val is not None:
             val = evaluate_arrays(model, *self.val, self.loss, self.metrics,
-                                  max(self.batch_size, 1024))
+                                  self.batch_size)
             logs.update({f"val_{k}": v for k, v in val.items()})
         return logs
 
@@ -254,17 +255,32 @@ def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size) -> dict:
     sums = [accumulator(backend) for _ in metrics]
     reg = model.regularization()
     _batches_setup(metrics, T)
-    for xb, tb in _batches.iterate(backend, X, T, batch_size, False, streaming):
-        out = model.forward_batch(xb, training=False, logits=logits)
-        value = (loss.forward_logits(out, tb, backend) if logits
-                 else loss.forward(out, tb, backend))
-        total = total + _cast(xp, value, total) * xb.shape[0]
-        for i, m in enumerate(metrics):
-            sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
+    with inference_memory(model, batch_size, "evaluating"):
+        for xb, tb in _batches.iterate(backend, X, T, batch_size, False, streaming):
+            out = model.forward_batch(xb, training=False, logits=logits)
+            value = (loss.forward_logits(out, tb, backend) if logits
+                     else loss.forward(out, tb, backend))
+            total = total + _cast(xp, value, total) * xb.shape[0]
+            for i, m in enumerate(metrics):
+                sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
     model.forget()
     result = {"loss": float(total) / n + (float(reg) if reg is not None else 0.0)}
     result.update({m.name: m.result(float(s), n) for m, s in zip(metrics, sums)})
     return result
+
+
+@contextlib.contextmanager
+def inference_memory(model, batch_size: int, doing: str):
+    """Out of memory while evaluating or predicting: memory released, then a
+    :class:`gpunn.DeviceMemoryError` naming the batch size (parameters are untouched)."""
+    try:
+        yield
+    except MemoryError as exc:
+        model.forget()
+        model.backend.release_memory()
+        raise DeviceMemoryError(f"out of memory on {model.device} while {doing} with "
+                                f"batch_size={batch_size}: lower batch_size; memory was "
+                                "released and the model is unchanged") from exc
 
 
 def accumulator(backend):
