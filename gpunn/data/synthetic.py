@@ -6,6 +6,9 @@ All generators return host NumPy arrays ``X (n, features)`` float32 and ``y (n,)
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from ..errors import unknown_name
@@ -15,8 +18,35 @@ def _rng(seed):
     return np.random.default_rng(seed)
 
 
+def _check(name: str, n=None, noise=0.0, seed=None, **positive) -> None:
+    """Every generator's arguments, before anything is drawn: ``n`` a positive integer,
+    ``noise`` a finite number >= 0, ``seed`` None or an integer >= 0, and the named
+    ``positive`` ones finite numbers > 0 (integers where they count things)."""
+    from ..backend.random import check_seed
+
+    def fail(arg, value, expected):
+        raise ValueError(f"{name} {arg}: expected {expected}, got {value!r}")
+
+    def integer(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    def real(v):
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+    if n is not None and not (integer(n) and 0 < n <= 10**9):
+        fail("n", n, "a positive integer")
+    if not (real(noise) and noise >= 0):
+        fail("noise", noise, "a finite number >= 0")
+    for arg, value in positive.items():
+        counts = arg in ("classes", "features")
+        if not ((integer(value) if counts else real(value)) and value > 0):
+            fail(arg, value, "a positive integer" if counts else "a finite number > 0")
+    check_seed(seed, f"{name} seed")
+
+
 def make_xor(n: int = 4, noise: float = 0.0, seed: int | None = 0):
     """XOR truth table (``n=4``) or ``n`` noisy samples around its four corners."""
+    _check("make_xor", n, noise, seed)
     base = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
     labels = np.array([0, 1, 1, 0], dtype=np.int64)
     idx = np.arange(n) % 4
@@ -26,6 +56,7 @@ def make_xor(n: int = 4, noise: float = 0.0, seed: int | None = 0):
 
 def make_moons(n: int = 1000, noise: float = 0.1, seed: int | None = 0):
     """Two interleaving half circles (binary), as scikit-learn's ``make_moons``."""
+    _check("make_moons", n, noise, seed)
     rng = _rng(seed)
     n_out = n // 2
     n_in = n - n_out
@@ -42,6 +73,7 @@ def make_moons(n: int = 1000, noise: float = 0.1, seed: int | None = 0):
 def make_circles(n: int = 1000, noise: float = 0.05, factor: float = 0.5,
                  seed: int | None = 0):
     """A small circle inside a large one (binary)."""
+    _check("make_circles", n, noise, seed, factor=factor)
     rng = _rng(seed)
     n_out = n // 2
     n_in = n - n_out
@@ -55,6 +87,7 @@ def make_circles(n: int = 1000, noise: float = 0.05, factor: float = 0.5,
 
 def make_spirals(n: int = 1500, classes: int = 3, noise: float = 0.2, seed: int | None = 0):
     """``classes`` interleaved spiral arms (the CS231n toy set), multiclass."""
+    _check("make_spirals", n, noise, seed, classes=classes)
     rng = _rng(seed)
     per = np.full(classes, n // classes)
     per[: n % classes] += 1
@@ -72,6 +105,7 @@ def make_spirals(n: int = 1500, classes: int = 3, noise: float = 0.2, seed: int 
 def make_blobs(n: int = 600, classes: int = 3, features: int = 4, spread: float = 1.0,
                seed: int | None = 0):
     """Gaussian clusters around random centres: an iris-like multiclass set."""
+    _check("make_blobs", n, 0.0, seed, classes=classes, features=features, spread=spread)
     rng = _rng(seed)
     centres = rng.uniform(-5, 5, (classes, features))
     y = np.arange(n) % classes
@@ -83,6 +117,10 @@ def make_blobs(n: int = 600, classes: int = 3, features: int = 4, spread: float 
 def make_linear(n: int = 1000, coef=(2.0, -1.0, 5.0), noise: float = 0.0,
                 seed: int | None = 0):
     """Regression ``y = X @ coef + noise`` with ``X`` uniform in [-1, 1]."""
+    _check("make_linear", n, noise, seed)
+    if np.ndim(coef) != 1 or not len(coef) or not np.all(np.isfinite(np.asarray(coef, float))):
+        raise ValueError(f"make_linear coef: expected a non-empty list of finite numbers, "
+                         f"got {coef!r}")
     rng = _rng(seed)
     coef = np.asarray(coef, dtype=np.float64)
     X = rng.uniform(-1, 1, (n, coef.size))
@@ -108,6 +146,9 @@ def train_test_split(X, y, test_size: float = 0.25, seed: int | None = 0):
     -------
     X_train, X_test, y_train, y_test
     """
+    from ..backend.random import check_seed
+
+    check_seed(seed, "train_test_split seed")
     X, y = np.asarray(X), np.asarray(y)
     if len(X) != len(y):
         raise ValueError(f"train_test_split: X has {len(X)} rows but y has {len(y)}")
