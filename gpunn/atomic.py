@@ -77,5 +77,10 @@ def check_outputs(outputs, inputs=(), folders=()) -> None:
         folders = (*folders, os.path.dirname(real) or ".")
     for folder in folders:
         os.makedirs(folder, exist_ok=True)
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise PermissionError(f"{folder}: cannot write into this folder")
+        try:  # a real probe: permission bits say little for root or special folders
+            fd, probe = tempfile.mkstemp(prefix=".gpunn-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise PermissionError(f"{folder}: cannot write into this folder ({exc})") \
+                from None
