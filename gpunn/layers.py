@@ -165,7 +165,8 @@ class Dense(Layer):
         self.activation = self.activation_fn.name
         self.init = (init or _init.default_for(self.activation))
         _init.get(self.init)
-        if not isinstance(kernel_l2, numbers.Real) or kernel_l2 < 0:
+        if isinstance(kernel_l2, bool) or not isinstance(kernel_l2, numbers.Real) or \
+                not 0 <= kernel_l2 < float("inf"):
             raise ValueError(f"Dense kernel_l2: expected a number >= 0, got {kernel_l2!r}")
         self.kernel_l2 = float(kernel_l2)
         self._x = self._z = self._y = None

@@ -220,6 +220,9 @@ def _with(value):
 @pytest.mark.parametrize("call,error,match", [
     (lambda m: m.fit(X2, Y2, loss="bce", seed=-1, verbose=0), ValueError, "seed: expected"),
     (lambda m: m.fit(X2, Y2, loss="bce", seed=2.5, verbose=0), ValueError, "seed: expected"),
+    (lambda m: m.fit(X2, Y2, loss="bce", shuffle="no", verbose=0), ValueError,
+     "shuffle: expected True or False"),
+    (lambda m: gn.Dense(2, 2, kernel_l2=float("nan")), ValueError, "kernel_l2"),
     (lambda m: m.predict(_with(np.nan)), ValueError, "X: contains NaN"),
     (lambda m: m.predict(_with(-np.inf)), ValueError, "X: contains NaN or Inf"),
     (lambda m: m.evaluate(_with(np.nan), Y2, loss="bce"), ValueError, "X: contains NaN"),

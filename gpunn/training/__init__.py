@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import sys
 
+import numpy as np
+
 from .. import losses as _losses
 from .. import metrics as _metrics
 from .. import optim as _optim
@@ -88,6 +90,8 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
     batch_size = _positive_int(batch_size, "batch_size")
     if verbose not in (0, 1, 2, True, False):
         raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise ValueError(f"shuffle: expected True or False, got {shuffle!r}")
     loss, optimizer = _losses.get(loss), _optim.get(optimizer)
     metric_objs = metrics_for(loss, metrics)
     callbacks = _check_callbacks(callbacks)
