@@ -196,10 +196,20 @@ class ModelCheckpoint(Callback):
 
     order = 100
 
+    def outputs(self) -> list:
+        """A file this callback will write (fit checks its folder before training)."""
+        return [self.path.format(epoch=1)]
+
     def __init__(self, path: str, every: int = 1, save_best_only: bool = False,
                  monitor: str = "val_loss", mode: str = "auto"):
         if not isinstance(path, str) or not path:
             raise ValueError(f"ModelCheckpoint path: expected a file name, got {path!r}")
+        try:
+            path.format(epoch=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"ModelCheckpoint path {path!r}: the only placeholder is "
+                             f"{{epoch}} (e.g. 'ckpt/model-{{epoch:03d}}.npz'); {exc!r}") \
+                from None
         self.path = path
         self.every = _check(every, "ModelCheckpoint every", numbers.Integral, 0, True)
         self.save_best_only = bool(save_best_only)

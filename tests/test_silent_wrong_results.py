@@ -321,3 +321,17 @@ def test_ctrl_c_in_any_cli_phase_is_one_line(monkeypatch, capsys):
     assert cli.main(["train", "--epochs", "1"]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "gpunn: interrupted"
+
+
+def test_checkpoint_destinations_are_checked_before_training(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    model = _model()
+    with pytest.raises(ValueError, match="the only placeholder is"):
+        gn.callbacks.ModelCheckpoint(str(tmp_path / "m-{step}.npz"))
+    bad = gn.callbacks.ModelCheckpoint(str(tmp_path / "afile" / "m-{epoch}.npz"))
+    with pytest.raises(OSError):
+        model.fit(X2, Y2, loss="bce", epochs=1, verbose=0, callbacks=[bad])
+    assert model.optimizer is None  # refused before training
+    new = gn.callbacks.ModelCheckpoint(str(tmp_path / "new" / "m-{epoch}.npz"))
+    model.fit(X2, Y2, loss="bce", epochs=1, verbose=0, callbacks=[new])
+    assert (tmp_path / "new" / "m-1.npz").is_file()

@@ -16,6 +16,7 @@ import numpy as np
 from .. import losses as _losses
 from .. import metrics as _metrics
 from .. import optim as _optim
+from ..atomic import check_outputs
 from ..backend.ops import all_finite
 from ..backend.random import check_seed
 from ..callbacks import Callback, EpochLogger, History, ProgressBar
@@ -103,6 +104,9 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         raise ValueError(f"device_data: expected None, True or False, got {device_data!r}")
     _check_monitors(callbacks, metric_objs, validation_data is not None, on_divergence)
     resume = read_checkpoint(model, resume_from) if resume_from is not None else None
+    # Checkpoint folders exist and are writable before the first step (created if missing).
+    # (Writing over the checkpoint resumed from is fine: it was read above.)
+    check_outputs([p for cb in callbacks if hasattr(cb, "outputs") for p in cb.outputs()])
     # A checkpoint's preprocessing applies from the first step (it is attached below,
     # once everything is checked).
     prep = resume.preprocessor if resume is not None else None
