@@ -76,6 +76,13 @@ def check_outputs(outputs, inputs=(), folders=()) -> None:
             raise ValueError(f"{path}: is a folder; expected a file name")
         folders = (*folders, os.path.dirname(real) or ".")
     for folder in folders:
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"{folder}: exists and is not a folder")
+        parent = os.path.dirname(os.path.abspath(folder))
+        while parent and not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if parent and not os.path.isdir(parent):
+            raise ValueError(f"{parent}: exists and is not a folder")
         os.makedirs(folder, exist_ok=True)
         try:  # a real probe: permission bits say little for root or special folders
             fd, probe = tempfile.mkstemp(prefix=".gpunn-probe-", dir=folder)

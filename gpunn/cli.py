@@ -36,7 +36,8 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected a {kind.__name__}, got {text!r}") from None
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
+                from None
         if value <= 0:
             raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
         return value
@@ -160,6 +161,10 @@ def _model_path(path: str) -> str:
 def cmd_train(args) -> int:
     check_outputs([_model_path(args.save)] if args.save else [], [args.data],
                   [args.plot] if args.plot else [])
+    if args.plot:  # before training, not after it
+        from .plot import _pyplot
+
+        _pyplot()
     backend = _backend(args.device, dtype=args.dtype, seed=args.seed)
     data = _load_data(args)
     name = args.dataset or (os.path.basename(args.data) if args.data else "spirals")
@@ -197,7 +202,9 @@ def cmd_train(args) -> int:
     key = f"val_{metric}" if val else metric
     values = hist.history[key]
     best = int(np.argmax(values) if metric == "accuracy" else np.argmin(values))
-    summary = (f"done: {len(hist.epoch)} epochs in {elapsed:.1f} s on {backend.name}; best "
+    epochs = len(hist.epoch)
+    summary = (f"done: {epochs} epoch{'s' if epochs != 1 else ''} in {elapsed:.1f} s on "
+               f"{backend.name}; best "
                f"{key} {values[best]:.4f} at epoch {best + 1}")
     if data.X_test is not None:
         test = model.evaluate(data.X_test, data.y_test)
@@ -348,6 +355,8 @@ def main(argv=None) -> int:
 
 
 def _one_line(exc) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"  # not "[Errno 2] ..."
     return " ".join(str(exc).split()) or type(exc).__name__
 
 

@@ -108,8 +108,12 @@ class Loss:
         if y.ndim == 1 and n_outputs == 1:
             y = xp.reshape(y, (-1, 1))
         if y.ndim != 2 or y.shape[1] != n_outputs:
-            raise ValueError(f"{what}: expected targets of shape (N,) or (N, {n_outputs}) for "
-                             f"{self.name} with {n_outputs} output(s), got {describe(y)}")
+            labels = n_outputs == 1 or self.logits_of == "softmax"  # (N,) accepted
+            shapes = f"(N,) or (N, {n_outputs})" if labels else f"(N, {n_outputs})"
+            hint = ("; for class labels use categorical_crossentropy"
+                    if y.ndim == 1 and not labels else "")
+            raise ValueError(f"{what}: expected targets of shape {shapes} for {self.name} "
+                             f"with {n_outputs} output(s), got {describe(y)}{hint}")
         if y.dtype != backend.dtype and backend.is_floating(y.dtype):
             y = xp.astype(y, backend.dtype)
         return y

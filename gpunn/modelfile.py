@@ -61,7 +61,9 @@ def _read(path):
     except FileNotFoundError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        _fail(path, f"not a readable .npz archive ({type(exc).__name__}: {exc})")
+        # NumPy's own text suggests loading pickles unsafely: never the advice here.
+        reason = "pickled data" if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
+        _fail(path, f"not a readable .npz archive, so not a gpunn model file ({reason})")
     if not isinstance(archive, np.lib.npyio.NpzFile):
         _fail(path, "not an .npz archive (a single .npy array)")
     names = archive.zip.namelist()

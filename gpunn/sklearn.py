@@ -12,9 +12,14 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError:  # one line that says what to do, not a bare ModuleNotFoundError
+    raise ImportError('gpunn.sklearn needs scikit-learn: pip install "gpunn[sklearn]"') \
+        from None
 
 from . import io as _io
 from . import optim as _optim

@@ -123,3 +123,24 @@ def test_malformed_npz_and_crafted_model_extras_are_one_line_errors(tmp_path, ca
         code, _, err = _run(["predict", str(crafted), "--data", str(csv)], capsys)
         assert code == 2 and "malformed" in err and len(err.strip().splitlines()) == 1, (
             field, value, err)
+
+
+def test_plots_without_matplotlib_are_refused_before_training(tmp_path, capsys, monkeypatch,
+                                                              data):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    code, out, err = _run(["train", "--data", str(data), "--target", "y", "--epochs", "1",
+                           "--save", str(tmp_path / "m.npz"), "--plot",
+                           str(tmp_path / "plots")], capsys)
+    assert code == 2 and 'pip install "gpunn[plot]"' in err and "epoch" not in out
+    assert not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["predict", "nomodel.npz", "--data", "x.csv"], "nomodel.npz: No such file"),
+    (["train", "--epochs", "2.5"], "expected an integer, got '2.5'"),
+])
+def test_errors_read_as_sentences(capsys, argv, match):
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and match in err and "Errno" not in err

@@ -129,8 +129,12 @@ def read_csv(path, target: str | None = None, columns=None):
     y_raw = None
     if target is not None:
         if target not in cells:
+            sep = next((d for d in (";", "\t", "|") if len(header) == 1 and d in header[0]),
+                       None)
+            hint = (f" (the header is one column holding {sep!r}: this reader expects "
+                    "comma-separated values)" if sep else "")
             raise DatasetError(f"{path}: no column {target!r}; columns are "
-                               f"{', '.join(header)}")
+                               f"{', '.join(header)}{hint}")
         y_raw = _column(cells.pop(target))
     if columns is None:
         columns = []
