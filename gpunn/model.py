@@ -10,7 +10,7 @@ from __future__ import annotations
 import weakref
 
 from . import training as _training
-from .architecture import layers_from_architecture
+from .architecture import check_layers, layers_from_architecture
 from .backend import get_backend
 from .callbacks import History
 from .errors import describe
@@ -65,8 +65,7 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential layers[{i}]: expected a gpunn Layer, got "
                                 f"{describe(layer)}")
-        _check_chain(layers)
-        _check_unshared(layers)
+        check_layers(layers)
         backend = get_backend(device if device is not None else None, dtype=dtype, seed=seed)
         # Inside the device's context: on cuda:N every allocation must land on GPU N.
         with backend.context():
@@ -180,14 +179,8 @@ class Sequential:
 
     # ------------------------------------------------------------------ devices and files
     def to(self, device) -> Sequential:
-        """Move parameters and optimiser state to ``device`` (any spec of get_backend).
-
-        Raises
-        ------
-        RuntimeError
-            Called while ``fit`` runs (from a callback): the running loop holds the
-            data, buffers and optimiser on the current device, so move before or after.
-        """
+        """Move parameters and optimiser state to ``device`` (any spec of get_backend);
+        a RuntimeError while ``fit`` runs (its loop holds data and buffers on the device)."""
         if self._fitting:
             raise RuntimeError(f"model.to({device!r}) while fit is running (from a "
                                "callback?): the training loop holds this model's data and "
@@ -218,30 +211,16 @@ class Sequential:
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x, training: bool = False):
-        """Model output.
-
-        Parameters
-        ----------
-        x : (batch, input_dim) array or nested list
-        training : bool
-            Enables dropout.
-
-        Returns
-        -------
-        (batch, output_dim) array on the model's device
-        """
+        """Model output ``(batch, output_dim)`` on the model's device for ``x (batch,
+        input_dim)`` (array or nested list); ``training`` enables dropout."""
         with self.backend.context():
             out = self.forward_batch(_training.batches.as_input(self, x), training)
             self._last_output_shape = tuple(out.shape)
             return out
 
     def backward(self, grad):
-        """Backpropagate ``dL/doutput`` ``(batch, output_dim)``; fills every ``layer.grads``.
-
-        Returns
-        -------
-        (batch, input_dim) gradient with respect to the model input
-        """
+        """Backpropagate ``dL/doutput (batch, output_dim)`` of the last :meth:`forward`;
+        fills every ``layer.grads``; returns ``dL/dinput (batch, input_dim)``."""
         with self.backend.context():
             grad = self.backend.asarray(grad)
             expected = self._last_output_shape
@@ -310,33 +289,3 @@ class Sequential:
         (N, output_dim) array on the model's device; ``gpunn.to_numpy`` copies it to host.
         """
         return _training.predict(self, X, batch_size)
-
-
-def _check_unshared(layers) -> None:
-    """A layer holds its own parameters, gradients and last activations: used twice (in
-    one model or in two) its gradients would be silently wrong, so that is refused."""
-    seen = {}
-    for i, layer in enumerate(layers):
-        if id(layer) in seen:
-            raise ValueError(f"Sequential layers[{i}] is the same object as layers"
-                             f"[{seen[id(layer)]}] ({layer!r}); a layer keeps its own "
-                             "activations and gradients, so use a new layer (or "
-                             "layer.clone()) for each position")
-        seen[id(layer)] = i
-        owner = layer._owner() if getattr(layer, "_owner", None) is not None else None
-        if owner is not None:
-            raise ValueError(f"Sequential layers[{i}] ({layer!r}) already belongs to "
-                             "another Sequential; sharing it would mix both models' "
-                             "gradients: use layer.clone() or a new layer")
-
-
-def _check_chain(layers) -> None:
-    width, source = None, None
-    for i, layer in enumerate(layers):
-        if layer.in_features is not None and width is not None and layer.in_features != width:
-            raise ValueError(f"layers do not chain: layer {i} ({layer!r}) expects "
-                             f"in_features={layer.in_features}, but layer {source} outputs "
-                             f"{width} features")
-        new = layer.output_shape(width)
-        if new != width:
-            width, source = new, f"{i} ({layer!r})"
