@@ -96,7 +96,7 @@ fi
 # Phase 2: the benchmark on the GPU beside PyTorch eager. Results are rewritten after every
 # row, so a run stopped by the time limit keeps what it measured.
 timeout 530 "$py" -m gpunn bench --device cuda --precisions fp32,tf32,fp16,bf16 \
-    --repeats 5 --target-seconds 0.3 --pause 0 --profile-dir "$out/graphs" \
+    --repeats 3 --target-seconds 0.3 --pause 0 --profile-dir "$out/graphs" \
     --json "$out/bench.json" --markdown "$out/bench.md" --plot "$out/bench.png" 2>&1 \
     | tee "$out/bench.txt"
 bench_status=${PIPESTATUS[0]}
