@@ -264,12 +264,14 @@ class Sequential:
 
     # ------------------------------------------------------------------ training entry points
     def fit(self, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size: int = 32,
-            **options) -> History:
-        """Train the model; returns a :class:`History`. See :func:`gpunn.training.fit` for
-        every option (``validation_data``, ``shuffle``, ``verbose``, ``seed``,
-        ``metrics``, ``callbacks``, ``device_data``, ``on_divergence``, ``resume_from``)."""
-        return _training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
-                            batch_size=batch_size, **options)
+            validation_data=None, shuffle: bool = True, verbose: int = 1,
+            seed: int | None = None, metrics=None, device_data: bool | None = None,
+            callbacks=None, on_divergence: str = "raise", resume_from=None) -> History:
+        """Train the model; returns a :class:`History`. Every argument is described at
+        :func:`gpunn.training.fit`, which this calls."""
+        return _training.fit(self, X, y, loss, optimizer, epochs, batch_size,
+                             validation_data, shuffle, verbose, seed, metrics, device_data,
+                             callbacks, on_divergence, resume_from)
 
     def evaluate(self, X, y, loss=None, batch_size: int = 1024, metrics=None) -> dict:
         """Loss and metrics on a dataset, in inference mode: ``{"loss": float, "<metric>":

@@ -176,3 +176,18 @@ def test_nothing_of_the_data_outlives_fit():
         # a shuffled copy per epoch.
         assert peak < 2 * X.size * 4 * 1.3, f"peak {peak / 1e6:.1f} MB"
     tracemalloc.stop()
+
+
+def test_fit_keeps_its_positional_signature():
+    """The public signature of Sequential.fit is what it was before the training loop
+    moved out (positional calls keep working)."""
+    import inspect
+
+    names = list(inspect.signature(gn.Sequential.fit).parameters)
+    assert names == ["self", "X", "y", "loss", "optimizer", "epochs", "batch_size",
+                     "validation_data", "shuffle", "verbose", "seed", "metrics",
+                     "device_data", "callbacks", "on_divergence", "resume_from"]
+    X, y = gn.data.make_moons(64, seed=0)
+    model = gn.Sequential([gn.Dense(2, 1, activation="sigmoid")], device="cpu", seed=0)
+    hist = model.fit(X, y, "bce", "sgd", 2, 16, (X, y), False, 0)
+    assert hist.epoch == [1, 2] and "val_loss" in hist.history
