@@ -27,8 +27,8 @@ def atomic_path(path, suffix: str = ".tmp"):
     suffix : str
         Kept on the temporary name (writers that pick a format by extension need it).
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(os.fspath(path))  # through a symlink: replace its target
+    folder = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".gpunn-", suffix=suffix, dir=folder)
     os.close(fd)
     try:
@@ -67,13 +67,21 @@ def check_outputs(outputs, inputs=(), folders=()) -> None:
         Naming the path and the problem.
     """
     ins = [os.path.realpath(p) for p in inputs if p]
-    for path in [p for p in outputs if p]:
+    seen = {}
+    for path in [os.fspath(p) for p in outputs if p]:
         real = os.path.realpath(path)
         if real in ins:
             raise ValueError(f"{path}: is also an input of this command; writing it would "
                              "destroy the input: choose another output file")
-        if os.path.isdir(real):
+        if real in seen:
+            raise ValueError(f"{path}: given for two outputs (also as {seen[real]}); each "
+                             "would overwrite the other")
+        seen[real] = path
+        if path.endswith(("/", os.sep)) or os.path.isdir(real):
             raise ValueError(f"{path}: is a folder; expected a file name")
+        if os.path.exists(real) and not os.path.isfile(real):
+            raise ValueError(f"{path}: exists and is not a regular file (a device or "
+                             "pipe); expected a file name")
         folders = (*folders, os.path.dirname(real) or ".")
     for folder in folders:
         if os.path.exists(folder) and not os.path.isdir(folder):

@@ -16,6 +16,8 @@ import numbers
 import sys
 import time
 
+from .errors import flag
+
 
 class Callback:
     """Base class; every hook is optional.
@@ -154,7 +156,8 @@ class EarlyStopping(Callback):
         self.patience = _check(patience, "EarlyStopping patience", numbers.Integral, 0)
         _check(min_delta, "EarlyStopping min_delta", low=0)
         self._monitor = _Monitor("EarlyStopping", monitor, mode, float(min_delta))
-        self.restore_best_weights = bool(restore_best_weights)
+        self.restore_best_weights = flag(restore_best_weights,
+                                         "EarlyStopping restore_best_weights")
 
     def on_train_begin(self, model):
         self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
@@ -212,7 +215,7 @@ class ModelCheckpoint(Callback):
                 from None
         self.path = path
         self.every = _check(every, "ModelCheckpoint every", numbers.Integral, 0, True)
-        self.save_best_only = bool(save_best_only)
+        self.save_best_only = flag(save_best_only, "ModelCheckpoint save_best_only")
         self._monitor = _Monitor("ModelCheckpoint", monitor, mode)
         self.watches_logs = self.save_best_only  # monitor is only read for best-only
         self.saved: list[str] = []

@@ -155,7 +155,8 @@ def _split(data: _ds.Dataset, val_split: float, seed: int):
 
 
 def _model_path(path: str) -> str:
-    return path if path.endswith(".npz") else path + ".npz"
+    # "dir/" stays a folder (refused as a destination), never "dir/.npz".
+    return path if path.endswith((".npz", "/", os.sep)) else path + ".npz"
 
 
 def cmd_train(args) -> int:
@@ -236,7 +237,7 @@ def cmd_predict(args) -> int:
     check_outputs([args.out] if args.out else [], [args.model, args.data])
     backend = _backend(args.device)
     model = load(args.model, device=backend)
-    extra = _checked_extra(args.model, model.extra)
+    extra = _checked_extra(args.model, model.extra, model.output_dim)
     columns = extra.get("columns") or None
     if not columns:
         raise _ds.DatasetError(f"{args.model}: was not trained from a CSV file (no column "
@@ -269,7 +270,7 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def _checked_extra(path, extra: dict) -> dict:
+def _checked_extra(path, extra: dict, n_out=None) -> dict:
     """The CLI's part of a model file's ``extra``, type-checked (the file may be crafted)."""
     def fail(what):
         raise _ds.DatasetError(f"{path}: the model's saved {what} is malformed; it was not "
@@ -281,16 +282,23 @@ def _checked_extra(path, extra: dict) -> dict:
     if classes is not None and not (isinstance(classes, list) and all(
             isinstance(c, (str, int)) for c in classes)):
         fail("class list")
-    if not isinstance(extra.get("target", "prediction"), str):
+    target = extra.get("target", "prediction")
+    if not isinstance(target, str) or not target:
         fail("target name")
     columns = extra.get("columns")
     if columns is not None and not (isinstance(columns, list) and all(
-            isinstance(c, dict) and isinstance(c.get("name"), str)
-            and (c.get("categories") is None or (isinstance(c["categories"], list) and all(
-                isinstance(v, str) for v in c["categories"]))) for c in columns)):
+            isinstance(c, dict) and isinstance(c.get("name"), str) and "categories" in c
+            and (c["categories"] is None or (isinstance(c["categories"], list) and all(
+                isinstance(v, str) for v in c["categories"])
+                and len(set(c["categories"])) == len(c["categories"]))) for c in columns)):
         fail("column list")
-    if extra.get("task") in ("binary", "multiclass") and not classes:
-        fail("class list")
+    task = extra.get("task")
+    # The task must fit the network: binary = one output and two classes, multiclass = one
+    # output per class.
+    if task == "binary" and (n_out != 1 or len(classes or []) != 2):
+        fail("task (binary, for this network and class list)")
+    if task == "multiclass" and (not classes or len(classes) < 2 or n_out != len(classes)):
+        fail("task (multiclass, for this network and class list)")
     return extra
 
 

@@ -73,3 +73,13 @@ class TrainingDiverged(GpunnError, FloatingPointError):
 
 class DeviceMemoryError(GpunnError, MemoryError):
     """The device ran out of memory during training or inference."""
+
+
+def flag(value, what: str) -> bool:
+    """``value`` as a bool; a ValueError for anything but True/False (strings such as
+    "False" are truthy, which would silently mean the opposite)."""
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"{what}: expected True or False, got {value!r}")

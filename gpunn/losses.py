@@ -17,7 +17,7 @@ import numbers
 from array_api_compat import array_namespace
 
 from .backend.ops import all_finite, clip, one_hot, sign, softmax_cross_entropy
-from .errors import describe, lookup
+from .errors import describe, flag, lookup
 
 
 def _upcast(xp, pred):
@@ -231,7 +231,7 @@ class _CrossEntropy(Loss):
 
     def __init__(self, from_logits: bool = False, eps: float = 1e-7):
         super().__init__()
-        self.from_logits = bool(from_logits)
+        self.from_logits = flag(from_logits, f"{type(self).__name__} from_logits")
         self.eps = _check_eps(eps)
 
     def __repr__(self) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import stat
 import zipfile
@@ -145,7 +146,7 @@ def _header(path, archive) -> dict:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         _fail(path, f"not a gpunn model file (format {header.get('format')!r})"
               if isinstance(header, dict) else "header is not a JSON object")
-    if header.get("version") != VERSION:
+    if type(header.get("version")) is not int or header.get("version") != VERSION:
         _fail(path, f"unsupported format version {header.get('version')!r} (this gpunn "
                     f"reads {VERSION})")
     expected = {"layers": list, "metrics": list, "extra": dict, "dtype": str}
@@ -218,7 +219,7 @@ def _read_parts(path) -> ModelParts:
             _fail(path, f"unexpected arrays {unknown[:5]}")
     _check_representable(path, header["dtype"], params)
     parts = ModelParts(layers, header["dtype"], params, extra=header["extra"],
-                       metrics=[m for m in header["metrics"] if isinstance(m, str)],
+                       metrics=_metric_names(path, header["metrics"]),
                        training=_training(path, header.get("training")))
     if isinstance(header.get("loss"), dict):
         try:
@@ -233,6 +234,14 @@ def _read_parts(path) -> ModelParts:
 
         parts.preprocessor = Standardizer.from_state(prep_arrays)
     return parts
+
+
+def _metric_names(path, names) -> list:
+    from .metrics import METRICS
+
+    if not all(isinstance(m, str) and m in METRICS for m in names):
+        _fail(path, f"unknown metric names {names!r}; known: {', '.join(METRICS)}")
+    return list(names)
 
 
 def _check_representable(path, dtype: str, params: dict) -> None:
@@ -272,7 +281,7 @@ def _optimizer_arrays(path, archive, opt_header, n_params: int) -> dict:
     if opt_header is None:
         return {}
     if not isinstance(opt_header, dict) or opt_header.get("kind") not in \
-            optim.OPTIMIZERS or not isinstance(opt_header.get("slots"), int) or \
+            optim.OPTIMIZERS or type(opt_header.get("slots")) is not int or \
             not 0 <= opt_header["slots"] <= n_params:
         _fail(path, "optimizer header is malformed")
     names = [name for name in archive.files if name.startswith("optim/")]
@@ -333,12 +342,16 @@ def _training(path, state):
     """The training-progress part of a header (for ``fit(resume_from=...)``), checked."""
     if state is None:
         return None
-    ok = (isinstance(state, dict) and isinstance(state.get("epoch"), int)
-          and state["epoch"] >= 0 and isinstance(state.get("history"), dict)
-          and all(isinstance(k, str) and isinstance(v, list)
-                  and all(isinstance(x, (int, float)) for x in v)
-                  for k, v in state["history"].items())
-          and len({len(v) for v in state["history"].values()}) <= 1
+    def number(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    history = state.get("history") if isinstance(state, dict) else None
+    ok = (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0
+          and isinstance(history, dict)
+          and all(isinstance(k, str) and isinstance(v, list) and len(v) == epoch
+                  and all(number(x) or (isinstance(x, float) and x != x) for x in v)
+                  for k, v in history.items())
           and (state.get("rng") is None or isinstance(state.get("rng"), dict)))
     if not ok:
         _fail(path, "the training state in the header is malformed")

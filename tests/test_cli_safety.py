@@ -144,3 +144,37 @@ def test_plots_without_matplotlib_are_refused_before_training(tmp_path, capsys, 
 def test_errors_read_as_sentences(capsys, argv, match):
     code, _, err = _run(argv, capsys)
     assert code == 2 and match in err and "Errno" not in err
+
+
+def test_outputs_never_replace_links_devices_or_each_other(tmp_path, capsys, data):
+    import os
+
+    target = tmp_path / "target.npz"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    code, _, err = _run(["train", "--data", str(data), "--target", "y", "--epochs", "1",
+                         "--save", str(link), "--quiet"], capsys)
+    assert code == 0, err
+    assert link.is_symlink() and target.read_bytes()[:2] == b"PK"  # written through
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    code, _, err = _run(["train", "--data", str(data), "--target", "y", "--epochs", "1",
+                         "--save", str(fifo)], capsys)
+    assert code == 2 and "expected a file name" in err
+    for argv in (["bench", "--json", str(tmp_path / "r"), "--markdown", str(tmp_path / "r")],
+                 ["train", "--save", str(tmp_path / "dir") + "/"]):
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["bench", "--sizes", ",,"], "at least one name"),
+    (["bench", "--target-seconds", "nan"], "--target-seconds"),
+    (["bench", "--max-load", "-5"], "--max-load"),
+    (["bench", "--pause", "-1"], "--pause"),
+    (["bench", "--repeats", "0"], "--repeats"),
+])
+def test_bench_arguments_are_checked(capsys, argv, match):
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and match in err

@@ -335,3 +335,30 @@ def test_checkpoint_destinations_are_checked_before_training(tmp_path):
     new = gn.callbacks.ModelCheckpoint(str(tmp_path / "new" / "m-{epoch}.npz"))
     model.fit(X2, Y2, loss="bce", epochs=1, verbose=0, callbacks=[new])
     assert (tmp_path / "new" / "m-1.npz").is_file()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: gn.losses.get("bce", from_logits="False"),
+    lambda: gn.optim.SGD(momentum=0.9, nesterov="no"),
+    lambda: gn.optim.Adam(decoupled="no"),
+    lambda: gn.callbacks.ModelCheckpoint("a.npz", save_best_only="False"),
+    lambda: gn.callbacks.EarlyStopping(restore_best_weights="yes"),
+])
+def test_flags_must_be_booleans(make):
+    with pytest.raises(ValueError, match="expected True or False"):
+        make()
+
+
+def test_resume_refuses_another_loss_and_warns_about_an_ignored_optimizer(tmp_path):
+    X, y = gn.data.make_linear(64, seed=0)
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    ckpt = gn.callbacks.ModelCheckpoint(str(tmp_path / "c.npz"))
+    model.fit(X, y, loss="mse", optimizer=gn.optim.SGD(lr=0.1), epochs=1, verbose=0,
+              callbacks=[ckpt])
+    again = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    with pytest.raises(ValueError, match="was trained with loss mse"):
+        again.fit(X, y, loss="mae", epochs=2, resume_from=tmp_path / "c.npz", verbose=0)
+    with pytest.warns(UserWarning, match="the optimizer passed is not used"):
+        again.fit(X, y, loss="mse", optimizer=gn.optim.Adam(lr=0.5), epochs=2,
+                  resume_from=tmp_path / "c.npz", verbose=0)
+    assert isinstance(again.optimizer, gn.optim.SGD) and again.optimizer.lr == 0.1

@@ -152,6 +152,27 @@ def _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes) ->
     _set_precision("fp32", dev)
 
 
+def _argument_problem(args, sizes, impls) -> str | None:
+    """What is wrong with the arguments, in one line, or None."""
+    import math
+
+    bad = [s for s in sizes if s not in SIZES] + [i for i in impls if i not in IMPLS]
+    if bad:
+        return f"unknown size or implementation {bad}; sizes: {', '.join(SIZES)}; " \
+               f"implementations: {', '.join(IMPLS)}"
+    if not sizes or not impls:
+        return "--sizes and --impls: expected at least one name each"
+    if args.repeats < 1:
+        return f"--repeats: expected an integer >= 1, got {args.repeats}"
+    for name, value, positive in (("--target-seconds", args.target_seconds, True),
+                                  ("--pause", args.pause, False),
+                                  ("--max-load", args.max_load, False)):
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            return f"{name}: expected a finite number {'>' if positive else '>='} 0, " \
+                   f"got {value}"
+    return None
+
+
 def run(args) -> int:
     from ..backend import available_devices
 
@@ -171,9 +192,9 @@ def run(args) -> int:
                   folders=[args.profile_dir] if args.profile_dir else [])
     sizes = [s for s in args.sizes.split(",") if s]
     impls = [i for i in args.impls.split(",") if i]
-    bad = [s for s in sizes if s not in SIZES] + [i for i in impls if i not in IMPLS]
-    if bad or args.repeats < 1:
-        print(f"gpunn bench: unknown size/impl {bad} or repeats < 1", file=sys.stderr)
+    problem = _argument_problem(args, sizes, impls)
+    if problem:
+        print(f"gpunn bench: {problem}", file=sys.stderr)
         return 2
     devices = [_Device(n) for n in names]
     try:

@@ -8,6 +8,7 @@ hyper-parameters and calls one backend operation; variants are parameters of one
 from __future__ import annotations
 
 from ..backend.hyper import AdagradStep, AdamStep, RMSpropStep, SGDStep
+from ..errors import flag
 from .base import Optimizer, _real
 
 
@@ -32,7 +33,7 @@ class SGD(Optimizer):
                  weight_decay: float = 0.0, clip_norm: float | None = None):
         super().__init__(lr, weight_decay, clip_norm)
         self.momentum = _real(momentum, "SGD momentum", 0.0, 1.0)
-        self.nesterov = bool(nesterov)
+        self.nesterov = flag(nesterov, "SGD nesterov")
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("SGD nesterov: needs momentum > 0, got momentum=0")
         self._state_keys = ("velocity",) if self.momentum else ()
@@ -77,7 +78,7 @@ class Adam(Optimizer):
         self.betas = (_real(betas[0], "Adam beta1", 0.0, 1.0),
                       _real(betas[1], "Adam beta2", 0.0, 1.0))
         self.eps = _real(eps, "Adam eps", 0.0, low_open=True)
-        self.decoupled = bool(decoupled)
+        self.decoupled = flag(decoupled, f"{type(self).__name__} decoupled")
 
     def hyper(self):
         return {**super().hyper(), "betas": list(self.betas), "eps": self.eps,

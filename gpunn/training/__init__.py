@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from ..layers import _positive_int
 from . import batches
 from .loop import Trainer, evaluate_arrays, inference_memory
 from .recovery import interrupt_flag
-from .state import read_checkpoint, restore_checkpoint
+from .state import check_resume, read_checkpoint, restore_checkpoint
 
 __all__ = ["fit", "evaluate", "predict", "step_function", "Trainer", "batches"]
 
@@ -93,6 +94,7 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
     if not isinstance(shuffle, (bool, np.bool_)):
         raise ValueError(f"shuffle: expected True or False, got {shuffle!r}")
+    optimizer_arg = optimizer
     loss, optimizer = _losses.get(loss), _optim.get(optimizer)
     metric_objs = metrics_for(loss, metrics)
     callbacks = _check_callbacks(callbacks)
@@ -104,6 +106,13 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         raise ValueError(f"device_data: expected None, True or False, got {device_data!r}")
     _check_monitors(callbacks, metric_objs, validation_data is not None, on_divergence)
     resume = read_checkpoint(model, resume_from) if resume_from is not None else None
+    if resume is not None:
+        check_resume(resume, loss, resume_from)
+        if isinstance(optimizer_arg, _optim.Optimizer) and optimizer_arg is not model.optimizer:
+            warnings.warn(f"fit: resume_from={resume_from!r} restores the checkpoint's "
+                          f"optimiser ({type(resume.optimizer).__name__}, lr="
+                          f"{resume.optimizer.lr}); the optimizer passed is not used",
+                          UserWarning, stacklevel=3)
     # Checkpoint folders exist and are writable before the first step (created if missing).
     # (Writing over the checkpoint resumed from is fine: it was read above.)
     check_outputs([p for cb in callbacks if hasattr(cb, "outputs") for p in cb.outputs()])

@@ -26,6 +26,17 @@ class TrainState(dict):
         return {"epoch": self["epoch"], "rng": self["rng"], "history": hist}
 
 
+def check_resume(parts, loss, path) -> None:
+    """The loss of a resumed run must be the checkpoint's: its history would otherwise mix
+    two different quantities under one name."""
+    saved = parts.loss
+    if saved is not None and (saved.name, saved.config()) != (loss.name, loss.config()):
+        raise ValueError(f"resume_from: {path} was trained with loss {saved.name} "
+                         f"{saved.config()}, this fit asks for {loss.name} {loss.config()}; "
+                         "pass the same loss (the optimiser and its state come from the "
+                         "checkpoint)")
+
+
 def read_checkpoint(model, path):
     """Load and check a training checkpoint against ``model``; changes nothing.
 
@@ -46,7 +57,7 @@ def read_checkpoint(model, path):
     if state is not None and state.get("rng") is not None:
         try:  # check on a scratch generator: restoring must not fail half-way
             np.random.default_rng().bit_generator.state = state["rng"]
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise ValueError(f"resume_from: {path} has an unusable random-generator "
                              f"state ({exc})") from None
     if state is None or parts.optimizer is None:
