@@ -19,6 +19,13 @@ def _decay(p, g, wd: float, coupled: bool = True):
     return g
 
 
+def _over_root(num, acc, eps, work):
+    """``num / (sqrt(acc) + eps)`` into ``work`` (three in-place passes); returns it."""
+    np.sqrt(acc, out=work)
+    work += eps
+    return np.divide(num, work, out=work)
+
+
 def sgd(p, g, velocity, hp, scratch) -> None:
     """SGD with momentum/Nesterov, in place on ``p`` and ``velocity``."""
     g = _decay(p, g, hp.weight_decay)
@@ -45,9 +52,7 @@ def adam(p, g, m, v, hp, scratch) -> None:
     work -= v
     work *= t(hp.one_minus_b2)
     v += work
-    np.sqrt(v, out=work)
-    work += t(hp.eps_hat)
-    np.divide(m, work, out=work)
+    _over_root(m, v, t(hp.eps_hat), work)
     work *= t(hp.step_size)
     p -= work
 
@@ -60,9 +65,7 @@ def rmsprop(p, g, square_avg, velocity, hp, scratch) -> None:
     work = np.multiply(g, g, out=scratch(p))
     work *= t(hp.one_minus_alpha)
     square_avg += work
-    np.sqrt(square_avg, out=work)
-    work += t(hp.eps)
-    np.divide(g, work, out=work)
+    _over_root(g, square_avg, t(hp.eps), work)
     if hp.momentum:
         velocity *= t(hp.momentum)
         velocity += work
@@ -76,8 +79,6 @@ def adagrad(p, g, sum_sq, hp, scratch) -> None:
     g = _decay(p, g, hp.weight_decay)
     work = np.multiply(g, g, out=scratch(p))
     sum_sq += work
-    np.sqrt(sum_sq, out=work)
-    work += t(hp.eps)
-    np.divide(g, work, out=work)
+    _over_root(g, sum_sq, t(hp.eps), work)
     work *= t(hp.lr)
     p -= work

@@ -11,7 +11,9 @@ import contextlib
 import math
 import time
 
+from ..callbacks import Callback
 from ..errors import DeviceMemoryError
+from ..optim import LossScaleOptimizer, SkipNonFinite
 from . import batches as _batches
 from .recovery import Snapshot, diverged, oom_message
 from .state import TrainState
@@ -38,8 +40,6 @@ class Trainer:
     """
 
     def __init__(self, model, loss, optimizer, metrics, amp, settings, callbacks, history):
-        from ..optim import SkipNonFinite
-
         self.model, self.loss, self.metrics, self.amp = model, loss, metrics, amp
         self.optimizer = optimizer
         self.__dict__.update(settings)
@@ -50,8 +50,6 @@ class Trainer:
         self.stepper = amp if amp is not None else (
             SkipNonFinite(optimizer) if self.skip else optimizer)
         self.logits = model.takes_logits(loss)
-        from ..callbacks import Callback
-
         self.per_batch = [cb for cb in self.callbacks
                           if type(cb).on_batch_end is not Callback.on_batch_end]
 
@@ -93,8 +91,6 @@ class Trainer:
         """After the parameter buffers were rebuilt: 16-bit master weights start again
         from the new parameters (the optimiser's state is positional and still fits)."""
         if self.amp is not None:
-            from ..optim import LossScaleOptimizer
-
             params = self.model.store.step_lists(adopt_params=False)[0]
             self.amp = self.model._amp = LossScaleOptimizer.for_dtype(self.model.backend,
                                                                       params)
