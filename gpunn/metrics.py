@@ -7,6 +7,8 @@ per epoch (no host sync per step).
 
 from __future__ import annotations
 
+import numpy as np
+
 from .errors import lookup
 
 
@@ -39,6 +41,10 @@ def _as_pair(y_true, y_pred):
 def _correct(xp, pred, target):
     """Number of correct predictions; ``pred (N, C)`` or ``(N, 1)``/``(N,)`` probabilities."""
     if pred.ndim == 2 and pred.shape[1] > 1:
+        if type(pred) is np.ndarray and type(target) is np.ndarray and target.ndim == 1:
+            # Labels on NumPy, the per-step case inside fit: array methods and a ufunc
+            # reduction skip three layers of dispatch (same count, same int64 dtype).
+            return np.add.reduce(pred.argmax(axis=1) == target, dtype=np.int64)
         guess = xp.argmax(pred, axis=1)
         # Labels are compared as they are (integers); one-hot rows through their argmax.
         truth = xp.argmax(target, axis=1) if target.ndim == 2 else target

@@ -1,6 +1,7 @@
 """Hyper-parameters of one optimiser step, as the backend's update operations take them.
 
-An optimiser (gpunn.optim) builds one of these per step from its settings and step count;
+An optimiser (gpunn.optim) builds one of these per step from its settings and step count
+(an immutable named tuple: a frozen dataclass costs microseconds to build per step);
 ``Backend.sgd_update`` / ``adam_update`` / ``rmsprop_update`` / ``adagrad_update`` consume
 it, generically or in a fused kernel. Every derived constant (``1 - beta2``, the folded
 bias corrections, ``1 - lr * weight_decay``) is computed here once, in double precision,
@@ -9,11 +10,10 @@ so the NumPy and CUDA paths round the same values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class SGDStep:
+class SGDStep(NamedTuple):
     """``v = momentum v + g``; ``p -= lr (g + momentum v if nesterov else v)``; ``g``
     includes ``weight_decay * p``."""
 
@@ -21,10 +21,10 @@ class SGDStep:
     momentum: float = 0.0
     weight_decay: float = 0.0
     nesterov: bool = False
+    step: int = 1  # the step number, counted from 1 (for periodic housekeeping)
 
 
-@dataclass(frozen=True)
-class AdamStep:
+class AdamStep(NamedTuple):
     """Adam/AdamW with the bias corrections folded into ``step_size`` and ``eps_hat``:
     ``m += (1-b1)(g - m)``, ``v += (1-b2)(g^2 - v)``,
     ``p -= step_size * m / (sqrt(v) + eps_hat)``; decoupled decay multiplies ``p`` by
@@ -37,6 +37,7 @@ class AdamStep:
     weight_decay: float = 0.0
     decay: float = 1.0
     decoupled: bool = False
+    step: int = 1
 
     @classmethod
     def at(cls, t: int, lr: float, betas, eps: float, weight_decay: float = 0.0,
@@ -47,11 +48,10 @@ class AdamStep:
         root_c2 = c2 ** 0.5
         # lr * (m / c1) / (sqrt(v / c2) + eps) == (lr sqrt(c2) / c1) m / (sqrt(v) + eps sqrt(c2))
         return cls(1.0 - b1, 1.0 - b2, eps * root_c2, lr * root_c2 / c1, weight_decay,
-                   1.0 - lr * weight_decay, decoupled)
+                   1.0 - lr * weight_decay, decoupled, t)
 
 
-@dataclass(frozen=True)
-class RMSpropStep:
+class RMSpropStep(NamedTuple):
     """``s = alpha s + (1-alpha) g^2``; ``u = g / (sqrt(s) + eps)``, with momentum
     ``v = momentum v + u``; ``p -= lr u`` (or ``lr v``)."""
 
@@ -61,10 +61,10 @@ class RMSpropStep:
     eps: float
     momentum: float = 0.0
     weight_decay: float = 0.0
+    step: int = 1
 
 
-@dataclass(frozen=True)
-class AdagradStep:
+class AdagradStep(NamedTuple):
     """``s += g^2``; ``p -= lr g / (sqrt(s) + eps)`` (``lr`` already decayed for this
     step)."""
 

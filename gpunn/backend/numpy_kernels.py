@@ -19,6 +19,27 @@ def _decay(p, g, wd: float, coupled: bool = True):
     return g
 
 
+#: How often (in steps) decaying optimiser state is cleared of subnormal numbers.
+FLUSH_EVERY = 32
+
+
+def _flush_subnormals(step: int, work, *arrays) -> None:
+    """Every ``FLUSH_EVERY`` steps, set entries of ``arrays`` below the smallest normal
+    number to zero.
+
+    A moment whose gradient stays zero (a dead ReLU unit, an unused input) decays into
+    subnormals and stays there (``0.9 m`` rounds back to ``m``); NumPy's multiply and
+    divide then run 10-40x slower on those entries. Once zero, such an entry stays zero.
+    The update it would have given is below 1e-30.
+    """
+    if step % FLUSH_EVERY:
+        return
+    tiny = np.finfo(work.dtype).tiny
+    for a in arrays:
+        if a is not None:
+            np.copyto(a, 0, where=np.less(np.abs(a, out=work), tiny))
+
+
 def _over_root(num, acc, eps, work):
     """``num / (sqrt(acc) + eps)`` into ``work`` (three in-place passes); returns it."""
     np.sqrt(acc, out=work)
@@ -31,6 +52,7 @@ def sgd(p, g, velocity, hp, scratch) -> None:
     g = _decay(p, g, hp.weight_decay)
     mu = hp.momentum
     if mu:
+        _flush_subnormals(hp.step, scratch(p), velocity)
         velocity *= p.dtype.type(mu)
         velocity += g
         g = g + p.dtype.type(mu) * velocity if hp.nesterov else velocity
@@ -45,6 +67,7 @@ def adam(p, g, m, v, hp, scratch) -> None:
     if hp.weight_decay and hp.decoupled:
         p *= t(hp.decay)
     g = _decay(p, g, hp.weight_decay, not hp.decoupled)
+    _flush_subnormals(hp.step, scratch(p), m, v)
     work = np.subtract(g, m, out=scratch(p))
     work *= t(hp.one_minus_b1)
     m += work
@@ -61,6 +84,7 @@ def rmsprop(p, g, square_avg, velocity, hp, scratch) -> None:
     """RMSprop with optional momentum, in place on ``p``, ``square_avg``, ``velocity``."""
     t = p.dtype.type
     g = _decay(p, g, hp.weight_decay)
+    _flush_subnormals(hp.step, scratch(p), square_avg, velocity)
     square_avg *= t(hp.alpha)
     work = np.multiply(g, g, out=scratch(p))
     work *= t(hp.one_minus_alpha)

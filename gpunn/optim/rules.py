@@ -42,7 +42,7 @@ class SGD(Optimizer):
         return {**super().hyper(), "momentum": self.momentum, "nesterov": self.nesterov}
 
     def _hyper_step(self):
-        return SGDStep(self.lr, self.momentum, self.weight_decay, self.nesterov)
+        return SGDStep(self.lr, self.momentum, self.weight_decay, self.nesterov, self.t)
 
     def _update(self, p, g, state, hp):
         self.backend.sgd_update(p, g, state.get("velocity"), hp)
@@ -131,7 +131,7 @@ class RMSprop(Optimizer):
 
     def _hyper_step(self):
         return RMSpropStep(self.lr, self.alpha, 1.0 - self.alpha, self.eps, self.momentum,
-                           self.weight_decay)
+                           self.weight_decay, self.t)
 
     def _update(self, p, g, state, hp):
         self.backend.rmsprop_update(p, g, state["square_avg"], state.get("velocity"), hp)
