@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from . import cli_data as _cli_data
 from . import losses as _losses
 from . import optim as _optim
 from .activations import ACTIVATIONS
@@ -82,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train on --data FILE --target COLUMN, or on "
                            "--dataset NAME (default: spirals).")
     source = train.add_mutually_exclusive_group()
-    source.add_argument("--data", help="a CSV file with a header row, or an .npz with X, y")
+    source.add_argument("--data", help="a CSV or Parquet file with a header row, or an "
+                        ".npz with X, y")
     source.add_argument("--dataset", choices=_builtin.BUILTIN, help="a built-in dataset")
     train.add_argument("--target", help="the CSV column (or .npz array) to predict")
     train.add_argument("--task", choices=_ds.TASKS, help="override the inferred task")
@@ -108,12 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--plot", help="write loss/metric curves (and the decision "
                        "boundary of 2-D data) as PNG files into this folder")
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
+    _cli_data.add_reading_arguments(train, training=True)
 
     predict = sub.add_parser("predict", help="predict with a saved model")
     predict.add_argument("model", help="a model file written by gpunn train --save")
-    predict.add_argument("--data", required=True, help="a CSV with the training features")
+    predict.add_argument("--data", required=True,
+                         help="a CSV or Parquet file with the training features")
     predict.add_argument("--out", help="write predictions here (default: standard output)")
     predict.add_argument("--device", default=None)
+    _cli_data.add_reading_arguments(predict, training=False)
 
     sub.add_parser("info", help="versions, GPUs, and which devices are usable and why")
     sub.add_parser("devices", help="list usable devices and why CUDA is or is not usable")
@@ -129,18 +134,6 @@ def _backend(spec, **kwargs):
         # The device line printed by the command says the same as the fallback warning.
         warnings.simplefilter("ignore", DeviceFallbackWarning)
         return get_backend(spec, **kwargs)
-
-
-def _load_data(args) -> _ds.Dataset:
-    if args.data:
-        return _ds.load_file(args.data, args.target, args.task)
-    if args.target:
-        raise _ds.DatasetError("--target only applies with --data FILE")
-    data = _builtin.load_builtin(args.dataset or "spirals", seed=args.seed, data_dir=args.data_dir)
-    if args.task and args.task != data.task:
-        data.y, data.classes = _ds.encode_target(data.y, args.task)
-        data.task = args.task
-    return data
 
 
 def _split(data: _ds.Dataset, val_split: float, seed: int):
@@ -167,7 +160,9 @@ def cmd_train(args) -> int:
 
         _pyplot()
     backend = _backend(args.device, dtype=args.dtype, seed=args.seed)
-    data = _load_data(args)
+    data = _cli_data.load_training_data(args)
+    _cli_data.tell(data.notices + ([f"task: {data.task} ({data.task_reason})"]
+                                   if data.task_reason else []))
     name = args.dataset or (os.path.basename(args.data) if args.data else "spirals")
     (X, y), val = _split(data, args.val_split, args.seed)
     task = data.task
@@ -242,7 +237,7 @@ def cmd_predict(args) -> int:
     if not columns:
         raise _ds.DatasetError(f"{args.model}: was not trained from a CSV file (no column "
                                "names saved); load it in Python and call model.predict")
-    X, _, _ = _ds.read_csv(args.data, None, columns=columns)
+    X = _cli_data.predict_features(args.data, args, columns)
     proba = np.asarray(to_numpy(model.predict(X)), dtype=np.float64)
     task, classes = extra.get("task"), extra.get("classes") or []
     target = extra.get("target", "prediction")
@@ -286,11 +281,7 @@ def _checked_extra(path, extra: dict, n_out=None) -> dict:
     if not isinstance(target, str) or not target:
         fail("target name")
     columns = extra.get("columns")
-    if columns is not None and not (isinstance(columns, list) and all(
-            isinstance(c, dict) and isinstance(c.get("name"), str) and "categories" in c
-            and (c["categories"] is None or (isinstance(c["categories"], list) and all(
-                isinstance(v, str) for v in c["categories"])
-                and len(set(c["categories"])) == len(c["categories"]))) for c in columns)):
+    if columns is not None and not _cli_data.columns_ok(columns):
         fail("column list")
     task = extra.get("task")
     # The task must fit the network: binary = one output and two classes, multiclass = one

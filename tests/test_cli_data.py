@@ -107,8 +107,9 @@ def test_task_override_and_npz_input(tmp_path):
     ("a,b\n1,2\n3\n", ["--target", "b"], "line 3 has 1 fields, the header has 2"),
     ("a,b\n1,2\n", ["--target", "c"], "no column 'c'; columns are a, b"),
     ("a,a\n1,2\n", ["--target", "a"], "duplicate column names"),
-    ("a,b\n1,1\n,0\n", ["--target", "b"], "missing or non-finite feature values on line"),
-    ("a,b\n1,2\n", [], "--target: name the CSV column"),
+    ("a,b\n1,1\n,0\n", ["--target", "b"], "missing values in column(s) 'a' in 1 row (data "
+                                          "row 2); pass --impute"),
+    ("a,b\n1,2\n", [], "--target: name the column to predict"),
     ("a,b\n1,1\n2,1\n", ["--target", "b"], "at least 2 classes"),
     ("a,b\n1,1\n2,2\n3,3\n", ["--target", "b", "--task", "binary"], "exactly 2 classes"),
 ])
@@ -121,7 +122,8 @@ def test_bad_csv_files(tmp_path, content, args, match):
 
 @pytest.mark.parametrize("args,match", [
     (["train", "--data", "nope.csv", "--target", "y"], "nope.csv: no such file"),
-    (["train", "--data", "x.parquet", "--target", "y"], "unsupported file type"),
+    (["train", "--data", "x.parquet", "--target", "y"], "x.parquet: no such file"),
+    (["train", "--data", "x.xlsx", "--target", "y"], "unsupported file type '.xlsx'"),
     (["train", "--target", "y"], "--target only applies with --data"),
     (["train", "--layers", "12,x"], "comma-separated sizes"),
     (["train", "--val-split", "1.5"], "fraction in [0, 1)"),

@@ -105,7 +105,7 @@ def test_malformed_npz_and_crafted_model_extras_are_one_line_errors(tmp_path, ca
     assert code == 2 and "1-D or 2-D" in err and len(err.strip().splitlines()) == 1
 
     csv = tmp_path / "f.csv"
-    csv.write_text("a,label\n" + "".join(f"{i},{'x' if i % 2 else 'y'}\n" for i in range(20)))
+    csv.write_text("a,label\n" + "".join(f"{i % 7},{'x' if i % 2 else 'y'}\n" for i in range(20)))
     model = tmp_path / "m.npz"
     assert _run(["train", "--data", str(csv), "--target", "label", "--epochs", "1",
                  "--save", str(model), "--quiet"], capsys)[0] == 0

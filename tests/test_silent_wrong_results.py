@@ -317,7 +317,7 @@ def test_ctrl_c_in_any_cli_phase_is_one_line(monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_load_data", interrupted)
+    monkeypatch.setattr(cli._cli_data, "load_training_data", interrupted)
     assert cli.main(["train", "--epochs", "1"]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "gpunn: interrupted"

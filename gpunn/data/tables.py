@@ -1,23 +1,56 @@
-"""The user's tables: CSV and NPZ files read into a :class:`Dataset` of host arrays, with
-text features one-hot encoded, categorical targets mapped to classes and the task
-(binary, multiclass, regression) inferred.
+"""The user's tables: CSV, Parquet and NPZ files read into a :class:`Dataset` of host
+arrays, with each column's treatment decided and explained (gpunn.data.columns), missing
+values refused or imputed, categorical targets mapped to classes and the task (binary,
+multiclass, regression) inferred with its reason.
 """
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import GpunnError
+from . import columns as _cols
+from .frames import (
+    CSV_SUFFIXES,
+    PARQUET_SUFFIXES,
+    DatasetError,
+    ReadOptions,
+    pandas,
+    read_frame,
+)
 
 TASKS = ("binary", "multiclass", "regression")
+#: Integer targets with at most this many distinct values are classes.
+MAX_INTEGER_CLASSES = 20
+
+__all__ = ["TASKS", "Dataset", "DatasetError", "ReadOptions", "TableOptions", "infer_task",
+           "encode_target", "load_file", "read_features", "feature_names"]
 
 
-class DatasetError(GpunnError, ValueError):
-    """A dataset that cannot be read, found or downloaded."""
+@dataclass(frozen=True)
+class TableOptions(ReadOptions):
+    """Reading options plus what to do with the columns (``gpunn train`` flags).
+
+    Attributes
+    ----------
+    impute : {"mean", "median", "most_frequent", "drop"} or None
+        Missing feature cells: None refuses them; ``drop`` drops their rows (and rows with
+        a missing target); the others fill them (text columns: the most frequent
+        category).
+    drop : tuple of str
+        Columns to leave out.
+    features : tuple of str or None
+        The only columns to use (kept even when they look like IDs).
+    dates : {"numeric", "drop"}
+    """
+
+    impute: str | None = None
+    drop: tuple = ()
+    features: tuple | None = None
+    dates: str = "numeric"
 
 
 @dataclass
@@ -32,6 +65,12 @@ class Dataset:
     classes : list of str
         Original label of each class index (classification only).
     feature_names : list of str
+    columns : list of dict
+        Per input column, how it was read (gpunn.data.columns), for ``predict``.
+    notices : list of str
+        Each decision taken about the data, in words.
+    task_reason : str
+        Why the task is what it is.
     X_test, y_test : optional official test split
     """
 
@@ -44,22 +83,36 @@ class Dataset:
     columns: list = field(default_factory=list)
     X_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    notices: list = field(default_factory=list)
+    task_reason: str = ""
 
 
 # ---------------------------------------------------------------------- task inference
-def infer_task(values: np.ndarray) -> str:
-    """Guess the task from raw target values.
+def infer_task(values: np.ndarray) -> tuple[str, str]:
+    """Guess the task from raw target values, and say why.
 
-    Strings or booleans are classes; integers (or integral floats) with at most 20
-    distinct values are classes; anything else is regression.
+    Text or booleans are classes; integers (or integral floats) with at most
+    ``MAX_INTEGER_CLASSES`` distinct values are classes; anything else is regression.
+
+    Returns
+    -------
+    task : str
+    reason : str
     """
     if values.dtype.kind in "USOb":
-        return "binary" if len(np.unique(values)) == 2 else "multiclass"
+        k = len(np.unique(values))
+        return ("binary" if k == 2 else "multiclass"), f"text labels, {k} classes"
     finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
     distinct = np.unique(finite)
-    if np.all(distinct == np.round(distinct)) and len(distinct) <= 20:
-        return "binary" if len(distinct) == 2 else "multiclass"
-    return "regression"
+    k = len(distinct)
+    if not np.all(distinct == np.round(distinct)):
+        return "regression", "real-valued target"
+    if k <= MAX_INTEGER_CLASSES:
+        return ("binary" if k == 2 else "multiclass"), (
+            f"integer target with {k} distinct values (at most {MAX_INTEGER_CLASSES}: "
+            "classes); pass --task regression for a quantity")
+    return "regression", (f"integer target with {k} distinct values (more than "
+                          f"{MAX_INTEGER_CLASSES}); pass --task multiclass for classes")
 
 
 def encode_target(values: np.ndarray, task: str, what: str = "target"):
@@ -99,168 +152,219 @@ def _preview(values, n=5) -> str:
     return ", ".join(items) + (", ..." if len(values) > n else "")
 
 
-# ---------------------------------------------------------------------- user files
-def read_csv(path, target: str | None = None, columns=None):
-    """Read a CSV with a header row.
+def feature_names(columns) -> list:
+    """Names of the encoded features: the column, or ``column=category`` for one-hots."""
+    return [c["name"] if not c.get("categories") else f"{c['name']}={cat}"
+            for c in columns for cat in (c.get("categories") or [None])]
 
-    Numeric columns are features as they are; a text column is categorical and becomes
-    one 0/1 feature per category (one-hot).
+
+# ---------------------------------------------------------------------- user files
+def _names(option, frame, path, what: str) -> list:
+    unknown = [c for c in option if c not in frame.columns]
+    if unknown:
+        raise DatasetError(f"{path}: {what}: no column(s) {', '.join(map(repr, unknown))}; "
+                           f"columns are {', '.join(map(str, frame.columns))}")
+    return list(option)
+
+
+def _target(pd, frame, target: str, path, sep, options):
+    """The target column as a NumPy array (NaN/None where missing), checked."""
+    if target not in frame.columns:
+        header = list(frame.columns)
+        other = next((d for d in (";", "\t", "|", ",") if d != sep and len(header) == 1
+                      and d in header[0]), None)
+        hint = (f" (the header is one column holding {other!r}: pass --sep {other!r})"
+                if other else "")
+        raise DatasetError(f"{path}: no column {target!r}; columns are "
+                           f"{', '.join(map(str, header))}{hint}")
+    series = frame[target]
+    notices = []
+    if _cols._is_text(pd, series):
+        text = series.astype("string").str.strip()
+        seps = _cols._separators(text.dropna().tolist(), options.thousands, options.decimal,
+                                 sep)
+        numbers = None if seps is None else _cols.parse_numbers(
+            pd, text, dict(zip(("thousands", "decimal"), seps)))
+        if numbers is not None:
+            notices.append(f"target {target!r}: "
+                           f"{_cols.describe_numbers(text.dropna().tolist(), seps)}")
+            return numbers, np.isnan(numbers), notices
+        values = text.to_numpy(dtype=object, na_value=None)
+        missing = text.isna().to_numpy()
+        return np.where(missing, "", values).astype(str), missing, notices
+    if pd.api.types.is_bool_dtype(series):
+        missing = series.isna().to_numpy()
+        return series.astype("string").fillna("").to_numpy(dtype=str), missing, notices
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return values, ~np.isfinite(values), notices
+
+
+def _features(pd, frame, path, options, specs):
+    """``X (N, features)`` float64 with NaN where missing, and notices."""
+    blocks, notices = [], []
+    for spec in specs:
+        values, unseen = _cols.column_values(pd, frame[spec["name"]], spec, str(path))
+        blocks.append(values.reshape(len(frame), -1))
+        if unseen:
+            notices.append(f"column {spec['name']!r}: {unseen} row(s) with a category not "
+                           "seen in training (encoded as all zeros)")
+    return np.concatenate(blocks, axis=1), notices
+
+
+def _missing(path, frame, specs, X, missing_y, target, options):
+    """Apply ``options.impute`` to missing cells; returns (X, keep rows, notices)."""
+    widths = [len(s["categories"]) if s["categories"] else 1 for s in specs]
+    starts = np.cumsum([0] + widths)
+    holes = {s["name"]: np.isnan(X[:, a:b]).any(axis=1)
+             for s, a, b in zip(specs, starts[:-1], starts[1:])}
+    bad = {k: v for k, v in holes.items() if v.any()}
+    if missing_y.any() and options.impute != "drop":
+        raise DatasetError(f"{path}: target {target!r} is missing in "
+                           f"{_cols._rows(missing_y)}; a missing target is never a class: "
+                           "fill or remove those rows, or pass --impute drop")
+    if bad and options.impute is None:
+        listed = "; ".join(f"{k!r} in {_cols._rows(v)}" for k, v in list(bad.items())[:4])
+        raise DatasetError(f"{path}: missing values in column(s) {listed}"
+                           f"{'; ...' if len(bad) > 4 else ''}; pass --impute mean, median, "
+                           "most_frequent or drop")
+    keep = ~missing_y
+    notices = []
+    if options.impute == "drop":
+        for v in bad.values():
+            keep &= ~v
+        if (~keep).any():
+            notices.append(f"dropped {int((~keep).sum())} row(s) with missing values "
+                           "(--impute drop)")
+        return X[keep], keep, notices
+    for spec, a, b in zip(specs, starts[:-1], starts[1:]):
+        if spec["name"] in bad:
+            fill = _cols.fill_value(X[:, a:b] if spec["categories"] else X[:, a],
+                                    spec["kind"], options.impute)
+            spec["fill"] = fill
+            rows = bad[spec["name"]]
+            X[rows, a:b] = fill
+            how = "most frequent category" if spec["categories"] else options.impute
+            notices.append(f"column {spec['name']!r}: {int(rows.sum())} missing value(s) "
+                           f"filled with the {how}")
+    return X, keep, notices
+
+
+def _read_table(path: Path, target: str, options: TableOptions):
+    """X, raw target, column specs and notices of a CSV or Parquet file."""
+    pd = pandas()
+    frame, sep = read_frame(path, options)
+    options = dataclasses.replace(options, sep=sep)  # what was used, sniffed or given
+    y_raw, missing_y, notices = _target(pd, frame, target, path, sep, options)
+    if options.features is not None:
+        chosen = _names(options.features, frame, path, "--features")
+        if target in chosen:
+            raise DatasetError(f"--features: {target!r} is the target")
+    else:
+        chosen = [c for c in frame.columns if c != target]
+    dropped = _names(options.drop, frame, path, "--drop")
+    chosen = [c for c in chosen if c not in dropped]
+    specs, told = _cols.plan(pd, frame[chosen], options, keep=options.features)
+    notices += told
+    if not specs:
+        raise DatasetError(f"{path}: no usable feature columns besides the target "
+                           f"{target!r}" + (f" ({'; '.join(told)})" if told else ""))
+    X, more = _features(pd, frame, path, options, specs)
+    notices += more
+    X, keep, more = _missing(path, frame, specs, X, missing_y, target, options)
+    notices += more
+    return X.astype(np.float32), y_raw[keep], specs, notices
+
+
+def read_features(path, columns: list, options: ReadOptions | None = None):
+    """The features of a prediction file, encoded as a model's training data was.
 
     Parameters
     ----------
     path : str
-    target : str, optional
-        Name of the target column (required for training; optional for prediction,
-        where it is dropped when present).
-    columns : list of dict, optional
-        The feature columns a saved model was trained on (``{"name", "categories"}``),
-        to encode prediction data the same way. A category unseen in training encodes
-        as all zeros.
+    columns : list of dict
+        The model's column specs (``extra["columns"]``).
 
     Returns
     -------
     X : (N, features) float32
-    y_raw : (N,) raw target values or None
-    columns : list of dict
-        ``{"name": str, "categories": list of str or None}`` per input column.
+    notices : list of str
     """
-    path = Path(path)
-    header, cells = _read_cells(path)
-    y_raw = None
-    if target is not None:
-        if target not in cells:
-            sep = next((d for d in (";", "\t", "|") if len(header) == 1 and d in header[0]),
-                       None)
-            hint = (f" (the header is one column holding {sep!r}: this reader expects "
-                    "comma-separated values)" if sep else "")
-            raise DatasetError(f"{path}: no column {target!r}; columns are "
-                               f"{', '.join(header)}{hint}")
-        y_raw = _column(cells.pop(target))
-    if columns is None:
-        columns = []
-        for name in (h for h in header if h in cells):
-            values = _column(cells[name])
-            categories = None
-            if values.dtype.kind not in "fiub":
-                categories = sorted(set(cells[name]))
-            columns.append({"name": name, "categories": categories})
-    else:
-        missing = [c["name"] for c in columns if c["name"] not in cells]
-        if missing:
-            raise DatasetError(f"{path}: missing feature column(s) {missing}; the model "
-                               f"was trained on {[c['name'] for c in columns]}")
-    if not columns:
-        raise DatasetError(f"{path}: no feature columns besides the target")
-    blocks = []
-    for col in columns:
-        raw = cells[col["name"]]
-        if col["categories"] is None:
-            values = _column(raw)
-            if values.dtype.kind not in "fiub":
-                bad = next(v for v in raw if not _is_number(v))
-                raise DatasetError(f"{path}: column {col['name']!r} was numeric in training "
-                                   f"but holds {bad!r}")
-            blocks.append(values.reshape(-1, 1))
-        else:
-            cats = np.asarray(col["categories"])
-            blocks.append((np.asarray(raw)[:, None] == cats[None, :]).astype(np.float64))
-    X = np.concatenate(blocks, axis=1).astype(np.float32)
-    if not np.all(np.isfinite(X)):
-        rows_bad = np.unique(np.nonzero(~np.isfinite(X))[0])[:5] + 2
-        raise DatasetError(f"{path}: missing or non-finite feature values on line(s) "
-                           f"{', '.join(map(str, rows_bad))}")
-    return X, y_raw, columns
+    path, options = Path(path), options or ReadOptions()
+    pd = pandas()
+    specs = [_cols.upgrade(c) for c in columns]
+    frame, _ = read_frame(path, options, text=[s["name"] for s in specs
+                                               if s["kind"] != "numeric" or s["parse"]])
+    missing = [s["name"] for s in specs if s["name"] not in frame.columns]
+    if missing:
+        raise DatasetError(f"{path}: missing feature column(s) {missing}; the model "
+                           f"was trained on {[c['name'] for c in specs]}")
+    X, notices = _features(pd, frame, path, options, specs)
+    widths = [len(s["categories"]) if s["categories"] else 1 for s in specs]
+    starts = np.cumsum([0] + widths)
+    for spec, a, b in zip(specs, starts[:-1], starts[1:]):
+        rows = np.isnan(X[:, a:b]).any(axis=1)
+        if not rows.any():
+            continue
+        if spec.get("fill") is None:
+            raise DatasetError(f"{path}: missing values in column {spec['name']!r} in "
+                               f"{_cols._rows(rows)}; the model has no fill value for it "
+                               "(train with --impute mean, median or most_frequent)")
+        X[rows, a:b] = spec["fill"]
+        notices.append(f"column {spec['name']!r}: {int(rows.sum())} missing value(s) "
+                       "filled as in training")
+    return X.astype(np.float32), notices
 
 
-def _read_cells(path: Path) -> tuple[list, dict]:
-    """The header and each column's stripped text cells, with the file's shape checked."""
+def _read_npz(path: Path, target: str | None):
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
+        with np.load(path, allow_pickle=False) as archive:
+            key = target or "y"
+            if "X" not in archive.files or key not in archive.files:
+                raise DatasetError(f"{path}: expected arrays 'X' and {key!r}, found "
+                                   f"{', '.join(archive.files) or 'none'}")
+            X, y_raw = archive["X"], archive[key]
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{path}: cannot read as CSV ({exc})") from None
-    if not rows or not any(cell.strip() for cell in rows[0]):
-        raise DatasetError(f"{path}: empty file; expected a header row and data rows")
-    header = [h.strip() for h in rows[0]]
-    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
-    if not body:
-        raise DatasetError(f"{path}: header only, no data rows")
-    if len(set(header)) != len(header):
-        raise DatasetError(f"{path}: duplicate column names in the header")
-    for line, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DatasetError(f"{path}: line {line} has {len(row)} fields, the header has "
-                               f"{len(header)}")
-    return header, {name: [row[i].strip() for row in body] for i, name in enumerate(header)}
-
-
-def feature_names(columns) -> list:
-    """Names of the encoded features: the column, or ``column=category`` for one-hots."""
-    return [c["name"] if c["categories"] is None else f"{c['name']}={cat}"
-            for c in columns for cat in (c["categories"] or [None])]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _column(cells: list) -> np.ndarray:
-    """Numbers when every cell parses as one, else strings."""
-    try:
-        return np.array([float(c) if c != "" else np.nan for c in cells], dtype=np.float64)
-    except ValueError:
-        return np.array(cells, dtype=str)
-
-
-def load_file(path, target: str | None = None, task: str | None = None) -> Dataset:
-    """A CSV (header row, ``target`` column) or an NPZ (arrays ``X`` and ``y``, or the
-    array named ``target``) as a :class:`Dataset`."""
-    path = Path(path)
-    if path.suffix.lower() == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                key = target or "y"
-                if "X" not in archive.files or key not in archive.files:
-                    raise DatasetError(f"{path}: expected arrays 'X' and {key!r}, found "
-                                       f"{', '.join(archive.files) or 'none'}")
-                X, y_raw = archive["X"], archive[key]
-        except FileNotFoundError:
-            raise DatasetError(f"{path}: no such file") from None
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, DatasetError):
-                raise
-            raise DatasetError(f"{path}: cannot read as .npz ({exc})") from None
-        if X.ndim < 2 or X.dtype.kind not in "fiub":
-            raise DatasetError(f"{path}: X must be a numeric array of 2 or more dimensions, "
-                               f"got shape {X.shape} and dtype {X.dtype}")
-        X = X.reshape(len(X), -1).astype(np.float32)
-        if y_raw.ndim not in (1, 2) or y_raw.dtype.kind not in "fiubU":
-            raise DatasetError(f"{path}: {target or 'y'} must be a 1-D or 2-D array of "
-                               f"targets, got shape {y_raw.shape} and dtype {y_raw.dtype}")
-        if len(y_raw) != len(X):
-            raise DatasetError(f"{path}: X has {len(X)} rows but {target or 'y'} has "
-                               f"{len(y_raw)}")
-        names = [f"x{i}" for i in range(X.shape[1])]
-        columns = None
-        target = target or "y"
-    elif path.suffix.lower() in (".csv", ".txt", ".tsv"):
-        if target is None:
-            raise DatasetError("--target: name the CSV column to predict")
-        X, y_raw, columns = read_csv(path, target)
-        names = feature_names(columns)
-    else:
-        raise DatasetError(f"{path}: unsupported file type {path.suffix!r}; expected .csv "
-                           "or .npz")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"{path}: cannot read as .npz ({exc})") from None
+    if X.ndim < 2 or X.dtype.kind not in "fiub":
+        raise DatasetError(f"{path}: X must be a numeric array of 2 or more dimensions, "
+                           f"got shape {X.shape} and dtype {X.dtype}")
+    X = X.reshape(len(X), -1).astype(np.float32)
+    if y_raw.ndim not in (1, 2) or y_raw.dtype.kind not in "fiubU":
+        raise DatasetError(f"{path}: {key} must be a 1-D or 2-D array of targets, got "
+                           f"shape {y_raw.shape} and dtype {y_raw.dtype}")
+    if len(y_raw) != len(X):
+        raise DatasetError(f"{path}: X has {len(X)} rows but {key} has {len(y_raw)}")
     if y_raw.dtype.kind == "f" and not np.all(np.isfinite(y_raw)):
-        raise DatasetError(f"{path}: target {target!r} has missing or non-finite values")
-    task = task or infer_task(y_raw)
+        raise DatasetError(f"{path}: target {key!r} has missing or non-finite values")
+    columns = [{"name": f"x{i}", "kind": "numeric", "categories": None, "parse": None}
+               for i in range(X.shape[1])]
+    return X, y_raw, columns, key
+
+
+def load_file(path, target: str | None = None, task: str | None = None,
+              options: TableOptions | None = None) -> Dataset:
+    """A CSV/Parquet table (header row, ``target`` column) or an NPZ (arrays ``X`` and
+    ``y``, or the array named ``target``) as a :class:`Dataset`."""
+    path, options = Path(path), options or TableOptions()
+    suffix = path.suffix.lower()
+    notices = []
+    if suffix == ".npz":
+        X, y_raw, columns, target = _read_npz(path, target)
+    elif suffix in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        if target is None:
+            raise DatasetError("--target: name the column to predict")
+        X, y_raw, columns, notices = _read_table(path, target, options)
+    else:
+        raise DatasetError(f"{path}: unsupported file type {suffix!r}; expected .csv, .tsv, "
+                           ".txt, .parquet or .npz")
+    inferred, reason = infer_task(y_raw)
+    if task is not None and task != inferred:
+        reason = f"--task {task} (inferred {inferred}: {reason})"
+    task = task or inferred
     y, classes = encode_target(y_raw, task, f"{path}: target {target!r}")
-    if path.suffix.lower() == ".npz":
-        columns = [{"name": n, "categories": None} for n in names]
-    return Dataset(X, y, task, classes, names, target, columns)
+    return Dataset(X, y, task, classes, feature_names(columns), target, columns,
+                   notices=notices, task_reason=reason)

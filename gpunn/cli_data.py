@@ -1,0 +1,122 @@
+"""The command line's data flags (how to read a file, what to do with its columns) and
+the model file's record of them, checked when a model is loaded for ``predict``."""
+
+from __future__ import annotations
+
+import sys
+
+from .data import builtin as _builtin
+from .data import columns as _cols
+from .data import tables as _ds
+
+_KINDS = ("numeric", "categorical", "datetime")
+
+
+def _column_list(text: str) -> tuple:
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names):
+        raise ValueError(f"expected comma-separated column names, got {text!r}")
+    return names
+
+
+def _one_char(text: str) -> str:
+    text = {"\\t": "\t", "tab": "\t"}.get(text, text)
+    if len(text) != 1:
+        raise ValueError(f"expected one character (or 'tab'), got {text!r}")
+    return text
+
+
+def add_reading_arguments(parser, training: bool) -> None:
+    """The flags saying how to read a CSV (both commands) and, for training, what to do
+    with its columns and missing values."""
+    group = parser.add_argument_group("reading CSV files")
+    group.add_argument("--sep", type=_one_char, default=None,
+                       help="field delimiter (default: detected among , ; tab |)")
+    group.add_argument("--encoding", default="utf-8", help="text encoding of the file")
+    group.add_argument("--decimal", type=_one_char, default=None,
+                       help="decimal mark of numbers written as text, e.g. ',' for 3,5 "
+                       "(default: detected per column)")
+    group.add_argument("--thousands", type=_one_char, default=None,
+                       help="thousands separator, e.g. ',' for 1,000 (default: detected "
+                       "per column)")
+    if not training:
+        return
+    group.add_argument("--impute", choices=_cols.IMPUTE, default=None,
+                       help="fill missing feature values (text columns: most frequent "
+                       "category) or drop their rows (default: refuse them)")
+    group.add_argument("--drop", type=_column_list, default=(), metavar="COL,...",
+                       help="columns to leave out")
+    group.add_argument("--features", type=_column_list, default=None, metavar="COL,...",
+                       help="the only columns to use as features")
+    group.add_argument("--dates", choices=("numeric", "drop"), default="numeric",
+                       help="date columns: days since 1970-01-01, or left out")
+
+
+def _options(args, training: bool):
+    read = {"sep": args.sep, "encoding": args.encoding, "decimal": args.decimal,
+            "thousands": args.thousands}
+    if not training:
+        return _ds.ReadOptions(**read)
+    return _ds.TableOptions(**read, impute=args.impute, drop=tuple(args.drop),
+                            features=args.features, dates=args.dates)
+
+
+def load_training_data(args) -> _ds.Dataset:
+    """The data ``gpunn train`` was pointed at: a file or a built-in dataset."""
+    if args.data:
+        return _ds.load_file(args.data, args.target, args.task, _options(args, True))
+    for flag in ("target", "features", "impute", "sep", "decimal", "thousands"):
+        if getattr(args, flag, None):
+            raise _ds.DatasetError(f"--{flag} only applies with --data FILE")
+    if args.drop:
+        raise _ds.DatasetError("--drop only applies with --data FILE")
+    data = _builtin.load_builtin(args.dataset or "spirals", seed=args.seed,
+                                 data_dir=args.data_dir)
+    if args.task and args.task != data.task:
+        data.y, data.classes = _ds.encode_target(data.y, args.task)
+        data.task = args.task
+    return data
+
+
+def tell(notices, stream=None) -> None:
+    """Print each decision taken about the data, one ``note:`` line each (stderr)."""
+    for line in notices:
+        print(f"note: {line}", file=stream or sys.stderr)
+
+
+def predict_features(path, args, columns):
+    """A prediction file's features, read as the model's training data was."""
+    X, notices = _ds.read_features(path, columns, _options(args, False))
+    tell(notices)
+    return X
+
+
+def columns_ok(columns) -> bool:
+    """Whether a model file's column list is well formed (the file may be crafted)."""
+    return isinstance(columns, list) and all(_column_ok(c) for c in columns)
+
+
+def _column_ok(c) -> bool:
+    if not (isinstance(c, dict) and isinstance(c.get("name"), str) and "categories" in c):
+        return False
+    cats = c["categories"]
+    if cats is not None and not (isinstance(cats, list) and cats and all(
+            isinstance(v, str) for v in cats) and len(set(cats)) == len(cats)):
+        return False
+    kind = c.get("kind", "categorical" if cats else "numeric")
+    if kind not in _KINDS or (kind == "categorical") != (cats is not None):
+        return False
+    parse = c.get("parse")
+    if parse is not None and not (isinstance(parse, dict) and set(parse) <= {
+            "thousands", "decimal"} and all(v is None or (isinstance(v, str) and len(v) == 1)
+                                            for v in parse.values())):
+        return False
+    fill = c.get("fill")
+    if fill is None:
+        return True
+    width = len(cats) if cats else None
+    if width is None:
+        return isinstance(fill, (int, float)) and not isinstance(fill, bool) and \
+            fill == fill and abs(fill) != float("inf")
+    return isinstance(fill, list) and len(fill) == width and all(
+        v in (0, 1) and not isinstance(v, bool) for v in fill)

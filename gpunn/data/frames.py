@@ -1,0 +1,191 @@
+"""Users' files read into a pandas DataFrame: CSV (the delimiter sniffed unless given) and
+Parquet, with the usual missing-value markers, and errors that say what to pass.
+
+pandas (and pyarrow for Parquet) are the ``gpunn[data]`` extra: reading ordinary files
+well (quoting, encodings, BOMs, CRLF, decimal commas, thousands separators) is their job.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import GpunnError
+
+#: What counts as a missing cell, on top of an empty one (pandas' own list minus
+#: spellings that can be real categories, plus "?" which UCI files use).
+NA_VALUES = ["", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "null", "NULL", "?", "#N/A",
+             "<NA>"]
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_SNIFF_BYTES = 64 * 1024
+
+
+class DatasetError(GpunnError, ValueError):
+    """A dataset that cannot be read, found or downloaded."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a text table (``None``: detect).
+
+    Attributes
+    ----------
+    sep : str or None
+        Field delimiter; sniffed among ``, ; TAB |`` when None.
+    encoding : str
+    decimal : str or None
+        Decimal mark of numbers written as text (``","`` for ``3,5``); detected per
+        column when None.
+    thousands : str or None
+        Thousands separator (``","`` for ``1,000``); detected per column when None.
+    """
+
+    sep: str | None = None
+    encoding: str = "utf-8"
+    decimal: str | None = None
+    thousands: str | None = None
+
+
+def pandas():
+    """The pandas module, or a one-line install hint."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DatasetError('reading CSV and Parquet files needs pandas: pip install '
+                           '"gpunn[data]"') from None
+    return pd
+
+
+def read_frame(path, options: ReadOptions | None = None, text=()):
+    """Read ``path`` (CSV, TSV, TXT or Parquet) into a DataFrame of one column per field.
+
+    Parameters
+    ----------
+    path : str or Path
+    options : ReadOptions
+    text : list of str
+        Columns to keep as text (a model's categorical columns: ``007`` stays ``007``).
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+        Missing cells are NA; text columns keep their text (stripped).
+    sep : str or None
+        The delimiter used (None for Parquet).
+    """
+    path, options = Path(path), options or ReadOptions()
+    suffix = path.suffix.lower()
+    if suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        raise DatasetError(f"{path}: unsupported file type {suffix!r}; expected .csv, .tsv, "
+                           ".txt, .parquet or .npz")
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file")
+    pd = pandas()
+    if suffix in PARQUET_SUFFIXES:
+        return _read_parquet(pd, path), None
+    sep = options.sep or _sniff(path, options.encoding)
+    try:
+        frame = pd.read_csv(path, sep=sep, encoding=options.encoding,
+                            decimal=options.decimal or ".", thousands=options.thousands,
+                            na_values=NA_VALUES, keep_default_na=False,
+                            skipinitialspace=True, dtype_backend="numpy_nullable",
+                            dtype={name: "string" for name in text} or None)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not valid {options.encoding} (byte "
+                           f"0x{exc.object[exc.start]:02x} at offset {exc.start}); pass "
+                           "--encoding with the file's encoding, e.g. --encoding latin-1"
+                           ) from None
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"{path}: empty file; expected a header row and data rows"
+                           ) from None
+    except pd.errors.ParserError as exc:
+        raise DatasetError(f"{path}: {_parser_message(exc, sep)}") from None
+    except (OSError, ValueError, LookupError) as exc:
+        raise DatasetError(f"{path}: cannot read as CSV ({exc})") from None
+    _check_shape(path, frame, sep, options.encoding)
+    return frame, sep
+
+
+def _read_parquet(pd, path: Path):
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise DatasetError('reading Parquet files needs pyarrow: pip install '
+                           '"gpunn[data]"') from None
+    try:
+        frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
+    except Exception as exc:  # pyarrow raises its own exception types
+        raise DatasetError(f"{path}: cannot read as Parquet ({exc})") from None
+    if frame.shape[1] == 0 or len(frame) == 0:
+        raise DatasetError(f"{path}: no {'rows' if frame.shape[1] else 'columns'}")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def _sniff(path: Path, encoding: str) -> str:
+    """The delimiter of the first lines, among ``, ; TAB |`` (comma when unsure)."""
+    try:
+        with open(path, encoding=encoding, errors="replace", newline="") as fh:
+            sample = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc})") from None
+    lines = [line for line in sample.splitlines() if line.strip()]
+    if len(sample) == _SNIFF_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    try:
+        return csv.Sniffer().sniff("\n".join(lines[:50]), delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _parser_message(exc, sep: str) -> str:
+    """pandas' "Expected 2 fields in line 3, saw 3" in this reader's words."""
+    text = str(exc)
+    if "Expected" in text and "fields in line" in text:
+        try:
+            want = int(text.split("Expected ")[1].split()[0])
+            line = int(text.split("fields in line ")[1].split(",")[0])
+            saw = int(text.split("saw ")[1].split()[0].rstrip("."))
+            return (f"line {line} has {saw} fields, the header has {want} "
+                    f"(delimiter {sep!r}; pass --sep if that is wrong)")
+        except (IndexError, ValueError):
+            pass
+    return f"cannot read as CSV ({text.strip().splitlines()[-1]})"
+
+
+def _check_shape(path: Path, frame, sep: str, encoding: str) -> None:
+    """Header present, unique, and no row shorter than it (pandas pads those with NA)."""
+    names = [str(c) for c in frame.columns]
+    if any(n.startswith("Unnamed: ") for n in names) and len(frame) == 0:
+        raise DatasetError(f"{path}: empty file; expected a header row and data rows")
+    dupes = sorted({n.rsplit(".", 1)[0] for n in names if "." in n
+                    and n.rsplit(".", 1)[1].isdigit() and n.rsplit(".", 1)[0] in names})
+    if dupes:
+        raise DatasetError(f"{path}: duplicate column names in the header: "
+                           f"{', '.join(dupes)}")
+    if len(frame) == 0:
+        raise DatasetError(f"{path}: header only, no data rows")
+    frame.columns = [n.strip() for n in names]
+    if frame.isna().to_numpy().any():
+        short = _short_line(path, sep, encoding, len(names))
+        if short:
+            raise DatasetError(f"{path}: line {short[0]} has {short[1]} fields, the header "
+                               f"has {len(names)} (delimiter {sep!r})")
+
+
+def _short_line(path: Path, sep: str, encoding: str, width: int):
+    """The first ``(line, fields)`` with fewer fields than the header, or None.
+
+    Only called when some cell is missing: pandas fills a short row with NA, which must
+    not pass for missing values.
+    """
+    with open(path, encoding=encoding, newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        for row in reader:
+            if len(row) < width and any(cell.strip() for cell in row):
+                return reader.line_num, len(row)
+    return None

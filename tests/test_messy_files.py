@@ -1,0 +1,192 @@
+"""Messy files users have, and the decision the reader takes on each: said in a notice,
+or refused with an error that says what to pass. Never a silent misreading."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pandas", reason="pandas not installed (pip install gpunn[data])")
+
+from gpunn.data import tables  # noqa: E402
+from gpunn.data.tables import DatasetError, TableOptions  # noqa: E402
+
+N = 40  # rows in most cases: enough for the constant and ID-like rules to judge
+rng = np.random.default_rng(0)
+X1 = np.round(rng.normal(size=N), 3)
+CLS = np.where(X1 > 0, "yes", "no")
+
+
+def _rows(fmt):
+    return "\n".join(fmt(i) for i in range(N)) + "\n"
+
+
+# name, file text (str, or bytes for encodings), options, expected:
+#   ("error", substring) or
+#   (number of features, task, number of classes, substrings the notices must hold)
+CASES = [
+    ("plain numbers", "x,y\n" + _rows(lambda i: f"{X1[i]},{CLS[i]}"), {},
+     (1, "binary", 2, ["task"])),
+    ("one NA cell in a numeric column",
+     "x,y\n" + _rows(lambda i: f"{'NA' if i == 5 else X1[i]},{CLS[i]}"), {},
+     ("error", "missing values in column(s) 'x' in 1 row (data row 6); pass --impute")),
+    ("one NA cell, --impute mean",
+     "x,y\n" + _rows(lambda i: f"{'NA' if i == 5 else X1[i]},{CLS[i]}"),
+     {"impute": "mean"}, (1, "binary", 2, ["'x': 1 missing value(s) filled with the mean"])),
+    ("'?' is a missing marker, --impute median",
+     "x,y\n" + _rows(lambda i: f"{'?' if i == 5 else X1[i]},{CLS[i]}"),
+     {"impute": "median"}, (1, "binary", 2, ["filled with the median"])),
+    ("missing regression target",
+     "x,y\n" + _rows(lambda i: f"{X1[i]},{'' if i == 3 else X1[i] * 2.5}"), {},
+     ("error", "target 'y' is missing in 1 row (data row 4); a missing target is never a "
+               "class")),
+    ("missing regression target, --impute drop",
+     "x,y\n" + _rows(lambda i: f"{X1[i]},{'NA' if i == 3 else X1[i] * 2.5}"),
+     {"impute": "drop"}, (1, "regression", 0, ["dropped 1 row(s)"])),
+    ("empty binary target is not a third class",
+     "x,y\n" + _rows(lambda i: f"{X1[i]},{'' if i == 7 else CLS[i]}"), {},
+     ("error", "target 'y' is missing")),
+    ("empty binary target, --impute drop",
+     "x,y\n" + _rows(lambda i: f"{X1[i]},{'' if i == 7 else CLS[i]}"), {"impute": "drop"},
+     (1, "binary", 2, ["dropped 1 row(s)"])),
+    ("thousands separators in quotes",
+     "income,y\n" + _rows(lambda i: f'"{1000 + i * 137:,}",{CLS[i]}'), {},
+     (1, "binary", 2, ["text like '1,000' read as numbers (thousands separator ',')"])),
+    ("semicolons and decimal commas",
+     "x;z;y\n" + _rows(lambda i: f"{X1[i]:.3f};{i % 5}".replace(".", ",") + f";{CLS[i]}"),
+     {}, (2, "binary", 2, ["read as numbers (decimal mark ',')"])),
+    ("dates become days", "when,y\n" + _rows(lambda i: f"2024-03-{i % 28 + 1:02d},{CLS[i]}"),
+     {}, (1, "binary", 2, ["'when': dates, used as days since 1970-01-01"])),
+    ("dates dropped on request",
+     "when,x,y\n" + _rows(lambda i: f"2024-03-{i % 28 + 1:02d} 10:00,{X1[i]},{CLS[i]}"),
+     {"dates": "drop"}, (1, "binary", 2, ["'when': left out (dates, --dates drop)"])),
+    ("integer ID column", "id,x,y\n" + _rows(lambda i: f"{1000 + i},{X1[i]},{CLS[i]}"), {},
+     (1, "binary", 2, ["'id': left out (ID-like: a different integer in every row"])),
+    ("ID column kept with --features",
+     "id,x,y\n" + _rows(lambda i: f"{1000 + i},{X1[i]},{CLS[i]}"),
+     {"features": ("id", "x")}, (2, "binary", 2, [])),
+    ("text ID column", "name,x,y\n" + _rows(lambda i: f"user{i:04d},{X1[i]},{CLS[i]}"), {},
+     (1, "binary", 2, ["'name': left out (ID-like: a different text in every row)"])),
+    ("constant column", "k,x,y\n" + _rows(lambda i: f"7,{X1[i]},{CLS[i]}"), {},
+     (1, "binary", 2, ["'k': left out (constant"])),
+    ("--drop", "a,x,y\n" + _rows(lambda i: f"{i % 3},{X1[i]},{CLS[i]}"), {"drop": ("a",)},
+     (1, "binary", 2, [])),
+    ("unknown --drop column", "x,y\n" + _rows(lambda i: f"{X1[i]},{CLS[i]}"),
+     {"drop": ("nope",)}, ("error", "--drop: no column(s) 'nope'; columns are x, y")),
+    ("integer target with 50 values is regression, said why",
+     "x,y\n" + _rows(lambda i: f"{X1[i]},{i % 50 + (i // 50) * 3}"), {},
+     (1, "regression", 0, ["integer target with 40 distinct values (more than 20); pass "
+                           "--task multiclass"])),
+    ("quoted commas in text", "city,x,y\n" + _rows(
+        lambda i: f'"{["Paris, FR", "Rome, IT"][i % 2]}",{X1[i]},{CLS[i]}'), {},
+     (3, "binary", 2, ["'city': text, one-hot encoded (2 categories)"])),
+    ("CRLF line ends", "x,y\r\n" + _rows(lambda i: f"{X1[i]},{CLS[i]}").replace("\n", "\r\n"),
+     {}, (1, "binary", 2, [])),
+    ("UTF-8 byte-order mark", "\ufeffx,y\n" + _rows(lambda i: f"{X1[i]},{CLS[i]}"), {},
+     (1, "binary", 2, [])),
+    ("Latin-1 file", ("x,ville,y\n" + _rows(
+        lambda i: f"{X1[i]},{['Orléans', 'Besançon'][i % 2]},{CLS[i]}")).encode("latin-1"),
+     {}, ("error", "not valid utf-8 (byte 0xe9 at offset")),
+    ("Latin-1 file, --encoding latin-1", ("x,ville,y\n" + _rows(
+        lambda i: f"{X1[i]},{['Orléans', 'Besançon'][i % 2]},{CLS[i]}")).encode("latin-1"),
+     {"encoding": "latin-1"}, (3, "binary", 2, ["2 categories"])),
+    ("free text is left out", "note,x,y\n" + "\n".join(
+        f"comment {i} {'abc'[i % 3]},{X1[i % N]},{CLS[i % N]}" if i % 7 else
+        f"comment {i - 1} {'abc'[(i - 1) % 3]},{X1[i % N]},{CLS[i % N]}"
+        for i in range(300)) + "\n", {},
+     (1, "binary", 2, ["'note': left out (free text:"])),
+    ("2,000 classes", "x,y\n" + "\n".join(f"{i % 13},c{i % 2000}" for i in range(4000)) + "\n",
+     {}, (1, "multiclass", 2000, ["text labels, 2000 classes"])),
+    ("tab-separated", "x\ty\n" + _rows(lambda i: f"{X1[i]}\t{CLS[i]}"), {},
+     (1, "binary", 2, [])),
+    ("short row", "x,y\n1,a\n2\n3,b\n", {}, ("error", "line 3 has 1 fields, the header has 2")),
+    ("long row", "x,y\n1,a\n2,b,9\n3,b\n", {}, ("error", "line 3 has 3 fields, the header has 2")),
+]
+
+
+def _write(tmp_path, content, name="data.csv"):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_bytes(content.encode("utf-8"))
+    return path
+
+
+@pytest.mark.parametrize("name,content,options,expected", CASES, ids=[c[0] for c in CASES])
+def test_messy_file(tmp_path, name, content, options, expected):
+    path = _write(tmp_path, content, "data.tsv" if name == "tab-separated" else "data.csv")
+    if expected[0] == "error":
+        with pytest.raises(DatasetError) as info:
+            tables.load_file(path, "y", options=TableOptions(**options))
+        assert expected[1] in str(info.value), str(info.value)
+        return
+    width, task, n_classes, notes = expected
+    data = tables.load_file(path, "y", options=TableOptions(**options))
+    told = " | ".join(data.notices + [f"task {data.task_reason}"])
+    assert data.X.shape[1] == width, (data.feature_names, told)
+    assert data.task == task and len(data.classes) == n_classes, told
+    assert np.isfinite(data.X).all() and data.X.dtype == np.float32
+    assert "" not in data.classes
+    for note in notes:
+        assert note in told, told
+
+
+def test_the_table_covers_the_issue():
+    assert len(CASES) >= 25
+
+
+def test_parquet_matches_csv(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow", reason="pyarrow not installed (pip install gpunn[data])")
+    frame = pd.DataFrame({"x": X1, "city": np.where(X1 > 0.5, "a", "b"), "y": CLS})
+    frame.to_parquet(tmp_path / "d.parquet")
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    a = tables.load_file(tmp_path / "d.parquet", "y")
+    b = tables.load_file(tmp_path / "d.csv", "y")
+    np.testing.assert_array_equal(a.X, b.X)
+    assert a.feature_names == b.feature_names == ["x", "city=a", "city=b"]
+    np.testing.assert_array_equal(a.y, b.y)
+
+
+def _gpunn(*args):
+    return subprocess.run([sys.executable, "-m", "gpunn", *map(str, args)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "GPUNN_DEVICE": "cpu"})
+
+
+def test_predict_applies_the_training_decisions(tmp_path):
+    """Through the CLI: notices at training, the same transform at prediction, unseen
+    categories counted, missing values filled as in training, type changes refused."""
+    colour = ["red", "green", "blue"]
+    train = _write(tmp_path, "id,colour,price,x,y\n" + _rows(
+        lambda i: f"{i},{colour[i % 3]},\"{1000 + 250 * i:,}\",{'' if i == 4 else X1[i]},"
+                  f"{CLS[i]}"), "train.csv")
+    model = tmp_path / "m.npz"
+    out = _gpunn("train", "--data", train, "--target", "y", "--epochs", "2", "--impute",
+                 "mean", "--save", model, "--quiet")
+    assert out.returncode == 0, out.stderr
+    for note in ("'id': left out", "'colour': text, one-hot", "thousands separator",
+                 "'x': 1 missing value(s) filled with the mean", "task: binary"):
+        assert note in out.stderr, out.stderr
+    new = _write(tmp_path, "colour,price,x\npurple,\"2,000\",0.5\nred,\"1,500\",\n"
+                 "green,900,1.0\n", "new.csv")
+    out = _gpunn("predict", model, "--data", new)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 4
+    assert "'colour': 1 row(s) with a category not seen in training" in out.stderr
+    assert "'x': 1 missing value(s) filled as in training" in out.stderr
+    bad = _write(tmp_path, "colour,price,x\nred,cheap,0.5\n", "bad.csv")
+    out = _gpunn("predict", model, "--data", bad)
+    assert out.returncode == 2 and "column 'price' was numeric in training but holds " \
+        "'cheap'" in out.stderr, out.stderr
+
+
+def test_wrong_delimiter_hint_and_explicit_sep(tmp_path):
+    path = _write(tmp_path, "x|y\n" + _rows(lambda i: f"{X1[i]}|{CLS[i]}"))
+    data = tables.load_file(path, "y", options=TableOptions(sep="|"))
+    assert data.X.shape == (N, 1)
+    with pytest.raises(DatasetError, match=r"one column holding '\|': pass --sep '\|'"):
+        tables.load_file(path, "y", options=TableOptions(sep=","))
