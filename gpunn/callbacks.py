@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import sys
 import time
 
@@ -191,7 +192,8 @@ class ModelCheckpoint(Callback):
     Parameters
     ----------
     path : str
-        May contain ``{epoch}``, e.g. ``"ckpt/model-{epoch:03d}.npz"``. Writes are atomic.
+        May contain ``{epoch}``, e.g. ``"ckpt/model-{epoch:03d}.npz"``. Missing folders
+        are created; writes are atomic.
     every : int, default 1
     save_best_only : bool, default False
     monitor, mode : as for :class:`EarlyStopping`
@@ -227,6 +229,9 @@ class ModelCheckpoint(Callback):
         elif epoch % self.every:
             return
         path = self.path.format(epoch=epoch)
+        # fit made the first epoch's folder; an {epoch} in a folder name, or a folder
+        # removed during training, needs it again at each write.
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         model.save(path)
         self.saved.append(path)
 

@@ -1,4 +1,5 @@
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -59,6 +60,27 @@ def test_checkpoints_every_n_and_on_best(tmp_path):
     assert best.saved and all(p == str(tmp_path / "best.npz") for p in best.saved)
     assert gn.load(tmp_path / "best.npz").optimizer.t > 0
 
+
+
+def test_checkpoint_folders_need_not_exist(tmp_path, monkeypatch):
+    # The README's relative path, with no folder made by hand; then a folder per epoch
+    # and a folder removed mid-training, which fit's check before training cannot cover.
+    monkeypatch.chdir(tmp_path)
+    model, X, y, val = _setup()
+
+    class RemoveFolder(cbs.Callback):
+        def on_epoch_end(self, model, epoch, logs):
+            shutil.rmtree(tmp_path / "gone", ignore_errors=True)
+
+    best = cbs.ModelCheckpoint("ckpt/best.npz", save_best_only=True)
+    per_epoch = cbs.ModelCheckpoint("runs/epoch-{epoch}/model.npz")
+    removed = cbs.ModelCheckpoint("gone/model.npz")
+    model.fit(X, y, loss="bce", epochs=2, validation_data=val, verbose=0,
+              callbacks=[best, per_epoch, RemoveFolder(), removed])
+    assert (tmp_path / "ckpt" / "best.npz").is_file()
+    assert sorted(p.parent.name for p in tmp_path.glob("runs/*/model.npz")) == \
+        ["epoch-1", "epoch-2"]
+    assert gn.load(tmp_path / "gone" / "model.npz").optimizer.t > 0
 
 @pytest.mark.parametrize("schedule,expected", [
     (cbs.StepDecay(step_size=2, gamma=0.5), [0.1, 0.1, 0.05, 0.05, 0.025]),

@@ -14,7 +14,9 @@ import pytest
 README = Path(__file__).parents[1] / "README.md"
 BLOCKS = re.findall(r"```(\w*)\n(.*?)```", README.read_text(), flags=re.S)
 #: Command lines not run here, with why.
-NOT_RUN = {"pip install": "installs packages (CI runs the install itself)",
+NOT_RUN = {"python3 -m venv": "makes a virtual environment (the tests run inside one)",
+           ". .venv/bin/activate": "changes the calling shell only",
+           "pip install": "installs packages (CI runs the install itself)",
            "docker": "needs a Docker engine",
            "pytest": "is the test suite itself"}
 
