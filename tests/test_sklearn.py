@@ -1,56 +1,182 @@
-"""The scikit-learn estimators pass scikit-learn's own estimator checks."""
+"""gpunn.sklearn as a drop-in for scikit-learn's MLP: scikit-learn's estimator checks, the
+same maths (SGD and L-BFGS match scikit-learn to round-off), parameters and errors.
+scikit-learn's own MLP tests run against these estimators in test_sklearn_own_tests.py."""
 
+import inspect
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 
 sklearn = pytest.importorskip("sklearn", reason="scikit-learn not installed")
+from sklearn import neural_network as sk  # noqa: E402
 from sklearn.datasets import load_iris, make_regression  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from gpunn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
+X_IRIS, Y_IRIS = load_iris(return_X_y=True)
+X_IRIS = StandardScaler().fit_transform(X_IRIS)
 
-@parametrize_with_checks([MLPClassifier(epochs=60, random_state=0),
-                          MLPRegressor(epochs=60, random_state=0)])
+
+@parametrize_with_checks([MLPClassifier(max_iter=60, random_state=0),
+                          MLPRegressor(max_iter=60, random_state=0)])
 def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
 
 
-def test_classifier_on_iris_with_string_labels():
+@pytest.mark.parametrize("ours,theirs", [(MLPClassifier, sk.MLPClassifier),
+                                         (MLPRegressor, sk.MLPRegressor)])
+def test_same_constructor_as_scikit_learn(ours, theirs):
+    mine = inspect.signature(ours.__init__).parameters
+    for name, p in inspect.signature(theirs.__init__).parameters.items():
+        assert name in mine, name
+        assert mine[name].default == p.default and mine[name].kind == p.kind, name
+    assert set(mine) - set(inspect.signature(theirs.__init__).parameters) == {
+        "device", "dtype", "dropout"}
+
+
+def _both(make_kwargs, X, y, fit_kwargs=None):
+    fitted = []
+    for cls in ((MLPClassifier, sk.MLPClassifier) if y.dtype.kind in "iU" else
+                (MLPRegressor, sk.MLPRegressor)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitted.append(cls(**make_kwargs).fit(X, y, **(fit_kwargs or {})))
+    return fitted
+
+
+SGD_CASES = [
+    ("multiclass", dict(hidden_layer_sizes=(12, 7), solver="sgd", learning_rate_init=0.05,
+                        max_iter=40, random_state=3)),
+    ("nesterov + alpha", dict(hidden_layer_sizes=(9,), solver="sgd", alpha=0.01,
+                              momentum=0.8, max_iter=30, random_state=1, activation="tanh")),
+    ("logistic, no shuffle", dict(hidden_layer_sizes=(6,), solver="sgd", shuffle=False,
+                                  activation="logistic", max_iter=25, random_state=0)),
+    ("early stopping", dict(hidden_layer_sizes=(8,), solver="sgd", early_stopping=True,
+                            max_iter=60, random_state=2, learning_rate_init=0.02)),
+    ("batch 16, identity", dict(hidden_layer_sizes=(5,), solver="sgd", batch_size=16,
+                                activation="identity", max_iter=20, random_state=4)),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", SGD_CASES, ids=[c[0] for c in SGD_CASES])
+@pytest.mark.parametrize("task", ["classify", "binary", "regress", "weighted"])
+def test_sgd_matches_scikit_learn_to_round_off(name, kwargs, task):
+    """Same initial weights (drawn from random_state in scikit-learn's order), same
+    shuffles, same split, same loss and penalty: the weights agree to 1e-10 (float64)."""
+    X, y, fit_kwargs = X_IRIS, Y_IRIS, None
+    if task == "binary":
+        y = (Y_IRIS == 1).astype(int)
+    if task == "regress":
+        y = X_IRIS[:, 0] * 2.0 - X_IRIS[:, 3]
+        X = X_IRIS[:, 1:3]
+    if task == "weighted":
+        fit_kwargs = {"sample_weight": np.random.default_rng(0).uniform(0.2, 3.0, len(y))}
+    ours, theirs = _both(kwargs, X, y, fit_kwargs)
+    assert ours.n_iter_ == theirs.n_iter_ and ours.t_ == theirs.t_
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10)
+    if kwargs.get("early_stopping"):
+        np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_)
+        assert ours.best_validation_score_ == theirs.best_validation_score_
+    else:
+        assert ours.best_loss_ == pytest.approx(theirs.best_loss_, rel=1e-10)
+
+
+def test_lbfgs_and_adam_match_scikit_learn():
+    kwargs = dict(hidden_layer_sizes=(10,), random_state=0, max_iter=150)
+    ours, theirs = _both(dict(kwargs, solver="lbfgs"), X_IRIS, Y_IRIS)
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-8)
+    # Adam differs only in where epsilon meets the bias correction.
+    ours, theirs = _both(dict(kwargs, solver="adam", learning_rate_init=0.01), X_IRIS,
+                         Y_IRIS)
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-4)
+
+
+def test_errors_name_the_public_class():
+    with pytest.raises(TypeError, match=r"MLPClassifier.__init__\(\) got an unexpected "
+                                        "keyword argument 'epochs'"):
+        MLPClassifier(epochs=3)
+    with pytest.raises(ValueError, match="MLPRegressor: max_iter must be an integer >= 1, "
+                                         "got 0"):
+        MLPRegressor(max_iter=0).fit(X_IRIS, Y_IRIS)
+    with pytest.raises(ValueError, match="MLPClassifier: solver must be 'lbfgs', 'sgd' or "
+                                         "'adam', got 'newton'"):
+        MLPClassifier(solver="newton").fit(X_IRIS, Y_IRIS)
+    with pytest.raises(ValueError, match="dropout needs a stochastic solver"):
+        MLPClassifier(solver="lbfgs", dropout=0.2).fit(X_IRIS, Y_IRIS)
+    assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
+
+
+def test_convergence_warning_and_attributes():
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(5\) reached"):
+        clf = MLPClassifier(hidden_layer_sizes=(7, 5), max_iter=5, random_state=0).fit(
+            X_IRIS, Y_IRIS)
+    assert [c.shape for c in clf.coefs_] == [(4, 7), (7, 5), (5, 3)]
+    assert clf.n_layers_ == 4 and clf.n_outputs_ == 3 and clf.out_activation_ == "softmax"
+    assert clf.n_iter_ == 5 and clf.t_ == 5 * 150 and len(clf.loss_curve_) == 5
+    assert clf.predict_log_proba(X_IRIS).shape == (150, 3)
+    np.testing.assert_allclose(np.exp(clf.predict_log_proba(X_IRIS)),
+                               clf.predict_proba(X_IRIS))
+
+
+def test_replaced_coefs_are_used():
+    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=50, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X_IRIS, Y_IRIS)
+    clf.coefs_ = [np.zeros_like(c) for c in clf.coefs_]
+    clf.intercepts_ = [clf.intercepts_[0], np.array([0.0, 5.0, 0.0])]
+    assert (clf.predict(X_IRIS) == 1).all()
+
+
+def test_dropout_float32_and_pipelines():
+    clf = MLPClassifier(hidden_layer_sizes=(32,), dropout=0.2, dtype="float32",
+                        max_iter=300, random_state=0)
+    clf.fit(X_IRIS, Y_IRIS)
+    assert clf.model_.dtype == "float32" and clf.coefs_[0].dtype == np.float32
+    assert clf.score(X_IRIS, Y_IRIS) > 0.93
     X, y = load_iris(return_X_y=True)
-    names = np.array(["setosa", "versicolor", "virginica"])[y]
-    clf = MLPClassifier(epochs=100, random_state=0).fit(X, names)
-    assert list(clf.classes_) == ["setosa", "versicolor", "virginica"]
-    assert clf.score(X, names) > 0.95
-    proba = clf.predict_proba(X)
-    assert proba.shape == (150, 3) and np.allclose(proba.sum(1), 1.0)
-    assert len(clf.loss_curve_) == 100 and clf.loss_curve_[-1] < clf.loss_curve_[0]
-
-
-def test_works_in_pipelines_and_cross_validation():
-    X, y = load_iris(return_X_y=True)
-    scores = cross_val_score(make_pipeline(MLPClassifier(random_state=0)), X, y,
-                             cv=3)
+    scores = cross_val_score(make_pipeline(StandardScaler(), MLPClassifier(random_state=0,
+                                                                           max_iter=300)),
+                             X, y, cv=3)
     assert scores.mean() > 0.9
 
 
 def test_regressor_multi_output_and_pickle():
     X, y = make_regression(200, 5, n_targets=2, noise=0.1, random_state=0)
-    reg = MLPRegressor(hidden_layer_sizes=(32,), epochs=150, learning_rate=0.01,
-                       random_state=0).fit(X, y)
-    assert reg.predict(X).shape == (200, 2) and reg.score(X, y) > 0.95
+    reg = MLPRegressor(hidden_layer_sizes=(32,), learning_rate_init=0.01, max_iter=400,
+                       random_state=0).fit(X, y / 100)
+    assert reg.predict(X).shape == (200, 2) and reg.score(X, y / 100) > 0.95
     clone = pickle.loads(pickle.dumps(reg))
-    np.testing.assert_allclose(clone.predict(X), reg.predict(X), rtol=1e-6)
-    assert clone.model_.device == "cpu"
-    assert b"cupy" not in pickle.dumps(reg)
+    np.testing.assert_allclose(clone.predict(X), reg.predict(X), rtol=1e-12)
+    assert clone.model_.device == "cpu" and b"cupy" not in pickle.dumps(reg)
+    clone.partial_fit(X, y / 100)  # the optimiser state came back with it
+    assert clone._optimizer.optimizer.t == reg._optimizer.optimizer.t + 1
 
 
-def test_params_round_trip():
-    clf = MLPClassifier(hidden_layer_sizes=(8, 4), epochs=3)
-    assert clf.get_params()["hidden_layer_sizes"] == (8, 4)
-    clf.set_params(learning_rate=0.5)
-    assert clf.learning_rate == 0.5
+@pytest.mark.gpu
+def test_gpu_fit_matches_cpu():
+    pytest.importorskip("cupy", reason="CuPy is not installed")
+    from gpunn.backend import available_devices
+
+    if not any(d.startswith("cuda") for d in available_devices()):
+        pytest.skip("no usable CUDA device")
+    kwargs = dict(hidden_layer_sizes=(16,), solver="sgd", max_iter=20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        cpu = MLPClassifier(**kwargs).fit(X_IRIS, Y_IRIS)
+        gpu = MLPClassifier(**kwargs, device="cuda").fit(X_IRIS, Y_IRIS)
+    for a, b in zip(cpu.coefs_, gpu.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
