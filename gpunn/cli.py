@@ -66,8 +66,23 @@ def _layers(text):
     return sizes
 
 
+class _Help(argparse.HelpFormatter):
+    """``--help`` names each option's default, unless its text already does."""
+
+    def _get_help_string(self, action):
+        default, text = action.default, action.help or ""
+        if default is None or default is False or default is argparse.SUPPRESS or \
+                "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes end in one line on stderr and exit code 2 (no usage dump)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -76,6 +91,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gpunn", description="Dense neural networks on NumPy (CPU) or "
                      "CuPy (CUDA GPU).")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"gpunn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a network on your data or a built-in set",
@@ -87,21 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--target", help="the CSV column (or .npz array) to predict")
     train.add_argument("--task", choices=_ds.TASKS, help="override the inferred task")
     train.add_argument("--data-dir", help="folder holding the (fashion-)mnist IDX files")
-    train.add_argument("--layers", type=_layers, help="hidden layer sizes, e.g. 128,64")
-    train.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS))
+    per_set = "; ".join(f"{k} {','.join(map(str, v))}" for k, v in DEFAULT_LAYERS.items())
+    train.add_argument("--layers", type=_layers, metavar="SIZES", help="hidden layer sizes, "
+                       f"e.g. 128,64 (default: 64,64 for --data; {per_set})")
+    train.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS),
+                       help="activation of the hidden layers")
     train.add_argument("--loss", choices=sorted(_losses.LOSSES),
                        help="default: from the task")
-    train.add_argument("--optimizer", default="adam", choices=sorted(_optim.OPTIMIZERS))
-    train.add_argument("--lr", type=_positive(float), default=0.01)
-    train.add_argument("--epochs", type=_positive(int), default=30)
-    train.add_argument("--batch-size", type=_positive(int), default=64)
+    train.add_argument("--optimizer", default="adam", choices=sorted(_optim.OPTIMIZERS),
+                       help="the optimiser")
+    train.add_argument("--lr", type=_positive(float), default=0.01, help="learning rate")
+    train.add_argument("--epochs", type=_positive(int), default=30, help="passes over the data")
+    train.add_argument("--batch-size", type=_positive(int), default=64, help="rows per step")
     train.add_argument("--val-split", type=_fraction, default=0.2,
-                       help="fraction held out for validation (default 0.2)")
+                       help="fraction held out for validation")
     train.add_argument("--device", default=None,
                        help="auto (default, or $GPUNN_DEVICE), cpu, cuda, cuda:N")
     train.add_argument("--dtype", default="float32", choices=["float32", "float64",
-                                                              "float16", "bfloat16"])
-    train.add_argument("--seed", type=int, default=0)
+                                                              "float16", "bfloat16"],
+                       help="precision of the parameters")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of the split, the initial weights and the shuffling")
     train.add_argument("--no-standardize", action="store_true",
                        help="feed features as they are (default: standardise them)")
     train.add_argument("--save", help="write the trained model here (.npz)")
@@ -113,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="a model file written by gpunn train --save")
     predict.add_argument("--data", required=True, help="a CSV with the training features")
     predict.add_argument("--out", help="write predictions here (default: standard output)")
-    predict.add_argument("--device", default=None)
+    predict.add_argument("--device", default=None,
+                         help="auto (default, or $GPUNN_DEVICE), cpu, cuda, cuda:N")
 
     sub.add_parser("info", help="versions, GPUs, and which devices are usable and why")
     sub.add_parser("devices", help="list usable devices and why CUDA is or is not usable")

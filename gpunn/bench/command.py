@@ -79,7 +79,8 @@ def build_parser(parser=None) -> argparse.ArgumentParser:
     parser.add_argument("--precisions", default="auto",
                         help="comma-separated subset of fp32,tf32,fp16,bf16 (default auto: "
                         "fp32 on the CPU, all four on a GPU)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed samples per row (the median is reported)")
     parser.add_argument("--target-seconds", type=float, default=0.5,
                         help="approximate length of one timed epoch")
     parser.add_argument("--pause", type=float, default=0.0,
