@@ -171,7 +171,7 @@ class EarlyStopping(Callback):
                 self._best = [xp.asarray(p, copy=True) for p in model.parameters()]
         else:
             self.wait += 1
-            if self.wait > self.patience:
+            if self.wait >= self.patience:
                 model.stop_training = True
                 self.stopped_epoch = epoch
 
