@@ -12,6 +12,8 @@ import warnings
 
 import numpy as np
 
+from . import __version__
+from . import cli_train as _train
 from . import losses as _losses
 from . import optim as _optim
 from .activations import ACTIVATIONS
@@ -26,11 +28,13 @@ from .model import Sequential
 DEFAULT_LAYERS = {"spirals": [64, 64], "moons": [25, 50, 50, 25], "circles": [32, 32],
                   "xor": [16, 16], "iris": [16], "digits": [64], "mnist": [256, 128],
                   "fashion-mnist": [256, 128]}
+_PER_SET = "; ".join(f"{k} {','.join(map(str, v))}" for k, v in DEFAULT_LAYERS.items())
+_DEVICE = "auto (default, or $GPUNN_DEVICE), cpu, cuda, cuda:N"
 TASK_LOSS = {"binary": "binary_crossentropy", "multiclass": "categorical_crossentropy",
              "regression": "mse"}
 
 
-def _positive(kind):
+def _positive(kind, zero=False):
     def parse(text):
         try:
             value = kind(text)
@@ -38,8 +42,9 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(
                 f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
                 from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        if value < 0 or (value == 0 and not zero):
+            sign = "a non-negative" if zero else "a positive"
+            raise argparse.ArgumentTypeError(f"expected {sign} number, got {text!r}")
         return value
 
     return parse
@@ -91,8 +96,6 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gpunn", description="Dense neural networks on NumPy (CPU) or "
                      "CuPy (CUDA GPU).")
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"gpunn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -105,22 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--target", help="the CSV column (or .npz array) to predict")
     train.add_argument("--task", choices=_ds.TASKS, help="override the inferred task")
     train.add_argument("--data-dir", help="folder holding the (fashion-)mnist IDX files")
-    per_set = "; ".join(f"{k} {','.join(map(str, v))}" for k, v in DEFAULT_LAYERS.items())
     train.add_argument("--layers", type=_layers, metavar="SIZES", help="hidden layer sizes, "
-                       f"e.g. 128,64 (default: 64,64 for --data; {per_set})")
+                       f"e.g. 128,64 (default: 64,64 for --data; {_PER_SET})")
     train.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS),
                        help="activation of the hidden layers")
-    train.add_argument("--loss", choices=sorted(_losses.LOSSES),
-                       help="default: from the task")
+    train.add_argument("--loss", choices=sorted(_losses.LOSSES), help="default: from the task")
     train.add_argument("--optimizer", default="adam", choices=sorted(_optim.OPTIMIZERS),
                        help="the optimiser")
     train.add_argument("--lr", type=_positive(float), default=0.01, help="learning rate")
     train.add_argument("--epochs", type=_positive(int), default=30, help="passes over the data")
+    train.add_argument("--patience", type=_positive(int, zero=True), metavar="N",
+                       help="stop after N epochs without improvement of the validation metric "
+                       "(training metric with --val-split 0); with or without it, the best "
+                       "epoch is kept and saved (default: no early stop)")
     train.add_argument("--batch-size", type=_positive(int), default=64, help="rows per step")
     train.add_argument("--val-split", type=_fraction, default=0.2,
                        help="fraction held out for validation")
-    train.add_argument("--device", default=None,
-                       help="auto (default, or $GPUNN_DEVICE), cpu, cuda, cuda:N")
+    train.add_argument("--device", default=None, help=_DEVICE)
     train.add_argument("--dtype", default="float32", choices=["float32", "float64",
                                                               "float16", "bfloat16"],
                        help="precision of the parameters")
@@ -137,8 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="a model file written by gpunn train --save")
     predict.add_argument("--data", required=True, help="a CSV with the training features")
     predict.add_argument("--out", help="write predictions here (default: standard output)")
-    predict.add_argument("--device", default=None,
-                         help="auto (default, or $GPUNN_DEVICE), cpu, cuda, cuda:N")
+    predict.add_argument("--device", default=None, help=_DEVICE)
 
     sub.add_parser("info", help="versions, GPUs, and which devices are usable and why")
     sub.add_parser("devices", help="list usable devices and why CUDA is or is not usable")
@@ -219,41 +222,26 @@ def cmd_train(args) -> int:
     print(f"data: {name} ({len(X)} train / {len(val[0]) if val else 0} validation rows, "
           f"{X.shape[1]} features, {task}, {kind}); network {'-'.join(map(str, widths))}, "
           f"{model.count_params():,} parameters, loss {loss}")
+    best = _train.BestEpoch(loss, val is not None, args.patience, args.epochs)
     start = time.perf_counter()
     hist = model.fit(X, y, loss=loss, optimizer=optimizer, epochs=args.epochs,
-                     batch_size=args.batch_size, validation_data=val,
+                     batch_size=args.batch_size, validation_data=val, callbacks=[best],
                      verbose=0 if args.quiet else 1, seed=args.seed)
-    elapsed = time.perf_counter() - start
-    metric = "accuracy" if task != "regression" else "mae"
-    key = f"val_{metric}" if val else metric
-    values = hist.history[key]
-    best = int(np.argmax(values) if metric == "accuracy" else np.argmin(values))
-    epochs = len(hist.epoch)
-    summary = (f"done: {epochs} epoch{'s' if epochs != 1 else ''} in {elapsed:.1f} s on "
-               f"{backend.name}; best "
-               f"{key} {values[best]:.4f} at epoch {best + 1}")
-    if data.X_test is not None:
-        test = model.evaluate(data.X_test, data.y_test)
-        summary += f"; test {metric} {test[metric]:.4f}"
+    if not hist.epoch:  # Ctrl-C before the first epoch ended
+        raise KeyboardInterrupt
+    summary = best.summary(hist, time.perf_counter() - start, backend.name)
+    if data.X_test is not None:  # with the best epoch's weights, those saved
+        test = model.evaluate(data.X_test, data.y_test)[best.metric]
+        summary += f"; test {best.metric} {test:.4f}"
     print(summary)
     if args.save:
+        if best.best_epoch != len(hist.epoch):  # no resumable state of a later epoch
+            model.train_state = None
         model.save(args.save)
-        print(f"saved: {_model_path(args.save)}")
+        print(best.saved(_model_path(args.save), hist))
     if args.plot:
-        _plots(args.plot, model, hist, data)
+        _train.plots(args.plot, model, hist, data)
     return 0
-
-
-def _plots(folder, model, hist, data) -> None:
-    from . import plot
-
-    os.makedirs(folder, exist_ok=True)
-    written = [os.path.join(folder, "history.png")]
-    plot.history(hist, written[0])
-    if data.X.shape[1] == 2 and data.task != "regression":
-        written.append(os.path.join(folder, "decision_boundary.png"))
-        plot.decision_boundary(model, data.X, data.y, written[-1], data.classes)
-    print(f"plots: {', '.join(written)}")
 
 
 def cmd_predict(args) -> int:
@@ -328,8 +316,6 @@ def _checked_extra(path, extra: dict, n_out=None) -> dict:
 
 
 def cmd_info(args) -> int:
-    from . import __version__
-
     print(f"gpunn {__version__}")
     print(f"python {platform.python_version()} ({platform.platform()})")
     print(f"numpy {np.__version__}")

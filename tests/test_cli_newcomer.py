@@ -2,9 +2,13 @@
 the best epoch, short lines, legible progress."""
 
 import argparse
+import re
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+import gpunn as gn
 from gpunn import cli
 
 
@@ -61,3 +65,87 @@ def test_usage_errors_stay_one_line(capsys):
     code, out, err = _run(["train", "--epochs", "x"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--epochs" in err
     assert "expected an integer, got 'x'" in err
+
+
+def _epochs(out, key):
+    return [float(re.search(rf" {key} ([\d.]+)", line).group(1))
+            for line in out.splitlines() if line.startswith("epoch ")]
+
+
+def _validation_rows(data, val_split=0.2, seed=0):
+    """The rows ``gpunn train`` held out (the same split of the same data)."""
+    return cli._split(data, val_split, seed)[1]
+
+
+def test_the_saved_model_is_the_best_epoch_not_the_last(tmp_path, capsys):
+    from gpunn.data import builtin
+
+    path = tmp_path / "m.npz"
+    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "5", "--device", "cpu",
+                           "--save", str(path)], capsys)
+    assert code == 0, err
+    acc = _epochs(out, "val_accuracy")
+    best = max(acc)
+    assert len(acc) == 5 and acc[-1] < best  # this run's last epoch is not its best
+    epoch = acc.index(best) + 1
+    assert f"best val_accuracy {best:.4f} at epoch {epoch}" in out
+    assert f"saved: {path} (epoch {epoch} of 5, best val_accuracy)" in out
+    model = gn.load(path, device="cpu")
+    Xv, yv = _validation_rows(builtin.load_builtin("moons", seed=0))
+    assert model.evaluate(Xv, yv)["accuracy"] == pytest.approx(best, abs=5e-5)
+    assert not model.train_state  # its epoch counter and history would not match
+
+
+def test_patience_stops_early_and_keeps_the_best_epoch(tmp_path, capsys):
+    from gpunn.data import builtin
+
+    path = tmp_path / "m.npz"
+    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "30", "--patience", "2",
+                           "--device", "cpu", "--lr", "0.05", "--save", str(path)], capsys)
+    assert code == 0, err
+    acc = _epochs(out, "val_accuracy")
+    best = max(acc)
+    epoch = acc.index(best) + 1
+    assert len(acc) == epoch + 2 < 30  # two epochs without improvement, then stop
+    assert f"done: {len(acc)} epochs of 30 (stopped early, --patience 2)" in out
+    assert f"saved: {path} (epoch {epoch} of {len(acc)}, best val_accuracy)" in out
+    Xv, yv = _validation_rows(builtin.load_builtin("moons", seed=0))
+    assert gn.load(path, device="cpu").evaluate(Xv, yv)["accuracy"] == pytest.approx(best, abs=5e-5)
+
+
+def test_regression_keeps_the_epoch_of_lowest_validation_mae(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3)).astype(np.float32)
+    y = (X @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=300)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    path = tmp_path / "r.npz"
+    code, out, err = _run(["train", "--data", str(tmp_path / "d.npz"), "--epochs", "25",
+                           "--lr", "0.05", "--patience", "3", "--device", "cpu",
+                           "--save", str(path)], capsys)
+    assert code == 0, err
+    mae = _epochs(out, "val_mae")
+    epoch = mae.index(min(mae)) + 1
+    assert f"best val_mae {min(mae):.4f} at epoch {epoch}" in out
+    assert f"(epoch {epoch} of {len(mae)}, best val_mae)" in out
+    Xv, yv = _validation_rows(SimpleNamespace(X=X, y=y))
+    assert gn.load(path, device="cpu").evaluate(Xv, yv)["mae"] == pytest.approx(min(mae), abs=5e-5)
+
+
+def test_without_validation_rows_the_training_metric_is_watched_and_said(tmp_path, capsys):
+    code, out, err = _run(["train", "--dataset", "xor", "--epochs", "6", "--val-split", "0",
+                           "--patience", "1", "--device", "cpu", "--save",
+                           str(tmp_path / "m.npz")], capsys)
+    assert code == 0, err
+    acc = _epochs(out, "accuracy")
+    epoch = acc.index(max(acc)) + 1
+    assert f"best accuracy {max(acc):.4f} at epoch {epoch} on the training rows " \
+           "(--val-split 0)" in out
+    assert "best accuracy on the training rows)" in out
+
+
+@pytest.mark.parametrize("value,match", [("-1", "expected a non-negative number, got '-1'"),
+                                         ("two", "expected an integer, got 'two'")])
+def test_bad_patience_is_one_line(capsys, value, match):
+    code, out, err = _run(["train", "--patience", value], capsys)
+    assert code == 2 and "argument --patience: " + match in err
+    assert len(err.strip().splitlines()) == 1 and not out
