@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save", help="write the trained model here (.npz)")
     train.add_argument("--plot", help="write loss/metric curves (and the decision "
                        "boundary of 2-D data) as PNG files into this folder")
-    train.add_argument("--quiet", action="store_true", help="print only the final summary")
+    train.add_argument("--quiet", action="store_true", help="no epoch lines or progress bar "
+                       "(the device, data, network and summary lines stay)")
 
     predict = sub.add_parser("predict", help="predict with a saved model")
     predict.add_argument("model", help="a model file written by gpunn train --save")
@@ -218,10 +219,8 @@ def cmd_train(args) -> int:
     loss = args.loss or TASK_LOSS[task]
     optimizer = _optim.get(args.optimizer, lr=args.lr)
     print(f"device: {backend.describe()} [{backend.reason}]")
-    kind = f"{len(data.classes)} classes" if data.classes else "regression"
-    print(f"data: {name} ({len(X)} train / {len(val[0]) if val else 0} validation rows, "
-          f"{X.shape[1]} features, {task}, {kind}); network {'-'.join(map(str, widths))}, "
-          f"{model.count_params():,} parameters, loss {loss}")
+    print("\n".join(_train.header(name, data, len(X), len(val[0]) if val else 0, widths,
+                                  model.count_params(), loss, args.optimizer, args.lr)))
     best = _train.BestEpoch(loss, val is not None, args.patience, args.epochs)
     start = time.perf_counter()
     hist = model.fit(X, y, loss=loss, optimizer=optimizer, epochs=args.epochs,

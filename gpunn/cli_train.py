@@ -8,6 +8,51 @@ import os
 from . import losses as _losses
 from .callbacks import EarlyStopping
 
+#: Columns the lines printed before training fit in.
+WIDTH = 100
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` shortened in the middle to at most ``width`` characters."""
+    if len(text) <= width:
+        return text
+    keep = max(width - 3, 2)
+    return text[:(keep + 1) // 2] + "..." + text[len(text) - keep // 2:]
+
+
+def _network(widths) -> list[str]:
+    """Ways to write the layer widths, longest first: 784-512-512-10, 784-512x2-10, and
+    784-...-10, 2 hidden layers."""
+    runs: list[list[int]] = []
+    for w in widths:
+        if runs and runs[-1][0] == w:
+            runs[-1][1] += 1
+        else:
+            runs.append([w, 1])
+    return ["-".join(map(str, widths)),
+            "-".join(f"{w}x{n}" if n > 1 else str(w) for w, n in runs),
+            f"{widths[0]}-...-{widths[-1]}, {len(widths) - 2} hidden layers"]
+
+
+def header(name, data, n_train: int, n_val: int, widths, n_params: int, loss: str,
+           optimizer: str, lr: float) -> list[str]:
+    """The data and network lines, each at most :data:`WIDTH` columns (a long file name
+    puts the data's description on a line of its own)."""
+    targets = 1 if data.y.ndim == 1 else data.y.shape[1]
+    kind = f"{len(data.classes)} classes" if data.classes else \
+        f"{targets} target{'s' if targets != 1 else ''}"
+    about = (f"({n_train} train / {n_val} validation rows, {data.X.shape[1]} features, "
+             f"{data.task}, {kind})")
+    lines = [f"data: {name} {about}"]
+    if len(lines[0]) > WIDTH:
+        lines = ["data: " + clip(name, WIDTH - 6), "      " + about]
+    train = f"loss {loss}, {optimizer} lr {lr:g}"
+    nets = [f"network: {n} ({n_params:,} parameters)" for n in _network(widths)]
+    one = next((n for n in nets if len(n) + 2 + len(train) <= WIDTH), None)
+    if one:
+        return lines + [f"{one}, {train}"]
+    return lines + [next((n for n in nets if len(n) <= WIDTH), nets[-1]), "         " + train]
+
 
 class BestEpoch(EarlyStopping):
     """Keeps the weights of the best epoch by the monitored metric and puts them back at

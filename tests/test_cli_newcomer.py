@@ -149,3 +149,30 @@ def test_bad_patience_is_one_line(capsys, value, match):
     code, out, err = _run(["train", "--patience", value], capsys)
     assert code == 2 and "argument --patience: " + match in err
     assert len(err.strip().splitlines()) == 1 and not out
+
+
+def test_lines_before_training_fit_in_100_columns(tmp_path, capsys):
+    name = "measurements_from_the_greenhouse_sensor_array_north_wing_2024_season_v2.npz"
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3)).astype(np.float32)
+    np.savez(tmp_path / name, X=X, y=(X[:, 0] > 0).astype(int))
+    code, out, err = _run(["train", "--data", str(tmp_path / name), "--epochs", "1",
+                           "--layers", "512,512,512,512,512,512,512,512", "--quiet",
+                           "--loss", "sparse_categorical_crossentropy", "--task", "multiclass",
+                           "--optimizer", "rmsprop"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert all(len(line) <= 100 for line in lines), lines
+    assert lines[1] == f"data: {name}"
+    assert lines[2] == "      (80 train / 20 validation rows, 3 features, multiclass, 2 classes)"
+    assert lines[3].startswith("network: 3-512x8-2 (")  # too long as 3-512-512-...-2
+
+
+def test_quiet_keeps_only_the_device_data_network_and_summary_lines(tmp_path, capsys):
+    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "2", "--quiet",
+                           "--save", str(tmp_path / "m.npz")], capsys)
+    assert code == 0 and not err, err
+    assert [line.split(":")[0] for line in out.splitlines()] == [
+        "device", "data", "network", "done", "saved"]
+    code, out, _ = _run(["train", "--help"], capsys)
+    assert "the device, data, network and summary lines stay" in " ".join(out.split())
