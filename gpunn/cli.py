@@ -239,7 +239,8 @@ def cmd_train(args) -> int:
         model.save(args.save)
         print(best.saved(_model_path(args.save), hist))
     if args.plot:
-        _train.plots(args.plot, model, hist, data)
+        _train.plots(args.plot, model, hist, data,
+                     _train.title(name, widths, args.optimizer, args.lr), best)
     return 0
 
 

@@ -95,14 +95,22 @@ class BestEpoch(EarlyStopping):
         return f"saved: {path} (epoch {self.best_epoch} of {last}, best {self.key}{rows})"
 
 
-def plots(folder, model, hist, data) -> None:
+def plots(folder, model, hist, data, title: str, best: BestEpoch) -> None:
     """The history figure, and the decision boundary of 2-D classification data."""
     from . import plot
 
     os.makedirs(folder, exist_ok=True)
     written = [os.path.join(folder, "history.png")]
-    plot.history(hist, written[0])
+    plot.history(hist, written[0], title=title, best_epoch=best.best_epoch or None,
+                 monitor=best.key)
     if data.X.shape[1] == 2 and data.task != "regression":
         written.append(os.path.join(folder, "decision_boundary.png"))
-        plot.decision_boundary(model, data.X, data.y, written[-1], data.classes)
+        plot.decision_boundary(model, data.X, data.y, written[-1], data.classes,
+                               feature_names=data.feature_names, title=title)
     print(f"plots: {', '.join(written)}")
+
+
+def title(name: str, widths, optimizer: str, lr: float) -> str:
+    """What the pictures are of: "moons, 2-25-50-50-25-1, adam lr 0.01"."""
+    net = next((n for n in _network(widths) if len(n) <= 40), _network(widths)[-1])
+    return f"{clip(name, 40)}, {net}, {optimizer} lr {lr:g}"

@@ -202,3 +202,36 @@ def test_progress_bar_and_epoch_line_show_samples_per_second_legibly(monkeypatch
     logger.on_epoch_end(None, 1, {"loss": 0.5})
     assert re.search(r"loss 0\.5000  \d{1,3}(,\d{3})+ samples/s  \d+\.\d\d s$",
                      line.getvalue().strip()), line.getvalue()
+
+
+def test_plots_name_the_run_label_the_axes_mark_the_best_epoch(tmp_path, capsys,
+                                                               monkeypatch):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (gpunn[plot])")
+    from matplotlib.colors import to_rgba
+
+    from gpunn import plot
+
+    figures, save = {}, plot._save
+    monkeypatch.setattr(plot, "_save", lambda plt, fig, path, **kw: figures.setdefault(
+        path.rsplit("/", 1)[-1], save(plt, fig, path, **kw)))
+    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "5", "--device", "cpu",
+                           "--plot", str(tmp_path), "--quiet"], capsys)
+    assert code == 0, err
+    best = int(re.search(r"best val_accuracy [\d.]+ at epoch (\d+)", out).group(1))
+    hist = figures["history.png"]
+    assert hist._suptitle.get_text() == "moons, 2-25-50-50-25-1, adam lr 0.01"
+    assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in hist.axes] == [
+        ("epoch", "loss"), ("epoch", "accuracy")]
+    labels = [t.get_text() for t in hist.legends[0].get_texts()]
+    assert f"weights kept: epoch {best}" in labels
+    assert any(t.startswith("best val_accuracy ") for t in labels)
+    star = next(line for line in hist.axes[1].lines if line.get_marker() == "*")
+    assert list(star.get_xdata()) == [best]
+    boundary = figures["decision_boundary.png"].axes[0]
+    assert (boundary.get_xlabel(), boundary.get_ylabel()) == ("x0", "x1")
+    assert "moons, 2-25-50-50-25-1" in boundary.get_title()
+    points = [c for c in boundary.collections if c.get_offsets().shape[0] > 1
+              and c.get_label() in ("0", "1")]
+    assert [tuple(c.get_facecolor()[0]) for c in points] == [
+        to_rgba(plot.COLOURS[0]), to_rgba(plot.COLOURS[1])]  # Okabe-Ito blue and orange
+    assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
