@@ -235,3 +235,19 @@ def test_plots_name_the_run_label_the_axes_mark_the_best_epoch(tmp_path, capsys,
     assert [tuple(c.get_facecolor()[0]) for c in points] == [
         to_rgba(plot.COLOURS[0]), to_rgba(plot.COLOURS[1])]  # Okabe-Ito blue and orange
     assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_loss_without_accuracy_watches_its_own_metric(capsys):
+    # mse on a classification task logs mae, not accuracy: that is what is watched.
+    code, out, err = _run(["train", "--dataset", "xor", "--loss", "mse", "--epochs", "2",
+                           "--quiet"], capsys)
+    assert code == 0 and re.search(r"best val_mae [\d.]+ at epoch \d", out), err
+
+
+def test_ctrl_c_before_the_first_epoch_ended_is_an_interruption(tmp_path, capsys,
+                                                                monkeypatch):
+    monkeypatch.setattr(gn.Sequential, "fit", lambda self, *a, **k: gn.History())
+    code, out, err = _run(["train", "--dataset", "xor", "--save", str(tmp_path / "m.npz")],
+                          capsys)
+    assert code == 130 and err == "gpunn: interrupted\n" and "done:" not in out
+    assert not (tmp_path / "m.npz").exists()
