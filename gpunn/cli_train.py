@@ -79,7 +79,7 @@ class BestEpoch(EarlyStopping):
         """The ``done:`` line."""
         epochs = len(hist.epoch)
         text = f"done: {epochs} epoch{'s' if epochs != 1 else ''}"
-        if self.stopped_epoch:
+        if self.stopped_epoch and epochs < self.epochs:  # not when the last epoch stopped
             text += f" of {self.epochs} (stopped early, --patience {self.patience_given})"
         text += f" in {elapsed:.1f} s on {device}"
         if self.best_epoch:

@@ -143,6 +143,13 @@ def test_without_validation_rows_the_training_metric_is_watched_and_said(tmp_pat
     assert "best accuracy on the training rows)" in out
 
 
+def test_a_patience_reached_at_the_last_epoch_is_no_early_stop(capsys):
+    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "5", "--patience", "2",
+                           "--device", "cpu", "--quiet"], capsys)
+    assert code == 0, err
+    assert "done: 5 epochs in " in out and "stopped early" not in out  # best epoch: 3
+
+
 @pytest.mark.parametrize("value,match", [("-1", "expected a non-negative number, got '-1'"),
                                          ("two", "expected an integer, got 'two'")])
 def test_bad_patience_is_one_line(capsys, value, match):
