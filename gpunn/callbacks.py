@@ -172,7 +172,7 @@ class EarlyStopping(Callback):
                 self._best = [xp.asarray(p, copy=True) for p in model.parameters()]
         else:
             self.wait += 1
-            if self.wait > self.patience:
+            if self.wait >= self.patience:
                 model.stop_training = True
                 self.stopped_epoch = epoch
 
@@ -312,9 +312,13 @@ class ProgressBar(Callback):
         self.bar = None
 
     def on_epoch_begin(self, model, epoch):
-        self.bar = self._tqdm(total=-(-self.n_rows // self.batch_size), unit="batch",
+        # "12/25 batches [00:01<00:02, loss 0.4321  312,772 samples/s]": units after a space,
+        # no batches/s (samples/s says the same, comparably across batch sizes).
+        self.bar = self._tqdm(total=-(-self.n_rows // self.batch_size),
                               desc=f"epoch {epoch}/{self.epochs}", leave=False,
-                              file=self.file, dynamic_ncols=True)
+                              file=self.file, dynamic_ncols=True, bar_format=(
+                                  "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                  "batches [{elapsed}<{remaining}{postfix}]"))
         self._start = self._last = time.perf_counter()
         self._done = 0
 
@@ -324,8 +328,8 @@ class ProgressBar(Callback):
         self._done = batch + 1
         if now - self._last >= self.refresh:
             self._last = now
-            self.bar.set_postfix(loss=f"{float(loss_sum) / rows:.4f}",
-                                 samples_s=f"{rows / (now - self._start):,.0f}")
+            self.bar.set_postfix_str(f"loss {float(loss_sum) / rows:.4f}  "
+                                     f"{rows / (now - self._start):,.0f} samples/s")
 
     def on_epoch_end(self, model, epoch, logs):
         self.bar.close()

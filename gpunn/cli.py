@@ -12,7 +12,9 @@ import warnings
 
 import numpy as np
 
+from . import __version__
 from . import cli_data as _cli_data
+from . import cli_train as _train
 from . import losses as _losses
 from . import optim as _optim
 from .activations import ACTIVATIONS
@@ -27,11 +29,13 @@ from .model import Sequential
 DEFAULT_LAYERS = {"spirals": [64, 64], "moons": [25, 50, 50, 25], "circles": [32, 32],
                   "xor": [16, 16], "iris": [16], "digits": [64], "mnist": [256, 128],
                   "fashion-mnist": [256, 128]}
+_PER_SET = "; ".join(f"{k} {','.join(map(str, v))}" for k, v in DEFAULT_LAYERS.items())
+_DEVICE = "auto (default, or $GPUNN_DEVICE), cpu, cuda, cuda:N"
 TASK_LOSS = {"binary": "binary_crossentropy", "multiclass": "categorical_crossentropy",
              "regression": "mse"}
 
 
-def _positive(kind):
+def _positive(kind, zero=False):
     def parse(text):
         try:
             value = kind(text)
@@ -39,8 +43,9 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(
                 f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
                 from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        if value < 0 or (value == 0 and not zero):
+            sign = "a non-negative" if zero else "a positive"
+            raise argparse.ArgumentTypeError(f"expected {sign} number, got {text!r}")
         return value
 
     return parse
@@ -67,8 +72,23 @@ def _layers(text):
     return sizes
 
 
+class _Help(argparse.HelpFormatter):
+    """``--help`` names each option's default, unless its text already does."""
+
+    def _get_help_string(self, action):
+        default, text = action.default, action.help or ""
+        if default is None or default is False or default is argparse.SUPPRESS or \
+                "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes end in one line on stderr and exit code 2 (no usage dump)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -77,6 +97,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gpunn", description="Dense neural networks on NumPy (CPU) or "
                      "CuPy (CUDA GPU).")
+    parser.add_argument("--version", action="version", version=f"gpunn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a network on your data or a built-in set",
@@ -89,35 +110,49 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--target", help="the CSV column (or .npz array) to predict")
     train.add_argument("--task", choices=_ds.TASKS, help="override the inferred task")
     train.add_argument("--data-dir", help="folder holding the (fashion-)mnist IDX files")
-    train.add_argument("--layers", type=_layers, help="hidden layer sizes, e.g. 128,64")
-    train.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS))
-    train.add_argument("--loss", choices=sorted(_losses.LOSSES),
-                       help="default: from the task")
-    train.add_argument("--optimizer", default="adam", choices=sorted(_optim.OPTIMIZERS))
-    train.add_argument("--lr", type=_positive(float), default=0.01)
-    train.add_argument("--epochs", type=_positive(int), default=30)
-    train.add_argument("--batch-size", type=_positive(int), default=64)
+    train.add_argument("--layers", type=_layers, metavar="SIZES", help="hidden layer sizes, "
+                       f"e.g. 128,64 (default: 64,64 for --data; {_PER_SET})")
+    train.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS),
+                       help="activation of the hidden layers")
+    train.add_argument("--loss", choices=sorted(_losses.LOSSES), help="default: from the task")
+    train.add_argument("--optimizer", default="adam", choices=sorted(_optim.OPTIMIZERS),
+                       help="the optimiser")
+    train.add_argument("--lr", type=_positive(float), default=0.01, help="learning rate")
+    train.add_argument("--epochs", type=_positive(int), default=30, help="passes over the data")
+    train.add_argument("--patience", type=_positive(int, zero=True), metavar="N",
+                       help="stop after N epochs without improvement of the validation metric "
+                       "(training metric with --val-split 0); with or without it, the best "
+                       "epoch is kept and saved (default: no early stop)")
+    train.add_argument("--batch-size", type=_positive(int), default=64, help="rows per step")
     train.add_argument("--val-split", type=_fraction, default=0.2,
-                       help="fraction held out for validation (default 0.2)")
-    train.add_argument("--device", default=None,
-                       help="auto (default, or $GPUNN_DEVICE), cpu, cuda, cuda:N")
+                       help="fraction held out for validation")
+    train.add_argument("--device", default=None, help=_DEVICE)
     train.add_argument("--dtype", default="float32", choices=["float32", "float64",
-                                                              "float16", "bfloat16"])
-    train.add_argument("--seed", type=int, default=0)
+                                                              "float16", "bfloat16"],
+                       help="precision of the parameters")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of the split, the initial weights and the shuffling")
     train.add_argument("--no-standardize", action="store_true",
                        help="feed features as they are (default: standardise them)")
     train.add_argument("--save", help="write the trained model here (.npz)")
     train.add_argument("--plot", help="write loss/metric curves (and the decision "
                        "boundary of 2-D data) as PNG files into this folder")
-    train.add_argument("--quiet", action="store_true", help="print only the final summary")
+    train.add_argument("--quiet", action="store_true", help="no epoch lines or progress bar "
+                       "(the device, data, network and summary lines stay)")
     _cli_data.add_reading_arguments(train, training=True)
 
+    _other_commands(sub)
+    return parser
+
+
+def _other_commands(sub) -> None:
+    """The parsers of predict, info, devices and bench."""
     predict = sub.add_parser("predict", help="predict with a saved model")
     predict.add_argument("model", help="a model file written by gpunn train --save")
     predict.add_argument("--data", required=True,
                          help="a CSV or Parquet file with the training features")
     predict.add_argument("--out", help="write predictions here (default: standard output)")
-    predict.add_argument("--device", default=None)
+    predict.add_argument("--device", default=None, help=_DEVICE)
     _cli_data.add_reading_arguments(predict, training=False)
 
     sub.add_parser("info", help="versions, GPUs, and which devices are usable and why")
@@ -126,7 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_parser(sub.add_parser("bench", help="training throughput on every usable device, "
                                 "against a hand-written loop and PyTorch"))
-    return parser
 
 
 def _backend(spec, **kwargs):
@@ -185,45 +219,29 @@ def cmd_train(args) -> int:
     loss = args.loss or TASK_LOSS[task]
     optimizer = _optim.get(args.optimizer, lr=args.lr)
     print(f"device: {backend.describe()} [{backend.reason}]")
-    kind = f"{len(data.classes)} classes" if data.classes else "regression"
-    print(f"data: {name} ({len(X)} train / {len(val[0]) if val else 0} validation rows, "
-          f"{X.shape[1]} features, {task}, {kind}); network {'-'.join(map(str, widths))}, "
-          f"{model.count_params():,} parameters, loss {loss}")
+    print("\n".join(_train.header(name, data, len(X), len(val[0]) if val else 0, widths,
+                                  model.count_params(), loss, args.optimizer, args.lr)))
+    best = _train.BestEpoch(loss, val is not None, args.patience, args.epochs)
     start = time.perf_counter()
     hist = model.fit(X, y, loss=loss, optimizer=optimizer, epochs=args.epochs,
-                     batch_size=args.batch_size, validation_data=val,
+                     batch_size=args.batch_size, validation_data=val, callbacks=[best],
                      verbose=0 if args.quiet else 1, seed=args.seed)
-    elapsed = time.perf_counter() - start
-    metric = "accuracy" if task != "regression" else "mae"
-    key = f"val_{metric}" if val else metric
-    values = hist.history[key]
-    best = int(np.argmax(values) if metric == "accuracy" else np.argmin(values))
-    epochs = len(hist.epoch)
-    summary = (f"done: {epochs} epoch{'s' if epochs != 1 else ''} in {elapsed:.1f} s on "
-               f"{backend.name}; best "
-               f"{key} {values[best]:.4f} at epoch {best + 1}")
-    if data.X_test is not None:
-        test = model.evaluate(data.X_test, data.y_test)
-        summary += f"; test {metric} {test[metric]:.4f}"
+    if not hist.epoch:  # Ctrl-C before the first epoch ended
+        raise KeyboardInterrupt
+    summary = best.summary(hist, time.perf_counter() - start, backend.name)
+    if data.X_test is not None:  # with the best epoch's weights, those saved
+        test = model.evaluate(data.X_test, data.y_test)[best.metric]
+        summary += f"; test {best.metric} {test:.4f}"
     print(summary)
     if args.save:
+        if best.best_epoch != len(hist.epoch):  # no resumable state of a later epoch
+            model.train_state = None
         model.save(args.save)
-        print(f"saved: {_model_path(args.save)}")
+        print(best.saved(_model_path(args.save), hist))
     if args.plot:
-        _plots(args.plot, model, hist, data)
+        _train.plots(args.plot, model, hist, data,
+                     _train.title(name, widths, args.optimizer, args.lr), best)
     return 0
-
-
-def _plots(folder, model, hist, data) -> None:
-    from . import plot
-
-    os.makedirs(folder, exist_ok=True)
-    written = [os.path.join(folder, "history.png")]
-    plot.history(hist, written[0])
-    if data.X.shape[1] == 2 and data.task != "regression":
-        written.append(os.path.join(folder, "decision_boundary.png"))
-        plot.decision_boundary(model, data.X, data.y, written[-1], data.classes)
-    print(f"plots: {', '.join(written)}")
 
 
 def cmd_predict(args) -> int:
@@ -294,8 +312,6 @@ def _checked_extra(path, extra: dict, n_out=None) -> dict:
 
 
 def cmd_info(args) -> int:
-    from . import __version__
-
     print(f"gpunn {__version__}")
     print(f"python {platform.python_version()} ({platform.platform()})")
     print(f"numpy {np.__version__}")

@@ -146,3 +146,36 @@ def test_bench_scaling_table(tmp_path):
                           "--device", "cpu", "--scaling-rows", "ten"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--scaling-rows" in bad.stderr
+
+
+def test_bench_chart_is_linear_from_zero_and_names_the_missing(tmp_path, monkeypatch):
+    import importlib.util
+
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    from gpunn.bench import _Device, command, impls, report
+    from gpunn.plot import _pyplot
+
+    rows = [Row(size, "cpu", impl, "float32", [4, 2], 8, 3, 1.0, sps, 1.0, 0.1, 10.0, None)
+            for size, impl, sps in [("micro", "gpunn", 300_000.0), ("micro", "reference",
+                                    400_000.0), ("medium", "gpunn", 17_000.0)]]
+    missing = {"torch": "not installed", "jax": "jax and optax not installed"}
+    fig = report.chart(_pyplot(), rows, missing)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 2
+    assert all(ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0 for ax in shown)
+    assert "not measured: torch (not installed); jax (jax and optax not installed)" in [
+        t.get_text() for t in fig.texts]
+    assert "n/a" in [t.get_text() for t in shown[1].texts]  # reference never ran on medium
+    assert report.plot(rows, str(tmp_path / "b.png"), missing)
+
+    monkeypatch.setattr(impls, "usable", lambda impl, dev: impl in ("gpunn", "reference"))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: None if name == "optax" else object())
+    cpu = _Device("cpu")
+    assert impls.why_unusable("gpunn", cpu) is None
+    assert impls.why_unusable("jax", cpu) == "optax not installed"
+    assert impls.why_unusable("torch", cpu) == "not usable on cpu"
+    assert command._missing(["gpunn", "torch", "jax"], [cpu]) == {
+        "torch": "not usable on cpu", "jax": "optax not installed"}

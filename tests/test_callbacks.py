@@ -28,6 +28,22 @@ def test_early_stopping_stops_and_restores_best():
     assert model.evaluate(*val)["loss"] == pytest.approx(best, rel=1e-4)
 
 
+@pytest.mark.parametrize("patience,stops_at", [(0, 3), (1, 3), (2, 4), (3, 5)])
+def test_patience_counts_epochs_without_improvement(patience, stops_at):
+    # Best at epoch 2; epochs 3, 4, 5 do not improve. Patience N: stop after N of them
+    # (Keras' rule; 0 and 1 both stop at the first).
+    class Model:
+        stop_training = False
+
+    stop, model = cbs.EarlyStopping(patience=patience), Model()
+    stop.on_train_begin(model)
+    for epoch, value in enumerate([1.0, 0.5, 0.6, 0.7, 0.8, 0.9], start=1):
+        stop.on_epoch_end(model, epoch, {"val_loss": value})
+        if model.stop_training:
+            break
+    assert stop.stopped_epoch == stops_at and stop.best_epoch == 2
+
+
 @pytest.mark.parametrize("callback,match", [
     (lambda: cbs.EarlyStopping(), r"monitor 'val_loss' will not be logged \(val_ logs need "
                                   r"validation_data\); this fit logs loss, accuracy"),

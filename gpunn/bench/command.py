@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict
 
 from ..atomic import check_outputs, write_text
-from .impls import IMPLS, usable
+from .impls import IMPLS, usable, why_unusable
 from .measure import measure
 from .report import _opt, environment, markdown, plot
 from .workloads import _ALIASES, PRECISIONS, SIZES, _Device, blas_report, matmul_peak
@@ -79,7 +79,8 @@ def build_parser(parser=None) -> argparse.ArgumentParser:
     parser.add_argument("--precisions", default="auto",
                         help="comma-separated subset of fp32,tf32,fp16,bf16 (default auto: "
                         "fp32 on the CPU, all four on a GPU)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed samples per row (the median is reported)")
     parser.add_argument("--target-seconds", type=float, default=0.5,
                         help="approximate length of one timed epoch")
     parser.add_argument("--pause", type=float, default=0.0,
@@ -205,6 +206,8 @@ def run(args) -> int:
     if args.profile_dir:
         os.makedirs(args.profile_dir, exist_ok=True)
     env = environment(devices)
+    missing = _missing(impls, devices)
+    notes += [f"{impl} not measured: {why}" for impl, why in missing.items()]
     for note in notes:
         print(f"# {note}", flush=True)
     peaks, rows = {}, []
@@ -214,9 +217,20 @@ def run(args) -> int:
     table = _report(args, rows, env, peaks, notes)
     print()
     print(table)
-    if args.plot and not plot(rows, args.plot):
+    if args.plot and not plot(rows, args.plot, missing):
         print("gpunn bench: matplotlib not installed, no plot written", file=sys.stderr)
     return 0
+
+
+def _missing(impls, devices) -> dict:
+    """Implementation -> why it was left out (on some device), for those that were."""
+    reasons: dict[str, list] = {}
+    for dev in devices:
+        for impl in impls:
+            why = why_unusable(impl, dev)
+            if why and why not in reasons.setdefault(impl, []):
+                reasons[impl].append(why)
+    return {impl: ", ".join(why) for impl, why in reasons.items() if why}
 
 
 def main(argv=None) -> int:

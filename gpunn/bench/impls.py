@@ -250,6 +250,19 @@ def usable(impl: str, dev) -> bool:
     return True
 
 
+def why_unusable(impl: str, dev) -> str | None:
+    """None when ``impl`` runs on ``dev``; else why not, in a few words."""
+    if usable(impl, dev):
+        return None
+    import importlib.util
+
+    absent = [m for m in {"torch": ["torch"], "jax": ["jax", "optax"]}.get(impl, [])
+              if importlib.util.find_spec(m) is None]
+    if not absent:
+        return f"not usable on {dev.name}"
+    return "not installed" if absent == [impl] else f"{' and '.join(absent)} not installed"
+
+
 def _torch_usable(dev) -> bool:
     try:
         import torch

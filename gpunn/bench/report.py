@@ -117,8 +117,10 @@ def _opt(value, fmt: str) -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
-def plot(rows: list[Row], path: str) -> bool:
-    """A grouped bar chart of samples/s (log scale); False when matplotlib is missing."""
+def plot(rows: list[Row], path: str, missing: dict | None = None) -> bool:
+    """A bar chart of samples/s, one panel per size and device, each on a linear axis from
+    zero; ``missing`` (implementation -> why) is said under it. False when matplotlib is
+    missing."""
     try:
         import matplotlib
 
@@ -126,23 +128,66 @@ def plot(rows: list[Row], path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    groups = sorted({(r.size, f"{r.device} {r.dtype}") for r in rows},
-                    key=lambda k: (list(SIZES).index(k[0]), k[1]))
-    impls = [i for i in IMPLS if any(r.impl == i for r in rows)]
-    by_key = {(r.size, f"{r.device} {r.dtype}", r.impl): r.samples_per_s for r in rows}
-    fig, ax = plt.subplots(figsize=(1.8 * len(groups) + 2, 4))
-    width = 0.8 / len(impls)
-    for j, impl in enumerate(impls):
-        xs = [i + j * width for i in range(len(groups))]
-        ax.bar(xs, [by_key.get((*g, impl), 0) for g in groups], width, label=impl)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
-    ax.set_xticklabels([f"{s}\n{d}" for s, d in groups])
-    ax.set_yscale("log")
-    ax.set_ylabel("training samples / s")
-    ax.legend()
-    ax.set_title("gpunn training throughput")
-    fig.tight_layout()
+    fig = chart(plt, rows, missing or {})
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return True
+
+
+def _short(value: float) -> str:
+    """312,772 -> "313k"; 1,234,567 -> "1.23M"."""
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def chart(plt, rows: list[Row], missing: dict):
+    """The figure :func:`plot` writes: implementations side by side per panel (the same
+    colour in every panel), their values on the bars."""
+    from matplotlib.ticker import FuncFormatter
+
+    from ..plot import COLOURS
+
+    # One row of panels per size (one row in all for a single device and precision),
+    # one column per device and precision in the order they ran.
+    sizes = [s for s in SIZES if any(r.size == s for r in rows)]
+    kinds = list(dict.fromkeys(f"{r.device} {r.dtype}" for r in rows))
+    cells = [[(s, kinds[0]) for s in sizes]] if len(kinds) == 1 else \
+        [[(s, k) for k in kinds] for s in sizes]
+    impls = [i for i in IMPLS if any(r.impl == i for r in rows)]
+    colour = {impl: COLOURS[j % len(COLOURS)] for j, impl in enumerate(IMPLS)}
+    by_key = {(r.size, f"{r.device} {r.dtype}", r.impl): r.samples_per_s for r in rows}
+    nrows, ncols = len(cells), len(cells[0])
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(2.4 * ncols + 1, 5), 3.6 * nrows + 0.8),
+                             squeeze=False)
+    groups = [group for row in cells for group in row]
+    for ax, group in zip(axes.flat, groups):
+        if not any(key[:2] == group for key in by_key):
+            ax.set_visible(False)
+            continue
+        values = [by_key.get((*group, i)) for i in impls]
+        bars = ax.bar(range(len(impls)), [v or 0 for v in values], 0.7,
+                      color=[colour[i] for i in impls])
+        ax.bar_label(bars, [_short(v) if v else "n/a" for v in values], fontsize=7)
+        ax.set_ylim(0, 1.15 * max([v or 0 for v in values] + [1e-9]))
+        ax.set_xticks(range(len(impls)), impls, rotation=30, fontsize=8)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v) if v else "0"))
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_title(f"{group[0]} {'-'.join(map(str, _widths(rows, group)))}\n{group[1]}",
+                     fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for row in axes:
+        row[0].set_ylabel("training samples/s (higher is better)", fontsize=9)
+    fig.suptitle("gpunn training throughput")
+    if missing:
+        fig.text(0.5, 0.01, "not measured: " + "; ".join(f"{i} ({why})" for i, why in
+                                                         missing.items()),
+                 ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.2 / fig.get_figheight() if missing else 0, 1, 1))
+    return fig
+
+
+def _widths(rows, group):
+    return next((r.widths for r in rows if (r.size, f"{r.device} {r.dtype}") == group), [])

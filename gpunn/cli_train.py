@@ -1,0 +1,116 @@
+"""What ``gpunn train`` does around ``fit``: the lines it prints, keeping the best epoch (the
+one it saves) and its pictures."""
+
+from __future__ import annotations
+
+import os
+
+from . import losses as _losses
+from .callbacks import EarlyStopping
+
+#: Columns the lines printed before training fit in.
+WIDTH = 100
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` shortened in the middle to at most ``width`` characters."""
+    if len(text) <= width:
+        return text
+    keep = max(width - 3, 2)
+    return text[:(keep + 1) // 2] + "..." + text[len(text) - keep // 2:]
+
+
+def _network(widths) -> list[str]:
+    """Ways to write the layer widths, longest first: 784-512-512-10, 784-512x2-10, and
+    784-...-10, 2 hidden layers."""
+    runs: list[list[int]] = []
+    for w in widths:
+        if runs and runs[-1][0] == w:
+            runs[-1][1] += 1
+        else:
+            runs.append([w, 1])
+    return ["-".join(map(str, widths)),
+            "-".join(f"{w}x{n}" if n > 1 else str(w) for w, n in runs),
+            f"{widths[0]}-...-{widths[-1]}, {len(widths) - 2} hidden layers"]
+
+
+def header(name, data, n_train: int, n_val: int, widths, n_params: int, loss: str,
+           optimizer: str, lr: float) -> list[str]:
+    """The data and network lines, each at most :data:`WIDTH` columns (a long file name
+    puts the data's description on a line of its own)."""
+    targets = 1 if data.y.ndim == 1 else data.y.shape[1]
+    kind = f"{len(data.classes)} classes" if data.classes else \
+        f"{targets} target{'s' if targets != 1 else ''}"
+    about = (f"({n_train} train / {n_val} validation rows, {data.X.shape[1]} features, "
+             f"{data.task}, {kind})")
+    lines = [f"data: {name} {about}"]
+    if len(lines[0]) > WIDTH:
+        lines = ["data: " + clip(name, WIDTH - 6), "      " + about]
+    train = f"loss {loss}, {optimizer} lr {lr:g}"
+    nets = [f"network: {n} ({n_params:,} parameters)" for n in _network(widths)]
+    one = next((n for n in nets if len(n) + 2 + len(train) <= WIDTH), None)
+    if one:
+        return lines + [f"{one}, {train}"]
+    return lines + [next((n for n in nets if len(n) <= WIDTH), nets[-1]), "         " + train]
+
+
+class BestEpoch(EarlyStopping):
+    """Keeps the weights of the best epoch by the monitored metric and puts them back at
+    the end; stops early only when given a patience.
+
+    The metric is the loss's own (accuracy for cross-entropies, MAE otherwise), on the
+    validation rows, or on the training rows when there are none.
+    """
+
+    def __init__(self, loss: str, validating: bool, patience: int | None, epochs: int):
+        metrics = _losses.get(loss).default_metrics
+        self.metric = metrics[0] if metrics else "loss"
+        self.key = f"val_{self.metric}" if validating else self.metric
+        self.patience_given, self.epochs = patience, epochs
+        super().__init__(monitor=self.key, patience=epochs if patience is None else patience,
+                         restore_best_weights=True)
+
+    @property
+    def where(self) -> str:
+        """Which rows the monitored value is measured on, when not the validation rows."""
+        return "" if self.key.startswith("val_") else " on the training rows (--val-split 0)"
+
+    def summary(self, hist, elapsed: float, device: str) -> str:
+        """The ``done:`` line."""
+        epochs = len(hist.epoch)
+        text = f"done: {epochs} epoch{'s' if epochs != 1 else ''}"
+        if self.stopped_epoch and epochs < self.epochs:  # not when the last epoch stopped
+            text += f" of {self.epochs} (stopped early, --patience {self.patience_given})"
+        text += f" in {elapsed:.1f} s on {device}"
+        if self.best_epoch:
+            text += f"; best {self.key} {self.best:.4f} at epoch {self.best_epoch}{self.where}"
+        return text
+
+    def saved(self, path: str, hist) -> str:
+        """The ``saved:`` line: which epoch's weights the file holds."""
+        last = len(hist.epoch)
+        if not self.best_epoch:  # no epoch had a finite value
+            return f"saved: {path} (epoch {last}, the last: no epoch had a finite {self.key})"
+        rows = "" if self.key.startswith("val_") else " on the training rows"
+        return f"saved: {path} (epoch {self.best_epoch} of {last}, best {self.key}{rows})"
+
+
+def plots(folder, model, hist, data, title: str, best: BestEpoch) -> None:
+    """The history figure, and the decision boundary of 2-D classification data."""
+    from . import plot
+
+    os.makedirs(folder, exist_ok=True)
+    written = [os.path.join(folder, "history.png")]
+    plot.history(hist, written[0], title=title, best_epoch=best.best_epoch or None,
+                 monitor=best.key)
+    if data.X.shape[1] == 2 and data.task != "regression":
+        written.append(os.path.join(folder, "decision_boundary.png"))
+        plot.decision_boundary(model, data.X, data.y, written[-1], data.classes,
+                               feature_names=data.feature_names, title=title)
+    print(f"plots: {', '.join(written)}")
+
+
+def title(name: str, widths, optimizer: str, lr: float) -> str:
+    """What the pictures are of: "moons, 2-25-50-50-25-1, adam lr 0.01"."""
+    net = next((n for n in _network(widths) if len(n) <= 40), _network(widths)[-1])
+    return f"{clip(name, 40)}, {net}, {optimizer} lr {lr:g}"

@@ -1,0 +1,260 @@
+"""What a newcomer meets first: --version, --help with defaults, early stopping that keeps
+the best epoch, short lines, legible progress."""
+
+import argparse
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+from gpunn import cli
+
+
+def _run(argv, capsys):
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse: --help, --version, usage errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_version(capsys):
+    from gpunn import __version__
+
+    code, out, err = _run(["--version"], capsys)
+    assert code == 0 and out == f"gpunn {__version__}\n" and not err
+
+
+def _parsers():
+    top = cli.build_parser()
+    subs = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    return [("gpunn", top), *subs.choices.items()]
+
+
+@pytest.mark.parametrize("name,parser", _parsers(), ids=lambda p: p if isinstance(p, str)
+                         else "")
+def test_every_help_names_the_defaults(name, parser, capsys):
+    text = " ".join(parser.format_help().split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    for action in parser._actions:
+        default = action.default
+        if not action.option_strings or any(default is v for v in (None, False,
+                                                                   argparse.SUPPRESS)):
+            continue
+        assert action.help, (name, action.option_strings)
+        assert f"(default: {default})" in text or "default" in action.help, (
+            name, action.option_strings, text)
+
+
+def test_train_help_names_every_default(capsys):
+    code, out, _ = _run(["train", "--help"], capsys)
+    text = " ".join(out.split())
+    assert code == 0
+    for value in ("0.01", "30", "adam", "relu", "64", "0.2", "float32", "0"):
+        assert f"(default: {value})" in text, value
+    # --layers: the hidden layers each built-in dataset gets.
+    for name, sizes in cli.DEFAULT_LAYERS.items():
+        assert f"{name} {','.join(map(str, sizes))}" in text, name
+    assert "64,64 for --data" in text
+
+
+def test_usage_errors_stay_one_line(capsys):
+    code, out, err = _run(["train", "--epochs", "x"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--epochs" in err
+    assert "expected an integer, got 'x'" in err
+
+
+def _epochs(out, key):
+    return [float(re.search(rf" {key} ([\d.]+)", line).group(1))
+            for line in out.splitlines() if line.startswith("epoch ")]
+
+
+def _validation_rows(data, val_split=0.2, seed=0):
+    """The rows ``gpunn train`` held out (the same split of the same data)."""
+    return cli._split(data, val_split, seed)[1]
+
+
+def test_the_saved_model_is_the_best_epoch_not_the_last(tmp_path, capsys):
+    from gpunn.data import builtin
+
+    path = tmp_path / "m.npz"
+    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "5", "--device", "cpu",
+                           "--save", str(path)], capsys)
+    assert code == 0, err
+    acc = _epochs(out, "val_accuracy")
+    best = max(acc)
+    assert len(acc) == 5 and acc[-1] < best  # this run's last epoch is not its best
+    epoch = acc.index(best) + 1
+    assert f"best val_accuracy {best:.4f} at epoch {epoch}" in out
+    assert f"saved: {path} (epoch {epoch} of 5, best val_accuracy)" in out
+    model = gn.load(path, device="cpu")
+    Xv, yv = _validation_rows(builtin.load_builtin("moons", seed=0))
+    assert model.evaluate(Xv, yv)["accuracy"] == pytest.approx(best, abs=5e-5)
+    assert not model.train_state  # its epoch counter and history would not match
+
+
+def test_patience_stops_early_and_keeps_the_best_epoch(tmp_path, capsys):
+    from gpunn.data import builtin
+
+    path = tmp_path / "m.npz"
+    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "30", "--patience", "2",
+                           "--device", "cpu", "--lr", "0.05", "--save", str(path)], capsys)
+    assert code == 0, err
+    acc = _epochs(out, "val_accuracy")
+    best = max(acc)
+    epoch = acc.index(best) + 1
+    assert len(acc) == epoch + 2 < 30  # two epochs without improvement, then stop
+    assert f"done: {len(acc)} epochs of 30 (stopped early, --patience 2)" in out
+    assert f"saved: {path} (epoch {epoch} of {len(acc)}, best val_accuracy)" in out
+    Xv, yv = _validation_rows(builtin.load_builtin("moons", seed=0))
+    assert gn.load(path, device="cpu").evaluate(Xv, yv)["accuracy"] == pytest.approx(best, abs=5e-5)
+
+
+def test_regression_keeps_the_epoch_of_lowest_validation_mae(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3)).astype(np.float32)
+    y = (X @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=300)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    path = tmp_path / "r.npz"
+    code, out, err = _run(["train", "--data", str(tmp_path / "d.npz"), "--epochs", "25",
+                           "--lr", "0.05", "--patience", "3", "--device", "cpu",
+                           "--save", str(path)], capsys)
+    assert code == 0, err
+    mae = _epochs(out, "val_mae")
+    epoch = mae.index(min(mae)) + 1
+    assert f"best val_mae {min(mae):.4f} at epoch {epoch}" in out
+    assert f"(epoch {epoch} of {len(mae)}, best val_mae)" in out
+    Xv, yv = _validation_rows(SimpleNamespace(X=X, y=y))
+    assert gn.load(path, device="cpu").evaluate(Xv, yv)["mae"] == pytest.approx(min(mae), abs=5e-5)
+
+
+def test_without_validation_rows_the_training_metric_is_watched_and_said(tmp_path, capsys):
+    code, out, err = _run(["train", "--dataset", "xor", "--epochs", "6", "--val-split", "0",
+                           "--patience", "1", "--device", "cpu", "--save",
+                           str(tmp_path / "m.npz")], capsys)
+    assert code == 0, err
+    acc = _epochs(out, "accuracy")
+    epoch = acc.index(max(acc)) + 1
+    assert f"best accuracy {max(acc):.4f} at epoch {epoch} on the training rows " \
+           "(--val-split 0)" in out
+    assert "best accuracy on the training rows)" in out
+
+
+def test_a_patience_reached_at_the_last_epoch_is_no_early_stop(capsys):
+    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "5", "--patience", "2",
+                           "--device", "cpu", "--quiet"], capsys)
+    assert code == 0, err
+    assert "done: 5 epochs in " in out and "stopped early" not in out  # best epoch: 3
+
+
+@pytest.mark.parametrize("value,match", [("-1", "expected a non-negative number, got '-1'"),
+                                         ("two", "expected an integer, got 'two'")])
+def test_bad_patience_is_one_line(capsys, value, match):
+    code, out, err = _run(["train", "--patience", value], capsys)
+    assert code == 2 and "argument --patience: " + match in err
+    assert len(err.strip().splitlines()) == 1 and not out
+
+
+def test_lines_before_training_fit_in_100_columns(tmp_path, capsys):
+    name = "measurements_from_the_greenhouse_sensor_array_north_wing_2024_season_v2.npz"
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3)).astype(np.float32)
+    np.savez(tmp_path / name, X=X, y=(X[:, 0] > 0).astype(int))
+    code, out, err = _run(["train", "--data", str(tmp_path / name), "--epochs", "1",
+                           "--layers", "512,512,512,512,512,512,512,512", "--quiet",
+                           "--loss", "sparse_categorical_crossentropy", "--task", "multiclass",
+                           "--optimizer", "rmsprop"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert all(len(line) <= 100 for line in lines), lines
+    assert lines[1] == f"data: {name}"
+    assert lines[2] == "      (80 train / 20 validation rows, 3 features, multiclass, 2 classes)"
+    assert lines[3].startswith("network: 3-512x8-2 (")  # too long as 3-512-512-...-2
+
+
+def test_quiet_keeps_only_the_device_data_network_and_summary_lines(tmp_path, capsys):
+    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "2", "--quiet",
+                           "--save", str(tmp_path / "m.npz")], capsys)
+    assert code == 0 and not err, err
+    assert [line.split(":")[0] for line in out.splitlines()] == [
+        "device", "data", "network", "done", "saved"]
+    code, out, _ = _run(["train", "--help"], capsys)
+    assert "the device, data, network and summary lines stay" in " ".join(out.split())
+
+
+def test_progress_bar_and_epoch_line_show_samples_per_second_legibly(monkeypatch):
+    import io
+
+    from gpunn import callbacks
+
+    clock = iter(range(10**6))  # each reading 1 ms after the last
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock) / 1000)
+    out = io.StringIO()
+    bar = callbacks.ProgressBar(500_000, 100, 3, refresh=0, file=out)
+    bar.on_epoch_begin(None, 1)
+    for batch in range(5):
+        bar.on_batch_end(None, batch, (batch + 1) * 100, np.float32(50.0 * (batch + 1)))
+    text = out.getvalue()
+    bar.on_epoch_end(None, 1, {})
+    last = text.split("\r")[-1]
+    assert re.search(r"epoch 1/3 +\d+%\|.*\| 5/5000 batches \[.*, loss 0\.5000  "
+                     r"\d{2,3},\d{3} samples/s\]$", last), last
+    assert "samples_s" not in text and "batch/s" not in text
+    line = io.StringIO()
+    logger = callbacks.EpochLogger(1_234_567, 3, file=line)
+    logger.on_epoch_begin(None, 1)
+    logger.on_epoch_end(None, 1, {"loss": 0.5})
+    assert re.search(r"loss 0\.5000  \d{1,3}(,\d{3})+ samples/s  \d+\.\d\d s$",
+                     line.getvalue().strip()), line.getvalue()
+
+
+def test_plots_name_the_run_label_the_axes_mark_the_best_epoch(tmp_path, capsys,
+                                                               monkeypatch):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (gpunn[plot])")
+    from matplotlib.colors import to_rgba
+
+    from gpunn import plot
+
+    figures, save = {}, plot._save
+    monkeypatch.setattr(plot, "_save", lambda plt, fig, path, **kw: figures.setdefault(
+        path.rsplit("/", 1)[-1], save(plt, fig, path, **kw)))
+    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "5", "--device", "cpu",
+                           "--plot", str(tmp_path), "--quiet"], capsys)
+    assert code == 0, err
+    best = int(re.search(r"best val_accuracy [\d.]+ at epoch (\d+)", out).group(1))
+    hist = figures["history.png"]
+    assert hist._suptitle.get_text() == "moons, 2-25-50-50-25-1, adam lr 0.01"
+    assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in hist.axes] == [
+        ("epoch", "loss"), ("epoch", "accuracy")]
+    labels = [t.get_text() for t in hist.legends[0].get_texts()]
+    assert f"weights kept: epoch {best}" in labels
+    assert any(t.startswith("best val_accuracy ") for t in labels)
+    star = next(line for line in hist.axes[1].lines if line.get_marker() == "*")
+    assert list(star.get_xdata()) == [best]
+    boundary = figures["decision_boundary.png"].axes[0]
+    assert (boundary.get_xlabel(), boundary.get_ylabel()) == ("x0", "x1")
+    assert "moons, 2-25-50-50-25-1" in boundary.get_title()
+    points = [c for c in boundary.collections if c.get_offsets().shape[0] > 1
+              and c.get_label() in ("0", "1")]
+    assert [tuple(c.get_facecolor()[0]) for c in points] == [
+        to_rgba(plot.COLOURS[0]), to_rgba(plot.COLOURS[1])]  # Okabe-Ito blue and orange
+    assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_loss_without_accuracy_watches_its_own_metric(capsys):
+    # mse on a classification task logs mae, not accuracy: that is what is watched.
+    code, out, err = _run(["train", "--dataset", "xor", "--loss", "mse", "--epochs", "2",
+                           "--quiet"], capsys)
+    assert code == 0 and re.search(r"best val_mae [\d.]+ at epoch \d", out), err
+
+
+def test_ctrl_c_before_the_first_epoch_ended_is_an_interruption(tmp_path, capsys,
+                                                                monkeypatch):
+    monkeypatch.setattr(gn.Sequential, "fit", lambda self, *a, **k: gn.History())
+    code, out, err = _run(["train", "--dataset", "xor", "--save", str(tmp_path / "m.npz")],
+                          capsys)
+    assert code == 130 and err == "gpunn: interrupted\n" and "done:" not in out
+    assert not (tmp_path / "m.npz").exists()
