@@ -285,6 +285,7 @@ class Sequential:
         Parameters
         ----------
         X : (N, input_dim)
+            Any array :meth:`fit` takes (DLPack arrays such as PyTorch tensors included).
 
         Returns
         -------
