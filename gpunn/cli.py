@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-standardize", action="store_true",
                        help="feed features as they are (default: standardise them)")
-    train.add_argument("--save", help="write the trained model here (.npz)")
+    train.add_argument("--save", help="write the trained model here (.npz, .safetensors)")
     train.add_argument("--plot", help="write loss/metric curves (and the decision "
                        "boundary of 2-D data) as PNG files into this folder")
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
@@ -149,7 +149,7 @@ def _split(data: _ds.Dataset, val_split: float, seed: int):
 
 def _model_path(path: str) -> str:
     # "dir/" stays a folder (refused as a destination), never "dir/.npz".
-    return path if path.endswith((".npz", "/", os.sep)) else path + ".npz"
+    return path if path.endswith((".npz", ".safetensors", "/", os.sep)) else path + ".npz"
 
 
 def cmd_train(args) -> int:

@@ -200,10 +200,12 @@ class Sequential:
         return self
 
     def save(self, path, include_optimizer: bool = True) -> None:
-        """Write the model (and optimiser state, preprocessing) to ``path`` (``.npz``).
+        """Write the model (and optimiser state, preprocessing) to ``path``: ``.npz``, or
+        ``.safetensors`` (``pip install "gpunn[safetensors]"``) for a file that PyTorch
+        and other safetensors readers open too.
 
         The file is written atomically and holds no pickles; :func:`gpunn.load` reads it
-        on any device.
+        (either format) on any device.
         """
         from .modelwrite import save
 
