@@ -1,4 +1,4 @@
-"""The ``gpunn`` command line: train, predict, info, devices, bench."""
+"""The ``gpunn`` command line: train, predict, export, info, devices, bench."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from . import cli_data as _cli_data
+from . import cli_export as _cli_export
 from . import losses as _losses
 from . import optim as _optim
 from .activations import ACTIVATIONS
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default=None)
     _cli_data.add_reading_arguments(predict, training=False)
 
+    _cli_export.build_parser(sub.add_parser("export", help="write a saved model as ONNX"))
     sub.add_parser("info", help="versions, GPUs, and which devices are usable and why")
     sub.add_parser("devices", help="list usable devices and why CUDA is or is not usable")
     from .bench import build_parser as bench_parser
@@ -338,7 +340,7 @@ def cmd_bench(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
-                "devices": cmd_devices, "bench": cmd_bench}
+                "devices": cmd_devices, "bench": cmd_bench, "export": _cli_export.run}
     try:
         return commands[args.command](args)
     except (GpunnError, ValueError, OSError, ImportError, MemoryError) as exc:

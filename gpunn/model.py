@@ -211,6 +211,17 @@ class Sequential:
 
         save(self, path, include_optimizer=include_optimizer)
 
+    def to_onnx(self, path, opset: int = 17) -> None:
+        """Write the model for inference as an ONNX graph (``pip install "gpunn[onnx]"``):
+        input ``"input"`` ``(batch, input_dim)`` float32 with the stored standardisation
+        applied, output ``"output"`` ``(batch, output_dim)`` as :meth:`predict` returns;
+        float32 whatever the model's dtype; opset 13 and newer (default 17). Written
+        atomically; the graph is described at :mod:`gpunn.onnx_export`.
+        """
+        from .onnx_export import save_onnx
+
+        save_onnx(self, path, opset=opset)
+
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x, training: bool = False):
         """Model output ``(batch, output_dim)`` on the model's device for ``x (batch,
