@@ -135,6 +135,10 @@ def _check(model, opset) -> None:
     if prep is not None and getattr(prep, "kind", None) != "standardize":
         raise ValueError(f"to_onnx: preprocessing {type(prep).__name__} has no ONNX form; "
                          "exported: Standardizer")
+    if prep is not None and (prep.mean is None or np.shape(prep.mean) != (model.input_dim,)):
+        raise ValueError(f"to_onnx: the model's Standardizer should be fitted on "
+                         f"{model.input_dim} features, got mean "
+                         f"{None if prep.mean is None else np.shape(prep.mean)}")
     if 4 * model.count_params() > MAX_BYTES:
         raise ValueError(f"to_onnx: {model.count_params():,} float32 parameters exceed "
                          "the 2 GiB an ONNX file holds without external data")

@@ -139,11 +139,33 @@ class _Custom(gn.Layer):
         return x
 
 
+def _standardized_wrongly(features):
+    model = gn.Sequential([gn.Dense(2, 3)], device="cpu")
+    model.preprocessor = gn.preprocessing.Standardizer()
+    if features:
+        model.preprocessor.fit(np.ones((4, features)))
+    return model
+
+
+class _Scaler:
+    kind = "minmax"
+
+
+def _scaled():
+    model = gn.Sequential([gn.Dense(2, 3)], device="cpu")
+    model.preprocessor = _Scaler()
+    return model
+
+
 @pytest.mark.parametrize("make,match", [
     (lambda: gn.Sequential([gn.Dense(2, 3), _Custom(name="mine")], device="cpu"),
      r"^to_onnx: layer 'mine' \(_Custom\(\)\) has no ONNX form; gpunn exports Dense"),
     (lambda: gn.Sequential([gn.ReLU()], device="cpu"),
      "^to_onnx: the model has no Dense layer"),
+    (lambda: _standardized_wrongly(0), r"Standardizer should be fitted on 2 features, got "
+                                       "mean None"),
+    (lambda: _standardized_wrongly(5), r"fitted on 2 features, got mean \(5,\)"),
+    (_scaled, "^to_onnx: preprocessing _Scaler has no ONNX form; exported: Standardizer"),
 ])
 def test_what_has_no_onnx_form_is_refused_by_name(make, match, tmp_path):
     with pytest.raises(ValueError, match=match):
