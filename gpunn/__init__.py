@@ -5,7 +5,7 @@ for (``device="auto"``, the default).
 """
 
 from . import activations, callbacks, data, init, losses, metrics, optim, preprocessing, training
-from .backend import Backend, available_devices, get_backend, to_numpy
+from .backend import Backend, available_devices, from_dlpack, get_backend, to_numpy
 from .callbacks import History
 from .errors import (
     DeviceFallbackWarning,
@@ -39,7 +39,7 @@ from .precision import get_precision, set_precision
 __version__ = "0.1.0"
 
 __all__ = [
-    "Backend", "get_backend", "available_devices", "to_numpy",
+    "Backend", "get_backend", "available_devices", "to_numpy", "from_dlpack",
     "GpunnError", "DeviceUnavailableError", "DeviceFallbackWarning", "TrainingDiverged",
     "DeviceMemoryError",
     "Layer", "Dense", "Dropout", "ActivationLayer", "Identity", "Linear", "Sigmoid", "Tanh",

@@ -1,4 +1,4 @@
-"""The ``gpunn`` command line: train, predict, info, devices, bench."""
+"""The ``gpunn`` command line: train, predict, export, info, devices, bench."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from . import __version__
 from . import cli_data as _cli_data
+from . import cli_export as _cli_export
 from . import cli_train as _train
 from . import losses as _losses
 from . import optim as _optim
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed of the split, the initial weights and the shuffling")
     train.add_argument("--no-standardize", action="store_true",
                        help="feed features as they are (default: standardise them)")
-    train.add_argument("--save", help="write the trained model here (.npz)")
+    train.add_argument("--save", help="write the trained model here (.npz, .safetensors)")
     train.add_argument("--plot", help="write loss/metric curves (and the decision "
                        "boundary of 2-D data) as PNG files into this folder")
     train.add_argument("--quiet", action="store_true", help="no epoch lines or progress bar "
@@ -155,6 +156,7 @@ def _other_commands(sub) -> None:
     predict.add_argument("--device", default=None, help=_DEVICE)
     _cli_data.add_reading_arguments(predict, training=False)
 
+    _cli_export.build_parser(sub.add_parser("export", help="write a saved model as ONNX"))
     sub.add_parser("info", help="versions, GPUs, and which devices are usable and why")
     sub.add_parser("devices", help="list usable devices and why CUDA is or is not usable")
     from .bench import build_parser as bench_parser
@@ -183,7 +185,7 @@ def _split(data: _ds.Dataset, val_split: float, seed: int):
 
 def _model_path(path: str) -> str:
     # "dir/" stays a folder (refused as a destination), never "dir/.npz".
-    return path if path.endswith((".npz", "/", os.sep)) else path + ".npz"
+    return path if path.endswith((".npz", ".safetensors", "/", os.sep)) else path + ".npz"
 
 
 def cmd_train(args) -> int:
@@ -354,7 +356,7 @@ def cmd_bench(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
-                "devices": cmd_devices, "bench": cmd_bench}
+                "devices": cmd_devices, "bench": cmd_bench, "export": _cli_export.run}
     try:
         return commands[args.command](args)
     except (GpunnError, ValueError, OSError, ImportError, MemoryError) as exc:

@@ -200,14 +200,27 @@ class Sequential:
         return self
 
     def save(self, path, include_optimizer: bool = True) -> None:
-        """Write the model (and optimiser state, preprocessing) to ``path`` (``.npz``).
+        """Write the model (and optimiser state, preprocessing) to ``path``: ``.npz``, or
+        ``.safetensors`` (``pip install "gpunn[safetensors]"``) for a file that PyTorch
+        and other safetensors readers open too.
 
         The file is written atomically and holds no pickles; :func:`gpunn.load` reads it
-        on any device.
+        (either format) on any device.
         """
         from .modelwrite import save
 
         save(self, path, include_optimizer=include_optimizer)
+
+    def to_onnx(self, path, opset: int = 17) -> None:
+        """Write the model for inference as an ONNX graph (``pip install "gpunn[onnx]"``):
+        input ``"input"`` ``(batch, input_dim)`` float32 with the stored standardisation
+        applied, output ``"output"`` ``(batch, output_dim)`` as :meth:`predict` returns;
+        float32 whatever the model's dtype; opset 13 and newer (default 17). Written
+        atomically; the graph is described at :mod:`gpunn.onnx_export`.
+        """
+        from .onnx_export import save_onnx
+
+        save_onnx(self, path, opset=opset)
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x, training: bool = False):
@@ -285,6 +298,7 @@ class Sequential:
         Parameters
         ----------
         X : (N, input_dim)
+            Any array :meth:`fit` takes (DLPack arrays such as PyTorch tensors included).
 
         Returns
         -------

@@ -1,4 +1,5 @@
-"""The model file format: architecture as JSON plus host arrays in one ``.npz``; never pickle.
+"""The model file format: architecture as JSON plus host arrays in one ``.npz`` (or the
+same in a ``.safetensors`` file, see :mod:`gpunn.safetensorsfile`); never pickle.
 
 Reading builds the parts (:class:`ModelParts`) and leaves assembling a model to
 :mod:`gpunn.io`; writing is :mod:`gpunn.modelwrite`, which needs only what a model exposes.
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import GpunnError
+from .safetensorsfile import SafetensorsArchive, SafetensorsError, is_safetensors
 
 FORMAT = "gpunn-model"
 VERSION = 1
@@ -57,6 +59,11 @@ def _read(path):
             _fail(path, f"cannot be read ({exc})")
         if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
             _fail(path, "not a regular file")
+    if is_safetensors(path):
+        try:
+            return SafetensorsArchive(path)
+        except SafetensorsError as exc:
+            _fail(path, f"not a readable gpunn .safetensors file ({exc})")
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -77,6 +84,29 @@ def _read(path):
 def _declared(path, archive, key: str):
     """Shape and dtype an archive member declares, read from its header alone, so that
     absurd sizes and object arrays are refused before anything is allocated."""
+    held = None  # bytes stored; the safetensors library checks its own against the shape
+    if isinstance(archive, np.lib.npyio.NpzFile):
+        shape, dtype, held = _npy_declared(path, archive, key)
+    else:
+        try:
+            shape, dtype = archive.declared(key)
+        except SafetensorsError as exc:
+            _fail(path, f"array {key!r} {exc}")
+    if dtype.hasobject or dtype.kind not in "fiub":
+        _fail(path, f"array {key!r} has dtype {dtype}; expected numbers")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if count > MAX_ELEMENTS:
+        _fail(path, f"array {key!r} declares {count} elements (limit {MAX_ELEMENTS})")
+    if held is not None and count * dtype.itemsize != held:
+        _fail(path, f"array {key!r} declares shape {tuple(shape)} of {dtype} but holds "
+                    f"{held} bytes")
+    return tuple(shape), dtype
+
+
+def _npy_declared(path, archive, key: str):
+    """Shape, dtype and stored data bytes of an ``.npz`` member, from its header."""
     try:
         info = archive.zip.getinfo(key + ".npy")
         with archive.zip.open(info) as fh:
@@ -87,17 +117,7 @@ def _declared(path, archive, key: str):
             header_len = fh.tell()
     except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         _fail(path, f"array {key!r} has an unreadable header ({type(exc).__name__}: {exc})")
-    if dtype.hasobject or dtype.kind not in "fiub":
-        _fail(path, f"array {key!r} has dtype {dtype}; expected numbers")
-    count = 1
-    for d in shape:
-        count *= int(d)
-    if count > MAX_ELEMENTS:
-        _fail(path, f"array {key!r} declares {count} elements (limit {MAX_ELEMENTS})")
-    if count * dtype.itemsize != info.file_size - header_len:
-        _fail(path, f"array {key!r} declares shape {tuple(shape)} of {dtype} but holds "
-                    f"{info.file_size - header_len} bytes")
-    return tuple(shape), dtype
+    return shape, dtype, info.file_size - header_len
 
 
 def _array(path, archive, key: str, shape=None) -> np.ndarray:
@@ -194,8 +214,8 @@ def read(path) -> ModelParts:
     """
     try:
         return _read_parts(path)
-    except (ModelFileError, FileNotFoundError, MemoryError):
-        raise
+    except (ModelFileError, FileNotFoundError, MemoryError, ImportError):
+        raise  # ImportError: the safetensors package is missing (its message says so)
     except Exception as exc:  # untrusted input: any other failure means a bad file
         _fail(path, f"cannot be loaded ({type(exc).__name__}: {exc})")
 

@@ -1,6 +1,6 @@
 """Writing model files (the format is described in :mod:`gpunn.modelfile`): an ``.npz``
-with a JSON header and host arrays, written atomically (temporary file, fsync, rename) with
-the user's umask, and the same bytes in memory for pickling."""
+(or ``.safetensors``) with a JSON header and host arrays, written atomically (temporary
+file, fsync, rename) with the user's umask, and the same bytes in memory for pickling."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from . import safetensorsfile
 from .atomic import atomic_path
 from .backend.ops import host_array
 from .layers import ActivationLayer
@@ -32,13 +33,17 @@ def save(model, path, include_optimizer: bool = True, extra: dict | None = None)
     ----------
     model : Sequential
     path : str or os.PathLike
-        ``.npz`` is appended when missing, as NumPy does.
+        ``.npz``, or ``.safetensors`` for the same content in that format (needs the
+        safetensors package); ``.npz`` is appended to any other name, as NumPy does.
     include_optimizer : bool
         Store the optimiser's hyper-parameters and state (to resume training).
     extra : dict, optional
         JSON-serialisable data kept in the header (``model.extra`` on load).
     """
     path = os.fspath(path)
+    if path.endswith(safetensorsfile.SUFFIX):
+        safetensorsfile.write(path, _arrays(model, include_optimizer, extra))
+        return
     if not path.endswith(".npz"):
         path += ".npz"
     _atomic_savez(path, _arrays(model, include_optimizer, extra))

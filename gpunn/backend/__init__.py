@@ -14,11 +14,11 @@ from ..errors import DeviceFallbackWarning, DeviceUnavailableError, describe
 from .base import Backend
 from .detect import INSTALL_HINT, available_devices, cuda_status
 from .numpy_backend import NumpyBackend
-from .ops import array_context, host_array
+from .ops import DLPACK_CPU, DLPACK_CUDA, DLPACK_CUDA_HOST, array_context, dlpack_device, host_array
 from .random import check_seed
 
 __all__ = ["Backend", "NumpyBackend", "get_backend", "available_devices", "to_numpy",
-           "resolve_device", "cuda_status", "array_context"]
+           "from_dlpack", "resolve_device", "cuda_status", "array_context"]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
 _fallback_noticed = False
@@ -161,6 +161,52 @@ def to_numpy(a):
     numpy.ndarray
     """
     return host_array(a)
+
+
+def from_dlpack(x, device=None):
+    """An array on a gpunn device from any DLPack array, sharing its memory when it is
+    already there.
+
+    gpunn's own arrays (what ``predict`` returns) are NumPy or CuPy arrays, which speak
+    DLPack themselves: ``torch.from_dlpack(model.predict(X))`` shares their memory.
+
+    Parameters
+    ----------
+    x : object with ``__dlpack__``
+        A PyTorch tensor, JAX array, CuPy or NumPy array, ... of any shape. A PyTorch
+        tensor that requires grad is refused: gpunn cannot pass gradients back to its
+        autograd graph, so detach it first.
+    device : str, Backend or module, optional
+        Any :func:`get_backend` spec; ``None`` keeps ``x`` where it is (``"cpu"`` for host
+        memory, ``"cuda:N"`` for GPU N).
+
+    Returns
+    -------
+    numpy.ndarray or cupy.ndarray
+        Same shape and dtype as ``x``; a view of ``x``'s memory unless ``x`` lives on
+        another device (then a copy).
+
+    Raises
+    ------
+    TypeError
+        ``x`` does not speak DLPack, or requires grad.
+    ValueError
+        ``x`` lives on a device type gpunn has no backend for (device=None).
+    """
+    if not hasattr(x, "__dlpack__"):
+        raise TypeError(f"from_dlpack x: expected an array with __dlpack__ (PyTorch, JAX, "
+                        f"CuPy, NumPy), got {describe(x)}")
+    if device is None:
+        kind, index = dlpack_device(x)
+        if kind not in (DLPACK_CPU, DLPACK_CUDA_HOST, DLPACK_CUDA):
+            raise ValueError(f"from_dlpack x: expected an array in host or CUDA memory, "
+                             f"got DLPack device type {kind}; pass device='cpu'")
+        device = f"cuda:{index}" if kind == DLPACK_CUDA else "cpu"
+    backend = get_backend(device)
+    # The backend would cast floating arrays to its own dtype: ask for x's instead.
+    name = str(getattr(x, "dtype", "")).rpartition(".")[2]
+    with backend.context():
+        return backend.asarray(x, dtype=name if hasattr(backend.xp, name) else None)
 
 
 def cupy_imported() -> bool:

@@ -12,7 +12,7 @@ import contextlib
 
 from ..errors import describe
 from .hyper import AdagradStep, AdamStep, RMSpropStep, SGDStep
-from .ops import HALF_DTYPES, host_array, plain_ndarray, softmax_cross_entropy
+from .ops import HALF_DTYPES, from_dlpack, host_array, plain_ndarray, softmax_cross_entropy
 from .random import HostRandom
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -125,7 +125,9 @@ class Backend:
         Parameters
         ----------
         a : array_like
-            NumPy, CuPy or Array API array, or nested sequence.
+            NumPy, CuPy or Array API array, any DLPack array (PyTorch tensor, JAX
+            array, ...) or nested sequence; a PyTorch tensor that requires grad is
+            refused (``TypeError``: detach it first).
         dtype : dtype or str, optional
             Target dtype; ``None`` keeps integer and bool arrays as they are and casts
             floating arrays to the backend dtype.
@@ -133,18 +135,28 @@ class Backend:
         Returns
         -------
         array
-            An array of ``self.xp`` on ``self.device`` (no copy when already there).
+            An array of ``self.xp`` on ``self.device``; no copy when ``a`` is already
+            there in this dtype (a DLPack array's memory is shared).
         """
         xp = self.xp
         if isinstance(dtype, str):
             dtype = getattr(xp, dtype)
         if not self.owns(a):
-            host = host_array(plain_ndarray(a))
-            if host.dtype.kind not in "biuf":
-                raise TypeError(f"cannot convert {describe(a)} to a real numeric array "
-                                f"(dtype {host.dtype})")
-            a = xp.asarray(host, device=self.device) if self.device is not None else \
-                xp.asarray(host)
+            a = plain_ndarray(a)
+            # A DLPack array (PyTorch, JAX, ...) already where xp computes is taken over
+            # in place; anything else goes through a host copy.
+            direct = from_dlpack(xp, a, self.device)
+            if direct is None:
+                host = host_array(a)
+                if host.dtype.kind not in "biuf":
+                    raise TypeError(f"cannot convert {describe(a)} to a real numeric array "
+                                    f"(dtype {host.dtype})")
+                direct = xp.asarray(host, device=self.device) if self.device is not None \
+                    else xp.asarray(host)
+            elif not (self.is_floating(direct.dtype) or
+                      xp.isdtype(direct.dtype, ("bool", "integral"))):
+                raise TypeError(f"cannot convert {describe(a)} to a real numeric array")
+            a = direct
         if dtype is None and a.dtype != self.dtype and self.is_floating(a.dtype):
             dtype = self.dtype
         if dtype is not None and a.dtype != dtype:

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import cupy_kernels
 from .base import BFLOAT16_HINT, Backend
+from .ops import DLPACK_CUDA, dlpack_device, refuse_autograd
 
 #: cupy.random draws only float32 and float64; other dtypes are drawn in float32 and cast.
 _RANDOM_DTYPES = ("float32", "float64")
@@ -124,6 +125,11 @@ class CupyBackend(Backend):
 
     def asarray(self, a, dtype=None):
         with self._device:
+            if not isinstance(a, cupy.ndarray) and dlpack_device(a)[0] == DLPACK_CUDA:
+                # GPU memory of another library (PyTorch, JAX): taken over without a copy,
+                # on whichever GPU it is; moved below if that is not this one.
+                refuse_autograd(a)
+                a = cupy.from_dlpack(a)
             if isinstance(a, cupy.ndarray) and a.device.id != self.index:
                 a = cupy.asarray(a)  # peer copy onto this device
             return super().asarray(a, dtype)

@@ -11,6 +11,9 @@ import numpy as np
 
 #: 16-bit dtypes: trained with float32 master weights and float32 loss sums.
 HALF_DTYPES = ("float16", "bfloat16")
+#: DLPack device types (``DLDeviceType``): host memory, CUDA device memory and CUDA pinned
+#: host memory (which NumPy reads in place).
+DLPACK_CPU, DLPACK_CUDA, DLPACK_CUDA_HOST = 1, 2, 3
 
 
 def host_array(a: Any) -> np.ndarray:
@@ -31,11 +34,83 @@ def host_array(a: Any) -> np.ndarray:
     if isinstance(a, np.ndarray):
         return a
     if hasattr(a, "__dlpack__"):
+        refuse_autograd(a)
+        if dlpack_device(a)[0] == DLPACK_CUDA:
+            return _cuda_to_host(a)
         try:
-            return np.from_dlpack(a)
-        except (BufferError, RuntimeError, TypeError):
+            return np.from_dlpack(a)  # host memory: a view, not a copy
+        except (BufferError, RuntimeError, TypeError, ValueError):
             pass
     return np.asarray(a)
+
+
+def _cuda_to_host(a) -> np.ndarray:
+    # NumPy cannot read device memory; CuPy can take it over without a copy and bring it
+    # back. Without CuPy, the producer's own conversion says what to do.
+    try:
+        import cupy
+    except ImportError:
+        return np.asarray(a)
+    return cupy.from_dlpack(a).get()
+
+
+def dlpack_device(a) -> tuple[int, int]:
+    """``(DLPack device type, device index)`` where ``a``'s memory lives, ``(0, 0)`` for an
+    object that does not say (``DLPACK_CPU``: host, ``DLPACK_CUDA``: GPU number index)."""
+    try:
+        kind, index = a.__dlpack_device__()
+        return int(kind), int(index)
+    except Exception:  # any object: one that cannot say is not a DLPack array
+        return 0, 0
+
+
+def refuse_autograd(a) -> None:
+    """Raise a ``TypeError`` for a tensor attached to an autograd graph (PyTorch's
+    ``requires_grad``): gpunn would cut the graph silently, so the caller detaches."""
+    if getattr(a, "requires_grad", False) is True:
+        raise TypeError("a tensor that requires grad: gpunn cannot pass gradients back to "
+                        "its autograd graph; pass x.detach() (or compute it under "
+                        "torch.no_grad())")
+
+
+def from_dlpack(xp, a, device=None):
+    """``a``, any DLPack array (PyTorch, JAX, CuPy, NumPy, ...), as an array of ``xp``
+    sharing its memory, when that memory is where ``xp`` computes (on ``device`` when
+    given).
+
+    Parameters
+    ----------
+    xp : namespace
+    a : object
+        Of any shape; not an ``xp`` array already.
+    device : object, optional
+        ``xp``'s device the result must be on.
+
+    Returns
+    -------
+    array or None
+        None when ``a`` is no DLPack array or lives elsewhere: the caller copies it.
+
+    Raises
+    ------
+    TypeError
+        ``a`` requires grad (see :func:`refuse_autograd`).
+    """
+    if isinstance(a, np.ndarray) or not hasattr(a, "__dlpack__"):
+        return None
+    refuse_autograd(a)
+    try:
+        out = xp.from_dlpack(a)
+    except Exception:
+        # Libraries raise BufferError, RuntimeError, TypeError or ValueError for memory
+        # they cannot take over (another device, an unsupported dtype): copy instead.
+        return None
+    if device is not None:
+        import array_api_compat
+
+        if array_api_compat.device(out) != device:
+            return None
+    return out
 
 
 def plain_ndarray(a):

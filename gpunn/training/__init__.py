@@ -42,7 +42,10 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
     Parameters
     ----------
     model : Sequential
-    X : (N, input_dim) array-like (NumPy, CuPy, Array API array or list)
+    X : (N, input_dim) array-like
+        NumPy, CuPy or Array API array, nested list, or any DLPack array (a detached
+        PyTorch tensor, a JAX array): used in place, without a copy, when it is already
+        on the model's device in the model's dtype.
     y : (N,) or (N, output_dim)
         Binary 0/1 targets, integer class labels, one-hot rows or regression values.
     loss : str or Loss, default "mse"

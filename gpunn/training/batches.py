@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import NumpyBackend, host_array
-from ..backend.ops import all_finite
+from ..backend.ops import DLPACK_CUDA, all_finite, dlpack_device
 from ..errors import describe
 
 
@@ -45,7 +45,7 @@ def placement(model, X, device_data):
     """The backend a dataset should live on: the model's, or a host NumPy one to stream
     from when it does not fit on the device (or ``device_data=False``)."""
     if device_data is None:
-        if model.backend.owns(X):
+        if model.backend.owns(X) or _on_gpu_of(model.backend, X):
             return model.backend
         nbytes = getattr(X, "nbytes", None)
         if nbytes is None:
@@ -57,6 +57,12 @@ def placement(model, X, device_data):
     if device_data:
         return model.backend
     return NumpyBackend(dtype=model.backend.dtype_name)
+
+
+def _on_gpu_of(backend, X) -> bool:
+    """True for another library's array (a PyTorch CUDA tensor) already on ``backend``'s
+    GPU: taking it over costs nothing, whatever its size."""
+    return backend.library == "cupy" and dlpack_device(X) == (DLPACK_CUDA, backend.index)
 
 
 def as_dataset(model, X, y, loss, what: str = "", device_data=None, preprocessor=None):

@@ -1,0 +1,38 @@
+"""``gpunn export MODEL --onnx OUT.onnx``: a saved model as an ONNX graph (the graph is
+described at :mod:`gpunn.onnx_export`)."""
+
+from __future__ import annotations
+
+import warnings
+
+from . import onnx_export
+from .atomic import check_outputs
+from .backend import NumpyBackend
+
+
+def build_parser(parser) -> None:
+    """Add the ``export`` arguments to its (sub)parser."""
+    parser.add_argument("model", help="a model file (.npz or .safetensors) written by gpunn "
+                        "train --save or model.save")
+    parser.add_argument("--onnx", required=True, metavar="OUT.onnx",
+                        help="write the model here as an ONNX graph (float32, symbolic "
+                        "batch size, the stored standardisation included)")
+    parser.add_argument("--opset", type=int, default=onnx_export.DEFAULT_OPSET,
+                        help=f"ONNX operator set, {onnx_export.MIN_OPSET} or newer "
+                        f"(default {onnx_export.DEFAULT_OPSET})")
+
+
+def run(args) -> int:
+    """Load, convert, write; every failure is an exception the CLI prints in one line."""
+    from .io import load
+
+    onnx_export.require()  # before any work: the install line, not a half-done export
+    check_outputs([args.onnx], [args.model])
+    with warnings.catch_warnings():
+        # A bfloat16 model loads as float32 on the CPU, which is what ONNX gets anyway.
+        warnings.simplefilter("ignore", UserWarning)
+        model = load(args.model, device=NumpyBackend())
+    onnx_export.save_onnx(model, args.onnx, opset=args.opset)
+    print(f"wrote {args.onnx}: ONNX opset {args.opset}, input 'input' (batch, "
+          f"{model.input_dim}) float32, output 'output' (batch, {model.output_dim})")
+    return 0
