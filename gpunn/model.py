@@ -203,9 +203,14 @@ class Sequential:
         """Write the model (and optimiser state, preprocessing) to ``path`` (``.npz``).
 
         The file is written atomically and holds no pickles; :func:`gpunn.load` reads it
-        on any device.
+        on any device. Under several ranks (``mpiexec``) only rank 0 writes; the others,
+        holding the same model, return at once.
         """
+        from . import distributed
         from .modelwrite import save
+
+        if not distributed.is_root():
+            return
 
         save(self, path, include_optimizer=include_optimizer)
 

@@ -1,0 +1,148 @@
+"""Data-parallel training (gpunn.distributed): 2 MPI ranks against one process.
+
+The launches run ``mpiexec -n 2 python -m mpi4py`` (tests/mpi_launch.py) and are skipped,
+saying why, without mpi4py or mpiexec. The plan's arithmetic (pieces of a batch, shares,
+sliced random draws) is also tested in-process with a stand-in world.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+from gpunn.distributed import plan as dplan
+
+sys.path.insert(0, str(Path(__file__).parent / "distributed"))
+import cases  # noqa: E402
+import mpi_launch  # noqa: E402
+
+HERE = Path(__file__).parent / "distributed"
+
+
+def test_importing_gpunn_imports_no_mpi4py_and_one_process_never_does(tmp_path):
+    code = ("import sys, gpunn as gn, numpy as np\n"
+            "m = gn.Sequential([gn.Dense(2, 1)], device='cpu', seed=0)\n"
+            "m.fit(np.zeros((8, 2)), np.zeros(8), epochs=1, verbose=0)\n"
+            "m.save('m.npz')\n"
+            "print(gn.distributed.size(), 'mpi4py' in sys.modules)")
+    env = {k: v for k, v in mpi_launch.environment().items()
+           if k not in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "False"]
+
+
+@pytest.mark.parametrize("env,expected", [({}, False), ({"PMI_SIZE": "1"}, False),
+                                          ({"PMI_SIZE": "4"}, True),
+                                          ({"OMPI_COMM_WORLD_SIZE": "2"}, True),
+                                          ({"PMIX_RANK": "0"}, True)])
+def test_an_mpi_launch_is_read_from_the_environment(monkeypatch, env, expected):
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert gn.distributed.launched() is expected
+
+
+def test_init_names_a_bad_engine():
+    with pytest.raises(ValueError, match="engine: expected one of auto, mpi, nccl, got 'gloo'"):
+        gn.distributed.init("gloo")
+
+
+# ---------------------------------------------------------------------- in-process plan
+class FakeWorld:
+    """Rank ``rank`` of ``size``: sums are the local values times ``size`` (ranks alike)."""
+
+    distributed = True
+
+    def __init__(self, rank, size):
+        self.rank, self.size = rank, size
+
+    def sum(self, values):
+        return np.asarray(values, dtype=np.float64) * self.size
+
+    def any(self, flag):
+        return bool(flag)
+
+
+class SumEngine:
+    name = "mpi"
+
+    def __init__(self, size):
+        self.size, self.calls = size, []
+
+    def allreduce(self, buf):
+        self.calls.append(buf.copy())
+        buf *= self.size
+
+
+@pytest.mark.parametrize("n,batch,size", [(200, 32, 2), (97, 32, 2), (10, 8, 4), (3, 4, 4)])
+def test_each_row_of_each_global_batch_goes_to_exactly_one_rank(n, batch, size):
+    backend = gn.get_backend("cpu", dtype="float64", seed=0)
+    X = np.arange(n, dtype=np.float64).reshape(-1, 1)
+    got = [[] for _ in range(-(-n // batch))]
+    for rank in range(size):
+        plan = dplan.Plan(FakeWorld(rank, size), SumEngine(size))
+        backend.random.seed(5)
+        for k, (xb, _, rows) in enumerate(plan.batches(backend, X, None, batch, True, False,
+                                                       None)):
+            got[k] += list(xb[:rows, 0])
+            assert plan.share == rows / min(batch, n - k * batch)
+        assert sum(len(g) for g in got) <= n
+        assert plan.local_rows(n, batch) == sum(
+            r for *_, r in plan.batches(backend, X, None, batch, False, False, None))
+    backend.random.seed(5)
+    perm = gn.to_numpy(backend.random.permutation(n))
+    assert [sorted(g) for g in got] == [sorted(perm[k:k + batch].tolist())
+                                        for k in range(0, n, batch)]
+
+
+def test_a_rank_draws_its_rows_of_the_global_batchs_dropout_mask():
+    backend = gn.get_backend("cpu", dtype="float64", seed=0)
+    plan = dplan.Plan(FakeWorld(1, 2), SumEngine(2))
+    sliced = dplan.SlicedRandom(backend.random, plan)
+    backend.random.seed(1)
+    whole = gn.to_numpy(backend.random.bernoulli((8, 3), 0.5))
+    backend.random.seed(1)
+    plan.window = (4, 8, 8)
+    assert np.array_equal(gn.to_numpy(sliced.bernoulli((4, 3), 0.5)), whole[4:])
+    plan.window = None
+    assert sliced.bernoulli((4, 3), 0.5).shape == (4, 3)  # outside a step: as it is
+
+
+def test_gradients_are_scaled_by_the_share_then_summed():
+    plan = dplan.Plan(FakeWorld(0, 2), engine := SumEngine(2))
+    plan.share = 0.25
+    g = np.ones(4)
+    plan.reduce_gradients([g], loss=np.float64("nan"))
+    assert np.isnan(g[0]) and np.array_equal(g[1:], [0.5] * 3)  # a bad loss poisons all
+    assert np.array_equal(engine.calls[0][1:], [0.25] * 3)
+
+
+# ---------------------------------------------------------------------- launched
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """Every case of tests/distributed/cases.py trained once on 2 ranks."""
+    mpi_launch.mpiexec()
+    out = tmp_path_factory.mktemp("ranks")
+    proc = mpi_launch.launch([HERE / "train_cases.py", out])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("name", list(cases.CASES))
+def test_two_ranks_at_half_batch_equal_one_process_at_the_whole_batch(two_ranks, name):
+    """float64, same data order: SGD with momentum, Adam, a last batch smaller than the
+    world (a rank with a weight-0 row), and dropout on (masks drawn for the whole batch)."""
+    model, hist = cases.train(name)
+    ranks = [np.load(two_ranks / f"{name}-rank{r}.npz") for r in range(2)]
+    reference = gn.to_numpy(model.store.flat[0])
+    assert np.array_equal(ranks[0]["params"], ranks[1]["params"])  # ranks never drift
+    assert np.max(np.abs(ranks[0]["params"] - reference)) < 1e-10
+    assert np.allclose(ranks[0]["loss"], hist.history["loss"], rtol=0, atol=1e-10)
