@@ -146,3 +146,72 @@ def test_two_ranks_at_half_batch_equal_one_process_at_the_whole_batch(two_ranks,
     assert np.array_equal(ranks[0]["params"], ranks[1]["params"])  # ranks never drift
     assert np.max(np.abs(ranks[0]["params"] - reference)) < 1e-10
     assert np.allclose(ranks[0]["loss"], hist.history["loss"], rtol=0, atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def decisions(tmp_path_factory):
+    """tests/distributed/control.py decisions on 2 ranks, after one process wrote a
+    2-epoch checkpoint to resume from."""
+    mpi_launch.mpiexec()
+    out = tmp_path_factory.mktemp("decisions")
+    cases.train("adam", epochs=2,
+                callbacks=[gn.callbacks.ModelCheckpoint(str(out / "single.npz"))])
+    proc = mpi_launch.launch([HERE / "control.py", out, "decisions"])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def _said(out, what):
+    """What each rank reported about ``what`` (tests/distributed/control.py)."""
+    said = []
+    for rank in range(2):
+        lines = (out / f"report-rank{rank}.txt").read_text().splitlines()
+        said.append([ln.split(": ", 1)[1] for ln in lines if ln.startswith(what + ":")])
+    return said
+
+
+def test_a_stop_asked_on_one_rank_stops_every_rank_after_the_same_epoch(decisions):
+    r0, r1 = _said(decisions[0], "stop")
+    assert r0 == r1 and r0[0].startswith("epochs 2 ")
+
+
+def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(decisions):
+    # Pressed during epoch 2: both ranks roll back to the end of epoch 1, equal.
+    r0, r1 = _said(decisions[0], "interrupt")
+    assert r0 == r1 and r0[0].startswith("epochs 1 ")
+
+
+def test_divergence_is_decided_on_the_reduced_loss_by_every_rank(decisions):
+    r0, r1 = _said(decisions[0], "diverged")
+    assert r0 == r1 and "at epoch 1, step 4" in r0[0]
+
+
+def test_a_single_process_checkpoint_resumes_on_two_ranks_as_if_uninterrupted(decisions):
+    out, _ = decisions
+    model, _ = cases.train("adam", epochs=4)
+    for rank in range(2):
+        got = np.load(out / f"resumed-rank{rank}.npy")
+        assert np.max(np.abs(got - gn.to_numpy(model.store.flat[0]))) < 1e-10
+
+
+def test_only_rank_0_prints_and_writes_files(decisions):
+    out, proc = decisions
+    assert proc.stdout.count("epoch 1/3") == 1
+    assert sorted(p.name for p in out.glob("ckpt-*")) == [f"ckpt-0-{e}.npz" for e in (1, 2, 3)]
+    assert [p.name for p in out.glob("model-*")] == ["model-0.npz"]
+
+
+@pytest.mark.parametrize("mode,module", [("die", False), ("exit", True)])
+def test_a_rank_that_dies_ends_the_job_instead_of_hanging_it(tmp_path, mode, module):
+    """An uncaught exception (gpunn's own hook, without ``-m mpi4py``) or a rank that
+    exits mid-training: the others are ended, non-zero, well within the timeout."""
+    import time
+
+    started = time.monotonic()
+    args = [HERE / "control.py", tmp_path, mode]
+    proc = mpi_launch.launch(args if module else [sys.executable, *args], module=module)
+    assert proc.returncode != 0
+    assert time.monotonic() - started < mpi_launch.TIMEOUT / 2
+    if mode == "die":
+        assert "rank 1 fails on purpose" in proc.stderr
+        assert "gpunn: rank 1 of 2 failed; aborting the job" in proc.stderr

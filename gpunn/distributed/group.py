@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -83,6 +84,9 @@ class World:
         sys.stdout.flush()
         sys.stderr.flush()
         if self.distributed:
+            # The launcher forwards output through pipes it stops reading once a rank
+            # aborts: a moment first lets the message that explains the abort through.
+            time.sleep(0.5)
             self.comm.Abort(code)
         raise SystemExit(code)
 

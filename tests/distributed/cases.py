@@ -33,7 +33,9 @@ def train(name: str, **fit):
     make_opt, dropout, rows, batch, epochs = CASES[name]
     X, y = data(rows)
     net = model(dropout)
-    hist = net.fit(X, y, loss="categorical_crossentropy", optimizer=make_opt(),
-                   epochs=epochs, batch_size=batch, seed=3, verbose=0,
+    fit = {"epochs": epochs, "verbose": 0, "optimizer": make_opt(), **fit}
+    if fit["optimizer"] is None:  # resuming: the checkpoint's
+        fit["optimizer"] = "adam"
+    hist = net.fit(X, y, loss="categorical_crossentropy", batch_size=batch, seed=3,
                    validation_data=(X[:45], y[:45]), **fit)
     return net, hist
