@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import importlib.util
 import os
 import platform
 import sys
@@ -13,6 +15,7 @@ import warnings
 import numpy as np
 
 from . import cli_data as _cli_data
+from . import distributed
 from . import losses as _losses
 from . import optim as _optim
 from .activations import ACTIVATIONS
@@ -20,6 +23,7 @@ from .atomic import atomic_path, check_outputs
 from .backend import available_devices, cuda_status, get_backend, to_numpy
 from .data import builtin as _builtin
 from .data import tables as _ds
+from .distributed.data import load_once
 from .errors import DeviceFallbackWarning, GpunnError
 from .model import Sequential
 
@@ -153,14 +157,20 @@ def _model_path(path: str) -> str:
 
 
 def cmd_train(args) -> int:
-    check_outputs([_model_path(args.save)] if args.save else [], [args.data],
-                  [args.plot] if args.plot else [])
-    if args.plot:  # before training, not after it
-        from .plot import _pyplot
+    # Under mpiexec every rank trains; rank 0 alone reads the data, prints and writes.
+    world = distributed.init()
+    if world.rank == 0:
+        return _train(args, world)
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), \
+            contextlib.redirect_stderr(null):
+        return _train(args, world)
 
-        _pyplot()
+
+def _train(args, world) -> int:
+    if world.rank == 0:
+        _check_destinations(args)
     backend = _backend(args.device, dtype=args.dtype, seed=args.seed)
-    data = _cli_data.load_training_data(args)
+    data = load_once(world, lambda: _cli_data.load_training_data(args))
     _cli_data.tell(data.notices + ([f"task: {data.task} ({data.task_reason})"]
                                    if data.task_reason else []))
     name = args.dataset or (os.path.basename(args.data) if args.data else "spirals")
@@ -207,11 +217,20 @@ def cmd_train(args) -> int:
         summary += f"; test {metric} {test[metric]:.4f}"
     print(summary)
     if args.save:
-        model.save(args.save)
+        model.save(args.save)  # rank 0 alone writes
         print(f"saved: {_model_path(args.save)}")
-    if args.plot:
+    if args.plot and world.rank == 0:
         _plots(args.plot, model, hist, data)
     return 0
+
+
+def _check_destinations(args) -> None:
+    check_outputs([_model_path(args.save)] if args.save else [], [args.data],
+                  [args.plot] if args.plot else [])
+    if args.plot:  # before training, not after it
+        from .plot import _pyplot
+
+        _pyplot()
 
 
 def _plots(folder, model, hist, data) -> None:
@@ -319,6 +338,9 @@ def cmd_info(args) -> int:
     print("  cpu: usable (NumPy)")
     state = "usable, " if status.usable else "not usable: "
     print(f"  cuda: {state}{status.reason}")
+    mpi = ("installed" if importlib.util.find_spec("mpi4py") is not None
+           else 'not installed (pip install "gpunn[distributed]")')
+    print(f"distributed: {distributed.init().describe()}; mpi4py {mpi}")
     return 0
 
 
@@ -337,6 +359,13 @@ def cmd_bench(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    code = _run(args)
+    if code and distributed.world().distributed:
+        distributed.world().abort(code)  # the other ranks may be waiting on this one
+    return code
+
+
+def _run(args) -> int:
     commands = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
                 "devices": cmd_devices, "bench": cmd_bench}
     try:

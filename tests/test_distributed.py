@@ -215,3 +215,38 @@ def test_a_rank_that_dies_ends_the_job_instead_of_hanging_it(tmp_path, mode, mod
     if mode == "die":
         assert "rank 1 fails on purpose" in proc.stderr
         assert "gpunn: rank 1 of 2 failed; aborting the job" in proc.stderr
+
+
+def _table(path, rows=400):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, 3))
+    lines = ["a,b,c,label"] + [f"{a:.4f},{b:.4f},{c:.4f},{'yes' if a + b > 0 else 'no'}"
+                               for a, b, c in X]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_the_command_line_trains_on_two_ranks_reading_and_writing_once(tmp_path):
+    _table(tmp_path / "t.csv")
+    cmd = [sys.executable, "-m", "gpunn.cli", "train", "--data", "t.csv", "--target",
+           "label", "--epochs", "2", "--batch-size", "32", "--save", "m.npz"]
+    proc = mpi_launch.launch(cmd, module=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("epoch 2/2") == 1 and proc.stdout.count("saved: m.npz") == 1
+    assert proc.stderr.count("note: task: binary") == 1  # rank 0 alone read the table
+    assert gn.load(tmp_path / "m.npz").count_params() > 0
+
+
+def test_a_command_line_mistake_ends_every_rank_with_one_line(tmp_path):
+    _table(tmp_path / "t.csv")
+    cmd = [sys.executable, "-m", "gpunn.cli", "train", "--data", "t.csv", "--target", "nope"]
+    proc = mpi_launch.launch(cmd, module=False, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert proc.stderr.count("gpunn: error: t.csv: no column 'nope'") == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_info_names_the_distributed_set_up(tmp_path):
+    proc = mpi_launch.launch([sys.executable, "-m", "gpunn.cli", "info"], module=False)
+    assert proc.returncode == 0, proc.stderr
+    for rank in (0, 1):
+        assert f"distributed: world size 2, rank {rank} (local {rank} of 2)" in proc.stdout
