@@ -40,7 +40,7 @@ def mpiexec() -> list[str]:
 
 def environment(threads: int = 1) -> dict:
     """Environment of the ranks: one BLAS thread each, waiting ranks yielding the CPU."""
-    env = {**os.environ, "GPUNN_DEVICE": "cpu", "PYTHONUNBUFFERED": "1",
+    env = {"GPUNN_DEVICE": "cpu", **os.environ, "PYTHONUNBUFFERED": "1",
            "MPIEXEC_TIMEOUT": str(TIMEOUT - 10),         # MPICH's Hydra kills the job then
            "MPIR_CVAR_POLLS_BEFORE_YIELD": "10",          # MPICH: sched_yield while waiting
            "MPIR_CVAR_CH4_PROGRESS_THROTTLE": "1",

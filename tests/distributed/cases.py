@@ -1,6 +1,8 @@
 """Training cases run both by one process and by several ranks (tests/test_distributed.py):
 float64, a fixed seed, everything else as a user would write it."""
 
+import os
+
 import numpy as np
 
 import gpunn as gn
@@ -26,7 +28,9 @@ def model(dropout: float):
     layers = [gn.Dense(5, 16, activation="tanh")]
     layers += [gn.Dropout(dropout)] if dropout else []
     layers += [gn.Dense(16, 3, activation="softmax", kernel_l2=1e-3)]
-    return gn.Sequential(layers, device="cpu", dtype="float64", seed=0)
+    # GPUNN_CASES_DEVICE=cuda: the same cases on GPUs (tests/test_distributed_nccl.py).
+    device = os.environ.get("GPUNN_CASES_DEVICE", "cpu")
+    return gn.Sequential(layers, device=device, dtype="float64", seed=0)
 
 
 def train(name: str, **fit):
