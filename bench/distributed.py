@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+LOAD_BEFORE = "?"
 
 def worker(rows: int, batch: int, epochs: int) -> None:
     """One rank's part (run under mpiexec): prints one JSON line from rank 0."""
@@ -76,6 +77,8 @@ def main() -> int:
     if args.worker:
         worker(args.rows, args.batch, args.epochs)
         return 0
+    global LOAD_BEFORE
+    LOAD_BEFORE = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     rows = []
     for ranks, threads in ((1, 1), (1, 2), (2, 1)):
         best = max((run(ranks, threads, args) for _ in range(args.repeat)),
@@ -90,7 +93,8 @@ def main() -> int:
                  f"{args.out}`", "", f"{os.cpu_count()} CPU cores, Python "
                  f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}; MLP 64-512-512-10 "
                  f"({rows[0]['params']:,} parameters), float32, Adam, global batch "
-                 f"{args.batch}; best of {args.repeat}, first epoch left out.", "",
+                 f"{args.batch}; best of {args.repeat}, first epoch left out; load "
+                 f"average before the run {LOAD_BEFORE} (the machine is shared).", "",
                  "| ranks | BLAS threads per rank | samples/s |", "|---|---|---|"]
         lines += [f"| {r['ranks']} | {r['threads_per_rank']} | {r['samples_per_s']:,.0f} |"
                   for r in rows]
