@@ -200,6 +200,8 @@ class ModelCheckpoint(Callback):
     """
 
     order = 100
+    #: Under several ranks only rank 0 writes checkpoints (the others hold the same model).
+    rank_zero_only = True
 
     def outputs(self) -> list:
         """A file this callback will write (fit checks its folder before training)."""

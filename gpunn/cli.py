@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import importlib.util
 import os
 import platform
 import sys
@@ -12,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from . import __version__
+from . import __version__, distributed
 from . import cli_data as _cli_data
 from . import cli_export as _cli_export
 from . import cli_train as _train
@@ -23,6 +25,7 @@ from .atomic import atomic_path, check_outputs
 from .backend import available_devices, cuda_status, get_backend, to_numpy
 from .data import builtin as _builtin
 from .data import tables as _ds
+from .distributed.data import load_once
 from .errors import DeviceFallbackWarning, GpunnError
 from .model import Sequential
 
@@ -147,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _other_commands(sub) -> None:
-    """The parsers of predict, info, devices and bench."""
+    """The parsers of predict, export, info, devices and bench."""
     predict = sub.add_parser("predict", help="predict with a saved model")
     predict.add_argument("model", help="a model file written by gpunn train --save")
     predict.add_argument("--data", required=True,
@@ -189,14 +192,20 @@ def _model_path(path: str) -> str:
 
 
 def cmd_train(args) -> int:
-    check_outputs([_model_path(args.save)] if args.save else [], [args.data],
-                  [args.plot] if args.plot else [])
-    if args.plot:  # before training, not after it
-        from .plot import _pyplot
+    # Under mpiexec every rank trains; rank 0 alone reads the data, prints and writes.
+    world = distributed.init()
+    if world.rank == 0:
+        return _train_rank(args, world)
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), \
+            contextlib.redirect_stderr(null):
+        return _train_rank(args, world)
 
-        _pyplot()
+
+def _train_rank(args, world) -> int:
+    if world.rank == 0:
+        _check_destinations(args)
     backend = _backend(args.device, dtype=args.dtype, seed=args.seed)
-    data = _cli_data.load_training_data(args)
+    data = load_once(world, lambda: _cli_data.load_training_data(args))
     _cli_data.tell(data.notices + ([f"task: {data.task} ({data.task_reason})"]
                                    if data.task_reason else []))
     name = args.dataset or (os.path.basename(args.data) if args.data else "spirals")
@@ -238,12 +247,21 @@ def cmd_train(args) -> int:
     if args.save:
         if best.best_epoch != len(hist.epoch):  # no resumable state of a later epoch
             model.train_state = None
-        model.save(args.save)
+        model.save(args.save)  # rank 0 alone writes
         print(best.saved(_model_path(args.save), hist))
-    if args.plot:
+    if args.plot and world.rank == 0:
         _train.plots(args.plot, model, hist, data,
                      _train.title(name, widths, args.optimizer, args.lr), best)
     return 0
+
+
+def _check_destinations(args) -> None:
+    check_outputs([_model_path(args.save)] if args.save else [], [args.data],
+                  [args.plot] if args.plot else [])
+    if args.plot:  # before training, not after it
+        from .plot import _pyplot
+
+        _pyplot()
 
 
 def cmd_predict(args) -> int:
@@ -252,7 +270,7 @@ def cmd_predict(args) -> int:
     check_outputs([args.out] if args.out else [], [args.model, args.data])
     backend = _backend(args.device)
     model = load(args.model, device=backend)
-    extra = _checked_extra(args.model, model.extra, model.output_dim)
+    extra = _cli_data.checked_extra(args.model, model.extra, model.output_dim)
     columns = extra.get("columns") or None
     if not columns:
         raise _ds.DatasetError(f"{args.model}: was not trained from a CSV file (no column "
@@ -285,34 +303,6 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def _checked_extra(path, extra: dict, n_out=None) -> dict:
-    """The CLI's part of a model file's ``extra``, type-checked (the file may be crafted)."""
-    def fail(what):
-        raise _ds.DatasetError(f"{path}: the model's saved {what} is malformed; it was not "
-                               "written by gpunn train, or was edited")
-
-    if extra.get("task") not in (None, *_ds.TASKS):
-        fail("task")
-    classes = extra.get("classes")
-    if classes is not None and not (isinstance(classes, list) and all(
-            isinstance(c, (str, int)) for c in classes)):
-        fail("class list")
-    target = extra.get("target", "prediction")
-    if not isinstance(target, str) or not target:
-        fail("target name")
-    columns = extra.get("columns")
-    if columns is not None and not _cli_data.columns_ok(columns):
-        fail("column list")
-    task = extra.get("task")
-    # The task must fit the network: binary = one output and two classes, multiclass = one
-    # output per class.
-    if task == "binary" and (n_out != 1 or len(classes or []) != 2):
-        fail("task (binary, for this network and class list)")
-    if task == "multiclass" and (not classes or len(classes) < 2 or n_out != len(classes)):
-        fail("task (multiclass, for this network and class list)")
-    return extra
-
-
 def cmd_info(args) -> int:
     print(f"gpunn {__version__}")
     print(f"python {platform.python_version()} ({platform.platform()})")
@@ -337,6 +327,9 @@ def cmd_info(args) -> int:
     print("  cpu: usable (NumPy)")
     state = "usable, " if status.usable else "not usable: "
     print(f"  cuda: {state}{status.reason}")
+    mpi = ("installed" if importlib.util.find_spec("mpi4py") is not None
+           else 'not installed (pip install "gpunn[distributed]")')
+    print(f"distributed: {distributed.init().describe()}; mpi4py {mpi}")
     return 0
 
 
@@ -355,6 +348,13 @@ def cmd_bench(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    code = _run(args)
+    if code and distributed.world().distributed:
+        distributed.world().abort(code)  # the other ranks may be waiting on this one
+    return code
+
+
+def _run(args) -> int:
     commands = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
                 "devices": cmd_devices, "bench": cmd_bench, "export": _cli_export.run}
     try:

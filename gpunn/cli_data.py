@@ -120,3 +120,31 @@ def _column_ok(c) -> bool:
             fill == fill and abs(fill) != float("inf")
     return isinstance(fill, list) and len(fill) == width and all(
         v in (0, 1) and not isinstance(v, bool) for v in fill)
+
+
+def checked_extra(path, extra: dict, n_out=None) -> dict:
+    """The CLI's part of a model file's ``extra``, type-checked (the file may be crafted)."""
+    def fail(what):
+        raise _ds.DatasetError(f"{path}: the model's saved {what} is malformed; it was not "
+                               "written by gpunn train, or was edited")
+
+    if extra.get("task") not in (None, *_ds.TASKS):
+        fail("task")
+    classes = extra.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(
+            isinstance(c, (str, int)) for c in classes)):
+        fail("class list")
+    target = extra.get("target", "prediction")
+    if not isinstance(target, str) or not target:
+        fail("target name")
+    columns = extra.get("columns")
+    if columns is not None and not columns_ok(columns):
+        fail("column list")
+    task = extra.get("task")
+    # The task must fit the network: binary = one output and two classes, multiclass = one
+    # output per class.
+    if task == "binary" and (n_out != 1 or len(classes or []) != 2):
+        fail("task (binary, for this network and class list)")
+    if task == "multiclass" and (not classes or len(classes) < 2 or n_out != len(classes)):
+        fail("task (multiclass, for this network and class list)")
+    return extra

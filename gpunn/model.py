@@ -205,9 +205,14 @@ class Sequential:
         and other safetensors readers open too.
 
         The file is written atomically and holds no pickles; :func:`gpunn.load` reads it
-        (either format) on any device.
+        (either format) on any device. Under several ranks (``mpiexec``) only rank 0
+        writes; the others, holding the same model, return at once.
         """
+        from . import distributed
         from .modelwrite import save
+
+        if not distributed.is_root():
+            return
 
         save(self, path, include_optimizer=include_optimizer)
 

@@ -20,7 +20,10 @@ NOT_RUN = {"python3 -m venv": "makes a virtual environment (the tests run inside
            ". .venv/bin/activate": "changes the calling shell only",
            "pip install": "installs packages (CI runs the install itself)",
            "docker": "needs a Docker engine",
-           "pytest": "is the test suite itself"}
+           "pytest": "is the test suite itself",
+           "mpiexec": "launches MPI ranks (tests/test_distributed.py runs them)",
+           "mpirun": "launches MPI ranks on a cluster's hosts",
+           "srun": "needs a Slurm cluster"}
 #: Python blocks needing a package outside the test extra (PyTorch: a large download) run
 #: where it is installed; elsewhere they are left out with a warning saying so.
 NEEDS = {"import torch": "torch"}

@@ -21,6 +21,7 @@ from ..atomic import check_outputs
 from ..backend.ops import all_finite
 from ..backend.random import check_seed
 from ..callbacks import Callback, EpochLogger, History, ProgressBar
+from ..distributed import plan as _plan
 from ..errors import describe
 from ..layers import _positive_int
 from . import batches
@@ -108,14 +109,8 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
     if device_data not in (None, True, False):
         raise ValueError(f"device_data: expected None, True or False, got {device_data!r}")
     _check_monitors(callbacks, metric_objs, validation_data is not None, on_divergence)
-    resume = read_checkpoint(model, resume_from) if resume_from is not None else None
-    if resume is not None:
-        check_resume(resume, loss, resume_from)
-        if isinstance(optimizer_arg, _optim.Optimizer) and optimizer_arg is not model.optimizer:
-            warnings.warn(f"fit: resume_from={resume_from!r} restores the checkpoint's "
-                          f"optimiser ({type(resume.optimizer).__name__}, lr="
-                          f"{resume.optimizer.lr}); the optimizer passed is not used",
-                          UserWarning, stacklevel=3)
+    dist, verbose, callbacks = _ranks(model, batch_size, verbose, callbacks)
+    resume = _resume(model, resume_from, loss, optimizer_arg)
     # Checkpoint folders exist and are writable before the first step (created if missing).
     # (Writing over the checkpoint resumed from is fine: it was read above.)
     check_outputs([p for cb in callbacks if hasattr(cb, "outputs") for p in cb.outputs()])
@@ -130,22 +125,49 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         history, start = History(), 1
         if resume is not None:
             optimizer, history, start = restore_checkpoint(model, resume)
+        if seed is not None and resume is None:
+            model.backend.random.seed(seed)
+        if dist is not _plan.LOCAL:
+            dist.start(model, seed)  # every rank from rank 0's weights and generator
         amp = _attach(model, optimizer)
         model.optimizer, model.loss = optimizer, loss
         model.metrics = [m.name for m in metric_objs]
-        if seed is not None and resume is None:
-            model.backend.random.seed(seed)
         callbacks += [history] + ([EpochLogger(int(X.shape[0]), epochs)] if verbose else [])
         if verbose == 1 and sys.stdout.isatty():
-            callbacks.append(ProgressBar(int(X.shape[0]), batch_size, epochs))
+            callbacks.append(ProgressBar(dist.local_rows(int(X.shape[0]), batch_size),
+                                         batch_size // dist.size, epochs))
         settings = dict(epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                        verbose=verbose, on_divergence=on_divergence, val=val, start=start)
+                        verbose=verbose, on_divergence=on_divergence, val=val, start=start,
+                        dist=dist)
         trainer = Trainer(model, loss, optimizer, metric_objs, amp, settings, callbacks,
                           history)
         # Under loss scaling an overflow is an expected event that skips the step.
         quiet = model.backend.overflow_expected() if amp else contextlib.nullcontext()
         with quiet, interrupt_flag() as interrupted:
             return trainer.run(X, T, streaming, interrupted)
+
+
+def _ranks(model, batch_size, verbose, callbacks):
+    """The distributed plan; on ranks other than 0 (an MPI launch) nothing printed and no
+    callback that writes files."""
+    dist = _plan.for_fit(model, batch_size)
+    if dist.is_root:
+        return dist, verbose, callbacks
+    return dist, 0, [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
+
+
+def _resume(model, resume_from, loss, optimizer_arg):
+    """The checkpoint to resume from, checked (None without one)."""
+    if resume_from is None:
+        return None
+    resume = read_checkpoint(model, resume_from)
+    check_resume(resume, loss, resume_from)
+    if isinstance(optimizer_arg, _optim.Optimizer) and optimizer_arg is not model.optimizer:
+        warnings.warn(f"fit: resume_from={resume_from!r} restores the checkpoint's "
+                      f"optimiser ({type(resume.optimizer).__name__}, lr="
+                      f"{resume.optimizer.lr}); the optimizer passed is not used",
+                      UserWarning, stacklevel=4)
+    return resume
 
 
 def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None) -> dict:

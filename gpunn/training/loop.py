@@ -12,6 +12,7 @@ import math
 import time
 
 from ..callbacks import Callback
+from ..distributed import plan as _plan
 from ..errors import DeviceMemoryError
 from ..optim import LossScaleOptimizer, SkipNonFinite
 from . import batches as _batches
@@ -42,6 +43,7 @@ class Trainer:
     def __init__(self, model, loss, optimizer, metrics, amp, settings, callbacks, history):
         self.model, self.loss, self.metrics, self.amp = model, loss, metrics, amp
         self.optimizer = optimizer
+        self.dist = _plan.LOCAL  # several ranks: the hooks of gpunn.distributed.plan
         self.__dict__.update(settings)
         self.callbacks = sorted(callbacks, key=lambda cb: getattr(cb, "order", 0))
         self.history = history
@@ -68,6 +70,7 @@ class Trainer:
         if reg is not None:
             value = value + reg
         params, grads = model.store.step_lists(adopt_params=False)
+        self.dist.reduce_gradients(grads, value if self.skip else None)
         if self.skip and self.amp is None:  # the loss must be finite too
             self.stepper.step(params, grads, finite=model.backend.xp.isfinite(value))
         else:
@@ -107,19 +110,10 @@ class Trainer:
         self.snapshot, self.every = None, 1
         for cb in self.callbacks:
             cb.on_train_begin(model)
+        interrupted = self.dist.collective(interrupted)  # or-ed over ranks
         try:
-            for epoch in range(self.start, self.epochs + 1):
-                for cb in self.callbacks:
-                    cb.on_epoch_begin(model, epoch)
-                logs = self._epoch(epoch, X, T, streaming, interrupted)
-                if logs is None:
-                    break
-                model.train_state = TrainState(epoch, model.backend.random.state(),
-                                               self.history, logs)
-                for cb in self.callbacks:
-                    cb.on_epoch_end(model, epoch, logs)
-                if model.stop_training:
-                    break
+            with self.dist.training(model):
+                self._epochs(X, T, streaming, interrupted)
             for cb in self.callbacks:
                 cb.on_train_end(model, self.history)
         finally:
@@ -128,6 +122,22 @@ class Trainer:
             model.forget()
             self.loss.output = self.loss._grad = None
         return self.history
+
+    def _epochs(self, X, T, streaming, interrupted) -> None:
+        model = self.model
+        for epoch in range(self.start, self.epochs + 1):
+            for cb in self.callbacks:
+                cb.on_epoch_begin(model, epoch)
+            logs = self._epoch(epoch, X, T, streaming, interrupted)
+            if logs is None:
+                break
+            model.train_state = TrainState(epoch, model.backend.random.state(),
+                                           self.history, logs)
+            for cb in self.callbacks:
+                cb.on_epoch_end(model, epoch, logs)
+            if self.dist.any(model.stop_training):  # all ranks stop together
+                model.stop_training = True
+                break
 
     def _epoch(self, epoch, X, T, streaming, interrupted) -> dict | None:
         """One epoch's steps and its logs; None when training must stop."""
@@ -144,7 +154,7 @@ class Trainer:
             self.snapshot = Snapshot(model, self.optimizer, self.amp, epoch)
         started = time.perf_counter()
         try:
-            sums = self._steps(X, T, streaming, interrupted)
+            sums = self.dist.reduce_epoch(self._steps(X, T, streaming, interrupted))
         except MemoryError as exc:
             if self.snapshot is not None:
                 self._roll_back()
@@ -186,7 +196,7 @@ class Trainer:
                                                                                1e-9))))
         if self.val is not None:
             val = evaluate_arrays(model, *self.val, self.loss, self.metrics,
-                                  self.batch_size)
+                                  self.batch_size, self.dist)
             logs.update({f"val_{k}": v for k, v in val.items()})
         return logs
 
@@ -200,34 +210,38 @@ class Trainer:
         model = self.model
         backend, xp = model.backend, model.backend.xp
         n, b = int(X.shape[0]), self.batch_size
-        steps = -(-n // b)
+        steps = self.dist.steps(n, b)
         acc = accumulator(backend).dtype
         step_losses = backend.zeros((steps,), dtype=acc)
         metric_steps = [None] * len(self.metrics)
-        total, seen, batch = None, 0, -1
-        batches = _batches.iterate(backend, X, T, b, self.shuffle, streaming)
-        for batch, (xb, tb) in enumerate(batches):
+        total, seen, batch, counts = None, 0, -1, []
+        batches = self.dist.batches(backend, X, T, b, self.shuffle, streaming,
+                                    _batches.iterate)
+        for batch, (xb, tb, rows) in enumerate(batches):
             value = self.step(xb, tb)
+            counts.append(rows)
             step_losses[batch] = value
             for i, m in enumerate(self.metrics):
                 count = m.batch(xp, self.loss.output, tb)
                 if metric_steps[i] is None:
                     metric_steps[i] = backend.zeros((steps,), dtype=count.dtype)
                 metric_steps[i][batch] = count
-            seen += xb.shape[0]
+            seen += rows
             if self.per_batch:  # a running sum only for callbacks that look at it
-                part = _cast(xp, value, step_losses) * xb.shape[0]
+                part = _cast(xp, value, step_losses) * rows
                 total = part if total is None else total + part
                 for cb in self.per_batch:
                     cb.on_batch_end(model, batch, seen, total)
             if interrupted():
                 break
         done = batch + 1
-        rows = backend.asarray([b] * (done - 1) + [seen - b * (done - 1)] if done else [],
-                               dtype=acc)
+        rows = backend.asarray(counts, dtype=acc)
         losses = step_losses[:done]
         metric_vals = [_cast(xp, buf[:done], losses) if buf is not None else None
                        for buf in metric_steps]
+        if 0 in counts:  # a rank's weight-0 stand-in row counts toward no metric
+            metric_vals = [None if v is None else xp.where(rows > 0, v, xp.zeros_like(v))
+                           for v in metric_vals]
         dropped = valid = None
         if self.skip:  # a skipped step (non-finite loss) counts toward nothing
             finite = xp.isfinite(losses)
@@ -241,8 +255,10 @@ class Trainer:
         return total, sums, step_losses, (dropped, valid), seen
 
 
-def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size) -> dict:
-    """Loss and metrics of checked, placed data, in inference mode (host floats)."""
+def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size,
+                    dist=_plan.LOCAL) -> dict:
+    """Loss and metrics of checked, placed data, in inference mode (host floats); over
+    several ranks each evaluates its share of the rows and the sums are added."""
     backend = model.backend
     xp = backend.xp
     logits = model.takes_logits(loss)
@@ -250,7 +266,8 @@ def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size) -> dict:
     total = accumulator(backend)
     sums = [accumulator(backend) for _ in metrics]
     reg = model.regularization()
-    _batches_setup(metrics, T)
+    _batches_setup(metrics, T)  # the whole target (R² needs its variance)
+    X, T = dist.rows_of(X, T)
     with inference_memory(model, batch_size, "evaluating"):
         for xb, tb in _batches.iterate(backend, X, T, batch_size, False, streaming):
             out = model.forward_batch(xb, training=False, logits=logits)
@@ -260,8 +277,9 @@ def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size) -> dict:
             for i, m in enumerate(metrics):
                 sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
     model.forget()
-    result = {"loss": float(total) / n + (float(reg) if reg is not None else 0.0)}
-    result.update({m.name: m.result(float(s), n) for m, s in zip(metrics, sums)})
+    total, *sums = dist.sum_floats([float(total)] + [float(s) for s in sums])
+    result = {"loss": total / n + (float(reg) if reg is not None else 0.0)}
+    result.update({m.name: m.result(s, n) for m, s in zip(metrics, sums)})
     return result
 
 

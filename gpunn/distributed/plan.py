@@ -1,0 +1,271 @@
+"""What one ``fit`` does differently on several ranks: the hooks of the training loop.
+
+:class:`Local` (one process) changes nothing. :class:`Plan` (several) makes each rank
+train on its share of every global batch and keeps the ranks equal:
+
+- **Data order.** Every rank draws the same permutation of all ``N`` rows from the one
+  shared generator (as a single process would); global batch ``k`` is rows
+  ``perm[k*B:(k+1)*B]`` and rank ``r`` takes the contiguous piece
+  ``[r*m//p, (r+1)*m//p)`` of its ``m`` rows (``B/p`` rows of every full batch). When the
+  last batch has fewer rows than ranks, a rank with no row runs its step on the batch's
+  last row with weight 0, so every rank takes part in every all-reduce.
+- **Gradients.** Each rank's gradient (a mean over its rows) is scaled by its share of the
+  global batch and summed over ranks: the mean over the global batch, as one process
+  computes it at batch size ``B``.
+- **Dropout.** The masks of a global batch are drawn whole from the shared generator and
+  each rank uses its rows of them: the same masks as one process at batch ``B``, and the
+  generators of all ranks stay equal (so checkpoints resume under any number of ranks).
+- **Decisions.** Epoch sums (loss, metrics, skipped steps) and validation sums are summed
+  over ranks before anything reads them; Ctrl-C and ``stop_training`` are or-ed over
+  ranks, so all ranks stop after the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from ..backend.ops import host_array
+
+
+class Local:
+    """One process: the training loop as it always was."""
+
+    size, rank, is_root = 1, 0, True
+
+    def steps(self, n: int, batch_size: int) -> int:
+        return -(-n // batch_size)
+
+    def local_rows(self, n: int, batch_size: int) -> int:
+        """Rows this rank trains on per epoch (what its progress bar counts)."""
+        return n
+
+    def batches(self, backend, X, T, batch_size, shuffle, streaming, iterate):
+        """``(x, t, rows)``: the batches of ``iterate`` and their row counts."""
+        for xb, tb in iterate(backend, X, T, batch_size, shuffle, streaming):
+            yield xb, tb, int(xb.shape[0])
+
+    def reduce_gradients(self, grads, loss=None) -> None:
+        """Nothing to reduce."""
+
+    def reduce_epoch(self, sums):
+        return sums
+
+    def rows_of(self, X, T):
+        return X, T
+
+    def sum_floats(self, values):
+        return values
+
+    def collective(self, flag):
+        return flag
+
+    def any(self, flag) -> bool:
+        return bool(flag)
+
+    def training(self, model):
+        return contextlib.nullcontext()
+
+
+LOCAL = Local()
+
+
+class Plan(Local):
+    """Several ranks (see the module docstring).
+
+    Parameters
+    ----------
+    world : World
+    engine : MPIEngine or NCCLEngine
+        Sums and broadcasts the model's flat device buffers.
+    """
+
+    def __init__(self, world, engine):
+        self.world, self.engine = world, engine
+        self.size, self.rank, self.is_root = world.size, world.rank, world.rank == 0
+        #: This rank's rows of the current global batch: (lo, hi, m); hi - lo is 1 for a
+        #: weight-0 stand-in row.
+        self.window = None
+        self.share = 1.0
+
+    def _piece(self, m: int) -> tuple[int, int]:
+        return self.rank * m // self.size, (self.rank + 1) * m // self.size
+
+    def local_rows(self, n: int, batch_size: int) -> int:
+        full, last = divmod(n, batch_size)
+        lo, hi = self._piece(last)
+        return full * (batch_size // self.size) + hi - lo
+
+    def batches(self, backend, X, T, batch_size, shuffle, streaming, iterate):
+        """``(x, t, rows)`` of this rank for each global batch of ``batch_size`` rows."""
+        n = int(X.shape[0])
+        # The same draw a single process makes, so the generators stay in step.
+        perm = backend.random.permutation(n) if shuffle else None
+        positions, pieces = [], []
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            lo, hi = self._piece(m)
+            rows = hi - lo
+            if rows == 0:
+                lo, hi = m - 1, m
+            positions.append(np.arange(start + lo, start + hi))
+            pieces.append((lo, hi, m, rows))
+        pos = np.concatenate(positions)
+        try:
+            if streaming:
+                order = pos if perm is None else host_array(perm)[pos]
+                chunks = backend.batches(X, T, order, batch_size // self.size)
+            else:
+                order = backend.asarray(pos) if perm is None else \
+                    backend.xp.take(perm, backend.asarray(pos), axis=0)
+                chunks = self._gather(backend, X, T, order, pieces)
+            for (lo, hi, m, rows), (xb, tb) in zip(pieces, chunks):
+                self.window, self.share = (lo, hi, m), rows / m
+                yield xb, tb, rows
+        finally:
+            self.window, self.share = None, 1.0
+
+    @staticmethod
+    def _gather(backend, X, T, order, pieces):
+        xbuf = tbuf = None
+        offset = 0
+        for lo, hi, _, _ in pieces:
+            idx = order[offset:offset + hi - lo]
+            offset += hi - lo
+            xbuf = backend.take_rows(X, idx, xbuf)
+            tbuf = None if T is None else backend.take_rows(T, idx, tbuf)
+            yield xbuf, tbuf
+
+    def reduce_gradients(self, grads, loss=None) -> None:
+        """Average the ranks' gradients over the global batch, in place: each scaled by
+        its share of the batch, then summed. A non-finite ``loss`` (given under
+        ``on_divergence="skip"``) poisons this rank's gradients first, so every rank
+        skips the step together."""
+        for g in grads:
+            xp = _namespace(g)
+            if loss is not None:
+                g[:1] = xp.where(xp.isfinite(loss), g[:1], xp.full_like(g[:1], xp.nan))
+            g *= self.share
+            self.engine.allreduce(g)
+
+    def reduce_epoch(self, sums):
+        """The epoch's device sums, summed over ranks, as host values (one exchange)."""
+        total, metric_sums, step_losses, (dropped, valid), seen = sums
+        have = [s is not None for s in metric_sums]
+        extra = [dropped, valid]
+        scalars = [total] + [s for s in metric_sums if s is not None] + \
+                  [e for e in extra if e is not None]
+        host = np.concatenate([np.asarray([float(v) for v in scalars]),
+                               host_array(step_losses).astype(np.float64), [seen]])
+        out = self.world.sum(host)
+        k = len(scalars)
+        values = iter(out[1:k])
+        metric_sums = [np.float64(next(values)) if h else None for h in have]
+        extra = [np.float64(next(values)) if e is not None else None for e in extra]
+        return (np.float64(out[0]), metric_sums, out[k:-1], tuple(extra), int(out[-1]))
+
+    def rows_of(self, X, T):
+        """This rank's contiguous share of a validation set."""
+        lo, hi = self._piece(int(X.shape[0]))
+        return X[lo:hi, ...], (None if T is None else T[lo:hi, ...])
+
+    def sum_floats(self, values):
+        return [float(v) for v in self.world.sum(values)]
+
+    def collective(self, flag):
+        """``flag()`` (e.g. Ctrl-C pressed) or-ed over ranks at each call."""
+        return lambda: self.world.any(flag())
+
+    def any(self, flag) -> bool:
+        return self.world.any(flag)
+
+    @contextlib.contextmanager
+    def training(self, model):
+        """While training: random draws of a step sized by this rank's rows are drawn
+        for the whole global batch and sliced (see the module docstring)."""
+        backends = {id(b): b for b in [model.backend] +
+                    [lay.backend for lay in model.layers if lay.backend is not None]}
+        saved = {k: b.random for k, b in backends.items()}
+        for k, b in backends.items():
+            b.random = SlicedRandom(saved[k], self)
+        try:
+            yield
+        finally:
+            for k, b in backends.items():
+                b.random = saved[k]
+
+    def start(self, model, seed) -> None:
+        """Every rank from rank 0's parameters and random generator."""
+        store = model.store
+        arrays = [store.flat[0]] if store.flat is not None else store.parameters()
+        for a in arrays:
+            self.engine.broadcast(a)
+        random = model.backend.random
+        state = self.world.broadcast(random.state())
+        if state is not None:
+            random.set_state(state)
+        elif seed is None:  # an unreadable generator (CuPy's): a seed from rank 0
+            random.seed(self.world.broadcast(int(np.random.SeedSequence().entropy % 2**63)))
+
+
+class SlicedRandom:
+    """A generator whose draws for this rank's rows of a global batch are this rank's
+    rows of the draw for the whole batch; everything else passes through."""
+
+    def __init__(self, inner, plan):
+        self.inner, self.plan = inner, plan
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _draw(self, fn, shape, *args):
+        window = self.plan.window
+        shape = tuple(shape)
+        if window is None or not shape or shape[0] != window[1] - window[0]:
+            return fn(shape, *args)
+        lo, hi, m = window
+        return fn((m, *shape[1:]), *args)[lo:hi, ...]
+
+    def bernoulli(self, shape, p):
+        return self._draw(self.inner.bernoulli, shape, p)
+
+    def uniform(self, shape, low=0.0, high=1.0):
+        return self._draw(self.inner.uniform, shape, low, high)
+
+    def normal(self, shape, std=1.0, mean=0.0):
+        return self._draw(self.inner.normal, shape, std, mean)
+
+
+def _namespace(a):
+    import array_api_compat
+
+    return array_api_compat.array_namespace(a)
+
+
+def for_fit(model, batch_size: int):
+    """The plan of one ``fit``: :data:`LOCAL` unless several ranks train together.
+
+    Raises
+    ------
+    ValueError
+        ``batch_size`` not a multiple of the number of ranks; a 16-bit model on MPI;
+        ranks whose models differ in size or device kind.
+    """
+    from . import world as current_world
+
+    world = current_world()
+    if not world.distributed:
+        return LOCAL
+    if batch_size % world.size:
+        raise ValueError(f"batch_size: expected a multiple of the {world.size} ranks (the "
+                         f"global batch is split evenly), got {batch_size}")
+    engine = world.engine_for(model.backend)
+    kinds = world.comm.allgather((model.backend.library, model.count_params()))
+    if len(set(kinds)) > 1:
+        raise ValueError(f"model: every rank must train the same model on the same kind "
+                         f"of device, got (library, parameters) per rank {kinds}")
+    if engine.name == "mpi" and model.dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype: distributed training over MPI sums float32 or float64 "
+                         f"gradients, got {model.dtype}; use NCCL on GPUs or float32")
+    return Plan(world, engine)

@@ -1,0 +1,252 @@
+"""Data-parallel training (gpunn.distributed): 2 MPI ranks against one process.
+
+The launches run ``mpiexec -n 2 python -m mpi4py`` (tests/mpi_launch.py) and are skipped,
+saying why, without mpi4py or mpiexec. The plan's arithmetic (pieces of a batch, shares,
+sliced random draws) is also tested in-process with a stand-in world.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+from gpunn.distributed import plan as dplan
+
+sys.path.insert(0, str(Path(__file__).parent / "distributed"))
+import cases  # noqa: E402
+import mpi_launch  # noqa: E402
+
+HERE = Path(__file__).parent / "distributed"
+
+
+def test_importing_gpunn_imports_no_mpi4py_and_one_process_never_does(tmp_path):
+    code = ("import sys, gpunn as gn, numpy as np\n"
+            "m = gn.Sequential([gn.Dense(2, 1)], device='cpu', seed=0)\n"
+            "m.fit(np.zeros((8, 2)), np.zeros(8), epochs=1, verbose=0)\n"
+            "m.save('m.npz')\n"
+            "print(gn.distributed.size(), 'mpi4py' in sys.modules)")
+    env = {k: v for k, v in mpi_launch.environment().items()
+           if k not in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "False"]
+
+
+@pytest.mark.parametrize("env,expected", [({}, False), ({"PMI_SIZE": "1"}, False),
+                                          ({"PMI_SIZE": "4"}, True),
+                                          ({"OMPI_COMM_WORLD_SIZE": "2"}, True),
+                                          ({"PMIX_RANK": "0"}, True)])
+def test_an_mpi_launch_is_read_from_the_environment(monkeypatch, env, expected):
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert gn.distributed.launched() is expected
+
+
+def test_init_names_a_bad_engine():
+    with pytest.raises(ValueError, match="engine: expected one of auto, mpi, nccl, got 'gloo'"):
+        gn.distributed.init("gloo")
+
+
+# ---------------------------------------------------------------------- in-process plan
+class FakeWorld:
+    """Rank ``rank`` of ``size``: sums are the local values times ``size`` (ranks alike)."""
+
+    distributed = True
+
+    def __init__(self, rank, size):
+        self.rank, self.size = rank, size
+
+    def sum(self, values):
+        return np.asarray(values, dtype=np.float64) * self.size
+
+    def any(self, flag):
+        return bool(flag)
+
+
+class SumEngine:
+    name = "mpi"
+
+    def __init__(self, size):
+        self.size, self.calls = size, []
+
+    def allreduce(self, buf):
+        self.calls.append(buf.copy())
+        buf *= self.size
+
+
+@pytest.mark.parametrize("n,batch,size", [(200, 32, 2), (97, 32, 2), (10, 8, 4), (3, 4, 4)])
+def test_each_row_of_each_global_batch_goes_to_exactly_one_rank(n, batch, size):
+    backend = gn.get_backend("cpu", dtype="float64", seed=0)
+    X = np.arange(n, dtype=np.float64).reshape(-1, 1)
+    got = [[] for _ in range(-(-n // batch))]
+    for rank in range(size):
+        plan = dplan.Plan(FakeWorld(rank, size), SumEngine(size))
+        backend.random.seed(5)
+        for k, (xb, _, rows) in enumerate(plan.batches(backend, X, None, batch, True, False,
+                                                       None)):
+            got[k] += list(xb[:rows, 0])
+            assert plan.share == rows / min(batch, n - k * batch)
+        assert sum(len(g) for g in got) <= n
+        assert plan.local_rows(n, batch) == sum(
+            r for *_, r in plan.batches(backend, X, None, batch, False, False, None))
+    backend.random.seed(5)
+    perm = gn.to_numpy(backend.random.permutation(n))
+    assert [sorted(g) for g in got] == [sorted(perm[k:k + batch].tolist())
+                                        for k in range(0, n, batch)]
+
+
+def test_a_rank_draws_its_rows_of_the_global_batchs_dropout_mask():
+    backend = gn.get_backend("cpu", dtype="float64", seed=0)
+    plan = dplan.Plan(FakeWorld(1, 2), SumEngine(2))
+    sliced = dplan.SlicedRandom(backend.random, plan)
+    backend.random.seed(1)
+    whole = gn.to_numpy(backend.random.bernoulli((8, 3), 0.5))
+    backend.random.seed(1)
+    plan.window = (4, 8, 8)
+    assert np.array_equal(gn.to_numpy(sliced.bernoulli((4, 3), 0.5)), whole[4:])
+    plan.window = None
+    assert sliced.bernoulli((4, 3), 0.5).shape == (4, 3)  # outside a step: as it is
+
+
+def test_gradients_are_scaled_by_the_share_then_summed():
+    plan = dplan.Plan(FakeWorld(0, 2), engine := SumEngine(2))
+    plan.share = 0.25
+    g = np.ones(4)
+    plan.reduce_gradients([g], loss=np.float64("nan"))
+    assert np.isnan(g[0]) and np.array_equal(g[1:], [0.5] * 3)  # a bad loss poisons all
+    assert np.array_equal(engine.calls[0][1:], [0.25] * 3)
+
+
+# ---------------------------------------------------------------------- launched
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """Every case of tests/distributed/cases.py trained once on 2 ranks."""
+    mpi_launch.mpiexec()
+    out = tmp_path_factory.mktemp("ranks")
+    proc = mpi_launch.launch([HERE / "train_cases.py", out])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("name", list(cases.CASES))
+def test_two_ranks_at_half_batch_equal_one_process_at_the_whole_batch(two_ranks, name):
+    """float64, same data order: SGD with momentum, Adam, a last batch smaller than the
+    world (a rank with a weight-0 row), and dropout on (masks drawn for the whole batch)."""
+    model, hist = cases.train(name)
+    ranks = [np.load(two_ranks / f"{name}-rank{r}.npz") for r in range(2)]
+    reference = gn.to_numpy(model.store.flat[0])
+    assert np.array_equal(ranks[0]["params"], ranks[1]["params"])  # ranks never drift
+    assert np.max(np.abs(ranks[0]["params"] - reference)) < 1e-10
+    assert np.allclose(ranks[0]["loss"], hist.history["loss"], rtol=0, atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def decisions(tmp_path_factory):
+    """tests/distributed/control.py decisions on 2 ranks, after one process wrote a
+    2-epoch checkpoint to resume from."""
+    mpi_launch.mpiexec()
+    out = tmp_path_factory.mktemp("decisions")
+    cases.train("adam", epochs=2,
+                callbacks=[gn.callbacks.ModelCheckpoint(str(out / "single.npz"))])
+    proc = mpi_launch.launch([HERE / "control.py", out, "decisions"])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def _said(out, what):
+    """What each rank reported about ``what`` (tests/distributed/control.py)."""
+    said = []
+    for rank in range(2):
+        lines = (out / f"report-rank{rank}.txt").read_text().splitlines()
+        said.append([ln.split(": ", 1)[1] for ln in lines if ln.startswith(what + ":")])
+    return said
+
+
+def test_a_stop_asked_on_one_rank_stops_every_rank_after_the_same_epoch(decisions):
+    r0, r1 = _said(decisions[0], "stop")
+    assert r0 == r1 and r0[0].startswith("epochs 2 ")
+
+
+def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(decisions):
+    # Pressed during epoch 2: both ranks roll back to the end of epoch 1, equal.
+    r0, r1 = _said(decisions[0], "interrupt")
+    assert r0 == r1 and r0[0].startswith("epochs 1 ")
+
+
+def test_divergence_is_decided_on_the_reduced_loss_by_every_rank(decisions):
+    r0, r1 = _said(decisions[0], "diverged")
+    assert r0 == r1 and "at epoch 1, step 4" in r0[0]
+
+
+def test_a_single_process_checkpoint_resumes_on_two_ranks_as_if_uninterrupted(decisions):
+    out, _ = decisions
+    model, _ = cases.train("adam", epochs=4)
+    for rank in range(2):
+        got = np.load(out / f"resumed-rank{rank}.npy")
+        assert np.max(np.abs(got - gn.to_numpy(model.store.flat[0]))) < 1e-10
+
+
+def test_only_rank_0_prints_and_writes_files(decisions):
+    out, proc = decisions
+    assert proc.stdout.count("epoch 1/3") == 1
+    assert sorted(p.name for p in out.glob("ckpt-*")) == [f"ckpt-0-{e}.npz" for e in (1, 2, 3)]
+    assert [p.name for p in out.glob("model-*")] == ["model-0.npz"]
+
+
+@pytest.mark.parametrize("mode,module", [("die", False), ("exit", True)])
+def test_a_rank_that_dies_ends_the_job_instead_of_hanging_it(tmp_path, mode, module):
+    """An uncaught exception (gpunn's own hook, without ``-m mpi4py``) or a rank that
+    exits mid-training: the others are ended, non-zero, well within the timeout."""
+    import time
+
+    started = time.monotonic()
+    args = [HERE / "control.py", tmp_path, mode]
+    proc = mpi_launch.launch(args if module else [sys.executable, *args], module=module)
+    assert proc.returncode != 0
+    assert time.monotonic() - started < mpi_launch.TIMEOUT / 2
+    if mode == "die":
+        assert "rank 1 fails on purpose" in proc.stderr
+        assert "gpunn: rank 1 of 2 failed; aborting the job" in proc.stderr
+
+
+def _table(path, rows=400):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, 3))
+    lines = ["a,b,c,label"] + [f"{a:.4f},{b:.4f},{c:.4f},{'yes' if a + b > 0 else 'no'}"
+                               for a, b, c in X]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_the_command_line_trains_on_two_ranks_reading_and_writing_once(tmp_path):
+    _table(tmp_path / "t.csv")
+    cmd = [sys.executable, "-m", "gpunn.cli", "train", "--data", "t.csv", "--target",
+           "label", "--epochs", "2", "--batch-size", "32", "--save", "m.npz"]
+    proc = mpi_launch.launch(cmd, module=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("epoch 2/2") == 1 and proc.stdout.count("saved: m.npz") == 1
+    assert proc.stderr.count("note: task: binary") == 1  # rank 0 alone read the table
+    assert gn.load(tmp_path / "m.npz").count_params() > 0
+
+
+def test_a_command_line_mistake_ends_every_rank_with_one_line(tmp_path):
+    _table(tmp_path / "t.csv")
+    cmd = [sys.executable, "-m", "gpunn.cli", "train", "--data", "t.csv", "--target", "nope"]
+    proc = mpi_launch.launch(cmd, module=False, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert proc.stderr.count("gpunn: error: t.csv: no column 'nope'") == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_info_names_the_distributed_set_up(tmp_path):
+    proc = mpi_launch.launch([sys.executable, "-m", "gpunn.cli", "info"], module=False)
+    assert proc.returncode == 0, proc.stderr
+    for rank in (0, 1):
+        assert f"distributed: world size 2, rank {rank} (local {rank} of 2)" in proc.stdout
