@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import weakref
 
+from . import distributed as _distributed
 from . import training as _training
 from .architecture import check_layers, layers_from_architecture
 from .backend import get_backend
@@ -66,6 +67,8 @@ class Sequential:
                 raise TypeError(f"Sequential layers[{i}]: expected a gpunn Layer, got "
                                 f"{describe(layer)}")
         check_layers(layers)
+        if _distributed.launched():  # join first: "auto" then finds this rank's own GPU
+            _distributed.init()
         backend = get_backend(device if device is not None else None, dtype=dtype, seed=seed)
         # Inside the device's context: on cuda:N every allocation must land on GPU N.
         with backend.context():

@@ -250,3 +250,20 @@ def test_info_names_the_distributed_set_up(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for rank in (0, 1):
         assert f"distributed: world size 2, rank {rank} (local {rank} of 2)" in proc.stdout
+
+
+def test_a_model_built_under_a_launcher_joins_the_job_first(monkeypatch):
+    """A script unchanged under mpiexec: building the model joins the MPI job before the
+    device is resolved, so each rank's "auto" finds its own GPU (init points CUDA at the
+    local rank's device)."""
+    import gpunn as gn
+    from gpunn import distributed
+
+    calls = []
+    monkeypatch.setattr(distributed, "launched", lambda: True)
+    monkeypatch.setattr(distributed, "init", lambda *a, **k: calls.append("init"))
+    gn.Sequential([gn.Dense(2, 1)], device="cpu", seed=0)
+    assert calls == ["init"]
+    monkeypatch.setattr(distributed, "launched", lambda: False)
+    gn.Sequential([gn.Dense(2, 1)], device="cpu", seed=0)
+    assert calls == ["init"]
