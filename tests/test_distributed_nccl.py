@@ -152,3 +152,24 @@ def test_two_ranks_on_two_gpus_over_nccl_equal_one_gpu(tmp_path):
     finally:
         for k in env:
             os.environ.pop(k, None)
+
+
+
+@pytest.mark.gpu
+def test_one_rank_nccl_engine_runs_on_a_real_gpu():
+    """With one GPU: the NCCL engine (unique id, communicator, in-place all-reduce and
+    broadcast on the current stream) runs on real device memory for a world of one rank."""
+    status = cuda_status()
+    if not status.usable:
+        pytest.skip(f"needs a usable GPU: {status.reason}")
+    cupy = pytest.importorskip("cupy")
+    nccl = pytest.importorskip("cupy.cuda.nccl", reason="CuPy without NCCL")
+    engine = engines.NCCLEngine(FakeComm(0, size=1), nccl, cupy)
+    for dtype in ("float32", "float64"):
+        buf = cupy.arange(1000, dtype=dtype)
+        before = buf.data.ptr
+        engine.allreduce(buf)
+        engine.broadcast(buf)
+        cupy.cuda.get_current_stream().synchronize()
+        assert buf.data.ptr == before  # in place: no copy, no host round trip
+        np.testing.assert_array_equal(cupy.asnumpy(buf), np.arange(1000, dtype=dtype))
