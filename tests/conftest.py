@@ -51,3 +51,21 @@ def backend64(backend_name):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+#: Test modules that read users' CSV files, which needs pandas (the gpunn[data] extra, in
+#: the test extra). Where pandas is missing (a bare GPU image) they are skipped, saying so.
+NEEDS_PANDAS = {"test_bad_input_table", "test_cli_data", "test_cli_safety",
+                "test_messy_files"}
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import pandas  # noqa: F401
+        return
+    except ImportError:
+        pass
+    skip = pytest.mark.skip(reason='reads CSV files: needs pandas (pip install "gpunn[data]")')
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in NEEDS_PANDAS:
+            item.add_marker(skip)

@@ -226,6 +226,7 @@ def _table(path, rows=400):
 
 
 def test_the_command_line_trains_on_two_ranks_reading_and_writing_once(tmp_path):
+    pytest.importorskip("pandas", reason="reading CSV files needs pandas (gpunn[data])")
     _table(tmp_path / "t.csv")
     cmd = [sys.executable, "-m", "gpunn.cli", "train", "--data", "t.csv", "--target",
            "label", "--epochs", "2", "--batch-size", "32", "--save", "m.npz"]
@@ -237,6 +238,7 @@ def test_the_command_line_trains_on_two_ranks_reading_and_writing_once(tmp_path)
 
 
 def test_a_command_line_mistake_ends_every_rank_with_one_line(tmp_path):
+    pytest.importorskip("pandas", reason="reading CSV files needs pandas (gpunn[data])")
     _table(tmp_path / "t.csv")
     cmd = [sys.executable, "-m", "gpunn.cli", "train", "--data", "t.csv", "--target", "nope"]
     proc = mpi_launch.launch(cmd, module=False, cwd=tmp_path)

@@ -208,6 +208,7 @@ def test_a_failed_export_leaves_the_previous_file(monkeypatch, tmp_path):
 
 
 def _csv(tmp_path):
+    pytest.importorskip("pandas", reason="reading CSV files needs pandas (gpunn[data])")
     rng = np.random.default_rng(0)
     X = rng.normal(10.0, 4.0, size=(90, 3))
     label = np.array(["lo", "mid", "hi"])[(X[:, 0] > 9).astype(int) + (X[:, 1] > 11)]

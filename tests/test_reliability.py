@@ -154,6 +154,7 @@ def test_resume_refuses_a_different_architecture(tmp_path):
 def test_ctrl_c_stops_after_the_current_step(capsys):
     X, y = gn.data.make_spirals(600, seed=0)
     steps = []
+    handler = signal.getsignal(signal.SIGINT)  # SIG_IGN in a background job
 
     class PressCtrlC(cbs.Callback):
         def on_batch_end(self, model, batch, rows, loss_sum):
@@ -171,7 +172,7 @@ def test_ctrl_c_stops_after_the_current_step(capsys):
     assert "interrupted during epoch 2" in capsys.readouterr().out
     assert np.isfinite(model.evaluate(X, y)["loss"])  # still usable
     assert model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0).epoch == [1]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler  # put back as it was
 
 
 # ---------------------------------------------------------------------- out of memory

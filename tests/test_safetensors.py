@@ -243,6 +243,7 @@ def test_missing_library_is_a_one_line_install_hint(saved, tmp_path, monkeypatch
 
 
 def test_command_line_saves_predicts_and_refuses_hostile_files(tmp_path, capsys, saved):
+    pytest.importorskip("pandas", reason="reading CSV files needs pandas (gpunn[data])")
     csv = tmp_path / "f.csv"
     csv.write_text("a,b,label\n" + "".join(f"{i % 7},{i % 3},{'x' if i % 2 else 'y'}\n"
                                          for i in range(30)))

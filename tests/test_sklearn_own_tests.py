@@ -26,8 +26,9 @@ NOT_APPLICABLE = {
                 "is model_, built by fit (replacing coefs_ after fit is honoured: "
                 "test_sklearn.py)",
     "test_gradient": "compares scikit-learn's private _backprop/_pack/_unpack with finite "
-                     "differences (gpunn's gradients: tests/test_gradcheck.py, and "
-                     "test_sklearn.py checks SGD against scikit-learn to 1e-12)",
+                     "differences (gpunn's gradients: gn.gradcheck in test_layers.py and "
+                     "test_model.py; test_sklearn.py checks SGD against scikit-learn to "
+                     "1e-10)",
 }
 
 
