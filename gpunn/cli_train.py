@@ -3,6 +3,7 @@ one it saves) and its pictures."""
 
 from __future__ import annotations
 
+import math
 import os
 
 from . import losses as _losses
@@ -69,6 +70,26 @@ class BestEpoch(EarlyStopping):
         self.patience_given, self.epochs = patience, epochs
         super().__init__(monitor=self.key, patience=epochs if patience is None else patience,
                          restore_best_weights=True)
+
+    def on_train_begin(self, model):
+        super().on_train_begin(model)
+        self._best_loss = math.inf
+
+    def on_epoch_end(self, model, epoch, logs):
+        """A tie in the metric (common for accuracy on a small validation set) goes to the
+        epoch with the lower loss on the same rows: the first epoch to reach 98.8% is
+        rarely the best model to keep. Patience still counts metric improvements only."""
+        loss = logs.get("val_loss" if self.key.startswith("val_") else "loss", math.inf)
+        value = self._monitor.value(logs)
+        tie = (self.best_epoch and self.metric != "loss" and value == self._monitor.best
+               and loss < self._best_loss)
+        super().on_epoch_end(model, epoch, logs)
+        if self.best_epoch == epoch or tie:
+            if tie:
+                xp = model.backend.xp
+                self.best_epoch = epoch
+                self._best = [xp.asarray(p, copy=True) for p in model.parameters()]
+            self._best_loss = loss
 
     @property
     def where(self) -> str:

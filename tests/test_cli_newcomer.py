@@ -258,3 +258,22 @@ def test_ctrl_c_before_the_first_epoch_ended_is_an_interruption(tmp_path, capsys
                           capsys)
     assert code == 130 and err == "gpunn: interrupted\n" and "done:" not in out
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_a_tie_in_the_metric_keeps_the_epoch_with_the_lower_loss():
+    """Accuracy on a small validation set ties often; the first epoch to reach the best
+    value is rarely the model to keep: the tie goes to the lower validation loss."""
+
+    from gpunn.cli_train import BestEpoch
+
+    model = gn.Sequential([gn.Dense(2, 1)], device="cpu", seed=0)
+    best = BestEpoch("binary_crossentropy", validating=True, patience=None, epochs=4)
+    best.on_train_begin(model)
+    W = model.layers[0].params["W"]
+    for epoch, (acc, loss) in enumerate([(0.9, 0.5), (0.95, 0.4), (0.95, 0.2),
+                                         (0.95, 0.3)], start=1):
+        W[...] = epoch
+        best.on_epoch_end(model, epoch, {"val_accuracy": acc, "val_loss": loss})
+    assert best.best_epoch == 3 and best.wait == 2  # patience counts metric gains only
+    best.on_train_end(model, None)
+    assert np.all(gn.to_numpy(W) == 3)
