@@ -123,6 +123,8 @@ def _shape(y):
     shape = getattr(y, "shape", None)
     if shape is not None:
         return tuple(shape)
+    if hasattr(y, "__dlpack__"):  # an array of a library that speaks only DLPack
+        return tuple(host_array(y).shape)
     try:
         shape = np.shape(y)
     except ValueError:  # ragged
