@@ -164,10 +164,10 @@ class Backend:
         return a
 
     def take_rows(self, X, idx, out=None):
-        """Rows ``X[idx]`` of a ``(N, ...)`` array for integer indices ``idx (k,)``: one
-        shuffled batch, gathered without copying the dataset. A backend may write them
-        into ``out`` (a buffer of the batch's shape, reused from step to step); the
-        generic version allocates."""
+        """Rows ``X[idx]`` of a ``(N, ...)`` array for integer indices ``idx (k,)``, all
+        in ``[0, N)`` (a slice of a permutation): one shuffled batch, gathered without
+        copying the dataset. A backend may write them into ``out`` (a buffer of the
+        batch's shape, reused from step to step); the generic version allocates."""
         return self.xp.take(X, idx, axis=0)
 
     def zeros(self, shape, dtype=None):

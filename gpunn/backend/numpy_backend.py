@@ -50,7 +50,10 @@ class NumpyBackend(Backend):
 
     def take_rows(self, X, idx, out=None):
         if out is not None and out.shape[0] == idx.shape[0] and out.dtype == X.dtype:
-            return X.take(idx, axis=0, out=out)
+            # mode="raise" (the default) gathers into a hidden buffer and copies it into
+            # out: 3x slower for a 4096x784 batch. The indices are a permutation's slice,
+            # in range by construction, so "clip" never clips and writes out directly.
+            return X.take(idx, axis=0, out=out, mode="clip")
         return X.take(idx, axis=0)
 
     def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):

@@ -84,7 +84,7 @@ def _make_reference(dev, widths, X, y, batch, dtype="float32"):
         for k, lo in enumerate(range(0, n_rows, batch)):
             idx = perm[lo:lo + batch]
             if idx.shape[0] == batch:
-                xb, yb = xp.take(Xd, idx, axis=0, out=xbuf), xp.take(yd, idx, out=ybuf)
+                xb, yb = _take(xp, Xd, idx, xbuf), _take(xp, yd, idx, ybuf)
             else:
                 xb, yb = xp.take(Xd, idx, axis=0), xp.take(yd, idx)
             step(xb, yb, k, losses, correct)
@@ -96,6 +96,14 @@ def _make_reference(dev, widths, X, y, batch, dtype="float32"):
 
     epoch.make_step = make_step
     return epoch
+
+
+def _take(xp, a, idx, out):
+    """Rows ``a[idx]`` into ``out``; as fit does on NumPy, mode="clip" writes straight into
+    ``out`` (the default gathers into a hidden buffer first; the indices are in range)."""
+    if xp is np:
+        return xp.take(a, idx, axis=0, out=out, mode="clip")
+    return xp.take(a, idx, axis=0, out=out)
 
 
 def _flat_network(xp, widths, rng):
