@@ -6,7 +6,8 @@ One pass over memory instead of NumPy's twelve for Adam, spread over every core 
 rounded to the array's dtype first, as the NumPy path does, so both give the same
 float32 arithmetic up to the order of operations (parity tests in tests/test_optim.py),
 except that moments below the smallest normal number are flushed to zero (see the kernel).
-``GPUNN_NUMBA=0`` turns the fast path off.
+``GPUNN_NUMBA=0`` turns the fast path off (read by a NumPy backend at its first Adam
+step; the caller checks :func:`enabled`).
 """
 
 from __future__ import annotations
@@ -67,13 +68,13 @@ PARALLEL_FROM = 1 << 16
 
 
 def adam(p, g, m, v, hp) -> bool:
-    """Adam/AdamW in one parallel pass; False when it cannot run (then use NumPy)."""
+    """Adam/AdamW in one parallel pass; False when it cannot run (then use NumPy). Call
+    only when :func:`enabled`."""
     dt = p.dtype
     # Spelled out, not all(... for ...): a generator costs microseconds per small step.
     if not (p.ndim == g.ndim == m.ndim == v.ndim == 1 and dt == g.dtype == m.dtype == v.dtype
             and (dt == np.float32 or dt == np.float64) and p.flags.c_contiguous
-            and g.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous
-            and enabled()):
+            and g.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
         return False
     t = p.dtype.type
     kernel = _kernels()["adam" if p.size >= PARALLEL_FROM else "adam_serial"]

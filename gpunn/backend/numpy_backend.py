@@ -25,6 +25,7 @@ class NumpyBackend(Backend):
     def __init__(self, dtype: str = "float32", seed: int | None = None):
         super().__init__(cnp, device="cpu", dtype=dtype, seed=seed, name="cpu")
         self._scratch_buffers: dict = {}
+        self._numba = None  # GPUNN_NUMBA and Numba's presence, read at the first Adam step
 
     def describe(self) -> str:
         return f"cpu (NumPy {np.__version__}, {self.dtype_name})"
@@ -120,7 +121,9 @@ class NumpyBackend(Backend):
 
     def adam_update(self, p, g, m, v, hp):
         # One parallel pass through Numba when installed (the flat buffer is 1-D).
-        if not numba_kernels.adam(p, g, m, v, hp):
+        if self._numba is None:
+            self._numba = numba_kernels.enabled()
+        if not (self._numba and numba_kernels.adam(p, g, m, v, hp)):
             numpy_kernels.adam(p, g, m, v, hp, self._scratch)
 
     def rmsprop_update(self, p, g, square_avg, velocity, hp):
