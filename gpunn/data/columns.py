@@ -150,6 +150,10 @@ def _decide(pd, name, series, n: int, options, chosen: bool):
     present = series.dropna()
     if present.empty:
         return None, f"column {name!r}: left out (every cell is missing)"
+    nested = next((v for v in present if isinstance(v, (list, tuple, dict, set, np.ndarray))),
+                  None) if series.dtype == object else None
+    if nested is not None:  # Parquet lists and structs: no one number per row
+        return None, f"column {name!r}: left out (nested values: {type(nested).__name__})"
     distinct = present.nunique()
     if judge and distinct == 1:
         return None, f"column {name!r}: left out (constant: {present.iloc[0]!r} in every row)"
@@ -172,8 +176,11 @@ def _decide(pd, name, series, n: int, options, chosen: bool):
                                                                 seps))) is not None:
         spec["parse"] = {"thousands": seps[0], "decimal": seps[1]}
         return spec, f"column {name!r}: {describe_numbers(text, seps)}"
+    if seps is None and parse_numbers(pd, series, None) is not None:
+        return spec, f"column {name!r}: numbers beyond 64-bit integers, read as floating point"
     if parse_dates(pd, series) is not None:
         return _dates(pd, name, series, spec, options)
+    refuse_stray_text(pd, f"column {name!r}", series)
     if judge and distinct == n:
         return None, (f"column {name!r}: left out (ID-like: a different text in every row); "
                       "pass --features to keep it")
@@ -182,6 +189,29 @@ def _decide(pd, name, series, n: int, options, chosen: bool):
                       f"{n} rows)")
     spec.update(kind="categorical", categories=sorted(set(text)))
     return spec, (f"column {name!r}: text, one-hot encoded ({distinct} categories)")
+
+
+def refuse_stray_text(pd, what: str, series) -> None:
+    """Refuse a column of numbers or dates but for a few cells (a typo or a bad date,
+    which would otherwise turn the whole column into categories or leave it out)."""
+    text = series.astype("string").str.strip()
+    present = text.notna().to_numpy()
+    numbers = pd.to_numeric(text.str.replace(",", "", regex=False), errors="coerce")
+    dated = text.str.match(_DATE).fillna(False).astype(bool)
+    stamps = pd.to_datetime(text.where(dated), errors="coerce", format="mixed", utc=True)
+    for kind, good in (("numbers", numbers.notna()), ("dates", stamps.notna())):
+        bad = present & ~good.to_numpy(dtype=bool)
+        if 0 < bad.sum() <= 0.1 * present.sum() and text[good].nunique() > 10:
+            raise DatasetError(f"{what} holds {kind} but {text[bad].iloc[0]!r} in "
+                               f"{_rows(bad)}; correct those cells or leave them empty "
+                               "(missing)")
+
+
+def _finite(values, name: str, where: str):
+    if np.isinf(values).any():
+        raise DatasetError(f"{where}: column {name!r} holds an infinite value in "
+                           f"{_rows(np.isinf(values))}")
+    return values, 0
 
 
 def _dates(pd, name, series, spec, options):
@@ -228,12 +258,12 @@ def column_values(pd, series, spec: dict, where: str):
                                f"{_first_bad(series)!r} here")
         return values, 0
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
-        return series.to_numpy(dtype=np.float64, na_value=np.nan), 0
+        return _finite(series.to_numpy(dtype=np.float64, na_value=np.nan), name, where)
     values = parse_numbers(pd, series, spec.get("parse"))
     if values is None:
         raise DatasetError(f"{where}: column {name!r} was numeric in training but holds "
                            f"{_first_bad(series)!r}")
-    return values, 0
+    return _finite(values, name, where)
 
 
 def _first_bad(series) -> str:
