@@ -3,6 +3,7 @@ the model file's record of them, checked when a model is loaded for ``predict``.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from .data import builtin as _builtin
@@ -15,14 +16,15 @@ _KINDS = ("numeric", "categorical", "datetime")
 def _column_list(text: str) -> tuple:
     names = tuple(n.strip() for n in text.split(","))
     if not all(names):
-        raise ValueError(f"expected comma-separated column names, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got "
+                                         f"{text!r}")
     return names
 
 
 def _one_char(text: str) -> str:
     text = {"\\t": "\t", "tab": "\t"}.get(text, text)
     if len(text) != 1:
-        raise ValueError(f"expected one character (or 'tab'), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected one character (or 'tab'), got {text!r}")
     return text
 
 

@@ -92,3 +92,31 @@ def test_predict_refuses_an_infinite_value(tmp_path):
     new.write_text("x\n0.5\n-inf\n")
     with pytest.raises(DatasetError, match="column 'x' holds an infinite value in 1 row"):
         tables.read_features(new, data.columns)
+
+
+def test_an_enormous_label_is_shortened_in_the_error(tmp_path):
+    with pytest.raises(DatasetError) as info:
+        _load(tmp_path, "x,y\n1," + "a" * 1_000_000 + "\n")
+    assert len(str(info.value)) < 400 and "aaa..." in str(info.value)
+
+
+def test_missing_values_error_names_the_markers(tmp_path):
+    """'NA' may be North America: the error says which cells count as missing."""
+    with pytest.raises(DatasetError, match=r"cells empty or 'NA', 'N/A', .* count as missing"):
+        _load(tmp_path, "region,x,y\n" + _rows(lambda i: f"{['NA', 'EU', 'AS'][i % 3]},"
+                                                      f"{X1[i]},{CLS[i]}"))
+
+
+def _gpunn(*args):
+    import os
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "gpunn", *map(str, args)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "GPUNN_DEVICE": "cpu"})
+
+
+def test_cli_says_why_a_separator_is_refused(tmp_path):
+    out = _gpunn("train", "--data", tmp_path / "d.csv", "--target", "y", "--sep", "::")
+    assert out.returncode == 2
+    assert "argument --sep: expected one character (or 'tab'), got '::'" in out.stderr

@@ -15,6 +15,7 @@ import numpy as np
 from . import columns as _cols
 from .frames import (
     CSV_SUFFIXES,
+    NA_VALUES,
     PARQUET_SUFFIXES,
     DatasetError,
     ReadOptions,
@@ -147,8 +148,12 @@ def _label(v) -> str:
     return str(v)
 
 
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def _preview(values, n=5) -> str:
-    items = [_label(v) for v in list(values)[:n]]
+    items = [_short(_label(v)) for v in list(values)[:n]]
     return ", ".join(items) + (", ..." if len(values) > n else "")
 
 
@@ -232,7 +237,8 @@ def _missing(path, frame, specs, X, missing_y, target, options):
         listed = "; ".join(f"{k!r} in {_cols._rows(v)}" for k, v in list(bad.items())[:4])
         raise DatasetError(f"{path}: missing values in column(s) {listed}"
                            f"{'; ...' if len(bad) > 4 else ''}; pass --impute mean, median, "
-                           "most_frequent or drop")
+                           "most_frequent or drop (cells empty or "
+                           f"{', '.join(map(repr, NA_VALUES[1:6]))}, ... count as missing)")
     keep = ~missing_y
     notices = []
     if options.impute == "drop":
