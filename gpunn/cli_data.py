@@ -109,6 +109,8 @@ def _column_ok(c) -> bool:
     if kind not in _KINDS or (kind == "categorical") != (cats is not None):
         return False
     parse = c.get("parse")
+    if kind == "datetime" and parse is not None:
+        return parse == {"dayfirst": True} or parse == {"dayfirst": False}
     if parse is not None and not (isinstance(parse, dict) and set(parse) <= {
             "thousands", "decimal"} and all(v is None or (isinstance(v, str) and len(v) == 1)
                                             for v in parse.values())):

@@ -120,3 +120,23 @@ def test_cli_says_why_a_separator_is_refused(tmp_path):
     out = _gpunn("train", "--data", tmp_path / "d.csv", "--target", "y", "--sep", "::")
     assert out.returncode == 2
     assert "argument --sep: expected one character (or 'tab'), got '::'" in out.stderr
+
+
+def test_day_first_dates_are_read_day_first_in_every_row(tmp_path):
+    """'13/04/2024' proves the column day-first: '03/04/2024' is then 3 April, at training
+    and at prediction (each cell was guessed on its own: 4 March)."""
+    data = _load(tmp_path, "d,y\n" + _rows(lambda i: f"{['13/04/2024', '03/04/2024'][i % 2]},"
+                                                    f"{CLS[i]}"))
+    assert data.X[1, 0] == data.X[0, 0] - 10, data.X[:2, 0]
+    assert any("day first" in n for n in data.notices), data.notices
+    new = tmp_path / "new.csv"
+    new.write_text("d\n03/04/2024\n2024-04-03\n")
+    X, _ = tables.read_features(new, data.columns)
+    assert X[0, 0] == X[1, 0] == data.X[1, 0]
+
+
+def test_dates_both_day_first_and_month_first_are_refused(tmp_path):
+    with pytest.raises(DatasetError, match="column 'd': dates written day first .* and "
+                       "month first"):
+        _load(tmp_path, "d,y\n" + _rows(lambda i: f"{['13/04/2024', '04/13/2024'][i % 2]},"
+                                                 f"{CLS[i]}"))
