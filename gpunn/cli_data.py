@@ -3,6 +3,7 @@ the model file's record of them, checked when a model is loaded for ``predict``.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from .data import builtin as _builtin
@@ -15,14 +16,15 @@ _KINDS = ("numeric", "categorical", "datetime")
 def _column_list(text: str) -> tuple:
     names = tuple(n.strip() for n in text.split(","))
     if not all(names):
-        raise ValueError(f"expected comma-separated column names, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got "
+                                         f"{text!r}")
     return names
 
 
 def _one_char(text: str) -> str:
     text = {"\\t": "\t", "tab": "\t"}.get(text, text)
     if len(text) != 1:
-        raise ValueError(f"expected one character (or 'tab'), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected one character (or 'tab'), got {text!r}")
     return text
 
 
@@ -107,6 +109,8 @@ def _column_ok(c) -> bool:
     if kind not in _KINDS or (kind == "categorical") != (cats is not None):
         return False
     parse = c.get("parse")
+    if kind == "datetime" and parse is not None:
+        return parse == {"dayfirst": True} or parse == {"dayfirst": False}
     if parse is not None and not (isinstance(parse, dict) and set(parse) <= {
             "thousands", "decimal"} and all(v is None or (isinstance(v, str) and len(v) == 1)
                                             for v in parse.values())):

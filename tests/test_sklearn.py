@@ -180,3 +180,26 @@ def test_gpu_fit_matches_cpu():
         gpu = MLPClassifier(**kwargs, device="cuda").fit(X_IRIS, Y_IRIS)
     for a, b in zip(cpu.coefs_, gpu.coefs_):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"hidden_layer_sizes": (n for n in [5])}, "MLPClassifier: hidden_layer_sizes must be"),
+    ({"random_state": "a"}, "MLPClassifier: random_state must be"),
+    ({"random_state": -1}, "MLPClassifier: random_state must be"),
+])
+def test_hostile_parameters_refused_naming_the_class(params, message):
+    """A generator would be consumed by the first fit (clone and refit then see nothing);
+    scikit-learn refuses both."""
+    with pytest.raises(ValueError, match=message):
+        MLPClassifier(max_iter=5, **params).fit(X_IRIS, Y_IRIS)
+
+
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+def test_negative_sample_weight_is_refused(Est):
+    """A negative weight turns the loss of its samples into a gain to maximise without
+    bound: scikit-learn's MLP trains on silently, gpunn refuses."""
+    sw = np.ones(len(X_IRIS))
+    sw[3] = -1.0
+    with pytest.raises(ValueError, match=f"{Est.__name__}: sample_weight must be >= 0, "
+                       "got -1.0 at index 3"):
+        Est(max_iter=5).fit(X_IRIS, Y_IRIS, sample_weight=sw)

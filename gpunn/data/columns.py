@@ -30,6 +30,9 @@ MAX_CATEGORIES = 100
 MIN_ROWS_TO_JUDGE = 10
 _DATE = re.compile(r"^\s*(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}|\d{4}/\d{1,2}/\d{1,2})"
                    r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})?)?\s*$")
+_SLASH = r"^\s*(\d{1,2})/(\d{1,2})/\d{2,4}"
+_DAY_FIRST = r"^\s*(1[3-9]|[23]\d)/"
+_MONTH_FIRST = r"^\s*\d{1,2}/(1[3-9]|[23]\d)/"
 _EPOCH = np.datetime64("1970-01-01T00:00:00", "ns")
 
 
@@ -95,16 +98,39 @@ def parse_numbers(pd, series, parse: dict | None):
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def parse_dates(pd, series):
+def day_first(pd, series):
+    """Whether the ``a/b/yyyy`` dates of a text column are day first (some ``a`` > 12),
+    month first (some ``b`` > 12; also when no cell says), None without such dates."""
+    if pd.api.types.is_datetime64_any_dtype(series) or not _is_text(pd, series):
+        return None
+    parts = series.dropna().astype(str).str.extract(_SLASH).dropna().astype(int)
+    if parts.empty:
+        return None
+    day, month = bool((parts[0] > 12).any()), bool((parts[1] > 12).any())
+    if day and month:
+        text = series.dropna().astype(str)
+        a = text[text.str.match(_DAY_FIRST)].iloc[0]
+        b = text[text.str.match(_MONTH_FIRST)].iloc[0]
+        raise DatasetError(f"column {series.name!r}: dates written day first ({a!r}) and "
+                           f"month first ({b!r})")
+    return day
+
+
+def parse_dates(pd, series, dayfirst=False):
     """Days since 1970-01-01 (float64, NaN where missing) when every present cell is a
-    date or date-time, else None."""
+    date or date-time, else None; ``a/b/yyyy`` cells are read day first if ``dayfirst``."""
     if pd.api.types.is_datetime64_any_dtype(series):
         stamps = series
     else:
         present = series.dropna().astype(str)
         if present.empty or not present.str.match(_DATE).all():
             return None
-        stamps = pd.to_datetime(series, errors="coerce", format="mixed", utc=True)
+        text = series.astype("string")
+        slash = text.str.match(_SLASH).fillna(False).astype(bool)
+        stamps = pd.to_datetime(text.where(~slash), errors="coerce", format="mixed", utc=True)
+        if slash.any():
+            stamps[slash] = pd.to_datetime(text[slash], errors="coerce", format="mixed",
+                                           utc=True, dayfirst=bool(dayfirst))
         if bool((stamps.isna() & series.notna()).any()):
             return None
     if getattr(stamps.dt, "tz", None) is not None:
@@ -150,6 +176,10 @@ def _decide(pd, name, series, n: int, options, chosen: bool):
     present = series.dropna()
     if present.empty:
         return None, f"column {name!r}: left out (every cell is missing)"
+    nested = next((v for v in present if isinstance(v, (list, tuple, dict, set, np.ndarray))),
+                  None) if series.dtype == object else None
+    if nested is not None:  # Parquet lists and structs: no one number per row
+        return None, f"column {name!r}: left out (nested values: {type(nested).__name__})"
     distinct = present.nunique()
     if judge and distinct == 1:
         return None, f"column {name!r}: left out (constant: {present.iloc[0]!r} in every row)"
@@ -172,8 +202,11 @@ def _decide(pd, name, series, n: int, options, chosen: bool):
                                                                 seps))) is not None:
         spec["parse"] = {"thousands": seps[0], "decimal": seps[1]}
         return spec, f"column {name!r}: {describe_numbers(text, seps)}"
+    if seps is None and parse_numbers(pd, series, None) is not None:
+        return spec, f"column {name!r}: numbers beyond 64-bit integers, read as floating point"
     if parse_dates(pd, series) is not None:
         return _dates(pd, name, series, spec, options)
+    refuse_stray_text(pd, f"column {name!r}", series)
     if judge and distinct == n:
         return None, (f"column {name!r}: left out (ID-like: a different text in every row); "
                       "pass --features to keep it")
@@ -184,13 +217,41 @@ def _decide(pd, name, series, n: int, options, chosen: bool):
     return spec, (f"column {name!r}: text, one-hot encoded ({distinct} categories)")
 
 
+def refuse_stray_text(pd, what: str, series) -> None:
+    """Refuse a column of numbers or dates but for a few cells (a typo or a bad date,
+    which would otherwise turn the whole column into categories or leave it out)."""
+    text = series.astype("string").str.strip()
+    present = text.notna().to_numpy()
+    numbers = pd.to_numeric(text.str.replace(",", "", regex=False), errors="coerce")
+    dated = text.str.match(_DATE).fillna(False).astype(bool)
+    stamps = pd.to_datetime(text.where(dated), errors="coerce", format="mixed", utc=True)
+    for kind, good in (("numbers", numbers.notna()), ("dates", stamps.notna())):
+        bad = present & ~good.to_numpy(dtype=bool)
+        if 0 < bad.sum() <= 0.1 * present.sum() and text[good].nunique() > 10:
+            raise DatasetError(f"{what} holds {kind} but {text[bad].iloc[0]!r} in "
+                               f"{_rows(bad)}; correct those cells or leave them empty "
+                               "(missing)")
+
+
+def _finite(values, name: str, where: str):
+    if np.isinf(values).any():
+        raise DatasetError(f"{where}: column {name!r} holds an infinite value in "
+                           f"{_rows(np.isinf(values))}")
+    return values, 0
+
+
 def _dates(pd, name, series, spec, options):
     if parse_dates(pd, series) is None:
         return None, f"column {name!r}: left out (values of type {series.dtype})"
     if getattr(options, "dates", "numeric") == "drop":
         return None, f"column {name!r}: left out (dates, --dates drop)"
     spec["kind"] = "datetime"
-    return spec, f"column {name!r}: dates, used as days since 1970-01-01"
+    order = day_first(pd, series)
+    if order is not None:
+        spec["parse"] = {"dayfirst": order}
+    how = {True: ", read day first (13/04/2024 is 13 April)",
+           False: ", read month first (04/13/2024 is 13 April)"}.get(order, "")
+    return spec, f"column {name!r}: dates{how}, used as days since 1970-01-01"
 
 
 def upgrade(spec: dict) -> dict:
@@ -222,18 +283,18 @@ def column_values(pd, series, spec: dict, where: str):
         unseen = int((~missing & ~onehot.any(axis=1)).sum())
         return onehot, unseen
     if kind == "datetime":
-        values = parse_dates(pd, series)
+        values = parse_dates(pd, series, (spec.get("parse") or {}).get("dayfirst"))
         if values is None:
             raise DatasetError(f"{where}: column {name!r} held dates in training but holds "
                                f"{_first_bad(series)!r} here")
         return values, 0
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
-        return series.to_numpy(dtype=np.float64, na_value=np.nan), 0
+        return _finite(series.to_numpy(dtype=np.float64, na_value=np.nan), name, where)
     values = parse_numbers(pd, series, spec.get("parse"))
     if values is None:
         raise DatasetError(f"{where}: column {name!r} was numeric in training but holds "
                            f"{_first_bad(series)!r}")
-    return values, 0
+    return _finite(values, name, where)
 
 
 def _first_bad(series) -> str:

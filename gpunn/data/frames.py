@@ -7,6 +7,7 @@ well (quoting, encodings, BOMs, CRLF, decimal commas, thousands separators) is t
 
 from __future__ import annotations
 
+import codecs
 import csv
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,8 @@ def read_frame(path, options: ReadOptions | None = None, text=()):
     pd = pandas()
     if suffix in PARQUET_SUFFIXES:
         return _read_parquet(pd, path), None
+    _check_options(options)
+    _check_text(path, options.encoding)
     sep = options.sep or _sniff(path, options.encoding)
     try:
         frame = pd.read_csv(path, sep=sep, encoding=options.encoding,
@@ -106,6 +109,38 @@ def read_frame(path, options: ReadOptions | None = None, text=()):
         raise DatasetError(f"{path}: cannot read as CSV ({exc})") from None
     _check_shape(path, frame, sep, options.encoding)
     return frame, sep
+
+
+def _check_options(options: ReadOptions) -> None:
+    """Arguments that cannot describe any file, refused before reading."""
+    try:
+        codecs.lookup(options.encoding)
+    except (LookupError, TypeError):
+        raise DatasetError(f"--encoding: unknown encoding {options.encoding!r} (e.g. utf-8, "
+                           "latin-1, cp1252, utf-16)") from None
+    for flag, value in (("--sep", options.sep), ("--decimal", options.decimal),
+                        ("--thousands", options.thousands)):
+        if value is not None and (not isinstance(value, str) or len(value) != 1):
+            raise DatasetError(f"{flag}: expected one character, got {value!r}")
+    if options.decimal is not None and options.decimal == options.thousands:
+        raise DatasetError(f"--decimal and --thousands are both {options.decimal!r}")
+
+
+def _check_text(path: Path, encoding: str) -> None:
+    """A UTF-16 file read as UTF-8, or a binary file, said as such (not as a short row)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc})") from None
+    if codecs.lookup(encoding).name.startswith("utf-16"):
+        return
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DatasetError(f"{path}: starts with a UTF-16 byte-order mark; pass "
+                           "--encoding utf-16")
+    if b"\x00" in head:
+        raise DatasetError(f"{path}: holds NUL bytes: a binary file, not a text table "
+                           f"(or UTF-16/32 text without a byte-order mark: pass --encoding)")
 
 
 def _read_parquet(pd, path: Path):
@@ -162,8 +197,10 @@ def _check_shape(path: Path, frame, sep: str, encoding: str) -> None:
     names = [str(c) for c in frame.columns]
     if any(n.startswith("Unnamed: ") for n in names) and len(frame) == 0:
         raise DatasetError(f"{path}: empty file; expected a header row and data rows")
+    stripped = [n.strip() for n in names]
     dupes = sorted({n.rsplit(".", 1)[0] for n in names if "." in n
-                    and n.rsplit(".", 1)[1].isdigit() and n.rsplit(".", 1)[0] in names})
+                    and n.rsplit(".", 1)[1].isdigit() and n.rsplit(".", 1)[0] in names}
+                   | {n for n in stripped if stripped.count(n) > 1})
     if dupes:
         raise DatasetError(f"{path}: duplicate column names in the header: "
                            f"{', '.join(dupes)}")

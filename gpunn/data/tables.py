@@ -15,6 +15,7 @@ import numpy as np
 from . import columns as _cols
 from .frames import (
     CSV_SUFFIXES,
+    NA_VALUES,
     PARQUET_SUFFIXES,
     DatasetError,
     ReadOptions,
@@ -147,8 +148,12 @@ def _label(v) -> str:
     return str(v)
 
 
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def _preview(values, n=5) -> str:
-    items = [_label(v) for v in list(values)[:n]]
+    items = [_short(_label(v)) for v in list(values)[:n]]
     return ", ".join(items) + (", ..." if len(values) > n else "")
 
 
@@ -160,6 +165,9 @@ def feature_names(columns) -> list:
 
 # ---------------------------------------------------------------------- user files
 def _names(option, frame, path, what: str) -> list:
+    twice = next((c for c in option if list(option).count(c) > 1), None)
+    if twice is not None:
+        raise DatasetError(f"{what}: {twice!r} named twice")
     unknown = [c for c in option if c not in frame.columns]
     if unknown:
         raise DatasetError(f"{path}: {what}: no column(s) {', '.join(map(repr, unknown))}; "
@@ -189,6 +197,7 @@ def _target(pd, frame, target: str, path, sep, options):
             notices.append(f"target {target!r}: "
                            f"{_cols.describe_numbers(text.dropna().tolist(), seps)}")
             return numbers, np.isnan(numbers), notices
+        _cols.refuse_stray_text(pd, f"target {target!r}", text)
         values = text.to_numpy(dtype=object, na_value=None)
         missing = text.isna().to_numpy()
         return np.where(missing, "", values).astype(str), missing, notices
@@ -218,6 +227,8 @@ def _missing(path, frame, specs, X, missing_y, target, options):
     holes = {s["name"]: np.isnan(X[:, a:b]).any(axis=1)
              for s, a, b in zip(specs, starts[:-1], starts[1:])}
     bad = {k: v for k, v in holes.items() if v.any()}
+    if missing_y.all():
+        raise DatasetError(f"{path}: target {target!r} is missing in every row")
     if missing_y.any() and options.impute != "drop":
         raise DatasetError(f"{path}: target {target!r} is missing in "
                            f"{_cols._rows(missing_y)}; a missing target is never a class: "
@@ -226,7 +237,8 @@ def _missing(path, frame, specs, X, missing_y, target, options):
         listed = "; ".join(f"{k!r} in {_cols._rows(v)}" for k, v in list(bad.items())[:4])
         raise DatasetError(f"{path}: missing values in column(s) {listed}"
                            f"{'; ...' if len(bad) > 4 else ''}; pass --impute mean, median, "
-                           "most_frequent or drop")
+                           "most_frequent or drop (cells empty or "
+                           f"{', '.join(map(repr, NA_VALUES[1:6]))}, ... count as missing)")
     keep = ~missing_y
     notices = []
     if options.impute == "drop":
@@ -262,6 +274,8 @@ def _read_table(path: Path, target: str, options: TableOptions):
     else:
         chosen = [c for c in frame.columns if c != target]
     dropped = _names(options.drop, frame, path, "--drop")
+    if target in dropped:  # ignoring it would train on the column the user left out
+        raise DatasetError(f"--drop: {target!r} is the target")
     chosen = [c for c in chosen if c not in dropped]
     specs, told = _cols.plan(pd, frame[chosen], options, keep=options.features)
     notices += told

@@ -13,7 +13,6 @@ from sklearn.utils.multiclass import (
     unique_labels,
 )
 from sklearn.utils.validation import (
-    _check_sample_weight,
     check_is_fitted,
     column_or_1d,
     validate_data,
@@ -21,6 +20,7 @@ from sklearn.utils.validation import (
 
 from ._base import _STOCHASTIC, BaseMLP
 from ._params import check_params, dense
+from ._params import sample_weight as sample_weight_checked
 
 _DOC_PARAMS = """
     Parameters
@@ -165,7 +165,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         if first:
             self.out_activation_ = "softmax" if self._label_binarizer.y_type_ == \
                 "multiclass" else "logistic"
-        sw = None if sample_weight is None else _check_sample_weight(sample_weight, X)
+        sw = sample_weight_checked(self, sample_weight, X)
         return dense(X), Y, sw, first, sizes
 
     def fit(self, X, y, sample_weight=None):
@@ -270,7 +270,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         if first:
             self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
         Y = np.asarray(y, dtype=X.dtype).reshape(len(y), -1)
-        sw = None if sample_weight is None else _check_sample_weight(sample_weight, X)
+        sw = sample_weight_checked(self, sample_weight, X)
         return dense(X), Y, sw, first, sizes
 
     def fit(self, X, y, sample_weight=None):

@@ -37,9 +37,14 @@ def check_params(est) -> list:
     """Raise a ``ValueError`` naming the estimator class for an invalid parameter; return
     the hidden layer sizes as a list."""
     sizes = est.hidden_layer_sizes
-    sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+    listed = isinstance(sizes, (list, tuple, np.ndarray))  # not a one-use generator
+    sizes = list(sizes) if listed else [sizes]
     _check(est, "hidden_layer_sizes", all(_integer(s, 1) for s in sizes),
-           "positive integers")
+           "positive integers (an int, list, tuple or array)")
+    state = est.random_state
+    _check(est, "random_state", state is None or _integer(state, 0) and state < 2**32
+           or isinstance(state, np.random.RandomState),
+           "None, an integer in [0, 2**32) or a numpy RandomState")
     _check(est, "activation", est.activation in HIDDEN, f"one of {sorted(HIDDEN)}")
     _check(est, "solver", est.solver in ("lbfgs", "sgd", "adam"), "'lbfgs', 'sgd' or 'adam'")
     _check(est, "alpha", _real(est.alpha, 0), "a real >= 0")
@@ -70,3 +75,18 @@ def check_params(est) -> list:
         raise ValueError(f"{type(est).__name__}: dropout needs a stochastic solver ('sgd' or "
                          "'adam'); L-BFGS minimises a deterministic loss")
     return [int(s) for s in sizes]
+
+
+def sample_weight(est, sample_weight, X):
+    """scikit-learn's checked sample weights, refusing negative ones (a negative weight
+    makes its samples' loss a gain, maximised without bound)."""
+    from sklearn.utils.validation import _check_sample_weight
+
+    if sample_weight is None:
+        return None
+    sw = _check_sample_weight(sample_weight, X)
+    if (sw < 0).any():
+        at = int(np.flatnonzero(sw < 0)[0])
+        raise ValueError(f"{type(est).__name__}: sample_weight must be >= 0, got "
+                         f"{float(sw[at])!r} at index {at}")
+    return sw
