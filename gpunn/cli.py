@@ -349,8 +349,9 @@ def cmd_bench(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     code = _run(args)
-    if code and distributed.world().distributed:
-        distributed.world().abort(code)  # the other ranks may be waiting on this one
+    joined = distributed.joined()  # None when joining failed (mpiexec without mpi4py)
+    if code and joined is not None and joined.distributed:
+        joined.abort(code)  # the other ranks may be waiting on this one
     return code
 
 

@@ -269,3 +269,18 @@ def test_a_model_built_under_a_launcher_joins_the_job_first(monkeypatch):
     monkeypatch.setattr(distributed, "launched", lambda: False)
     gn.Sequential([gn.Dense(2, 1)], device="cpu", seed=0)
     assert calls == ["init"]
+
+
+def test_gpunn_under_mpiexec_without_mpi4py_is_one_line(monkeypatch, capsys):
+    """``mpiexec -n 2 gpunn train`` with MPICH's wheel but no mpi4py: the error says what to
+    install in one line; the failed join is not retried (it was, for the abort, and printed
+    a traceback after the line)."""
+    from gpunn import cli, distributed
+
+    monkeypatch.setattr(distributed, "_world", None)
+    monkeypatch.setattr(distributed, "launched", lambda: True)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py raises ImportError
+    assert cli.main(["train", "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mpi4py is not installed" in err
+    assert 'pip install "gpunn[distributed]"' in err and distributed.joined() is None
