@@ -28,6 +28,8 @@ from .data import tables as _ds
 from .distributed.data import load_once
 from .errors import DeviceFallbackWarning, GpunnError
 from .model import Sequential
+from .safetensorsfile import _library as require_safetensors
+from .safetensorsfile import is_safetensors
 
 #: Hidden layers per built-in dataset when --layers is not given.
 DEFAULT_LAYERS = {"spirals": [64, 64], "moons": [25, 50, 50, 25], "circles": [32, 32],
@@ -262,6 +264,8 @@ def _check_destinations(args) -> None:
         from .plot import _pyplot
 
         _pyplot()
+    if args.save and is_safetensors(_model_path(args.save)):  # the same: the library now
+        require_safetensors()
 
 
 def cmd_predict(args) -> int:

@@ -137,6 +137,17 @@ def test_plots_without_matplotlib_are_refused_before_training(tmp_path, capsys, 
     assert not (tmp_path / "m.npz").exists()
 
 
+def test_a_safetensors_file_without_safetensors_is_refused_before_training(tmp_path, capsys,
+                                                                           monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    code, out, err = _run(["train", "--epochs", "1", "--save",
+                           str(tmp_path / "m.safetensors")], capsys)
+    assert code == 2 and 'pip install "gpunn[safetensors]"' in err and "epoch" not in out
+    assert "done:" not in out and not (tmp_path / "m.safetensors").exists()
+
+
 @pytest.mark.parametrize("argv,match", [
     (["predict", "nomodel.npz", "--data", "x.csv"], "nomodel.npz: No such file"),
     (["train", "--epochs", "2.5"], "expected an integer, got '2.5'"),
