@@ -10,7 +10,7 @@ import warnings
 
 import array_api_compat
 
-from ..errors import DeviceFallbackWarning, DeviceUnavailableError, describe
+from ..errors import DeviceFallbackWarning, DeviceUnavailableError, describe, user_stacklevel
 from .base import Backend
 from .detect import INSTALL_HINT, available_devices, cuda_status
 from .numpy_backend import NumpyBackend
@@ -84,7 +84,8 @@ def _notice_fallback(reason: str) -> None:
     global _fallback_noticed
     if not _fallback_noticed:
         _fallback_noticed = True
-        warnings.warn(f"gpunn: running on CPU ({reason})", DeviceFallbackWarning, stacklevel=3)
+        warnings.warn(f"gpunn: running on CPU ({reason})", DeviceFallbackWarning,
+                      stacklevel=user_stacklevel())
 
 
 def get_backend(spec=None, dtype: str | None = None, seed: int | None = None) -> Backend:
