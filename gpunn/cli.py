@@ -363,7 +363,12 @@ def _run(args) -> int:
     commands = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
                 "devices": cmd_devices, "bench": cmd_bench, "export": _cli_export.run}
     try:
-        return commands[args.command](args)
+        code = commands[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # `gpunn predict ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+        return 141  # 128 + SIGPIPE, as a shell reports a command ended by it
     except (GpunnError, ValueError, OSError, ImportError, MemoryError) as exc:
         print(f"gpunn: error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -189,3 +189,21 @@ def test_outputs_never_replace_links_devices_or_each_other(tmp_path, capsys, dat
 def test_bench_arguments_are_checked(capsys, argv, match):
     code, _, err = _run(argv, capsys)
     assert code == 2 and match in err
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """``gpunn predict ... | head``: once the reader has gone, gpunn stops without an error
+    line (it printed 'gpunn: error: [Errno 32] Broken pipe')."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gpunn.cli", "info"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "GPUNN_DEVICE": "cpu"})
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
