@@ -201,6 +201,20 @@ def test_only_rank_0_prints_and_writes_files(decisions):
     assert [p.name for p in out.glob("model-*")] == ["model-0.npz"]
 
 
+def test_the_cpu_fallback_notice_is_printed_once_for_the_job(tmp_path):
+    """``device="auto"`` without a GPU: rank 0 says so; the other ranks stay quiet."""
+    mpi_launch.mpiexec()
+    script = tmp_path / "auto.py"
+    script.write_text("import os\nimport sys\n\n"
+                      "os.environ.pop('GPUNN_DEVICE', None)\n"
+                      "sys.modules['cupy'] = None  # as on a machine without CuPy\n"
+                      "import gpunn as gn\n\n"
+                      "gn.Sequential([gn.Dense(2, 1)], device='auto')\n")
+    proc = mpi_launch.launch([script])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("DeviceFallbackWarning") == 1, proc.stderr[-2000:]
+
+
 @pytest.mark.parametrize("mode,module", [("die", False), ("exit", True)])
 def test_a_rank_that_dies_ends_the_job_instead_of_hanging_it(tmp_path, mode, module):
     """An uncaught exception (gpunn's own hook, without ``-m mpi4py``) or a rank that

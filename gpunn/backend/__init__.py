@@ -88,6 +88,13 @@ def _notice_fallback(reason: str) -> None:
                       stacklevel=user_stacklevel())
 
 
+def silence_fallback_notice() -> None:
+    """This process prints no CPU-fallback notice (an MPI rank other than 0: rank 0 says it
+    for the job, and ``fit`` refuses ranks on different kinds of device)."""
+    global _fallback_noticed
+    _fallback_noticed = True
+
+
 def get_backend(spec=None, dtype: str | None = None, seed: int | None = None) -> Backend:
     """Build the backend for a device spec.
 
