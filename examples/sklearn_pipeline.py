@@ -29,8 +29,11 @@ X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, strati
 
 # In a pipeline the scaler learns its means and scales from the training folds only:
 # cross-validation refits every step per fold, so no test statistics leak in.
+# tol is looser than the default 1e-4: on 400 rows Adam's loss keeps creeping down for all
+# 200 epochs, and each fit would end in a ConvergenceWarning (scikit-learn's own
+# MLPClassifier warns the same way) for scores within a point of these (0.986 and 0.958).
 pipeline = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(32,),
-                                                         random_state=0))
+                                                         tol=5e-4, random_state=0))
 
 scores = cross_val_score(pipeline, X_train, y_train, cv=3 if QUICK else 5)
 print(f"cross-validated accuracy: {scores.mean():.3f} ± {scores.std():.3f} "

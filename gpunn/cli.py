@@ -28,6 +28,8 @@ from .data import tables as _ds
 from .distributed.data import load_once
 from .errors import DeviceFallbackWarning, GpunnError
 from .model import Sequential
+from .safetensorsfile import _library as require_safetensors
+from .safetensorsfile import is_safetensors
 
 #: Hidden layers per built-in dataset when --layers is not given.
 DEFAULT_LAYERS = {"spirals": [64, 64], "moons": [25, 50, 50, 25], "circles": [32, 32],
@@ -262,6 +264,8 @@ def _check_destinations(args) -> None:
         from .plot import _pyplot
 
         _pyplot()
+    if args.save and is_safetensors(_model_path(args.save)):  # the same: the library now
+        require_safetensors()
 
 
 def cmd_predict(args) -> int:
@@ -349,8 +353,9 @@ def cmd_bench(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     code = _run(args)
-    if code and distributed.world().distributed:
-        distributed.world().abort(code)  # the other ranks may be waiting on this one
+    joined = distributed.joined()  # None when joining failed (mpiexec without mpi4py)
+    if code and joined is not None and joined.distributed:
+        joined.abort(code)  # the other ranks may be waiting on this one
     return code
 
 
@@ -358,7 +363,12 @@ def _run(args) -> int:
     commands = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
                 "devices": cmd_devices, "bench": cmd_bench, "export": _cli_export.run}
     try:
-        return commands[args.command](args)
+        code = commands[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # `gpunn predict ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+        return 141  # 128 + SIGPIPE, as a shell reports a command ended by it
     except (GpunnError, ValueError, OSError, ImportError, MemoryError) as exc:
         print(f"gpunn: error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -6,6 +6,11 @@ Every error a user can trigger with bad input is a subclass of the matching buil
 
 from __future__ import annotations
 
+import os
+import sys
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
 
 class GpunnError(Exception):
     """Base class of every gpunn-specific exception."""
@@ -17,6 +22,15 @@ class DeviceUnavailableError(GpunnError, RuntimeError):
 
 class DeviceFallbackWarning(UserWarning):
     """``device="auto"`` found no usable GPU and fell back to the CPU."""
+
+
+def user_stacklevel() -> int:
+    """``warnings.warn``'s ``stacklevel`` for the caller's first frame outside gpunn, so a
+    warning shows the user's line (``model = gn.Sequential(...)``), not gpunn's own."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def describe(value) -> str:

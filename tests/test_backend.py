@@ -152,3 +152,11 @@ def test_cuda_index_out_of_range():
         pytest.skip(f"needs a GPU: {status.reason}")
     with pytest.raises(gn.DeviceUnavailableError, match="only"):
         gn.get_backend(f"cuda:{status.count}")
+
+
+def test_the_fallback_notice_points_at_the_users_line(monkeypatch, fresh_detection):
+    """The warning shows the line that built the model, not a line inside gpunn."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.warns(gn.DeviceFallbackWarning) as record:
+        gn.Sequential.from_architecture([{"input_dim": 2, "output_dim": 1}], device="auto")
+    assert record[0].filename == __file__

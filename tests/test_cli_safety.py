@@ -137,6 +137,17 @@ def test_plots_without_matplotlib_are_refused_before_training(tmp_path, capsys, 
     assert not (tmp_path / "m.npz").exists()
 
 
+def test_a_safetensors_file_without_safetensors_is_refused_before_training(tmp_path, capsys,
+                                                                           monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    code, out, err = _run(["train", "--epochs", "1", "--save",
+                           str(tmp_path / "m.safetensors")], capsys)
+    assert code == 2 and 'pip install "gpunn[safetensors]"' in err and "epoch" not in out
+    assert "done:" not in out and not (tmp_path / "m.safetensors").exists()
+
+
 @pytest.mark.parametrize("argv,match", [
     (["predict", "nomodel.npz", "--data", "x.csv"], "nomodel.npz: No such file"),
     (["train", "--epochs", "2.5"], "expected an integer, got '2.5'"),
@@ -178,3 +189,21 @@ def test_outputs_never_replace_links_devices_or_each_other(tmp_path, capsys, dat
 def test_bench_arguments_are_checked(capsys, argv, match):
     code, _, err = _run(argv, capsys)
     assert code == 2 and match in err
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """``gpunn predict ... | head``: once the reader has gone, gpunn stops without an error
+    line (it printed 'gpunn: error: [Errno 32] Broken pipe')."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gpunn.cli", "info"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "GPUNN_DEVICE": "cpu"})
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr

@@ -201,6 +201,20 @@ def test_only_rank_0_prints_and_writes_files(decisions):
     assert [p.name for p in out.glob("model-*")] == ["model-0.npz"]
 
 
+def test_the_cpu_fallback_notice_is_printed_once_for_the_job(tmp_path):
+    """``device="auto"`` without a GPU: rank 0 says so; the other ranks stay quiet."""
+    mpi_launch.mpiexec()
+    script = tmp_path / "auto.py"
+    script.write_text("import os\nimport sys\n\n"
+                      "os.environ.pop('GPUNN_DEVICE', None)\n"
+                      "sys.modules['cupy'] = None  # as on a machine without CuPy\n"
+                      "import gpunn as gn\n\n"
+                      "gn.Sequential([gn.Dense(2, 1)], device='auto')\n")
+    proc = mpi_launch.launch([script])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("DeviceFallbackWarning") == 1, proc.stderr[-2000:]
+
+
 @pytest.mark.parametrize("mode,module", [("die", False), ("exit", True)])
 def test_a_rank_that_dies_ends_the_job_instead_of_hanging_it(tmp_path, mode, module):
     """An uncaught exception (gpunn's own hook, without ``-m mpi4py``) or a rank that
@@ -269,3 +283,18 @@ def test_a_model_built_under_a_launcher_joins_the_job_first(monkeypatch):
     monkeypatch.setattr(distributed, "launched", lambda: False)
     gn.Sequential([gn.Dense(2, 1)], device="cpu", seed=0)
     assert calls == ["init"]
+
+
+def test_gpunn_under_mpiexec_without_mpi4py_is_one_line(monkeypatch, capsys):
+    """``mpiexec -n 2 gpunn train`` with MPICH's wheel but no mpi4py: the error says what to
+    install in one line; the failed join is not retried (it was, for the abort, and printed
+    a traceback after the line)."""
+    from gpunn import cli, distributed
+
+    monkeypatch.setattr(distributed, "_world", None)
+    monkeypatch.setattr(distributed, "launched", lambda: True)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py raises ImportError
+    assert cli.main(["train", "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mpi4py is not installed" in err
+    assert 'pip install "gpunn[distributed]"' in err and distributed.joined() is None

@@ -84,3 +84,21 @@ def test_command_blocks_run(tmp_path):
         ran.append(command)
     assert "gpunn train" in ran and any(c.startswith("gpunn predict") for c in ran)
     assert (tmp_path / "predictions.csv").is_file() and (tmp_path / "plots").is_dir()
+
+
+def test_the_sample_output_is_what_gpunn_train_prints(capsys, monkeypatch):
+    """The lines shown under "Two commands" are those of a plain ``gpunn train`` on the
+    CPU (timings and speeds aside): a change in what training keeps shows up here."""
+    from gpunn import cli
+
+    monkeypatch.setenv("GPUNN_DEVICE", "cpu")
+    sample = next(code for lang, code in BLOCKS if lang == "" and "done: " in code)
+    assert cli.main(["train", "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    shown = {line.split(":")[0]: line for line in sample.splitlines() if ":" in line}
+    printed = {line.split(":")[0]: line for line in out if ":" in line}
+    for key in ("data", "network"):
+        assert printed[key] == shown[key], f"README's {key}: line is stale"
+    best = re.compile(r"best \S+ [\d.]+ at epoch \d+")
+    assert best.search(printed["done"]).group() == best.search(shown["done"]).group(), (
+        f"README's done: line is stale; gpunn train prints {printed['done']!r}")

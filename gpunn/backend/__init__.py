@@ -10,7 +10,7 @@ import warnings
 
 import array_api_compat
 
-from ..errors import DeviceFallbackWarning, DeviceUnavailableError, describe
+from ..errors import DeviceFallbackWarning, DeviceUnavailableError, describe, user_stacklevel
 from .base import Backend
 from .detect import INSTALL_HINT, available_devices, cuda_status
 from .numpy_backend import NumpyBackend
@@ -84,7 +84,15 @@ def _notice_fallback(reason: str) -> None:
     global _fallback_noticed
     if not _fallback_noticed:
         _fallback_noticed = True
-        warnings.warn(f"gpunn: running on CPU ({reason})", DeviceFallbackWarning, stacklevel=3)
+        warnings.warn(f"gpunn: running on CPU ({reason})", DeviceFallbackWarning,
+                      stacklevel=user_stacklevel())
+
+
+def silence_fallback_notice() -> None:
+    """This process prints no CPU-fallback notice (an MPI rank other than 0: rank 0 says it
+    for the job, and ``fit`` refuses ranks on different kinds of device)."""
+    global _fallback_noticed
+    _fallback_noticed = True
 
 
 def get_backend(spec=None, dtype: str | None = None, seed: int | None = None) -> Backend:

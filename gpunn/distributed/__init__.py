@@ -18,7 +18,8 @@ import os
 
 from .group import SINGLE, World
 
-__all__ = ["init", "world", "rank", "size", "is_root", "launched", "World", "ENGINES"]
+__all__ = ["init", "world", "joined", "rank", "size", "is_root", "launched", "World",
+           "ENGINES"]
 
 #: Engine names for :func:`init` (and ``$GPUNN_DIST_ENGINE``).
 ENGINES = ("auto", "mpi", "nccl")
@@ -83,6 +84,12 @@ def init(engine: str | None = None) -> World:
 def world() -> World:
     """The current world, initialising it (see :func:`init`) on first use."""
     return _world if _world is not None else init()
+
+
+def joined() -> World | None:
+    """The world if :func:`init` has succeeded, else None; never initialises (an error
+    handler asks this, so a failed join, e.g. without mpi4py, is not retried)."""
+    return _world
 
 
 def rank() -> int:

@@ -118,6 +118,10 @@ def join_mpi(engine: str) -> World:
     if world.distributed:
         _abort_on_uncaught(world)
         world.gpu_note = _pick_gpu(world.local_rank)
+        if world.rank:  # rank 0 alone prints
+            from ..backend import silence_fallback_notice
+
+            silence_fallback_notice()
     return world
 
 

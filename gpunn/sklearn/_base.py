@@ -26,6 +26,7 @@ from sklearn.utils import check_random_state, shuffle
 
 from .. import optim as _optim
 from ..backend import host_array
+from ..errors import user_stacklevel
 from ..layers import Dense, Dropout
 from ..model import Sequential
 from . import _losses
@@ -250,7 +251,7 @@ class BaseMLP(BaseEstimator):
         if self.n_iter_ == self.max_iter:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                           "reached and the optimization hasn't converged yet.",
-                          ConvergenceWarning, stacklevel=4)
+                          ConvergenceWarning, stacklevel=user_stacklevel())
         return False
 
     def _trigger_stopping(self, msg: str) -> bool:
