@@ -179,3 +179,30 @@ def test_bench_chart_is_linear_from_zero_and_names_the_missing(tmp_path, monkeyp
     assert impls.why_unusable("torch", cpu) == "not usable on cpu"
     assert command._missing(["gpunn", "torch", "jax"], [cpu]) == {
         "torch": "not usable on cpu", "jax": "optax not installed"}
+
+
+def test_gpunn_is_timed_inside_one_fit_call():
+    """The sample of an implementation offering ``inner`` is its own in-fit epoch time
+    (gpunn: the second epoch of fit(epochs=2)), not a whole fit call per epoch."""
+    import importlib
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from gpunn.bench import impls
+
+    measure = importlib.import_module("gpunn.bench.measure")  # the module, not the function
+    calls = []
+
+    def epoch(n_rows):
+        calls.append(("epoch", n_rows))
+
+    epoch.inner = lambda n_rows: calls.append(("inner", n_rows)) or (0.25, 0.2)
+    dev = SimpleNamespace(sync=lambda: None)
+    wall, host, _ = measure._sample(dev, epoch, 64, 0, 100.0)
+    assert (wall, host) == (0.25, 0.2) and calls == [("inner", 64)]
+    dev = SimpleNamespace(name="cpu", kind="cpu", xp=np, sync=lambda: None)
+    X = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    run = impls._make_gpunn(dev, [4, 8, 3], X, np.arange(64) % 3, 16)
+    times = run.inner(64)
+    assert len(times) == 2 and times[0] > 0 and times[1] >= 0
