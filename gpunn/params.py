@@ -89,10 +89,14 @@ class ParameterStore:
         """Number of parameter values."""
         return sum(int(np.prod(tuple(p.shape))) for p in self.parameters())
 
-    def snapshot(self) -> list:
-        """Host copies of every parameter (see :meth:`restore`)."""
-        to_host = host_array
-        return [np.array(to_host(p)) for p in self.parameters()]
+    def snapshot(self, on_device: bool = False) -> list:
+        """Copies of every parameter, on the host or (``on_device``) on the backend's
+        device (see :meth:`restore`)."""
+        if on_device:
+            xp = self.backend.xp
+            with self.backend.context():
+                return [xp.asarray(p, copy=True) for p in self.parameters()]
+        return [np.array(host_array(p)) for p in self.parameters()]
 
     def restore(self, saved: list) -> None:
         """Put back what :meth:`snapshot` returned."""

@@ -284,3 +284,32 @@ def test_no_host_sync_inside_an_epoch(fake, case):
     few = _syncs_per_epoch(fake, make, loss, y, opt, 48)
     many = _syncs_per_epoch(fake, make, loss, y, opt, 160)
     assert few == many, (few, many)
+
+
+def test_roll_back_snapshots_stay_on_the_gpu_when_they_fit(fake, monkeypatch):
+    """A snapshot that fits in a fifth of the free memory is a device copy: taking it
+    costs no host synchronisation (an epoch with snapshots syncs as often as one without);
+    on a full GPU it goes to the host."""
+    from gpunn.training.recovery import Snapshot
+
+    X, y = _data(n=64)
+
+    def model():
+        return gn.Sequential([gn.Dense(5, 8, activation="tanh"), gn.Dense(8, 3),
+                              gn.Softmax()], device="cuda:0", seed=0)
+
+    def syncs(on_divergence):
+        m = model()
+        m.fit(X, y, loss="cross_entropy", epochs=1, batch_size=16, verbose=0)
+        before = fake.syncs
+        m.fit(X, y, loss="cross_entropy", optimizer=m.optimizer, epochs=1, batch_size=16,
+              verbose=0, on_divergence=on_divergence)
+        return fake.syncs - before, m
+
+    with_snapshots, m = syncs("raise")
+    assert with_snapshots == syncs("off")[0]
+    snap = Snapshot(m, m.optimizer, None, 1)
+    assert snap.on_device and all(isinstance(p, fake_cupy.FakeArray) for p in snap.params)
+    monkeypatch.setattr(m.backend, "fits_on_device", lambda nbytes: False)
+    snap = Snapshot(m, m.optimizer, None, 1)
+    assert not snap.on_device and all(type(p) is np.ndarray for p in snap.params)

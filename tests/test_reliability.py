@@ -247,3 +247,27 @@ def test_same_seed_same_bits_on_cpu():
                   seed=11, verbose=0)
         runs.append(np.concatenate([gn.to_numpy(p).ravel() for p in model.parameters()]))
     assert runs[0].tobytes() == runs[1].tobytes()
+
+
+def test_a_snapshot_restored_twice_gives_the_same_state_both_times():
+    """Restoring hands the optimiser copies: its in-place updates after a roll-back must
+    not change the snapshot a later roll-back returns to (NumPy's asarray hands back the
+    very array when device and dtype match)."""
+    from gpunn.training.recovery import Snapshot
+
+    X, y = gn.data.make_spirals(120, seed=0)
+    model = _classifier(0)
+    model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0)
+    opt = model.optimizer
+    snap = Snapshot(model, opt, None, 1)
+    want = [{k: gn.to_numpy(v).copy() for k, v in s.items()} for s in opt.state]
+    params = [gn.to_numpy(p).copy() for p in model.parameters()]
+    for _ in range(2):
+        snap.restore()
+        for s, w in zip(opt.state, want):
+            for k in w:
+                np.testing.assert_array_equal(gn.to_numpy(s[k]), w[k])
+        for p, w in zip(model.parameters(), params):
+            np.testing.assert_array_equal(gn.to_numpy(p), w)
+        model.fit(X, y, loss="cross_entropy", optimizer=opt, epochs=1, verbose=0,
+                  on_divergence="off")  # updates parameters and state in place

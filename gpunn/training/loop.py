@@ -147,8 +147,8 @@ class Trainer:
         model.store.adopt_params()
         if model.store.flat is not before:
             self._reattach()
-        # A host copy to roll back to; taken every epoch while it costs under ~5% of an
-        # epoch (always on the CPU), less often for big models on a GPU.
+        # A copy to roll back to (on the GPU when it fits); taken every epoch while it
+        # costs under ~5% of an epoch (always on the CPU), less often for big models.
         if self.on_divergence != "off" and (self.snapshot is None
                                             or epoch - self.snapshot.epoch >= self.every):
             self.snapshot = Snapshot(model, self.optimizer, self.amp, epoch)

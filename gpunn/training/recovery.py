@@ -1,7 +1,8 @@
 """What keeps a run recoverable: roll-back snapshots, divergence, out of memory, Ctrl-C.
 
-- :class:`Snapshot`: parameters and optimiser state at the start of an epoch, in host
-  memory; a divergence or out-of-memory error puts the model back there.
+- :class:`Snapshot`: parameters and optimiser state at the start of an epoch (on the GPU
+  when it fits with room to spare, else in host memory); a divergence or out-of-memory
+  error puts the model back there.
 - :func:`diverged`: what a non-finite epoch loss does under ``on_divergence``.
 - :func:`oom_message`: the out-of-memory explanation (batch size, memory estimate).
 - :func:`interrupt_flag`: Ctrl-C stops after the current step; a second one aborts.
@@ -22,33 +23,45 @@ from ..errors import TrainingDiverged
 
 
 class Snapshot:
-    """Parameters and optimiser state at the start of an epoch, kept on the host.
+    """Parameters and optimiser state at the start of an epoch.
 
-    Host memory, not device memory: a divergence or out-of-memory error puts the model
-    back here without having held a second copy of the model on the GPU.
+    On a GPU the copy stays on the device when a snapshot takes under a fifth of the free
+    memory (``on_device``): a device-to-device copy queued on the stream, no host round
+    trip and no synchronisation per epoch. Otherwise (and on the CPU) it is a host copy,
+    so a divergence or out-of-memory error can put the model back without a second copy
+    of the model on a full GPU.
     """
 
     def __init__(self, model, optimizer, amp, epoch: int):
         started = time.perf_counter()
         self.epoch = epoch
         self.model, self.optimizer, self.amp = model, optimizer, amp
-        self.params = model.store.snapshot()
+        backend = model.backend
+        self.on_device = False
+        if getattr(backend, "library", "") == "cupy":
+            arrays = model.parameters() + [v for s in optimizer.state for v in s.values()]
+            arrays += list(amp.master) if amp is not None else []
+            self.on_device = backend.fits_on_device(5 * sum(a.nbytes for a in arrays))
+        copy = (lambda a: backend.xp.asarray(a, copy=True)) if self.on_device else \
+            (lambda a: np.array(host_array(a)))
+        self.params = model.store.snapshot(on_device=self.on_device)
         self.train_state = model.train_state  # what a checkpoint written then would hold
-        self.state = [{k: np.array(host_array(v)) for k, v in s.items()}
-                      for s in optimizer.state]
+        self.state = [{k: copy(v) for k, v in s.items()} for s in optimizer.state]
         self.t = optimizer.t
-        self.master = None if amp is None else [np.array(host_array(m))
-                                                for m in amp.master]
+        self.master = None if amp is None else [copy(m) for m in amp.master]
         #: What taking it cost, to keep snapshots under ~5% of training time.
         self.seconds = time.perf_counter() - started
 
     def restore(self) -> None:
-        """Put parameters, optimiser state, step counter and master weights back."""
+        """Put parameters, optimiser state, step counter and master weights back (copies:
+        the snapshot stays as taken for a later roll-back to it)."""
         self.model.store.restore(self.params)
         obe = self.optimizer.backend
         for s, saved in zip(self.optimizer.state, self.state):
             for k, v in saved.items():
-                s[k] = obe.asarray(v, dtype=obe.dtype)
+                # asarray may hand back ``v`` itself (same device and dtype); the optimiser
+                # updates its state in place, which would change the snapshot.
+                s[k] = obe.xp.asarray(obe.asarray(v, dtype=obe.dtype), copy=True)
         self.optimizer.t = self.t
         self.model.train_state = self.train_state
         if self.amp is not None:
