@@ -143,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save", help="write the trained model here (.npz, .safetensors)")
     train.add_argument("--plot", help="write loss/metric curves (and the decision "
                        "boundary of 2-D data) as PNG files into this folder")
-    train.add_argument("--quiet", action="store_true", help="no epoch lines or progress bar "
-                       "(the device, data, network and summary lines stay)")
+    train.add_argument("--quiet", action="store_true", help="print only the summary (the "
+                       "done: and saved: lines); device, data and network lines go to "
+                       "stderr")
     _cli_data.add_reading_arguments(train, training=True)
 
     _other_commands(sub)
@@ -231,9 +232,12 @@ def _train_rank(args, world) -> int:
                    "dataset": name}
     loss = args.loss or TASK_LOSS[task]
     optimizer = _optim.get(args.optimizer, lr=args.lr)
-    print(f"device: {backend.describe()} [{backend.reason}]")
+    # --quiet: standard output is the summary alone; what runs where goes to stderr.
+    info = sys.stderr if args.quiet else sys.stdout
+    print(f"device: {backend.describe()} [{backend.reason}]", file=info)
     print("\n".join(_train.header(name, data, len(X), len(val[0]) if val else 0, widths,
-                                  model.count_params(), loss, args.optimizer, args.lr)))
+                                  model.count_params(), loss, args.optimizer, args.lr)),
+          file=info)
     best = _train.BestEpoch(loss, val is not None, args.patience, args.epochs)
     start = time.perf_counter()
     hist = model.fit(X, y, loss=loss, optimizer=optimizer, epochs=args.epochs,

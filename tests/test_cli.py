@@ -29,7 +29,7 @@ def test_train_prints_device_epochs_and_accuracy():
 def test_train_auto_says_why_it_chose_the_device():
     out = _gpunn("train", "--epochs", "1", "--dataset", "moons", "--quiet")
     assert out.returncode == 0, out.stderr
-    first = out.stdout.splitlines()[0]
+    first = out.stderr.splitlines()[0]  # --quiet: what runs where goes to stderr
     assert first.startswith("device: ") and "auto" in first
     assert not any(line.startswith("epoch") for line in out.stdout.splitlines())
 

@@ -70,7 +70,7 @@ def test_regression_and_binary_tasks(tmp_path, flowers):
     out = _gpunn("train", "--data", str(flowers), "--target", "price", "--epochs", "60",
                  "--layers", "16", "--save", str(tmp_path / "r.npz"), "--quiet")
     assert out.returncode == 0, out.stderr
-    assert "5 features, regression" in out.stdout and "best val_mae" in out.stdout
+    assert "5 features, regression" in out.stderr and "best val_mae" in out.stdout
     assert float(out.stdout.split("best val_mae ")[1].split()[0]) < 0.3
     assert gn.load(tmp_path / "r.npz").extra["feature_names"] == [
         "sepal", "petal", "species=setosa", "species=versicolor", "species=virginica"]
@@ -84,7 +84,7 @@ def test_regression_and_binary_tasks(tmp_path, flowers):
                                               for v in np.linspace(-2, 2, 200)))
     out = _gpunn("train", "--data", str(binary), "--target", "label", "--epochs", "30",
                  "--save", str(tmp_path / "b.npz"), "--quiet")
-    assert out.returncode == 0 and "binary" in out.stdout, out.stderr
+    assert out.returncode == 0 and "binary" in out.stderr, out.stderr
     out = _gpunn("predict", str(tmp_path / "b.npz"), "--data", str(binary))
     assert out.stdout.splitlines()[0] == "label,p_yes"
     assert out.stdout.splitlines()[-1].startswith("yes,")
@@ -95,10 +95,10 @@ def test_task_override_and_npz_input(tmp_path):
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
     np.savez(tmp_path / "d.npz", X=X, y=y)
     out = _gpunn("train", "--data", str(tmp_path / "d.npz"), "--epochs", "2", "--quiet")
-    assert out.returncode == 0 and "multiclass, 3 classes" in out.stdout, out.stderr
+    assert out.returncode == 0 and "multiclass, 3 classes" in out.stderr, out.stderr
     out = _gpunn("train", "--data", str(tmp_path / "d.npz"), "--task", "regression",
                  "--epochs", "2", "--quiet")
-    assert out.returncode == 0 and "regression" in out.stdout, out.stderr
+    assert out.returncode == 0 and "regression" in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize("content,args,match", [
@@ -142,7 +142,7 @@ def test_builtin_sklearn_datasets():
                  "--quiet")
     assert out.returncode == 0, out.stderr
     assert "iris (120 train / 30 validation rows, 4 features, multiclass, 3 classes)" \
-        in out.stdout
+        in out.stderr
     assert float(out.stdout.split("best val_accuracy ")[1].split()[0]) >= 0.9
 
 
@@ -171,7 +171,7 @@ def test_mnist_from_local_idx_files(tmp_path):
     out = _gpunn("train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--epochs", "15",
                  "--layers", "32", "--quiet")
     assert out.returncode == 0, out.stderr
-    assert "784 features, multiclass, 10 classes" in out.stdout
+    assert "784 features, multiclass, 10 classes" in out.stderr
     assert float(out.stdout.split("test accuracy ")[1].split()[0]) >= 0.9
 
 

@@ -94,7 +94,8 @@ def test_the_sample_output_is_what_gpunn_train_prints(capsys, monkeypatch):
     monkeypatch.setenv("GPUNN_DEVICE", "cpu")
     sample = next(code for lang, code in BLOCKS if lang == "" and "done: " in code)
     assert cli.main(["train", "--quiet"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    out = (captured.err + captured.out).splitlines()  # --quiet: header lines on stderr
     shown = {line.split(":")[0]: line for line in sample.splitlines() if ":" in line}
     printed = {line.split(":")[0]: line for line in out if ":" in line}
     for key in ("data", "network"):

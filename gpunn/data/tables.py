@@ -377,7 +377,7 @@ def load_file(path, target: str | None = None, task: str | None = None,
                            ".txt, .parquet or .npz")
     inferred, reason = infer_task(y_raw)
     if task is not None and task != inferred:
-        reason = f"--task {task} (inferred {inferred}: {reason})"
+        reason = f"set by --task; the target alone suggests {inferred}"
     task = task or inferred
     y, classes = encode_target(y_raw, task, f"{path}: target {target!r}")
     return Dataset(X, y, task, classes, feature_names(columns), target, columns,
