@@ -1,5 +1,6 @@
 """The benchmark runs end to end (tiny size, one repeat); its numbers are not asserted."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -206,3 +207,30 @@ def test_gpunn_is_timed_inside_one_fit_call():
     run = impls._make_gpunn(dev, [4, 8, 3], X, np.arange(64) % 3, 16)
     times = run.inner(64)
     assert len(times) == 2 and times[0] > 0 and times[1] >= 0
+
+
+def test_a_time_limit_keeps_the_rows_measured_and_their_chart(tmp_path):
+    """`timeout` (SIGTERM) in the middle of a run: the rows measured so far are in the
+    JSON, markdown and chart, and the notes say the run stopped early."""
+    import signal
+    import time
+
+    out = tmp_path / "b"
+    cmd = [sys.executable, "-m", "gpunn", "bench", "--device", "cpu", "--sizes", "micro,tiny",
+           "--impls", "gpunn,reference", "--repeats", "200", "--target-seconds", "0.05",
+           "--max-load", "100", "--json", f"{out}.json", "--markdown", f"{out}.md"]
+    have_mpl = importlib.util.find_spec("matplotlib") is not None
+    if have_mpl:
+        cmd += ["--plot", f"{out}.png"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "GPUNN_DEVICE": "cpu"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(f"{out}.json"):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "stopped; reporting" in err, err
+    data = json.loads(open(f"{out}.json").read())
+    assert data["rows"] and any("stopped early" in n for n in data["notes"])
+    if have_mpl:
+        assert os.path.getsize(f"{out}.png") > 1000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from dataclasses import asdict
 
@@ -211,8 +212,18 @@ def run(args) -> int:
     for note in notes:
         print(f"# {note}", flush=True)
     peaks, rows = {}, []
-    for dev, precisions in plans:
-        _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes)
+    # A time limit (`timeout` in ci/gpu.sh sends SIGTERM) or Ctrl-C ends the run with the
+    # rows measured so far reported and charted.
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        for dev, precisions in plans:
+            _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes)
+    except KeyboardInterrupt:
+        notes.append(f"stopped early: {len(rows)} row(s) measured")
+        print(f"gpunn bench: stopped; reporting the {len(rows)} row(s) measured",
+              file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     env["blas"] = blas_report()  # now that every library has loaded its BLAS
     table = _report(args, rows, env, peaks, notes)
     print()
@@ -220,6 +231,10 @@ def run(args) -> int:
     if args.plot and not plot(rows, args.plot, missing):
         print("gpunn bench: matplotlib not installed, no plot written", file=sys.stderr)
     return 0
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _missing(impls, devices) -> dict:
