@@ -140,3 +140,19 @@ def test_dates_both_day_first_and_month_first_are_refused(tmp_path):
                        "month first"):
         _load(tmp_path, "d,y\n" + _rows(lambda i: f"{['13/04/2024', '04/13/2024'][i % 2]},"
                                                  f"{CLS[i]}"))
+
+
+def test_an_infinite_target_is_refused_as_such_and_column_errors_name_the_file(tmp_path):
+    from gpunn.data.tables import DatasetError, TableOptions, load_file
+
+    path = tmp_path / "inf.csv"
+    path.write_text("x,y\n" + "".join(f"{i % 5},{'inf' if i == 3 else i * 0.5}\n"
+                                      for i in range(30)))
+    with pytest.raises(DatasetError, match=r"inf.csv: target 'y' holds an infinite value "
+                                           r"in 1 row \(data row 4\)"):
+        load_file(path, "y", options=TableOptions(impute="drop"))
+    path = tmp_path / "stray.csv"
+    path.write_text("x,y\n" + "".join(f"{'abc' if i == 5 else i * 0.25},{i % 2}\n"
+                                      for i in range(30)))
+    with pytest.raises(DatasetError, match=r"^.*stray.csv: column 'x' holds numbers"):
+        load_file(path, "y")

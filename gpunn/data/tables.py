@@ -197,7 +197,7 @@ def _target(pd, frame, target: str, path, sep, options):
             notices.append(f"target {target!r}: "
                            f"{_cols.describe_numbers(text.dropna().tolist(), seps)}")
             return numbers, np.isnan(numbers), notices
-        _cols.refuse_stray_text(pd, f"target {target!r}", text)
+        _cols.refuse_stray_text(pd, f"{path}: target {target!r}", text)
         values = text.to_numpy(dtype=object, na_value=None)
         missing = text.isna().to_numpy()
         return np.where(missing, "", values).astype(str), missing, notices
@@ -205,7 +205,11 @@ def _target(pd, frame, target: str, path, sep, options):
         missing = series.isna().to_numpy()
         return series.astype("string").fillna("").to_numpy(dtype=str), missing, notices
     values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    return values, ~np.isfinite(values), notices
+    infinite = np.isinf(values)
+    if infinite.any():  # a value, not a missing one: never dropped as if missing
+        raise DatasetError(f"{path}: target {target!r} holds an infinite value in "
+                           f"{_cols._rows(infinite)}")
+    return values, np.isnan(values), notices
 
 
 def _features(pd, frame, path, options, specs):
@@ -277,7 +281,10 @@ def _read_table(path: Path, target: str, options: TableOptions):
     if target in dropped:  # ignoring it would train on the column the user left out
         raise DatasetError(f"--drop: {target!r} is the target")
     chosen = [c for c in chosen if c not in dropped]
-    specs, told = _cols.plan(pd, frame[chosen], options, keep=options.features)
+    try:
+        specs, told = _cols.plan(pd, frame[chosen], options, keep=options.features)
+    except DatasetError as exc:  # the column rules name column and row; add the file
+        raise DatasetError(f"{path}: {exc}") from None
     notices += told
     if not specs:
         raise DatasetError(f"{path}: no usable feature columns besides the target "
