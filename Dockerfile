@@ -21,9 +21,10 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gpunn ./gpunn
-# The project itself, with CuPy for CUDA 12 and the plotting/scikit-learn extras.
+# The project itself, with CuPy for CUDA 12 and the data (CSV/Parquet), plotting,
+# scikit-learn and ONNX extras.
 # hadolint ignore=DL3013
-RUN pip install ".[cuda12,plot,sklearn]"
+RUN pip install ".[cuda12,data,plot,sklearn,onnx]"
 
 USER 10001
 WORKDIR /home/gpunn
