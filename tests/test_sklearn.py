@@ -203,3 +203,16 @@ def test_negative_sample_weight_is_refused(Est):
     with pytest.raises(ValueError, match=f"{Est.__name__}: sample_weight must be >= 0, "
                        "got -1.0 at index 3"):
         Est(max_iter=5).fit(X_IRIS, Y_IRIS, sample_weight=sw)
+
+
+def test_without_scikit_learn_the_import_says_what_to_install(monkeypatch):
+    import importlib
+    import sys
+
+    for name in [m for m in sys.modules if m == "gpunn.sklearn" or
+                 m.startswith("gpunn.sklearn.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if not installed
+    with pytest.raises(ImportError, match=r'gpunn.sklearn needs scikit-learn: pip install '
+                                          r'"gpunn\[sklearn\]"'):
+        importlib.import_module("gpunn.sklearn")
