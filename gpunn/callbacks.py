@@ -168,8 +168,7 @@ class EarlyStopping(Callback):
         if self._monitor.improved(self._monitor.value(logs)):
             self.wait, self.best_epoch = 0, epoch
             if self.restore_best_weights:
-                xp = model.backend.xp
-                self._best = [xp.asarray(p, copy=True) for p in model.parameters()]
+                self._best = model.store.snapshot(on_device=True)
         else:
             self.wait += 1
             if self.wait >= self.patience:
@@ -178,8 +177,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, model, history):
         if self.restore_best_weights and self._best is not None:
-            for p, best in zip(model.parameters(), self._best):
-                p[...] = best
+            model.store.restore(self._best)
 
     @property
     def best(self) -> float:

@@ -86,9 +86,8 @@ class BestEpoch(EarlyStopping):
         super().on_epoch_end(model, epoch, logs)
         if self.best_epoch == epoch or tie:
             if tie:
-                xp = model.backend.xp
                 self.best_epoch = epoch
-                self._best = [xp.asarray(p, copy=True) for p in model.parameters()]
+                self._best = model.store.snapshot(on_device=True)
             self._best_loss = loss
 
     @property

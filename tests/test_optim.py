@@ -151,24 +151,32 @@ def test_bad_hyperparameters(make, match):
         make()
 
 
+def _fast_and_generic(make, p0, grads):
+    """Two optimisers from ``make`` stepping copies of ``p0`` through ``grads``: one on
+    the NumPy backend's in-place kernels, one on the generic Array API maths."""
+    from gpunn.backend import Backend
+
+    fast_be = NumpyBackend()
+    generic_be = Backend(fast_be.xp, device="cpu", dtype="float32", name="generic")
+    runs = []
+    for be in (fast_be, generic_be):
+        opt, p = make(), p0.copy()
+        opt._init_state([p], be)
+        for g in grads:
+            opt.step([p], [g.copy()])
+        runs.append((opt, p))
+    return runs
+
+
 @pytest.mark.parametrize("index", range(len(CASES)))
 def test_numpy_kernels_match_generic(index):
     """Parity: NumPy's in-place update operations against the generic Array API maths."""
-    from gpunn.backend import Backend
 
     make, _ = CASES[index]
     rng = np.random.default_rng(index)
     p0 = rng.standard_normal((17, 5)).astype(np.float32)
     grads = [rng.standard_normal((17, 5)).astype(np.float32) for _ in range(4)]
-    fast_be = NumpyBackend()
-    generic_be = Backend(fast_be.xp, device="cpu", dtype="float32", name="generic")
-    fast_opt, generic_opt = make(), make()
-    pf, pg = p0.copy(), p0.copy()
-    fast_opt._init_state([pf], fast_be)
-    generic_opt._init_state([pg], generic_be)
-    for g in grads:
-        fast_opt.step([pf], [g.copy()])
-        generic_opt.step([pg], [g.copy()])
+    (fast_opt, pf), (generic_opt, pg) = _fast_and_generic(make, p0, grads)
     assert pf.dtype == np.float32
     np.testing.assert_allclose(pf, pg, rtol=2e-6, atol=2e-7)
     for a, b in zip(fast_opt.state, generic_opt.state):
@@ -235,7 +243,6 @@ def test_state_of_dead_units_leaves_no_subnormals(make, numba, monkeypatch):
     would stick in the subnormal range, where the CPU's multiply and divide run tens of
     times slower. They are flushed to zero, and the parameters are those of the maths
     without the flush (the generic Array API update)."""
-    from gpunn.backend import Backend
 
     monkeypatch.setenv("GPUNN_NUMBA", numba)
     rng = np.random.default_rng(0)
@@ -243,15 +250,7 @@ def test_state_of_dead_units_leaves_no_subnormals(make, numba, monkeypatch):
     live = rng.standard_normal((2000, 200)).astype(np.float32)
     live[:, 100:] = 0  # half the units die after the first step
     live[0, 100:] = 1e3
-    fast_be = NumpyBackend()
-    generic_be = Backend(fast_be.xp, device="cpu", dtype="float32", name="generic")
-    fast, generic = make(), make()
-    pf, pg = p0.copy(), p0.copy()
-    fast._init_state([pf], fast_be)
-    generic._init_state([pg], generic_be)
-    for g in live:
-        fast.step([pf], [g.copy()])
-        generic.step([pg], [g.copy()])
+    (fast, pf), (generic, pg) = _fast_and_generic(make, p0, live)
     # Without the flush the generic state is full of subnormals: the case is exercised.
     assert sum(_subnormal_count(a) for a in generic.state[0].values()) > 50
     assert sum(_subnormal_count(a) for a in fast.state[0].values()) == 0

@@ -224,12 +224,18 @@ def _features(pd, frame, path, options, specs):
     return np.concatenate(blocks, axis=1), notices
 
 
+def _blocks(specs) -> list:
+    """``(spec, first, end)``: the columns of X each column spec encodes into."""
+    widths = [len(s["categories"]) if s["categories"] else 1 for s in specs]
+    ends = np.cumsum(widths)
+    return [(s, int(e - w), int(e)) for s, w, e in zip(specs, widths, ends)]
+
+
 def _missing(path, frame, specs, X, missing_y, target, options):
     """Apply ``options.impute`` to missing cells; returns (X, keep rows, notices)."""
-    widths = [len(s["categories"]) if s["categories"] else 1 for s in specs]
-    starts = np.cumsum([0] + widths)
+    blocks = _blocks(specs)
     holes = {s["name"]: np.isnan(X[:, a:b]).any(axis=1)
-             for s, a, b in zip(specs, starts[:-1], starts[1:])}
+             for s, a, b in blocks}
     bad = {k: v for k, v in holes.items() if v.any()}
     if missing_y.all():
         raise DatasetError(f"{path}: target {target!r} is missing in every row")
@@ -252,7 +258,7 @@ def _missing(path, frame, specs, X, missing_y, target, options):
             notices.append(f"dropped {int((~keep).sum())} row(s) with missing values "
                            "(--impute drop)")
         return X[keep], keep, notices
-    for spec, a, b in zip(specs, starts[:-1], starts[1:]):
+    for spec, a, b in blocks:
         if spec["name"] in bad:
             fill = _cols.fill_value(X[:, a:b] if spec["categories"] else X[:, a],
                                     spec["kind"], options.impute)
@@ -320,9 +326,8 @@ def read_features(path, columns: list, options: ReadOptions | None = None):
         raise DatasetError(f"{path}: missing feature column(s) {missing}; the model "
                            f"was trained on {[c['name'] for c in specs]}")
     X, notices = _features(pd, frame, path, options, specs)
-    widths = [len(s["categories"]) if s["categories"] else 1 for s in specs]
-    starts = np.cumsum([0] + widths)
-    for spec, a, b in zip(specs, starts[:-1], starts[1:]):
+    blocks = _blocks(specs)
+    for spec, a, b in blocks:
         rows = np.isnan(X[:, a:b]).any(axis=1)
         if not rows.any():
             continue

@@ -282,9 +282,7 @@ class BaseMLP(BaseEstimator):
                 self._no_improvement_count = 0
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                xp = self.model_.backend.xp
-                self._best = [xp.asarray(p, copy=True)
-                              for p in self.model_.store.step_lists()[0]]
+                self._best = self.model_.store.snapshot(on_device=True)
             return
         if self.loss_curve_[-1] > self.best_loss_ - self.tol:
             self._no_improvement_count += 1
@@ -295,8 +293,7 @@ class BaseMLP(BaseEstimator):
     def _restore_best(self) -> None:
         best = getattr(self, "_best", None)
         if best is not None:
-            for p, b in zip(self.model_.store.step_lists()[0], best):
-                p[...] = b
+            self.model_.store.restore(best)
         self._best = None
 
     def _fit_lbfgs(self, X, Y, sw) -> None:

@@ -9,16 +9,16 @@ labels in the multilabel case), ``identity`` + half squared error (averaged over
 
 from __future__ import annotations
 
+from ..activations import ACTIVATIONS as _ACTIVATIONS
 from ..backend.ops import clip
+
+_LINKS = {"softmax": "softmax", "logistic": "sigmoid"}
 
 
 def link(xp, out_activation: str, z):
     """The output activation of ``z (n, outputs)``."""
-    if out_activation == "softmax":
-        e = xp.exp(z - xp.max(z, axis=1, keepdims=True))
-        return e / xp.sum(e, axis=1, keepdims=True)
-    if out_activation == "logistic":
-        return 0.5 * (1.0 + xp.tanh(0.5 * z))  # overflow-free sigmoid
+    if out_activation in _LINKS:
+        return _ACTIVATIONS[_LINKS[out_activation]].forward(xp, z)
     if out_activation == "exp":
         return xp.exp(z)
     return z
