@@ -14,6 +14,17 @@
 #define GPUNN_GELU 8
 #define GPUNN_SOFTPLUS 9
 
+// Hooks for tests/cuda_emu/emu.h, which runs these kernels on a CPU: dynamic shared
+// memory, and the body of an exported kernel.
+#ifndef GPUNN_SHARED
+#define GPUNN_SHARED(T, name)                                                           \
+    extern __shared__ unsigned char gpunn_smem[];                                       \
+    T* name = reinterpret_cast<T*>(gpunn_smem)
+#endif
+#ifndef GPUNN_KERNEL_BODY
+#define GPUNN_KERNEL_BODY(...) __VA_ARGS__
+#endif
+
 #define GPUNN_GRID_STRIDE(i, n)                                                         \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n);     \
          i += (long long)blockDim.x * gridDim.x)
@@ -121,8 +132,7 @@ __device__ T gpunn_block_max(T v, T* red) {
 template <typename T, bool LABELS>
 __device__ void softmax_xent(const T* z, const long long* labels, const T* target, T* prob,
                              T* grad, T* row_loss, long long rows, long long cols, T inv_n) {
-    extern __shared__ unsigned char gpunn_smem[];
-    T* red = reinterpret_cast<T*>(gpunn_smem);
+    GPUNN_SHARED(T, red);
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
         const T* zr = z + r * cols;
         T m = zr[0];
@@ -223,37 +233,40 @@ __device__ void adagrad_update(T* p, const T* g, T* sum_sq, long long n, T lr, T
 #define GPUNN_EXPORT(T, S)                                                                   \
     extern "C" __global__ void bias_act_forward_##S(T* z, const T* b, T* y, long long n,     \
                                                     long long cols, int act, T p) {          \
-        bias_act_forward<T>(z, b, y, n, cols, act, p);                                      \
+        GPUNN_KERNEL_BODY(bias_act_forward<T>(z, b, y, n, cols, act, p));                    \
     }                                                                                        \
     extern "C" __global__ void act_backward_##S(const T* z, const T* y, const T* g, T* out,  \
                                                 long long n, int act, T p) {                 \
-        act_backward<T>(z, y, g, out, n, act, p);                                           \
+        GPUNN_KERNEL_BODY(act_backward<T>(z, y, g, out, n, act, p));                         \
     }                                                                                        \
     extern "C" __global__ void softmax_xent_labels_##S(const T* z, const long long* labels, \
             T* prob, T* grad, T* loss, long long rows, long long cols, T inv_n) {            \
-        softmax_xent<T, true>(z, labels, nullptr, prob, grad, loss, rows, cols, inv_n);     \
+        GPUNN_KERNEL_BODY(softmax_xent<T, true>(z, labels, nullptr, prob, grad, loss, rows,  \
+                                                cols, inv_n));                               \
     }                                                                                        \
     extern "C" __global__ void softmax_xent_dense_##S(const T* z, const T* target, T* prob,  \
             T* grad, T* loss, long long rows, long long cols, T inv_n) {                     \
-        softmax_xent<T, false>(z, nullptr, target, prob, grad, loss, rows, cols, inv_n);    \
+        GPUNN_KERNEL_BODY(softmax_xent<T, false>(z, nullptr, target, prob, grad, loss, rows, \
+                                                 cols, inv_n));                              \
     }                                                                                        \
     extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, long long n,           \
             T one_minus_b1, T one_minus_b2, T eps_hat, T step_size, T wd, T decay,           \
             int decoupled) {                                                                 \
-        adam_update<T>(p, g, m, v, n, one_minus_b1, one_minus_b2, eps_hat, step_size, wd,   \
-                       decay, decoupled);                                                    \
+        GPUNN_KERNEL_BODY(adam_update<T>(p, g, m, v, n, one_minus_b1, one_minus_b2, eps_hat, \
+                                         step_size, wd, decay, decoupled));                  \
     }                                                                                        \
     extern "C" __global__ void sgd_##S(T* p, const T* g, T* vel, long long n, T lr,          \
             T momentum, T wd, int nesterov) {                                                \
-        sgd_update<T>(p, g, vel, n, lr, momentum, wd, nesterov);                            \
+        GPUNN_KERNEL_BODY(sgd_update<T>(p, g, vel, n, lr, momentum, wd, nesterov));          \
     }                                                                                        \
     extern "C" __global__ void rmsprop_##S(T* p, const T* g, T* sq, T* vel, long long n,     \
             T lr, T alpha, T one_minus_alpha, T eps, T momentum, T wd) {                     \
-        rmsprop_update<T>(p, g, sq, vel, n, lr, alpha, one_minus_alpha, eps, momentum, wd); \
+        GPUNN_KERNEL_BODY(rmsprop_update<T>(p, g, sq, vel, n, lr, alpha, one_minus_alpha,    \
+                                            eps, momentum, wd));                             \
     }                                                                                        \
     extern "C" __global__ void adagrad_##S(T* p, const T* g, T* sum_sq, long long n, T lr,   \
             T eps, T wd) {                                                                   \
-        adagrad_update<T>(p, g, sum_sq, n, lr, eps, wd);                                    \
+        GPUNN_KERNEL_BODY(adagrad_update<T>(p, g, sum_sq, n, lr, eps, wd));                  \
     }
 
 GPUNN_EXPORT(float, f32)

@@ -1,0 +1,115 @@
+"""gpunn's CUDA kernels, run on the CPU: the GPU parity tests without a GPU.
+
+The CuPy stand-in (tests/fake_cupy.py) plays CuPy, and the kernels of
+``gpunn/backend/kernels/gpunn_kernels.cu`` run through a CPU emulator of CUDA's thread
+model (tests/cuda_emu/emu.h, compiled with g++): every thread of a block is a fibre, the
+threads between two barriers and the blocks of a grid run in shuffled orders. So the
+launchers' arguments, grid sizes and shared memory, and the kernels' indexing, barriers
+and reductions are checked on every machine; only CUDA's own maths library and memory
+model are left to tests/test_gpu.py on a real GPU.
+"""
+
+from __future__ import annotations
+
+import fake_cupy
+import numpy as np
+import pytest
+from cuda_emulator import compiler, load
+
+# The parity tests of the GPU suite, collected again here with the emulated backend as
+# their ``cuda`` fixture.
+from test_gpu import (  # noqa: F401
+    test_adam_kernel_tracks_numpy_tightly,
+    test_bias_activation_kernels_match_generic,
+    test_moons_learned_on_gpu_and_moved_back,
+    test_optimizer_kernels_match_generic,
+    test_softmax_xent_kernel_matches_generic,
+    test_training_step_parity_with_numpy,
+)
+
+import gpunn as gn
+
+pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++) installed")
+
+
+def emulate_kernels(monkeypatch):
+    """Route gpunn's kernel launches to the emulator (with the stand-in installed)."""
+    import gpunn.backend.cupy_kernels as ck
+
+    module = load()
+
+    def function(name, dtype):
+        suffix = ck._SUFFIX.get(np.dtype(dtype))
+        if suffix is None or not ck.enabled():
+            return None
+        return module.get_function(f"{name}_{suffix}")
+
+    monkeypatch.setattr(ck, "function", function)
+    monkeypatch.setenv("GPUNN_CUDA_KERNELS", "1")
+    return module
+
+
+@pytest.fixture
+def cuda(monkeypatch):
+    with fake_cupy.installed(monkeypatch):
+        emulate_kernels(monkeypatch)
+        yield gn.get_backend("cuda", seed=0)
+
+
+def test_the_emulated_kernels_ran(cuda):
+    """The fixture really runs the kernels (not CuPy's generic path)."""
+    module = load()
+    be = gn.get_backend(cuda, dtype="float64")
+    x, W, b = (be.asarray(np.ones(s)) for s in [(3, 2), (2, 4), (4,)])
+    z, y = be.bias_activation(x, W, b, gn.activations.get("relu")[0], {})
+    assert module.get_function("bias_act_forward_f64").launches >= 1
+    np.testing.assert_array_equal(gn.to_numpy(y), np.full((3, 4), 3.0))
+
+
+RACY = r"""
+template <typename T>
+__device__ void block_sum(const T* x, T* out, long long n, int barrier) {
+    GPUNN_SHARED(T, red);
+    T v = T(0);
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) v += x[i];
+    red[threadIdx.x] = v;
+    if (barrier) __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+        if (barrier) __syncthreads();
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = red[0];
+}
+template <typename T>
+__device__ void divergent(T* out) {
+    if (threadIdx.x == 0) __syncthreads();
+    out[threadIdx.x] = T(1);
+}
+#define GPUNN_EXPORT(T, S) \
+    extern "C" __global__ void block_sum_##S(const T* x, T* out, long long n, int barrier) { \
+        GPUNN_KERNEL_BODY(block_sum<T>(x, out, n, barrier)); \
+    } \
+    extern "C" __global__ void divergent_##S(T* out) { GPUNN_KERNEL_BODY(divergent<T>(out)); }
+GPUNN_EXPORT(double, f64)
+"""
+
+
+def test_the_emulator_catches_a_missing_barrier(tmp_path):
+    """A reduction without its barriers gives a wrong sum in the emulator, as it may on a
+    GPU, and a barrier inside a branch is an error (it hangs a GPU)."""
+    src = tmp_path / "racy.cu"
+    src.write_text(RACY)
+    module = load(src)
+    kernel = module.get_function("block_sum_f64")
+    x = np.arange(1000, dtype=np.float64)
+    out = np.zeros(1)
+    kernel((1,), (64,), (x, out, np.int64(x.size), np.int32(1)), shared_mem=64 * 8)
+    assert out[0] == x.sum()
+    wrong = 0
+    for seed in range(5):
+        kernel((1,), (64,), (x, out, np.int64(x.size), np.int32(0)), shared_mem=64 * 8,
+               seed=seed)
+        wrong += out[0] != x.sum()
+    assert wrong > 0
+    with pytest.raises(RuntimeError, match="barrier"):
+        module.get_function("divergent_f64")((1,), (32,), (np.zeros(32),))
