@@ -15,7 +15,7 @@ import numbers
 
 from . import activations as _act
 from . import init as _init
-from .backend.ops import host_array
+from .backend.ops import host_array, same_device
 from .errors import describe
 
 
@@ -69,7 +69,7 @@ class Layer:
     def to(self, backend) -> Layer:
         """Move parameters to ``backend`` (through the host when devices differ)."""
         old = self.backend
-        cross = old is not None and not backend.same_device(old)
+        cross = old is not None and not same_device(backend, old)
         for store in (self.params, self.grads):
             for key, value in store.items():
                 store[key] = backend.asarray(host_array(value) if cross else value,
@@ -195,7 +195,8 @@ class Dense(Layer):
             raise ValueError(f"{self.label}: expected input of shape (batch, "
                              f"{self.in_features}), got {describe(x)}")
 
-    def forward(self, x, training: bool = False, logits: bool = False):
+    def forward(self, x, training: bool = False, logits: bool = False,
+                add_bias: bool = True):
         """Compute the layer output.
 
         Parameters
@@ -206,6 +207,9 @@ class Dense(Layer):
         logits : bool
             Return the pre-activation ``z`` and skip the activation: a loss takes it from
             there (``loss.forward_logits``, see ``Loss.logits_of``).
+        add_bias : bool
+            False returns ``x @ W`` only, with ``logits``: a fused loss adds the bias
+            (see :class:`gpunn.backend.base.StepFusion`).
 
         Returns
         -------
@@ -215,12 +219,16 @@ class Dense(Layer):
             self._require_built()
         self.check_input(x)
         self._x = x
+        if logits and not add_bias:
+            self._z = self._y = x @ self.params["W"]
+            return self._y
         act = _act.IDENTITY if logits else self.activation_fn
         self._z, self._y = self.backend.bias_activation(x, self.params["W"], self.params["b"],
                                                         act, self.activation_params)
         return self._y
 
-    def backward(self, grad_out, need_input_grad: bool = True, logits: bool = False):
+    def backward(self, grad_out, need_input_grad: bool = True, logits: bool = False,
+                 bias_done: bool = False):
         """Backpropagate ``grad_out (batch, out_features)`` through activation and affine map.
 
         Parameters
@@ -231,18 +239,19 @@ class Dense(Layer):
             Skip the input gradient (one matmul) for the first layer.
         logits : bool
             As in :meth:`forward`.
+        bias_done : bool
+            ``grads["b"]`` already holds the bias gradient (a fused loss wrote it).
 
         Returns
         -------
         (batch, in_features) or None when ``need_input_grad`` is False.
         """
         self._require_forward("_z")
-        if self.activation != "identity" and not logits:
-            grad_out = self.backend.activation_backward(self.activation_fn, self._z, self._y,
-                                                        grad_out, self.activation_params)
-        gW, gb, gx = self.backend.linear_backward(self._x, self.params["W"], grad_out,
-                                                  need_input_grad,
-                                                  out=(self.grads["W"], self.grads["b"]))
+        act = None if self.activation == "identity" or logits else self.activation_fn
+        gW, gb, gx = self.backend.dense_backward(
+            self._x, self.params["W"], self._z, self._y, grad_out, act,
+            self.activation_params, need_input_grad, out=(self.grads["W"], self.grads["b"]),
+            bias_done=bias_done)
         if self.kernel_l2:
             gW += (2.0 * self.kernel_l2) * self.params["W"]
         self.grads["W"], self.grads["b"] = gW, gb

@@ -55,6 +55,8 @@ class Loss:
         The output activation whose pre-activation :meth:`forward_logits` accepts.
     default_metrics : tuple of str
         What ``fit`` reports when no metrics are asked for.
+    takes_step_fusion : bool
+        :meth:`forward_logits` takes the loop's ``fusion`` (see ``backend.StepFusion``).
     output : array
         The (activated) model output of the last forward, for metrics.
     """
@@ -62,6 +64,7 @@ class Loss:
     name = "loss"
     logits_of: str | None = None
     default_metrics: tuple = ("mae",)
+    takes_step_fusion = False
 
     def __init__(self):
         self._grad = None
@@ -308,6 +311,7 @@ class CategoricalCrossEntropy(_CrossEntropy):
 
     name = "categorical_crossentropy"
     logits_of = "softmax"
+    takes_step_fusion = True
 
     def prepare_target(self, backend, y, n_outputs, what="y"):
         if n_outputs < 2:
@@ -344,14 +348,17 @@ class CategoricalCrossEntropy(_CrossEntropy):
             target = one_hot(xp, target, pred.shape[1], pred.dtype)
         return _match_target(xp, pred, target, self.name)
 
-    def forward_logits(self, z, target, backend=None):
+    def forward_logits(self, z, target, backend=None, fusion=None):
+        """As :meth:`Loss.forward_logits`; ``fusion``: see ``backend.base.StepFusion``."""
         xp = backend.xp if backend is not None else array_namespace(z)
+        if fusion is not None and (backend is None or z.dtype != backend.dtype):
+            z, fusion = fusion.add_bias(z), None
         z, restore = _upcast(xp, z)
         if target.ndim != 1:
             target = _match_target(xp, z, target, self.name)
         value, self.output, grad = (softmax_cross_entropy(xp, z, target) if backend is None
                                     or z.dtype != backend.dtype
-                                    else backend.softmax_cross_entropy(z, target))
+                                    else backend.softmax_cross_entropy(z, target, fusion))
         self._grad = restore(grad)
         return value
 

@@ -252,23 +252,29 @@ class Sequential:
                                  f"output shape {expected}, got {describe(grad)}")
             return self.backward_batch(grad, need_input_grad=True)
 
-    def forward_batch(self, x, training: bool, logits: bool = False):
+    def forward_batch(self, x, training: bool, logits: bool = False,
+                      add_bias: bool = True):
         """:meth:`forward` on a checked device array; ``logits=True`` stops before the last
-        layer's activation (its loss applies it, see ``Loss.logits_of``)."""
+        layer's activation (its loss applies it, see ``Loss.logits_of``), and
+        ``add_bias=False`` also before its bias (a fused loss adds it)."""
         last = len(self.layers) - 1
+        head = {"logits": True} if add_bias else {"logits": True, "add_bias": False}
         for i, layer in enumerate(self.layers):
-            x = layer.forward(x, training, logits=True) if logits and i == last else \
+            x = layer.forward(x, training, **head) if logits and i == last else \
                 layer.forward(x, training)
         return x
 
-    def backward_batch(self, grad, need_input_grad: bool, logits: bool = False):
+    def backward_batch(self, grad, need_input_grad: bool, logits: bool = False,
+                       bias_done: bool = False):
         """:meth:`backward` on a device array (``dL/dz`` of the last layer when
-        ``logits``); the first layer skips its input gradient unless it is needed."""
+        ``logits``; ``bias_done``: its bias gradient is already written); the first layer
+        skips its input gradient unless it is needed."""
         last = len(self.layers) - 1
         for i in range(last, -1, -1):
             layer, need = self.layers[i], need_input_grad or i > 0
             if isinstance(layer, Dense):
-                grad = layer.backward(grad, need, logits=logits and i == last)
+                head = logits and i == last
+                grad = layer.backward(grad, need, logits=head, bias_done=head and bias_done)
             else:
                 grad = layer.backward(grad)
         return grad

@@ -64,7 +64,9 @@ class Kernel:
         grid, block = tuple(grid) + (1,), tuple(block) + (1,)
         c_args = []
         for a, t in zip(args, self._types):
-            if t is None:
+            if t is None and isinstance(a, np.integer) and a == 0:
+                c_args.append(None)  # a null pointer
+            elif t is None:
                 if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
                     raise TypeError(f"{self.name}: a pointer argument must be a contiguous "
                                     f"array, got {type(a).__name__}")

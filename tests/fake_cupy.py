@@ -189,7 +189,12 @@ class FakeArray(np.ndarray):
 
     def __getitem__(self, key):
         _count_mask(key)
-        return super().__getitem__(_unwrap(key))
+        key = _unwrap(key)
+        out = super().__getitem__(key)
+        if isinstance(out, np.generic):
+            # CuPy gives a 0-d array viewing the element, where NumPy gives a scalar.
+            out = super().__getitem__((key if isinstance(key, tuple) else (key,)) + (...,))
+        return out
 
     def __setitem__(self, key, value):
         _count_mask(key)

@@ -35,8 +35,10 @@ def test_linear_and_backward_parity(fast, rng):
                                gn.to_numpy(generic.bias_activation(*args, identity, {})[1]),
                                rtol=1e-6)
     out = (fast.zeros((5, 4)), fast.zeros((4,)))
-    fast_res = fast.linear_backward(args[0], args[1], fast.asarray(g), True, out=out)
-    gen_res = generic.linear_backward(args[0], args[1], fast.asarray(g), True, out=None)
+    fast_res = fast.dense_backward(args[0], args[1], None, None, fast.asarray(g), None, {},
+                                   True, out=out)
+    gen_res = generic.dense_backward(args[0], args[1], None, None, fast.asarray(g), None,
+                                     {}, True, out=None)
     assert fast_res[0] is out[0] and fast_res[1] is out[1]  # written in place
     for a, c in zip(fast_res, gen_res):
         np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(c), rtol=1e-5, atol=1e-6)

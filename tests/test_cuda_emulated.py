@@ -113,3 +113,125 @@ def test_the_emulator_catches_a_missing_barrier(tmp_path):
     assert wrong > 0
     with pytest.raises(RuntimeError, match="barrier"):
         module.get_function("divergent_f64")((1,), (32,), (np.zeros(32),))
+
+
+# ---------------------------------------------------------------- the fused step kernels
+def _bits_twice(run):
+    """``run()`` twice (the emulator shuffles blocks and threads differently each launch):
+    the results must be the same bits, as on a GPU whatever the block schedule."""
+    first, second = run(), run()
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    return first
+
+
+@pytest.mark.parametrize("name", sorted(gn.activations.ACTIVATIONS))
+@pytest.mark.parametrize("shape", [(1, 1), (7, 33), (300, 70)])
+def test_activation_and_bias_gradient_in_one_launch(cuda, name, shape):
+    """dense_backward's fused kernel against the generic path: dL/dz, the bias gradient
+    (column sums over row chunks and column tiles), the weight and input gradients."""
+    import gpunn.backend.cupy_kernels as ck
+
+    be = gn.get_backend(cuda, dtype="float64")
+    rng = np.random.default_rng(0)
+    rows, cols = shape
+    x, W = be.asarray(rng.standard_normal((rows, 5))), be.asarray(rng.standard_normal((5, cols)))
+    b, g = be.asarray(rng.standard_normal(cols)), be.asarray(rng.standard_normal(shape))
+    act, params = gn.activations.get(name, **({"alpha": 0.3} if name in (
+        "leaky_relu", "elu") else {}))
+    act = None if name == "identity" else act
+    z, y = be.bias_activation(x, W, b, act or gn.activations.IDENTITY, params)
+    launches = load().get_function("act_backward_bias_f64").launches
+
+    def fused():
+        out = (be.zeros((5, cols)), be.zeros((cols,)))
+        return [gn.to_numpy(a).copy() for a in be.dense_backward(
+            x, W, z, y, g + 0, act, params, True, out=out)]
+
+    got = _bits_twice(fused)
+    if name != "softmax":  # no kernel for softmax's derivative: the generic path ran
+        assert load().get_function("act_backward_bias_f64").launches == launches + 2
+    generic = gn.backend.base.Backend.dense_backward(be, x, W, z, y, g + 0, act, params, True)
+    for a, c in zip(got, generic):
+        np.testing.assert_allclose(a, gn.to_numpy(c), rtol=1e-12, atol=1e-12)
+    assert ck  # the launcher module is the one the fixture routed
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["labels", "one-hot"])
+@pytest.mark.parametrize("rows, cols", [(1, 2), (37, 10), (300, 3), (5, 700)])
+def test_softmax_loss_kernel_does_the_whole_head(cuda, dense, rows, cols):
+    """One launch adds the bias, and writes probabilities, dL/dz, the loss into its slot,
+    the bias gradient and the count of correct labels; the generic path agrees."""
+    from gpunn.backend.base import StepFusion
+
+    be = gn.get_backend(cuda, dtype="float64")
+    rng = np.random.default_rng(rows + cols)
+    zw = rng.standard_normal((rows, cols)) * 3
+    zw[0, :2] = 5.0  # a tie at the top: the first index wins, as argmax says
+    bias = rng.standard_normal(cols)
+    labels = rng.integers(0, cols, rows)
+    target = be.asarray(np.eye(cols)[labels] if dense else labels)
+
+    def fused():
+        fusion = StepFusion(bias=be.asarray(bias), bias_grad=be.zeros((cols,)),
+                            loss=be.zeros((3,))[1], correct=None if dense else
+                            be.zeros((2,), dtype=be.xp.int64)[0])
+        z = be.asarray(zw.copy())  # the kernel adds the bias in place
+        value, prob, grad = be.softmax_cross_entropy(z, target, fusion)
+        assert fusion.loss_done and fusion.bias_grad_done and value is fusion.loss
+        assert fusion.correct_done == (not dense)
+        out = [gn.to_numpy(a).copy() for a in (value, prob, grad, fusion.bias_grad, z)]
+        return out + ([] if dense else [np.asarray(int(fusion.correct))])
+
+    got = _bits_twice(fused)
+    z = zw + bias
+    value, prob, grad = gn.backend.ops.softmax_cross_entropy(np, z, np.eye(cols)[labels])
+    np.testing.assert_allclose(got[0], value, rtol=1e-13)
+    for a, c in zip(got[1:5], (prob, grad, grad.sum(axis=0), z)):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-15)
+    if not dense:
+        assert got[5] == np.sum(prob.argmax(axis=1) == labels)
+
+
+CASES = {
+    "labels": dict(y="labels", metrics=["accuracy"]),
+    "one-hot": dict(y="one-hot", metrics=["accuracy"]),
+    "L2 penalty": dict(y="labels", metrics=["accuracy"], kernel_l2=1e-3),
+    "skip non-finite": dict(y="labels", metrics=["accuracy"], on_divergence="skip"),
+    "sigmoid BCE": dict(y="binary", metrics=["accuracy"]),
+    "mse": dict(y="regression", metrics=["mae"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fit_on_emulated_gpu_matches_cpu(cuda, case):
+    """Whole fit runs on the emulated GPU (fused head, fused backward, optimiser kernel)
+    and on NumPy from the same weights: the same history and weights, in float64."""
+    spec = CASES[case]
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((90, 6))
+    labels = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 0.5)
+    out, loss, y = {"labels": (3, "cross_entropy", labels),
+                    "one-hot": (3, "cross_entropy", np.eye(3)[labels]),
+                    "binary": (1, "bce", (labels > 0).astype(float)),
+                    "regression": (1, "mse", X[:, :1] * 2 - X[:, 1:2])}[spec["y"]]
+    act = {"cross_entropy": "softmax", "bce": "sigmoid", "mse": "identity"}[loss]
+
+    def make(device):
+        return gn.Sequential([gn.Dense(6, 16, activation="tanh"),
+                              gn.Dense(16, 8, activation="relu",
+                                       kernel_l2=spec.get("kernel_l2", 0.0)),
+                              gn.Dense(8, out, activation=act)],
+                             device=device, dtype="float64", seed=1)
+
+    cpu, gpu = make("cpu"), make(cuda)
+    for a, b in zip(cpu.parameters(), gpu.parameters()):
+        b[...] = gpu.backend.asarray(gn.to_numpy(a))
+    kwargs = dict(loss=loss, epochs=3, batch_size=16, verbose=0, seed=0,
+                  metrics=spec["metrics"], on_divergence=spec.get("on_divergence", "raise"))
+    h_cpu = cpu.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), **kwargs)
+    h_gpu = gpu.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), **kwargs)
+    for key, values in h_cpu.history.items():
+        np.testing.assert_allclose(h_gpu.history[key], values, rtol=1e-9, err_msg=key)
+    for a, b in zip(cpu.parameters(), gpu.parameters()):
+        np.testing.assert_allclose(gn.to_numpy(b), gn.to_numpy(a), rtol=1e-9, atol=1e-12)

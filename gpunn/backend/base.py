@@ -9,6 +9,7 @@ and override single methods; layer code never asks which library it runs on.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 from ..errors import describe
 from .hyper import AdagradStep, AdamStep, RMSpropStep, SGDStep
@@ -19,6 +20,38 @@ _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 BFLOAT16_HINT = ("dtype='bfloat16' needs a CUDA GPU with CuPy >= 14 and ml_dtypes "
                  "(pip install \"gpunn[cuda13,bf16]\"); on the CPU use 'float32' "
                  "(NumPy has no bfloat16 arithmetic: ml_dtypes computes it without BLAS)")
+
+
+@dataclass(eq=False)
+class StepFusion:
+    """What a training step lets a backend's softmax cross-entropy do in the same pass
+    (the CUDA kernel does all of it in one launch; other backends do none of it).
+
+    Attributes
+    ----------
+    bias : (C,) array or None
+        The last layer's bias, not yet added to the logits ``z = x @ W``: the loss must
+        add it (the generic path adds it first).
+    bias_grad : (C,) array or None
+        Where the bias gradient may be written; ``bias_grad_done`` says whether it was.
+    loss : 0-d array or None
+        The epoch buffer's slot for this step's loss; ``loss_done`` says whether the
+        value was written there.
+    correct : 0-d int64 array or None
+        The slot for this step's count of correct labels; ``correct_done`` likewise.
+    """
+
+    bias: object = None
+    bias_grad: object = None
+    loss: object = None
+    correct: object = None
+    bias_grad_done: bool = False
+    loss_done: bool = False
+    correct_done: bool = False
+
+    def add_bias(self, z):
+        """``z + bias`` for a path that does none of the fused work."""
+        return z if self.bias is None else z + self.bias
 
 
 class Backend:
@@ -91,10 +124,6 @@ class Backend:
         """True for real floating dtypes, this backend's own included (bfloat16 is not a
         NumPy floating type, so ``isdtype`` alone would say no)."""
         return dtype == self.dtype or self.xp.isdtype(dtype, "real floating")
-
-    def same_device(self, other: Backend) -> bool:
-        """True when arrays of ``other`` can be used here without a copy."""
-        return type(self) is type(other) and self.xp is other.xp and self.name == other.name
 
     def context(self):
         """Context manager that makes this backend's device current (no-op here)."""
@@ -212,33 +241,6 @@ class Backend:
     # The named operations of a training step. Generic, standard-only versions here;
     # NumpyBackend and CupyBackend override them by name, each override with a parity test
     # against these (tests/test_backend_parity.py, tests/test_gpu.py).
-    def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
-        """Gradients of ``x @ W + b``.
-
-        Parameters
-        ----------
-        x : (batch, in)
-        W : (in, out)
-        grad : (batch, out)
-            ``dL/d(x @ W + b)``.
-        need_input_grad : bool
-            Skip ``gx`` (one matmul) when False.
-        out : (gW, gb), optional
-            Arrays a backend may overwrite instead of allocating new ones (the generic
-            version ignores them).
-
-        Returns
-        -------
-        gW : (in, out)
-        gb : (out,)
-        gx : (batch, in) or None
-        """
-        xp = self.xp
-        gW = xp.matrix_transpose(x) @ grad
-        gb = xp.sum(grad, axis=0)
-        gx = grad @ xp.matrix_transpose(W) if need_input_grad else None
-        return gW, gb, gx
-
     def bias_activation(self, x, W, b, activation, params: dict):
         """Affine map and activation of a Dense layer.
 
@@ -267,10 +269,54 @@ class Backend:
         """``dL/dz`` from ``grad = dL/dy`` (all ``(batch, features)``)."""
         return activation.backward(self.xp, z, y, grad, **params)
 
-    def softmax_cross_entropy(self, z, target):
+    def softmax_cross_entropy(self, z, target, fusion: StepFusion | None = None):
         """Softmax and cross-entropy from logits in one pass (see the module function
-        :func:`softmax_cross_entropy`); returns ``(value, prob, grad)``."""
+        :func:`softmax_cross_entropy`); returns ``(value, prob, grad)``. ``fusion``
+        offers work a backend may do in the same pass (see :class:`StepFusion`)."""
+        if fusion is not None:
+            z = fusion.add_bias(z)
         return softmax_cross_entropy(self.xp, z, target)
+
+    def fuses_loss(self, dtype) -> bool:
+        """True when :meth:`softmax_cross_entropy` does a :class:`StepFusion`'s work for
+        logits of ``dtype`` (worth deferring the last layer's bias for)."""
+        return False
+
+    def dense_backward(self, x, W, z, y, grad, activation, params: dict,
+                       need_input_grad: bool, out=None, bias_done: bool = False):
+        """Gradients of a Dense layer ``y = f(x @ W + b)``.
+
+        Parameters
+        ----------
+        x : (batch, in)
+        W : (in, out)
+        z, y : (batch, out)
+            The forward pass's pre-activation and output.
+        grad : (batch, out)
+            ``dL/dy``; ``dL/dz`` when ``activation`` is None (identity, or a loss that
+            applied the activation).
+        activation : gpunn.activations.Activation or None
+        params : dict
+        need_input_grad : bool
+        out : (gW, gb), optional
+            Arrays a backend may overwrite instead of allocating new ones (the generic
+            version ignores them, but for ``gb`` under ``bias_done``).
+        bias_done : bool
+            ``out[1]`` already holds the bias gradient (a fused loss wrote it).
+
+        Returns
+        -------
+        gW : (in, out)
+        gb : (out,)
+        gx : (batch, in) or None
+        """
+        if activation is not None:
+            grad = self.activation_backward(activation, z, y, grad, params)
+        xp = self.xp
+        gW = xp.matrix_transpose(x) @ grad
+        gb = out[1] if bias_done else xp.sum(grad, axis=0)
+        gx = grad @ xp.matrix_transpose(W) if need_input_grad else None
+        return gW, gb, gx
 
     def sgd_update(self, p, g, velocity, hp: SGDStep) -> None:
         """SGD (momentum, Nesterov) in place on ``p`` and ``velocity`` (None without

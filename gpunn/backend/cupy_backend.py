@@ -139,14 +139,6 @@ class CupyBackend(Backend):
             return cupy.take(X, idx, axis=0, out=out)
         return cupy.take(X, idx, axis=0)
 
-    def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
-        if out is None:
-            return super().linear_backward(x, W, grad, need_input_grad)
-        gW, gb = out
-        cupy.matmul(x.T, grad, out=gW)
-        cupy.sum(grad, axis=0, out=gb)
-        return gW, gb, (cupy.matmul(grad, W.T) if need_input_grad else None)
-
     # Fused kernels (gpunn/backend/kernels/gpunn_kernels.cu). Each falls back to the
     # generic CuPy expression where it has no kernel (float16, softmax, odd layouts).
     def bias_activation(self, x, W, b, activation, params):
@@ -162,9 +154,38 @@ class CupyBackend(Backend):
             return super().activation_backward(activation, z, y, grad, params)
         return out
 
-    def softmax_cross_entropy(self, z, target):
-        out = cupy_kernels.softmax_xent(z, target)
-        return super().softmax_cross_entropy(z, target) if out is None else out
+    def dense_backward(self, x, W, z, y, grad, activation, params, need_input_grad,
+                       out=None, bias_done=False):
+        if out is None:
+            return super().dense_backward(x, W, z, y, grad, activation, params,
+                                          need_input_grad, out, bias_done)
+        gW, gb = out
+        # The derivative and the bias gradient in one launch, where there is a kernel.
+        dz = None if bias_done else cupy_kernels.act_backward_bias(
+            z, y, grad, "identity" if activation is None else activation.name,
+            _param(params), gb)
+        if dz is None:
+            dz = grad if activation is None else self.activation_backward(
+                activation, z, y, grad, params)
+            if not bias_done:
+                cupy.sum(dz, axis=0, out=gb)
+        cupy.matmul(x.T, dz, out=gW)
+        return gW, gb, (cupy.matmul(dz, W.T) if need_input_grad else None)
+
+    def fuses_loss(self, dtype) -> bool:
+        return cupy_kernels.function("softmax_xent_labels", dtype) is not None
+
+    def softmax_cross_entropy(self, z, target, fusion=None):
+        if fusion is None:
+            out = cupy_kernels.softmax_xent(z, target)
+        else:
+            out = cupy_kernels.softmax_xent(z, target, fusion.bias, fusion.bias_grad,
+                                            fusion.loss, fusion.correct)
+            if out is not None:
+                fusion.bias_grad_done = fusion.bias_grad is not None
+                fusion.loss_done = fusion.loss is not None
+                fusion.correct_done = fusion.correct is not None
+        return super().softmax_cross_entropy(z, target, fusion) if out is None else out
 
     # Optimiser updates: one fused kernel each over the (flat) parameter buffer, or the
     # generic CuPy expressions where there is none (float16 master weights never need it).

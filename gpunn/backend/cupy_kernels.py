@@ -23,6 +23,8 @@ SOURCE_PATH = Path(__file__).with_name("kernels") / "gpunn_kernels.cu"
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _THREADS = 256
 _MAX_BLOCKS = 65535
+#: A null pointer argument: 8 zero bytes, passed by value (older CuPy has no None).
+_NULL = np.int64(0)
 
 
 def enabled() -> bool:
@@ -90,35 +92,110 @@ def act_backward(z, y, g, activation: str, param: float):
     return out
 
 
-def softmax_xent(z, target):
-    """Softmax cross-entropy from logits ``z (N, C)``.
+@functools.cache
+def _counter(device_id: int):
+    """The ticket counter of the last-block reductions on one device (see the .cu): zero
+    between launches, which all run on the device's current stream one after another."""
+    return cupy.zeros((1,), dtype=np.uint32)
+
+
+_PARTIALS: dict = {}
+
+
+def _partials(size: int, dtype):
+    """A scratch buffer of at least ``size`` elements for per-block partial sums, kept per
+    (device, dtype) and grown when a launch needs more."""
+    key = (cupy.cuda.Device().id, np.dtype(dtype))
+    buf = _PARTIALS.get(key)
+    if buf is None or buf.size < size:
+        buf = _PARTIALS[key] = cupy.empty((max(size, 1024),), dtype=dtype)
+    return buf
+
+
+def act_backward_bias(z, y, g, activation: str, param: float, db):
+    """``g * f'(z)`` and its column sums in one launch, or None where there is no kernel.
 
     Parameters
     ----------
-    z : (N, C) logits
+    z, y, g : (rows, cols)
+        Pre-activation, activation and ``dL/dy``.
+    activation : str
+        ``"identity"`` for no derivative: then ``g`` itself is returned and only the sums
+        are computed.
+    db : (cols,)
+        Written with ``sum over rows of g * f'(z)``, the bias gradient.
+
+    Returns
+    -------
+    (rows, cols) ``dL/dz``, or None.
+    """
+    code = ACTIVATION_CODES.get(activation)
+    kernel = function("act_backward_bias", z.dtype) if code is not None else None
+    if kernel is None or not (g.dtype == z.dtype == y.dtype == db.dtype) or g.ndim != 2 or \
+            not all(a.flags.c_contiguous for a in (z, y, g, db)):
+        return None
+    rows, cols = g.shape
+    out = g if activation == "identity" else cupy.empty_like(g)
+    tiles = (cols + 31) // 32
+    # Row chunks of at least 64 rows, and about 1024 blocks at most in all.
+    chunks = max(1, min((rows + 63) // 64, 1024 // max(1, tiles)))
+    tiles = min(tiles, _MAX_BLOCKS)
+    kernel((tiles, chunks), (32, 8),
+           (z, y, g, out, db, _partials(chunks * cols, z.dtype), _counter(cupy.cuda.Device().id),
+            np.int64(rows), np.int64(cols), np.int32(code), _scalar(z.dtype)(param)),
+           shared_mem=32 * 8 * z.dtype.itemsize + 8)
+    return out
+
+
+def _or_null(a):
+    return _NULL if a is None else a
+
+
+def softmax_xent(z, target, bias=None, bias_grad=None, loss_out=None, correct_out=None):
+    """Softmax cross-entropy from logits, with what a training step needs of it.
+
+    Parameters
+    ----------
+    z : (N, C)
+        Logits; with ``bias``, ``x @ W`` of the last layer, and the bias is added in place.
     target : (N,) integer labels or (N, C) rows
+    bias : (C,), optional
+    bias_grad : (C,), optional
+        Written with the bias gradient (column sums of the returned gradient).
+    loss_out : 0-d array, optional
+        Where the loss goes (a slot of the epoch's buffer); a new 0-d array otherwise.
+    correct_out : 0-d int64 array, optional
+        Written with the number of rows whose first largest probability is the label
+        (labels only).
 
     Returns
     -------
     (value, prob, grad) or None
-        ``value`` is a 0-d device array: mean over rows of the cross-entropy.
+        ``value`` is ``loss_out``: the mean over rows of the cross-entropy.
     """
     rows, cols = z.shape
     dense = target.ndim == 2
     kernel = function("softmax_xent_dense" if dense else "softmax_xent_labels", z.dtype)
-    if kernel is None or not z.flags.c_contiguous:
+    extras = [a for a in (bias, bias_grad, loss_out) if a is not None]
+    if kernel is None or not z.flags.c_contiguous or any(
+            a.dtype != z.dtype or not a.flags.c_contiguous for a in extras) or (
+            correct_out is not None and (dense or correct_out.dtype != np.int64)):
         return None
     target = cupy.ascontiguousarray(target, dtype=z.dtype if dense else cupy.int64)
     prob, grad = cupy.empty_like(z), cupy.empty_like(z)
-    row_loss = cupy.empty((rows,), dtype=z.dtype)
+    value = loss_out if loss_out is not None else cupy.empty((), dtype=z.dtype)
     threads = 32
     while threads < min(cols, _THREADS):
         threads *= 2
+    blocks = max(1, min(rows, 256))
     t = _scalar(z.dtype)
-    kernel((max(1, min(rows, _MAX_BLOCKS)),), (threads,),
-           (z, target, prob, grad, row_loss, np.int64(rows), np.int64(cols), t(1.0 / rows)),
-           shared_mem=threads * z.dtype.itemsize)
-    return row_loss.sum(), prob, grad
+    common = (prob, grad, value, _or_null(bias_grad))
+    tail = (_partials(blocks * (cols + 2), z.dtype), _counter(cupy.cuda.Device().id),
+            np.int64(rows), np.int64(cols), t(1.0 / rows))
+    args = (z, _or_null(bias), target) + common + (
+        () if dense else (_or_null(correct_out),)) + tail
+    kernel((blocks,), (threads,), args, shared_mem=threads * (z.dtype.itemsize + 8) + 8)
+    return value, prob, grad
 
 
 def _flat_ok(p, g, *state) -> bool:

@@ -57,14 +57,19 @@ class NumpyBackend(Backend):
             return X.take(idx, axis=0, out=out, mode="clip")
         return X.take(idx, axis=0)
 
-    def linear_backward(self, x, W, grad, need_input_grad: bool = True, out=None):
+    def dense_backward(self, x, W, z, y, grad, activation, params, need_input_grad,
+                       out=None, bias_done=False):
         # Write into the gradient arrays (views of the model's flat gradient buffer): no
         # fresh, page-faulted allocation per step and no copy into the flat buffer.
         if out is None:
-            return super().linear_backward(x, W, grad, need_input_grad)
+            return super().dense_backward(x, W, z, y, grad, activation, params,
+                                          need_input_grad, out, bias_done)
+        if activation is not None:
+            grad = self.activation_backward(activation, z, y, grad, params)
         gW, gb = out
         np.matmul(x.T, grad, out=gW)
-        np.add.reduce(grad, axis=0, out=gb)  # the ufunc method: no np.sum dispatch cost
+        if not bias_done:
+            np.add.reduce(grad, axis=0, out=gb)  # the ufunc method: no np.sum dispatch
         return gW, gb, (np.matmul(grad, W.T) if need_input_grad else None)
 
     def activation_backward(self, activation, z, y, grad, params):
@@ -77,7 +82,9 @@ class NumpyBackend(Backend):
             return grad * (y * (1 - y))
         return activation.backward(self.xp, z, y, grad, **params)
 
-    def softmax_cross_entropy(self, z, target):
+    def softmax_cross_entropy(self, z, target, fusion=None):
+        if fusion is not None:
+            z = fusion.add_bias(z)
         if target.ndim != 1 or z.dtype not in (np.float32, np.float64):
             return super().softmax_cross_entropy(z, target)
         # Labels pick their logit directly: no one-hot matrix, one exp, reductions through

@@ -16,6 +16,11 @@ HALF_DTYPES = ("float16", "bfloat16")
 DLPACK_CPU, DLPACK_CUDA, DLPACK_CUDA_HOST = 1, 2, 3
 
 
+def same_device(a, b) -> bool:
+    """True when arrays of backend ``b`` can be used on backend ``a`` without a copy."""
+    return type(a) is type(b) and a.xp is b.xp and a.name == b.name
+
+
 def host_array(a: Any) -> np.ndarray:
     """Copy or view any array (NumPy, CuPy, Array API, nested lists) as a NumPy array.
 

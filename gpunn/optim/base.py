@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from ..backend.ops import host_array
+from ..backend.ops import host_array, same_device
 from ..errors import describe
 
 
@@ -163,7 +163,7 @@ class Optimizer:
     def to(self, backend) -> Optimizer:
         """Move the optimiser state onto ``backend`` (with the model's parameters)."""
         old = self.backend
-        cross = old is not None and not backend.same_device(old)
+        cross = old is not None and not same_device(backend, old)
         # Unattached state (old is None) is host NumPy, which asarray moves as it is.
         self.state = [{k: backend.asarray(host_array(v) if cross else v, dtype=backend.dtype)
                        for k, v in s.items()} for s in self.state]

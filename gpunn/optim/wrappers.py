@@ -19,7 +19,7 @@ number (Adam's bias correction), as in PyTorch's GradScaler.
 
 from __future__ import annotations
 
-from ..backend.ops import host_array
+from ..backend.ops import host_array, same_device
 
 
 def masked_step(optimizer, params: list, grads: list, ok) -> None:
@@ -147,7 +147,7 @@ class LossScaleOptimizer:
         """Follow the model to another device (master weights keep their precision)."""
         b32 = backend.with_dtype("float32")
         old = self.backend32
-        cross = not b32.same_device(old)
+        cross = not same_device(b32, old)
 
         def move(a):
             return b32.asarray(host_array(a) if cross else a, dtype="float32")

@@ -11,6 +11,7 @@ import contextlib
 import math
 import time
 
+from ..backend.base import StepFusion
 from ..callbacks import Callback
 from ..distributed import plan as _plan
 from ..errors import DeviceMemoryError
@@ -52,20 +53,38 @@ class Trainer:
         self.stepper = amp if amp is not None else (
             SkipNonFinite(optimizer) if self.skip else optimizer)
         self.logits = model.takes_logits(loss)
+        # The loss kernel may add the last bias, write its gradient, the step's loss and
+        # its count of correct labels (one launch instead of about eight).
+        self.fuse = (self.logits and amp is None and loss.takes_step_fusion
+                     and model.backend.fuses_loss(model.backend.dtype))
         self.per_batch = [cb for cb in self.callbacks
                           if type(cb).on_batch_end is not Callback.on_batch_end]
 
     # ------------------------------------------------------------------ one step
-    def step(self, x, t):
+    def fusion(self, loss_slot=None, correct_slot=None) -> StepFusion | None:
+        """The work a step may hand to the loss kernel (see ``StepFusion``), or None."""
+        if not self.fuse:
+            return None
+        head = self.model.layers[-1]
+        return StepFusion(bias=head.params["b"], bias_grad=head.grads["b"], loss=loss_slot,
+                          correct=correct_slot)
+
+    def step(self, x, t, fusion: StepFusion | None = None):
         """Forward, loss, backward and update of one batch; returns the loss value
-        (a 0-d device array, the layers' penalties included)."""
+        (a 0-d device array, the layers' penalties included): ``fusion.loss`` itself when
+        the loss kernel wrote it there."""
         model, loss = self.model, self.loss
-        out = model.forward_batch(x, training=True, logits=self.logits)
-        value = (loss.forward_logits(out, t, model.backend) if self.logits
-                 else loss.forward(out, t, model.backend))
+        out = model.forward_batch(x, training=True, logits=self.logits,
+                                  add_bias=fusion is None)
+        if fusion is not None:
+            value = loss.forward_logits(out, t, model.backend, fusion)
+        else:
+            value = (loss.forward_logits(out, t, model.backend) if self.logits
+                     else loss.forward(out, t, model.backend))
         grad = loss.backward()
         model.backward_batch(self.amp.scale_grad(grad) if self.amp else grad,
-                             need_input_grad=False, logits=self.logits)
+                             need_input_grad=False, logits=self.logits,
+                             bias_done=fusion is not None and fusion.bias_grad_done)
         reg = model.regularization()
         if reg is not None:
             value = value + reg
@@ -214,14 +233,24 @@ class Trainer:
         acc = accumulator(backend).dtype
         step_losses = backend.zeros((steps,), dtype=acc)
         metric_steps = [None] * len(self.metrics)
+        # Accuracy on labels is counted by the fused loss kernel, into an int64 buffer.
+        fused_acc = next((i for i, m in enumerate(self.metrics) if m.name == "accuracy"),
+                         None) if self.fuse and T.ndim == 1 else None
+        if fused_acc is not None:
+            metric_steps[fused_acc] = backend.zeros((steps,), dtype=xp.int64)
         total, seen, batch, counts = None, 0, -1, []
         batches = self.dist.batches(backend, X, T, b, self.shuffle, streaming,
                                     _batches.iterate)
         for batch, (xb, tb, rows) in enumerate(batches):
-            value = self.step(xb, tb)
+            fusion = self.fusion(step_losses[batch], None if fused_acc is None
+                                 else metric_steps[fused_acc][batch])
+            value = self.step(xb, tb, fusion)
             counts.append(rows)
-            step_losses[batch] = value
+            if fusion is None or value is not fusion.loss:
+                step_losses[batch] = value
             for i, m in enumerate(self.metrics):
+                if i == fused_acc and fusion.correct_done:
+                    continue
                 count = m.batch(xp, self.loss.output, tb)
                 if metric_steps[i] is None:
                     metric_steps[i] = backend.zeros((steps,), dtype=count.dtype)

@@ -98,6 +98,68 @@ __device__ void act_backward(const T* z, const T* y, const T* g, T* out, long lo
     GPUNN_GRID_STRIDE(i, n) { out[i] = g[i] * gpunn_act_grad(act, z[i], y[i], p); }
 }
 
+// Cross-block sums without atomics on the values: each block writes its partial sums,
+// and the last block to finish (a ticket on `counter`) adds the partials in block order,
+// so the result is the same bits whatever order the blocks ran in. Returns true in the
+// block that must add them; the counter is left at zero for the next launch.
+__device__ __forceinline__ bool gpunn_last_block(unsigned* counter, unsigned* flag) {
+    __threadfence();  // this block's partials are visible before its ticket is
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0) {
+        unsigned blocks = gridDim.x * gridDim.y;
+        *flag = atomicAdd(counter, 1u) == blocks - 1 ? 1u : 0u;
+        if (*flag) *counter = 0u;
+    }
+    __syncthreads();
+    return *flag != 0u;
+}
+
+// Activation derivative and bias gradient in one pass over (rows, cols):
+// out = g * f'(z) (skipped when out aliases g for identity) and db[c] = sum_r out[r, c].
+// Block (32, 8): threadIdx.x walks a 32-column tile (coalesced), threadIdx.y strides the
+// rows of row chunk blockIdx.y; partial holds one row of column sums per chunk.
+template <typename T>
+__device__ void act_backward_bias(const T* z, const T* y, const T* g, T* out, T* db,
+                                  T* partial, unsigned* counter, long long rows,
+                                  long long cols, int act, T p) {
+    GPUNN_SHARED(T, red);
+    unsigned* flag = reinterpret_cast<unsigned*>(red + blockDim.x * blockDim.y);
+    long long chunk = (rows + gridDim.y - 1) / gridDim.y;
+    long long r0 = blockIdx.y * chunk;
+    long long r1 = r0 + chunk < rows ? r0 + chunk : rows;
+    bool write = !(act == GPUNN_IDENTITY && out == g);
+    for (long long c0 = (long long)blockIdx.x * blockDim.x; c0 < cols;
+         c0 += (long long)gridDim.x * blockDim.x) {
+        long long c = c0 + threadIdx.x;
+        T s = T(0);
+        if (c < cols) {
+            for (long long r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+                long long i = r * cols + c;
+                T v = act == GPUNN_IDENTITY ? g[i] : g[i] * gpunn_act_grad(act, z[i], y[i], p);
+                if (write) out[i] = v;
+                s += v;
+            }
+        }
+        red[threadIdx.y * blockDim.x + threadIdx.x] = s;
+        __syncthreads();
+        if (threadIdx.y == 0 && c < cols) {
+            T t = T(0);
+            for (unsigned k = 0; k < blockDim.y; ++k) t += red[k * blockDim.x + threadIdx.x];
+            partial[blockIdx.y * cols + c] = t;
+        }
+        __syncthreads();
+    }
+    if (gpunn_last_block(counter, flag)) {
+        const volatile T* part = partial;
+        for (long long c = threadIdx.y * blockDim.x + threadIdx.x; c < cols;
+             c += blockDim.x * blockDim.y) {
+            T t = T(0);
+            for (unsigned k = 0; k < gridDim.y; ++k) t += part[k * cols + c];
+            db[c] = t;
+        }
+    }
+}
+
 // Block-wide reductions over blockDim.x (a power of two) values in shared memory.
 template <typename T>
 __device__ T gpunn_block_sum(T v, T* red) {
@@ -125,35 +187,101 @@ __device__ T gpunn_block_max(T v, T* red) {
     return out;
 }
 
-// Softmax + categorical cross-entropy from logits, one block per row.
-// Targets are integer labels (LABELS) or dense rows. Writes the probabilities, the
-// gradient (p - t) * inv_n, and each row's loss * inv_n into row_loss[r]; the caller sums
-// those (a deterministic reduction, where an atomicAdd would depend on block order).
+// The first index of the largest value (as argmax does); `at` is -1 for no value.
+template <typename T>
+__device__ long long gpunn_block_argmax(T v, long long at, T* red, long long* where) {
+    red[threadIdx.x] = v;
+    where[threadIdx.x] = at;
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            T w = red[threadIdx.x + s];
+            long long j = where[threadIdx.x + s];
+            long long i = where[threadIdx.x];
+            if (j >= 0 && (i < 0 || w > red[threadIdx.x] || (w == red[threadIdx.x] && j < i))) {
+                red[threadIdx.x] = w;
+                where[threadIdx.x] = j;
+            }
+        }
+        __syncthreads();
+    }
+    long long out = where[0];
+    __syncthreads();
+    return out;
+}
+
+// Softmax + categorical cross-entropy from logits, one block per row (grid-stride), and
+// what a training step needs of it in the same launch:
+// - b (optional): the last layer's bias, added to z in place (z = x @ W on entry);
+// - prob, grad = (p - t) * inv_n, loss_out[0] = sum over rows of the loss * inv_n;
+// - db (optional): the bias gradient, the column sums of grad;
+// - correct (optional, labels only): rows whose first largest probability is the label.
+// Targets are integer labels (LABELS) or dense rows. partial holds gridDim.x rows of
+// (cols column sums, loss, count): cross-block sums are added by the last block, in block
+// order (see gpunn_last_block), so the values do not depend on the block schedule.
 template <typename T, bool LABELS>
-__device__ void softmax_xent(const T* z, const long long* labels, const T* target, T* prob,
-                             T* grad, T* row_loss, long long rows, long long cols, T inv_n) {
+__device__ void softmax_xent(T* z, const T* b, const long long* labels, const T* target,
+                             T* prob, T* grad, T* loss_out, T* db, long long* correct,
+                             T* partial, unsigned* counter, long long rows, long long cols,
+                             T inv_n) {
     GPUNN_SHARED(T, red);
+    long long* where = reinterpret_cast<long long*>(red + blockDim.x);
+    unsigned* flag = reinterpret_cast<unsigned*>(where + blockDim.x);
+    T* mine = partial + blockIdx.x * (cols + 2);
+    if (db != nullptr) {
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) mine[c] = T(0);
+    }
+    T block_loss = T(0), block_correct = T(0);
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
-        const T* zr = z + r * cols;
-        T m = zr[0];
-        for (long long c = threadIdx.x; c < cols; c += blockDim.x) m = fmax(m, zr[c]);
+        T* zr = z + r * cols;
+        T m = zr[0] + (b != nullptr ? b[0] : T(0));
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x)
+            m = fmax(m, zr[c] + (b != nullptr ? b[c] : T(0)));
         m = gpunn_block_max(m, red);
         T s = T(0);
-        for (long long c = threadIdx.x; c < cols; c += blockDim.x) s += exp(zr[c] - m);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x)
+            s += exp(zr[c] + (b != nullptr ? b[c] : T(0)) - m);
         s = gpunn_block_sum(s, red);
         T log_s = log(s);
-        T loss_r = T(0);
-        long long label = LABELS ? labels[r] : -1;
+        T loss_r = T(0), best = T(0);
+        long long label = LABELS ? labels[r] : -1, best_at = -1;
         for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
-            T shifted = zr[c] - m;
+            T v = zr[c] + (b != nullptr ? b[c] : T(0));
+            if (b != nullptr) zr[c] = v;
+            T shifted = v - m;
             T pc = exp(shifted) / s;
             T t = LABELS ? (c == label ? T(1) : T(0)) : target[r * cols + c];
+            T gc = (pc - t) * inv_n;
             prob[r * cols + c] = pc;
-            grad[r * cols + c] = (pc - t) * inv_n;
+            grad[r * cols + c] = gc;
+            if (db != nullptr) mine[c] += gc;
             loss_r -= t * (shifted - log_s);
+            if (best_at < 0 || pc > best) {
+                best = pc;
+                best_at = c;
+            }
         }
         loss_r = gpunn_block_sum(loss_r, red);
-        if (threadIdx.x == 0) row_loss[r] = loss_r * inv_n;
+        if (correct != nullptr) {
+            long long guess = gpunn_block_argmax(best, best_at, red, where);
+            block_correct += guess == label ? T(1) : T(0);
+        }
+        block_loss += loss_r * inv_n;
+    }
+    if (threadIdx.x == 0) {
+        mine[cols] = block_loss;
+        mine[cols + 1] = block_correct;
+    }
+    if (gpunn_last_block(counter, flag)) {
+        const volatile T* part = partial;
+        for (long long c = threadIdx.x; c < cols + 2; c += blockDim.x) {
+            if (c < cols && db == nullptr) continue;
+            T t = T(0);
+            for (unsigned k = 0; k < gridDim.x; ++k) t += part[k * (cols + 2) + c];
+            if (c < cols) db[c] = t;
+            else if (c == cols) loss_out[0] = t;
+            else if (correct != nullptr) correct[0] = (long long)t;
+        }
     }
 }
 
@@ -239,15 +367,25 @@ __device__ void adagrad_update(T* p, const T* g, T* sum_sq, long long n, T lr, T
                                                 long long n, int act, T p) {                 \
         GPUNN_KERNEL_BODY(act_backward<T>(z, y, g, out, n, act, p));                         \
     }                                                                                        \
-    extern "C" __global__ void softmax_xent_labels_##S(const T* z, const long long* labels, \
-            T* prob, T* grad, T* loss, long long rows, long long cols, T inv_n) {            \
-        GPUNN_KERNEL_BODY(softmax_xent<T, true>(z, labels, nullptr, prob, grad, loss, rows,  \
-                                                cols, inv_n));                               \
+    extern "C" __global__ void act_backward_bias_##S(const T* z, const T* y, const T* g,     \
+            T* out, T* db, T* partial, unsigned* counter, long long rows, long long cols,    \
+            int act, T p) {                                                                  \
+        GPUNN_KERNEL_BODY(act_backward_bias<T>(z, y, g, out, db, partial, counter, rows,     \
+                                               cols, act, p));                               \
     }                                                                                        \
-    extern "C" __global__ void softmax_xent_dense_##S(const T* z, const T* target, T* prob,  \
-            T* grad, T* loss, long long rows, long long cols, T inv_n) {                     \
-        GPUNN_KERNEL_BODY(softmax_xent<T, false>(z, nullptr, target, prob, grad, loss, rows, \
-                                                 cols, inv_n));                              \
+    extern "C" __global__ void softmax_xent_labels_##S(T* z, const T* b,                     \
+            const long long* labels, T* prob, T* grad, T* loss, T* db, long long* correct,   \
+            T* partial, unsigned* counter, long long rows, long long cols, T inv_n) {        \
+        GPUNN_KERNEL_BODY(softmax_xent<T, true>(z, b, labels, nullptr, prob, grad, loss, db, \
+                                                correct, partial, counter, rows, cols,       \
+                                                inv_n));                                     \
+    }                                                                                        \
+    extern "C" __global__ void softmax_xent_dense_##S(T* z, const T* b, const T* target,     \
+            T* prob, T* grad, T* loss, T* db, T* partial, unsigned* counter, long long rows, \
+            long long cols, T inv_n) {                                                       \
+        GPUNN_KERNEL_BODY(softmax_xent<T, false>(z, b, nullptr, target, prob, grad, loss,    \
+                                                 db, nullptr, partial, counter, rows, cols,  \
+                                                 inv_n));                                    \
     }                                                                                        \
     extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, long long n,           \
             T one_minus_b1, T one_minus_b2, T eps_hat, T step_size, T wd, T decay,           \
