@@ -1,6 +1,5 @@
-"""Losses: value and gradient with respect to the model output, and what else is specific
-to each loss: which targets it accepts (``prepare_target`` checks and converts them), its
-default metrics, and its logits form.
+"""Losses: value and gradient with respect to the model output, and what is specific to
+each loss: its targets (``prepare_target`` checks them), default metrics and logits form.
 
 ``loss.forward(pred, target)`` returns the value as a 0-d array on the device (no host
 sync); ``loss.backward()`` returns ``dL/dpred`` of ``pred``'s shape. A loss whose
@@ -17,22 +16,8 @@ import numbers
 from array_api_compat import array_namespace
 
 from .backend.ops import all_finite, clip, one_hot, sign, softmax_cross_entropy
+from .backend.ops import upcast_16bit as _upcast
 from .errors import describe, flag, lookup
-
-
-def _upcast(xp, pred):
-    """16-bit predictions are scored in float32 (a squared error of 300 already overflows
-    float16; bfloat16 keeps 3 significant digits); returns the float32 array and a
-    function casting the gradient back."""
-    dtype = pred.dtype
-    if dtype == xp.float32 or dtype == xp.float64 or \
-            getattr(dtype, "name", None) not in ("float16", "bfloat16"):
-        return pred, _same
-    return xp.astype(pred, xp.float32), lambda grad: xp.astype(grad, dtype)
-
-
-def _same(grad):
-    return grad
 
 
 def _match_target(xp, pred, target, name: str):
@@ -231,6 +216,7 @@ class _CrossEntropy(Loss):
     """What the two cross-entropies share: logits or probabilities, clipping, metrics."""
 
     default_metrics = ("accuracy",)
+    takes_step_fusion = True
 
     def __init__(self, from_logits: bool = False, eps: float = 1e-7):
         super().__init__()
@@ -246,6 +232,16 @@ class _CrossEntropy(Loss):
 
     def config(self) -> dict:
         return {"from_logits": self.from_logits, "eps": self.eps}
+
+    def _fused(self, kind, z, target, backend, fusion):
+        """The loop's fused head (``backend.base.StepFusion``): ``(value, z)``; value None
+        where the backend ran none (``z`` then has its bias)."""
+        out = None if fusion is None or z.dtype != backend.dtype else \
+            backend.fused_loss(kind, z, target, fusion)
+        if out is None:
+            return None, z if fusion is None else fusion.add_bias(z)
+        value, self.output, self._grad = out
+        return value, z
 
 
 class BinaryCrossEntropy(_CrossEntropy):
@@ -272,10 +268,14 @@ class BinaryCrossEntropy(_CrossEntropy):
                              f"from {lo} to {hi}")
         return target
 
-    def forward_logits(self, z, target, backend=None):
+    def forward_logits(self, z, target, backend=None, fusion=None):
         xp = backend.xp if backend is not None else array_namespace(z)
+        target = self._target(xp, z, target)
+        value, z = self._fused("sigmoid", z, target, backend, fusion)
+        if value is not None:
+            return value
         z, restore = _upcast(xp, z)
-        value, grad = self._sigmoid_bce(xp, z, self._target(xp, z, target))
+        value, grad = self._sigmoid_bce(xp, z, target)
         self._grad = restore(grad)
         return value
 
@@ -311,7 +311,6 @@ class CategoricalCrossEntropy(_CrossEntropy):
 
     name = "categorical_crossentropy"
     logits_of = "softmax"
-    takes_step_fusion = True
 
     def prepare_target(self, backend, y, n_outputs, what="y"):
         if n_outputs < 2:
@@ -349,16 +348,16 @@ class CategoricalCrossEntropy(_CrossEntropy):
         return _match_target(xp, pred, target, self.name)
 
     def forward_logits(self, z, target, backend=None, fusion=None):
-        """As :meth:`Loss.forward_logits`; ``fusion``: see ``backend.base.StepFusion``."""
         xp = backend.xp if backend is not None else array_namespace(z)
-        if fusion is not None and (backend is None or z.dtype != backend.dtype):
-            z, fusion = fusion.add_bias(z), None
-        z, restore = _upcast(xp, z)
         if target.ndim != 1:
             target = _match_target(xp, z, target, self.name)
+        value, z = self._fused("softmax", z, target, backend, fusion)
+        if value is not None:
+            return value
+        z, restore = _upcast(xp, z)
         value, self.output, grad = (softmax_cross_entropy(xp, z, target) if backend is None
                                     or z.dtype != backend.dtype
-                                    else backend.softmax_cross_entropy(z, target, fusion))
+                                    else backend.softmax_cross_entropy(z, target))
         self._grad = restore(grad)
         return value
 

@@ -162,35 +162,63 @@ def test_activation_and_bias_gradient_in_one_launch(cuda, name, shape):
 def test_softmax_loss_kernel_does_the_whole_head(cuda, dense, rows, cols):
     """One launch adds the bias, and writes probabilities, dL/dz, the loss into its slot,
     the bias gradient and the count of correct labels; the generic path agrees."""
-    from gpunn.backend.base import StepFusion
-
-    be = gn.get_backend(cuda, dtype="float64")
     rng = np.random.default_rng(rows + cols)
     zw = rng.standard_normal((rows, cols)) * 3
     zw[0, :2] = 5.0  # a tie at the top: the first index wins, as argmax says
-    bias = rng.standard_normal(cols)
     labels = rng.integers(0, cols, rows)
-    target = be.asarray(np.eye(cols)[labels] if dense else labels)
+    target = np.eye(cols)[labels]
+    got = _fused_head(cuda, "softmax", zw, target if dense else labels, count=not dense)
+    z = zw + got["bias"]
+    value, prob, grad = gn.backend.ops.softmax_cross_entropy(np, z, target)
+    _check_head(got, value, prob, grad, z, np.sum(prob.argmax(axis=1) == labels))
 
-    def fused():
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (37, 1), (300, 3), (700, 40)])
+def test_sigmoid_loss_kernel_does_the_whole_head(cuda, rows, cols):
+    """The same for sigmoid binary cross-entropy (elementwise, mean over all elements):
+    bias, probabilities, dL/dz, loss, bias gradient, and the count of elements on the
+    right side of 1/2."""
+    rng = np.random.default_rng(rows * cols)
+    zw = rng.standard_normal((rows, cols)) * 3
+    zw[0, 0] = -60.0  # exp(60) would overflow a naive log(1 + exp(-z))
+    target = (rng.random((rows, cols)) > 0.5).astype(float)
+    target[-1, -1] = 0.3  # soft targets are allowed
+    got = _fused_head(cuda, "sigmoid", zw, target, count=True)
+    z = zw + got["bias"]
+    p = 1 / (1 + np.exp(-z))
+    value = np.mean(np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z))))
+    _check_head(got, value, p, (p - target) / z.size, z, np.sum((p >= 0.5) == (target >= 0.5)))
+
+
+def _fused_head(cuda, kind, zw, target, count):
+    """The backend's fused head on ``zw`` (run twice: the same bits), as a dict."""
+    from gpunn.backend.base import StepFusion
+
+    be = gn.get_backend(cuda, dtype="float64")
+    cols = zw.shape[1]
+    bias = np.random.default_rng(cols).standard_normal(cols)
+
+    def run():
         fusion = StepFusion(bias=be.asarray(bias), bias_grad=be.zeros((cols,)),
-                            loss=be.zeros((3,))[1], correct=None if dense else
-                            be.zeros((2,), dtype=be.xp.int64)[0])
+                            loss=be.zeros((3,))[1], correct=be.zeros(
+                                (2,), dtype=be.xp.int64)[0] if count else None)
         z = be.asarray(zw.copy())  # the kernel adds the bias in place
-        value, prob, grad = be.softmax_cross_entropy(z, target, fusion)
+        value, prob, grad = be.fused_loss(kind, z, be.asarray(target), fusion)
         assert fusion.loss_done and fusion.bias_grad_done and value is fusion.loss
-        assert fusion.correct_done == (not dense)
+        assert fusion.correct_done == count
         out = [gn.to_numpy(a).copy() for a in (value, prob, grad, fusion.bias_grad, z)]
-        return out + ([] if dense else [np.asarray(int(fusion.correct))])
+        return out + [np.asarray(int(fusion.correct) if count else -1)]
 
-    got = _bits_twice(fused)
-    z = zw + bias
-    value, prob, grad = gn.backend.ops.softmax_cross_entropy(np, z, np.eye(cols)[labels])
-    np.testing.assert_allclose(got[0], value, rtol=1e-13)
-    for a, c in zip(got[1:5], (prob, grad, grad.sum(axis=0), z)):
-        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-15)
-    if not dense:
-        assert got[5] == np.sum(prob.argmax(axis=1) == labels)
+    names = ("value", "prob", "grad", "bias_grad", "z", "correct")
+    return dict(zip(names, _bits_twice(run)), bias=bias)
+
+
+def _check_head(got, value, prob, grad, z, correct):
+    np.testing.assert_allclose(got["value"], value, rtol=1e-13)
+    for name, want in [("prob", prob), ("grad", grad), ("bias_grad", grad.sum(axis=0)),
+                       ("z", z)]:
+        np.testing.assert_allclose(got[name], want, rtol=1e-12, atol=1e-15, err_msg=name)
+    assert got["correct"] in (-1, correct)
 
 
 CASES = {

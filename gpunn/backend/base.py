@@ -81,6 +81,8 @@ class Backend:
 
     #: Library family; subclasses set "numpy" or "cupy".
     library = "generic"
+    #: The loss heads :meth:`fused_loss` may run (by output activation).
+    fused_losses: tuple = ()
     #: Slices and reshapes of a contiguous array are guaranteed views, so a model may keep
     #: all parameters in one flat buffer (the standard leaves view semantics open).
     supports_views = False
@@ -269,18 +271,30 @@ class Backend:
         """``dL/dz`` from ``grad = dL/dy`` (all ``(batch, features)``)."""
         return activation.backward(self.xp, z, y, grad, **params)
 
-    def softmax_cross_entropy(self, z, target, fusion: StepFusion | None = None):
+    def softmax_cross_entropy(self, z, target):
         """Softmax and cross-entropy from logits in one pass (see the module function
-        :func:`softmax_cross_entropy`); returns ``(value, prob, grad)``. ``fusion``
-        offers work a backend may do in the same pass (see :class:`StepFusion`)."""
-        if fusion is not None:
-            z = fusion.add_bias(z)
+        :func:`softmax_cross_entropy`); returns ``(value, prob, grad)``."""
         return softmax_cross_entropy(self.xp, z, target)
 
-    def fuses_loss(self, dtype) -> bool:
-        """True when :meth:`softmax_cross_entropy` does a :class:`StepFusion`'s work for
-        logits of ``dtype`` (worth deferring the last layer's bias for)."""
-        return False
+    def fused_loss(self, kind: str, z, target, fusion: StepFusion):
+        """A training step's loss head in one pass, or None where this backend has none.
+
+        Parameters
+        ----------
+        kind : str
+            The output activation the loss applies: one of :attr:`fused_losses`
+            (``"softmax"``: categorical, ``"sigmoid"``: binary cross-entropy).
+        z : (batch, outputs)
+            Logits, without the bias when ``fusion.bias`` is set.
+        target : (batch,) labels or (batch, outputs)
+        fusion : StepFusion
+            The work offered; the backend marks what it did.
+
+        Returns
+        -------
+        (value, prob, grad) or None
+        """
+        return None
 
     def dense_backward(self, x, W, z, y, grad, activation, params: dict,
                        need_input_grad: bool, out=None, bias_done: bool = False):

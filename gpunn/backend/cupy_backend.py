@@ -172,20 +172,20 @@ class CupyBackend(Backend):
         cupy.matmul(x.T, dz, out=gW)
         return gW, gb, (cupy.matmul(dz, W.T) if need_input_grad else None)
 
-    def fuses_loss(self, dtype) -> bool:
-        return cupy_kernels.function("softmax_xent_labels", dtype) is not None
+    fused_losses = ("softmax", "sigmoid")
 
-    def softmax_cross_entropy(self, z, target, fusion=None):
-        if fusion is None:
-            out = cupy_kernels.softmax_xent(z, target)
-        else:
-            out = cupy_kernels.softmax_xent(z, target, fusion.bias, fusion.bias_grad,
-                                            fusion.loss, fusion.correct)
-            if out is not None:
-                fusion.bias_grad_done = fusion.bias_grad is not None
-                fusion.loss_done = fusion.loss is not None
-                fusion.correct_done = fusion.correct is not None
-        return super().softmax_cross_entropy(z, target, fusion) if out is None else out
+    def fused_loss(self, kind, z, target, fusion):
+        launch = cupy_kernels.softmax_xent if kind == "softmax" else cupy_kernels.sigmoid_xent
+        out = launch(z, target, fusion.bias, fusion.bias_grad, fusion.loss, fusion.correct)
+        if out is not None:
+            fusion.bias_grad_done = fusion.bias_grad is not None
+            fusion.loss_done = fusion.loss is not None
+            fusion.correct_done = fusion.correct is not None
+        return out
+
+    def softmax_cross_entropy(self, z, target):
+        out = cupy_kernels.softmax_xent(z, target)
+        return super().softmax_cross_entropy(z, target) if out is None else out
 
     # Optimiser updates: one fused kernel each over the (flat) parameter buffer, or the
     # generic CuPy expressions where there is none (float16 master weights never need it).

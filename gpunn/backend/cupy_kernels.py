@@ -112,6 +112,14 @@ def _partials(size: int, dtype):
     return buf
 
 
+def _tiles(rows: int, cols: int) -> tuple[int, int]:
+    """Grid of the (32, 8)-thread kernels: 32-column tiles by row chunks of at least 64
+    rows, about 1024 blocks at most in all."""
+    tiles = (cols + 31) // 32
+    chunks = max(1, min((rows + 63) // 64, 1024 // max(1, tiles)))
+    return min(tiles, _MAX_BLOCKS), chunks
+
+
 def act_backward_bias(z, y, g, activation: str, param: float, db):
     """``g * f'(z)`` and its column sums in one launch, or None where there is no kernel.
 
@@ -136,10 +144,7 @@ def act_backward_bias(z, y, g, activation: str, param: float, db):
         return None
     rows, cols = g.shape
     out = g if activation == "identity" else cupy.empty_like(g)
-    tiles = (cols + 31) // 32
-    # Row chunks of at least 64 rows, and about 1024 blocks at most in all.
-    chunks = max(1, min((rows + 63) // 64, 1024 // max(1, tiles)))
-    tiles = min(tiles, _MAX_BLOCKS)
+    tiles, chunks = _tiles(rows, cols)
     kernel((tiles, chunks), (32, 8),
            (z, y, g, out, db, _partials(chunks * cols, z.dtype), _counter(cupy.cuda.Device().id),
             np.int64(rows), np.int64(cols), np.int32(code), _scalar(z.dtype)(param)),
@@ -195,6 +200,40 @@ def softmax_xent(z, target, bias=None, bias_grad=None, loss_out=None, correct_ou
     args = (z, _or_null(bias), target) + common + (
         () if dense else (_or_null(correct_out),)) + tail
     kernel((blocks,), (threads,), args, shared_mem=threads * (z.dtype.itemsize + 8) + 8)
+    return value, prob, grad
+
+
+def sigmoid_xent(z, target, bias=None, bias_grad=None, loss_out=None, correct_out=None):
+    """Sigmoid binary cross-entropy from logits, with a step's extras (as
+    :func:`softmax_xent`): mean over all elements, ``correct_out`` counts the elements
+    with ``(p >= 1/2) == (t >= 1/2)``.
+
+    Parameters
+    ----------
+    z, target : (N, K)
+    bias, bias_grad : (K,), optional
+    loss_out, correct_out : 0-d arrays, optional
+
+    Returns
+    -------
+    (value, prob, grad) or None
+    """
+    kernel = function("sigmoid_xent", z.dtype)
+    extras = [a for a in (target, bias, bias_grad, loss_out) if a is not None]
+    if kernel is None or z.ndim != 2 or target.shape != z.shape or not z.flags.c_contiguous \
+            or any(a.dtype != z.dtype or not a.flags.c_contiguous for a in extras) or (
+            correct_out is not None and correct_out.dtype != np.int64):
+        return None
+    rows, cols = z.shape
+    prob, grad = cupy.empty_like(z), cupy.empty_like(z)
+    value = loss_out if loss_out is not None else cupy.empty((), dtype=z.dtype)
+    tiles, chunks = _tiles(rows, cols)
+    t = _scalar(z.dtype)
+    partials = _partials(chunks * cols + 2 * tiles * chunks, z.dtype)
+    kernel((tiles, chunks), (32, 8),
+           (z, _or_null(bias), target, prob, grad, value, _or_null(bias_grad),
+            _or_null(correct_out), partials, _counter(cupy.cuda.Device().id), np.int64(rows),
+            np.int64(cols), t(1.0 / z.size)), shared_mem=32 * 8 * z.dtype.itemsize + 8)
     return value, prob, grad
 
 

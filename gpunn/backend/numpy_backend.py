@@ -82,9 +82,7 @@ class NumpyBackend(Backend):
             return grad * (y * (1 - y))
         return activation.backward(self.xp, z, y, grad, **params)
 
-    def softmax_cross_entropy(self, z, target, fusion=None):
-        if fusion is not None:
-            z = fusion.add_bias(z)
+    def softmax_cross_entropy(self, z, target):
         if target.ndim != 1 or z.dtype not in (np.float32, np.float64):
             return super().softmax_cross_entropy(z, target)
         # Labels pick their logit directly: no one-hot matrix, one exp, reductions through

@@ -204,3 +204,18 @@ def clip(xp, a, low: float, high: float):
 def sign(xp, a):
     """-1, 0 or 1 per element in ``a``'s dtype (no host sync on any device)."""
     return xp.astype(a > 0, a.dtype) - xp.astype(a < 0, a.dtype)
+
+
+def upcast_16bit(xp, pred):
+    """16-bit predictions are scored in float32 (a squared error of 300 already overflows
+    float16; bfloat16 keeps 3 significant digits); returns the float32 array and a
+    function casting the gradient back."""
+    dtype = pred.dtype
+    if dtype == xp.float32 or dtype == xp.float64 or \
+            getattr(dtype, "name", None) not in ("float16", "bfloat16"):
+        return pred, _unchanged
+    return xp.astype(pred, xp.float32), lambda grad: xp.astype(grad, dtype)
+
+
+def _unchanged(grad):
+    return grad

@@ -56,7 +56,7 @@ class Trainer:
         # The loss kernel may add the last bias, write its gradient, the step's loss and
         # its count of correct labels (one launch instead of about eight).
         self.fuse = (self.logits and amp is None and loss.takes_step_fusion
-                     and model.backend.fuses_loss(model.backend.dtype))
+                     and loss.logits_of in model.backend.fused_losses)
         self.per_batch = [cb for cb in self.callbacks
                           if type(cb).on_batch_end is not Callback.on_batch_end]
 
@@ -68,6 +68,15 @@ class Trainer:
         head = self.model.layers[-1]
         return StepFusion(bias=head.params["b"], bias_grad=head.grads["b"], loss=loss_slot,
                           correct=correct_slot)
+
+    def _fuses_accuracy(self, T) -> bool:
+        """Whether the loss kernel counts correct predictions as the accuracy metric does:
+        softmax on labels, or sigmoid with one output (one-hot rows and several sigmoid
+        outputs are compared by argmax there)."""
+        if not self.fuse:
+            return False
+        kind, outputs = self.loss.logits_of, self.model.layers[-1].out_features
+        return T.ndim == 1 if kind == "softmax" else outputs == 1
 
     def step(self, x, t, fusion: StepFusion | None = None):
         """Forward, loss, backward and update of one batch; returns the loss value
@@ -235,7 +244,7 @@ class Trainer:
         metric_steps = [None] * len(self.metrics)
         # Accuracy on labels is counted by the fused loss kernel, into an int64 buffer.
         fused_acc = next((i for i, m in enumerate(self.metrics) if m.name == "accuracy"),
-                         None) if self.fuse and T.ndim == 1 else None
+                         None) if self._fuses_accuracy(T) else None
         if fused_acc is not None:
             metric_steps[fused_acc] = backend.zeros((steps,), dtype=xp.int64)
         total, seen, batch, counts = None, 0, -1, []
@@ -243,7 +252,7 @@ class Trainer:
                                     _batches.iterate)
         for batch, (xb, tb, rows) in enumerate(batches):
             fusion = self.fusion(step_losses[batch], None if fused_acc is None
-                                 else metric_steps[fused_acc][batch])
+                                 else metric_steps[fused_acc][batch]) if self.fuse else None
             value = self.step(xb, tb, fusion)
             counts.append(rows)
             if fusion is None or value is not fusion.loss:

@@ -160,13 +160,14 @@ __device__ void act_backward_bias(const T* z, const T* y, const T* g, T* out, T*
     }
 }
 
-// Block-wide reductions over blockDim.x (a power of two) values in shared memory.
+// Block-wide reductions over the block's threads (a power of two) in shared memory.
 template <typename T>
 __device__ T gpunn_block_sum(T v, T* red) {
-    red[threadIdx.x] = v;
+    unsigned tid = threadIdx.y * blockDim.x + threadIdx.x;  // 1-D and 2-D blocks
+    red[tid] = v;
     __syncthreads();
-    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    for (unsigned s = blockDim.x * blockDim.y / 2; s > 0; s >>= 1) {
+        if (tid < s) red[tid] += red[tid + s];
         __syncthreads();
     }
     T out = red[0];
@@ -208,6 +209,80 @@ __device__ long long gpunn_block_argmax(T v, long long at, T* red, long long* wh
     long long out = where[0];
     __syncthreads();
     return out;
+}
+
+// Sigmoid + binary cross-entropy from logits over (rows, cols), with a training step's
+// extras in the same launch (see softmax_xent): b (optional) added to z in place; prob,
+// grad = (p - t) * inv_n; loss_out[0] = sum of (max(z, 0) - z t + log1p(exp(-|z|))) * inv_n;
+// db (optional) the column sums of grad; correct (optional) the count of elements with
+// (p >= 1/2) == (t >= 1/2). Blocks as act_backward_bias; partial holds gridDim.y rows of
+// column sums, then (loss, count) per block.
+template <typename T>
+__device__ void sigmoid_xent(T* z, const T* b, const T* target, T* prob, T* grad,
+                             T* loss_out, T* db, long long* correct, T* partial,
+                             unsigned* counter, long long rows, long long cols, T inv_n) {
+    GPUNN_SHARED(T, red);
+    unsigned* flag = reinterpret_cast<unsigned*>(red + blockDim.x * blockDim.y);
+    unsigned tid = threadIdx.y * blockDim.x + threadIdx.x;
+    long long chunk = (rows + gridDim.y - 1) / gridDim.y;
+    long long r0 = blockIdx.y * chunk;
+    long long r1 = r0 + chunk < rows ? r0 + chunk : rows;
+    T loss = T(0), hits = T(0);
+    for (long long c0 = (long long)blockIdx.x * blockDim.x; c0 < cols;
+         c0 += (long long)gridDim.x * blockDim.x) {
+        long long c = c0 + threadIdx.x;
+        T s = T(0);
+        if (c < cols) {
+            for (long long r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+                long long i = r * cols + c;
+                T v = z[i] + (b != nullptr ? b[c] : T(0));
+                if (b != nullptr) z[i] = v;
+                T t = target[i];
+                T e = exp(-fabs(v));
+                T p = v >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+                T g = (p - t) * inv_n;
+                prob[i] = p;
+                grad[i] = g;
+                s += g;
+                loss += ((v > T(0) ? v : T(0)) - v * t + log1p(e)) * inv_n;
+                hits += (p >= T(0.5)) == (t >= T(0.5)) ? T(1) : T(0);
+            }
+        }
+        if (db != nullptr) {
+            red[tid] = s;
+            __syncthreads();
+            if (threadIdx.y == 0 && c < cols) {
+                T t = T(0);
+                for (unsigned k = 0; k < blockDim.y; ++k) t += red[k * blockDim.x + threadIdx.x];
+                partial[blockIdx.y * cols + c] = t;
+            }
+            __syncthreads();
+        }
+    }
+    T* mine = partial + gridDim.y * cols + 2 * (blockIdx.y * gridDim.x + blockIdx.x);
+    loss = gpunn_block_sum(loss, red);
+    hits = gpunn_block_sum(hits, red);
+    if (tid == 0) {
+        mine[0] = loss;
+        mine[1] = hits;
+    }
+    if (gpunn_last_block(counter, flag)) {
+        const volatile T* part = partial;
+        unsigned blocks = gridDim.x * gridDim.y;
+        long long n = (db != nullptr ? cols : 0) + 2;
+        for (long long j = tid; j < n; j += blockDim.x * blockDim.y) {
+            T t = T(0);
+            if (j < n - 2) {
+                for (unsigned k = 0; k < gridDim.y; ++k) t += part[k * cols + j];
+                db[j] = t;
+            } else {
+                const volatile T* pairs = part + gridDim.y * cols + (j - (n - 2));
+                for (unsigned k = 0; k < blocks; ++k) t += pairs[2 * k];
+                if (j == n - 2) loss_out[0] = t;
+                else if (correct != nullptr) correct[0] = (long long)t;
+            }
+        }
+    }
 }
 
 // Softmax + categorical cross-entropy from logits, one block per row (grid-stride), and
@@ -386,6 +461,12 @@ __device__ void adagrad_update(T* p, const T* g, T* sum_sq, long long n, T lr, T
         GPUNN_KERNEL_BODY(softmax_xent<T, false>(z, b, nullptr, target, prob, grad, loss,    \
                                                  db, nullptr, partial, counter, rows, cols,  \
                                                  inv_n));                                    \
+    }                                                                                        \
+    extern "C" __global__ void sigmoid_xent_##S(T* z, const T* b, const T* target, T* prob,  \
+            T* grad, T* loss, T* db, long long* correct, T* partial, unsigned* counter,      \
+            long long rows, long long cols, T inv_n) {                                       \
+        GPUNN_KERNEL_BODY(sigmoid_xent<T>(z, b, target, prob, grad, loss, db, correct,       \
+                                          partial, counter, rows, cols, inv_n));             \
     }                                                                                        \
     extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, long long n,           \
             T one_minus_b1, T one_minus_b2, T eps_hat, T step_size, T wd, T decay,           \
