@@ -234,12 +234,11 @@ class _CrossEntropy(Loss):
         return {"from_logits": self.from_logits, "eps": self.eps}
 
     def _fused(self, kind, z, target, backend, fusion):
-        """The loop's fused head (``backend.base.StepFusion``): ``(value, z)``; value None
-        where the backend ran none (``z`` then has its bias)."""
-        out = None if fusion is None or z.dtype != backend.dtype else \
-            backend.fused_loss(kind, z, target, fusion)
+        """``(value, z)`` of the backend's fused head; value None where none ran."""
+        out = backend.fused_loss(kind, z, target, fusion) if z.dtype == backend.dtype \
+            else None
         if out is None:
-            return None, z if fusion is None else fusion.add_bias(z)
+            return None, fusion.add_bias(z)
         value, self.output, self._grad = out
         return value, z
 
@@ -271,9 +270,10 @@ class BinaryCrossEntropy(_CrossEntropy):
     def forward_logits(self, z, target, backend=None, fusion=None):
         xp = backend.xp if backend is not None else array_namespace(z)
         target = self._target(xp, z, target)
-        value, z = self._fused("sigmoid", z, target, backend, fusion)
-        if value is not None:
-            return value
+        if fusion is not None:
+            value, z = self._fused("sigmoid", z, target, backend, fusion)
+            if value is not None:
+                return value
         z, restore = _upcast(xp, z)
         value, grad = self._sigmoid_bce(xp, z, target)
         self._grad = restore(grad)
@@ -351,9 +351,10 @@ class CategoricalCrossEntropy(_CrossEntropy):
         xp = backend.xp if backend is not None else array_namespace(z)
         if target.ndim != 1:
             target = _match_target(xp, z, target, self.name)
-        value, z = self._fused("softmax", z, target, backend, fusion)
-        if value is not None:
-            return value
+        if fusion is not None:
+            value, z = self._fused("softmax", z, target, backend, fusion)
+            if value is not None:
+                return value
         z, restore = _upcast(xp, z)
         value, self.output, grad = (softmax_cross_entropy(xp, z, target) if backend is None
                                     or z.dtype != backend.dtype

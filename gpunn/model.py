@@ -257,11 +257,14 @@ class Sequential:
         """:meth:`forward` on a checked device array; ``logits=True`` stops before the last
         layer's activation (its loss applies it, see ``Loss.logits_of``), and
         ``add_bias=False`` also before its bias (a fused loss adds it)."""
-        last = len(self.layers) - 1
-        head = {"logits": True} if add_bias else {"logits": True, "add_bias": False}
+        last = len(self.layers) - 1 if logits else -1
         for i, layer in enumerate(self.layers):
-            x = layer.forward(x, training, **head) if logits and i == last else \
-                layer.forward(x, training)
+            if i != last:
+                x = layer.forward(x, training)
+            elif add_bias:
+                x = layer.forward(x, training, logits=True)
+            else:
+                x = layer.forward(x, training, logits=True, add_bias=False)
         return x
 
     def backward_batch(self, grad, need_input_grad: bool, logits: bool = False,
