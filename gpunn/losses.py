@@ -6,8 +6,7 @@ sync); ``loss.backward()`` returns ``dL/dpred`` of ``pred``'s shape. A loss whos
 ``logits_of`` names the output layer's activation (softmax or sigmoid for the
 cross-entropies) also offers ``forward_logits(z, target)`` on that layer's pre-activation
 ``z``, and ``backward()`` is then ``dL/dz``: faster, and stable where ``log(softmax)``
-would underflow. Adding a loss means adding a class here and naming it in ``LOSSES``.
-"""
+would underflow. A new loss is a class here, named in ``LOSSES``."""
 
 from __future__ import annotations
 
@@ -16,18 +15,9 @@ import numbers
 from array_api_compat import array_namespace
 
 from .backend.ops import all_finite, clip, one_hot, sign, softmax_cross_entropy
+from .backend.ops import match_target as _match_target
 from .backend.ops import upcast_16bit as _upcast
 from .errors import describe, flag, lookup
-
-
-def _match_target(xp, pred, target, name: str):
-    """Cast ``target`` to ``pred``'s dtype and shape, accepting ``(N,)`` for ``(N, 1)``."""
-    if target.ndim == 1 and pred.ndim == 2 and pred.shape[1] == 1:
-        target = xp.reshape(target, (-1, 1))
-    if tuple(target.shape) != tuple(pred.shape):
-        raise ValueError(f"{name}: target shape {tuple(target.shape)} does not match "
-                         f"prediction shape {tuple(pred.shape)}")
-    return target if target.dtype == pred.dtype else xp.astype(target, pred.dtype)
 
 
 class Loss:
@@ -145,6 +135,15 @@ class Loss:
     def _target(self, xp, pred, target):
         return _match_target(xp, pred, target, self.name)
 
+    def _fused(self, kind, z, target, backend, fusion):
+        """``(value, z)`` of the backend's fused head; value None where none ran."""
+        out = backend.fused_loss(kind, z, target, fusion) if z.dtype == backend.dtype \
+            else None
+        if out is None:
+            return None, fusion.add_bias(z)
+        value, self.output, self._grad = out
+        return value, z
+
     def _value_and_grad(self, xp, pred, target):
         raise NotImplementedError
 
@@ -156,6 +155,15 @@ class MeanSquaredError(Loss):
     """``mean((pred - target) ** 2)`` over all elements (PyTorch/Keras definition)."""
 
     name = "mse"
+    logits_of = "identity"  # no activation to fuse, but the step's head can be one launch
+    takes_step_fusion = True
+
+    def forward_logits(self, z, target, backend=None, fusion=None):
+        if fusion is not None:
+            value, z = self._fused("identity", z, target, backend, fusion)
+            if value is not None:
+                return value
+        return self.forward(z, target, backend)
 
     def _value_and_grad(self, xp, pred, target):
         diff = pred - target
@@ -233,14 +241,6 @@ class _CrossEntropy(Loss):
     def config(self) -> dict:
         return {"from_logits": self.from_logits, "eps": self.eps}
 
-    def _fused(self, kind, z, target, backend, fusion):
-        """``(value, z)`` of the backend's fused head; value None where none ran."""
-        out = backend.fused_loss(kind, z, target, fusion) if z.dtype == backend.dtype \
-            else None
-        if out is None:
-            return None, fusion.add_bias(z)
-        value, self.output, self._grad = out
-        return value, z
 
 
 class BinaryCrossEntropy(_CrossEntropy):

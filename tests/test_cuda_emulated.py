@@ -190,6 +190,17 @@ def test_sigmoid_loss_kernel_does_the_whole_head(cuda, rows, cols):
     _check_head(got, value, p, (p - target) / z.size, z, np.sum((p >= 0.5) == (target >= 0.5)))
 
 
+@pytest.mark.parametrize("rows, cols", [(1, 1), (300, 3), (70, 40)])
+def test_squared_error_kernel_does_the_whole_head(cuda, rows, cols):
+    """Mean squared error on an identity output: bias, dL/dz, loss and bias gradient in one
+    launch; the output is z itself (no copy)."""
+    rng = np.random.default_rng(rows + 7 * cols)
+    zw, target = rng.standard_normal((rows, cols)), rng.standard_normal((rows, cols))
+    got = _fused_head(cuda, "identity", zw, target, count=False)
+    z = zw + got["bias"]
+    _check_head(got, np.mean((z - target) ** 2), z, 2 * (z - target) / z.size, z, None)
+
+
 def _fused_head(cuda, kind, zw, target, count):
     """The backend's fused head on ``zw`` (run twice: the same bits), as a dict."""
     from gpunn.backend.base import StepFusion

@@ -283,7 +283,8 @@ class Backend:
         ----------
         kind : str
             The output activation the loss applies: one of :attr:`fused_losses`
-            (``"softmax"``: categorical, ``"sigmoid"``: binary cross-entropy).
+            (``"softmax"``: categorical, ``"sigmoid"``: binary cross-entropy,
+            ``"identity"``: mean squared error).
         z : (batch, outputs)
             Logits, without the bias when ``fusion.bias`` is set.
         target : (batch,) labels or (batch, outputs)

@@ -172,10 +172,11 @@ class CupyBackend(Backend):
         cupy.matmul(x.T, dz, out=gW)
         return gW, gb, (cupy.matmul(dz, W.T) if need_input_grad else None)
 
-    fused_losses = ("softmax", "sigmoid")
+    fused_losses = ("softmax", "sigmoid", "identity")
 
     def fused_loss(self, kind, z, target, fusion):
-        launch = cupy_kernels.softmax_xent if kind == "softmax" else cupy_kernels.sigmoid_xent
+        launch = {"softmax": cupy_kernels.softmax_xent, "sigmoid": cupy_kernels.sigmoid_xent,
+                  "identity": cupy_kernels.squared_error}[kind]
         out = launch(z, target, fusion.bias, fusion.bias_grad, fusion.loss, fusion.correct)
         if out is not None:
             fusion.bias_grad_done = fusion.bias_grad is not None

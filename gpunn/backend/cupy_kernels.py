@@ -206,7 +206,8 @@ def softmax_xent(z, target, bias=None, bias_grad=None, loss_out=None, correct_ou
 def sigmoid_xent(z, target, bias=None, bias_grad=None, loss_out=None, correct_out=None):
     """Sigmoid binary cross-entropy from logits, with a step's extras (as
     :func:`softmax_xent`): mean over all elements, ``correct_out`` counts the elements
-    with ``(p >= 1/2) == (t >= 1/2)``.
+    with ``(p >= 1/2) == (t >= 1/2)``. :func:`squared_error` is the same call for the
+    mean squared error (its output is ``z`` itself, and it counts nothing).
 
     Parameters
     ----------
@@ -218,14 +219,26 @@ def sigmoid_xent(z, target, bias=None, bias_grad=None, loss_out=None, correct_ou
     -------
     (value, prob, grad) or None
     """
-    kernel = function("sigmoid_xent", z.dtype)
+    return _elementwise_loss("sigmoid_xent", z, target, bias, bias_grad, loss_out,
+                             correct_out)
+
+
+def squared_error(z, target, bias=None, bias_grad=None, loss_out=None, correct_out=None):
+    """See :func:`sigmoid_xent`."""
+    return None if correct_out is not None else _elementwise_loss(
+        "squared_error", z, target, bias, bias_grad, loss_out, None)
+
+
+def _elementwise_loss(name, z, target, bias, bias_grad, loss_out, correct_out):
+    kernel = function(name, z.dtype)
     extras = [a for a in (target, bias, bias_grad, loss_out) if a is not None]
     if kernel is None or z.ndim != 2 or target.shape != z.shape or not z.flags.c_contiguous \
             or any(a.dtype != z.dtype or not a.flags.c_contiguous for a in extras) or (
             correct_out is not None and correct_out.dtype != np.int64):
         return None
     rows, cols = z.shape
-    prob, grad = cupy.empty_like(z), cupy.empty_like(z)
+    prob = z if name == "squared_error" else cupy.empty_like(z)
+    grad = cupy.empty_like(z)
     value = loss_out if loss_out is not None else cupy.empty((), dtype=z.dtype)
     tiles, chunks = _tiles(rows, cols)
     t = _scalar(z.dtype)

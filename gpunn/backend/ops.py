@@ -219,3 +219,13 @@ def upcast_16bit(xp, pred):
 
 def _unchanged(grad):
     return grad
+
+
+def match_target(xp, pred, target, name: str):
+    """Cast ``target`` to ``pred``'s dtype and shape, accepting ``(N,)`` for ``(N, 1)``."""
+    if target.ndim == 1 and pred.ndim == 2 and pred.shape[1] == 1:
+        target = xp.reshape(target, (-1, 1))
+    if tuple(target.shape) != tuple(pred.shape):
+        raise ValueError(f"{name}: target shape {tuple(target.shape)} does not match "
+                         f"prediction shape {tuple(pred.shape)}")
+    return target if target.dtype == pred.dtype else xp.astype(target, pred.dtype)

@@ -76,7 +76,7 @@ class Trainer:
         if not self.fuse:
             return False
         kind, outputs = self.loss.logits_of, self.model.layers[-1].out_features
-        return T.ndim == 1 if kind == "softmax" else outputs == 1
+        return T.ndim == 1 if kind == "softmax" else kind == "sigmoid" and outputs == 1
 
     def step(self, x, t, fusion: StepFusion | None = None):
         """Forward, loss, backward and update of one batch; returns the loss value

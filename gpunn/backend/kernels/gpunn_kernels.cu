@@ -211,16 +211,20 @@ __device__ long long gpunn_block_argmax(T v, long long at, T* red, long long* wh
     return out;
 }
 
-// Sigmoid + binary cross-entropy from logits over (rows, cols), with a training step's
-// extras in the same launch (see softmax_xent): b (optional) added to z in place; prob,
-// grad = (p - t) * inv_n; loss_out[0] = sum of (max(z, 0) - z t + log1p(exp(-|z|))) * inv_n;
-// db (optional) the column sums of grad; correct (optional) the count of elements with
-// (p >= 1/2) == (t >= 1/2). Blocks as act_backward_bias; partial holds gridDim.y rows of
-// column sums, then (loss, count) per block.
-template <typename T>
-__device__ void sigmoid_xent(T* z, const T* b, const T* target, T* prob, T* grad,
-                             T* loss_out, T* db, long long* correct, T* partial,
-                             unsigned* counter, long long rows, long long cols, T inv_n) {
+// Elementwise losses over (rows, cols), mean over all elements, with a training step's
+// extras in the same launch (see softmax_xent): b (optional) added to z in place; then
+// SIGMOID: sigmoid + binary cross-entropy from logits, prob = p, grad = (p - t) * inv_n,
+//   loss max(z, 0) - z t + log1p(exp(-|z|)); correct (optional) counts the elements with
+//   (p >= 1/2) == (t >= 1/2);
+// SQUARED: squared error, prob = z (not written when prob aliases z), grad = 2 (z - t) inv_n.
+// db (optional) the column sums of grad. Blocks as act_backward_bias; partial holds
+// gridDim.y rows of column sums, then (loss, count) per block.
+enum { GPUNN_LOSS_SIGMOID = 0, GPUNN_LOSS_SQUARED = 1 };
+template <typename T, int KIND>
+__device__ void elementwise_loss(T* z, const T* b, const T* target, T* prob, T* grad,
+                                 T* loss_out, T* db, long long* correct, T* partial,
+                                 unsigned* counter, long long rows, long long cols,
+                                 T inv_n) {
     GPUNN_SHARED(T, red);
     unsigned* flag = reinterpret_cast<unsigned*>(red + blockDim.x * blockDim.y);
     unsigned tid = threadIdx.y * blockDim.x + threadIdx.x;
@@ -238,14 +242,22 @@ __device__ void sigmoid_xent(T* z, const T* b, const T* target, T* prob, T* grad
                 T v = z[i] + (b != nullptr ? b[c] : T(0));
                 if (b != nullptr) z[i] = v;
                 T t = target[i];
-                T e = exp(-fabs(v));
-                T p = v >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
-                T g = (p - t) * inv_n;
-                prob[i] = p;
+                T g;
+                if (KIND == GPUNN_LOSS_SIGMOID) {
+                    T e = exp(-fabs(v));
+                    T p = v >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+                    g = (p - t) * inv_n;
+                    prob[i] = p;
+                    loss += ((v > T(0) ? v : T(0)) - v * t + log1p(e)) * inv_n;
+                    hits += (p >= T(0.5)) == (t >= T(0.5)) ? T(1) : T(0);
+                } else {
+                    T d = v - t;
+                    g = T(2) * d * inv_n;
+                    if (prob != z) prob[i] = v;
+                    loss += d * d * inv_n;
+                }
                 grad[i] = g;
                 s += g;
-                loss += ((v > T(0) ? v : T(0)) - v * t + log1p(e)) * inv_n;
-                hits += (p >= T(0.5)) == (t >= T(0.5)) ? T(1) : T(0);
             }
         }
         if (db != nullptr) {
@@ -465,8 +477,14 @@ __device__ void adagrad_update(T* p, const T* g, T* sum_sq, long long n, T lr, T
     extern "C" __global__ void sigmoid_xent_##S(T* z, const T* b, const T* target, T* prob,  \
             T* grad, T* loss, T* db, long long* correct, T* partial, unsigned* counter,      \
             long long rows, long long cols, T inv_n) {                                       \
-        GPUNN_KERNEL_BODY(sigmoid_xent<T>(z, b, target, prob, grad, loss, db, correct,       \
-                                          partial, counter, rows, cols, inv_n));             \
+        GPUNN_KERNEL_BODY(elementwise_loss<T, GPUNN_LOSS_SIGMOID>(z, b, target, prob, grad,  \
+                          loss, db, correct, partial, counter, rows, cols, inv_n));          \
+    }                                                                                        \
+    extern "C" __global__ void squared_error_##S(T* z, const T* b, const T* target, T* out,  \
+            T* grad, T* loss, T* db, long long* correct, T* partial, unsigned* counter,      \
+            long long rows, long long cols, T inv_n) {                                       \
+        GPUNN_KERNEL_BODY(elementwise_loss<T, GPUNN_LOSS_SQUARED>(z, b, target, out, grad,   \
+                          loss, db, correct, partial, counter, rows, cols, inv_n));          \
     }                                                                                        \
     extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, long long n,           \
             T one_minus_b1, T one_minus_b2, T eps_hat, T step_size, T wd, T decay,           \
