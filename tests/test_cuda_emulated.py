@@ -232,6 +232,30 @@ def _check_head(got, value, prob, grad, z, correct):
     assert got["correct"] in (-1, correct)
 
 
+@pytest.mark.parametrize("targets", ["labels", "rows"])
+def test_batch_gather_of_inputs_and_targets_in_one_launch(cuda, targets):
+    """take_rows((X, T), idx) gathers both with one kernel, into the previous batch's
+    buffers when the size allows (a short last batch gets new ones)."""
+    be = gn.get_backend(cuda, dtype="float32")
+    rng = np.random.default_rng(4)
+    X = be.asarray(rng.standard_normal((50, 7)).astype(np.float32))
+    T = be.asarray(rng.integers(0, 5, 50) if targets == "labels"
+                   else rng.standard_normal((50, 3)).astype(np.float32))
+    perm = be.asarray(rng.permutation(50))
+    kernel = load().get_function(("gather_labels" if targets == "labels" else "gather_rows")
+                                 + "_f32")
+    before, out = kernel.launches, None
+    for lo in range(0, 50, 16):
+        idx = perm[lo:lo + 16]
+        previous = out
+        out = be.take_rows((X, T), idx, out)
+        if previous is not None and int(idx.shape[0]) == 16:
+            assert out[0] is previous[0] and out[1] is previous[1]
+        for got, a in zip(out, (X, T)):
+            np.testing.assert_array_equal(gn.to_numpy(got), gn.to_numpy(a)[gn.to_numpy(idx)])
+    assert kernel.launches == before + 4
+
+
 CASES = {
     "labels": dict(y="labels", metrics=["accuracy"]),
     "one-hot": dict(y="one-hot", metrics=["accuracy"]),

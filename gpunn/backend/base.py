@@ -198,7 +198,13 @@ class Backend:
         """Rows ``X[idx]`` of a ``(N, ...)`` array for integer indices ``idx (k,)``, all
         in ``[0, N)`` (a slice of a permutation): one shuffled batch, gathered without
         copying the dataset. A backend may write them into ``out`` (a buffer of the
-        batch's shape, reused from step to step); the generic version allocates."""
+        batch's shape, reused from step to step); the generic version allocates.
+
+        ``X`` may be a tuple of such arrays (a batch's inputs and targets, gathered
+        together: one launch on CUDA); ``out`` and the result are then tuples too."""
+        if isinstance(X, tuple):
+            return tuple(self.take_rows(a, idx, o)
+                         for a, o in zip(X, out or (None,) * len(X)))
         return self.xp.take(X, idx, axis=0)
 
     def zeros(self, shape, dtype=None):

@@ -135,6 +135,9 @@ class CupyBackend(Backend):
             return super().asarray(a, dtype)
 
     def take_rows(self, X, idx, out=None):
+        if isinstance(X, tuple):
+            both = cupy_kernels.gather_batch(*X, idx, out) if len(X) == 2 else None
+            return super().take_rows(X, idx, out) if both is None else both
         if out is not None and out.shape[0] == idx.shape[0] and out.dtype == X.dtype:
             return cupy.take(X, idx, axis=0, out=out)
         return cupy.take(X, idx, axis=0)

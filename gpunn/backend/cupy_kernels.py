@@ -250,6 +250,40 @@ def _elementwise_loss(name, z, target, bias, bias_grad, loss_out, correct_out):
     return value, prob, grad
 
 
+def gather_batch(X, T, idx, out=None):
+    """``(X[idx], T[idx])`` in one launch, or None where there is no kernel.
+
+    Parameters
+    ----------
+    X : (N, features)
+    T : (N,) int64 labels or (N, outputs) of X's dtype
+    idx : (k,) int64
+        Row indices, all in ``[0, N)`` (a slice of a permutation).
+    out : (xbuf, tbuf), optional
+        The previous batch's buffers, written again when they have ``k`` rows.
+
+    Returns
+    -------
+    (xb, tb) or None
+    """
+    labels = T.ndim == 1 and T.dtype == np.int64
+    kernel = function("gather_labels" if labels else "gather_rows", X.dtype)
+    if kernel is None or X.ndim != 2 or idx.ndim != 1 or idx.dtype != np.int64 or not (
+            labels or (T.ndim == 2 and T.dtype == X.dtype)) or not all(
+            a.flags.c_contiguous for a in (X, T, idx)):
+        return None
+    k = int(idx.shape[0])
+    shapes = [(k,) + tuple(X.shape[1:]), (k,) + tuple(T.shape[1:])]
+    if out is None or any(tuple(b.shape) != s or b.dtype != a.dtype
+                          for b, s, a in zip(out, shapes, (X, T))):
+        out = (cupy.empty(shapes[0], X.dtype), cupy.empty(shapes[1], T.dtype))
+    xcols, tcols = int(X.shape[1]), 1 if labels else int(T.shape[1])
+    args = (X, T, idx, out[0], out[1], np.int64(k), np.int64(xcols))
+    kernel(_blocks(k * (xcols + tcols)), (_THREADS,), args if labels else args + (
+        np.int64(tcols),))
+    return out
+
+
 def _flat_ok(p, g, *state) -> bool:
     """Whether the fused update kernels can run: contiguous arrays of one dtype."""
     return (enabled() and _SUFFIX.get(np.dtype(p.dtype)) is not None and all(

@@ -133,8 +133,10 @@ class Plan(Local):
         for lo, hi, _, _ in pieces:
             idx = order[offset:offset + hi - lo]
             offset += hi - lo
-            xbuf = backend.take_rows(X, idx, xbuf)
-            tbuf = None if T is None else backend.take_rows(T, idx, tbuf)
+            if T is None:
+                xbuf = backend.take_rows(X, idx, xbuf)
+            else:  # one launch for both on CUDA
+                xbuf, tbuf = backend.take_rows((X, T), idx, None if xbuf is None else (xbuf, tbuf))
             yield xbuf, tbuf
 
     def reduce_gradients(self, grads, loss=None) -> None:

@@ -113,8 +113,10 @@ def iterate(backend, X, T, batch_size: int, shuffle: bool, streaming: bool):
     xbuf = tbuf = None
     for lo in range(0, n, batch_size):
         idx = perm[lo:min(lo + batch_size, n)]
-        xbuf = backend.take_rows(X, idx, xbuf)
-        tbuf = None if T is None else backend.take_rows(T, idx, tbuf)
+        if T is None:
+            xbuf = backend.take_rows(X, idx, xbuf)
+        else:  # one launch for both on CUDA
+            xbuf, tbuf = backend.take_rows((X, T), idx, None if xbuf is None else (xbuf, tbuf))
         yield xbuf, tbuf
 
 

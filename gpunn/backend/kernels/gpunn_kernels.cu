@@ -372,6 +372,27 @@ __device__ void softmax_xent(T* z, const T* b, const long long* labels, const T*
     }
 }
 
+// A shuffled batch in one launch: rows idx (k,) of X (N, xcols) and of the targets, int64
+// labels (LABELS: one column) or rows of target (N, tcols).
+template <typename T, bool LABELS>
+__device__ void gather_batch(const T* X, const long long* labels, const T* target,
+                             const long long* idx, T* xout, long long* lout, T* tout,
+                             long long k, long long xcols, long long tcols) {
+    long long nx = k * xcols;
+    GPUNN_GRID_STRIDE(i, nx + k * tcols) {
+        if (i < nx) {
+            long long r = i / xcols;
+            xout[i] = X[idx[r] * xcols + (i - r * xcols)];
+        } else {
+            long long j = i - nx;
+            long long r = j / tcols;
+            long long src = idx[r] * tcols + (j - r * tcols);
+            if (LABELS) lout[j] = labels[src];
+            else tout[j] = target[src];
+        }
+    }
+}
+
 // One kernel per optimiser; the variant is chosen by scalar flags.
 // Adam/AdamW: step_size = lr * sqrt(c2) / c1 and eps_hat = eps * sqrt(c2) fold the bias
 // corrections in, as in gpunn/backend/numpy_kernels.py. Every constant (1 - b1, 1 - b2,
@@ -485,6 +506,17 @@ __device__ void adagrad_update(T* p, const T* g, T* sum_sq, long long n, T lr, T
             long long rows, long long cols, T inv_n) {                                       \
         GPUNN_KERNEL_BODY(elementwise_loss<T, GPUNN_LOSS_SQUARED>(z, b, target, out, grad,   \
                           loss, db, correct, partial, counter, rows, cols, inv_n));          \
+    }                                                                                        \
+    extern "C" __global__ void gather_labels_##S(const T* X, const long long* labels,       \
+            const long long* idx, T* xout, long long* lout, long long k, long long xcols) {  \
+        GPUNN_KERNEL_BODY(gather_batch<T, true>(X, labels, nullptr, idx, xout, lout,         \
+                                                nullptr, k, xcols, 1));                      \
+    }                                                                                        \
+    extern "C" __global__ void gather_rows_##S(const T* X, const T* target,                  \
+            const long long* idx, T* xout, T* tout, long long k, long long xcols,            \
+            long long tcols) {                                                               \
+        GPUNN_KERNEL_BODY(gather_batch<T, false>(X, nullptr, target, idx, xout, nullptr,     \
+                                                 tout, k, xcols, tcols));                    \
     }                                                                                        \
     extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, long long n,           \
             T one_minus_b1, T one_minus_b2, T eps_hat, T step_size, T wd, T decay,           \
