@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import GpunnError
+from .params import flat_layout
 from .safetensorsfile import SafetensorsArchive, SafetensorsError, is_safetensors
 
 FORMAT = "gpunn-model"
@@ -231,7 +232,10 @@ def _read_parts(path) -> ModelParts:
                   for key, shape in layer.param_shapes().items()}
         known = {f"param/{i}/{k}" for i, k in params} | {"__gpunn__"}
         n_params = sum(int(np.prod(v.shape)) for v in params.values())
-        opt_arrays = _optimizer_arrays(path, archive, header.get("optimizer"), n_params)
+        # A flat optimiser state has the parameters at aligned offsets (gpunn.params).
+        bound = flat_layout([tuple(v.shape) for v in params.values()])[1]
+        opt_arrays = _optimizer_arrays(path, archive, header.get("optimizer"), n_params,
+                                       bound)
         prep_arrays = _prep_arrays(path, archive, header.get("preprocessing"), layers)
         known |= set(opt_arrays) | {f"prep/{k}" for k in prep_arrays}
         unknown = sorted(set(archive.files) - known)
@@ -295,7 +299,7 @@ def _layers(path, header) -> list:
     return layers
 
 
-def _optimizer_arrays(path, archive, opt_header, n_params: int) -> dict:
+def _optimizer_arrays(path, archive, opt_header, n_params: int, bound: int) -> dict:
     from . import optim
 
     if opt_header is None:
@@ -307,9 +311,10 @@ def _optimizer_arrays(path, archive, opt_header, n_params: int) -> dict:
     names = [name for name in archive.files if name.startswith("optim/")]
     for name in names:  # bounded by the model before anything is read: no zip bombs
         shape, _ = _declared(path, archive, name)
-        if int(np.prod(shape)) > n_params:
+        if int(np.prod(shape)) > bound:
             _fail(path, f"optimizer array {name!r} declares {int(np.prod(shape))} values, "
-                        f"more than the model's {n_params} parameters")
+                        f"more than the model's {n_params} parameters (at most {bound} "
+                        "with alignment gaps)")
     return {name: _array(path, archive, name) for name in names}
 
 
@@ -350,7 +355,7 @@ def _optimizer(path, opt_header, opt_arrays, params):
                              "t": t, "state": slots})
         total = sum(int(np.prod(v.shape)) for v in params.values())
         key = opt._state_keys[0] if opt._state_keys else None
-        if key and sum(int(s[key].size) for s in opt.state) != total:
+        if key and (not opt.state or opt._regroup(list(params.values())) is None):
             raise ValueError(f"state covers {sum(int(s[key].size) for s in opt.state)} "
                              f"values, the model has {total} parameters")
     except (TypeError, ValueError, KeyError, AttributeError) as exc:

@@ -2,7 +2,9 @@
 
 Layers own ``params`` and ``grads`` dicts and know nothing of this: the store copies their
 arrays into two flat buffers and gives each layer views into them, so the optimiser updates
-the whole model in one pass (one fused kernel on a GPU) and snapshots are one copy. A layer
+the whole model in one pass (one fused kernel on a GPU) and snapshots are one copy. Each
+view starts at a multiple of :data:`ALIGN` elements (aligned pointers for cuBLAS and vector
+loads); the gaps between views hold zeros and stay zero (their gradient is zero). A layer
 that rebinds ``grads[key]`` (or a user who replaces ``params[key]``) is adopted at the next
 step. Only backends whose slices are guaranteed views (NumPy, CuPy) get flat buffers;
 elsewhere the separate arrays are used as they are.
@@ -13,6 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from .backend.ops import host_array
+
+#: Parameter views in the flat buffers start at multiples of this many elements (256 bytes
+#: in float32).
+ALIGN = 64
 
 
 class ParameterStore:
@@ -40,7 +46,7 @@ class ParameterStore:
         if not backend.supports_views or not self._entries:
             return
         shapes = [tuple(layer.params[key].shape) for layer, key in self._entries]
-        total = sum(int(np.prod(shape)) for shape in shapes)
+        total = flat_layout(shapes)[1]
         with backend.context():
             P, G = backend.zeros((total,)), backend.zeros((total,))
             self._pviews, self._gviews = _views(backend.xp, P, shapes), _views(backend.xp, G,
@@ -117,11 +123,19 @@ def _check_shapes(layers) -> None:
                                  f"{tuple(shape)}, got an array of shape {given}")
 
 
-def _views(xp, flat, shapes) -> list:
-    """Views of consecutive pieces of the 1-D ``flat`` with the given shapes."""
-    views, offset = [], 0
+def flat_layout(shapes) -> tuple[list[int], int]:
+    """Offsets of arrays of ``shapes`` in a flat buffer, each a multiple of :data:`ALIGN`,
+    and the buffer's length."""
+    offsets, end = [], 0
     for shape in shapes:
-        n = int(np.prod(shape))
-        views.append(xp.reshape(flat[offset:offset + n], shape))
-        offset += n
-    return views
+        offsets.append(end)
+        end += int(np.prod(shape))
+        end = -(-end // ALIGN) * ALIGN
+    return offsets, end
+
+
+def _views(xp, flat, shapes) -> list:
+    """Views of the 1-D ``flat`` with the given shapes, at :func:`flat_layout`'s offsets."""
+    offsets, _ = flat_layout(shapes)
+    return [xp.reshape(flat[o:o + int(np.prod(shape))], shape)
+            for o, shape in zip(offsets, shapes)]

@@ -73,7 +73,7 @@ def test_flat_buffer_training_matches_generic(fast, make_opt, rng):
 def test_flat_buffer_views_and_rebinding():
     model = gn.Sequential([gn.Dense(3, 4), gn.Dense(4, 2)], device="cpu", seed=0)
     P, G = model.store.flat
-    assert P.size == model.count_params()
+    assert model.count_params() == 26 and P.size == 4 * 64  # each view 64-aligned
     W = model.layers[0].params["W"]
     assert np.shares_memory(W, P)
     W[0, 0] = 42.0  # writing into a view writes into the buffer
@@ -84,6 +84,29 @@ def test_flat_buffer_views_and_rebinding():
     model.fit(X, y, loss="mse", optimizer=gn.optim.SGD(lr=1e-9), epochs=1, verbose=0)
     assert np.shares_memory(model.layers[0].params["W"], model.store.flat[0])
     np.testing.assert_allclose(model.layers[0].params["W"], 0.5, rtol=1e-6)
+
+
+def test_parameter_views_are_aligned_and_the_gaps_stay_zero(rng):
+    """Every view starts at a multiple of 64 elements of the flat buffers (256-byte aligned
+    in float32, what cuBLAS and vector loads like); training leaves the gaps at zero in
+    the parameters, the gradients and the optimiser's state."""
+    from gpunn.params import ALIGN
+
+    model = gn.Sequential([gn.Dense(5, 7, activation="tanh"), gn.Dense(7, 3)], device="cpu",
+                          seed=0)
+    P, G = model.store.flat
+    base = P.__array_interface__["data"][0]
+    offsets = [(p.__array_interface__["data"][0] - base) // P.itemsize
+               for p in model.parameters()]
+    assert offsets == [0, 64, 128, 192] and ALIGN == 64
+    X = rng.standard_normal((40, 5)).astype(np.float32)
+    model.fit(X, rng.integers(0, 3, 40), loss="cross_entropy", epochs=2, verbose=0,
+              optimizer=gn.optim.Adam(lr=0.01, weight_decay=0.1))
+    used = np.zeros(P.size, bool)
+    for o, p in zip(offsets, model.parameters()):
+        used[o:o + p.size] = True
+    for buf in [P, G] + list(model.optimizer.state[0].values()):
+        assert not np.any(gn.to_numpy(buf)[~used])
 
 
 def test_optimizer_state_survives_layout_changes():
@@ -102,9 +125,16 @@ def test_optimizer_state_survives_layout_changes():
     assert len(opt.state) == 1 and opt.t == 2  # re-cut onto the flat buffer, state kept
     m_flat = opt.state[0]["m"].copy()
     model.to(strict)
+    opt.attach(model.parameters(), model.backend)  # what fit does: re-cut, gaps dropped
+    offsets, _ = gn.params.flat_layout([tuple(p.shape) for p in model.parameters()])
+    for o, s in zip(offsets, opt.state):
+        piece = m_flat[o:o + int(s["m"].size)].reshape(tuple(s["m"].shape))
+        np.testing.assert_array_equal(gn.to_numpy(s["m"]), piece)
     model.fit(X, y, loss="mse", optimizer=opt, epochs=1, batch_size=64, verbose=0)
     assert len(opt.state) == 4 and opt.t == 3
-    assert m_flat.size == sum(int(s["m"].size) for s in opt.state)
+    model.to("cpu")  # and back onto the flat buffer, gaps restored as zeros
+    opt.attach(model.store.step_lists()[0], model.backend)
+    assert len(opt.state) == 1 and opt.state[0]["m"].size == m_flat.size
 
 
 @pytest.mark.parametrize("name", sorted(gn.activations.ACTIVATIONS))

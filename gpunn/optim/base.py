@@ -14,6 +14,7 @@ import numpy as np
 
 from ..backend.ops import host_array, same_device
 from ..errors import describe
+from ..params import flat_layout
 
 
 def _real(value, what: str, low: float, high: float = float("inf"), *, low_open=False,
@@ -106,26 +107,44 @@ class Optimizer:
                              f"{self.t} step(s); create a new optimiser for a new model")
 
     def _same_size(self, params) -> bool:
-        key = self._state_keys[0]
-        have = sum(int(s[key].size) for s in self.state)
-        return bool(self.state) and have == sum(int(p.size) for p in params)
+        return bool(self.state) and self._regroup(params) is not None
+
+    def _regroup(self, params):
+        """How the state maps onto ``params`` grouped another way: ``(old, new)`` lists of
+        (offset, size) pieces in one logical order, or None when they are not the same
+        parameters. A model keeps its parameters in one flat buffer on NumPy and CuPy (each
+        at an aligned offset, see gpunn.params) but as separate arrays elsewhere."""
+        old = [tuple(s[self._state_keys[0]].shape) for s in self.state]
+        new = [tuple(p.shape) for p in params]
+        for flat, parts, flat_is_old in ((old, new, True), (new, old, False)):
+            offsets, total = flat_layout(parts)
+            if len(flat) == 1 and len(flat[0]) == 1 and flat[0][0] == total:
+                pieces = [(o, int(np.prod(s))) for o, s in zip(offsets, parts)]
+                plain = _plain(parts)
+                return (pieces, plain) if flat_is_old else (plain, pieces)
+        if sum(n for _, n in _plain(old)) != sum(n for _, n in _plain(new)):
+            return None
+        return _plain(old), _plain(new)
 
     def _relayout(self, params, backend) -> None:
-        """Re-cut the state for another grouping of the same parameters.
-
-        A model keeps its parameters in one flat buffer on NumPy and CuPy but as separate
-        arrays elsewhere; the element order is the same, so the state is concatenated and
-        split again (on the host: this happens once per device move, not per step).
-        """
+        """Re-cut the state for another grouping of the same parameters (on the host: this
+        happens once per device move, not per step)."""
+        old, new = self._regroup(params)
         new_state = [{} for _ in params]
         for key in self._state_keys:
             flat = np.concatenate([np.ravel(host_array(s[key])) for s in self.state])
-            offset = 0
-            for entry, p in zip(new_state, params):
-                n = int(p.size)
-                entry[key] = backend.asarray(flat[offset:offset + n].reshape(tuple(p.shape)),
-                                             dtype=backend.dtype)
-                offset += n
+            logical = np.concatenate([flat[o:o + n] for o, n in old])
+            sizes = [int(p.size) for p in params]
+            target = np.zeros(sum(sizes), dtype=logical.dtype)
+            at = 0
+            for o, n in new:
+                target[o:o + n] = logical[at:at + n]
+                at += n
+            starts = np.cumsum([0] + sizes[:-1])
+            for entry, p, start in zip(new_state, params, starts):
+                entry[key] = backend.asarray(
+                    target[start:start + int(p.size)].reshape(tuple(p.shape)),
+                    dtype=backend.dtype)
         self.state, self.backend = new_state, backend
         self._shapes = [tuple(p.shape) for p in params]
 
@@ -194,6 +213,12 @@ class Optimizer:
         if self.backend is not None:
             backend, self.backend = self.backend, None
             self.to(backend)
+
+
+def _plain(shapes) -> list[tuple[int, int]]:
+    """(offset, size) of arrays of ``shapes`` laid end to end."""
+    sizes = [int(np.prod(s)) for s in shapes]
+    return list(zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes))
 
 
 def _namespace_of(a):
