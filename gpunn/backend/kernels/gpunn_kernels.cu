@@ -114,6 +114,46 @@ __device__ __forceinline__ bool gpunn_last_block(unsigned* counter, unsigned* fl
     return *flag != 0u;
 }
 
+// The (32, 8)-thread column kernels: threadIdx.x walks a 32-column tile (coalesced rows),
+// threadIdx.y strides the rows of row chunk blockIdx.y, [r0, r1).
+// Loops of those kernels: every thread of a tile row runs the same column-tile iterations
+// (c may pass cols in the last tile: barriers inside stay uniform), then its rows.
+#define GPUNN_COLUMN_TILES(c, cols)                                                       \
+    for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x;                  \
+         c - threadIdx.x < (cols); c += (long long)gridDim.x * blockDim.x)
+#define GPUNN_CHUNK_ROWS(r, r0, r1) \
+    for (long long r = (r0) + threadIdx.y; r < (r1); r += blockDim.y)
+__device__ __forceinline__ void gpunn_row_chunk(long long rows, long long* r0, long long* r1) {
+    long long chunk = (rows + gridDim.y - 1) / gridDim.y;
+    *r0 = blockIdx.y * chunk;
+    *r1 = *r0 + chunk < rows ? *r0 + chunk : rows;
+}
+
+// Adds each thread's column sum `s` over the block's rows into partial[chunk][c].
+template <typename T>
+__device__ void gpunn_column_partial(T s, T* red, T* partial, long long c, long long cols) {
+    red[threadIdx.y * blockDim.x + threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        T t = T(0);
+        for (unsigned k = 0; k < blockDim.y; ++k) t += red[k * blockDim.x + threadIdx.x];
+        partial[blockIdx.y * cols + c] = t;
+    }
+    __syncthreads();
+}
+
+// In the last block: db[c] = the chunks' partial sums of column c, in chunk order.
+template <typename T>
+__device__ void gpunn_column_total(const T* partial, T* db, long long cols) {
+    const volatile T* part = partial;
+    for (long long c = threadIdx.y * blockDim.x + threadIdx.x; c < cols;
+         c += blockDim.x * blockDim.y) {
+        T t = T(0);
+        for (unsigned k = 0; k < gridDim.y; ++k) t += part[k * cols + c];
+        db[c] = t;
+    }
+}
+
 // Activation derivative and bias gradient in one pass over (rows, cols):
 // out = g * f'(z) (skipped when out aliases g for identity) and db[c] = sum_r out[r, c].
 // Block (32, 8): threadIdx.x walks a 32-column tile (coalesced), threadIdx.y strides the
@@ -124,40 +164,22 @@ __device__ void act_backward_bias(const T* z, const T* y, const T* g, T* out, T*
                                   long long cols, int act, T p) {
     GPUNN_SHARED(T, red);
     unsigned* flag = reinterpret_cast<unsigned*>(red + blockDim.x * blockDim.y);
-    long long chunk = (rows + gridDim.y - 1) / gridDim.y;
-    long long r0 = blockIdx.y * chunk;
-    long long r1 = r0 + chunk < rows ? r0 + chunk : rows;
+    long long r0, r1;
+    gpunn_row_chunk(rows, &r0, &r1);
     bool write = !(act == GPUNN_IDENTITY && out == g);
-    for (long long c0 = (long long)blockIdx.x * blockDim.x; c0 < cols;
-         c0 += (long long)gridDim.x * blockDim.x) {
-        long long c = c0 + threadIdx.x;
+    GPUNN_COLUMN_TILES(c, cols) {
         T s = T(0);
         if (c < cols) {
-            for (long long r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            GPUNN_CHUNK_ROWS(r, r0, r1) {
                 long long i = r * cols + c;
                 T v = act == GPUNN_IDENTITY ? g[i] : g[i] * gpunn_act_grad(act, z[i], y[i], p);
                 if (write) out[i] = v;
                 s += v;
             }
         }
-        red[threadIdx.y * blockDim.x + threadIdx.x] = s;
-        __syncthreads();
-        if (threadIdx.y == 0 && c < cols) {
-            T t = T(0);
-            for (unsigned k = 0; k < blockDim.y; ++k) t += red[k * blockDim.x + threadIdx.x];
-            partial[blockIdx.y * cols + c] = t;
-        }
-        __syncthreads();
+        gpunn_column_partial(s, red, partial, c, cols);
     }
-    if (gpunn_last_block(counter, flag)) {
-        const volatile T* part = partial;
-        for (long long c = threadIdx.y * blockDim.x + threadIdx.x; c < cols;
-             c += blockDim.x * blockDim.y) {
-            T t = T(0);
-            for (unsigned k = 0; k < gridDim.y; ++k) t += part[k * cols + c];
-            db[c] = t;
-        }
-    }
+    if (gpunn_last_block(counter, flag)) gpunn_column_total(partial, db, cols);
 }
 
 // Block-wide reductions over the block's threads (a power of two) in shared memory.
@@ -228,16 +250,13 @@ __device__ void elementwise_loss(T* z, const T* b, const T* target, T* prob, T* 
     GPUNN_SHARED(T, red);
     unsigned* flag = reinterpret_cast<unsigned*>(red + blockDim.x * blockDim.y);
     unsigned tid = threadIdx.y * blockDim.x + threadIdx.x;
-    long long chunk = (rows + gridDim.y - 1) / gridDim.y;
-    long long r0 = blockIdx.y * chunk;
-    long long r1 = r0 + chunk < rows ? r0 + chunk : rows;
+    long long r0, r1;
+    gpunn_row_chunk(rows, &r0, &r1);
     T loss = T(0), hits = T(0);
-    for (long long c0 = (long long)blockIdx.x * blockDim.x; c0 < cols;
-         c0 += (long long)gridDim.x * blockDim.x) {
-        long long c = c0 + threadIdx.x;
+    GPUNN_COLUMN_TILES(c, cols) {
         T s = T(0);
         if (c < cols) {
-            for (long long r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+            GPUNN_CHUNK_ROWS(r, r0, r1) {
                 long long i = r * cols + c;
                 T v = z[i] + (b != nullptr ? b[c] : T(0));
                 if (b != nullptr) z[i] = v;
@@ -260,16 +279,7 @@ __device__ void elementwise_loss(T* z, const T* b, const T* target, T* prob, T* 
                 s += g;
             }
         }
-        if (db != nullptr) {
-            red[tid] = s;
-            __syncthreads();
-            if (threadIdx.y == 0 && c < cols) {
-                T t = T(0);
-                for (unsigned k = 0; k < blockDim.y; ++k) t += red[k * blockDim.x + threadIdx.x];
-                partial[blockIdx.y * cols + c] = t;
-            }
-            __syncthreads();
-        }
+        if (db != nullptr) gpunn_column_partial(s, red, partial, c, cols);
     }
     T* mine = partial + gridDim.y * cols + 2 * (blockIdx.y * gridDim.x + blockIdx.x);
     loss = gpunn_block_sum(loss, red);
@@ -279,20 +289,13 @@ __device__ void elementwise_loss(T* z, const T* b, const T* target, T* prob, T* 
         mine[1] = hits;
     }
     if (gpunn_last_block(counter, flag)) {
-        const volatile T* part = partial;
-        unsigned blocks = gridDim.x * gridDim.y;
-        long long n = (db != nullptr ? cols : 0) + 2;
-        for (long long j = tid; j < n; j += blockDim.x * blockDim.y) {
+        if (db != nullptr) gpunn_column_total(partial, db, cols);
+        if (tid < 2) {  // thread 0 the loss, thread 1 the count
+            const volatile T* pairs = partial + gridDim.y * cols + tid;
             T t = T(0);
-            if (j < n - 2) {
-                for (unsigned k = 0; k < gridDim.y; ++k) t += part[k * cols + j];
-                db[j] = t;
-            } else {
-                const volatile T* pairs = part + gridDim.y * cols + (j - (n - 2));
-                for (unsigned k = 0; k < blocks; ++k) t += pairs[2 * k];
-                if (j == n - 2) loss_out[0] = t;
-                else if (correct != nullptr) correct[0] = (long long)t;
-            }
+            for (unsigned k = 0; k < gridDim.x * gridDim.y; ++k) t += pairs[2 * k];
+            if (tid == 0) loss_out[0] = t;
+            else if (correct != nullptr) correct[0] = (long long)t;
         }
     }
 }
