@@ -31,7 +31,7 @@ class Loss:
     default_metrics : tuple of str
         What ``fit`` reports when no metrics are asked for.
     takes_step_fusion : bool
-        :meth:`forward_logits` takes the loop's ``fusion`` (see ``backend.StepFusion``).
+        A fused kernel computes exactly this class's loss (read from the class, not bases).
     output : array
         The (activated) model output of the last forward, for metrics.
     """
@@ -159,11 +159,9 @@ class MeanSquaredError(Loss):
     takes_step_fusion = True
 
     def forward_logits(self, z, target, backend=None, fusion=None):
-        if fusion is not None:
-            value, z = self._fused("identity", z, target, backend, fusion)
-            if value is not None:
-                return value
-        return self.forward(z, target, backend)
+        value, z = (None, z) if fusion is None else self._fused("identity", z, target,
+                                                                 backend, fusion)
+        return value if value is not None else self.forward(z, target, backend)
 
     def _value_and_grad(self, xp, pred, target):
         diff = pred - target
@@ -224,7 +222,6 @@ class _CrossEntropy(Loss):
     """What the two cross-entropies share: logits or probabilities, clipping, metrics."""
 
     default_metrics = ("accuracy",)
-    takes_step_fusion = True
 
     def __init__(self, from_logits: bool = False, eps: float = 1e-7):
         super().__init__()
@@ -255,6 +252,7 @@ class BinaryCrossEntropy(_CrossEntropy):
     """
 
     name = "binary_crossentropy"
+    takes_step_fusion = True
     logits_of = "sigmoid"
 
     def prepare_target(self, backend, y, n_outputs, what="y"):
@@ -310,6 +308,7 @@ class CategoricalCrossEntropy(_CrossEntropy):
     """
 
     name = "categorical_crossentropy"
+    takes_step_fusion = True
     logits_of = "softmax"
 
     def prepare_target(self, backend, y, n_outputs, what="y"):

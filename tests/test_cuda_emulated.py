@@ -19,6 +19,7 @@ from cuda_emulator import compiler, load
 # The parity tests of the GPU suite, collected again here with the emulated backend as
 # their ``cuda`` fixture.
 from test_gpu import (  # noqa: F401
+    test_a_subclassed_loss_keeps_its_own_maths_on_gpu,
     test_activation_and_bias_gradient_in_one_launch,
     test_adam_kernel_tracks_numpy_tightly,
     test_batch_gather_of_inputs_and_targets_in_one_launch,

@@ -372,3 +372,23 @@ def test_fused_fit_on_gpu_matches_cpu(cuda, case):
         np.testing.assert_allclose(h_gpu.history[key], values, rtol=1e-9, err_msg=key)
     for a, b in zip(cpu.parameters(), gpu.parameters()):
         np.testing.assert_allclose(gn.to_numpy(b), gn.to_numpy(a), rtol=1e-9, atol=1e-12)
+
+
+class _ScaledMSE(gn.losses.MeanSquaredError):
+    """A user's variant of a fused loss: the kernel must not replace its maths."""
+
+    def _value_and_grad(self, xp, pred, target):
+        value, grad = super()._value_and_grad(xp, pred, target)
+        return 3.0 * value, 3.0 * grad
+
+
+def test_a_subclassed_loss_keeps_its_own_maths_on_gpu(cuda):
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((48, 4)), rng.standard_normal((48, 1))
+    hist = []
+    for device in ("cpu", cuda):
+        model = gn.Sequential([gn.Dense(4, 8, activation="tanh"), gn.Dense(8, 1)],
+                              device=device, dtype="float64", seed=2)
+        hist.append(model.fit(X, y, loss=_ScaledMSE(), epochs=2, batch_size=16, verbose=0,
+                              seed=0).history["loss"])
+    np.testing.assert_allclose(hist[1], hist[0], rtol=1e-9)

@@ -55,7 +55,10 @@ class Trainer:
         self.logits = model.takes_logits(loss)
         # The loss kernel may add the last bias, write its gradient, the step's loss and
         # its count of correct labels (one launch instead of about eight).
-        self.fuse = (self.logits and amp is None and loss.takes_step_fusion
+        # A subclass that changes the maths (its own forward_logits or gradient) keeps them:
+        # the flag counts only where the class itself sets it.
+        self.fuse = (self.logits and amp is None
+                     and type(loss).__dict__.get("takes_step_fusion", False)
                      and loss.logits_of in model.backend.fused_losses)
         self.per_batch = [cb for cb in self.callbacks
                           if type(cb).on_batch_end is not Callback.on_batch_end]
