@@ -192,7 +192,9 @@ def softmax_xent(z, target, bias=None, bias_grad=None, loss_out=None, correct_ou
     threads = 32
     while threads < min(cols, _THREADS):
         threads *= 2
-    blocks = max(1, min(rows, 256))
+    # A block per row up to 256, fewer for wide rows: the partial sums hold a row of
+    # column sums per block (at most ~4M values, 16 MiB in float32).
+    blocks = max(1, min(rows, 256, (1 << 22) // (cols + 2)))
     t = _scalar(z.dtype)
     common = (prob, grad, value, _or_null(bias_grad))
     tail = (_partials(blocks * (cols + 2), z.dtype), _counter(cupy.cuda.Device().id),
