@@ -249,15 +249,16 @@ def test_launches_per_step_within_budget(fake, monkeypatch, case):
 
 @pytest.mark.parametrize("shuffle, budget", [(False, 14), (True, 15)],
                          ids=["in order", "shuffled"])
-@pytest.mark.parametrize("loss", ["cross_entropy", "bce"])
-def test_launches_per_fit_step_with_accuracy(fake, monkeypatch, shuffle, budget, loss):
-    """A step of fit, its loss and accuracy bookkeeping included: the loss kernel writes
-    the step's loss and correct count into the epoch's buffers (24 launches per shuffled
-    softmax step before, 40 sigmoid); a shuffled step adds the gather of its rows and
-    labels (one launch for both)."""
+@pytest.mark.parametrize("loss", ["cross_entropy", "bce", "mse"])
+def test_launches_per_fit_step_with_its_metric(fake, monkeypatch, shuffle, budget, loss):
+    """A step of fit, its loss and metric bookkeeping included: the loss kernel writes
+    the step's loss and its metric (accuracy count, or MAE for the squared error) into the
+    epoch's buffers (shuffled steps were 24 launches for softmax, 40 sigmoid, 27 MSE); a
+    shuffled step adds the gather of its rows and targets (one launch for both)."""
     fake_cupy.record_kernels(monkeypatch)
     rng = np.random.default_rng(0)
-    out, act = (10, "softmax") if loss == "cross_entropy" else (1, "sigmoid")
+    out, act, metric = {"cross_entropy": (10, "softmax", "accuracy"),
+                        "bce": (1, "sigmoid", "accuracy"), "mse": (1, None, "mae")}[loss]
 
     def launches(rows):
         X, y = rng.standard_normal((rows, 784)).astype(np.float32), rng.integers(0, out, rows)
@@ -265,7 +266,7 @@ def test_launches_per_fit_step_with_accuracy(fake, monkeypatch, shuffle, budget,
                                gn.Dense(128, 64, activation="relu"),
                                gn.Dense(64, out, activation=act)], device="cuda:0", seed=0)
         kwargs = dict(loss=loss, epochs=1, batch_size=16, verbose=0,
-                      shuffle=shuffle, metrics=["accuracy"], on_divergence="off")
+                      shuffle=shuffle, metrics=[metric], on_divergence="off")
         model.fit(X, y, **kwargs)
         fake.launches = 0
         model.fit(X, y, optimizer=model.optimizer, **kwargs)

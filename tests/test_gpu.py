@@ -248,7 +248,8 @@ def test_softmax_loss_kernel_does_the_whole_head(cuda, dense, rows, cols):
     got = _fused_head(cuda, "softmax", zw, target if dense else labels, count=not dense)
     z = zw + got["bias"]
     value, prob, grad = gn.backend.ops.softmax_cross_entropy(np, z, target)
-    _check_head(got, value, prob, grad, z, np.sum(prob.argmax(axis=1) == labels))
+    _check_head(got, value, prob, grad, z,
+                None if dense else np.sum(prob.argmax(axis=1) == labels))
 
 
 @pytest.mark.parametrize("rows, cols", [(1, 1), (37, 1), (300, 3), (700, 40)])
@@ -270,13 +271,14 @@ def test_sigmoid_loss_kernel_does_the_whole_head(cuda, rows, cols):
 
 @pytest.mark.parametrize("rows, cols", [(1, 1), (300, 3), (70, 40)])
 def test_squared_error_kernel_does_the_whole_head(cuda, rows, cols):
-    """Mean squared error on an identity output: bias, dL/dz, loss and bias gradient in one
-    launch; the output is z itself (no copy)."""
+    """Mean squared error on an identity output: bias, dL/dz, loss, bias gradient and the
+    MAE metric's batch sum in one launch; the output is z itself (no copy)."""
     rng = np.random.default_rng(rows + 7 * cols)
     zw, target = rng.standard_normal((rows, cols)), rng.standard_normal((rows, cols))
-    got = _fused_head(cuda, "identity", zw, target, count=False)
+    got = _fused_head(cuda, "identity", zw, target, count=True)
     z = zw + got["bias"]
-    _check_head(got, np.mean((z - target) ** 2), z, 2 * (z - target) / z.size, z, None)
+    mae_sum = np.sum(np.mean(np.abs(z - target), axis=1))  # what the MAE metric adds up
+    _check_head(got, np.mean((z - target) ** 2), z, 2 * (z - target) / z.size, z, mae_sum)
 
 
 def _fused_head(cuda, kind, zw, target, count):
@@ -288,26 +290,28 @@ def _fused_head(cuda, kind, zw, target, count):
     bias = np.random.default_rng(cols).standard_normal(cols)
 
     def run():
+        # The metric slot: a count of correct predictions, or the squared error's MAE sum.
+        slot = be.zeros((2,), dtype=be.xp.int64 if kind != "identity" else None)[0]
         fusion = StepFusion(bias=be.asarray(bias), bias_grad=be.zeros((cols,)),
-                            loss=be.zeros((3,))[1], correct=be.zeros(
-                                (2,), dtype=be.xp.int64)[0] if count else None)
+                            loss=be.zeros((3,))[1], metric=slot if count else None)
         z = be.asarray(zw.copy())  # the kernel adds the bias in place
         value, prob, grad = be.fused_loss(kind, z, be.asarray(target), fusion)
         assert fusion.loss_done and fusion.bias_grad_done and value is fusion.loss
-        assert fusion.correct_done == count
+        assert fusion.metric_done == count
         out = [gn.to_numpy(a).copy() for a in (value, prob, grad, fusion.bias_grad, z)]
-        return out + [np.asarray(int(fusion.correct) if count else -1)]
+        return out + [np.asarray(float(fusion.metric) if count else np.nan)]
 
-    names = ("value", "prob", "grad", "bias_grad", "z", "correct")
+    names = ("value", "prob", "grad", "bias_grad", "z", "metric")
     return dict(zip(names, _bits_twice(run)), bias=bias)
 
 
-def _check_head(got, value, prob, grad, z, correct):
+def _check_head(got, value, prob, grad, z, metric):
     np.testing.assert_allclose(got["value"], value, rtol=1e-13)
     for name, want in [("prob", prob), ("grad", grad), ("bias_grad", grad.sum(axis=0)),
                        ("z", z)]:
         np.testing.assert_allclose(got[name], want, rtol=1e-12, atol=1e-15, err_msg=name)
-    assert got["correct"] in (-1, correct)
+    if metric is not None:
+        np.testing.assert_allclose(got["metric"], metric, rtol=1e-12)
 
 
 @pytest.mark.parametrize("targets", ["labels", "rows"])

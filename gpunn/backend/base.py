@@ -37,17 +37,19 @@ class StepFusion:
     loss : 0-d array or None
         The epoch buffer's slot for this step's loss; ``loss_done`` says whether the
         value was written there.
-    correct : 0-d int64 array or None
-        The slot for this step's count of correct labels; ``correct_done`` likewise.
+    metric : 0-d array or None
+        The slot for this step's value of the loss's own metric, ``metric_done`` likewise:
+        the count of correct predictions (int64) for the cross-entropies, the sum over
+        rows of the mean absolute error over outputs for the squared error.
     """
 
     bias: object = None
     bias_grad: object = None
     loss: object = None
-    correct: object = None
+    metric: object = None
     bias_grad_done: bool = False
     loss_done: bool = False
-    correct_done: bool = False
+    metric_done: bool = False
 
     def add_bias(self, z):
         """``z + bias`` for a path that does none of the fused work."""

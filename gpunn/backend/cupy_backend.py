@@ -180,11 +180,11 @@ class CupyBackend(Backend):
     def fused_loss(self, kind, z, target, fusion):
         launch = {"softmax": cupy_kernels.softmax_xent, "sigmoid": cupy_kernels.sigmoid_xent,
                   "identity": cupy_kernels.squared_error}[kind]
-        out = launch(z, target, fusion.bias, fusion.bias_grad, fusion.loss, fusion.correct)
+        out = launch(z, target, fusion.bias, fusion.bias_grad, fusion.loss, fusion.metric)
         if out is not None:
             fusion.bias_grad_done = fusion.bias_grad is not None
             fusion.loss_done = fusion.loss is not None
-            fusion.correct_done = fusion.correct is not None
+            fusion.metric_done = fusion.metric is not None
         return out
 
     def softmax_cross_entropy(self, z, target):

@@ -156,7 +156,7 @@ def _or_null(a):
     return _NULL if a is None else a
 
 
-def softmax_xent(z, target, bias=None, bias_grad=None, loss_out=None, correct_out=None):
+def softmax_xent(z, target, bias=None, bias_grad=None, loss_out=None, metric_out=None):
     """Softmax cross-entropy from logits, with what a training step needs of it.
 
     Parameters
@@ -169,7 +169,7 @@ def softmax_xent(z, target, bias=None, bias_grad=None, loss_out=None, correct_ou
         Written with the bias gradient (column sums of the returned gradient).
     loss_out : 0-d array, optional
         Where the loss goes (a slot of the epoch's buffer); a new 0-d array otherwise.
-    correct_out : 0-d int64 array, optional
+    metric_out : 0-d int64 array, optional
         Written with the number of rows whose first largest probability is the label
         (labels only).
 
@@ -184,7 +184,7 @@ def softmax_xent(z, target, bias=None, bias_grad=None, loss_out=None, correct_ou
     extras = [a for a in (bias, bias_grad, loss_out) if a is not None]
     if kernel is None or not z.flags.c_contiguous or any(
             a.dtype != z.dtype or not a.flags.c_contiguous for a in extras) or (
-            correct_out is not None and (dense or correct_out.dtype != np.int64)):
+            metric_out is not None and (dense or metric_out.dtype != np.int64)):
         return None
     target = cupy.ascontiguousarray(target, dtype=z.dtype if dense else cupy.int64)
     prob, grad = cupy.empty_like(z), cupy.empty_like(z)
@@ -200,43 +200,45 @@ def softmax_xent(z, target, bias=None, bias_grad=None, loss_out=None, correct_ou
     tail = (_partials(blocks * (cols + 2), z.dtype), _counter(cupy.cuda.Device().id),
             np.int64(rows), np.int64(cols), t(1.0 / rows))
     args = (z, _or_null(bias), target) + common + (
-        () if dense else (_or_null(correct_out),)) + tail
+        () if dense else (_or_null(metric_out),)) + tail
     kernel((blocks,), (threads,), args, shared_mem=threads * (z.dtype.itemsize + 8) + 8)
     return value, prob, grad
 
 
-def sigmoid_xent(z, target, bias=None, bias_grad=None, loss_out=None, correct_out=None):
+def sigmoid_xent(z, target, bias=None, bias_grad=None, loss_out=None, metric_out=None):
     """Sigmoid binary cross-entropy from logits, with a step's extras (as
-    :func:`softmax_xent`): mean over all elements, ``correct_out`` counts the elements
-    with ``(p >= 1/2) == (t >= 1/2)``. :func:`squared_error` is the same call for the
-    mean squared error (its output is ``z`` itself, and it counts nothing).
+    :func:`softmax_xent`): mean over all elements; ``metric_out`` (0-d int64) counts the
+    elements with ``(p >= 1/2) == (t >= 1/2)``. :func:`squared_error` is the same call for
+    the mean squared error: its output is ``z`` itself, and ``metric_out`` (0-d, z's
+    dtype) gets the sum over rows of the mean absolute error over outputs (the MAE
+    metric's batch sum).
 
     Parameters
     ----------
     z, target : (N, K)
     bias, bias_grad : (K,), optional
-    loss_out, correct_out : 0-d arrays, optional
+    loss_out, metric_out : 0-d arrays, optional
 
     Returns
     -------
     (value, prob, grad) or None
     """
     return _elementwise_loss("sigmoid_xent", z, target, bias, bias_grad, loss_out,
-                             correct_out)
+                             metric_out, np.int64)
 
 
-def squared_error(z, target, bias=None, bias_grad=None, loss_out=None, correct_out=None):
+def squared_error(z, target, bias=None, bias_grad=None, loss_out=None, metric_out=None):
     """See :func:`sigmoid_xent`."""
-    return None if correct_out is not None else _elementwise_loss(
-        "squared_error", z, target, bias, bias_grad, loss_out, None)
+    return _elementwise_loss("squared_error", z, target, bias, bias_grad, loss_out,
+                             metric_out, z.dtype)
 
 
-def _elementwise_loss(name, z, target, bias, bias_grad, loss_out, correct_out):
+def _elementwise_loss(name, z, target, bias, bias_grad, loss_out, metric_out, metric_dtype):
     kernel = function(name, z.dtype)
     extras = [a for a in (target, bias, bias_grad, loss_out) if a is not None]
     if kernel is None or z.ndim != 2 or target.shape != z.shape or not z.flags.c_contiguous \
             or any(a.dtype != z.dtype or not a.flags.c_contiguous for a in extras) or (
-            correct_out is not None and correct_out.dtype != np.int64):
+            metric_out is not None and metric_out.dtype != metric_dtype):
         return None
     rows, cols = z.shape
     prob = z if name == "squared_error" else cupy.empty_like(z)
@@ -247,7 +249,7 @@ def _elementwise_loss(name, z, target, bias, bias_grad, loss_out, correct_out):
     partials = _partials(chunks * cols + 2 * tiles * chunks, z.dtype)
     kernel((tiles, chunks), (32, 8),
            (z, _or_null(bias), target, prob, grad, value, _or_null(bias_grad),
-            _or_null(correct_out), partials, _counter(cupy.cuda.Device().id), np.int64(rows),
+            _or_null(metric_out), partials, _counter(cupy.cuda.Device().id), np.int64(rows),
             np.int64(cols), t(1.0 / z.size)), shared_mem=32 * 8 * z.dtype.itemsize + 8)
     return value, prob, grad
 

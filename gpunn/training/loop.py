@@ -11,6 +11,7 @@ import contextlib
 import math
 import time
 
+from .. import metrics as _metrics
 from ..backend.base import StepFusion
 from ..callbacks import Callback
 from ..distributed import plan as _plan
@@ -54,7 +55,7 @@ class Trainer:
             SkipNonFinite(optimizer) if self.skip else optimizer)
         self.logits = model.takes_logits(loss)
         # The loss kernel may add the last bias, write its gradient, the step's loss and
-        # its count of correct labels (one launch instead of about eight).
+        # its metric (one launch instead of about eight).
         # A subclass that changes the maths (its own forward_logits or gradient) keeps them:
         # the flag counts only where the class itself sets it.
         self.fuse = (self.logits and amp is None
@@ -64,22 +65,29 @@ class Trainer:
                           if type(cb).on_batch_end is not Callback.on_batch_end]
 
     # ------------------------------------------------------------------ one step
-    def fusion(self, loss_slot=None, correct_slot=None) -> StepFusion | None:
+    def fusion(self, loss_slot=None, metric_slot=None) -> StepFusion | None:
         """The work a step may hand to the loss kernel (see ``StepFusion``), or None."""
         if not self.fuse:
             return None
         head = self.model.layers[-1]
         return StepFusion(bias=head.params["b"], bias_grad=head.grads["b"], loss=loss_slot,
-                          correct=correct_slot)
+                          metric=metric_slot)
 
-    def _fuses_accuracy(self, T) -> bool:
-        """Whether the loss kernel counts correct predictions as the accuracy metric does:
-        softmax on labels, or sigmoid with one output (one-hot rows and several sigmoid
-        outputs are compared by argmax there)."""
+    def _fused_metric(self, T):
+        """``(index in self.metrics, buffer dtype)`` of the metric the loss kernel computes
+        exactly as the metric does, or None: accuracy for softmax on labels and for sigmoid
+        with one output (one-hot rows and several outputs are compared by argmax there),
+        MAE for the squared error."""
         if not self.fuse:
-            return False
+            return None
         kind, outputs = self.loss.logits_of, self.model.layers[-1].out_features
-        return T.ndim == 1 if kind == "softmax" else kind == "sigmoid" and outputs == 1
+        wanted = {"softmax": _metrics.Accuracy if T.ndim == 1 else None,
+                  "sigmoid": _metrics.Accuracy if outputs == 1 else None,
+                  "identity": _metrics.MAE}.get(kind)
+        at = next((i for i, m in enumerate(self.metrics) if type(m) is wanted), None)
+        if at is None:
+            return None
+        return at, self.model.backend.xp.int64 if wanted is _metrics.Accuracy else None
 
     def step(self, x, t, fusion: StepFusion | None = None):
         """Forward, loss, backward and update of one batch; returns the loss value
@@ -245,23 +253,22 @@ class Trainer:
         acc = accumulator(backend).dtype
         step_losses = backend.zeros((steps,), dtype=acc)
         metric_steps = [None] * len(self.metrics)
-        # Accuracy on labels is counted by the fused loss kernel, into an int64 buffer.
-        fused_acc = next((i for i, m in enumerate(self.metrics) if m.name == "accuracy"),
-                         None) if self._fuses_accuracy(T) else None
-        if fused_acc is not None:
-            metric_steps[fused_acc] = backend.zeros((steps,), dtype=xp.int64)
+        fused = self._fused_metric(T)  # computed by the loss kernel into its buffer
+        fused_at = None if fused is None else fused[0]
+        if fused is not None:
+            metric_steps[fused_at] = backend.zeros((steps,), dtype=fused[1])
         total, seen, batch, counts = None, 0, -1, []
         batches = self.dist.batches(backend, X, T, b, self.shuffle, streaming,
                                     _batches.iterate)
         for batch, (xb, tb, rows) in enumerate(batches):
-            fusion = self.fusion(step_losses[batch], None if fused_acc is None
-                                 else metric_steps[fused_acc][batch]) if self.fuse else None
+            fusion = self.fusion(step_losses[batch], None if fused is None
+                                 else metric_steps[fused_at][batch]) if self.fuse else None
             value = self.step(xb, tb, fusion)
             counts.append(rows)
             if fusion is None or value is not fusion.loss:
                 step_losses[batch] = value
             for i, m in enumerate(self.metrics):
-                if i == fused_acc and fusion.correct_done:
+                if i == fused_at and fusion.metric_done:
                     continue
                 count = m.batch(xp, self.loss.output, tb)
                 if metric_steps[i] is None:

@@ -236,15 +236,16 @@ __device__ long long gpunn_block_argmax(T v, long long at, T* red, long long* wh
 // Elementwise losses over (rows, cols), mean over all elements, with a training step's
 // extras in the same launch (see softmax_xent): b (optional) added to z in place; then
 // SIGMOID: sigmoid + binary cross-entropy from logits, prob = p, grad = (p - t) * inv_n,
-//   loss max(z, 0) - z t + log1p(exp(-|z|)); correct (optional) counts the elements with
-//   (p >= 1/2) == (t >= 1/2);
-// SQUARED: squared error, prob = z (not written when prob aliases z), grad = 2 (z - t) inv_n.
+//   loss max(z, 0) - z t + log1p(exp(-|z|)); metric (optional, long long) counts the
+//   elements with (p >= 1/2) == (t >= 1/2);
+// SQUARED: squared error, prob = z (not written when prob aliases z), grad = 2 (z - t) inv_n;
+//   metric (optional, T) the sum over rows of the mean absolute error over outputs.
 // db (optional) the column sums of grad. Blocks as act_backward_bias; partial holds
 // gridDim.y rows of column sums, then (loss, count) per block.
 enum { GPUNN_LOSS_SIGMOID = 0, GPUNN_LOSS_SQUARED = 1 };
 template <typename T, int KIND>
 __device__ void elementwise_loss(T* z, const T* b, const T* target, T* prob, T* grad,
-                                 T* loss_out, T* db, long long* correct, T* partial,
+                                 T* loss_out, T* db, void* metric, T* partial,
                                  unsigned* counter, long long rows, long long cols,
                                  T inv_n) {
     GPUNN_SHARED(T, red);
@@ -274,6 +275,7 @@ __device__ void elementwise_loss(T* z, const T* b, const T* target, T* prob, T* 
                     g = T(2) * d * inv_n;
                     if (prob != z) prob[i] = v;
                     loss += d * d * inv_n;
+                    hits += fabs(d);
                 }
                 grad[i] = g;
                 s += g;
@@ -295,7 +297,9 @@ __device__ void elementwise_loss(T* z, const T* b, const T* target, T* prob, T* 
             T t = T(0);
             for (unsigned k = 0; k < gridDim.x * gridDim.y; ++k) t += pairs[2 * k];
             if (tid == 0) loss_out[0] = t;
-            else if (correct != nullptr) correct[0] = (long long)t;
+            else if (metric != nullptr && KIND == GPUNN_LOSS_SIGMOID)
+                static_cast<long long*>(metric)[0] = (long long)t;
+            else if (metric != nullptr) static_cast<T*>(metric)[0] = t / T(cols);
         }
     }
 }
@@ -505,10 +509,10 @@ __device__ void adagrad_update(T* p, const T* g, T* sum_sq, long long n, T lr, T
                           loss, db, correct, partial, counter, rows, cols, inv_n));          \
     }                                                                                        \
     extern "C" __global__ void squared_error_##S(T* z, const T* b, const T* target, T* out,  \
-            T* grad, T* loss, T* db, long long* correct, T* partial, unsigned* counter,      \
+            T* grad, T* loss, T* db, T* abs_error, T* partial, unsigned* counter,            \
             long long rows, long long cols, T inv_n) {                                       \
         GPUNN_KERNEL_BODY(elementwise_loss<T, GPUNN_LOSS_SQUARED>(z, b, target, out, grad,   \
-                          loss, db, correct, partial, counter, rows, cols, inv_n));          \
+                          loss, db, abs_error, partial, counter, rows, cols, inv_n));        \
     }                                                                                        \
     extern "C" __global__ void gather_labels_##S(const T* X, const long long* labels,       \
             const long long* idx, T* xout, long long* lout, long long k, long long xcols) {  \
