@@ -358,6 +358,13 @@ def _optimizer(path, opt_header, opt_arrays, params):
         if key and (not opt.state or opt._regroup(list(params.values())) is None):
             raise ValueError(f"state covers {sum(int(s[key].size) for s in opt.state)} "
                              f"values, the model has {total} parameters")
+        if key and len(opt.state) == 1 < len(params) and opt.state[0][key].size == total:
+            # A flat state without alignment gaps (files from before gpunn.params aligned
+            # its views): one array per parameter, which fit re-cuts for any layout.
+            cuts = np.cumsum([0] + [int(np.prod(v.shape)) for v in params.values()])
+            opt.state = [{k: np.ravel(a)[lo:hi].reshape(v.shape) for k, a in
+                          opt.state[0].items()} for lo, hi, v in zip(cuts[:-1], cuts[1:],
+                                                                     params.values())]
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         _fail(path, f"optimizer state does not fit the model ({exc})")
     return opt
