@@ -239,7 +239,6 @@ class _CrossEntropy(Loss):
         return {"from_logits": self.from_logits, "eps": self.eps}
 
 
-
 class BinaryCrossEntropy(_CrossEntropy):
     """Binary cross-entropy, mean over all elements.
 
@@ -267,13 +266,12 @@ class BinaryCrossEntropy(_CrossEntropy):
 
     def forward_logits(self, z, target, backend=None, fusion=None):
         xp = backend.xp if backend is not None else array_namespace(z)
-        target = self._target(xp, z, target)
         if fusion is not None:
             value, z = self._fused("sigmoid", z, target, backend, fusion)
             if value is not None:
                 return value
-        z, restore = _upcast(xp, z)
-        value, grad = self._sigmoid_bce(xp, z, target)
+        z, restore = _upcast(xp, z)  # then the target in float32 too, for 16-bit logits
+        value, grad = self._sigmoid_bce(xp, z, self._target(xp, z, target))
         self._grad = restore(grad)
         return value
 
@@ -348,13 +346,13 @@ class CategoricalCrossEntropy(_CrossEntropy):
 
     def forward_logits(self, z, target, backend=None, fusion=None):
         xp = backend.xp if backend is not None else array_namespace(z)
-        if target.ndim != 1:
-            target = _match_target(xp, z, target, self.name)
         if fusion is not None:
             value, z = self._fused("softmax", z, target, backend, fusion)
             if value is not None:
                 return value
         z, restore = _upcast(xp, z)
+        if target.ndim != 1:  # after the upcast: 16-bit logits meet float32 targets
+            target = _match_target(xp, z, target, self.name)
         value, self.output, grad = (softmax_cross_entropy(xp, z, target) if backend is None
                                     or z.dtype != backend.dtype
                                     else backend.softmax_cross_entropy(z, target))

@@ -41,6 +41,9 @@ class State:
         #: Operations that make the host wait for the device on CuPy: reading a value
         #: (float, int, bool, item, get) and indexing with a boolean mask.
         self.syncs = 0
+        #: ``cupy.empty``/``empty_like`` return garbage (NaN, or -7 in integers), as device
+        #: memory is: set where kernels really run, so an output they leave unwritten shows.
+        self.poison = False
 
     @property
     def current(self) -> int:
@@ -289,8 +292,15 @@ def _creation(fn):
     def call(*args, device=None, **kwargs):
         if not fn.__name__.startswith("empty"):
             STATE.launches += 1  # a fill kernel
-        return wrap(fn(*_unwrap(args), **_unwrap(kwargs)))  # device= ignored, as CuPy's
-    return call
+        return _garbage(wrap(fn(*_unwrap(args), **_unwrap(kwargs))), fn.__name__)
+    return call  # device= ignored, as CuPy's
+
+
+def _garbage(a, name: str):
+    if STATE.poison and name.startswith("empty") and a.dtype.kind in "fiu":
+        a.view(np.ndarray).fill(np.nan if a.dtype.kind == "f" else -7 % 256
+                                if a.dtype.kind == "u" else -7)
+    return a
 
 
 def _namespace() -> types.ModuleType:
@@ -338,8 +348,9 @@ def modules(state: State) -> dict:
     cupy.dtype = np.dtype
     for name in ("zeros", "empty", "ones", "eye", "arange"):
         setattr(cupy, name, _creation(getattr(np, name)))
-    cupy.empty_like = cupy.zeros_like = lambda a, dtype=None: wrap(np.zeros_like(
-        _unwrap(a), dtype=dtype))
+    cupy.zeros_like = lambda a, dtype=None: wrap(np.zeros_like(_unwrap(a), dtype=dtype))
+    cupy.empty_like = lambda a, dtype=None: _garbage(
+        wrap(np.empty_like(_unwrap(a), dtype=dtype)), "empty_like")
     cupy.asarray = _asarray
     cupy.ascontiguousarray = lambda a, dtype=None: wrap(np.ascontiguousarray(_unwrap(a),
                                                                              dtype=dtype))

@@ -53,6 +53,7 @@ def emulate_kernels(monkeypatch):
 
     monkeypatch.setattr(ck, "function", function)
     monkeypatch.setenv("GPUNN_CUDA_KERNELS", "1")
+    monkeypatch.setattr(fake_cupy.STATE, "poison", True)
     return module
 
 

@@ -226,7 +226,8 @@ def step_function(model, X, y):
     """A function running one training step on ``(X, y)`` exactly as ``fit`` runs it per
     batch, with the loss and optimiser of the last ``fit``. Inputs are checked and placed
     first, so the step never waits on the host (the benchmark captures it in a CUDA graph
-    to count its kernel launches).
+    to count its kernel launches). Where the loss kernel writes the loss into its slot (as
+    in ``fit``), every call returns that same 0-d array, overwritten by the next call.
     """
     if model.optimizer is None or model.loss is None:
         raise ValueError("step_function: the model has not been fit (no loss or optimiser)")
