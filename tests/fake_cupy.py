@@ -349,8 +349,8 @@ def modules(state: State) -> dict:
     for name in ("zeros", "empty", "ones", "eye", "arange"):
         setattr(cupy, name, _creation(getattr(np, name)))
     cupy.zeros_like = lambda a, dtype=None: wrap(np.zeros_like(_unwrap(a), dtype=dtype))
-    cupy.empty_like = lambda a, dtype=None: _garbage(
-        wrap(np.empty_like(_unwrap(a), dtype=dtype)), "empty_like")
+    cupy.empty_like = lambda a, dtype=None: _garbage(  # zeros unless poisoned: counts only
+        wrap(np.zeros_like(_unwrap(a), dtype=dtype)), "empty_like")
     cupy.asarray = _asarray
     cupy.ascontiguousarray = lambda a, dtype=None: wrap(np.ascontiguousarray(_unwrap(a),
                                                                              dtype=dtype))
