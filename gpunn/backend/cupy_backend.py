@@ -68,6 +68,11 @@ class CupyRandom:
                 self.backend.dtype)
 
 
+#: The loss-head kernels' launchers, by the output activation the loss applies.
+_HEADS = {"softmax": cupy_kernels.softmax_xent, "sigmoid": cupy_kernels.sigmoid_xent,
+          "identity": cupy_kernels.squared_error}
+
+
 class CupyBackend(Backend):
     """GPU backend on CuPy through ``array_api_compat.cupy``.
 
@@ -175,12 +180,10 @@ class CupyBackend(Backend):
         cupy.matmul(x.T, dz, out=gW)
         return gW, gb, (cupy.matmul(dz, W.T) if need_input_grad else None)
 
-    fused_losses = ("softmax", "sigmoid", "identity")
+    fused_losses = tuple(_HEADS)
 
     def fused_loss(self, kind, z, target, fusion):
-        launch = {"softmax": cupy_kernels.softmax_xent, "sigmoid": cupy_kernels.sigmoid_xent,
-                  "identity": cupy_kernels.squared_error}[kind]
-        out = launch(z, target, fusion.bias, fusion.bias_grad, fusion.loss, fusion.metric)
+        out = _HEADS[kind](z, target, fusion.bias, fusion.bias_grad, fusion.loss, fusion.metric)
         if out is not None:
             fusion.bias_grad_done = fusion.bias_grad is not None
             fusion.loss_done = fusion.loss is not None
