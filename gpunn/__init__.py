@@ -1,4 +1,4 @@
-"""gpunn: dense neural networks written once, trained on NumPy (CPU) or CuPy (CUDA GPU).
+"""gpunn: neural networks written once, trained on NumPy (CPU) or CuPy (CUDA GPU).
 
 Importing gpunn never imports CuPy; the device is detected when a backend is first asked
 for (``device="auto"``, the default).
@@ -21,6 +21,7 @@ from .layers import (
     GELU,
     ActivationLayer,
     BinaryStep,
+    Block,
     Dense,
     Dropout,
     Identity,
@@ -28,11 +29,13 @@ from .layers import (
     LeakyReLU,
     Linear,
     ReLU,
+    Residual,
     Sigmoid,
     Softmax,
     Softplus,
     Tanh,
 )
+from .layers import register as register_layer
 from .model import Sequential
 from .precision import get_precision, set_precision
 
@@ -44,6 +47,7 @@ __all__ = [
     "DeviceMemoryError",
     "Layer", "Dense", "Dropout", "ActivationLayer", "Identity", "Linear", "Sigmoid", "Tanh",
     "BinaryStep", "ReLU", "LeakyReLU", "Softmax", "ELU", "GELU", "Softplus",
+    "Block", "Residual", "register_layer",
     "Sequential", "History", "gradcheck", "GradcheckResult", "set_precision",
     "get_precision",
     "load", "ModelFileError", "callbacks", "preprocessing",

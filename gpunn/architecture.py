@@ -61,39 +61,3 @@ def _check_spec(i: int, spec) -> None:
             [f"unknown key(s) {unknown}"] if unknown else [])
         raise ValueError(f"architecture[{i}]: {' and '.join(problems)}; expected "
                          f"{list(ARCH_REQUIRED)} and optionally {list(ARCH_OPTIONAL)}")
-
-
-def check_layers(layers) -> None:
-    """A layer list a Sequential can use: sizes chain, and no layer is used twice."""
-    _check_chain(layers)
-    _check_unshared(layers)
-
-
-def _check_unshared(layers) -> None:
-    """A layer holds its own parameters, gradients and last activations: used twice (in
-    one model or in two) its gradients would be silently wrong, so that is refused."""
-    seen = {}
-    for i, layer in enumerate(layers):
-        if id(layer) in seen:
-            raise ValueError(f"Sequential layers[{i}] is the same object as layers"
-                             f"[{seen[id(layer)]}] ({layer!r}); a layer keeps its own "
-                             "activations and gradients, so use a new layer (or "
-                             "layer.clone()) for each position")
-        seen[id(layer)] = i
-        owner = layer._owner() if getattr(layer, "_owner", None) is not None else None
-        if owner is not None:
-            raise ValueError(f"Sequential layers[{i}] ({layer!r}) already belongs to "
-                             "another Sequential; sharing it would mix both models' "
-                             "gradients: use layer.clone() or a new layer")
-
-
-def _check_chain(layers) -> None:
-    width, source = None, None
-    for i, layer in enumerate(layers):
-        if layer.in_features is not None and width is not None and layer.in_features != width:
-            raise ValueError(f"layers do not chain: layer {i} ({layer!r}) expects "
-                             f"in_features={layer.in_features}, but layer {source} outputs "
-                             f"{width} features")
-        new = layer.output_shape(width)
-        if new != width:
-            width, source = new, f"{i} ({layer!r})"

@@ -28,7 +28,8 @@ class GradcheckResult:
     max_rel_error : float
         ``max |a - n| / max(|a| + |n|, 1e-12)`` (the classic CS231n ratio).
     errors : dict of str -> float
-        Largest absolute error per checked array (``"layer.W"``, ``"input"``).
+        Largest absolute error per checked array (``"dense_0.W"`` for a named layer, the
+        parameter's path ``"2.0.W"`` otherwise, ``"input"``).
     checked : int
         Number of entries compared.
     """
@@ -56,17 +57,20 @@ class _ProjectionLoss:
         return self.weights
 
 
-def _as_model(obj):
+def _as_tree(obj):
+    """The layer tree to check (a model's own tree, deep-copied later) and its backend."""
     from .layers import Layer
-    from .model import Sequential
 
-    if isinstance(obj, Sequential):
-        return obj.layers, obj.backend
     if isinstance(obj, Layer):
         if obj.backend is None:
             raise ValueError(f"gradcheck: {obj.label} is not built; call layer.build(backend)")
-        return [obj], obj.backend
+        return obj, obj.backend
     raise TypeError(f"gradcheck: expected a Sequential or a Layer, got {type(obj).__name__}")
+
+
+def _check_name(path: str, layer, key: str) -> str:
+    """``"<layer name>.<key>"`` for a named layer (``"dense_0.W"``), else the path."""
+    return f"{layer.name}.{key}" if layer.name else path
 
 
 def gradcheck(model, x, y=None, loss="mse", *, eps: float = 1e-6, rtol: float = 1e-5,
@@ -77,7 +81,8 @@ def gradcheck(model, x, y=None, loss="mse", *, eps: float = 1e-6, rtol: float = 
     Parameters
     ----------
     model : Sequential or Layer
-        A built model or layer; it is copied to float64, never modified.
+        A built model or layer (blocks included); its whole tree is deep-copied to
+        float64 and checked layer by layer, never modified.
     x : (batch, in_features) array-like
     y : array-like, optional
         Targets for ``loss``. Without ``y`` the loss is ``sum(output * w)`` with a fixed
@@ -106,19 +111,21 @@ def gradcheck(model, x, y=None, loss="mse", *, eps: float = 1e-6, rtol: float = 
     >>> bool(gn.gradcheck(net, [[0.1, -0.2, 0.3]]))
     True
     """
-    layers, backend = _as_model(model)
+    tree, backend = _as_tree(model)
     b64 = backend.with_dtype("float64")
     xp = b64.xp
     rng = np.random.default_rng(seed)
     with b64.context():  # on cuda:N, the float64 copies must be made on GPU N
-        layers = [layer.clone(b64) for layer in layers]
+        # A deep copy of the real tree (blocks and the layers inside them), so the check
+        # sees exactly the model's maths and never touches its arrays.
+        from .layers import Block
+
+        copy = Block([child.clone(b64) for child in tree.layers]) \
+            if isinstance(tree, Block) else tree.clone(b64)
         x = b64.asarray(x, dtype="float64")
 
         def run_forward():
-            out = x
-            for layer in layers:
-                out = layer.forward(out, training=False)
-            return out
+            return copy.forward(x, training=False)
 
         out = run_forward()
         if y is None:
@@ -130,17 +137,13 @@ def gradcheck(model, x, y=None, loss="mse", *, eps: float = 1e-6, rtol: float = 
         def loss_value() -> float:
             # Layer penalties (kernel_l2) are part of the loss their gradients include.
             total = float(loss_obj.forward(run_forward(), y))
-            for layer in layers:
-                penalty = layer.regularization_loss()
-                total += float(penalty) if penalty is not None else 0.0
-            return total
+            penalty = copy.regularization_loss()
+            return total + (float(penalty) if penalty is not None else 0.0)
 
         loss_obj.forward(out, y)
-        grad = loss_obj.backward()
-        for layer in reversed(layers):
-            grad = layer.backward(grad)
-        checks = [(f"{layer.name or type(layer).__name__}.{key}", layer.params[key],
-                   layer.grads[key]) for layer in layers for key in layer.params]
+        grad = copy.backward(loss_obj.backward())
+        checks = [(_check_name(path, layer, key), layer.params[key], layer.grads[key])
+                  for path, layer, key in copy.named_parameters()]
         if check_input:
             checks.append(("input", x, grad))
 

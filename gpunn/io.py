@@ -55,10 +55,9 @@ def assemble(parts: ModelParts, backend, path="model") -> Sequential:
         model = Sequential(parts.layers, device=backend, dtype=dtype, seed=0)
     except (ValueError, TypeError) as exc:
         _fail(path, f"invalid model ({exc})")
-    with model.backend.context():
-        for (i, key), value in parts.params.items():
-            model.layers[i].params[key][...] = model.backend.asarray(value)
+    parts.put_into(model)
     model.loss, model.metrics, model.optimizer = parts.loss, parts.metrics, parts.optimizer
     model.preprocessor, model.extra = parts.preprocessor, parts.extra
     model.train_state = parts.training
     return model
+

@@ -1,32 +1,35 @@
-"""``Sequential``: a stack of layers, and what is about the network.
+"""``Sequential``: a block of layers that is also a model.
 
-Building, forward and backward passes, parameters, device moves, prediction and a summary
-live here; training (:mod:`gpunn.training`) and files (:mod:`gpunn.modelfile`) are
-reached through thin entry points (``fit``, ``evaluate``, ``save``).
+As a layer (nested in another block) it is a :class:`gpunn.layers.Block`. As the root of
+a model it also owns a device, the parameter store and what is about the network:
+building, forward and backward passes, parameters, device moves, prediction and a
+summary; training (:mod:`gpunn.training`) and files (:mod:`gpunn.modelfile`) are reached
+through thin entry points (``fit``, ``evaluate``, ``save``).
 """
 
 from __future__ import annotations
 
-import weakref
-
 from . import distributed as _distributed
 from . import training as _training
-from .architecture import check_layers, layers_from_architecture
+from .architecture import layers_from_architecture
 from .backend import get_backend
 from .callbacks import History
 from .errors import describe
-from .layers import Dense, Layer
+from .layers import Block, Dense, Layer, register
 from .params import ParameterStore
 
 __all__ = ["Sequential", "History"]
 
-class Sequential:
-    """Layers applied one after another.
+@register
+class Sequential(Block):
+    """Layers applied one after another: a model, and a layer that nests in others.
 
     Parameters
     ----------
     layers : list of Layer
-        Sizes must chain: each Dense's ``in_features`` equals the previous output width.
+        Shapes must chain: each layer accepts what the one before it outputs (a Dense's
+        ``in_features`` equals the previous output width). Blocks (``Residual``, another
+        ``Sequential``) nest; parameters are named by path (``"2.0.W"``).
     device : str, Backend or module, default "auto"
         See :func:`gpunn.get_backend`; ``None`` reads ``GPUNN_DEVICE``.
     dtype : str, optional
@@ -57,32 +60,19 @@ class Sequential:
     """
 
     def __init__(self, layers, device="auto", dtype: str | None = None,
-                 seed: int | None = None):
-        layers = list(layers) if isinstance(layers, (list, tuple)) else layers
-        if not isinstance(layers, list) or not layers:
-            raise ValueError(f"Sequential layers: expected a non-empty list of layers, "
-                             f"got {describe(layers)}")
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(f"Sequential layers[{i}]: expected a gpunn Layer, got "
-                                f"{describe(layer)}")
-        check_layers(layers)
+                 seed: int | None = None, name: str | None = None):
+        super().__init__(layers, name=name)
         if _distributed.launched():  # join first: "auto" then finds this rank's own GPU
             _distributed.init()
         backend = get_backend(device if device is not None else None, dtype=dtype, seed=seed)
         # Inside the device's context: on cuda:N every allocation must land on GPU N.
         with backend.context():
-            for i, layer in enumerate(layers):
+            for i, layer in enumerate(self.layers):
                 if layer.name is None:
                     layer.name = f"{type(layer).__name__.lower()}_{i}"
-                if layer.backend is None or not layer.params:
-                    layer.build(backend)
-                else:
-                    layer.to(backend)
-        for layer in layers:
-            layer._owner = weakref.ref(self)
-        self.layers, self.backend = layers, backend
-        self.store = ParameterStore(layers, backend)
+            Block.build(self, backend, self.input_shape())
+        self.backend = backend
+        self._store = ParameterStore(self, backend)  # views bound now: references stay valid
         self.optimizer = self.loss = None
         self.metrics: list[str] = []
         self.preprocessor = None
@@ -92,6 +82,36 @@ class Sequential:
         self._fitting = False  # set by the training loop while it runs
         self._last_output_shape = None  # of the last public forward (checks backward)
         self._amp = None  # 16-bit only: the LossScaleOptimizer (master weights, scale)
+
+    @property
+    def store(self) -> ParameterStore:
+        """The parameter store of this model (its flat parameter and gradient buffers);
+        built on first use, rebuilt after a device move."""
+        if self._store is None:
+            self._store = ParameterStore(self, self.backend)
+        return self._store
+
+    def build(self, backend, input_shape=None):
+        # Nested in another block: that block's model owns the parameter store.
+        self._store = None
+        return super().build(backend, input_shape)
+
+    def get_config(self) -> dict:
+        return {"layers": [layer.spec() for layer in self.layers]}
+
+    def clone(self, backend=None) -> Sequential:
+        """A deep copy of the network (parameters, buffers, preprocessing, loss) without
+        the optimiser's state or the training progress."""
+        new = super().clone(backend)
+        new._store = ParameterStore(new, new.backend)
+        new.optimizer, new._amp, new.train_state, new._fitting = None, None, None, False
+        new.metrics, new.extra = list(self.metrics), dict(self.extra)
+        return new
+
+    @classmethod
+    def from_config(cls, config: dict):
+        # A nested Sequential is built by the model it belongs to, on that model's device.
+        return super().from_config({**config, "device": "cpu"})
 
     @classmethod
     def from_architecture(cls, architecture, **kwargs) -> Sequential:
@@ -126,14 +146,15 @@ class Sequential:
 
     @property
     def input_dim(self) -> int | None:
-        return next((lay.in_features for lay in self.layers if lay.in_features), None)
+        """Input feature count of a model on ``(batch, features)`` data (else None)."""
+        shape = self.input_shape()
+        return shape[0] if shape is not None and len(shape) == 1 else None
 
     @property
     def output_dim(self) -> int | None:
-        width = None
-        for layer in self.layers:
-            width = layer.output_shape(width)
-        return width
+        """Output width: the last axis of the per-sample output shape (None: unknown)."""
+        shape = self.output_shape(self.input_shape())
+        return shape[-1] if shape else None
 
     @property
     def loss_scale(self) -> float | None:
@@ -153,21 +174,26 @@ class Sequential:
 
     def regularization(self):
         """The layers' penalties (kernel_l2) as a 0-d device array, or None."""
-        total = None
-        for layer in self.layers:
-            r = layer.regularization_loss()
-            if r is not None:
-                total = r if total is None else total + r
-        return total
+        return self.regularization_loss()
 
     def summary(self, print_fn=print) -> str:
-        """A table of layers, output widths and parameter counts; printed and returned."""
+        """A table of layers (nested ones indented, with their paths), output shapes and
+        parameter counts; printed and returned."""
         rows = [("layer", "type", "output", "params")]
-        width = None
-        for layer in self.layers:
-            width = layer.output_shape(width)
-            n = sum(int(p.size) for p in layer.params.values())
-            rows.append((layer.name, repr(layer), f"(batch, {width})", f"{n:,}"))
+
+        def visit(block, shape, depth):
+            for key, layer in block.children().items():
+                before, shape = shape, layer.output_shape(shape)
+                n = sum(int(p.size) for _, lay in layer.walk() for p in lay.params.values())
+                out = "?" if shape is None else ", ".join(map(str, shape))
+                kind = type(layer).__name__ if layer.children() else repr(layer)
+                rows.append(("  " * depth + (layer.name or key), kind, f"(batch, {out})",
+                             f"{n:,}"))
+                if layer.children():
+                    visit(layer, before, depth + 1)
+            return shape
+
+        visit(self, self.input_shape(), 0)
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
         lines.insert(1, "-" * len(lines[0]))
@@ -190,8 +216,7 @@ class Sequential:
                                "optimiser on its device; move the model before or after fit")
         backend = get_backend(device, dtype=self.backend.dtype_name)
         with backend.context():
-            for layer in self.layers:
-                layer.to(backend)
+            Layer.to(self, backend)
             if self.optimizer is not None:
                 # Under 16-bit training the optimiser works on the float32 master weights.
                 self.optimizer.to(backend.with_dtype("float32") if self._amp is not None
@@ -232,16 +257,21 @@ class Sequential:
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x, training: bool = False):
-        """Model output ``(batch, output_dim)`` on the model's device for ``x (batch,
-        input_dim)`` (array or nested list); ``training`` enables dropout."""
+        """Model output ``(batch, *output_shape)`` on the model's device for ``x (batch,
+        *input_shape)`` (array or nested list); ``training`` enables dropout. Nested in a
+        block, it is that block's step (:meth:`gpunn.layers.Block.forward`)."""
+        if self._parent is not None:
+            return Block.forward(self, x, training)
         with self.backend.context():
-            out = self.forward_batch(_training.batches.as_input(self, x), training)
+            out = Block.forward(self, _training.batches.as_input(self, x), training)
             self._last_output_shape = tuple(out.shape)
             return out
 
-    def backward(self, grad):
-        """Backpropagate ``dL/doutput (batch, output_dim)`` of the last :meth:`forward`;
-        fills every ``layer.grads``; returns ``dL/dinput (batch, input_dim)``."""
+    def backward(self, grad, need_input_grad: bool = True):
+        """Backpropagate ``dL/doutput`` of the last :meth:`forward` (its output's shape);
+        fills every layer's ``grads``; returns ``dL/dinput``."""
+        if self._parent is not None:
+            return Block.backward(self, grad, need_input_grad)
         with self.backend.context():
             grad = self.backend.asarray(grad)
             expected = self._last_output_shape
@@ -250,47 +280,31 @@ class Sequential:
             if tuple(grad.shape) != expected:
                 raise ValueError(f"backward: expected a gradient of the last forward's "
                                  f"output shape {expected}, got {describe(grad)}")
-            return self.backward_batch(grad, need_input_grad=True)
+            return Block.backward(self, grad, need_input_grad)
 
     def forward_batch(self, x, training: bool, logits: bool = False,
                       add_bias: bool = True):
-        """:meth:`forward` on a checked device array; ``logits=True`` stops before the last
-        layer's activation (its loss applies it, see ``Loss.logits_of``), and
+        """:meth:`forward` on a checked device array; ``logits=True`` stops before the
+        output layer's activation (its loss applies it, see ``Loss.logits_of``), and
         ``add_bias=False`` also before its bias (a fused loss adds it)."""
-        last = len(self.layers) - 1 if logits else -1
-        for i, layer in enumerate(self.layers):
-            if i != last:
-                x = layer.forward(x, training)
-            elif add_bias:
-                x = layer.forward(x, training, logits=True)
-            else:
-                x = layer.forward(x, training, logits=True, add_bias=False)
-        return x
+        if logits:
+            return Block.forward_logits(self, x, training, add_bias)
+        return Block.forward(self, x, training)
 
     def backward_batch(self, grad, need_input_grad: bool, logits: bool = False,
                        bias_done: bool = False):
-        """:meth:`backward` on a device array (``dL/dz`` of the last layer when
+        """:meth:`backward` on a device array (``dL/dz`` of the output layer when
         ``logits``; ``bias_done``: its bias gradient is already written); the first layer
         skips its input gradient unless it is needed."""
-        last = len(self.layers) - 1
-        for i in range(last, -1, -1):
-            layer, need = self.layers[i], need_input_grad or i > 0
-            if isinstance(layer, Dense):
-                head = logits and i == last
-                grad = layer.backward(grad, need, logits=head, bias_done=head and bias_done)
-            else:
-                grad = layer.backward(grad)
-        return grad
-
-    def forget(self) -> None:
-        """Drop every layer's cached activations (see :meth:`Layer.forget`)."""
-        for layer in self.layers:
-            layer.forget()
+        if logits:
+            return Block.backward_logits(self, grad, need_input_grad, bias_done)
+        return Block.backward(self, grad, need_input_grad)
 
     def takes_logits(self, loss) -> bool:
-        """True when ``loss`` can take the last layer's pre-activation (its logits form)."""
-        last = self.layers[-1]
-        return isinstance(last, Dense) and loss.takes_logits_from(last.activation)
+        """True when ``loss`` can take the output layer's pre-activation (its logits
+        form): the output is a Dense whose activation the loss applies itself."""
+        out = self.output_layer()
+        return isinstance(out, Dense) and loss.takes_logits_from(out.activation)
 
     # ------------------------------------------------------------------ training entry points
     def fit(self, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size: int = 32,

@@ -7,9 +7,12 @@ Reading builds the parts (:class:`ModelParts`) and leaves assembling a model to
 Layout of the archive (NumPy ``.npz``, little-endian arrays):
 
 - ``__gpunn__``: a UTF-8 JSON header (stored as a uint8 array): format version, dtype,
-  layer types and configs, optional optimiser hyper-parameters and step count, loss,
-  metrics, preprocessing and free-form ``extra`` (e.g. class labels from the CLI);
-- ``param/<layer>/<name>``: parameters;
+  layer types and configs (a block's config holds its layers' specs), optional optimiser
+  hyper-parameters and step count, loss, metrics, preprocessing and free-form ``extra``
+  (e.g. class labels from the CLI);
+- ``param/<path>/<name>``: parameters, ``buffer/<path>/<name>``: buffers (non-trainable
+  state), where ``<path>`` is the layer's position in the tree: ``2`` for the third
+  layer, ``2.0`` for the first layer inside it;
 - ``optim/<slot>/<name>``: optimiser state; ``prep/<name>``: preprocessing arrays.
 
 Loading uses ``allow_pickle=False`` throughout, so a file can never execute code; every
@@ -187,7 +190,9 @@ class ModelParts:
     layers : list of Layer
         Built from their configs, not yet on a device.
     dtype : str
-    params : dict of (layer index, name) -> host array
+    params : dict of (layer path, name) -> host array
+        The path as in the archive (``"2"``, ``"2.0"``).
+    buffers : dict of (layer path, name) -> host array
     loss, metrics, optimizer, preprocessor, extra, training
         As saved (``optimizer`` holds host state; ``training`` is what ``resume_from``
         needs, or None).
@@ -196,12 +201,23 @@ class ModelParts:
     layers: list
     dtype: str
     params: dict
+    buffers: dict = field(default_factory=dict)
     loss: object = None
     metrics: list = field(default_factory=list)
     optimizer: object = None
     preprocessor: object = None
     extra: dict = field(default_factory=dict)
     training: dict | None = None
+
+    def put_into(self, model) -> None:
+        """Write these parameters and buffers into ``model`` (the same tree), in place."""
+        be = model.backend
+        layers = dict(model.walk())
+        with be.context():
+            for store, arrays in (("params", self.params), ("buffers", self.buffers)):
+                for (path, key), value in arrays.items():
+                    target = getattr(layers[path], store)
+                    target[key][...] = be.asarray(value, dtype=target[key].dtype)
 
 
 def read(path) -> ModelParts:
@@ -227,10 +243,13 @@ def _read_parts(path) -> ModelParts:
     with _read(path) as archive:
         header = _header(path, archive)
         layers = _layers(path, header)
-        params = {(i, key): _array(path, archive, f"param/{i}/{key}", shape)
-                  for i, layer in enumerate(layers)
-                  for key, shape in layer.param_shapes().items()}
-        known = {f"param/{i}/{k}" for i, k in params} | {"__gpunn__"}
+        tree = [(p, sub) for i, layer in enumerate(layers) for p, sub in layer.walk(str(i))]
+        params = {(p, key): _array(path, archive, f"param/{p}/{key}", shape)
+                  for p, sub in tree for key, shape in sub.param_shapes().items()}
+        buffers = {(p, key): _array(path, archive, f"buffer/{p}/{key}", shape)
+                   for p, sub in tree for key, shape in sub.buffer_shapes().items()}
+        known = {f"param/{p}/{k}" for p, k in params} | {"__gpunn__"}
+        known |= {f"buffer/{p}/{k}" for p, k in buffers}
         n_params = sum(int(np.prod(v.shape)) for v in params.values())
         # A flat optimiser state has the parameters at aligned offsets (gpunn.params).
         bound = flat_layout([tuple(v.shape) for v in params.values()])[1]
@@ -242,7 +261,7 @@ def _read_parts(path) -> ModelParts:
         if unknown:
             _fail(path, f"unexpected arrays {unknown[:5]}")
     _check_representable(path, header["dtype"], params)
-    parts = ModelParts(layers, header["dtype"], params, extra=header["extra"],
+    parts = ModelParts(layers, header["dtype"], params, buffers, extra=header["extra"],
                        metrics=_metric_names(path, header["metrics"]),
                        training=_training(path, header.get("training")))
     if isinstance(header.get("loss"), dict):
@@ -272,13 +291,13 @@ def _check_representable(path, dtype: str, params: dict) -> None:
     """Weights must survive the cast to the model's dtype (a float16 model cannot hold
     1e6)."""
     limit = {"float16": float(np.finfo(np.float16).max), "bfloat16": 3.3895e38}.get(dtype)
-    for (i, key), value in params.items():
+    for (p, key), value in params.items():
         if limit is not None and value.size and float(np.max(np.abs(value))) > limit:
-            _fail(path, f"param/{i}/{key} holds values beyond {dtype}'s range")
+            _fail(path, f"param/{p}/{key} holds values beyond {dtype}'s range")
 
 
 def _layers(path, header) -> list:
-    from .layers import LAYERS
+    from .layers import LAYERS, layer_from_spec
 
     if len(header["layers"]) > MAX_LAYERS:
         _fail(path, f"{len(header['layers'])} layers (limit {MAX_LAYERS})")
@@ -286,16 +305,16 @@ def _layers(path, header) -> list:
     for i, spec in enumerate(header["layers"]):
         if not isinstance(spec, dict) or spec.get("type") not in LAYERS or \
                 not isinstance(spec.get("config"), dict):
-            _fail(path, f"layer {i}: expected a known type ({', '.join(LAYERS)}) with "
-                        f"a config, got {str(spec)[:80]}")
+            _fail(path, f"layer {i}: expected a known type ({', '.join(sorted(LAYERS))}) "
+                        f"with a config, got {str(spec)[:80]}")
         try:
-            layer = LAYERS[spec["type"]](**spec["config"])
+            layers.append(layer_from_spec(spec, f"layer {i}"))
         except (TypeError, ValueError) as exc:
-            _fail(path, f"layer {i} ({spec['type']}): invalid config ({exc})")
-        layer.name = spec.get("name") if isinstance(spec.get("name"), str) else None
-        layers.append(layer)
+            _fail(path, str(exc))
     if not layers:
         _fail(path, "no layers")
+    if sum(1 for layer in layers for _ in layer.walk()) > MAX_LAYERS:
+        _fail(path, f"more than {MAX_LAYERS} layers in all")
     return layers
 
 

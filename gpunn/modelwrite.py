@@ -13,12 +13,11 @@ import numpy as np
 from . import safetensorsfile
 from .atomic import atomic_path
 from .backend.ops import host_array
-from .layers import ActivationLayer
 from .modelfile import FORMAT, VERSION
 
 
 def _le(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a)
+    a = np.asarray(a, order="C")  # (ascontiguousarray would make a 0-d buffer 1-d)
     if a.dtype.kind == "V" and a.dtype.itemsize == 2:
         # bfloat16 (ml_dtypes) is no NumPy dtype a reader without ml_dtypes understands;
         # float32 holds every bfloat16 value exactly, and the header keeps "bfloat16".
@@ -58,12 +57,13 @@ def dumps(model, include_optimizer: bool = True) -> bytes:
 
 def _arrays(model, include_optimizer: bool, extra) -> dict:
     arrays: dict[str, np.ndarray] = {}
-    layers = []
+    layers = [layer.spec() for layer in model.layers]  # a TypeError for unregistered types
     for i, layer in enumerate(model.layers):
-        kind = "ActivationLayer" if isinstance(layer, ActivationLayer) else type(layer).__name__
-        layers.append({"type": kind, "name": layer.name, "config": layer.config()})
-        for key, value in layer.params.items():
-            arrays[f"param/{i}/{key}"] = _le(host_array(value))
+        for path, sub in layer.walk(str(i)):
+            for key, value in sub.params.items():
+                arrays[f"param/{path}/{key}"] = _le(host_array(value))
+            for key, value in sub.buffers.items():
+                arrays[f"buffer/{path}/{key}"] = _le(host_array(value))
     header = {"format": FORMAT, "version": VERSION, "dtype": model.dtype, "layers": layers,
               "loss": None, "metrics": list(model.metrics), "optimizer": None,
               "preprocessing": None, "extra": dict(extra or model.extra or {})}

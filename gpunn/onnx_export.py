@@ -6,9 +6,11 @@ The graph
 - input ``"input"``: ``(batch, in_features)`` float32, the batch dimension symbolic;
 - the model's :class:`~gpunn.preprocessing.Standardizer`, when it has one, as ``Sub`` (the
   mean) and ``Mul`` (``1 / scale``): the arithmetic ``predict`` does;
-- one ``Gemm`` per :class:`~gpunn.layers.Dense` (``W`` is ``(in, out)``: no transpose),
-  then its activation as standard operators (table :data:`ACTIVATIONS`); ``Dropout`` is
-  nothing at inference;
+- each layer adds its own nodes (``layer.to_onnx(graph, x, path)``, walking blocks): one
+  ``Gemm`` per :class:`~gpunn.layers.Dense` (``W`` is ``(in, out)``: no transpose), then
+  its activation as standard operators (table :data:`ACTIVATIONS`); ``Dropout`` is
+  nothing at inference; a ``Residual`` is an ``Add`` of its input and its layers'
+  output; a layer without ``to_onnx`` is refused by name;
 - output ``"output"``: ``(batch, out_features)``, what ``predict`` returns (probabilities
   after a softmax or sigmoid).
 
@@ -34,7 +36,6 @@ import numpy as np
 
 from .atomic import atomic_path
 from .backend.ops import host_array
-from .layers import ActivationLayer, Dense, Dropout
 
 DEFAULT_OPSET, MIN_OPSET = 17, 13
 INSTALL_HINT = 'ONNX export needs the onnx package: pip install "gpunn[onnx]"'
@@ -65,6 +66,15 @@ class _Graph:
     def scalar(self, value: float) -> str:
         self._count += 1
         return self.const(f"c{self._count}", value)
+
+    def param(self, path: str, value) -> str:
+        """A parameter as a float32 initializer named by its path (``"2.0.W"``)."""
+        return self.const(path, host_array(value))
+
+    def activation(self, layer, x: str) -> str:
+        """The nodes of ``layer``'s activation (``layer.activation`` and its
+        ``activation_params``) applied to ``x``."""
+        return _builder(layer)(self, x, layer.activation_params)
 
     def node(self, op: str, inputs, **attrs) -> str:
         self._count += 1
@@ -122,12 +132,11 @@ def _check(model, opset) -> None:
             not MIN_OPSET <= opset <= require().defs.onnx_opset_version():
         raise ValueError(f"opset: expected an integer from {MIN_OPSET} to "
                          f"{require().defs.onnx_opset_version()}, got {opset!r}")
-    for layer in model.layers:
-        if not isinstance(layer, (Dense, Dropout, ActivationLayer)):
-            raise ValueError(f"to_onnx: {layer.label} has no ONNX form; gpunn exports "
-                             "Dense, Dropout and activation layers")
-        if isinstance(layer, (Dense, ActivationLayer)):
-            _builder(layer)
+    for _, layer in model.walk():
+        if getattr(layer, "to_onnx", None) is None:
+            raise ValueError(f"to_onnx: {layer.label} has no ONNX form; gpunn exports Dense, "
+                             "Dropout, activation layers, blocks of them, and any layer "
+                             "that defines to_onnx(graph, x, path)")
     if model.input_dim is None:
         raise ValueError("to_onnx: the model has no Dense layer, so its input width is "
                          "unknown")
@@ -176,11 +185,9 @@ def to_onnx_model(model, opset: int = DEFAULT_OPSET):
         x = g.node("Sub", [x, g.const("preprocessing.mean", prep.mean)])
         x = g.node("Mul", [x, g.const("preprocessing.inv_scale", 1.0 / prep.scale)])
     for i, layer in enumerate(model.layers):
-        if isinstance(layer, Dense):
-            x = g.node("Gemm", [x, g.const(f"layer{i}.W", host_array(layer.params["W"])),
-                                g.const(f"layer{i}.b", host_array(layer.params["b"]))])
-        if isinstance(layer, (Dense, ActivationLayer)):
-            x = _builder(layer)(g, x, layer.activation_params)
+        x = layer.to_onnx(g, x, f"layer{i}")
+    if x == "input":  # nothing but identities: the graph still needs a node
+        x = g.node("Identity", [x])
     for node in g.nodes:  # the last tensor is the graph's output
         node.output[:] = ["output" if name == x else name for name in node.output]
         node.input[:] = ["output" if name == x else name for name in node.input]

@@ -1,7 +1,8 @@
 """The parameter store: one flat buffer for all parameters and one for all gradients.
 
-Layers own ``params`` and ``grads`` dicts and know nothing of this: the store copies their
-arrays into two flat buffers and gives each layer views into them, so the optimiser updates
+Layers own ``params`` and ``grads`` dicts and know nothing of this: the store walks the
+model's layer tree, copies their arrays into two flat buffers and gives each layer views
+into them, so the optimiser updates
 the whole model in one pass (one fused kernel on a GPU) and snapshots are one copy. Each
 view starts at a multiple of :data:`ALIGN` elements (aligned pointers for cuBLAS and vector
 loads); the gaps between views hold zeros and stay zero (their gradient is zero). A layer
@@ -22,16 +23,18 @@ ALIGN = 64
 
 
 class ParameterStore:
-    """The parameters and gradients of a list of built layers, on one backend.
+    """The parameters and gradients of a built layer tree, on one backend; its buffers
+    (non-trainable state) join snapshots.
 
     Parameters
     ----------
-    layers : list of Layer
+    root : Layer
+        The model (or any layer): every parameter in its tree, by path.
     backend : Backend
     """
 
-    def __init__(self, layers, backend):
-        self.layers, self.backend = layers, backend
+    def __init__(self, root, backend):
+        self.root, self.backend = root, backend
         self.flat = None  # (P, G) when flat
         self._entries, self._pviews, self._gviews = [], [], []
         self.build()
@@ -41,8 +44,8 @@ class ParameterStore:
         or a replaced parameter)."""
         self.backend = backend = backend or self.backend
         self.flat = None
-        self._entries = [(layer, key) for layer in self.layers for key in layer.params]
-        _check_shapes(self.layers)
+        self._entries = [(layer, key) for _, layer, key in self.root.named_parameters()]
+        _check_shapes(self.root)
         if not backend.supports_views or not self._entries:
             return
         shapes = [tuple(layer.params[key].shape) for layer, key in self._entries]
@@ -58,12 +61,16 @@ class ParameterStore:
         self.flat = (P, G)
 
     def parameters(self) -> list:
-        """Every parameter array, layer by layer (``W`` before ``b``)."""
-        return [layer.params[key] for layer in self.layers for key in layer.params]
+        """Every parameter array, in the tree's order (``W`` before ``b``)."""
+        return [layer.params[key] for _, layer, key in self.root.named_parameters()]
 
     def gradients(self) -> list:
         """Gradients from the last backward, in the order of :meth:`parameters`."""
-        return [layer.grads[key] for layer in self.layers for key in layer.params]
+        return [layer.grads[key] for _, layer, key in self.root.named_parameters()]
+
+    def buffers(self) -> list:
+        """Every buffer array (non-trainable state), in the tree's order."""
+        return [layer.buffers[key] for _, layer, key in self.root.named_buffers()]
 
     def step_lists(self, adopt_params: bool = True) -> tuple[list, list]:
         """What the optimiser steps on: ``([P], [G])`` when flat, else the separate arrays.
@@ -96,25 +103,26 @@ class ParameterStore:
         return sum(int(np.prod(tuple(p.shape))) for p in self.parameters())
 
     def snapshot(self, on_device: bool = False) -> list:
-        """Copies of every parameter, on the host or (``on_device``) on the backend's
-        device (see :meth:`restore`)."""
+        """Copies of every parameter and buffer, on the host or (``on_device``) on the
+        backend's device (see :meth:`restore`)."""
+        arrays = self.parameters() + self.buffers()
         if on_device:
             xp = self.backend.xp
             with self.backend.context():
-                return [xp.asarray(p, copy=True) for p in self.parameters()]
-        return [np.array(host_array(p)) for p in self.parameters()]
+                return [xp.asarray(p, copy=True) for p in arrays]
+        return [np.array(host_array(p)) for p in arrays]
 
     def restore(self, saved: list) -> None:
-        """Put back what :meth:`snapshot` returned."""
+        """Put back what :meth:`snapshot` returned (in place: views stay valid)."""
         be = self.backend
         with be.context():
-            for p, value in zip(self.parameters(), saved):
+            for p, value in zip(self.parameters() + self.buffers(), saved):
                 p[...] = be.asarray(value, dtype=p.dtype)
 
 
-def _check_shapes(layers) -> None:
+def _check_shapes(root) -> None:
     """A parameter replaced by an array of another shape is refused, naming it."""
-    for layer in layers:
+    for _, layer in root.walk():
         for key, shape in layer.param_shapes().items():
             value = layer.params.get(key)
             given = tuple(getattr(value, "shape", ()))

@@ -183,15 +183,15 @@ def test_out_of_memory_becomes_a_clear_error(monkeypatch):
     before = [gn.to_numpy(p).copy() for p in model.parameters()]
     dense = model.layers[2]
     calls = {"n": 0}
-    original = type(dense).forward
+    original = type(dense).forward_logits  # the output layer's step under its loss
 
-    def exhausted(self, x, training=False, logits=False):
+    def exhausted(self, x, training=False, add_bias=True, activate=False):
         calls["n"] += 1
         if calls["n"] == 5:
             raise MemoryError("Unable to allocate 64.0 GiB")
-        return original(self, x, training, logits)
+        return original(self, x, training, add_bias, activate)
 
-    monkeypatch.setattr(type(dense), "forward", exhausted)
+    monkeypatch.setattr(type(dense), "forward_logits", exhausted)
     with pytest.raises(gn.DeviceMemoryError, match=r"out of memory on cpu while training "
                                                    r"with batch_size=32: .* MiB .*Lower "
                                                    r"batch_size"):

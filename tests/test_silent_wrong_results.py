@@ -273,10 +273,10 @@ def test_out_of_memory_outside_training_steps_is_a_clear_error(call, monkeypatch
     dense = model.layers[0]
     real = type(dense).forward
 
-    def exhausted(self, x, training=False, logits=False):
+    def exhausted(self, x, training=False):
         if not training:
             raise MemoryError("Unable to allocate 64 GiB")
-        return real(self, x, training, logits)
+        return real(self, x, training)
 
     monkeypatch.setattr(type(dense), "forward", exhausted)
     with pytest.raises(gn.DeviceMemoryError, match="batch_size=4"):

@@ -187,7 +187,7 @@ class Plan(Local):
         """While training: random draws of a step sized by this rank's rows are drawn
         for the whole global batch and sliced (see the module docstring)."""
         backends = {id(b): b for b in [model.backend] +
-                    [lay.backend for lay in model.layers if lay.backend is not None]}
+                    [lay.backend for _, lay in model.walk() if lay.backend is not None]}
         saved = {k: b.random for k, b in backends.items()}
         for k, b in backends.items():
             b.random = SlicedRandom(saved[k], self)
@@ -198,9 +198,10 @@ class Plan(Local):
                 b.random = saved[k]
 
     def start(self, model, seed) -> None:
-        """Every rank from rank 0's parameters and random generator."""
+        """Every rank from rank 0's parameters, buffers and random generator."""
         store = model.store
         arrays = [store.flat[0]] if store.flat is not None else store.parameters()
+        arrays += store.buffers()
         for a in arrays:
             self.engine.broadcast(a)
         random = model.backend.random

@@ -23,7 +23,7 @@ from ..backend.random import check_seed
 from ..callbacks import Callback, EpochLogger, History, ProgressBar
 from ..distributed import plan as _plan
 from ..errors import describe
-from ..layers import _positive_int
+from ..layers import positive_int as _positive_int
 from . import batches
 from .loop import Trainer, evaluate_arrays, inference_memory
 from .recovery import interrupt_flag

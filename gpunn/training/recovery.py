@@ -90,9 +90,7 @@ def oom_message(model, batch_size: int, restored_epoch: int | None) -> str:
     n_params = model.count_params()
     state = len(model.optimizer._state_keys) if model.optimizer is not None else 2
     fixed = n_params * (2 + state) * itemsize
-    widths = [model.input_dim or 0] + [lay.out_features for lay in model.layers
-                                       if lay.out_features]
-    per_batch = 2 * batch_size * sum(widths) * itemsize
+    per_batch = 2 * batch_size * _values_per_sample(model) * itemsize
     return (f"out of memory on {model.device} while training with batch_size="
             f"{batch_size}: the model needs about {fixed / 2**20:,.1f} MiB for "
             f"parameters, gradients and optimiser state plus about "
@@ -101,6 +99,16 @@ def oom_message(model, batch_size: int, restored_epoch: int | None) -> str:
             + (f"the parameters are back at the start of epoch {restored_epoch} and "
                if restored_epoch else "")
             + "memory was released")
+
+
+def _values_per_sample(model) -> int:
+    """Input and layer outputs of one sample, along the top-level layers (shapes known)."""
+    shape = model.input_shape()
+    total = int(np.prod(shape)) if shape else 0
+    for layer in model.layers:
+        shape = layer.output_shape(shape)
+        total += int(np.prod(shape)) if shape else 0
+    return total
 
 
 @contextlib.contextmanager

@@ -47,11 +47,11 @@ def read_checkpoint(model, path):
     from ..modelfile import read
 
     parts = read(path)
-    mine = [(type(lay).__name__, lay.config()) for lay in model.layers]
-    theirs = [(type(lay).__name__, lay.config()) for lay in parts.layers]
+    mine = [lay.spec() | {"name": None} for lay in model.layers]
+    theirs = [lay.spec() | {"name": None} for lay in parts.layers]
     if mine != theirs:
         raise ValueError(f"resume_from: {path} holds a different architecture "
-                         f"({[t for t, _ in theirs]} with configs that differ); build the "
+                         f"({[t['type'] for t in theirs]} with configs that differ); build the "
                          "model as it was when the checkpoint was written")
     state = parts.training
     if state is not None and state.get("rng") is not None:
@@ -75,11 +75,7 @@ def restore_checkpoint(model, parts):
     optimizer, history, first_epoch
     """
     be = model.backend
-    saved = [parts.params[(i, key)] for i, layer in enumerate(model.layers)
-             for key in layer.params]
-    with be.context():
-        for mine, value in zip(model.parameters(), saved):
-            mine[...] = be.asarray(value, dtype=mine.dtype)
+    parts.put_into(model)
     state = parts.training
     if state.get("rng") is not None:
         be.random.set_state(state["rng"])
