@@ -165,10 +165,11 @@ def _other_commands(sub) -> None:
     _cli_export.build_parser(sub.add_parser("export", help="write a saved model as ONNX"))
     sub.add_parser("info", help="versions, GPUs, and which devices are usable and why")
     sub.add_parser("devices", help="list usable devices and why CUDA is or is not usable")
-    from .bench import build_parser as bench_parser
-
-    bench_parser(sub.add_parser("bench", help="training throughput on every usable device, "
-                                "against a hand-written loop and PyTorch"))
+    # The benchmark package (workloads, impls, reports) is imported only when it runs: its
+    # own parser reads the arguments then, so `gpunn train` never loads it.
+    bench = sub.add_parser("bench", add_help=False, help="training throughput on every "
+                           "usable device, against a hand-written loop and PyTorch")
+    bench.set_defaults(bench_args=[])
 
 
 def _backend(spec, **kwargs):
@@ -349,13 +350,19 @@ def cmd_devices(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run
+    from .bench import build_parser, run
 
-    return run(args)
+    return run(build_parser(argparse.ArgumentParser(prog="gpunn bench")).parse_args(
+        args.bench_args))
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = extra  # read by the benchmark's own parser
+    elif extra:
+        parser.parse_args(argv)  # the usual error for unrecognised arguments
     code = _run(args)
     joined = distributed.joined()  # None when joining failed (mpiexec without mpi4py)
     if code and joined is not None and joined.distributed:
