@@ -62,9 +62,6 @@ def test_devices_command():
 
 def test_the_parser_does_not_import_the_benchmark():
     # `gpunn train` builds the whole parser; the benchmark package loads only for `bench`.
-    import subprocess
-    import sys
-
     code = ("import sys, gpunn.cli as c; c.build_parser(); "
             "print(sorted(m for m in sys.modules if m.startswith('gpunn.bench')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

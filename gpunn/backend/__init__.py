@@ -215,8 +215,3 @@ def from_dlpack(x, device=None):
     name = str(getattr(x, "dtype", "")).rpartition(".")[2]
     with backend.context():
         return backend.asarray(x, dtype=name if hasattr(backend.xp, name) else None)
-
-
-def cupy_imported() -> bool:
-    """True when CuPy has been imported in this process (tests check laziness)."""
-    return "cupy" in sys.modules

@@ -75,10 +75,6 @@ class World:
         """A small picklable object from ``root`` to every rank."""
         return self.comm.bcast(obj, root=root) if self.distributed else obj
 
-    def barrier(self) -> None:
-        if self.distributed:
-            self.comm.Barrier()
-
     def abort(self, code: int = 1) -> None:
         """End every rank of the job now (after this rank's message was written)."""
         sys.stdout.flush()
