@@ -14,8 +14,8 @@ from .errors import (
     GpunnError,
     TrainingDiverged,
 )
+from .files import ModelFileError, load
 from .gradcheck import GradcheckResult, gradcheck
-from .io import ModelFileError, load
 from .layers import (
     ELU,
     GELU,
@@ -51,5 +51,5 @@ __all__ = [
     "Sequential", "History", "gradcheck", "GradcheckResult", "set_precision",
     "get_precision",
     "load", "ModelFileError", "callbacks", "preprocessing",
-    "activations", "data", "init", "losses", "metrics", "optim", "training",
+    "activations", "data", "files", "init", "losses", "metrics", "optim", "training",
 ]

@@ -27,9 +27,9 @@ from .data import builtin as _builtin
 from .data import tables as _ds
 from .distributed.data import load_once
 from .errors import DeviceFallbackWarning, GpunnError
+from .files.safetensors_format import _library as require_safetensors
+from .files.safetensors_format import is_safetensors
 from .model import Sequential
-from .safetensorsfile import _library as require_safetensors
-from .safetensorsfile import is_safetensors
 
 #: Hidden layers per built-in dataset when --layers is not given.
 DEFAULT_LAYERS = {"spirals": [64, 64], "moons": [25, 50, 50, 25], "circles": [32, 32],
@@ -274,7 +274,7 @@ def _check_destinations(args) -> None:
 
 
 def cmd_predict(args) -> int:
-    from .io import load
+    from .files import load
 
     check_outputs([args.out] if args.out else [], [args.model, args.data])
     backend = _backend(args.device)

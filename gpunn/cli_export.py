@@ -1,13 +1,13 @@
 """``gpunn export MODEL --onnx OUT.onnx``: a saved model as an ONNX graph (the graph is
-described at :mod:`gpunn.onnx_export`)."""
+described at :mod:`gpunn.files.onnx_export`)."""
 
 from __future__ import annotations
 
 import warnings
 
-from . import onnx_export
 from .atomic import check_outputs
 from .backend import NumpyBackend
+from .files import onnx_export
 
 
 def build_parser(parser) -> None:
@@ -24,7 +24,7 @@ def build_parser(parser) -> None:
 
 def run(args) -> int:
     """Load, convert, write; every failure is an exception the CLI prints in one line."""
-    from .io import load
+    from .files import load
 
     onnx_export.require()  # before any work: the install line, not a half-done export
     check_outputs([args.onnx], [args.model])

@@ -3,7 +3,7 @@
 As a layer (nested in another block) it is a :class:`gpunn.layers.Block`. As the root of
 a model it also owns a device, the parameter store and what is about the network:
 building, forward and backward passes, parameters, device moves, prediction and a
-summary; training (:mod:`gpunn.training`) and files (:mod:`gpunn.modelfile`) are reached
+summary; training (:mod:`gpunn.training`) and files (:mod:`gpunn.files.format`) are reached
 through thin entry points (``fit``, ``evaluate``, ``save``).
 """
 
@@ -237,7 +237,7 @@ class Sequential(Block):
         writes; the others, holding the same model, return at once.
         """
         from . import distributed
-        from .modelwrite import save
+        from .files.write import save
 
         if not distributed.is_root():
             return
@@ -249,9 +249,9 @@ class Sequential(Block):
         input ``"input"`` ``(batch, input_dim)`` float32 with the stored standardisation
         applied, output ``"output"`` ``(batch, output_dim)`` as :meth:`predict` returns;
         float32 whatever the model's dtype; opset 13 and newer (default 17). Written
-        atomically; the graph is described at :mod:`gpunn.onnx_export`.
+        atomically; the graph is described at :mod:`gpunn.files.onnx_export`.
         """
-        from .onnx_export import save_onnx
+        from .files.onnx_export import save_onnx
 
         save_onnx(self, path, opset=opset)
 

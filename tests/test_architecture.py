@@ -98,8 +98,8 @@ def test_no_import_cycles():
     ("gpunn.layers", ("gpunn.model", "gpunn.training", "gpunn.optim", "gpunn.losses")),
     ("gpunn.losses", ("gpunn.model", "gpunn.training", "gpunn.layers", "gpunn.optim")),
     ("gpunn.optim", ("gpunn.model", "gpunn.training", "gpunn.layers", "gpunn.losses")),
-    ("gpunn.training", ("gpunn.model", "gpunn.io")),
-    ("gpunn.modelfile", ("gpunn.model", "gpunn.io", "gpunn.training")),
+    ("gpunn.training", ("gpunn.model", "gpunn.files.load")),
+    ("gpunn.files.format", ("gpunn.model", "gpunn.files.load", "gpunn.training")),
 ])
 def test_lower_layers_never_import_upper_ones(lower, upper):
     bad = sorted(f"{m} -> {t}" for m, targets in GRAPH.items()

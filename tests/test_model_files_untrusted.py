@@ -40,7 +40,7 @@ def _valid_bytes() -> bytes:
     model = gn.Sequential([gn.Dense(3, 4, activation="tanh"), gn.Dense(4, 1)], device="cpu",
                           seed=0)
     model.fit(np.ones((4, 3)), np.ones(4), loss="mse", epochs=1, verbose=0)
-    return gn.io.dumps(model)
+    return gn.files.dumps(model)
 
 
 VALID = _valid_bytes()
@@ -56,7 +56,7 @@ def test_fuzzed_bytes_never_escape_as_other_errors(edits, cut):
         data[pos] = value
     data = bytes(data[:cut] if cut < len(VALID) // 2 else data)
     try:
-        model = gn.io.loads(data, device="cpu")
+        model = gn.files.loads(data, device="cpu")
     except gn.ModelFileError:
         return
     # A mutation that zip's checksums cannot see (e.g. in padding) must still be a model.
@@ -78,7 +78,7 @@ def test_fuzzed_header_fields_give_model_file_errors(value, field):
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     try:
-        gn.io.loads(buffer.getvalue(), device="cpu")
+        gn.files.loads(buffer.getvalue(), device="cpu")
     except gn.ModelFileError:
         pass
 
@@ -102,7 +102,7 @@ def _with_preprocessing(scale):
     model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
     model.preprocessor = gn.preprocessing.Standardizer().fit(np.random.default_rng(0)
                                                              .standard_normal((8, 3)))
-    arrays, header = _arrays_and_header(gn.io.dumps(model))
+    arrays, header = _arrays_and_header(gn.files.dumps(model))
     arrays["prep/scale"] = np.asarray(scale, np.float64)
     return _pack(arrays, header)
 
@@ -127,7 +127,7 @@ def _bomb() -> bytes:
 
 def _float16_with(value) -> bytes:
     model = gn.Sequential([gn.Dense(3, 1)], device="cpu", dtype="float16", seed=0)
-    arrays, header = _arrays_and_header(gn.io.dumps(model))
+    arrays, header = _arrays_and_header(gn.files.dumps(model))
     arrays["param/0/W"] = np.full((3, 1), value, np.float64)
     return _pack(arrays, header)
 
@@ -188,7 +188,7 @@ def test_hostile_values_are_model_file_errors(name):
     data = make()
     tracemalloc.start()
     with pytest.raises(gn.ModelFileError, match=match):
-        gn.io.loads(data, device="cpu")
+        gn.files.loads(data, device="cpu")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 200 * 2**20  # bounded by what the declared model needs, not the file

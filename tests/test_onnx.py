@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import gpunn as gn
-from gpunn import cli, onnx_export
+from gpunn import cli
+from gpunn.files import onnx_export
 
 onnx = pytest.importorskip("onnx", reason='onnx not installed (pip install "gpunn[onnx]")')
 ort = pytest.importorskip("onnxruntime",

@@ -94,7 +94,7 @@ class Layer:
 
     registered_name: str | None = None
     #: ``to_onnx(graph, x, path) -> output name`` adds the layer's inference nodes to an
-    #: ONNX graph (see gpunn.onnx_export); None: the layer has no ONNX form.
+    #: ONNX graph (see gpunn.files.onnx_export); None: the layer has no ONNX form.
     to_onnx = None
     #: What forward keeps for backward; :meth:`forget` drops it.
     _cached: tuple = ()

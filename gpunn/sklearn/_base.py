@@ -340,14 +340,14 @@ class BaseMLP(BaseEstimator):
         for key in ("coefs_", "intercepts_", "_best", "_published"):
             state.pop(key, None)  # views of the network: rebuilt on load
         if "model_" in state:
-            from .. import io as _io
+            from .. import files as _io
 
             state["model_"] = _io.dumps(state["model_"])
         return state
 
     def __setstate__(self, state):
         if isinstance(state.get("model_"), bytes):
-            from .. import io as _io
+            from .. import files as _io
 
             state["model_"] = _io.loads(state["model_"], device="cpu")
             opt = state["model_"].optimizer

@@ -42,9 +42,9 @@ def read_checkpoint(model, path):
 
     Returns
     -------
-    parts : gpunn.modelfile.ModelParts
+    parts : gpunn.files.format.ModelParts
     """
-    from ..modelfile import read
+    from ..files.format import read
 
     parts = read(path)
     mine = [lay.spec() | {"name": None} for lay in model.layers]

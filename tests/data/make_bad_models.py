@@ -25,7 +25,7 @@ def good_arrays():
                           device="cpu", seed=0)
     model.fit(np.ones((8, 3), np.float32), np.arange(8) % 2, loss="cross_entropy",
               epochs=1, verbose=0)
-    with np.load(io.BytesIO(gn.io.dumps(model)), allow_pickle=False) as archive:
+    with np.load(io.BytesIO(gn.files.dumps(model)), allow_pickle=False) as archive:
         return {k: archive[k] for k in archive.files}
 
 

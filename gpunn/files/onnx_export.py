@@ -34,8 +34,8 @@ import math
 
 import numpy as np
 
-from .atomic import atomic_path
-from .backend.ops import host_array
+from ..atomic import atomic_path
+from ..backend.ops import host_array
 
 DEFAULT_OPSET, MIN_OPSET = 17, 13
 INSTALL_HINT = 'ONNX export needs the onnx package: pip install "gpunn[onnx]"'

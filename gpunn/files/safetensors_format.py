@@ -1,5 +1,5 @@
 """Model files in the safetensors format: the arrays and JSON header of the ``.npz`` format
-(:mod:`gpunn.modelfile`) in a container that PyTorch, JAX, Rust and the Hugging Face tools
+(:mod:`gpunn.files.format`) in a container that PyTorch, JAX, Rust and the Hugging Face tools
 read without pickle.
 
 Layout: every array of the ``.npz`` under the same name (``param/<layer>/<name>``,
@@ -8,7 +8,7 @@ header, which the ``.npz`` keeps as the byte array ``__gpunn__``, is the metadat
 ``__gpunn__`` (safetensors metadata maps strings to strings). Dense weights ``W`` are
 ``(in_features, out_features)``: the transpose of a ``torch.nn.Linear`` weight.
 
-:class:`SafetensorsArchive` shows a file to :mod:`gpunn.modelfile` as the ``.npz`` reader
+:class:`SafetensorsArchive` shows a file to :mod:`gpunn.files.format` as the ``.npz`` reader
 does, so both formats pass the same checks. The container itself is parsed by the
 ``safetensors`` library (``pip install "gpunn[safetensors]"``), which refuses offsets that
 overlap, leave gaps or disagree with a tensor's shape and dtype before anything is read.
@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 SUFFIX = ".safetensors"
 HEADER_KEY = "__gpunn__"
@@ -53,7 +53,7 @@ def _library():
 class SafetensorsArchive:
     """The arrays of a ``.safetensors`` model file, read lazily.
 
-    Offers what :mod:`gpunn.modelfile` uses of NumPy's ``NpzFile``: ``files``, ``[name]``,
+    Offers what :mod:`gpunn.files.format` uses of NumPy's ``NpzFile``: ``files``, ``[name]``,
     ``close`` and ``with``; plus :meth:`declared`, a member's shape and dtype from the
     header alone. The gpunn header appears as the member ``__gpunn__`` (UTF-8 bytes).
 
@@ -131,7 +131,7 @@ def write(path, arrays: dict) -> None:
     path : str
         Ends in ``.safetensors``.
     arrays : dict of str -> numpy.ndarray
-        As :mod:`gpunn.modelwrite` builds them for an ``.npz``: contiguous little-endian
+        As :mod:`gpunn.files.write` builds them for an ``.npz``: contiguous little-endian
         arrays and the JSON header as the uint8 array ``__gpunn__``.
     """
     library = _library()

@@ -1,20 +1,16 @@
-"""Saving and loading models: ``gpunn.load``, ``Sequential.save`` and in-memory bytes.
-
-The format itself (header, arrays, checks against crafted files) is
-:mod:`gpunn.modelfile`; this module turns its parts into a :class:`gpunn.Sequential` on the
-device asked for.
-"""
+"""Loading models: ``gpunn.load`` and in-memory bytes. The format itself (header, arrays,
+checks against crafted files) is :mod:`gpunn.files.format`; this module turns its parts
+into a :class:`gpunn.Sequential` on the device asked for."""
 
 from __future__ import annotations
 
 import io
 import warnings
 
-from .model import Sequential
-from .modelfile import ModelFileError, ModelParts, _fail, read
-from .modelwrite import dumps, save
+from ..model import Sequential
+from .format import ModelFileError, ModelParts, _fail, read
 
-__all__ = ["save", "load", "dumps", "loads", "ModelFileError"]
+__all__ = ["load", "loads", "assemble", "ModelFileError"]
 
 
 def load(path, device=None) -> Sequential:
@@ -29,7 +25,7 @@ def load(path, device=None) -> Sequential:
     FileNotFoundError
         No such file.
     """
-    from .backend import get_backend
+    from ..backend import get_backend
 
     backend = get_backend(device)  # a bad device is the caller's error, not the file's
     return assemble(read(path), backend, path)

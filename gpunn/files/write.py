@@ -1,4 +1,4 @@
-"""Writing model files (the format is described in :mod:`gpunn.modelfile`): an ``.npz``
+"""Writing model files (the format is described in :mod:`gpunn.files.format`): an ``.npz``
 (or ``.safetensors``) with a JSON header and host arrays, written atomically (temporary
 file, fsync, rename) with the user's umask, and the same bytes in memory for pickling."""
 
@@ -10,10 +10,10 @@ import os
 
 import numpy as np
 
-from . import safetensorsfile
-from .atomic import atomic_path
-from .backend.ops import host_array
-from .modelfile import FORMAT, VERSION
+from ..atomic import atomic_path
+from ..backend.ops import host_array
+from . import safetensors_format
+from .format import FORMAT, VERSION
 
 
 def _le(a: np.ndarray) -> np.ndarray:
@@ -40,8 +40,8 @@ def save(model, path, include_optimizer: bool = True, extra: dict | None = None)
         JSON-serialisable data kept in the header (``model.extra`` on load).
     """
     path = os.fspath(path)
-    if path.endswith(safetensorsfile.SUFFIX):
-        safetensorsfile.write(path, _arrays(model, include_optimizer, extra))
+    if path.endswith(safetensors_format.SUFFIX):
+        safetensors_format.write(path, _arrays(model, include_optimizer, extra))
         return
     if not path.endswith(".npz"):
         path += ".npz"

@@ -1,8 +1,8 @@
 """The model file format: architecture as JSON plus host arrays in one ``.npz`` (or the
-same in a ``.safetensors`` file, see :mod:`gpunn.safetensorsfile`); never pickle.
+same in a ``.safetensors`` file, see :mod:`gpunn.files.safetensors_format`); never pickle.
 
 Reading builds the parts (:class:`ModelParts`) and leaves assembling a model to
-:mod:`gpunn.io`; writing is :mod:`gpunn.modelwrite`, which needs only what a model exposes.
+:mod:`gpunn.files`; writing is :mod:`gpunn.files.write`, which needs only what a model exposes.
 
 Layout of the archive (NumPy ``.npz``, little-endian arrays):
 
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import GpunnError
-from .params import flat_layout
-from .safetensorsfile import SafetensorsArchive, SafetensorsError, is_safetensors
+from ..errors import GpunnError
+from ..params import flat_layout
+from .safetensors_format import SafetensorsArchive, SafetensorsError, is_safetensors
 
 FORMAT = "gpunn-model"
 VERSION = 1
@@ -238,7 +238,7 @@ def read(path) -> ModelParts:
 
 
 def _read_parts(path) -> ModelParts:
-    from . import losses
+    from .. import losses
 
     with _read(path) as archive:
         header = _header(path, archive)
@@ -273,14 +273,14 @@ def _read_parts(path) -> ModelParts:
     if header.get("optimizer") is not None:
         parts.optimizer = _optimizer(path, header["optimizer"], opt_arrays, params)
     if prep_arrays:
-        from .preprocessing import Standardizer
+        from ..preprocessing import Standardizer
 
         parts.preprocessor = Standardizer.from_state(prep_arrays)
     return parts
 
 
 def _metric_names(path, names) -> list:
-    from .metrics import METRICS
+    from ..metrics import METRICS
 
     if not all(isinstance(m, str) and m in METRICS for m in names):
         _fail(path, f"unknown metric names {names!r}; known: {', '.join(METRICS)}")
@@ -297,7 +297,7 @@ def _check_representable(path, dtype: str, params: dict) -> None:
 
 
 def _layers(path, header) -> list:
-    from .layers import LAYERS, layer_from_spec
+    from ..layers import LAYERS, layer_from_spec
 
     if len(header["layers"]) > MAX_LAYERS:
         _fail(path, f"{len(header['layers'])} layers (limit {MAX_LAYERS})")
@@ -319,7 +319,7 @@ def _layers(path, header) -> list:
 
 
 def _optimizer_arrays(path, archive, opt_header, n_params: int, bound: int) -> dict:
-    from . import optim
+    from .. import optim
 
     if opt_header is None:
         return {}
@@ -338,7 +338,7 @@ def _optimizer_arrays(path, archive, opt_header, n_params: int, bound: int) -> d
 
 
 def _prep_arrays(path, archive, info, layers) -> dict:
-    from .preprocessing import Standardizer
+    from ..preprocessing import Standardizer
 
     if info is None:
         return {}
@@ -353,7 +353,7 @@ def _prep_arrays(path, archive, info, layers) -> dict:
 
 
 def _optimizer(path, opt_header, opt_arrays, params):
-    from . import optim
+    from .. import optim
 
     slots = [{} for _ in range(opt_header["slots"])]
     for name, value in opt_arrays.items():
