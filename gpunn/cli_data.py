@@ -105,7 +105,7 @@ def _column_ok(c) -> bool:
     if cats is not None and not (isinstance(cats, list) and cats and all(
             isinstance(v, str) for v in cats) and len(set(cats)) == len(cats)):
         return False
-    kind = c.get("kind", "categorical" if cats else "numeric")
+    kind = c.get("kind")
     if kind not in _KINDS or (kind == "categorical") != (cats is not None):
         return False
     parse = c.get("parse")

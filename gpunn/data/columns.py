@@ -254,11 +254,9 @@ def _dates(pd, name, series, spec, options):
     return spec, f"column {name!r}: dates{how}, used as days since 1970-01-01"
 
 
-def upgrade(spec: dict) -> dict:
-    """A column spec from any model file version in today's form (early files recorded
-    only ``name`` and ``categories``)."""
-    kind = spec.get("kind") or ("categorical" if spec.get("categories") else "numeric")
-    return {"name": spec["name"], "kind": kind, "categories": spec.get("categories"),
+def complete(spec: dict) -> dict:
+    """A model file's column spec with its optional keys (``parse``, ``fill``) present."""
+    return {"name": spec["name"], "kind": spec["kind"], "categories": spec["categories"],
             "parse": spec.get("parse"), "fill": spec.get("fill")}
 
 

@@ -318,7 +318,7 @@ def read_features(path, columns: list, options: ReadOptions | None = None):
     """
     path, options = Path(path), options or ReadOptions()
     pd = pandas()
-    specs = [_cols.upgrade(c) for c in columns]
+    specs = [_cols.complete(c) for c in columns]
     frame, _ = read_frame(path, options, text=[s["name"] for s in specs
                                                if s["kind"] != "numeric" or s["parse"]])
     missing = [s["name"] for s in specs if s["name"] not in frame.columns]
