@@ -354,7 +354,7 @@ def _optimizer(path, opt_header, opt_arrays, params):
         opt.load_state_dict({"kind": opt_header["kind"], "hyper": opt_header["hyper"],
                              "t": t, "state": slots})
         total = sum(int(np.prod(v.shape)) for v in params.values())
-        key = opt._state_keys[0] if opt._state_keys else None
+        key = opt.state_keys[0] if opt.state_keys else None
         if key and (not opt.state or opt._regroup(list(params.values())) is None):
             raise ValueError(f"state covers {sum(int(s[key].size) for s in opt.state)} "
                              f"values, the model has {total} parameters")

@@ -1,15 +1,18 @@
 """Every fast path against the generic Array API path on the same inputs.
 
-NumPy's overrides (in-place gradients, flat parameter buffer, fused optimiser kernels) and,
+NumPy's overrides (in-place gradients, flat parameter buffer, the optimiser updates it
+registers) and,
 when a GPU is usable, CuPy's, are compared with ``Backend`` (the standard-only class) on
 identical weights and data.
 """
 
 import numpy as np
 import pytest
+from conftest import optimizers_of_kind
 
 import gpunn as gn
 from gpunn.backend.base import Backend
+from gpunn.backend.numpy_backend import NumpyBackend
 
 
 def _generic(backend):
@@ -44,11 +47,16 @@ def test_linear_and_backward_parity(fast, rng):
         np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(c), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("make_opt", [lambda: gn.optim.Adam(lr=0.01, weight_decay=1e-3),
-                                      lambda: gn.optim.SGD(lr=0.05, momentum=0.9),
-                                      lambda: gn.optim.RMSprop(lr=0.005)],
-                         ids=["adam", "sgd", "rmsprop"])
-def test_flat_buffer_training_matches_generic(fast, make_opt, rng):
+#: Every fast optimiser update the NumPy backend registers, with every registered optimiser
+#: of its rule (conftest.optimizers_of_kind); the CuPy backend registers the same kinds
+#: (tests/test_gpu.py checks its own list).
+FAST_UPDATES = [pytest.param(kind, make, id=case)
+                for kind in sorted(NumpyBackend.fast_updates())
+                for case, make in optimizers_of_kind(kind)]
+
+
+@pytest.mark.parametrize("kind,make_opt", FAST_UPDATES)
+def test_flat_buffer_training_matches_generic(fast, kind, make_opt, rng):
     X = rng.standard_normal((96, 6)).astype(np.float32)
     y = rng.integers(0, 3, 96)
 
@@ -59,6 +67,8 @@ def test_flat_buffer_training_matches_generic(fast, make_opt, rng):
 
     a, b = model(fast), model(_generic(fast))
     assert a.store.flat is not None and b.store.flat is None
+    if fast.fast_update(kind, fast.dtype) is None:
+        pytest.skip(f"{fast.name} has no fast update for {kind!r}")
     # The fast backend may draw from its own generator (CuPy's): start from equal weights.
     for pa, pb in zip(a.parameters(), b.parameters()):
         pb[...] = b.backend.asarray(gn.to_numpy(pa))

@@ -1,10 +1,10 @@
 """Optimisers: SGD (momentum, Nesterov), Adam/AdamW, RMSprop, Adagrad; wrappers that skip
 non-finite steps and scale the loss for 16-bit training.
 
-Each rule lives in :mod:`gpunn.optim.rules` and runs through one named backend operation
-(``sgd_update``, ``adam_update``, ``rmsprop_update``, ``adagrad_update``): generic array
-maths in :class:`gpunn.backend.Backend`, in-place NumPy in ``numpy_backend``, one fused CUDA
-kernel each in ``cupy_backend``.
+Each rule in :mod:`gpunn.optim.rules` owns its maths: a generic update in Array API calls
+only. Backends register faster versions by the rule's kind (in-place NumPy or Numba in
+``numpy_backend``, one fused CUDA kernel each in ``cupy_backend``), which
+:meth:`Optimizer.step` runs where they exist.
 """
 
 from __future__ import annotations

@@ -1,13 +1,18 @@
-"""The optimiser base: state per parameter array, device moves, checkpoints, clipping.
+"""The optimiser base: state per parameter array, the update dispatch, device moves,
+checkpoints, clipping.
 
-An update rule (gpunn.optim.rules) builds the step's frozen hyper-parameters
-(:mod:`gpunn.backend.hyper`) and calls the backend's named update operation
-(``backend.adam_update`` ...), which is generic array maths or a fused kernel. Parameters
-are updated in place: references users hold to ``layer.params[...]`` stay valid.
+An update rule (gpunn.optim.rules, or a user's subclass) owns its maths: ``update`` is the
+generic version in Array API calls only, and ``step_constants`` the step's frozen
+hyper-parameters, derived in double precision. A backend may register a faster version of
+a rule by its ``kind`` (:func:`gpunn.backend.fast_update_for`: NumPy in place or
+Numba, one fused CUDA kernel); :meth:`Optimizer.step` runs that where the backend has one
+for the rule and dtype, else ``update``. Parameters are updated in place: references users
+hold to ``layer.params[...]`` stay valid.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -43,8 +48,12 @@ class Optimizer:
         this, before each update. Computed on the device: no host sync.
     """
 
+    #: The update rule: what backends key their fast versions of ``update`` by and what a
+    #: saved state says it belongs to (AdamW is the rule "adam" with other settings).
     kind = "base"
-    _state_keys: tuple[str, ...] = ()
+    #: Names of the per-parameter state arrays ``update`` keeps (each of its parameter's
+    #: shape, zeros at the start).
+    state_keys: tuple[str, ...] = ()
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None):
         self.lr = _real(lr, f"{type(self).__name__} lr", 0.0, low_open=True)
@@ -82,7 +91,7 @@ class Optimizer:
     def _init_state(self, params, backend) -> None:
         self.backend = backend
         self._shapes = [tuple(p.shape) for p in params]
-        self.state = [{k: backend.zeros(tuple(p.shape), dtype=p.dtype) for k in self._state_keys}
+        self.state = [{k: backend.zeros(tuple(p.shape), dtype=p.dtype) for k in self.state_keys}
                       for p in params]
 
     def attach(self, params: list, backend) -> None:
@@ -95,10 +104,10 @@ class Optimizer:
         matches = len(self.state) == len(params) and all(
             tuple(v.shape) == tuple(p.shape) for s, p in zip(self.state, params)
             for v in s.values())
-        if matches and (self.state or not self._state_keys or not params):
+        if matches and (self.state or not self.state_keys or not params):
             self.to(backend)
             self._shapes = [tuple(p.shape) for p in params]
-        elif not self.t or not self._state_keys:
+        elif not self.t or not self.state_keys:
             self._init_state(params, backend)  # nothing learned yet, or nothing to keep
         elif self._same_size(params):
             self._relayout(params, backend)
@@ -114,7 +123,7 @@ class Optimizer:
         (offset, size) pieces in one logical order, or None when they are not the same
         parameters. A model keeps its parameters in one flat buffer on NumPy and CuPy (each
         at an aligned offset, see gpunn.params) but as separate arrays elsewhere."""
-        old = [tuple(s[self._state_keys[0]].shape) for s in self.state]
+        old = [tuple(s[self.state_keys[0]].shape) for s in self.state]
         new = [tuple(p.shape) for p in params]
         for flat, parts, flat_is_old in ((old, new, True), (new, old, False)):
             offsets, total = flat_layout(parts)
@@ -131,7 +140,7 @@ class Optimizer:
         happens once per device move, not per step)."""
         old, new = self._regroup(params)
         new_state = [{} for _ in params]
-        for key in self._state_keys:
+        for key in self.state_keys:
             flat = np.concatenate([np.ravel(host_array(s[key])) for s in self.state])
             logical = np.concatenate([flat[o:o + n] for o, n in old])
             sizes = [int(p.size) for p in params]
@@ -166,17 +175,28 @@ class Optimizer:
             Same order and shapes on every call (the optimiser's state is positional).
         """
         grads = self._begin_step(params, grads)
-        hp = self._hyper_step()
+        hp = self.step_constants()
+        backend, kind = self.backend, _fast_kind(type(self), self.kind)
         for p, g, s in zip(params, grads, self.state):
-            self._update(p, g, s, hp)
+            fast = backend.fast_update(kind, p.dtype) if kind else None
+            if fast is None or not fast(p, g, s, hp):
+                self.update(backend.xp, p, g, s, hp)
 
-    def _hyper_step(self):
-        """The frozen hyper-parameters of this step (gpunn.backend.hyper)."""
-        raise NotImplementedError
+    def step_constants(self):
+        """The constants of this step (``self.t`` is its number, from 1), computed once
+        in double precision on the host: what :meth:`update` and a backend's fast
+        version of it read (the built-in rules' named tuples are in
+        :mod:`gpunn.backend.hyper`)."""
+        raise NotImplementedError(f"{type(self).__name__}: an optimiser defines "
+                                  "step_constants()")
 
-    def _update(self, p, g, state: dict, hp) -> None:
-        """Update ``p`` and ``state`` in place through the backend's operation."""
-        raise NotImplementedError
+    def update(self, xp, p, g, state: dict, hp) -> None:
+        """The rule's generic update, in Array API calls on ``xp`` only: update ``p``
+        (one parameter array, or the flat buffer holding them all) and ``state`` (its
+        arrays by name, each of ``p``'s shape) in place, as ``p[...] = ...``, from the
+        gradient ``g`` and this step's constants ``hp``."""
+        raise NotImplementedError(f"{type(self).__name__}: an optimiser defines "
+                                  "update(xp, p, g, state, hp)")
 
     # ------------------------------------------------------------------ devices & checkpoints
     def to(self, backend) -> Optimizer:
@@ -203,9 +223,9 @@ class Optimizer:
                              f"kind {self.kind!r}, got {got!r}")
         fresh = type(self)(**state["hyper"])
         for i, s in enumerate(state["state"]):
-            if set(s) != set(fresh._state_keys):
+            if set(s) != set(fresh.state_keys):
                 raise ValueError(f"{type(self).__name__}.load_state_dict: entry {i} has keys "
-                                 f"{sorted(s)}, expected {sorted(fresh._state_keys)}")
+                                 f"{sorted(s)}, expected {sorted(fresh.state_keys)}")
         self.__dict__.update({k: v for k, v in fresh.__dict__.items()
                               if k not in ("state", "backend", "t", "_shapes")})
         self.t = int(state["t"])
@@ -219,6 +239,15 @@ def _plain(shapes) -> list[tuple[int, int]]:
     """(offset, size) of arrays of ``shapes`` laid end to end."""
     sizes = [int(np.prod(s)) for s in shapes]
     return list(zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes))
+
+
+@functools.cache
+def _fast_kind(cls, kind: str) -> str | None:
+    """The kind whose registered fast paths compute ``cls``'s update: its own, unless a
+    subclass replaced ``update`` and kept the kind it inherited (a fused kernel would run
+    the parent's maths instead of the subclass's)."""
+    owner = next(c for c in cls.__mro__ if "update" in vars(c))
+    return kind if vars(owner).get("kind") == kind else None
 
 
 def _namespace_of(a):
