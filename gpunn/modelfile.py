@@ -299,15 +299,30 @@ def _layers(path, header) -> list:
     return layers
 
 
-def _optimizer_arrays(path, archive, opt_header, n_params: int, bound: int) -> dict:
-    from . import optim
+def _optimizer_class(path, opt_header):
+    """The registered optimiser class a header names: by ``name``, or (files written before
+    optimisers were registered by name) by the rule's kind, refined by the class name."""
+    from .optim import OPTIMIZERS
 
+    name = str(opt_header.get("name", opt_header.get("kind")))
+    cls = OPTIMIZERS.get(name)
+    if "name" not in opt_header and cls is not None:  # AdamW was saved as kind "adam"
+        cls = next((c for c in OPTIMIZERS.values() if c.kind == cls.kind and
+                    c.__name__ == opt_header.get("class")), cls)
+    if cls is None:
+        _fail(path, f"optimizer header names {name[:80]!r}, which is not registered (known: "
+                    f"{', '.join(sorted(OPTIMIZERS))}); if it is your own, import the "
+                    "module that registers it (gpunn.optim.register) before loading")
+    return cls
+
+
+def _optimizer_arrays(path, archive, opt_header, n_params: int, bound: int) -> dict:
     if opt_header is None:
         return {}
-    if not isinstance(opt_header, dict) or opt_header.get("kind") not in \
-            optim.OPTIMIZERS or type(opt_header.get("slots")) is not int or \
+    if not isinstance(opt_header, dict) or type(opt_header.get("slots")) is not int or \
             not 0 <= opt_header["slots"] <= n_params:
         _fail(path, "optimizer header is malformed")
+    _optimizer_class(path, opt_header)
     names = [name for name in archive.files if name.startswith("optim/")]
     for name in names:  # bounded by the model before anything is read: no zip bombs
         shape, _ = _declared(path, archive, name)
@@ -334,20 +349,15 @@ def _prep_arrays(path, archive, info, layers) -> dict:
 
 
 def _optimizer(path, opt_header, opt_arrays, params):
-    from . import optim
-
     slots = [{} for _ in range(opt_header["slots"])]
     for name, value in opt_arrays.items():
         parts = name.split("/")
         if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) >= len(slots):
             _fail(path, f"optimizer array {name!r} does not match the header")
         slots[int(parts[1])][parts[2]] = value
-    cls = getattr(optim, str(opt_header.get("class")), None)
-    if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer)):
-        cls = optim.OPTIMIZERS[opt_header["kind"]]
+    cls = _optimizer_class(path, opt_header)
     try:
-        opt = cls(**opt_header.get("hyper", {}))
-        # Host state; the next fit moves it (and re-cuts it for the model's layout).
+        opt = cls(**opt_header.get("hyper", {}))  # host state, moved by the next fit
         t = opt_header.get("t", 0)
         if isinstance(t, bool) or not isinstance(t, int) or t < 0:
             raise ValueError(f"step counter {t!r}: expected an integer >= 0")

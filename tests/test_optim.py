@@ -291,3 +291,33 @@ def test_state_of_dead_units_leaves_no_subnormals(make, numba, monkeypatch):
     assert sum(_subnormal_count(a) for a in generic.state[0].values()) > 50
     assert sum(_subnormal_count(a) for a in fast.state[0].values()) == 0
     np.testing.assert_allclose(pf, pg, rtol=1e-5, atol=1e-6)
+
+
+def test_register_names_an_optimizer_for_get_and_checks_its_arguments():
+    class Halving(gn.optim.Optimizer):
+        def __init__(self, lr=0.5):
+            super().__init__(lr)
+
+        def step_constants(self):
+            return self.lr
+
+        def update(self, xp, p, g, state, hp):
+            p[...] = p - hp * g
+
+    try:
+        assert gn.optim.register("halving")(Halving) is Halving
+        assert Halving.kind == "halving" and Halving.name == "halving"  # kind from the name
+        opt = gn.optim.get("Halving", lr=0.25)  # names are case-insensitive
+        p = np.ones(2, np.float32)
+        opt.step([p], [np.ones(2, np.float32)])
+        np.testing.assert_array_equal(p, 0.75)
+        gn.optim.register("halving")(Halving)  # the same class again (a reload): allowed
+        with pytest.raises(ValueError, match="'halving'.*already belongs to .*Halving"):
+            gn.optim.register("halving")(type("Halving2", (Halving,), {}))
+    finally:
+        gn.optim.OPTIMIZERS.pop("halving", None)
+    assert gn.optim.AdamW.kind == "adam" and gn.optim.AdamW.name == "adamw"  # a variant
+    with pytest.raises(ValueError, match="lower-case name such as 'lion', got 'Lion'"):
+        gn.optim.register("Lion")
+    with pytest.raises(TypeError, match="expected a subclass of gpunn.optim.Optimizer"):
+        gn.optim.register("thing")(dict)

@@ -10,17 +10,17 @@ only. Backends register faster versions by the rule's kind (in-place NumPy or Nu
 from __future__ import annotations
 
 from ..errors import lookup
-from .base import Optimizer
-from .rules import OPTIMIZERS, SGD, Adagrad, Adam, AdamW, RMSprop
+from .base import OPTIMIZERS, Optimizer, register
+from .rules import SGD, Adagrad, Adam, AdamW, RMSprop
 from .wrappers import LossScaleOptimizer, SkipNonFinite
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "OPTIMIZERS", "get",
-           "LossScaleOptimizer", "SkipNonFinite"]
+           "register", "LossScaleOptimizer", "SkipNonFinite"]
 
 
 def get(name, **kwargs) -> Optimizer:
-    """An optimiser by name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``,
-    ``"adagrad"``) or as given.
+    """An optimiser by registered name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``,
+    ``"adagrad"``, or one added with :func:`register`) or as given.
 
     Raises
     ------

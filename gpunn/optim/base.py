@@ -35,8 +35,67 @@ def _real(value, what: str, low: float, high: float = float("inf"), *, low_open=
     return float(value)
 
 
+#: The registered optimisers by name (see :func:`register`): what ``gpunn.optim.get``,
+#: ``fit(optimizer="...")``, the CLI's ``--optimizer`` and model files look names up in.
+OPTIMIZERS: dict[str, type] = {}
+
+
+def register(name: str):
+    """Class decorator registering an :class:`Optimizer` subclass under ``name``.
+
+    A registered optimiser is found by ``gpunn.optim.get(name)`` and ``fit(optimizer=
+    name)``, offered by the CLI's ``--optimizer``, and a model file saved with it loads
+    back with it (once the module defining it is imported). A class that declares no
+    ``kind`` of its own gets ``name`` as its kind (the key backends register fast
+    updates under); a variant of a registered rule keeps its parent's (AdamW: "adam").
+
+    Parameters
+    ----------
+    name : str
+        Lower case (names are looked up case-insensitively), e.g. ``"lion"``.
+
+    Raises
+    ------
+    ValueError
+        A name that is not a lower-case string, or one registered to another class.
+    TypeError
+        The decorated object is not an Optimizer subclass.
+    """
+    if not isinstance(name, str) or not name or name != name.lower() or \
+            name != name.strip():
+        raise ValueError(f"gpunn.optim.register: expected a lower-case name such as "
+                         f"'lion', got {name!r}")
+
+    def add(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+            raise TypeError(f"gpunn.optim.register({name!r}): expected a subclass of "
+                            f"gpunn.optim.Optimizer, got {describe(cls)}")
+        held = OPTIMIZERS.get(name)
+        # The same class defined again (its module re-imported or reloaded) replaces it.
+        if held is not None and _qualified(held) != _qualified(cls):
+            raise ValueError(f"gpunn.optim.register({name!r}): the name already belongs to "
+                             f"{_qualified(held)}; choose another for {_qualified(cls)}")
+        if cls.kind == Optimizer.kind:
+            cls.kind = name
+        if "name" not in vars(cls):
+            cls.name = name
+        OPTIMIZERS[name] = cls
+        return cls
+
+    return add
+
+
+def _qualified(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 class Optimizer:
-    """Base class: state handling, device moves and checkpoints.
+    """Base class: state handling, the update dispatch, device moves and checkpoints.
+
+    A new optimiser subclasses this, names its state arrays (:attr:`state_keys`), returns
+    its settings from :meth:`hyper` (the constructor's keyword arguments: a saved
+    optimiser is rebuilt from them), its per-step constants from :meth:`step_constants`,
+    implements :meth:`update`, and is registered with :func:`register`.
 
     Parameters
     ----------
@@ -51,6 +110,8 @@ class Optimizer:
     #: The update rule: what backends key their fast versions of ``update`` by and what a
     #: saved state says it belongs to (AdamW is the rule "adam" with other settings).
     kind = "base"
+    #: The name it is registered under (:func:`register`), None when it is not.
+    name: str | None = None
     #: Names of the per-parameter state arrays ``update`` keeps (each of its parameter's
     #: shape, zeros at the start).
     state_keys: tuple[str, ...] = ()

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from ..backend.hyper import AdagradStep, AdamStep, RMSpropStep, SGDStep
 from ..errors import flag
-from .base import Optimizer, _real
+from .base import Optimizer, _real, register
 
 
+@register("sgd")
 class SGD(Optimizer):
     """Stochastic gradient descent, optionally with (Nesterov) momentum.
 
@@ -56,6 +57,7 @@ class SGD(Optimizer):
         p[...] = p - hp.lr * g
 
 
+@register("adam")
 class Adam(Optimizer):
     """Adam, and AdamW through ``decoupled=True``.
 
@@ -109,6 +111,7 @@ class Adam(Optimizer):
         p[...] = p - (m / (xp.sqrt(v) + hp.eps_hat)) * hp.step_size
 
 
+@register("adamw")
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter); ``weight_decay`` 0.01."""
 
@@ -118,6 +121,7 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay, decoupled, clip_norm)
 
 
+@register("rmsprop")
 class RMSprop(Optimizer):
     """RMSprop: ``v = alpha v + (1-alpha) g^2``; ``p -= lr * g / (sqrt(v) + eps)``.
 
@@ -163,6 +167,7 @@ class RMSprop(Optimizer):
         p[...] = p - hp.lr * step
 
 
+@register("adagrad")
 class Adagrad(Optimizer):
     """Adagrad: ``s += g^2``; ``p -= lr_t * g / (sqrt(s) + eps)`` with
     ``lr_t = lr / (1 + (t - 1) * lr_decay)`` (PyTorch's definition).
@@ -210,6 +215,3 @@ class Adagrad(Optimizer):
         sum_sq[...] = sum_sq + g * g
         p[...] = p - hp.lr * (g / (xp.sqrt(sum_sq) + hp.eps))
 
-
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop,
-              "adagrad": Adagrad}
