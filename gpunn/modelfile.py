@@ -10,7 +10,8 @@ Layout of the archive (NumPy ``.npz``, little-endian arrays):
   layer types and configs, optional optimiser hyper-parameters and step count, loss,
   metrics, preprocessing and free-form ``extra`` (e.g. class labels from the CLI);
 - ``param/<layer>/<name>``: parameters;
-- ``optim/<slot>/<name>``: optimiser state; ``prep/<name>``: preprocessing arrays.
+- ``optim/<slot>/<name>``: optimiser state, slot ``i`` for parameter ``i``, in its shape;
+  ``prep/<name>``: preprocessing arrays.
 
 Loading uses ``allow_pickle=False`` throughout, so a file can never execute code; every
 shape and type is checked against the header before anything is built.
@@ -356,6 +357,13 @@ def _optimizer(path, opt_header, opt_arrays, params):
             _fail(path, f"optimizer array {name!r} does not match the header")
         slots[int(parts[1])][parts[2]] = value
     cls = _optimizer_class(path, opt_header)
+    shapes = [tuple(v.shape) for v in params.values()]
+    offsets, total = flat_layout(shapes)
+    if len(slots) == 1 and shapes != [(total,)] and slots[0] and all(
+            a.shape == (total,) for a in slots[0].values()):
+        # A flat state with gpunn.params' alignment gaps (older files): cut once, here.
+        slots = [{k: a[o:o + int(np.prod(s))].reshape(s) for k, a in slots[0].items()}
+                 for o, s in zip(offsets, shapes)]
     try:
         opt = cls(**opt_header.get("hyper", {}))  # host state, moved by the next fit
         t = opt_header.get("t", 0)
@@ -363,18 +371,10 @@ def _optimizer(path, opt_header, opt_arrays, params):
             raise ValueError(f"step counter {t!r}: expected an integer >= 0")
         opt.load_state_dict({"kind": opt_header["kind"], "hyper": opt_header["hyper"],
                              "t": t, "state": slots})
-        total = sum(int(np.prod(v.shape)) for v in params.values())
-        key = opt.state_keys[0] if opt.state_keys else None
-        if key and (not opt.state or opt._regroup(list(params.values())) is None):
-            raise ValueError(f"state covers {sum(int(s[key].size) for s in opt.state)} "
-                             f"values, the model has {total} parameters")
-        if key and len(opt.state) == 1 < len(params) and opt.state[0][key].size == total:
-            # A flat state without alignment gaps (files from before gpunn.params aligned
-            # its views): one array per parameter, which fit re-cuts for any layout.
-            cuts = np.cumsum([0] + [int(np.prod(v.shape)) for v in params.values()])
-            opt.state = [{k: np.ravel(a)[lo:hi].reshape(v.shape) for k, a in
-                          opt.state[0].items()} for lo, hi, v in zip(cuts[:-1], cuts[1:],
-                                                                     params.values())]
+        held = [tuple(s[opt.state_keys[0]].shape) for s in opt.state if opt.state_keys]
+        if opt.state_keys and held != shapes:
+            raise ValueError(f"state of shapes {held[:3]}... for parameters of shapes "
+                             f"{shapes[:3]}... ({len(held)} entries, {len(shapes)} needed)")
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         _fail(path, f"optimizer state does not fit the model ({exc})")
     return opt

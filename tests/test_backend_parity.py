@@ -120,31 +120,45 @@ def test_parameter_views_are_aligned_and_the_gaps_stay_zero(rng):
 
 
 def test_optimizer_state_survives_layout_changes():
-    """Own loop (separate arrays), then fit (flat), then a generic backend (separate)."""
+    """Own loop (separate arrays), then fit (flat), then a generic backend (separate), then
+    back: the state follows, and its saved form is one array per parameter throughout."""
     strict = pytest.importorskip("array_api_strict")
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 4)).astype(np.float32), rng.standard_normal(64)
     model = gn.Sequential([gn.Dense(4, 8, activation="tanh"), gn.Dense(8, 1)], device="cpu",
                           seed=0)
+    shapes = [tuple(p.shape) for p in model.parameters()]
     opt, loss = gn.optim.Adam(lr=0.01), gn.losses.get("mse")
     loss.forward(model.forward(X, training=True), y.astype(np.float32))
     model.backward(loss.backward())
     opt.step(model.parameters(), model.gradients())
     assert len(opt.state) == 4
     model.fit(X, y, loss="mse", optimizer=opt, epochs=1, batch_size=64, verbose=0)
-    assert len(opt.state) == 1 and opt.t == 2  # re-cut onto the flat buffer, state kept
+    assert len(opt.state) == 1 and opt.t == 2  # laid into the flat buffer, state kept
     m_flat = opt.state[0]["m"].copy()
+    saved = opt.state_dict()["state"]
+    assert [tuple(s["m"].shape) for s in saved] == shapes
     model.to(strict)
-    opt.attach(model.parameters(), model.backend)  # what fit does: re-cut, gaps dropped
-    offsets, _ = gn.params.flat_layout([tuple(p.shape) for p in model.parameters()])
-    for o, s in zip(offsets, opt.state):
+    opt.attach(model.parameters(), model.backend)  # what fit does: cut, gaps dropped
+    offsets, _ = gn.params.flat_layout(shapes)
+    for o, s, kept in zip(offsets, opt.state, saved):
         piece = m_flat[o:o + int(s["m"].size)].reshape(tuple(s["m"].shape))
         np.testing.assert_array_equal(gn.to_numpy(s["m"]), piece)
+        np.testing.assert_array_equal(kept["m"], piece)
     model.fit(X, y, loss="mse", optimizer=opt, epochs=1, batch_size=64, verbose=0)
     assert len(opt.state) == 4 and opt.t == 3
     model.to("cpu")  # and back onto the flat buffer, gaps restored as zeros
-    opt.attach(model.store.step_lists()[0], model.backend)
+    P = model.store.step_lists()[0]
+    opt.attach(P, model.backend, shapes)
     assert len(opt.state) == 1 and opt.state[0]["m"].size == m_flat.size
+    used = np.zeros(m_flat.size, bool)
+    for o, shape in zip(offsets, shapes):
+        used[o:o + int(np.prod(shape))] = True
+    assert not np.any(opt.state[0]["m"][~used])
+    assert [tuple(s["m"].shape) for s in opt.state_dict()["state"]] == shapes
+    with pytest.raises(ValueError, match=r"Adam.attach: expected the parameters \(shapes "
+                                         r"\[\(4, 8\).*one flat buffer of 256 values.*\(7,\)"):
+        opt.attach([np.zeros(7, np.float32)], model.backend, shapes)
 
 
 @pytest.mark.parametrize("name", sorted(gn.activations.ACTIVATIONS))
