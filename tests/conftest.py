@@ -53,6 +53,41 @@ def rng():
     return np.random.default_rng(1234)
 
 
+#: Settings reaching every branch of the built-in update rules (momentum, Nesterov, coupled
+#: and decoupled weight decay, learning-rate decay), by registered optimiser name.
+OPTIMIZER_VARIANTS = {
+    "sgd": [dict(lr=0.1), dict(lr=0.1, momentum=0.9), dict(lr=0.1, weight_decay=0.01),
+            dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)],
+    "adam": [dict(lr=0.01), dict(lr=0.01, weight_decay=0.1)],
+    "adamw": [dict(lr=0.01, weight_decay=0.1)],
+    "rmsprop": [dict(lr=0.01), dict(lr=0.01, momentum=0.5, weight_decay=0.1)],
+    "adagrad": [dict(lr=0.1), dict(lr=0.1, lr_decay=0.5, initial_accumulator_value=0.2,
+                                   weight_decay=0.05)],
+}
+
+
+def optimizers_of_kind(kind: str) -> list:
+    """``(id, factory)`` for every registered optimiser whose update rule is ``kind``: its
+    defaults and the settings in :data:`OPTIMIZER_VARIANTS`. What the parity tests run
+    through each fast path a backend registers for ``kind``."""
+    cases = []
+    for name, cls in sorted(gn.optim.OPTIMIZERS.items()):
+        if cls.kind != kind:
+            continue
+        cases.append((f"{name}-defaults", cls))
+        cases += [(f"{name}-" + "-".join(f"{k}={v}" for k, v in kw.items()),
+                   lambda cls=cls, kw=kw: cls(**kw))
+                  for kw in OPTIMIZER_VARIANTS.get(name, [])]
+    return cases
+
+
+def parity_tolerance(dtype) -> dict:
+    """``assert_allclose`` tolerances for a fast path against the generic maths after a
+    few steps: a few units in the last place of ``dtype`` (operation order differs)."""
+    eps = float(np.finfo(np.dtype(dtype)).eps)
+    return dict(rtol=32 * eps, atol=4 * eps)
+
+
 #: Test modules that read users' CSV files, which needs pandas (the gpunn[data] extra, in
 #: the test extra). Where pandas is missing (a bare GPU image) they are skipped, saying so.
 NEEDS_PANDAS = {"test_bad_input_table", "test_cli_data", "test_cli_safety",

@@ -1,15 +1,18 @@
 """Every fast path against the generic Array API path on the same inputs.
 
-NumPy's overrides (in-place gradients, flat parameter buffer, fused optimiser kernels) and,
+NumPy's overrides (in-place gradients, flat parameter buffer, the optimiser updates it
+registers) and,
 when a GPU is usable, CuPy's, are compared with ``Backend`` (the standard-only class) on
 identical weights and data.
 """
 
 import numpy as np
 import pytest
+from conftest import optimizers_of_kind
 
 import gpunn as gn
 from gpunn.backend.base import Backend
+from gpunn.backend.numpy_backend import NumpyBackend
 
 
 def _generic(backend):
@@ -44,11 +47,16 @@ def test_linear_and_backward_parity(fast, rng):
         np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(c), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("make_opt", [lambda: gn.optim.Adam(lr=0.01, weight_decay=1e-3),
-                                      lambda: gn.optim.SGD(lr=0.05, momentum=0.9),
-                                      lambda: gn.optim.RMSprop(lr=0.005)],
-                         ids=["adam", "sgd", "rmsprop"])
-def test_flat_buffer_training_matches_generic(fast, make_opt, rng):
+#: Every fast optimiser update the NumPy backend registers, with every registered optimiser
+#: of its rule (conftest.optimizers_of_kind); the CuPy backend registers the same kinds
+#: (tests/test_gpu.py checks its own list).
+FAST_UPDATES = [pytest.param(kind, make, id=case)
+                for kind in sorted(NumpyBackend.fast_updates())
+                for case, make in optimizers_of_kind(kind)]
+
+
+@pytest.mark.parametrize("kind,make_opt", FAST_UPDATES)
+def test_flat_buffer_training_matches_generic(fast, kind, make_opt, rng):
     X = rng.standard_normal((96, 6)).astype(np.float32)
     y = rng.integers(0, 3, 96)
 
@@ -59,6 +67,8 @@ def test_flat_buffer_training_matches_generic(fast, make_opt, rng):
 
     a, b = model(fast), model(_generic(fast))
     assert a.store.flat is not None and b.store.flat is None
+    if fast.fast_update(kind, fast.dtype) is None:
+        pytest.skip(f"{fast.name} has no fast update for {kind!r}")
     # The fast backend may draw from its own generator (CuPy's): start from equal weights.
     for pa, pb in zip(a.parameters(), b.parameters()):
         pb[...] = b.backend.asarray(gn.to_numpy(pa))
@@ -110,31 +120,45 @@ def test_parameter_views_are_aligned_and_the_gaps_stay_zero(rng):
 
 
 def test_optimizer_state_survives_layout_changes():
-    """Own loop (separate arrays), then fit (flat), then a generic backend (separate)."""
+    """Own loop (separate arrays), then fit (flat), then a generic backend (separate), then
+    back: the state follows, and its saved form is one array per parameter throughout."""
     strict = pytest.importorskip("array_api_strict")
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 4)).astype(np.float32), rng.standard_normal(64)
     model = gn.Sequential([gn.Dense(4, 8, activation="tanh"), gn.Dense(8, 1)], device="cpu",
                           seed=0)
+    shapes = [tuple(p.shape) for p in model.parameters()]
     opt, loss = gn.optim.Adam(lr=0.01), gn.losses.get("mse")
     loss.forward(model.forward(X, training=True), y.astype(np.float32))
     model.backward(loss.backward())
     opt.step(model.parameters(), model.gradients())
     assert len(opt.state) == 4
     model.fit(X, y, loss="mse", optimizer=opt, epochs=1, batch_size=64, verbose=0)
-    assert len(opt.state) == 1 and opt.t == 2  # re-cut onto the flat buffer, state kept
+    assert len(opt.state) == 1 and opt.t == 2  # laid into the flat buffer, state kept
     m_flat = opt.state[0]["m"].copy()
+    saved = opt.state_dict()["state"]
+    assert [tuple(s["m"].shape) for s in saved] == shapes
     model.to(strict)
-    opt.attach(model.parameters(), model.backend)  # what fit does: re-cut, gaps dropped
-    offsets, _ = gn.params.flat_layout([tuple(p.shape) for p in model.parameters()])
-    for o, s in zip(offsets, opt.state):
+    opt.attach(model.parameters(), model.backend)  # what fit does: cut, gaps dropped
+    offsets, _ = gn.params.flat_layout(shapes)
+    for o, s, kept in zip(offsets, opt.state, saved):
         piece = m_flat[o:o + int(s["m"].size)].reshape(tuple(s["m"].shape))
         np.testing.assert_array_equal(gn.to_numpy(s["m"]), piece)
+        np.testing.assert_array_equal(kept["m"], piece)
     model.fit(X, y, loss="mse", optimizer=opt, epochs=1, batch_size=64, verbose=0)
     assert len(opt.state) == 4 and opt.t == 3
     model.to("cpu")  # and back onto the flat buffer, gaps restored as zeros
-    opt.attach(model.store.step_lists()[0], model.backend)
+    P = model.store.step_lists()[0]
+    opt.attach(P, model.backend, shapes)
     assert len(opt.state) == 1 and opt.state[0]["m"].size == m_flat.size
+    used = np.zeros(m_flat.size, bool)
+    for o, shape in zip(offsets, shapes):
+        used[o:o + int(np.prod(shape))] = True
+    assert not np.any(opt.state[0]["m"][~used])
+    assert [tuple(s["m"].shape) for s in opt.state_dict()["state"]] == shapes
+    with pytest.raises(ValueError, match=r"Adam.attach: expected the parameters \(shapes "
+                                         r"\[\(4, 8\).*one flat buffer of 256 values.*\(7,\)"):
+        opt.attach([np.zeros(7, np.float32)], model.backend, shapes)
 
 
 @pytest.mark.parametrize("name", sorted(gn.activations.ACTIVATIONS))

@@ -186,11 +186,22 @@ def launches(fake, monkeypatch):
     return fake_cupy.record_kernels(monkeypatch)
 
 
-@pytest.mark.parametrize("make", [lambda: gn.optim.Adam(lr=0.01, betas=(0.9, 0.999)),
-                                  lambda: gn.optim.AdamW(lr=0.003, weight_decay=0.1),
-                                  lambda: gn.optim.RMSprop(lr=0.01, alpha=0.99, momentum=0.5),
-                                  lambda: gn.optim.SGD(lr=0.1, momentum=0.9),
-                                  lambda: gn.optim.Adagrad(lr=0.1, weight_decay=0.01)])
+#: One optimiser per update kernel (test_every_update_kernel_is_launch_checked holds this
+#: list to the kernels the CuPy backend registers).
+UPDATE_KERNEL_CASES = [lambda: gn.optim.Adam(lr=0.01, betas=(0.9, 0.999)),
+                       lambda: gn.optim.AdamW(lr=0.003, weight_decay=0.1),
+                       lambda: gn.optim.RMSprop(lr=0.01, alpha=0.99, momentum=0.5),
+                       lambda: gn.optim.SGD(lr=0.1, momentum=0.9),
+                       lambda: gn.optim.Adagrad(lr=0.1, weight_decay=0.01)]
+
+
+def test_every_update_kernel_is_launch_checked(fake):
+    from gpunn.backend.cupy_backend import CupyBackend
+
+    assert set(CupyBackend.fast_updates()) == {make().kind for make in UPDATE_KERNEL_CASES}
+
+
+@pytest.mark.parametrize("make", UPDATE_KERNEL_CASES)
 def test_optimizer_kernels_get_constants_rounded_once(launches, make):
     """Each launch passes as many arguments as the kernel declares, and constants such
     as 1 - beta2 are computed in double, then rounded: float32(1 - 0.999) is 0.001, while

@@ -104,26 +104,34 @@ def test_softmax_xent_kernel_matches_generic(cuda, dense, monkeypatch):
         np.testing.assert_allclose(gn.to_numpy(a.output), gn.to_numpy(c.output), atol=1e-6)
 
 
-@pytest.mark.parametrize("make", [lambda: gn.optim.Adam(lr=0.01, weight_decay=0.01),
-                                  lambda: gn.optim.AdamW(lr=0.01),
-                                  lambda: gn.optim.SGD(lr=0.1, momentum=0.9, nesterov=True),
-                                  lambda: gn.optim.SGD(lr=0.1),
-                                  lambda: gn.optim.RMSprop(lr=0.01, momentum=0.5),
-                                  lambda: gn.optim.Adagrad(lr=0.1, weight_decay=0.01)])
-def test_optimizer_kernels_match_generic(cuda, make, monkeypatch):
+def test_optimizer_kernels_match_generic(cuda, monkeypatch):
+    """Every fast update the CuPy backend registers, in every dtype it is registered for,
+    with every registered optimiser of its rule, against the rule's generic update (which
+    runs where the kernels are turned off)."""
+    from conftest import optimizers_of_kind
+
+    assert {"sgd", "adam", "rmsprop", "adagrad"} <= set(cuda.fast_updates())
     rng = np.random.default_rng(2)
-    p0 = rng.standard_normal(1000).astype(np.float32)
-    grads = [cuda.asarray(rng.standard_normal(1000).astype(np.float32)) for _ in range(3)]
-    results = []
-    for off in (False, True):
-        if off:
-            monkeypatch.setenv("GPUNN_CUDA_KERNELS", "0")
-        p, opt = cuda.asarray(p0.copy()), make()
-        opt.attach([p], cuda)
-        for g in grads:
-            opt.step([p], [g])
-        results.append(gn.to_numpy(p))
-    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-6)
+    for kind, dtypes in sorted(cuda.fast_updates().items()):
+        cases = optimizers_of_kind(kind)
+        assert cases, f"fast path {kind!r}: no optimiser to test it with"
+        for dtype in dtypes:
+            be = gn.get_backend(cuda, dtype=dtype)
+            assert be.fast_update(kind, be.dtype) is not None
+            p0 = rng.standard_normal(1000).astype(dtype)
+            grads = [be.asarray(rng.standard_normal(1000).astype(dtype)) for _ in range(3)]
+            tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12,
+                                                                              atol=1e-13)
+            for case, make in cases:
+                results = []
+                for flag in ("1", "0"):
+                    monkeypatch.setenv("GPUNN_CUDA_KERNELS", flag)
+                    p, opt = be.asarray(p0.copy()), make()
+                    opt.attach([p], be)
+                    for g in grads:
+                        opt.step([p], [g])
+                    results.append(gn.to_numpy(p))
+                np.testing.assert_allclose(results[0], results[1], err_msg=case, **tol)
 
 
 def test_tf32_precision_switch(cuda):

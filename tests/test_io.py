@@ -88,6 +88,63 @@ def _rewrite(src, dst, change):
     np.savez(dst, **arrays)
 
 
+def _flat_optimizer_state(gaps: bool):
+    """An edit giving a file the optimiser state that files written before it was saved per
+    parameter held: one flat array per state name, the parameters at gpunn.params' aligned
+    offsets (``gaps``: as released) or end to end (never released)."""
+    def change(arrays):
+        header = json.loads(arrays["__gpunn__"].tobytes())
+        opt = header["optimizer"]
+        names = sorted({k.split("/")[2] for k in arrays if k.startswith("optim/")})
+        pieces = {k: [arrays.pop(f"optim/{j}/{k}") for j in range(opt["slots"])]
+                  for k in names}
+        offsets, total = gn.params.flat_layout([a.shape for a in pieces[names[0]]])
+        for key, parts in pieces.items():
+            flat = np.zeros(total, parts[0].dtype)
+            for o, a in zip(offsets, parts):
+                flat[o:o + a.size] = a.ravel()
+            arrays[f"optim/0/{key}"] = flat if gaps else np.concatenate(
+                [a.ravel() for a in parts])
+        opt["slots"] = 1
+        del opt["name"]  # those files named no registered optimiser either
+        arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    return change
+
+
+def test_optimizer_state_is_saved_per_parameter_and_old_flat_files_load(tmp_path):
+    """A file holds one optimiser array per parameter in its shape, whatever the flat
+    buffer's alignment. Files written before held one flat array with the alignment gaps:
+    cut per parameter once on reading, they train on exactly as the new file does. A flat
+    state without gaps was never released and does not fit."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 5)), rng.integers(0, 3, 40)
+    model = gn.Sequential([gn.Dense(5, 7, activation="relu"),
+                           gn.Dense(7, 3, activation="softmax")], device="cpu", seed=0)
+    kwargs = dict(loss="cross_entropy", epochs=1, verbose=0, shuffle=False)
+    model.fit(X, y, optimizer=gn.optim.Adam(lr=0.01, weight_decay=0.1), **kwargs)
+    assert model.store.flat is not None and len(model.optimizer.state) == 1  # one buffer
+    model.save(tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as archive:
+        held = {k: archive[k].shape for k in archive.files if k.startswith("optim/")}
+    assert held == {f"optim/{j}/{k}": tuple(p.shape) for j, p in enumerate(model.parameters())
+                    for k in ("m", "v")}
+    _rewrite(tmp_path / "new.npz", tmp_path / "old.npz", _flat_optimizer_state(gaps=True))
+    _rewrite(tmp_path / "new.npz", tmp_path / "gapless.npz", _flat_optimizer_state(False))
+    results = []
+    for name in ("new", "old"):
+        loaded = gn.load(tmp_path / f"{name}.npz", device="cpu")
+        assert isinstance(loaded.optimizer, gn.optim.Adam)
+        for a, b in zip(loaded.optimizer.state_dict()["state"],
+                        model.optimizer.state_dict()["state"]):
+            np.testing.assert_array_equal(a["m"], b["m"])
+        loaded.fit(X, y, optimizer=loaded.optimizer, **kwargs)
+        results.append([gn.to_numpy(p) for p in loaded.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(b, a)
+    with pytest.raises(gn.ModelFileError, match="optimizer state does not fit the model"):
+        gn.load(tmp_path / "gapless.npz")
+
+
 def _header_edit(edit):
     def change(arrays):
         header = json.loads(arrays["__gpunn__"].tobytes())

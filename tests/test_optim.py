@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import optimizers_of_kind, parity_tolerance
 
 import gpunn as gn
 from gpunn.backend.numpy_backend import NumpyBackend
@@ -151,38 +152,73 @@ def test_bad_hyperparameters(make, match):
         make()
 
 
-def _fast_and_generic(make, p0, grads):
+def _fast_and_generic(make, p0, grads, fast_be=None):
     """Two optimisers from ``make`` stepping copies of ``p0`` through ``grads``: one on
-    the NumPy backend's in-place kernels, one on the generic Array API maths."""
+    ``fast_be`` (the NumPy backend: its registered fast updates), one on the generic
+    backend over the same namespace (no fast paths: the rule's own update)."""
     from gpunn.backend import Backend
 
-    fast_be = NumpyBackend()
-    generic_be = Backend(fast_be.xp, device="cpu", dtype="float32", name="generic")
+    fast_be = fast_be or NumpyBackend(dtype=p0.dtype.name)
+    generic_be = Backend(fast_be.xp, device="cpu", dtype=fast_be.dtype_name, name="generic")
+    assert generic_be.fast_updates() == {}
     runs = []
     for be in (fast_be, generic_be):
         opt, p = make(), p0.copy()
-        opt._init_state([p], be)
+        opt.attach([p], be)
         for g in grads:
             opt.step([p], [g.copy()])
         runs.append((opt, p))
     return runs
 
 
-@pytest.mark.parametrize("index", range(len(CASES)))
-def test_numpy_kernels_match_generic(index):
-    """Parity: NumPy's in-place update operations against the generic Array API maths."""
+#: Every fast update the NumPy backend registers, in every dtype it is registered for,
+#: with every registered optimiser of that rule (conftest.optimizers_of_kind).
+FAST_CASES = [pytest.param(kind, dtype, make, id=f"{case}-{dtype}")
+              for kind, dtypes in sorted(NumpyBackend.fast_updates().items())
+              for dtype in dtypes for case, make in optimizers_of_kind(kind)]
 
-    make, _ = CASES[index]
-    rng = np.random.default_rng(index)
-    p0 = rng.standard_normal((17, 5)).astype(np.float32)
-    grads = [rng.standard_normal((17, 5)).astype(np.float32) for _ in range(4)]
-    (fast_opt, pf), (generic_opt, pg) = _fast_and_generic(make, p0, grads)
-    assert pf.dtype == np.float32
-    np.testing.assert_allclose(pf, pg, rtol=2e-6, atol=2e-7)
+
+def test_every_numpy_fast_update_has_parity_cases():
+    kinds = NumpyBackend.fast_updates()
+    assert {"sgd", "adam", "rmsprop", "adagrad"} <= set(kinds)
+    for kind in kinds:
+        assert optimizers_of_kind(kind), f"fast path {kind!r}: no optimiser to test it with"
+
+
+@pytest.mark.parametrize("kind,dtype,make", FAST_CASES)
+def test_numpy_fast_updates_match_generic(kind, dtype, make):
+    """Parity: each NumPy fast path (in place, Numba) against its rule's generic update."""
+    rng = np.random.default_rng(len(FAST_CASES))
+    p0 = rng.standard_normal((17, 5)).astype(dtype)
+    grads = [rng.standard_normal((17, 5)).astype(dtype) for _ in range(4)]
+    # float16 Adam's eps (1e-8) rounds to 0: a gradient whose square underflows gives an
+    # infinite step, on both paths alike (16-bit training updates float32 master weights).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        (fast_opt, pf), (generic_opt, pg) = _fast_and_generic(make, p0, grads)
+    assert fast_opt.kind == kind and pf.dtype == np.dtype(dtype)
+    assert NumpyBackend(dtype=dtype).fast_update(kind, pf.dtype) is not None
+    tol = parity_tolerance(dtype)
+    np.testing.assert_allclose(pf, pg, **tol)
     for a, b in zip(fast_opt.state, generic_opt.state):
+        assert set(a) == set(b)
         for k in a:
-            np.testing.assert_allclose(a[k], b[k], rtol=2e-6, atol=2e-7)
-    assert math.isfinite(float(pf.sum()))
+            np.testing.assert_allclose(a[k], b[k], **tol)
+    assert dtype == "float16" or math.isfinite(float(pf.sum()))
+
+
+def test_a_subclass_with_its_own_maths_gets_no_fast_path():
+    """A subclass replacing ``update`` under its parent's kind runs its own maths: a fused
+    kernel of the parent's rule must not run in its place."""
+
+    class HalfSGD(gn.optim.SGD):
+        def update(self, xp, p, g, state, hp):
+            p[...] = p - 0.5 * hp.lr * g
+
+    be = NumpyBackend()
+    p = np.ones(3, np.float32)
+    HalfSGD(lr=0.1).step([p], [np.ones(3, np.float32)])
+    np.testing.assert_allclose(p, 0.95)
+    assert be.fast_update("sgd", p.dtype) is not None  # there is one, and it was not used
 
 
 def test_adagrad_learns_and_round_trips(tmp_path):
@@ -197,8 +233,11 @@ def test_adagrad_learns_and_round_trips(tmp_path):
     model.save(tmp_path / "m.npz")
     loaded = gn.load(tmp_path / "m.npz", device="cpu")
     assert isinstance(loaded.optimizer, gn.optim.Adagrad) and loaded.optimizer.t > 0
-    np.testing.assert_array_equal(loaded.optimizer.state[0]["sum_sq"],
-                                  model.optimizer.state[0]["sum_sq"])
+    saved, back = model.optimizer.state_dict()["state"], loaded.optimizer.state_dict()["state"]
+    assert len(saved) == len(back) == 4
+    for a, b, p in zip(saved, back, model.parameters()):
+        assert a["sum_sq"].shape == tuple(p.shape)
+        np.testing.assert_array_equal(b["sum_sq"], a["sum_sq"])
 
 
 @pytest.mark.parametrize("make", [lambda: gn.optim.Adam(lr=0.01),
@@ -255,3 +294,33 @@ def test_state_of_dead_units_leaves_no_subnormals(make, numba, monkeypatch):
     assert sum(_subnormal_count(a) for a in generic.state[0].values()) > 50
     assert sum(_subnormal_count(a) for a in fast.state[0].values()) == 0
     np.testing.assert_allclose(pf, pg, rtol=1e-5, atol=1e-6)
+
+
+def test_register_names_an_optimizer_for_get_and_checks_its_arguments():
+    class Halving(gn.optim.Optimizer):
+        def __init__(self, lr=0.5):
+            super().__init__(lr)
+
+        def step_constants(self):
+            return self.lr
+
+        def update(self, xp, p, g, state, hp):
+            p[...] = p - hp * g
+
+    try:
+        assert gn.optim.register("halving")(Halving) is Halving
+        assert Halving.kind == "halving" and Halving.name == "halving"  # kind from the name
+        opt = gn.optim.get("Halving", lr=0.25)  # names are case-insensitive
+        p = np.ones(2, np.float32)
+        opt.step([p], [np.ones(2, np.float32)])
+        np.testing.assert_array_equal(p, 0.75)
+        gn.optim.register("halving")(Halving)  # the same class again (a reload): allowed
+        with pytest.raises(ValueError, match="'halving'.*already belongs to .*Halving"):
+            gn.optim.register("halving")(type("Halving2", (Halving,), {}))
+    finally:
+        gn.optim.OPTIMIZERS.pop("halving", None)
+    assert gn.optim.AdamW.kind == "adam" and gn.optim.AdamW.name == "adamw"  # a variant
+    with pytest.raises(ValueError, match="lower-case name such as 'lion', got 'Lion'"):
+        gn.optim.register("Lion")
+    with pytest.raises(TypeError, match="expected a subclass of gpunn.optim.Optimizer"):
+        gn.optim.register("thing")(dict)

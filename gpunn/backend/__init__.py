@@ -12,12 +12,13 @@ import array_api_compat
 from ..errors import DeviceFallbackWarning, DeviceUnavailableError, describe, user_stacklevel
 from .base import Backend
 from .detect import INSTALL_HINT, available_devices, cuda_status
+from .fastpath import fast_update_for
 from .numpy_backend import NumpyBackend
 from .ops import DLPACK_CPU, DLPACK_CUDA, DLPACK_CUDA_HOST, array_context, dlpack_device, host_array
 from .random import check_seed
 
-__all__ = ["Backend", "NumpyBackend", "get_backend", "available_devices", "to_numpy",
-           "from_dlpack", "resolve_device", "cuda_status", "array_context"]
+__all__ = ["Backend", "NumpyBackend", "fast_update_for", "get_backend", "available_devices",
+           "to_numpy", "from_dlpack", "resolve_device", "cuda_status", "array_context"]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
 _fallback_noticed = False

@@ -2,8 +2,9 @@
 
 Everything in this class uses only the Array API standard, so any compliant namespace
 (``array_api_strict`` included) runs the whole training loop. Faster implementations
-live in subclasses (:mod:`gpunn.backend.numpy_backend`, :mod:`gpunn.backend.cupy_backend`)
-and override single methods; layer code never asks which library it runs on.
+live in subclasses (:mod:`gpunn.backend.numpy_backend`, :mod:`gpunn.backend.cupy_backend`),
+which override single methods and register faster optimiser updates by rule
+(:mod:`gpunn.backend.fastpath`); layer code never asks which library it runs on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 from dataclasses import dataclass
 
 from ..errors import describe
-from .hyper import AdagradStep, AdamStep, RMSpropStep, SGDStep
+from .fastpath import FastUpdates
 from .ops import HALF_DTYPES, from_dlpack, host_array, plain_ndarray, softmax_cross_entropy
 from .random import HostRandom
 
@@ -56,7 +57,7 @@ class StepFusion:
         return z if self.bias is None else z + self.bias
 
 
-class Backend:
+class Backend(FastUpdates):
     """Generic backend over one Array API namespace.
 
     Parameters
@@ -340,47 +341,6 @@ class Backend:
         gb = out[1] if bias_done else xp.sum(grad, axis=0)
         gx = grad @ xp.matrix_transpose(W) if need_input_grad else None
         return gW, gb, gx
-
-    def sgd_update(self, p, g, velocity, hp: SGDStep) -> None:
-        """SGD (momentum, Nesterov) in place on ``p`` and ``velocity`` (None without
-        momentum)."""
-        if hp.weight_decay:
-            g = g + hp.weight_decay * p
-        if hp.momentum:
-            velocity[...] = hp.momentum * velocity + g
-            g = g + hp.momentum * velocity if hp.nesterov else velocity
-        p[...] = p - hp.lr * g
-
-    def adam_update(self, p, g, m, v, hp: AdamStep) -> None:
-        """Adam/AdamW in place on ``p``, ``m`` and ``v``."""
-        xp = self.xp
-        if hp.weight_decay:
-            if hp.decoupled:
-                p[...] = p * hp.decay
-            else:
-                g = g + hp.weight_decay * p
-        m[...] = m + hp.one_minus_b1 * (g - m)
-        v[...] = v + hp.one_minus_b2 * (g * g - v)
-        p[...] = p - (m / (xp.sqrt(v) + hp.eps_hat)) * hp.step_size
-
-    def rmsprop_update(self, p, g, square_avg, velocity, hp: RMSpropStep) -> None:
-        """RMSprop in place on ``p``, ``square_avg`` and ``velocity`` (None without
-        momentum)."""
-        if hp.weight_decay:
-            g = g + hp.weight_decay * p
-        square_avg[...] = hp.alpha * square_avg + hp.one_minus_alpha * (g * g)
-        step = g / (self.xp.sqrt(square_avg) + hp.eps)
-        if hp.momentum:
-            velocity[...] = hp.momentum * velocity + step
-            step = velocity
-        p[...] = p - hp.lr * step
-
-    def adagrad_update(self, p, g, sum_sq, hp: AdagradStep) -> None:
-        """Adagrad in place on ``p`` and ``sum_sq``."""
-        if hp.weight_decay:
-            g = g + hp.weight_decay * p
-        sum_sq[...] = sum_sq + g * g
-        p[...] = p - hp.lr * (g / (self.xp.sqrt(sum_sq) + hp.eps))
 
 
 def _check_dtype_name(dtype) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import cupy_kernels
 from .base import BFLOAT16_HINT, Backend
+from .fastpath import fast_update_for
 from .ops import DLPACK_CUDA, dlpack_device, refuse_autograd
 
 #: cupy.random draws only float32 and float64; other dtypes are drawn in float32 and cast.
@@ -194,23 +195,25 @@ class CupyBackend(Backend):
         out = cupy_kernels.softmax_xent(z, target)
         return super().softmax_cross_entropy(z, target) if out is None else out
 
-    # Optimiser updates: one fused kernel each over the (flat) parameter buffer, or the
-    # generic CuPy expressions where there is none (float16 master weights never need it).
-    def sgd_update(self, p, g, velocity, hp):
-        if not cupy_kernels.sgd(p, g, velocity, hp):
-            super().sgd_update(p, g, velocity, hp)
+    # Faster versions of the optimiser rules' generic updates (gpunn.optim.rules): one
+    # fused kernel each over the (flat) parameter buffer. False (the rule's generic CuPy
+    # expressions run) for layouts without a kernel or with GPUNN_CUDA_KERNELS=0; float16
+    # master weights never need one (16-bit training updates float32 master weights).
+    @fast_update_for("sgd", cupy_kernels.UPDATE_DTYPES)
+    def _sgd_update(self, p, g, state, hp) -> bool:
+        return cupy_kernels.sgd(p, g, state.get("velocity"), hp)
 
-    def adam_update(self, p, g, m, v, hp):
-        if not cupy_kernels.adam(p, g, m, v, hp):
-            super().adam_update(p, g, m, v, hp)
+    @fast_update_for("adam", cupy_kernels.UPDATE_DTYPES)
+    def _adam_update(self, p, g, state, hp) -> bool:
+        return cupy_kernels.adam(p, g, state["m"], state["v"], hp)
 
-    def rmsprop_update(self, p, g, square_avg, velocity, hp):
-        if not cupy_kernels.rmsprop(p, g, square_avg, velocity, hp):
-            super().rmsprop_update(p, g, square_avg, velocity, hp)
+    @fast_update_for("rmsprop", cupy_kernels.UPDATE_DTYPES)
+    def _rmsprop_update(self, p, g, state, hp) -> bool:
+        return cupy_kernels.rmsprop(p, g, state["square_avg"], state.get("velocity"), hp)
 
-    def adagrad_update(self, p, g, sum_sq, hp):
-        if not cupy_kernels.adagrad(p, g, sum_sq, hp):
-            super().adagrad_update(p, g, sum_sq, hp)
+    @fast_update_for("adagrad", cupy_kernels.UPDATE_DTYPES)
+    def _adagrad_update(self, p, g, state, hp) -> bool:
+        return cupy_kernels.adagrad(p, g, state["sum_sq"], hp)
 
     def fits_on_device(self, nbytes: int) -> bool:
         with self._device:

@@ -21,6 +21,8 @@ from .kernel_codes import ACTIVATION_CODES
 SOURCE_PATH = Path(__file__).with_name("kernels") / "gpunn_kernels.cu"
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+#: The dtypes the kernels are compiled for (the optimiser updates register these).
+UPDATE_DTYPES = tuple(d.name for d in _SUFFIX)
 _THREADS = 256
 _MAX_BLOCKS = 65535
 #: A null pointer argument: 8 zero bytes, passed by value (older CuPy has no None).
@@ -302,9 +304,10 @@ def _launch(name, p, args) -> bool:
     return True
 
 
-# Optimiser updates: True when the fused kernel ran. Every constant comes from the step's
-# dataclass (computed in double) and is rounded once to the array's dtype, as the NumPy
-# path does, so both devices use the same values.
+# Optimiser updates (CupyBackend registers them for their rules' kinds): True when the
+# fused kernel ran. Every constant comes from the step's named tuple (computed in double,
+# gpunn.backend.hyper) and is rounded once to the array's dtype, as the NumPy path does,
+# so both devices use the same values.
 def sgd(p, g, velocity, hp) -> bool:
     if not _flat_ok(p, g, velocity):
         return False

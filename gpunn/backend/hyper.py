@@ -1,11 +1,14 @@
-"""Hyper-parameters of one optimiser step, as the backend's update operations take them.
+"""Constants of one optimiser step: what a rule's generic update and a backend's fast
+version of it both read.
 
-An optimiser (gpunn.optim) builds one of these per step from its settings and step count
-(an immutable named tuple: a frozen dataclass costs microseconds to build per step);
-``Backend.sgd_update`` / ``adam_update`` / ``rmsprop_update`` / ``adagrad_update`` consume
-it, generically or in a fused kernel. Every derived constant (``1 - beta2``, the folded
-bias corrections, ``1 - lr * weight_decay``) is computed here once, in double precision,
-so the NumPy and CUDA paths round the same values.
+An update rule (gpunn.optim.rules) builds one of these per step from its settings and step
+count (an immutable named tuple: a frozen dataclass costs microseconds to build per step)
+and hands it to its own generic update or to the fast path a backend registered for the
+rule's kind (NumPy in place, Numba, one fused CUDA kernel). They live here, beside the fast
+paths that read them, because the backend imports nothing from gpunn.optim. Every derived
+constant (``1 - beta2``, the folded bias corrections, ``1 - lr * weight_decay``) is
+computed here once, in double precision, so the generic, NumPy and CUDA paths round the
+same values.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 (``pip install "gpunn[numba]"``); optional: without Numba the NumPy updates run.
 
 One pass over memory instead of NumPy's twelve for Adam, spread over every core with
-``prange``. The constants come from the step's dataclass (computed in double) and are
+``prange``. The constants come from the step's named tuple (computed in double) and are
 rounded to the array's dtype first, as the NumPy path does, so both give the same
 float32 arithmetic up to the order of operations (parity tests in tests/test_optim.py),
 except that moments below the smallest normal number are flushed to zero (see the kernel).

@@ -7,7 +7,11 @@ import numpy as np
 
 from . import numba_kernels, numpy_kernels
 from .base import Backend
+from .fastpath import fast_update_for
 from .ops import plain_ndarray
+
+#: The dtypes the in-place optimiser updates run in (any NumPy float type).
+_FLOATS = ("float16", "float32", "float64")
 
 
 class NumpyBackend(Backend):
@@ -125,22 +129,33 @@ class NumpyBackend(Backend):
             return z, activation.forward(self.xp, z, **params)
         return z, z
 
-    # Optimiser updates: in place with out= (gpunn/backend/numpy_kernels.py).
-    def sgd_update(self, p, g, velocity, hp):
-        numpy_kernels.sgd(p, g, velocity, hp, self._scratch)
+    # Faster versions of the optimiser rules' generic updates (gpunn.optim.rules): in place
+    # with out= and one reused scratch array (numpy_kernels.py); Adam in one parallel Numba
+    # pass when Numba is installed (the flat buffer is 1-D).
+    @fast_update_for("sgd", _FLOATS)
+    def _sgd_update(self, p, g, state, hp) -> bool:
+        numpy_kernels.sgd(p, g, state.get("velocity"), hp, self._scratch)
+        return True
 
-    def adam_update(self, p, g, m, v, hp):
-        # One parallel pass through Numba when installed (the flat buffer is 1-D).
+    @fast_update_for("adam", _FLOATS)
+    def _adam_update(self, p, g, state, hp) -> bool:
         if self._numba is None:
             self._numba = numba_kernels.enabled()
+        m, v = state["m"], state["v"]
         if not (self._numba and numba_kernels.adam(p, g, m, v, hp)):
             numpy_kernels.adam(p, g, m, v, hp, self._scratch)
+        return True
 
-    def rmsprop_update(self, p, g, square_avg, velocity, hp):
-        numpy_kernels.rmsprop(p, g, square_avg, velocity, hp, self._scratch)
+    @fast_update_for("rmsprop", _FLOATS)
+    def _rmsprop_update(self, p, g, state, hp) -> bool:
+        numpy_kernels.rmsprop(p, g, state["square_avg"], state.get("velocity"), hp,
+                              self._scratch)
+        return True
 
-    def adagrad_update(self, p, g, sum_sq, hp):
-        numpy_kernels.adagrad(p, g, sum_sq, hp, self._scratch)
+    @fast_update_for("adagrad", _FLOATS)
+    def _adagrad_update(self, p, g, state, hp) -> bool:
+        numpy_kernels.adagrad(p, g, state["sum_sq"], hp, self._scratch)
+        return True
 
     def _scratch(self, like: np.ndarray) -> np.ndarray:
         """A reusable work array of ``like``'s shape and dtype (contents undefined)."""

@@ -1,10 +1,11 @@
-"""In-place NumPy versions of the optimiser updates (the backend's ``*_update`` operations).
+"""In-place NumPy versions of the optimiser updates (the NumPy backend's fast paths).
 
-Same maths as the generic methods of :class:`gpunn.backend.base.Backend`, but every
+Same maths as the rules' generic updates (:mod:`gpunn.optim.rules`), but every
 intermediate goes into the state arrays or one scratch buffer through ``out=``.
 ``scratch(like)`` returns a reusable work array (the backend caches one per shape), so a
 steady-state step allocates nothing unless weight decay needs ``g + wd * p``.
-``tests/test_backend_parity.py`` checks them against the generic versions.
+``tests/test_optim.py`` checks them against the generic versions (every registered fast
+path, every dtype it is registered for).
 """
 
 from __future__ import annotations

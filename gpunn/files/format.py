@@ -13,7 +13,8 @@ Layout of the archive (NumPy ``.npz``, little-endian arrays):
 - ``param/<path>/<name>``: parameters, ``buffer/<path>/<name>``: buffers (non-trainable
   state), where ``<path>`` is the layer's position in the tree: ``2`` for the third
   layer, ``2.0`` for the first layer inside it;
-- ``optim/<slot>/<name>``: optimiser state; ``prep/<name>``: preprocessing arrays.
+- ``optim/<slot>/<name>``: optimiser state, slot ``i`` for parameter ``i``, in its shape;
+  ``prep/<name>``: preprocessing arrays.
 
 Loading uses ``allow_pickle=False`` throughout, so a file can never execute code; every
 shape and type is checked against the header before anything is built.
@@ -318,15 +319,30 @@ def _layers(path, header) -> list:
     return layers
 
 
-def _optimizer_arrays(path, archive, opt_header, n_params: int, bound: int) -> dict:
-    from .. import optim
+def _optimizer_class(path, opt_header):
+    """The registered optimiser class a header names: by ``name``, or (files written before
+    optimisers were registered by name) by the rule's kind, refined by the class name."""
+    from ..optim import OPTIMIZERS
 
+    name = str(opt_header.get("name", opt_header.get("kind")))
+    cls = OPTIMIZERS.get(name)
+    if "name" not in opt_header and cls is not None:  # AdamW was saved as kind "adam"
+        cls = next((c for c in OPTIMIZERS.values() if c.kind == cls.kind and
+                    c.__name__ == opt_header.get("class")), cls)
+    if cls is None:
+        _fail(path, f"optimizer header names {name[:80]!r}, which is not registered (known: "
+                    f"{', '.join(sorted(OPTIMIZERS))}); if it is your own, import the "
+                    "module that registers it (gpunn.optim.register) before loading")
+    return cls
+
+
+def _optimizer_arrays(path, archive, opt_header, n_params: int, bound: int) -> dict:
     if opt_header is None:
         return {}
-    if not isinstance(opt_header, dict) or opt_header.get("kind") not in \
-            optim.OPTIMIZERS or type(opt_header.get("slots")) is not int or \
+    if not isinstance(opt_header, dict) or type(opt_header.get("slots")) is not int or \
             not 0 <= opt_header["slots"] <= n_params:
         _fail(path, "optimizer header is malformed")
+    _optimizer_class(path, opt_header)
     names = [name for name in archive.files if name.startswith("optim/")]
     for name in names:  # bounded by the model before anything is read: no zip bombs
         shape, _ = _declared(path, archive, name)
@@ -353,37 +369,31 @@ def _prep_arrays(path, archive, info, layers) -> dict:
 
 
 def _optimizer(path, opt_header, opt_arrays, params):
-    from .. import optim
-
     slots = [{} for _ in range(opt_header["slots"])]
     for name, value in opt_arrays.items():
         parts = name.split("/")
         if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) >= len(slots):
             _fail(path, f"optimizer array {name!r} does not match the header")
         slots[int(parts[1])][parts[2]] = value
-    cls = getattr(optim, str(opt_header.get("class")), None)
-    if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer)):
-        cls = optim.OPTIMIZERS[opt_header["kind"]]
+    cls = _optimizer_class(path, opt_header)
+    shapes = [tuple(v.shape) for v in params.values()]
+    offsets, total = flat_layout(shapes)
+    if len(slots) == 1 and shapes != [(total,)] and slots[0] and all(
+            a.shape == (total,) for a in slots[0].values()):
+        # A flat state with gpunn.params' alignment gaps (older files): cut once, here.
+        slots = [{k: a[o:o + int(np.prod(s))].reshape(s) for k, a in slots[0].items()}
+                 for o, s in zip(offsets, shapes)]
     try:
-        opt = cls(**opt_header.get("hyper", {}))
-        # Host state; the next fit moves it (and re-cuts it for the model's layout).
+        opt = cls(**opt_header.get("hyper", {}))  # host state, moved by the next fit
         t = opt_header.get("t", 0)
         if isinstance(t, bool) or not isinstance(t, int) or t < 0:
             raise ValueError(f"step counter {t!r}: expected an integer >= 0")
         opt.load_state_dict({"kind": opt_header["kind"], "hyper": opt_header["hyper"],
                              "t": t, "state": slots})
-        total = sum(int(np.prod(v.shape)) for v in params.values())
-        key = opt._state_keys[0] if opt._state_keys else None
-        if key and (not opt.state or opt._regroup(list(params.values())) is None):
-            raise ValueError(f"state covers {sum(int(s[key].size) for s in opt.state)} "
-                             f"values, the model has {total} parameters")
-        if key and len(opt.state) == 1 < len(params) and opt.state[0][key].size == total:
-            # A flat state without alignment gaps (files from before gpunn.params aligned
-            # its views): one array per parameter, which fit re-cuts for any layout.
-            cuts = np.cumsum([0] + [int(np.prod(v.shape)) for v in params.values()])
-            opt.state = [{k: np.ravel(a)[lo:hi].reshape(v.shape) for k, a in
-                          opt.state[0].items()} for lo, hi, v in zip(cuts[:-1], cuts[1:],
-                                                                     params.values())]
+        held = [tuple(s[opt.state_keys[0]].shape) for s in opt.state if opt.state_keys]
+        if opt.state_keys and held != shapes:
+            raise ValueError(f"state of shapes {held[:3]}... for parameters of shapes "
+                             f"{shapes[:3]}... ({len(held)} entries, {len(shapes)} needed)")
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         _fail(path, f"optimizer state does not fit the model ({exc})")
     return opt

@@ -72,9 +72,9 @@ def _arrays(model, include_optimizer: bool, extra) -> dict:
     opt = model.optimizer
     if include_optimizer and opt is not None:
         state = opt.state_dict()
-        header["optimizer"] = {"kind": state["kind"], "class": type(opt).__name__,
-                               "hyper": state["hyper"], "t": state["t"],
-                               "slots": len(state["state"])}
+        header["optimizer"] = {"kind": state["kind"], "name": type(opt).name,
+                               "class": type(opt).__name__, "hyper": state["hyper"],
+                               "t": state["t"], "slots": len(state["state"])}
         for j, slot in enumerate(state["state"]):
             for key, value in slot.items():
                 arrays[f"optim/{j}/{key}"] = _le(np.asarray(value))

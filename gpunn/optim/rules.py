@@ -1,17 +1,20 @@
 """Update rules: SGD (momentum, Nesterov), Adam/AdamW (one core), RMSprop, Adagrad.
 
-Each rule validates its settings, names its state arrays, builds the step's frozen
-hyper-parameters and calls one backend operation; variants are parameters of one core
-(AdamW is Adam with ``decoupled=True``).
+Each rule validates its settings, names its state arrays, builds the step's constants
+(in double precision, :mod:`gpunn.backend.hyper`) and owns its generic update (Array API
+calls only); a backend's faster version, registered under the rule's ``kind``, runs
+instead where there is one (see :meth:`gpunn.optim.Optimizer.step`). Variants are
+parameters of one core (AdamW is Adam with ``decoupled=True``).
 """
 
 from __future__ import annotations
 
 from ..backend.hyper import AdagradStep, AdamStep, RMSpropStep, SGDStep
 from ..errors import flag
-from .base import Optimizer, _real
+from .base import Optimizer, _real, register
 
 
+@register("sgd")
 class SGD(Optimizer):
     """Stochastic gradient descent, optionally with (Nesterov) momentum.
 
@@ -36,18 +39,25 @@ class SGD(Optimizer):
         self.nesterov = flag(nesterov, "SGD nesterov")
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("SGD nesterov: needs momentum > 0, got momentum=0")
-        self._state_keys = ("velocity",) if self.momentum else ()
+        self.state_keys = ("velocity",) if self.momentum else ()
 
     def hyper(self):
         return {**super().hyper(), "momentum": self.momentum, "nesterov": self.nesterov}
 
-    def _hyper_step(self):
+    def step_constants(self):
         return SGDStep(self.lr, self.momentum, self.weight_decay, self.nesterov, self.t)
 
-    def _update(self, p, g, state, hp):
-        self.backend.sgd_update(p, g, state.get("velocity"), hp)
+    def update(self, xp, p, g, state, hp):
+        if hp.weight_decay:
+            g = g + hp.weight_decay * p
+        if hp.momentum:
+            velocity = state["velocity"]
+            velocity[...] = hp.momentum * velocity + g
+            g = g + hp.momentum * velocity if hp.nesterov else velocity
+        p[...] = p - hp.lr * g
 
 
+@register("adam")
 class Adam(Optimizer):
     """Adam, and AdamW through ``decoupled=True``.
 
@@ -66,7 +76,7 @@ class Adam(Optimizer):
     """
 
     kind = "adam"
-    _state_keys = ("m", "v")
+    state_keys = ("m", "v")
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled: bool = False,
@@ -84,14 +94,24 @@ class Adam(Optimizer):
         return {**super().hyper(), "betas": list(self.betas), "eps": self.eps,
                 "decoupled": self.decoupled}
 
-    def _hyper_step(self):
+    def step_constants(self):
         return AdamStep.at(self.t, self.lr, self.betas, self.eps, self.weight_decay,
                            self.decoupled)
 
-    def _update(self, p, g, state, hp):
-        self.backend.adam_update(p, g, state["m"], state["v"], hp)
+    def update(self, xp, p, g, state, hp):
+        m, v = state["m"], state["v"]
+        if hp.weight_decay:
+            if hp.decoupled:
+                p[...] = p * hp.decay
+            else:
+                g = g + hp.weight_decay * p
+        # The bias corrections are folded into step_size and eps_hat (AdamStep.at).
+        m[...] = m + hp.one_minus_b1 * (g - m)
+        v[...] = v + hp.one_minus_b2 * (g * g - v)
+        p[...] = p - (m / (xp.sqrt(v) + hp.eps_hat)) * hp.step_size
 
 
+@register("adamw")
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter); ``weight_decay`` 0.01."""
 
@@ -101,6 +121,7 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay, decoupled, clip_norm)
 
 
+@register("rmsprop")
 class RMSprop(Optimizer):
     """RMSprop: ``v = alpha v + (1-alpha) g^2``; ``p -= lr * g / (sqrt(v) + eps)``.
 
@@ -123,20 +144,30 @@ class RMSprop(Optimizer):
         self.alpha = _real(alpha, "RMSprop alpha", 0.0, 1.0)
         self.eps = _real(eps, "RMSprop eps", 0.0, low_open=True)
         self.momentum = _real(momentum, "RMSprop momentum", 0.0, 1.0)
-        self._state_keys = ("square_avg", "velocity") if self.momentum else ("square_avg",)
+        self.state_keys = ("square_avg", "velocity") if self.momentum else ("square_avg",)
 
     def hyper(self):
         return {**super().hyper(), "alpha": self.alpha, "eps": self.eps,
                 "momentum": self.momentum}
 
-    def _hyper_step(self):
+    def step_constants(self):
         return RMSpropStep(self.lr, self.alpha, 1.0 - self.alpha, self.eps, self.momentum,
                            self.weight_decay, self.t)
 
-    def _update(self, p, g, state, hp):
-        self.backend.rmsprop_update(p, g, state["square_avg"], state.get("velocity"), hp)
+    def update(self, xp, p, g, state, hp):
+        if hp.weight_decay:
+            g = g + hp.weight_decay * p
+        square_avg = state["square_avg"]
+        square_avg[...] = hp.alpha * square_avg + hp.one_minus_alpha * (g * g)
+        step = g / (xp.sqrt(square_avg) + hp.eps)
+        if hp.momentum:
+            velocity = state["velocity"]
+            velocity[...] = hp.momentum * velocity + step
+            step = velocity
+        p[...] = p - hp.lr * step
 
 
+@register("adagrad")
 class Adagrad(Optimizer):
     """Adagrad: ``s += g^2``; ``p -= lr_t * g / (sqrt(s) + eps)`` with
     ``lr_t = lr / (1 + (t - 1) * lr_decay)`` (PyTorch's definition).
@@ -152,7 +183,7 @@ class Adagrad(Optimizer):
     """
 
     kind = "adagrad"
-    _state_keys = ("sum_sq",)
+    state_keys = ("sum_sq",)
 
     def __init__(self, lr: float = 0.01, lr_decay: float = 0.0, eps: float = 1e-10,
                  initial_accumulator_value: float = 0.0, weight_decay: float = 0.0,
@@ -173,13 +204,14 @@ class Adagrad(Optimizer):
             for s in self.state:
                 s["sum_sq"][...] = self.initial_accumulator_value
 
-    def _hyper_step(self):
+    def step_constants(self):
         return AdagradStep(self.lr / (1.0 + (self.t - 1) * self.lr_decay), self.eps,
                            self.weight_decay)
 
-    def _update(self, p, g, state, hp):
-        self.backend.adagrad_update(p, g, state["sum_sq"], hp)
+    def update(self, xp, p, g, state, hp):
+        if hp.weight_decay:
+            g = g + hp.weight_decay * p
+        sum_sq = state["sum_sq"]
+        sum_sq[...] = sum_sq + g * g
+        p[...] = p - hp.lr * (g / (xp.sqrt(sum_sq) + hp.eps))
 
-
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop,
-              "adagrad": Adagrad}

@@ -105,9 +105,11 @@ class LossScaleOptimizer:
             return cls(backend, params, init_scale=1.0, growth_interval=2**62)
         return cls(backend, params)
 
-    def attach(self, optimizer) -> None:
-        """Wrap ``optimizer``, bound to the float32 master weights."""
-        optimizer.attach(self.master, self.backend32)
+    def attach(self, optimizer, shapes=None) -> None:
+        """Wrap ``optimizer``, bound to the float32 master weights (``shapes``: the
+        parameters' shapes when the master weights are one flat buffer, as
+        :meth:`Optimizer.attach` takes them)."""
+        optimizer.attach(self.master, self.backend32, shapes)
         self.optimizer = optimizer
 
     @property

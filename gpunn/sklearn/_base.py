@@ -186,7 +186,9 @@ class BaseMLP(BaseEstimator):
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = Solver(self._make_optimizer())
         # Saved (and pickled) with the network.
-        self.model_.optimizer = self._optimizer.optimizer
+        self.model_.optimizer = opt = self._optimizer.optimizer
+        opt.attach(self.model_.store.step_lists()[0], self.model_.backend,
+                   [tuple(p.shape) for p in self.model_.parameters()])
         early = self.early_stopping and not incremental
         if self.early_stopping and incremental:
             raise ValueError(f"{type(self).__name__}: partial_fit does not support "

@@ -311,13 +311,14 @@ def _attach(model, optimizer):
     """Bind the optimiser to the parameters; for 16-bit models through a loss-scaling
     wrapper over float32 master weights (kept across fits while still in sync)."""
     params = model.store.step_lists()[0]
+    shapes = [tuple(p.shape) for p in model.parameters()]  # what a flat buffer holds
     if not model.backend.low_precision:
         model._amp = None
-        optimizer.attach(params, model.backend)
+        optimizer.attach(params, model.backend, shapes)
         return None
     amp = model._amp
     if amp is None or len(amp.params) != len(params) or any(
             a is not b for a, b in zip(amp.params, params)) or not amp.in_sync():
         amp = model._amp = _optim.LossScaleOptimizer.for_dtype(model.backend, params)
-    amp.attach(optimizer)
+    amp.attach(optimizer, shapes)
     return amp

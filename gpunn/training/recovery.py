@@ -88,7 +88,7 @@ def oom_message(model, batch_size: int, restored_epoch: int | None) -> str:
     """Why training ran out of memory and what to change."""
     itemsize = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}[model.dtype]
     n_params = model.count_params()
-    state = len(model.optimizer._state_keys) if model.optimizer is not None else 2
+    state = len(model.optimizer.state_keys) if model.optimizer is not None else 2
     fixed = n_params * (2 + state) * itemsize
     per_batch = 2 * batch_size * _values_per_sample(model) * itemsize
     return (f"out of memory on {model.device} while training with batch_size="
