@@ -95,7 +95,7 @@ def test_lion_saves_loads_and_continues_identically(tmp_path, backend, suffix):
     half.fit(X, y, optimizer=Lion(lr=0.01, weight_decay=0.01), **kwargs)
     path = tmp_path / f"lion{suffix}"
     half.save(path)
-    header = gn.modelfile.read_header(path)["optimizer"]
+    header = gn.files.format.read_header(path)["optimizer"]
     assert (header["name"], header["kind"], header["slots"]) == ("lion", "lion", 4)
     loaded = gn.load(path, device=backend)
     assert isinstance(loaded.optimizer, Lion) and loaded.optimizer.t == half.optimizer.t
