@@ -128,6 +128,7 @@ def cli_files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name,args,match", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+@pytest.mark.slow
 def test_cli_bad_input_changes_nothing(cli_files, name, args, match):
     model_file = cli_files / "model.npz"
     before = hashlib.sha256(model_file.read_bytes()).hexdigest()

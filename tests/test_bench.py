@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from gpunn.bench import SIZES, Row, markdown, step_flops
 
 
@@ -30,6 +32,7 @@ def test_needed_bytes():
     assert needed_bytes([4, 2], 8) == (4 * params + 8 * 6 * 2) * 4
 
 
+@pytest.mark.slow
 def test_bench_command_writes_json_and_table(tmp_path):
     out = tmp_path / "bench.json"
     md = tmp_path / "bench.md"
@@ -117,6 +120,7 @@ def test_profiled_step_is_fits_step():
     assert a.optimizer.t == b.optimizer.t == 2
 
 
+@pytest.mark.slow
 def test_bench_reports_fairness_fields(tmp_path):
     """Shares of the workload's own peak stay <= 100, the load and BLAS are recorded."""
     out = tmp_path / "b.json"
@@ -133,6 +137,7 @@ def test_bench_reports_fairness_fields(tmp_path):
     assert any("environment" in lib for lib in data["environment"]["blas"])
 
 
+@pytest.mark.slow
 def test_bench_scaling_table(tmp_path):
     out = tmp_path / "s.json"
     proc = subprocess.run(
@@ -209,6 +214,7 @@ def test_gpunn_is_timed_inside_one_fit_call():
     assert len(times) == 2 and times[0] > 0 and times[1] >= 0
 
 
+@pytest.mark.slow
 def test_a_time_limit_keeps_the_rows_measured_and_their_chart(tmp_path):
     """`timeout` (SIGTERM) in the middle of a run: the rows measured so far are in the
     JSON, markdown and chart, and the notes say the run stopped early."""

@@ -14,6 +14,7 @@ def _gpunn(*args, env=None):
                           text=True, env=full_env, timeout=120)
 
 
+@pytest.mark.slow
 def test_train_prints_device_epochs_and_accuracy():
     out = _gpunn("train", "--epochs", "15", "--seed", "0", env={"GPUNN_DEVICE": "cpu"})
     assert out.returncode == 0, out.stderr
@@ -26,6 +27,7 @@ def test_train_prints_device_epochs_and_accuracy():
     assert acc >= 0.95
 
 
+@pytest.mark.slow
 def test_train_auto_says_why_it_chose_the_device():
     out = _gpunn("train", "--epochs", "1", "--dataset", "moons", "--quiet")
     assert out.returncode == 0, out.stderr

@@ -39,6 +39,7 @@ def flowers(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_train_save_predict_on_a_csv(tmp_path, flowers):
     pytest.importorskip("matplotlib", reason="matplotlib not installed (gpunn[plot])")
     model_path = tmp_path / "model.npz"
@@ -65,6 +66,7 @@ def test_train_save_predict_on_a_csv(tmp_path, flowers):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_regression_and_binary_tasks(tmp_path, flowers):
     # species is text: it becomes three one-hot features.
     out = _gpunn("train", "--data", str(flowers), "--target", "price", "--epochs", "60",
@@ -90,6 +92,7 @@ def test_regression_and_binary_tasks(tmp_path, flowers):
     assert out.stdout.splitlines()[-1].startswith("yes,")
 
 
+@pytest.mark.slow
 def test_task_override_and_npz_input(tmp_path):
     X = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
@@ -136,6 +139,7 @@ def test_bad_arguments(args, match):
     assert out.returncode == 2 and match in out.stderr, out.stderr
 
 
+@pytest.mark.slow
 def test_builtin_sklearn_datasets():
     pytest.importorskip("sklearn", reason="scikit-learn not installed")
     out = _gpunn("train", "--dataset", "iris", "--epochs", "60", "--batch-size", "16",
@@ -157,6 +161,7 @@ def _write_idx(path, array):
         path.write_bytes(data)
 
 
+@pytest.mark.slow
 def test_mnist_from_local_idx_files(tmp_path):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 300)
@@ -213,6 +218,7 @@ def test_info_command():
     assert "  cpu: usable (NumPy)" in lines and any(x.startswith("  cuda: ") for x in lines)
 
 
+@pytest.mark.slow
 def test_plots_for_2d_data(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib not installed (gpunn[plot])")
     out = _gpunn("train", "--dataset", "moons", "--epochs", "3", "--plot", str(tmp_path),

@@ -20,6 +20,7 @@ KERNELS = ["bias_act_forward", "act_backward", "act_backward_bias", "softmax_xen
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.slow
 def test_compiles_with_nvcc(tmp_path, arch):
     nvcc = shutil.which("nvcc") or (shutil.which("/usr/local/cuda/bin/nvcc"))
     if nvcc is None:

@@ -170,6 +170,7 @@ def _said(out, what):
     return said
 
 
+@pytest.mark.slow
 def test_a_stop_asked_on_one_rank_stops_every_rank_after_the_same_epoch(decisions):
     r0, r1 = _said(decisions[0], "stop")
     assert r0 == r1 and r0[0].startswith("epochs 2 ")
@@ -216,6 +217,7 @@ def test_the_cpu_fallback_notice_is_printed_once_for_the_job(tmp_path):
 
 
 @pytest.mark.parametrize("mode,module", [("die", False), ("exit", True)])
+@pytest.mark.slow
 def test_a_rank_that_dies_ends_the_job_instead_of_hanging_it(tmp_path, mode, module):
     """An uncaught exception (gpunn's own hook, without ``-m mpi4py``) or a rank that
     exits mid-training: the others are ended, non-zero, well within the timeout."""
@@ -239,6 +241,7 @@ def _table(path, rows=400):
     path.write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow
 def test_the_command_line_trains_on_two_ranks_reading_and_writing_once(tmp_path):
     pytest.importorskip("pandas", reason="reading CSV files needs pandas (gpunn[data])")
     _table(tmp_path / "t.csv")
@@ -251,6 +254,7 @@ def test_the_command_line_trains_on_two_ranks_reading_and_writing_once(tmp_path)
     assert gn.load(tmp_path / "m.npz").count_params() > 0
 
 
+@pytest.mark.slow
 def test_a_command_line_mistake_ends_every_rank_with_one_line(tmp_path):
     pytest.importorskip("pandas", reason="reading CSV files needs pandas (gpunn[data])")
     _table(tmp_path / "t.csv")
@@ -261,6 +265,7 @@ def test_a_command_line_mistake_ends_every_rank_with_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_info_names_the_distributed_set_up(tmp_path):
     proc = mpi_launch.launch([sys.executable, "-m", "gpunn.cli", "info"], module=False)
     assert proc.returncode == 0, proc.stderr

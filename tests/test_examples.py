@@ -60,6 +60,7 @@ def test_there_are_examples_and_the_readme_lists_each():
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
+@pytest.mark.slow
 def test_example_runs_and_learns(script, tmp_path):
     missing = _missing_imports(script)
     if missing:
@@ -91,6 +92,7 @@ def test_mnist_without_files_says_so_in_one_line(tmp_path):
     assert "--data-dir" in proc.stdout and not list(tmp_path.rglob("*.gz"))  # no download
 
 
+@pytest.mark.slow
 def test_mnist_trains_on_idx_files(tmp_path):
     # Stand-in digits: class k is a bright band at rows 2k+4..2k+5 over dim noise.
     rng = np.random.default_rng(0)

@@ -86,6 +86,7 @@ def test_an_array_a_layer_does_not_declare_is_refused_when_built():
 
 # ---------------------------------------------------------------------- training
 @pytest.mark.parametrize("make", [_net, _centred], ids=["layernorm", "buffer"])
+@pytest.mark.slow
 def test_one_file_layers_train_on_every_backend(make, backend_name):
     backend = make_backend(backend_name)
     X, y = gn.data.make_spirals(600, seed=0)

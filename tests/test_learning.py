@@ -6,6 +6,7 @@ import pytest
 import gpunn as gn
 
 
+@pytest.mark.slow
 def test_xor_learned_exactly(backend):
     X, y = gn.data.make_xor()
     model = gn.Sequential([gn.Dense(2, 8, activation="tanh"),
@@ -16,6 +17,7 @@ def test_xor_learned_exactly(backend):
     np.testing.assert_array_equal(pred, y)
 
 
+@pytest.mark.slow
 def test_two_moons_list_of_dicts_architecture(backend):
     X, y = gn.data.make_moons(1000, noise=0.15, seed=1)
     Xtr, Xte, ytr, yte = gn.data.train_test_split(X, y, test_size=0.3, seed=1)
@@ -31,6 +33,7 @@ def test_two_moons_list_of_dicts_architecture(backend):
     assert net.evaluate(Xte, yte)["accuracy"] >= 0.97
 
 
+@pytest.mark.slow
 def test_three_class_softmax(backend):
     X, y = gn.data.make_spirals(900, classes=3, noise=0.1, seed=2)
     Xtr, Xte, ytr, yte = gn.data.train_test_split(X, y, test_size=0.3, seed=2)
@@ -63,6 +66,7 @@ def test_iris_like_blobs_with_dropout_and_l2(backend, seed):
     assert model.evaluate(Xte, yte)["accuracy"] >= bayes - 0.1
 
 
+@pytest.mark.slow
 def test_linear_regression(backend):
     X, y = gn.data.make_linear(1000, coef=(2.0, -1.0, 5.0), seed=4)
     model = gn.Sequential([gn.Dense(3, 16, activation="tanh"), gn.Dense(16, 1)],

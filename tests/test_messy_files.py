@@ -157,6 +157,7 @@ def _gpunn(*args):
                           env={**os.environ, "GPUNN_DEVICE": "cpu"})
 
 
+@pytest.mark.slow
 def test_predict_applies_the_training_decisions(tmp_path):
     """Through the CLI: notices at training, the same transform at prediction, unseen
     categories counted, missing values filled as in training, type changes refused."""

@@ -149,6 +149,7 @@ def test_multiclass_accuracy_metric():
     assert gn.metrics.accuracy([1, 0, 1], np.array([0.9, 0.4, 0.2])) == pytest.approx(2 / 3)
 
 
+@pytest.mark.slow
 def test_nothing_of_the_data_outlives_fit():
     """After fit, evaluate and predict return, no dataset-sized array stays alive: batches
     are gathered into small buffers (no shuffled copy of the dataset) and layers forget

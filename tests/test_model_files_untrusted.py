@@ -181,6 +181,7 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
+@pytest.mark.slow
 def test_hostile_values_are_model_file_errors(name):
     import tracemalloc
 

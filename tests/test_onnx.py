@@ -236,6 +236,7 @@ def test_command_line_export_matches_predict(fmt, tmp_path, capsys):
     np.testing.assert_allclose(_run(out, X), model.predict(X), atol=ATOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_command_line_export_as_a_user_runs_it(tmp_path):
     model, X = _trained("regression")
     model.save(tmp_path / "m.npz")

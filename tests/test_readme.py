@@ -61,6 +61,7 @@ def _commands():
                     yield part
 
 
+@pytest.mark.slow
 def test_command_blocks_run(tmp_path):
     gpunn = shutil.which("gpunn")
     if gpunn is None:

@@ -216,6 +216,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_writer_never_leaves_a_broken_checkpoint(tmp_path):
     path = tmp_path / "ckpt.npz"
     rng = np.random.default_rng(0)
