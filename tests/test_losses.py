@@ -113,7 +113,7 @@ def test_unknown_loss_lists_choices():
 
 
 def test_huber_is_a_complete_loss(tmp_path, rng):
-    """Huber, added in losses.py alone: name lookup, validation, default metric, training
+    """Huber, added in gpunn/losses/ alone: name lookup, validation, default metric, training
     and the model-file round trip."""
     assert gn.losses.get("huber").delta == 1.0
     with pytest.raises(ValueError, match="Huber delta: expected a positive number"):

@@ -1,0 +1,142 @@
+"""The loss contract: :class:`Loss` (value, gradient and scored output of a batch) and
+what every loss shares (target checks, the logits form, the fused head)."""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace
+
+from ..backend.ops import all_finite
+from ..backend.ops import match_target as _match_target
+from ..backend.ops import upcast_16bit as _upcast
+from ..errors import describe
+
+
+class Loss:
+    """Base class. Subclasses define ``_value_and_grad(xp, pred, target)``.
+
+    Attributes
+    ----------
+    name : str
+    logits_of : str or None
+        The output activation whose pre-activation :meth:`forward_logits` accepts.
+    default_metrics : tuple of str
+        What ``fit`` reports when no metrics are asked for.
+    takes_step_fusion : bool
+        A fused kernel computes exactly this class's loss (read from the class, not bases).
+    output : array
+        The (activated) model output of the last forward, for metrics.
+    """
+
+    name = "loss"
+    logits_of: str | None = None
+    default_metrics: tuple = ("mae",)
+    takes_step_fusion = False
+
+    def __init__(self):
+        self._grad = None
+        self.output = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __call__(self, pred, target):
+        return self.forward(pred, target)
+
+    def takes_logits_from(self, activation: str) -> bool:
+        """True when the model may stop before ``activation`` and call
+        :meth:`forward_logits` (the activation is then applied inside the loss)."""
+        return self.logits_of is not None and activation == self.logits_of
+
+    def prepare_target(self, backend, y, n_outputs: int, what: str = "y"):
+        """Check a dataset's targets ``y`` ((N,) or (N, n_outputs)) and bring them into
+        the form this loss compares against, on ``backend`` (the model's, or the host one
+        when streaming), before training starts: an (N, n_outputs) float array
+        (subclasses may keep labels). Errors (ValueError, TypeError) name ``what``
+        (``"y"``, ``"val_y"``), what was expected and what was given."""
+        y = self._as_array(backend, y, what)
+        if not backend.is_floating(y.dtype):
+            y = backend.xp.astype(y, backend.dtype)
+        return self._as_matrix(backend, y, n_outputs, what)
+
+    def _as_array(self, backend, y, what: str):
+        """``y`` on ``backend``, 1-D or 2-D, finite."""
+        try:
+            y = backend.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{what}: expected a numeric array, got {describe(y)} ({exc})") \
+                from None
+        if y.ndim not in (1, 2):
+            raise ValueError(f"{what}: expected a 1-D or 2-D array of targets, got "
+                             f"{describe(y)}")
+        if backend.is_floating(y.dtype) and not all_finite(backend.xp, y):
+            raise ValueError(f"{what}: contains NaN or Inf")
+        return y
+
+    def _as_matrix(self, backend, y, n_outputs: int, what: str):
+        xp = backend.xp
+        if y.ndim == 1 and n_outputs == 1:
+            y = xp.reshape(y, (-1, 1))
+        if y.ndim != 2 or y.shape[1] != n_outputs:
+            labels = n_outputs == 1 or self.logits_of == "softmax"  # (N,) accepted
+            shapes = f"(N,) or (N, {n_outputs})" if labels else f"(N, {n_outputs})"
+            hint = ("; for class labels use categorical_crossentropy"
+                    if y.ndim == 1 and not labels else "")
+            raise ValueError(f"{what}: expected targets of shape {shapes} for {self.name} "
+                             f"with {n_outputs} output(s), got {describe(y)}{hint}")
+        if y.dtype != backend.dtype and backend.is_floating(y.dtype):
+            y = xp.astype(y, backend.dtype)
+        return y
+
+    def forward(self, pred, target, backend=None):
+        """Loss value.
+
+        Parameters
+        ----------
+        pred : (batch, outputs)
+        target : (batch, outputs), or (batch,) where the loss allows it
+        backend : Backend, optional
+            The model's (spares looking the namespace up; the training loop passes it).
+
+        Returns
+        -------
+        0-d array on the device of ``pred``.
+        """
+        xp = backend.xp if backend is not None else array_namespace(pred)
+        pred, restore = _upcast(xp, pred)
+        target = self._target(xp, pred, target)
+        self.output = pred  # from-logits losses replace it with probabilities
+        value, grad = self._value_and_grad(xp, pred, target)
+        self._grad = restore(grad)
+        return value
+
+    def backward(self):
+        """``dL/dpred`` from the last :meth:`forward`, shape of ``pred``."""
+        if self._grad is None:
+            raise RuntimeError(f"{self.name}: backward called before forward")
+        return self._grad
+
+    def forward_logits(self, z, target, backend=None):
+        """Loss value from the output layer's pre-activation ``z`` (see ``logits_of``).
+
+        After it, :meth:`backward` returns ``dL/dz`` and ``self.output`` holds the
+        activated output. ``backend`` (the model's) lets a fused device kernel run.
+        """
+        raise TypeError(f"{self.name} has no logits form")
+
+    def _target(self, xp, pred, target):
+        return _match_target(xp, pred, target, self.name)
+
+    def _fused(self, kind, z, target, backend, fusion):
+        """``(value, z)`` of the backend's fused head; value None where none ran."""
+        out = backend.fused_loss(kind, z, target, fusion) if z.dtype == backend.dtype \
+            else None
+        if out is None:
+            return None, fusion.add_bias(z)
+        value, self.output, self._grad = out
+        return value, z
+
+    def _value_and_grad(self, xp, pred, target):
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {}
