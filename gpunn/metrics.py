@@ -57,6 +57,12 @@ def _correct(xp, pred, target):
 class Metric:
     """A metric streamed over batches: ``batch`` returns a device sum, ``result`` a float.
 
+    A metric object keeps no state between calls. What it needs from a whole dataset
+    before the batches (R²: the targets' total sum of squares) is returned by
+    :meth:`prepare` to the phase that owns the dataset (fit's training or validation,
+    ``evaluate``), which hands it back to :meth:`result`; so phases sharing one metric
+    object never see each other's data.
+
     Attributes
     ----------
     name : str
@@ -64,15 +70,24 @@ class Metric:
 
     name = "metric"
 
-    def setup(self, xp, target) -> None:
-        """See the whole target once before an epoch (R² needs its variance)."""
+    def prepare(self, xp, target):
+        """What :meth:`result` needs from a dataset's whole target ``(N, outputs)`` or
+        ``(N,)``, or None (the default: nothing)."""
+        return None
 
     def batch(self, xp, pred, target):
-        """Sum of the per-sample statistic over a batch, as a 0-d device array."""
+        """Sum of the per-sample statistic over a batch, as a 0-d device array.
+
+        Parameters
+        ----------
+        pred : (batch, outputs)
+        target : (batch, outputs) or (batch,)
+        """
         raise NotImplementedError
 
-    def result(self, total: float, n: int) -> float:
-        """Turn the accumulated sum over ``n`` samples into the metric value."""
+    def result(self, total: float, n: float, prepared=None) -> float:
+        """The metric value from the sum of :meth:`batch` over ``n`` samples and what
+        :meth:`prepare` returned for the same dataset."""
         return total / n
 
 
@@ -104,16 +119,20 @@ class R2(Metric):
 
     name = "r2"
 
-    def setup(self, xp, target):
+    def prepare(self, xp, target):
+        """The total sum of squares ``SS_tot`` of ``target`` (a host float)."""
         centred = target - xp.mean(target, axis=0)
-        self._ss_tot = float(xp.sum(centred * centred))
+        return float(xp.sum(centred * centred))
 
     def batch(self, xp, pred, target):
         d = pred - xp.reshape(target, pred.shape)
         return xp.sum(d * d)
 
-    def result(self, total, n):
-        return 1.0 - total / self._ss_tot if self._ss_tot > 0 else float("nan")
+    def result(self, total, n, prepared=None):
+        if prepared is None:
+            raise ValueError("r2: result needs the total sum of squares that prepare "
+                             "returned for the same dataset")
+        return 1.0 - total / prepared if prepared > 0 else float("nan")
 
 
 METRICS = {"accuracy": Accuracy, "acc": Accuracy, "mse": MSE, "mae": MAE, "r2": R2}
@@ -133,8 +152,8 @@ def compute(metric, y_true, y_pred) -> float:
         xp, y_true, y_pred = _as_pair(y_true, y_pred)
         if y_true.ndim == 1 and y_pred.ndim == 2 and y_pred.shape[1] == 1:
             y_true = xp.reshape(y_true, (-1, 1))
-        m.setup(xp, y_true)
-        return m.result(float(m.batch(xp, y_pred, y_true)), int(y_pred.shape[0]))
+        return m.result(float(m.batch(xp, y_pred, y_true)), int(y_pred.shape[0]),
+                        m.prepare(xp, y_true))
 
 
 def accuracy(y_true, y_pred) -> float:

@@ -1,12 +1,15 @@
 """Losses: value and gradient with respect to the model output, and what is specific to
 each loss: its targets (``prepare_target`` checks them), default metrics and logits form.
 
-``loss.forward(pred, target)`` returns the value as a 0-d array on the device (no host
-sync); ``loss.backward()`` returns ``dL/dpred`` of ``pred``'s shape. A loss whose
-``logits_of`` names the output layer's activation (softmax or sigmoid for the
-cross-entropies) also offers ``forward_logits(z, target)`` on that layer's pre-activation
-``z``, and ``backward()`` is then ``dL/dz``: faster, and stable where ``log(softmax)``
-would underflow.
+``loss.compute(pred, target)`` returns a :class:`LossResult`: the value as a 0-d array on
+the device (no host sync), ``dL/dpred`` of ``pred``'s shape and the output metrics score;
+the loss object keeps nothing of the call, so training, validation and ``evaluate`` can
+share it. A loss whose ``logits_of`` names the output layer's activation (softmax or
+sigmoid for the cross-entropies) also offers ``compute_logits(z, target)`` on that layer's
+pre-activation ``z``, whose gradient is then ``dL/dz``: faster, and stable where
+``log(softmax)`` would underflow. For hand-written loops, ``forward`` (or
+``forward_logits``) then ``backward`` make the same call in two halves (the loss keeps the
+last result for ``backward``, and only for it).
 
 The contract is :mod:`.base`; regression losses live in :mod:`.regression`, the
 cross-entropies in :mod:`.crossentropy`. A new loss is a class in one of them (or a module
@@ -15,12 +18,12 @@ of its own), named in ``LOSSES``."""
 from __future__ import annotations
 
 from ..errors import lookup
-from .base import Loss
+from .base import Loss, LossResult
 from .crossentropy import BinaryCrossEntropy, CategoricalCrossEntropy
 from .regression import Huber, MeanAbsoluteError, MeanSquaredError
 
-__all__ = ["Loss", "MeanSquaredError", "MeanAbsoluteError", "Huber", "BinaryCrossEntropy",
-           "CategoricalCrossEntropy", "LOSSES", "get"]
+__all__ = ["Loss", "LossResult", "MeanSquaredError", "MeanAbsoluteError", "Huber",
+           "BinaryCrossEntropy", "CategoricalCrossEntropy", "LOSSES", "get"]
 
 
 LOSSES = {"mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,

@@ -3,12 +3,32 @@ what every loss shares (target checks, the logits form, the fused head)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from array_api_compat import array_namespace
 
 from ..backend.ops import all_finite
 from ..backend.ops import match_target as _match_target
 from ..backend.ops import upcast_16bit as _upcast
 from ..errors import describe
+
+
+class LossResult(NamedTuple):
+    """What one loss evaluation returns.
+
+    Attributes
+    ----------
+    value : 0-d array
+        The loss, on the device of the prediction.
+    grad : (batch, outputs)
+        ``dL/dpred``; ``dL/dz`` from :meth:`Loss.compute_logits`.
+    output : (batch, outputs)
+        The activated model output (probabilities from logits), what metrics score.
+    """
+
+    value: object
+    grad: object
+    output: object
 
 
 class Loss:
@@ -23,8 +43,9 @@ class Loss:
         What ``fit`` reports when no metrics are asked for.
     takes_step_fusion : bool
         A fused kernel computes exactly this class's loss (read from the class, not bases).
-    output : array
-        The (activated) model output of the last forward, for metrics.
+    output : array or None
+        The (activated) model output of the last :meth:`forward` (hand-written loops;
+        :meth:`compute` leaves it alone).
     """
 
     name = "loss"
@@ -33,8 +54,7 @@ class Loss:
     takes_step_fusion = False
 
     def __init__(self):
-        self._grad = None
-        self.output = None
+        self._last = None  # the last forward's LossResult, for backward (and only that)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -87,8 +107,12 @@ class Loss:
             y = xp.astype(y, backend.dtype)
         return y
 
-    def forward(self, pred, target, backend=None):
-        """Loss value.
+    @property
+    def output(self):
+        return None if self._last is None else self._last.output
+
+    def compute(self, pred, target, backend=None) -> LossResult:
+        """Value, gradient and scored output; the loss object is left unchanged.
 
         Parameters
         ----------
@@ -99,41 +123,62 @@ class Loss:
 
         Returns
         -------
-        0-d array on the device of ``pred``.
+        LossResult
+            On the device of ``pred``; ``grad`` is ``dL/dpred``.
         """
         xp = backend.xp if backend is not None else array_namespace(pred)
         pred, restore = _upcast(xp, pred)
         target = self._target(xp, pred, target)
-        self.output = pred  # from-logits losses replace it with probabilities
-        value, grad = self._value_and_grad(xp, pred, target)
-        self._grad = restore(grad)
-        return value
+        value, grad, output = self._evaluate(xp, pred, target)
+        return LossResult(value, restore(grad), output)
+
+    def compute_logits(self, z, target, backend=None, fusion=None) -> LossResult:
+        """:meth:`compute` from the output layer's pre-activation ``z`` (see
+        ``logits_of``): ``grad`` is ``dL/dz`` and ``output`` the activated output.
+        ``backend`` (the model's) lets a fused device kernel run; ``fusion`` is the
+        work a training step offers it."""
+        raise TypeError(f"{self.name} has no logits form")
+
+    def forward(self, pred, target, backend=None):
+        """Loss value (:meth:`compute`), kept for :meth:`backward`.
+
+        Returns
+        -------
+        0-d array on the device of ``pred``.
+        """
+        self._last = self.compute(pred, target, backend)
+        return self._last.value
+
+    def forward_logits(self, z, target, backend=None, fusion=None):
+        """Loss value from the pre-activation ``z`` (:meth:`compute_logits`); after it,
+        :meth:`backward` returns ``dL/dz`` and ``output`` holds the activated output."""
+        self._last = self.compute_logits(z, target, backend, fusion)
+        return self._last.value
 
     def backward(self):
-        """``dL/dpred`` from the last :meth:`forward`, shape of ``pred``."""
-        if self._grad is None:
+        """``dL/dpred`` (or ``dL/dz``) from the last :meth:`forward`, shape of ``pred``."""
+        if self._last is None:
             raise RuntimeError(f"{self.name}: backward called before forward")
-        return self._grad
-
-    def forward_logits(self, z, target, backend=None):
-        """Loss value from the output layer's pre-activation ``z`` (see ``logits_of``).
-
-        After it, :meth:`backward` returns ``dL/dz`` and ``self.output`` holds the
-        activated output. ``backend`` (the model's) lets a fused device kernel run.
-        """
-        raise TypeError(f"{self.name} has no logits form")
+        return self._last.grad
 
     def _target(self, xp, pred, target):
         return _match_target(xp, pred, target, self.name)
 
     def _fused(self, kind, z, target, backend, fusion):
-        """``(value, z)`` of the backend's fused head; value None where none ran."""
+        """``(result, z)``: the backend's fused head as a LossResult, or None and ``z``
+        with its bias added where none ran."""
         out = backend.fused_loss(kind, z, target, fusion) if z.dtype == backend.dtype \
             else None
         if out is None:
             return None, fusion.add_bias(z)
-        value, self.output, self._grad = out
-        return value, z
+        value, prob, grad = out
+        return LossResult(value, grad, prob), z
+
+    def _evaluate(self, xp, pred, target):
+        """``(value, grad, output)``; the output metrics score is ``pred`` itself unless
+        the loss applies an activation (``from_logits``)."""
+        value, grad = self._value_and_grad(xp, pred, target)
+        return value, grad, pred
 
     def _value_and_grad(self, xp, pred, target):
         raise NotImplementedError

@@ -10,7 +10,7 @@ from ..backend.ops import clip, one_hot, softmax_cross_entropy
 from ..backend.ops import match_target as _match_target
 from ..backend.ops import upcast_16bit as _upcast
 from ..errors import flag
-from .base import Loss
+from .base import Loss, LossResult
 
 
 def _check_eps(eps) -> float:
@@ -65,31 +65,37 @@ class BinaryCrossEntropy(_CrossEntropy):
                              f"from {lo} to {hi}")
         return target
 
-    def forward_logits(self, z, target, backend=None, fusion=None):
+    def compute_logits(self, z, target, backend=None, fusion=None):
         xp = backend.xp if backend is not None else array_namespace(z)
         if fusion is not None:
-            value, z = self._fused("sigmoid", z, target, backend, fusion)
-            if value is not None:
-                return value
+            done, z = self._fused("sigmoid", z, target, backend, fusion)
+            if done is not None:
+                return done
         z, restore = _upcast(xp, z)  # then the target in float32 too, for 16-bit logits
-        value, grad = self._sigmoid_bce(xp, z, self._target(xp, z, target))
-        self._grad = restore(grad)
-        return value
+        value, grad, prob = self._sigmoid_bce(xp, z, self._target(xp, z, target))
+        return LossResult(value, restore(grad), prob)
+
+    def _evaluate(self, xp, pred, target):
+        if self.from_logits:
+            return self._sigmoid_bce(xp, pred, target)
+        return super()._evaluate(xp, pred, target)
 
     def _value_and_grad(self, xp, pred, target):
         if self.from_logits:
-            return self._sigmoid_bce(xp, pred, target)
+            return self._sigmoid_bce(xp, pred, target)[:2]
         p = clip(xp, pred, self.eps, 1.0 - self.eps)
         n = pred.size
         value = -xp.mean(target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p))
         return value, (p - target) / (p * (1.0 - p)) * (1.0 / n)
 
-    def _sigmoid_bce(self, xp, z, target):
+    @staticmethod
+    def _sigmoid_bce(xp, z, target):
+        """``(value, dL/dz, sigmoid(z))`` from logits ``z``."""
         # max(z, 0) - z*t + log(1 + exp(-|z|)) never overflows.
         e = xp.exp(-xp.abs(z))
         value = xp.mean(xp.maximum(z, 0.0) - z * target + xp.log1p(e))
-        self.output = p = xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))  # sigmoid(z)
-        return value, (p - target) * (1.0 / z.size)
+        p = xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))  # sigmoid(z)
+        return value, (p - target) * (1.0 / z.size), p
 
 
 class CategoricalCrossEntropy(_CrossEntropy):
@@ -145,24 +151,29 @@ class CategoricalCrossEntropy(_CrossEntropy):
             target = one_hot(xp, target, pred.shape[1], pred.dtype)
         return _match_target(xp, pred, target, self.name)
 
-    def forward_logits(self, z, target, backend=None, fusion=None):
+    def compute_logits(self, z, target, backend=None, fusion=None):
         xp = backend.xp if backend is not None else array_namespace(z)
         if fusion is not None:
-            value, z = self._fused("softmax", z, target, backend, fusion)
-            if value is not None:
-                return value
+            done, z = self._fused("softmax", z, target, backend, fusion)
+            if done is not None:
+                return done
         z, restore = _upcast(xp, z)
         if target.ndim != 1:  # after the upcast: 16-bit logits meet float32 targets
             target = _match_target(xp, z, target, self.name)
-        value, self.output, grad = (softmax_cross_entropy(xp, z, target) if backend is None
-                                    or z.dtype != backend.dtype
-                                    else backend.softmax_cross_entropy(z, target))
-        self._grad = restore(grad)
-        return value
+        value, prob, grad = (softmax_cross_entropy(xp, z, target) if backend is None
+                             or z.dtype != backend.dtype
+                             else backend.softmax_cross_entropy(z, target))
+        return LossResult(value, restore(grad), prob)
+
+    def _evaluate(self, xp, pred, target):
+        if self.from_logits:
+            value, prob, grad = softmax_cross_entropy(xp, pred, target)
+            return value, grad, prob
+        return super()._evaluate(xp, pred, target)
 
     def _value_and_grad(self, xp, pred, target):
         if self.from_logits:
-            value, self.output, grad = softmax_cross_entropy(xp, pred, target)
+            value, _, grad = softmax_cross_entropy(xp, pred, target)
             return value, grad
         n = pred.shape[0]
         p = clip(xp, pred, self.eps, 1.0)

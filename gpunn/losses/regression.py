@@ -15,10 +15,12 @@ class MeanSquaredError(Loss):
     logits_of = "identity"  # no activation to fuse, but the step's head can be one launch
     takes_step_fusion = True
 
-    def forward_logits(self, z, target, backend=None, fusion=None):
-        value, z = (None, z) if fusion is None else self._fused("identity", z, target,
-                                                                 backend, fusion)
-        return value if value is not None else self.forward(z, target, backend)
+    def compute_logits(self, z, target, backend=None, fusion=None):
+        if fusion is not None:
+            done, z = self._fused("identity", z, target, backend, fusion)
+            if done is not None:
+                return done
+        return self.compute(z, target, backend)
 
     def _value_and_grad(self, xp, pred, target):
         diff = pred - target

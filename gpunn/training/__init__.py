@@ -242,7 +242,7 @@ def step_function(model, X, y):
 
     def step():
         with model.backend.context():
-            return trainer.step(x, t, trainer.fusion(slot))
+            return trainer.step(x, t, trainer.fusion(slot))[0]
 
     return step
 

@@ -56,7 +56,7 @@ class Trainer:
         self.logits = model.takes_logits(loss)
         # The loss kernel may add the last bias, write its gradient, the step's loss and
         # its metric (one launch instead of about eight).
-        # A subclass that changes the maths (its own forward_logits or gradient) keeps them:
+        # A subclass that changes the maths (its own compute_logits or gradient) keeps them:
         # the flag counts only where the class itself sets it.
         self.fuse = (self.logits and amp is None
                      and type(loss).__dict__.get("takes_step_fusion", False)
@@ -90,18 +90,24 @@ class Trainer:
         return at, self.model.backend.xp.int64 if wanted is _metrics.Accuracy else None
 
     def step(self, x, t, fusion: StepFusion | None = None):
-        """Forward, loss, backward and update of one batch; returns the loss value
-        (a 0-d device array, the layers' penalties included): ``fusion.loss`` itself when
-        the loss kernel wrote it there."""
+        """Forward, loss, backward and update of one batch.
+
+        Returns
+        -------
+        value : 0-d device array
+            The loss, the layers' penalties included: ``fusion.loss`` itself when the
+            loss kernel wrote it there.
+        output : (batch, outputs)
+            The activated model output, for the metrics.
+        """
         model, loss = self.model, self.loss
         out = model.forward_batch(x, training=True, logits=self.logits,
                                   add_bias=fusion is None)
         if fusion is not None:
-            value = loss.forward_logits(out, t, model.backend, fusion)
+            value, grad, output = loss.compute_logits(out, t, model.backend, fusion)
         else:
-            value = (loss.forward_logits(out, t, model.backend) if self.logits
-                     else loss.forward(out, t, model.backend))
-        grad = loss.backward()
+            value, grad, output = (loss.compute_logits(out, t, model.backend) if self.logits
+                                   else loss.compute(out, t, model.backend))
         model.backward_batch(self.amp.scale_grad(grad) if self.amp else grad,
                              need_input_grad=False, logits=self.logits,
                              bias_done=fusion is not None and fusion.bias_grad_done)
@@ -114,7 +120,7 @@ class Trainer:
             self.stepper.step(params, grads, finite=model.backend.xp.isfinite(value))
         else:
             self.stepper.step(params, grads)
-        return value
+        return value, output
 
     def _roll_back(self) -> None:
         """Back to the snapshot: weights, optimiser and master weights, and the history
@@ -143,7 +149,11 @@ class Trainer:
     def run(self, X, T, streaming: bool, interrupted):
         """All epochs; returns the History (early on Ctrl-C, a stop or divergence)."""
         model = self.model
-        _batches_setup(self.metrics, T)
+        # Each phase prepares its own dataset for the metrics (R²'s total sum of
+        # squares): the metric objects, shared by both phases, hold none of it.
+        self.prepared = prepare_metrics(self.metrics, T)
+        self.val_prepared = (None if self.val is None
+                             else prepare_metrics(self.metrics, self.val[1]))
         model.stop_training = False
         model._fitting = True
         self.snapshot, self.every = None, 1
@@ -159,7 +169,6 @@ class Trainer:
             model._fitting = False
             # Nothing of the training data outlives fit (layers keep their last batch).
             model.forget()
-            self.loss.output = self.loss._grad = None
         return self.history
 
     def _epochs(self, X, T, streaming, interrupted) -> None:
@@ -225,8 +234,8 @@ class Trainer:
             return None
         nan = float("nan")
         logs = {"loss": total_host / n if n else nan}
-        logs.update({m.name: m.result(float(s), n) if n else nan
-                     for m, s in zip(self.metrics, metric_sums)})
+        logs.update({m.name: m.result(float(s), n, p) if n else nan
+                     for m, s, p in zip(self.metrics, metric_sums, self.prepared)})
         if self.skip:
             logs["skipped"] = float(dropped) if dropped is not None else 0.0
         if self.snapshot is not None:
@@ -235,7 +244,7 @@ class Trainer:
                                                                                1e-9))))
         if self.val is not None:
             val = evaluate_arrays(model, *self.val, self.loss, self.metrics,
-                                  self.batch_size, self.dist)
+                                  self.batch_size, self.dist, self.val_prepared)
             logs.update({f"val_{k}": v for k, v in val.items()})
         return logs
 
@@ -263,14 +272,14 @@ class Trainer:
         for batch, (xb, tb, rows) in enumerate(batches):
             fusion = self.fusion(step_losses[batch], None if fused is None
                                  else metric_steps[fused_at][batch]) if self.fuse else None
-            value = self.step(xb, tb, fusion)
+            value, output = self.step(xb, tb, fusion)
             counts.append(rows)
             if fusion is None or value is not fusion.loss:
                 step_losses[batch] = value
             for i, m in enumerate(self.metrics):
                 if i == fused_at and fusion.metric_done:
                     continue
-                count = m.batch(xp, self.loss.output, tb)
+                count = m.batch(xp, output, tb)
                 if metric_steps[i] is None:
                     metric_steps[i] = backend.zeros((steps,), dtype=count.dtype)
                 metric_steps[i][batch] = count
@@ -304,9 +313,10 @@ class Trainer:
 
 
 def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size,
-                    dist=_plan.LOCAL) -> dict:
+                    dist=_plan.LOCAL, prepared=None) -> dict:
     """Loss and metrics of checked, placed data, in inference mode (host floats); over
-    several ranks each evaluates its share of the rows and the sums are added."""
+    several ranks each evaluates its share of the rows and the sums are added.
+    ``prepared``: what :func:`prepare_metrics` returned for ``T`` (computed when None)."""
     backend = model.backend
     xp = backend.xp
     logits = model.takes_logits(loss)
@@ -314,20 +324,21 @@ def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size,
     total = accumulator(backend)
     sums = [accumulator(backend) for _ in metrics]
     reg = model.regularization()
-    _batches_setup(metrics, T)  # the whole target (R² needs its variance)
+    if prepared is None:
+        prepared = prepare_metrics(metrics, T)  # the whole target (R² needs its variance)
     X, T = dist.rows_of(X, T)
     with inference_memory(model, batch_size, "evaluating"):
         for xb, tb in _batches.iterate(backend, X, T, batch_size, False, streaming):
             out = model.forward_batch(xb, training=False, logits=logits)
-            value = (loss.forward_logits(out, tb, backend) if logits
-                     else loss.forward(out, tb, backend))
+            value, _, output = (loss.compute_logits(out, tb, backend) if logits
+                                else loss.compute(out, tb, backend))
             total = total + _cast(xp, value, total) * xb.shape[0]
             for i, m in enumerate(metrics):
-                sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
+                sums[i] = sums[i] + _cast(xp, m.batch(xp, output, tb), total)
     model.forget()
     total, *sums = dist.sum_floats([float(total)] + [float(s) for s in sums])
     result = {"loss": total / n + (float(reg) if reg is not None else 0.0)}
-    result.update({m.name: m.result(s, n) for m, s in zip(metrics, sums)})
+    result.update({m.name: m.result(s, n, p) for m, s, p in zip(metrics, sums, prepared)})
     return result
 
 
@@ -351,14 +362,14 @@ def accumulator(backend):
     return backend.zeros((), dtype=backend.xp.float32 if backend.low_precision else None)
 
 
-def _batches_setup(metrics, T) -> None:
-    """Show each metric the whole target, in the namespace that holds it: the device's, or
-    NumPy's when the dataset streams from host memory."""
+def prepare_metrics(metrics, T) -> list:
+    """What each metric needs of a dataset's whole target (``Metric.prepare``), owned by
+    the phase that scores that dataset; computed in the namespace that holds ``T``: the
+    device's, or NumPy's when the dataset streams from host memory."""
     import array_api_compat
 
     xp = array_api_compat.array_namespace(T)
-    for m in metrics:
-        m.setup(xp, T)
+    return [m.prepare(xp, T) for m in metrics]
 
 
 def _cast(xp, value, like):
