@@ -293,7 +293,7 @@ class Sequential:
         return isinstance(last, Dense) and loss.takes_logits_from(last.activation)
 
     # ------------------------------------------------------------------ training entry points
-    def fit(self, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size: int = 32,
+    def fit(self, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
             validation_data=None, shuffle: bool = True, verbose: int = 1,
             seed: int | None = None, metrics=None, device_data: bool | None = None,
             callbacks=None, on_divergence: str = "raise", resume_from=None) -> History:

@@ -22,19 +22,23 @@ from ..backend.ops import all_finite
 from ..backend.random import check_seed
 from ..callbacks import Callback, EpochLogger, History, ProgressBar
 from ..distributed import plan as _plan
-from ..errors import describe
+from ..errors import describe, user_stacklevel
 from ..layers import _positive_int
 from . import batches
 from .loop import Trainer, evaluate_arrays, inference_memory
 from .recovery import interrupt_flag
 from .state import check_resume, read_checkpoint, restore_checkpoint
 
-__all__ = ["fit", "evaluate", "predict", "step_function", "Trainer", "batches"]
+__all__ = ["fit", "evaluate", "predict", "step_function", "output_activation", "Trainer",
+           "batches"]
 
 DIVERGENCE = ("raise", "stop", "skip", "off")
+#: The loss a first fit without ``loss=`` takes, by the model's output activation.
+DEFAULT_LOSSES = {"softmax": "categorical_crossentropy", "sigmoid": "binary_crossentropy",
+                  "identity": "mse", "linear": "mse"}
 
 
-def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size: int = 32,
+def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
         validation_data=None, shuffle: bool = True, verbose: int = 1,
         seed: int | None = None, metrics=None, device_data: bool | None = None,
         callbacks=None, on_divergence: str = "raise", resume_from=None) -> History:
@@ -49,9 +53,18 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         on the model's device in the model's dtype.
     y : (N,) or (N, output_dim)
         Binary 0/1 targets, integer class labels, one-hot rows or regression values.
-    loss : str or Loss, default "mse"
-    optimizer : str or Optimizer, default "adam"
-        A name gets its default hyper-parameters; pass an object to set them.
+    loss : str or Loss, optional
+        Given once, as to Keras' ``compile``: without it a later ``fit`` (or a ``fit`` of
+        a loaded model) keeps the model's loss. A first ``fit`` without it takes the
+        loss that fits the output activation (:func:`output_activation`): softmax ->
+        ``"categorical_crossentropy"``, sigmoid -> ``"binary_crossentropy"``, identity
+        or linear -> ``"mse"``, and says so with a ``UserWarning``; any other output
+        needs ``loss=``.
+    optimizer : str or Optimizer, optional
+        Likewise kept from the previous ``fit`` (or the loaded file), with its state
+        (moments, step count) and hyper-parameters; a first ``fit`` without it uses
+        ``Adam()`` (lr=0.001). A name gets a fresh optimiser with its default
+        hyper-parameters; pass an object to set them.
     epochs, batch_size : int > 0
     validation_data : (X_val, y_val), optional
     shuffle : bool, default True
@@ -61,7 +74,8 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
     seed : int, optional
         Reseeds shuffling and dropout.
     metrics : list of str, optional
-        Default: the loss's (``["accuracy"]`` for cross-entropies, ``["mae"]`` otherwise).
+        Default: those of the previous ``fit`` while its loss is kept, else the loss's
+        (``["accuracy"]`` for cross-entropies, ``["mae"]`` otherwise).
     device_data : bool, optional
         Keep the dataset on the model's device (True) or in host memory, streaming
         batches to the device (False). Default: on the device when it fits (within 80%
@@ -81,8 +95,9 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         A checkpoint written by :class:`gpunn.callbacks.ModelCheckpoint` (or by
         ``model.save`` after ``fit``): parameters, optimiser (its state and
         hyper-parameters replace ``optimizer``), epoch counter, random generator and
-        history are restored and training continues up to ``epochs``. On the CPU the
-        result is bitwise identical to an uninterrupted run.
+        history are restored and training continues up to ``epochs``; without ``loss=``
+        the checkpoint's loss is used. On the CPU the result is bitwise identical to an
+        uninterrupted run.
 
     Returns
     -------
@@ -98,9 +113,12 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
     if not isinstance(shuffle, (bool, np.bool_)):
         raise ValueError(f"shuffle: expected True or False, got {shuffle!r}")
-    optimizer_arg = optimizer
-    loss, optimizer = _losses.get(loss), _optim.get(optimizer)
-    metric_objs = metrics_for(loss, metrics)
+    resume = read_checkpoint(model, resume_from) if resume_from is not None else None
+    loss = _choose_loss(model, loss, resume)
+    _check_resume(model, resume, resume_from, loss, optimizer)
+    optimizer = _choose_optimizer(model, optimizer)
+    metric_objs = metrics_for(loss, metrics if metrics is not None or loss is not model.loss
+                              else (model.metrics or None))
     callbacks = _check_callbacks(callbacks)
     if on_divergence not in DIVERGENCE:
         raise ValueError(f"on_divergence: expected 'raise', 'stop', 'skip' or 'off', got "
@@ -110,7 +128,6 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         raise ValueError(f"device_data: expected None, True or False, got {device_data!r}")
     _check_monitors(callbacks, metric_objs, validation_data is not None, on_divergence)
     dist, verbose, callbacks = _ranks(model, batch_size, verbose, callbacks)
-    resume = _resume(model, resume_from, loss, optimizer_arg)
     # Checkpoint folders exist and are writable before the first step (created if missing).
     # (Writing over the checkpoint resumed from is fine: it was read above.)
     check_outputs([p for cb in callbacks if hasattr(cb, "outputs") for p in cb.outputs()])
@@ -156,18 +173,54 @@ def _ranks(model, batch_size, verbose, callbacks):
     return dist, 0, [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
 
 
-def _resume(model, resume_from, loss, optimizer_arg):
-    """The checkpoint to resume from, checked (None without one)."""
-    if resume_from is None:
-        return None
-    resume = read_checkpoint(model, resume_from)
+def output_activation(model) -> str | None:
+    """The name of the activation that produces ``model``'s output (``"softmax"``,
+    ``"identity"``, ...), or None where the last layer has none (e.g. Dropout).
+
+    The one place that knows where a model keeps it: what ``fit`` chooses its default loss
+    by."""
+    return getattr(model.layers[-1], "activation", None)
+
+
+def _choose_loss(model, loss, resume):
+    """The loss object of this fit: the one given, else the checkpoint's (resuming), else
+    the model's from its last fit or file, else the one its output activation calls for
+    (with a warning saying so)."""
+    if loss is not None:
+        return _losses.get(loss)
+    if resume is not None and resume.loss is not None:
+        return resume.loss
+    if model.loss is not None:
+        return model.loss
+    activation = output_activation(model)
+    name = DEFAULT_LOSSES.get(activation)
+    if name is None:
+        raise ValueError(f"loss: no loss given and none follows from the model's "
+                         f"{activation or 'unknown'} output (a default exists for softmax, "
+                         "sigmoid and identity outputs); pass loss= (e.g. 'mse', 'huber', "
+                         "'mae')")
+    warnings.warn(f"fit: no loss given; using {name!r} for the model's {activation} output "
+                  "(pass loss= to choose another)", UserWarning, stacklevel=user_stacklevel())
+    return _losses.get(name)
+
+
+def _choose_optimizer(model, optimizer):
+    """The optimiser given, else the model's (its state kept), else a fresh ``Adam()``."""
+    if optimizer is not None:
+        return _optim.get(optimizer)
+    return model.optimizer if model.optimizer is not None else _optim.Adam()
+
+
+def _check_resume(model, resume, resume_from, loss, optimizer) -> None:
+    """The checkpoint's loss must be this fit's; an optimiser object passed is not used."""
+    if resume is None:
+        return
     check_resume(resume, loss, resume_from)
-    if isinstance(optimizer_arg, _optim.Optimizer) and optimizer_arg is not model.optimizer:
+    if isinstance(optimizer, _optim.Optimizer) and optimizer is not model.optimizer:
         warnings.warn(f"fit: resume_from={resume_from!r} restores the checkpoint's "
                       f"optimiser ({type(resume.optimizer).__name__}, lr="
                       f"{resume.optimizer.lr}); the optimizer passed is not used",
-                      UserWarning, stacklevel=4)
-    return resume
+                      UserWarning, stacklevel=user_stacklevel())
 
 
 def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None) -> dict:
