@@ -1,41 +1,44 @@
 """Training: ``fit`` and ``evaluate`` for a :class:`gpunn.Sequential`, and ``predict``.
 
-``fit`` checks every argument before anything changes, places the data
-(:mod:`.batches`), attaches the optimiser (wrapped for 16-bit training), and hands a
-:class:`.loop.Trainer` the epochs; recovery (roll-back, divergence, out of memory, Ctrl-C)
-is :mod:`.recovery`, checkpoint state :mod:`.state`.
+``fit`` checks every argument before anything changes (:mod:`.arguments`, which also
+chooses what was left out), places the data (:mod:`.batches`), attaches the optimiser
+(wrapped for 16-bit training), and hands a :class:`.loop.Trainer` the epochs; recovery
+(roll-back, divergence, out of memory, Ctrl-C) is :mod:`.recovery`, checkpoint state
+:mod:`.state`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-import warnings
-
-import numpy as np
 
 from .. import losses as _losses
-from .. import metrics as _metrics
 from .. import optim as _optim
 from ..atomic import check_outputs
 from ..backend.ops import all_finite
-from ..backend.random import check_seed
-from ..callbacks import Callback, EpochLogger, History, ProgressBar
+from ..callbacks import EpochLogger, History, ProgressBar
 from ..distributed import plan as _plan
-from ..errors import describe, user_stacklevel
 from ..layers import _positive_int
 from . import batches
+from .arguments import (
+    check_callbacks,
+    check_monitors,
+    check_precision,
+    check_resumed,
+    check_settings,
+    choose_loss,
+    choose_optimizer,
+    metrics_for,
+    output_activation,
+    validation_set,
+)
 from .loop import Trainer, evaluate_arrays, inference_memory
 from .recovery import interrupt_flag
-from .state import check_resume, read_checkpoint, restore_checkpoint
+from .state import read_checkpoint, restore_checkpoint
 
 __all__ = ["fit", "evaluate", "predict", "step_function", "output_activation", "Trainer",
            "batches"]
 
-DIVERGENCE = ("raise", "stop", "skip", "off")
-#: The loss a first fit without ``loss=`` takes, by the model's output activation.
-DEFAULT_LOSSES = {"softmax": "categorical_crossentropy", "sigmoid": "binary_crossentropy",
-                  "identity": "mse", "linear": "mse"}
 
 
 def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
@@ -107,26 +110,16 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         its optimiser), so a file saved then is consistent, and stays usable.
     """
     # Everything is validated before any state (parameters, optimiser, RNG) changes.
-    epochs = _positive_int(epochs, "epochs")
-    batch_size = _positive_int(batch_size, "batch_size")
-    if verbose not in (0, 1, 2, True, False):
-        raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
-    if not isinstance(shuffle, (bool, np.bool_)):
-        raise ValueError(f"shuffle: expected True or False, got {shuffle!r}")
+    epochs, batch_size = check_settings(epochs, batch_size, verbose, shuffle, on_divergence,
+                                        seed, device_data)
     resume = read_checkpoint(model, resume_from) if resume_from is not None else None
-    loss = _choose_loss(model, loss, resume)
-    _check_resume(model, resume, resume_from, loss, optimizer)
-    optimizer = _choose_optimizer(model, optimizer)
+    loss = choose_loss(model, loss, resume)
+    check_resumed(model, resume, resume_from, loss, optimizer)
+    optimizer = choose_optimizer(model, optimizer)
     metric_objs = metrics_for(loss, metrics if metrics is not None or loss is not model.loss
                               else (model.metrics or None))
-    callbacks = _check_callbacks(callbacks)
-    if on_divergence not in DIVERGENCE:
-        raise ValueError(f"on_divergence: expected 'raise', 'stop', 'skip' or 'off', got "
-                         f"{on_divergence!r}")
-    check_seed(seed)
-    if device_data not in (None, True, False):
-        raise ValueError(f"device_data: expected None, True or False, got {device_data!r}")
-    _check_monitors(callbacks, metric_objs, validation_data is not None, on_divergence)
+    callbacks = check_callbacks(callbacks)
+    check_monitors(callbacks, metric_objs, validation_data is not None, on_divergence)
     dist, verbose, callbacks = _ranks(model, batch_size, verbose, callbacks)
     # Checkpoint folders exist and are writable before the first step (created if missing).
     # (Writing over the checkpoint resumed from is fine: it was read above.)
@@ -137,8 +130,8 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     with model.backend.context():
         X, T, streaming = batches.as_dataset(model, X, y, loss, device_data=device_data,
                                              preprocessor=prep)
-        val = _validation(model, validation_data, loss, device_data, prep)
-        _check_precision(model)
+        val = validation_set(model, validation_data, loss, device_data, prep)
+        check_precision(model)
         history, start = History(), 1
         if resume is not None:
             optimizer, history, start = restore_checkpoint(model, resume)
@@ -171,56 +164,6 @@ def _ranks(model, batch_size, verbose, callbacks):
     if dist.is_root:
         return dist, verbose, callbacks
     return dist, 0, [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
-
-
-def output_activation(model) -> str | None:
-    """The name of the activation that produces ``model``'s output (``"softmax"``,
-    ``"identity"``, ...), or None where the last layer has none (e.g. Dropout).
-
-    The one place that knows where a model keeps it: what ``fit`` chooses its default loss
-    by."""
-    return getattr(model.layers[-1], "activation", None)
-
-
-def _choose_loss(model, loss, resume):
-    """The loss object of this fit: the one given, else the checkpoint's (resuming), else
-    the model's from its last fit or file, else the one its output activation calls for
-    (with a warning saying so)."""
-    if loss is not None:
-        return _losses.get(loss)
-    if resume is not None and resume.loss is not None:
-        return resume.loss
-    if model.loss is not None:
-        return model.loss
-    activation = output_activation(model)
-    name = DEFAULT_LOSSES.get(activation)
-    if name is None:
-        raise ValueError(f"loss: no loss given and none follows from the model's "
-                         f"{activation or 'unknown'} output (a default exists for softmax, "
-                         "sigmoid and identity outputs); pass loss= (e.g. 'mse', 'huber', "
-                         "'mae')")
-    warnings.warn(f"fit: no loss given; using {name!r} for the model's {activation} output "
-                  "(pass loss= to choose another)", UserWarning, stacklevel=user_stacklevel())
-    return _losses.get(name)
-
-
-def _choose_optimizer(model, optimizer):
-    """The optimiser given, else the model's (its state kept), else a fresh ``Adam()``."""
-    if optimizer is not None:
-        return _optim.get(optimizer)
-    return model.optimizer if model.optimizer is not None else _optim.Adam()
-
-
-def _check_resume(model, resume, resume_from, loss, optimizer) -> None:
-    """The checkpoint's loss must be this fit's; an optimiser object passed is not used."""
-    if resume is None:
-        return
-    check_resume(resume, loss, resume_from)
-    if isinstance(optimizer, _optim.Optimizer) and optimizer is not model.optimizer:
-        warnings.warn(f"fit: resume_from={resume_from!r} restores the checkpoint's "
-                      f"optimiser ({type(resume.optimizer).__name__}, lr="
-                      f"{resume.optimizer.lr}); the optimizer passed is not used",
-                      UserWarning, stacklevel=user_stacklevel())
 
 
 def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None) -> dict:
@@ -298,66 +241,6 @@ def step_function(model, X, y):
             return trainer.step(x, t, trainer.fusion(slot))[0]
 
     return step
-
-
-def metrics_for(loss, metrics) -> list:
-    """Metric objects by name; the loss's defaults when ``metrics`` is None."""
-    if metrics is None:
-        metrics = list(loss.default_metrics)
-    if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
-        raise ValueError(f"metrics: expected a list of names, got {describe(metrics)}")
-    return [_metrics.get(m) for m in metrics]
-
-
-def _check_callbacks(callbacks) -> list:
-    callbacks = list(callbacks or [])
-    for i, cb in enumerate(callbacks):
-        if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks[{i}]: expected a gpunn.callbacks.Callback, got "
-                            f"{describe(cb)}")
-    return callbacks
-
-
-def _check_monitors(callbacks, metrics, validating: bool, on_divergence: str) -> None:
-    """Callbacks that watch a log must watch one this fit will write (before training)."""
-    from ..callbacks import LearningRateSchedule
-
-    logged = ["loss"] + [m.name for m in metrics]
-    logged += [f"val_{k}" for k in logged] if validating else []
-    logged += ["skipped"] if on_divergence == "skip" else []
-    # Callbacks run sorted by order, then as listed: "lr" exists once a schedule has run.
-    ranked = sorted(range(len(callbacks)), key=lambda i: getattr(callbacks[i], "order", 0))
-    for i in ranked:
-        cb = callbacks[i]
-        if isinstance(cb, LearningRateSchedule) and "lr" not in logged:
-            logged.append("lr")
-        monitor = getattr(getattr(cb, "_monitor", None), "monitor", None)
-        if monitor is None or not getattr(cb, "watches_logs", True):
-            continue
-        if monitor not in logged:
-            hint = (" (val_ logs need validation_data)" if monitor.startswith("val_")
-                    and not validating else "")
-            raise ValueError(f"callbacks[{i}] ({type(cb).__name__}): monitor {monitor!r} "
-                             f"will not be logged{hint}; this fit logs "
-                             f"{', '.join(logged)}")
-
-
-def _validation(model, validation_data, loss, device_data, preprocessor=None):
-    if validation_data is None:
-        return None
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-        raise ValueError("validation_data: expected a pair (X_val, y_val), got "
-                         f"{describe(validation_data)}")
-    return batches.as_dataset(model, *validation_data, loss, what="val_",
-                              device_data=device_data, preprocessor=preprocessor)
-
-
-def _check_precision(model) -> None:
-    if model.backend.low_precision:
-        l2 = [layer.label for layer in model.layers if getattr(layer, "kernel_l2", 0)]
-        if l2:
-            raise ValueError(f"{l2[0]}: kernel_l2 is not supported with "
-                             f"dtype={model.dtype!r}; use the optimiser's weight_decay")
 
 
 def _attach(model, optimizer):
