@@ -32,7 +32,8 @@ from .arguments import (
     output_activation,
     validation_set,
 )
-from .loop import Trainer, evaluate_arrays, inference_memory
+from .evaluation import evaluate_arrays, inference_memory
+from .loop import Trainer
 from .recovery import interrupt_flag
 from .state import read_checkpoint, restore_checkpoint
 

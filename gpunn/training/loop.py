@@ -7,7 +7,6 @@ metrics accumulate on the device and are read once per epoch: no step waits on t
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
@@ -18,6 +17,7 @@ from ..distributed import plan as _plan
 from ..errors import DeviceMemoryError
 from ..optim import LossScaleOptimizer, SkipNonFinite
 from . import batches as _batches
+from .evaluation import accumulator, cast_like, evaluate_arrays, prepare_metrics
 from .recovery import Snapshot, diverged, oom_message
 from .state import TrainState
 
@@ -285,7 +285,7 @@ class Trainer:
                 metric_steps[i][batch] = count
             seen += rows
             if self.per_batch:  # a running sum only for callbacks that look at it
-                part = _cast(xp, value, step_losses) * rows
+                part = cast_like(xp, value, step_losses) * rows
                 total = part if total is None else total + part
                 for cb in self.per_batch:
                     cb.on_batch_end(model, batch, seen, total)
@@ -294,7 +294,7 @@ class Trainer:
         done = batch + 1
         rows = backend.asarray(counts, dtype=acc)
         losses = step_losses[:done]
-        metric_vals = [_cast(xp, buf[:done], losses) if buf is not None else None
+        metric_vals = [cast_like(xp, buf[:done], losses) if buf is not None else None
                        for buf in metric_steps]
         if 0 in counts:  # a rank's weight-0 stand-in row counts toward no metric
             metric_vals = [None if v is None else xp.where(rows > 0, v, xp.zeros_like(v))
@@ -310,68 +310,3 @@ class Trainer:
         total = xp.sum(losses * rows)
         sums = [None if v is None else xp.sum(v) for v in metric_vals]
         return total, sums, step_losses, (dropped, valid), seen
-
-
-def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size,
-                    dist=_plan.LOCAL, prepared=None) -> dict:
-    """Loss and metrics of checked, placed data, in inference mode (host floats); over
-    several ranks each evaluates its share of the rows and the sums are added.
-    ``prepared``: what :func:`prepare_metrics` returned for ``T`` (computed when None)."""
-    backend = model.backend
-    xp = backend.xp
-    logits = model.takes_logits(loss)
-    n = int(X.shape[0])
-    total = accumulator(backend)
-    sums = [accumulator(backend) for _ in metrics]
-    reg = model.regularization()
-    if prepared is None:
-        prepared = prepare_metrics(metrics, T)  # the whole target (R² needs its variance)
-    X, T = dist.rows_of(X, T)
-    with inference_memory(model, batch_size, "evaluating"):
-        for xb, tb in _batches.iterate(backend, X, T, batch_size, False, streaming):
-            out = model.forward_batch(xb, training=False, logits=logits)
-            value, _, output = (loss.compute_logits(out, tb, backend) if logits
-                                else loss.compute(out, tb, backend))
-            total = total + _cast(xp, value, total) * xb.shape[0]
-            for i, m in enumerate(metrics):
-                sums[i] = sums[i] + _cast(xp, m.batch(xp, output, tb), total)
-    model.forget()
-    total, *sums = dist.sum_floats([float(total)] + [float(s) for s in sums])
-    result = {"loss": total / n + (float(reg) if reg is not None else 0.0)}
-    result.update({m.name: m.result(s, n, p) for m, s, p in zip(metrics, sums, prepared)})
-    return result
-
-
-@contextlib.contextmanager
-def inference_memory(model, batch_size: int, doing: str):
-    """Out of memory while evaluating or predicting: memory released, then a
-    :class:`gpunn.DeviceMemoryError` naming the batch size (parameters are untouched)."""
-    try:
-        yield
-    except MemoryError as exc:
-        model.forget()
-        model.backend.release_memory()
-        raise DeviceMemoryError(f"out of memory on {model.device} while {doing} with "
-                                f"batch_size={batch_size}: lower batch_size; memory was "
-                                "released and the model is unchanged") from exc
-
-
-def accumulator(backend):
-    """A 0-d device zero to sum losses and metrics into; float32 for 16-bit models
-    (float16 cannot count past 2048, bfloat16 past 256)."""
-    return backend.zeros((), dtype=backend.xp.float32 if backend.low_precision else None)
-
-
-def prepare_metrics(metrics, T) -> list:
-    """What each metric needs of a dataset's whole target (``Metric.prepare``), owned by
-    the phase that scores that dataset; computed in the namespace that holds ``T``: the
-    device's, or NumPy's when the dataset streams from host memory."""
-    import array_api_compat
-
-    xp = array_api_compat.array_namespace(T)
-    return [m.prepare(xp, T) for m in metrics]
-
-
-def _cast(xp, value, like):
-    """``value`` in the dtype of the accumulator ``like`` (a no-op unless 16-bit)."""
-    return value if value.dtype == like.dtype else xp.astype(value, like.dtype)
