@@ -68,3 +68,34 @@ def test_the_loss_keeps_nothing_of_a_fit_between_phases(backend):
     model.fit(X, y, loss=loss, epochs=1, validation_data=(X, y), verbose=0)
     model.evaluate(X, y)
     assert loss.output is None
+
+
+def test_weighted_metric_functions_equal_scikit_learns(backend):
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(4)
+    y, p = rng.normal(size=(60, 2)), rng.normal(size=(60, 2))
+    w = rng.uniform(0.0, 2.0, 60)
+    w[:5] = 0.0
+    pd = backend.asarray(p)
+    assert gn.metrics.mean_squared_error(y, pd, sample_weight=w) == pytest.approx(
+        metrics.mean_squared_error(y, p, sample_weight=w), rel=1e-5)
+    assert gn.metrics.mean_absolute_error(y, pd, sample_weight=w) == pytest.approx(
+        metrics.mean_absolute_error(y, p, sample_weight=w), rel=1e-5)
+    # One output: gpunn's R² (pooled over outputs) is scikit-learn's.
+    assert gn.metrics.r2_score(y[:, 0], backend.asarray(p[:, 0]), sample_weight=w) == \
+        pytest.approx(metrics.r2_score(y[:, 0], p[:, 0], sample_weight=w), rel=1e-5)
+    labels, scores = rng.integers(0, 3, 60), rng.uniform(size=(60, 3))
+    assert gn.metrics.accuracy(labels, backend.asarray(scores), sample_weight=w) == \
+        pytest.approx(metrics.accuracy_score(labels, scores.argmax(axis=1),
+                                             sample_weight=w), rel=1e-6)
+
+
+@pytest.mark.parametrize("weights,match", [
+    (np.ones(3), r"sample_weight: expected shape \(4,\)"),
+    ([1.0, -1.0, 1.0, 1.0], "sample_weight: weights must be >= 0"),
+    ([1.0, np.inf, 1.0, 1.0], "sample_weight: contains NaN or Inf"),
+    (np.zeros(4), "sample_weight: all weights are zero"),
+])
+def test_bad_sample_weights_name_the_argument(weights, match):
+    with pytest.raises(ValueError, match=match):
+        gn.metrics.mean_squared_error(np.zeros(4), np.ones(4), sample_weight=weights)

@@ -31,8 +31,27 @@ class LossResult(NamedTuple):
     output: object
 
 
+def weighted_mean(xp, terms, share):
+    """A loss from its per-element terms ``(batch, outputs)``: their mean, or with row
+    shares ``share (batch,)`` (weights over their sum) the shares' sum of row means."""
+    if share is None:
+        return xp.mean(terms)
+    return xp.sum(share * (xp.sum(terms, axis=1) / terms.shape[1]))
+
+
+def weigh(xp, grad, share):
+    """The gradient ``(batch, outputs)`` of the unweighted (mean over rows) loss turned
+    into that of the weighted one: each row's times the batch size times its share."""
+    if share is None:
+        return grad
+    return grad * xp.reshape(share * grad.shape[0], (-1, 1))
+
+
 class Loss:
-    """Base class. Subclasses define ``_value_and_grad(xp, pred, target)``.
+    """Base class. Subclasses define ``_value_and_grad(xp, pred, target, share=None)``:
+    the value and ``dL/dpred``, with rows weighted by ``share`` when given (see
+    :meth:`compute`; :func:`weighted_mean` and :func:`weigh` do it for losses that are
+    means over elements).
 
     Attributes
     ----------
@@ -43,6 +62,8 @@ class Loss:
         What ``fit`` reports when no metrics are asked for.
     takes_step_fusion : bool
         A fused kernel computes exactly this class's loss (read from the class, not bases).
+    classification : bool
+        Targets are classes (``fit``'s ``class_weight`` applies).
     output : array or None
         The (activated) model output of the last :meth:`forward` (hand-written loops;
         :meth:`compute` leaves it alone).
@@ -52,6 +73,7 @@ class Loss:
     logits_of: str | None = None
     default_metrics: tuple = ("mae",)
     takes_step_fusion = False
+    classification = False
 
     def __init__(self):
         self._last = None  # the last forward's LossResult, for backward (and only that)
@@ -111,7 +133,7 @@ class Loss:
     def output(self):
         return None if self._last is None else self._last.output
 
-    def compute(self, pred, target, backend=None) -> LossResult:
+    def compute(self, pred, target, backend=None, weight=None) -> LossResult:
         """Value, gradient and scored output; the loss object is left unchanged.
 
         Parameters
@@ -120,6 +142,10 @@ class Loss:
         target : (batch, outputs), or (batch,) where the loss allows it
         backend : Backend, optional
             The model's (spares looking the namespace up; the training loop passes it).
+        weight : (batch,), optional
+            Sample weights ``w >= 0``: the value is then ``sum(w_i l_i) / sum(w_i)`` over
+            the per-row losses ``l_i`` (what the unweighted loss averages: MSE's mean over
+            outputs), as scikit-learn weighs; 0 (and a zero gradient) when all are 0.
 
         Returns
         -------
@@ -129,15 +155,30 @@ class Loss:
         xp = backend.xp if backend is not None else array_namespace(pred)
         pred, restore = _upcast(xp, pred)
         target = self._target(xp, pred, target)
-        value, grad, output = self._evaluate(xp, pred, target)
+        value, grad, output = self._evaluate(xp, pred, target, self._shares(xp, weight, pred))
         return LossResult(value, restore(grad), output)
 
-    def compute_logits(self, z, target, backend=None, fusion=None) -> LossResult:
+    def compute_logits(self, z, target, backend=None, fusion=None,
+                       weight=None) -> LossResult:
         """:meth:`compute` from the output layer's pre-activation ``z`` (see
         ``logits_of``): ``grad`` is ``dL/dz`` and ``output`` the activated output.
         ``backend`` (the model's) lets a fused device kernel run; ``fusion`` is the
-        work a training step offers it."""
+        work a training step offers it (never taken up with ``weight``)."""
         raise TypeError(f"{self.name} has no logits form")
+
+    def _shares(self, xp, weight, like):
+        """Each row's share of the batch loss, ``weight / sum(weight)`` in ``like``'s
+        dtype (all zero for all-zero weights: such a batch counts for nothing); None
+        without weights."""
+        if weight is None:
+            return None
+        if tuple(weight.shape) != (like.shape[0],):
+            raise ValueError(f"{self.name}: weight: expected shape ({like.shape[0]},), one "
+                             f"per row of the prediction, got {describe(weight)}")
+        if weight.dtype != like.dtype:
+            weight = xp.astype(weight, like.dtype)
+        total = xp.sum(weight)
+        return weight / xp.where(total > 0, total, xp.ones_like(total))
 
     def forward(self, pred, target, backend=None):
         """Loss value (:meth:`compute`), kept for :meth:`backward`.
@@ -164,23 +205,25 @@ class Loss:
     def _target(self, xp, pred, target):
         return _match_target(xp, pred, target, self.name)
 
-    def _fused(self, kind, z, target, backend, fusion):
+    def _fused(self, kind, z, target, backend, fusion, weight=None):
         """``(result, z)``: the backend's fused head as a LossResult, or None and ``z``
-        with its bias added where none ran."""
-        out = backend.fused_loss(kind, z, target, fusion) if z.dtype == backend.dtype \
-            else None
+        with its bias added where none ran (the kernels know no sample weights)."""
+        out = backend.fused_loss(kind, z, target, fusion) \
+            if z.dtype == backend.dtype and weight is None else None
         if out is None:
             return None, fusion.add_bias(z)
         value, prob, grad = out
         return LossResult(value, grad, prob), z
 
-    def _evaluate(self, xp, pred, target):
+    def _evaluate(self, xp, pred, target, share=None):
         """``(value, grad, output)``; the output metrics score is ``pred`` itself unless
         the loss applies an activation (``from_logits``)."""
-        value, grad = self._value_and_grad(xp, pred, target)
+        # Unweighted, the hook is called as it always was (a subclass may take 3 args).
+        value, grad = (self._value_and_grad(xp, pred, target) if share is None
+                       else self._value_and_grad(xp, pred, target, share))
         return value, grad, pred
 
-    def _value_and_grad(self, xp, pred, target):
+    def _value_and_grad(self, xp, pred, target, share=None):
         raise NotImplementedError
 
     def config(self) -> dict:

@@ -10,7 +10,7 @@ from ..backend.ops import clip, one_hot, softmax_cross_entropy
 from ..backend.ops import match_target as _match_target
 from ..backend.ops import upcast_16bit as _upcast
 from ..errors import flag
-from .base import Loss, LossResult
+from .base import Loss, LossResult, weigh, weighted_mean
 
 
 def _check_eps(eps) -> float:
@@ -23,6 +23,7 @@ class _CrossEntropy(Loss):
     """What the two cross-entropies share: logits or probabilities, clipping, metrics."""
 
     default_metrics = ("accuracy",)
+    classification = True
 
     def __init__(self, from_logits: bool = False, eps: float = 1e-7):
         super().__init__()
@@ -65,37 +66,39 @@ class BinaryCrossEntropy(_CrossEntropy):
                              f"from {lo} to {hi}")
         return target
 
-    def compute_logits(self, z, target, backend=None, fusion=None):
+    def compute_logits(self, z, target, backend=None, fusion=None, weight=None):
         xp = backend.xp if backend is not None else array_namespace(z)
         if fusion is not None:
-            done, z = self._fused("sigmoid", z, target, backend, fusion)
+            done, z = self._fused("sigmoid", z, target, backend, fusion, weight)
             if done is not None:
                 return done
         z, restore = _upcast(xp, z)  # then the target in float32 too, for 16-bit logits
-        value, grad, prob = self._sigmoid_bce(xp, z, self._target(xp, z, target))
+        value, grad, prob = self._sigmoid_bce(xp, z, self._target(xp, z, target),
+                                              self._shares(xp, weight, z))
         return LossResult(value, restore(grad), prob)
 
-    def _evaluate(self, xp, pred, target):
+    def _evaluate(self, xp, pred, target, share=None):
         if self.from_logits:
-            return self._sigmoid_bce(xp, pred, target)
-        return super()._evaluate(xp, pred, target)
+            return self._sigmoid_bce(xp, pred, target, share)
+        return super()._evaluate(xp, pred, target, share)
 
-    def _value_and_grad(self, xp, pred, target):
+    def _value_and_grad(self, xp, pred, target, share=None):
         if self.from_logits:
-            return self._sigmoid_bce(xp, pred, target)[:2]
+            return self._sigmoid_bce(xp, pred, target, share)[:2]
         p = clip(xp, pred, self.eps, 1.0 - self.eps)
         n = pred.size
-        value = -xp.mean(target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p))
-        return value, (p - target) / (p * (1.0 - p)) * (1.0 / n)
+        value = -weighted_mean(xp, target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p),
+                               share)
+        return value, weigh(xp, (p - target) / (p * (1.0 - p)) * (1.0 / n), share)
 
     @staticmethod
-    def _sigmoid_bce(xp, z, target):
+    def _sigmoid_bce(xp, z, target, share=None):
         """``(value, dL/dz, sigmoid(z))`` from logits ``z``."""
         # max(z, 0) - z*t + log(1 + exp(-|z|)) never overflows.
         e = xp.exp(-xp.abs(z))
-        value = xp.mean(xp.maximum(z, 0.0) - z * target + xp.log1p(e))
+        value = weighted_mean(xp, xp.maximum(z, 0.0) - z * target + xp.log1p(e), share)
         p = xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))  # sigmoid(z)
-        return value, (p - target) * (1.0 / z.size), p
+        return value, weigh(xp, (p - target) * (1.0 / z.size), share), p
 
 
 class CategoricalCrossEntropy(_CrossEntropy):
@@ -151,31 +154,36 @@ class CategoricalCrossEntropy(_CrossEntropy):
             target = one_hot(xp, target, pred.shape[1], pred.dtype)
         return _match_target(xp, pred, target, self.name)
 
-    def compute_logits(self, z, target, backend=None, fusion=None):
+    def compute_logits(self, z, target, backend=None, fusion=None, weight=None):
         xp = backend.xp if backend is not None else array_namespace(z)
         if fusion is not None:
-            done, z = self._fused("softmax", z, target, backend, fusion)
+            done, z = self._fused("softmax", z, target, backend, fusion, weight)
             if done is not None:
                 return done
         z, restore = _upcast(xp, z)
         if target.ndim != 1:  # after the upcast: 16-bit logits meet float32 targets
             target = _match_target(xp, z, target, self.name)
-        value, prob, grad = (softmax_cross_entropy(xp, z, target) if backend is None
-                             or z.dtype != backend.dtype
+        share = self._shares(xp, weight, z)
+        # The backend's own version (a faster one on NumPy) knows no weights.
+        value, prob, grad = (softmax_cross_entropy(xp, z, target, share)
+                             if backend is None or z.dtype != backend.dtype
+                             or share is not None
                              else backend.softmax_cross_entropy(z, target))
         return LossResult(value, restore(grad), prob)
 
-    def _evaluate(self, xp, pred, target):
+    def _evaluate(self, xp, pred, target, share=None):
         if self.from_logits:
-            value, prob, grad = softmax_cross_entropy(xp, pred, target)
+            value, prob, grad = softmax_cross_entropy(xp, pred, target, share)
             return value, grad, prob
-        return super()._evaluate(xp, pred, target)
+        return super()._evaluate(xp, pred, target, share)
 
-    def _value_and_grad(self, xp, pred, target):
+    def _value_and_grad(self, xp, pred, target, share=None):
         if self.from_logits:
-            value, _, grad = softmax_cross_entropy(xp, pred, target)
+            value, _, grad = softmax_cross_entropy(xp, pred, target, share)
             return value, grad
         n = pred.shape[0]
         p = clip(xp, pred, self.eps, 1.0)
-        value = -xp.sum(target * xp.log(p)) * (1.0 / n)
-        return value, -target / p * (1.0 / n)
+        # Summed over classes (one row's loss), averaged over rows.
+        value = (-xp.sum(target * xp.log(p)) * (1.0 / n) if share is None
+                 else -xp.sum(share * xp.sum(target * xp.log(p), axis=1)))
+        return value, weigh(xp, -target / p * (1.0 / n), share)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 
 from ..backend.ops import clip, sign
-from .base import Loss
+from .base import Loss, weigh, weighted_mean
 
 
 class MeanSquaredError(Loss):
@@ -15,16 +15,17 @@ class MeanSquaredError(Loss):
     logits_of = "identity"  # no activation to fuse, but the step's head can be one launch
     takes_step_fusion = True
 
-    def compute_logits(self, z, target, backend=None, fusion=None):
+    def compute_logits(self, z, target, backend=None, fusion=None, weight=None):
         if fusion is not None:
-            done, z = self._fused("identity", z, target, backend, fusion)
+            done, z = self._fused("identity", z, target, backend, fusion, weight)
             if done is not None:
                 return done
-        return self.compute(z, target, backend)
+        return self.compute(z, target, backend, weight)
 
-    def _value_and_grad(self, xp, pred, target):
+    def _value_and_grad(self, xp, pred, target, share=None):
         diff = pred - target
-        return xp.mean(diff * diff), diff * (2.0 / diff.size)
+        return weighted_mean(xp, diff * diff, share), weigh(xp, diff * (2.0 / diff.size),
+                                                             share)
 
 
 class MeanAbsoluteError(Loss):
@@ -32,9 +33,10 @@ class MeanAbsoluteError(Loss):
 
     name = "mae"
 
-    def _value_and_grad(self, xp, pred, target):
+    def _value_and_grad(self, xp, pred, target, share=None):
         diff = pred - target
-        return xp.mean(xp.abs(diff)), sign(xp, diff) * (1.0 / diff.size)
+        return weighted_mean(xp, xp.abs(diff), share), weigh(
+            xp, sign(xp, diff) * (1.0 / diff.size), share)
 
 
 class Huber(Loss):
@@ -59,13 +61,14 @@ class Huber(Loss):
     def __repr__(self) -> str:
         return f"Huber(delta={self.delta})"
 
-    def _value_and_grad(self, xp, pred, target):
+    def _value_and_grad(self, xp, pred, target, share=None):
         diff = pred - target
         # clip(d, -delta, delta) is d inside the band and +-delta outside: it is both the
         # gradient and, through 0.5 c^2 + delta (|d| - |c|), the value.
         c = clip(xp, diff, -self.delta, self.delta)
-        value = xp.mean(0.5 * (c * c) + self.delta * (xp.abs(diff) - xp.abs(c)))
-        return value, c * (1.0 / diff.size)
+        value = weighted_mean(xp, 0.5 * (c * c) + self.delta * (xp.abs(diff) - xp.abs(c)),
+                              share)
+        return value, weigh(xp, c * (1.0 / diff.size), share)
 
     def config(self) -> dict:
         return {"delta": self.delta}
