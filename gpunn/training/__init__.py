@@ -36,6 +36,7 @@ from .evaluation import evaluate_arrays, inference_memory
 from .loop import Trainer
 from .recovery import interrupt_flag
 from .state import read_checkpoint, restore_checkpoint
+from .weights import as_weights
 
 __all__ = ["fit", "evaluate", "predict", "step_function", "output_activation", "Trainer",
            "batches"]
@@ -45,7 +46,8 @@ __all__ = ["fit", "evaluate", "predict", "step_function", "output_activation", "
 def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
         validation_data=None, shuffle: bool = True, verbose: int = 1,
         seed: int | None = None, metrics=None, device_data: bool | None = None,
-        callbacks=None, on_divergence: str = "raise", resume_from=None) -> History:
+        callbacks=None, on_divergence: str = "raise", resume_from=None, sample_weight=None,
+        class_weight=None) -> History:
     """Train ``model``.
 
     Parameters
@@ -70,7 +72,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         ``Adam()`` (lr=0.001). A name gets a fresh optimiser with its default
         hyper-parameters; pass an object to set them.
     epochs, batch_size : int > 0
-    validation_data : (X_val, y_val), optional
+    validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
     shuffle : bool, default True
         Reshuffle on the device every epoch.
     verbose : int, default 1
@@ -102,6 +104,19 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         history are restored and training continues up to ``epochs``; without ``loss=``
         the checkpoint's loss is used. On the CPU the result is bitwise identical to an
         uninterrupted run.
+    sample_weight : (N,) array-like, optional
+        Each row's weight (finite, >= 0, not all zero), as in scikit-learn: a batch's
+        loss is ``sum(w_i l_i) / sum(w_i)`` over its rows' losses ``l_i`` (a batch of
+        zero weights counts for nothing), and the epoch's loss and metrics are weighted
+        averages (R² as ``sklearn.metrics.r2_score(sample_weight=)``). Weights follow
+        their rows through shuffling, streaming and ranks. The fused CUDA loss heads are
+        not used with weights.
+    class_weight : dict {class: weight} or "balanced", optional
+        For the cross-entropies: multiplies each row's weight by its class's (classes
+        left out weigh 1; the classes are ``0..C-1`` of a softmax output, ``0`` and ``1``
+        of one sigmoid output; one-hot rows count as their top class).
+        ``"balanced"`` is scikit-learn's ``n_samples / (n_classes * bincount(y))``.
+        Training rows only (validation weights come with ``validation_data``).
 
     Returns
     -------
@@ -131,6 +146,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     with model.backend.context():
         X, T, streaming = batches.as_dataset(model, X, y, loss, device_data=device_data,
                                              preprocessor=prep)
+        W = as_weights(model, T, streaming, loss, sample_weight, class_weight)
         val = validation_set(model, validation_data, loss, device_data, prep)
         check_precision(model)
         history, start = History(), 1
@@ -143,19 +159,25 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         amp = _attach(model, optimizer)
         model.optimizer, model.loss = optimizer, loss
         model.metrics = [m.name for m in metric_objs]
-        callbacks += [history] + ([EpochLogger(int(X.shape[0]), epochs)] if verbose else [])
-        if verbose == 1 and sys.stdout.isatty():
-            callbacks.append(ProgressBar(dist.local_rows(int(X.shape[0]), batch_size),
-                                         batch_size // dist.size, epochs))
+        callbacks += [history] + _loggers(int(X.shape[0]), epochs, batch_size, verbose, dist)
         settings = dict(epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                         verbose=verbose, on_divergence=on_divergence, val=val, start=start,
-                        dist=dist)
+                        dist=dist, weighted=W is not None)
         trainer = Trainer(model, loss, optimizer, metric_objs, amp, settings, callbacks,
                           history)
         # Under loss scaling an overflow is an expected event that skips the step.
         quiet = model.backend.overflow_expected() if amp else contextlib.nullcontext()
         with quiet, interrupt_flag() as interrupted:
-            return trainer.run(X, T, streaming, interrupted)
+            return trainer.run(X, T, streaming, interrupted, W)
+
+
+def _loggers(n: int, epochs: int, batch_size: int, verbose, dist) -> list:
+    """The epoch line (``verbose``) and, on a terminal at ``verbose=1``, the progress bar."""
+    if not verbose:
+        return []
+    bar = [ProgressBar(dist.local_rows(n, batch_size), batch_size // dist.size, epochs)] \
+        if verbose == 1 and sys.stdout.isatty() else []
+    return [EpochLogger(n, epochs)] + bar
 
 
 def _ranks(model, batch_size, verbose, callbacks):
@@ -167,7 +189,8 @@ def _ranks(model, batch_size, verbose, callbacks):
     return dist, 0, [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
 
 
-def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None) -> dict:
+def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None,
+             sample_weight=None) -> dict:
     """Loss and metrics on a dataset, in inference mode.
 
     Parameters
@@ -179,6 +202,8 @@ def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None) -> di
         Defaults to the loss of the last ``fit``.
     metrics : list of str, optional
         Defaults to those of the last ``fit`` (or the loss's defaults).
+    sample_weight : (N,) array-like, optional
+        Weighted averages of loss and metrics, as in :func:`fit`.
 
     Returns
     -------
@@ -194,8 +219,9 @@ def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None) -> di
     metric_objs = metrics_for(loss, metrics if metrics is not None else (
         model.metrics or None))
     with model.backend.context():
-        return evaluate_arrays(model, *batches.as_dataset(model, X, y, loss), loss,
-                               metric_objs, batch_size)
+        X, T, streaming = batches.as_dataset(model, X, y, loss)
+        W = as_weights(model, T, streaming, loss, sample_weight)
+        return evaluate_arrays(model, X, T, streaming, loss, metric_objs, batch_size, W=W)
 
 
 def predict(model, X, batch_size: int = 4096):
@@ -211,7 +237,7 @@ def predict(model, X, batch_size: int = 4096):
             X = model.preprocessor.transform(X, placement)
         streaming = not backend.owns(X)
         with inference_memory(model, batch_size, "predicting"):
-            parts = [model.forward_batch(xb, training=False) for xb, _ in
+            parts = [model.forward_batch(xb, training=False) for xb, _, _ in
                      batches.iterate(backend, X, None, batch_size, False, streaming)]
             out = None if not parts else (parts[0] if len(parts) == 1 else
                                           backend.xp.concat(parts, axis=0))

@@ -16,6 +16,7 @@ from ..errors import describe, user_stacklevel
 from ..layers import _positive_int
 from . import batches
 from .state import check_resume
+from .weights import as_weights
 
 DIVERGENCE = ("raise", "stop", "skip", "off")
 #: The loss a first fit without ``loss=`` takes, by the model's output activation.
@@ -133,13 +134,18 @@ def check_monitors(callbacks, metrics, validating: bool, on_divergence: str) -> 
 
 
 def validation_set(model, validation_data, loss, device_data, preprocessor=None):
+    """``(X, T, streaming, W)`` of ``validation_data``, a pair ``(X_val, y_val)`` or, as in
+    Keras, a triple with sample weights (``W`` None without them); None without data."""
     if validation_data is None:
         return None
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-        raise ValueError("validation_data: expected a pair (X_val, y_val), got "
-                         f"{describe(validation_data)}")
-    return batches.as_dataset(model, *validation_data, loss, what="val_",
-                              device_data=device_data, preprocessor=preprocessor)
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError("validation_data: expected a pair (X_val, y_val) or a triple "
+                         f"(X_val, y_val, sample_weight_val), got {describe(validation_data)}")
+    X, T, streaming = batches.as_dataset(model, *validation_data[:2], loss, what="val_",
+                                         device_data=device_data, preprocessor=preprocessor)
+    W = None if len(validation_data) == 2 else as_weights(
+        model, T, streaming, loss, validation_data[2], what="val_")
+    return X, T, streaming, W
 
 
 def check_precision(model) -> None:
