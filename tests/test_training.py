@@ -357,3 +357,27 @@ def test_weights_under_16_bit_training():
     b = models[1].fit(X[keep], y[keep], loss="mse", epochs=3, batch_size=len(X),
                       verbose=0, seed=0)
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-2)
+
+
+def test_ctrl_c_with_weights_and_the_running_loss_callbacks_see():
+    """Callbacks' running loss is the weighted mean so far (times the rows); Ctrl-C rolls
+    a weighted run back to the end of its last whole epoch."""
+    import os
+    import signal
+
+    X, y = _regression64()
+    w = np.linspace(0.0, 3.0, len(X))
+    running = []
+
+    class PressCtrlC(gn.callbacks.Callback):
+        def on_batch_end(self, model, batch, rows, loss_sum):
+            running.append(float(loss_sum) / rows)
+            if model.optimizer.t == 7:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    model = _mlp64("cpu")
+    hist = model.fit(X, y, loss="mse", optimizer=gn.optim.SGD(lr=0.01), epochs=5,
+                     batch_size=8, verbose=0, sample_weight=w, callbacks=[PressCtrlC()])
+    assert len(hist.epoch) == 1 and model.optimizer.t == 5  # 5 steps an epoch
+    assert running[4] == pytest.approx(hist.history["loss"][0], rel=1e-12)
+    assert np.isfinite(model.evaluate(X, y, sample_weight=w)["loss"])
