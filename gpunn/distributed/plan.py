@@ -118,7 +118,7 @@ class Plan(Local):
             if rows == 0:
                 lo, hi = m - 1, m
             positions.append(np.arange(start + lo, start + hi))
-            pieces.append((start, lo, hi, m, rows))
+            pieces.append((lo, hi, m, rows))
         pos = np.concatenate(positions)
         try:
             if streaming:
@@ -128,8 +128,8 @@ class Plan(Local):
                 order = backend.asarray(pos) if perm is None else \
                     backend.xp.take(perm, backend.asarray(pos), axis=0)
                 chunks = self._gather(source, backend, X, T, W, order, pieces)
-            totals = None if W is None else self._batch_weights(backend, W, perm, pieces)
-            for k, ((_, lo, hi, m, rows), (xb, tb, wb)) in enumerate(zip(pieces, chunks)):
+            totals = None if W is None else self._batch_weights(backend, W, perm, batch_size)
+            for k, ((lo, hi, m, rows), (xb, tb, wb)) in enumerate(zip(pieces, chunks)):
                 self.window, self.share = (lo, hi, m), rows / m
                 if wb is not None:
                     wb, self.share = self._weighted_share(backend, wb, rows, totals[k])
@@ -141,20 +141,26 @@ class Plan(Local):
     def _gather(source, backend, X, T, W, order, pieces):
         bufs = None
         offset = 0
-        for _, lo, hi, _, _ in pieces:
+        for lo, hi, _, _ in pieces:
             idx = order[offset:offset + hi - lo]
             offset += hi - lo
             bufs = source.gather(backend, X, T, W, idx, bufs)
             yield bufs
 
     @staticmethod
-    def _batch_weights(backend, W, perm, pieces) -> list:
-        """Each global batch's sum of sample weights (0-d arrays where ``W`` lives)."""
+    def _batch_weights(backend, W, perm, batch_size: int):
+        """Each global batch's sum of sample weights, one array on the model's device
+        (moved there once per epoch when ``W`` streams from host memory)."""
         xp = _namespace(W)
         if perm is not None:  # the global batches' rows, in the shuffled order
             order = perm if backend.owns(W) else xp.asarray(host_array(perm))
             W = xp.take(W, order, axis=0)
-        return [xp.sum(W[start:start + m]) for start, _, _, m, _ in pieces]
+        n = int(W.shape[0])
+        full = n // batch_size * batch_size
+        sums = [xp.sum(xp.reshape(W[:full], (-1, batch_size)), axis=1)] if full else []
+        if full < n:
+            sums.append(xp.reshape(xp.sum(W[full:]), (1,)))
+        return backend.asarray(xp.concat(sums) if len(sums) > 1 else sums[0], dtype=W.dtype)
 
     def _weighted_share(self, backend, wb, rows: int, total):
         """This rank's weights (zero for a stand-in row) and its share of the batch's
