@@ -307,21 +307,24 @@ class Sequential(Block):
         return isinstance(out, Dense) and loss.takes_logits_from(out.activation)
 
     # ------------------------------------------------------------------ training entry points
-    def fit(self, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size: int = 32,
+    def fit(self, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
             validation_data=None, shuffle: bool = True, verbose: int = 1,
             seed: int | None = None, metrics=None, device_data: bool | None = None,
-            callbacks=None, on_divergence: str = "raise", resume_from=None) -> History:
+            callbacks=None, on_divergence: str = "raise", resume_from=None,
+            sample_weight=None, class_weight=None) -> History:
         """Train the model; returns a :class:`History`. Every argument is described at
         :func:`gpunn.training.fit`, which this calls."""
         return _training.fit(self, X, y, loss, optimizer, epochs, batch_size,
                              validation_data, shuffle, verbose, seed, metrics, device_data,
-                             callbacks, on_divergence, resume_from)
+                             callbacks, on_divergence, resume_from, sample_weight,
+                             class_weight)
 
-    def evaluate(self, X, y, loss=None, batch_size: int = 1024, metrics=None) -> dict:
+    def evaluate(self, X, y, loss=None, batch_size: int = 1024, metrics=None,
+                 sample_weight=None) -> dict:
         """Loss and metrics on a dataset, in inference mode: ``{"loss": float, "<metric>":
         float, ...}`` (see :func:`gpunn.training.evaluate`)."""
         return _training.evaluate(self, X, y, loss=loss, batch_size=batch_size,
-                                 metrics=metrics)
+                                 metrics=metrics, sample_weight=sample_weight)
 
     def predict(self, X, batch_size: int = 4096):
         """Model output in inference mode (probabilities for sigmoid/softmax outputs).

@@ -16,6 +16,7 @@ import pytest
 
 import gpunn as gn
 from gpunn.distributed import plan as dplan
+from gpunn.training import batches
 
 sys.path.insert(0, str(Path(__file__).parent / "distributed"))
 import cases  # noqa: E402
@@ -90,17 +91,39 @@ def test_each_row_of_each_global_batch_goes_to_exactly_one_rank(n, batch, size):
     for rank in range(size):
         plan = dplan.Plan(FakeWorld(rank, size), SumEngine(size))
         backend.random.seed(5)
-        for k, (xb, _, rows) in enumerate(plan.batches(backend, X, None, batch, True, False,
-                                                       None)):
+        for k, (xb, _, _, rows) in enumerate(plan.batches(backend, X, None, batch, True,
+                                                          False, batches)):
             got[k] += list(xb[:rows, 0])
             assert plan.share == rows / min(batch, n - k * batch)
         assert sum(len(g) for g in got) <= n
         assert plan.local_rows(n, batch) == sum(
-            r for *_, r in plan.batches(backend, X, None, batch, False, False, None))
+            r for *_, r in plan.batches(backend, X, None, batch, False, False, batches))
     backend.random.seed(5)
     perm = gn.to_numpy(backend.random.permutation(n))
     assert [sorted(g) for g in got] == [sorted(perm[k:k + batch].tolist())
                                         for k in range(0, n, batch)]
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("n,batch,size", [(97, 32, 2), (10, 8, 4), (3, 4, 4)])
+def test_sample_weights_go_with_their_rows_and_shares_follow_the_weights(n, batch, size,
+                                                                          streaming):
+    """Each rank's weights are those of its rows (a stand-in row weighs 0) and its share
+    of a global batch is its part of the batch's weight sum."""
+    backend = gn.get_backend("cpu", dtype="float64", seed=0)
+    X = np.arange(n, dtype=np.float64).reshape(-1, 1)
+    W = 1.0 + np.arange(n) % 5
+    W[::7] = 0.0
+    shares = [0.0] * -(-n // batch)
+    for rank in range(size):
+        plan = dplan.Plan(FakeWorld(rank, size), SumEngine(size))
+        backend.random.seed(5)
+        for k, (xb, _, wb, rows) in enumerate(plan.batches(backend, X, None, batch, True,
+                                                           streaming, batches, W)):
+            assert np.array_equal(wb[:rows], W[xb[:rows, 0].astype(int)])
+            assert not np.any(wb[rows:])  # a stand-in row counts for nothing
+            shares[k] += float(plan.share)
+    np.testing.assert_allclose(shares, 1.0, rtol=1e-12)
 
 
 def test_a_rank_draws_its_rows_of_the_global_batchs_dropout_mask():

@@ -350,6 +350,11 @@ CASES = {
     "skip non-finite": dict(y="labels", metrics=["accuracy"], on_divergence="skip"),
     "sigmoid BCE": dict(y="binary", metrics=["accuracy"]),
     "mse": dict(y="regression", metrics=["mae"]),
+    # Sample weights: the generic loss heads (no fused kernel), weights gathered with
+    # their rows (three arrays, one take each) or streamed beside them (pinned buffers).
+    "weighted labels": dict(y="labels", metrics=["accuracy"], weighted=True),
+    "weighted mse streamed": dict(y="regression", metrics=["mae", "r2"], weighted=True,
+                                  device_data=False),
 }
 
 
@@ -378,7 +383,12 @@ def test_fused_fit_on_gpu_matches_cpu(cuda, case):
     for a, b in zip(cpu.parameters(), gpu.parameters()):
         b[...] = gpu.backend.asarray(gn.to_numpy(a))
     kwargs = dict(loss=loss, epochs=3, batch_size=16, verbose=0, seed=0,
-                  metrics=spec["metrics"], on_divergence=spec.get("on_divergence", "raise"))
+                  metrics=spec["metrics"], on_divergence=spec.get("on_divergence", "raise"),
+                  device_data=spec.get("device_data"))
+    if spec.get("weighted"):
+        kwargs["sample_weight"] = np.where(np.arange(len(X)) % 5 == 0, 0.0,
+                                           1.0 + np.arange(len(X)) % 3)
+        kwargs["class_weight"] = "balanced" if loss == "cross_entropy" else None
     h_cpu = cpu.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), **kwargs)
     h_gpu = gpu.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), **kwargs)
     for key, values in h_cpu.history.items():

@@ -58,6 +58,49 @@ def test_value_and_gradient(backend64, case, rng):
                                rtol=1e-5, atol=1e-9)
 
 
+def _row_losses(ref, pred, target):
+    """Each row's loss as the unweighted loss defines it (its value on that row alone)."""
+    return np.array([ref(pred[i:i + 1], target[i:i + 1]) for i in range(len(pred))])
+
+
+@pytest.mark.parametrize("case", sorted(NAMES))
+def test_weighted_value_and_gradient(backend64, case, rng):
+    """sum(w_i l_i) / sum(w_i), scikit-learn's weighting, with its exact gradient; also
+    through the logits form where the loss has one."""
+    kwargs, pred, target, ref = _cases(rng)[case]
+    w = np.array([0.0, 2.0, 0.5, 1.0, 0.0, 3.0])
+
+    def weighted(p):
+        return np.sum(w * _row_losses(ref, p, target)) / w.sum()
+
+    loss = gn.losses.get(NAMES[case], **kwargs)
+    result = loss.compute(backend64.asarray(pred), backend64.asarray(target),
+                          weight=backend64.asarray(w))
+    np.testing.assert_allclose(float(result.value), weighted(pred), rtol=1e-10)
+    np.testing.assert_allclose(gn.to_numpy(result.grad),
+                               gn.to_numpy(numerical_gradient(weighted, pred)),
+                               rtol=1e-5, atol=1e-9)
+    assert loss.output is None  # compute keeps nothing
+    if case in ("bce_logits", "ce_logits"):  # the same through the logits form
+        fused = gn.losses.get(NAMES[case]).compute_logits(
+            backend64.asarray(pred), backend64.asarray(target), weight=backend64.asarray(w))
+        np.testing.assert_allclose(float(fused.value), weighted(pred), rtol=1e-10)
+        np.testing.assert_allclose(gn.to_numpy(fused.grad), gn.to_numpy(result.grad),
+                                   atol=1e-12)
+
+
+def test_all_zero_weights_count_for_nothing(backend):
+    for name, pred, target in [("mse", [[1.0], [2.0]], [0.0, 0.0]),
+                               ("cross_entropy", [[1.0, -1.0], [0.5, 0.0]], [1, 0])]:
+        loss = gn.losses.get(name)
+        value, grad, _ = loss.compute_logits(backend.asarray(pred), backend.asarray(target),
+                                             weight=backend.zeros((2,)))
+        assert float(value) == 0.0 and not np.any(gn.to_numpy(grad))
+    with pytest.raises(ValueError, match=r"mse: weight: expected shape \(2,\)"):
+        gn.losses.get("mse").compute(backend.asarray([[1.0], [2.0]]),
+                                     backend.asarray([0.0, 0.0]), weight=backend.zeros((3,)))
+
+
 def test_labels_equal_one_hot(backend):
     loss = gn.losses.get("categorical_crossentropy")
     probs = backend.asarray(_softmax(np.random.default_rng(0).standard_normal((5, 3))))
@@ -113,7 +156,7 @@ def test_unknown_loss_lists_choices():
 
 
 def test_huber_is_a_complete_loss(tmp_path, rng):
-    """Huber, added in losses.py alone: name lookup, validation, default metric, training
+    """Huber, added in gpunn/losses/ alone: name lookup, validation, default metric, training
     and the model-file round trip."""
     assert gn.losses.get("huber").delta == 1.0
     with pytest.raises(ValueError, match="Huber delta: expected a positive number"):

@@ -181,13 +181,14 @@ def test_nothing_of_the_data_outlives_fit():
 
 def test_fit_keeps_its_positional_signature():
     """The public signature of Sequential.fit is what it was before the training loop
-    moved out (positional calls keep working)."""
+    moved out (positional calls keep working); new arguments come after the old ones."""
     import inspect
 
     names = list(inspect.signature(gn.Sequential.fit).parameters)
     assert names == ["self", "X", "y", "loss", "optimizer", "epochs", "batch_size",
                      "validation_data", "shuffle", "verbose", "seed", "metrics",
-                     "device_data", "callbacks", "on_divergence", "resume_from"]
+                     "device_data", "callbacks", "on_divergence", "resume_from",
+                     "sample_weight", "class_weight"]
     X, y = gn.data.make_moons(64, seed=0)
     model = gn.Sequential([gn.Dense(2, 1, activation="sigmoid")], device="cpu", seed=0)
     hist = model.fit(X, y, "bce", "sgd", 2, 16, (X, y), False, 0)

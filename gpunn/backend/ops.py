@@ -144,7 +144,7 @@ def array_context(a):
     return contextlib.nullcontext()
 
 
-def softmax_cross_entropy(xp, z, target):
+def softmax_cross_entropy(xp, z, target, share=None):
     """Softmax and cross-entropy from logits, generic (standard-only).
 
     Parameters
@@ -153,25 +153,30 @@ def softmax_cross_entropy(xp, z, target):
     z : (N, C) logits
     target : (N,) integer labels, or (N, C) rows that each sum to 1 (one-hot or
         distributions)
+    share : (N,), optional
+        Each row's weight in the value (sample weights over their sum); default ``1/N``.
 
     Returns
     -------
     value : 0-d array
-        Mean over rows of ``-sum(target * log softmax(z))``.
+        Mean (or ``share``-weighted sum) over rows of ``-sum(target * log softmax(z))``.
     prob : (N, C)
         ``softmax(z)``.
     grad : (N, C)
-        ``dvalue/dz = (prob - target) / N``.
+        ``dvalue/dz = (prob - target) / N`` (times ``N share`` per row).
     """
     if target.ndim == 1:
         target = one_hot(xp, target, z.shape[-1], z.dtype)
     shifted = z - xp.max(z, axis=-1, keepdims=True)
     e = xp.exp(shifted)
     total = xp.sum(e, axis=-1, keepdims=True)
-    inv_n = 1.0 / z.shape[0]
-    value = -xp.sum(target * (shifted - xp.log(total))) * inv_n
     prob = e / total  # reusing the exponentials
-    return value, prob, (prob - target) * inv_n
+    if share is None:
+        inv_n = 1.0 / z.shape[0]
+        value = -xp.sum(target * (shifted - xp.log(total))) * inv_n
+        return value, prob, (prob - target) * inv_n
+    value = -xp.sum(share * xp.sum(target * (shifted - xp.log(total)), axis=1))
+    return value, prob, (prob - target) * xp.reshape(share, (-1, 1))
 
 
 def one_hot(xp, labels, n_classes: int, dtype):

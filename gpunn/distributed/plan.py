@@ -11,7 +11,9 @@ train on its share of every global batch and keeps the ranks equal:
   last row with weight 0, so every rank takes part in every all-reduce.
 - **Gradients.** Each rank's gradient (a mean over its rows) is scaled by its share of the
   global batch and summed over ranks: the mean over the global batch, as one process
-  computes it at batch size ``B``.
+  computes it at batch size ``B``. With sample weights a rank's gradient is a weighted
+  mean over its rows and its share is its rows' part of the global batch's weight sum
+  (every rank holds all weights, so each computes that sum itself, on the device).
 - **Dropout.** The masks of a global batch are drawn whole from the shared generator and
   each rank uses its rows of them: the same masks as one process at batch ``B``, and the
   generators of all ranks stay equal (so checkpoints resume under any number of ranks).
@@ -41,10 +43,13 @@ class Local:
         """Rows this rank trains on per epoch (what its progress bar counts)."""
         return n
 
-    def batches(self, backend, X, T, batch_size, shuffle, streaming, iterate):
-        """``(x, t, rows)``: the batches of ``iterate`` and their row counts."""
-        for xb, tb in iterate(backend, X, T, batch_size, shuffle, streaming):
-            yield xb, tb, int(xb.shape[0])
+    def batches(self, backend, X, T, batch_size, shuffle, streaming, source, W=None):
+        """``(x, t, w, rows)``: the batches of ``source.iterate`` (rows of ``X``, targets
+        ``T`` and sample weights ``W``, these two None where absent) and their row counts.
+        ``source`` is :mod:`gpunn.training.batches` (passed in: this module sits below
+        the training loop)."""
+        for xb, tb, wb in source.iterate(backend, X, T, batch_size, shuffle, streaming, W):
+            yield xb, tb, wb, int(xb.shape[0])
 
     def reduce_gradients(self, grads, loss=None) -> None:
         """Nothing to reduce."""
@@ -52,8 +57,8 @@ class Local:
     def reduce_epoch(self, sums):
         return sums
 
-    def rows_of(self, X, T):
-        return X, T
+    def rows_of(self, X, T, W=None):
+        return X, T, W
 
     def sum_floats(self, values):
         return values
@@ -87,6 +92,8 @@ class Plan(Local):
         #: This rank's rows of the current global batch: (lo, hi, m); hi - lo is 1 for a
         #: weight-0 stand-in row.
         self.window = None
+        #: This rank's part of the global batch: of its rows, or (sample weights) of its
+        #: weight sum, a 0-d device array then.
         self.share = 1.0
 
     def _piece(self, m: int) -> tuple[int, int]:
@@ -97,8 +104,9 @@ class Plan(Local):
         lo, hi = self._piece(last)
         return full * (batch_size // self.size) + hi - lo
 
-    def batches(self, backend, X, T, batch_size, shuffle, streaming, iterate):
-        """``(x, t, rows)`` of this rank for each global batch of ``batch_size`` rows."""
+    def batches(self, backend, X, T, batch_size, shuffle, streaming, source, W=None):
+        """``(x, t, w, rows)`` of this rank for each global batch of ``batch_size`` rows,
+        gathered (or streamed) by ``source``'s functions."""
         n = int(X.shape[0])
         # The same draw a single process makes, so the generators stay in step.
         perm = backend.random.permutation(n) if shuffle else None
@@ -115,29 +123,57 @@ class Plan(Local):
         try:
             if streaming:
                 order = pos if perm is None else host_array(perm)[pos]
-                chunks = backend.batches(X, T, order, batch_size // self.size)
+                chunks = source.streamed(backend, X, T, W, order, batch_size // self.size)
             else:
                 order = backend.asarray(pos) if perm is None else \
                     backend.xp.take(perm, backend.asarray(pos), axis=0)
-                chunks = self._gather(backend, X, T, order, pieces)
-            for (lo, hi, m, rows), (xb, tb) in zip(pieces, chunks):
+                chunks = self._gather(source, backend, X, T, W, order, pieces)
+            totals = None if W is None else self._batch_weights(backend, W, perm, batch_size)
+            for k, ((lo, hi, m, rows), (xb, tb, wb)) in enumerate(zip(pieces, chunks)):
                 self.window, self.share = (lo, hi, m), rows / m
-                yield xb, tb, rows
+                if wb is not None:
+                    wb, self.share = self._weighted_share(backend, wb, rows, totals[k])
+                yield xb, tb, wb, rows
         finally:
             self.window, self.share = None, 1.0
 
     @staticmethod
-    def _gather(backend, X, T, order, pieces):
-        xbuf = tbuf = None
+    def _gather(source, backend, X, T, W, order, pieces):
+        bufs = None
         offset = 0
         for lo, hi, _, _ in pieces:
             idx = order[offset:offset + hi - lo]
             offset += hi - lo
-            if T is None:
-                xbuf = backend.take_rows(X, idx, xbuf)
-            else:  # one launch for both on CUDA
-                xbuf, tbuf = backend.take_rows((X, T), idx, None if xbuf is None else (xbuf, tbuf))
-            yield xbuf, tbuf
+            bufs = source.gather(backend, X, T, W, idx, bufs)
+            yield bufs
+
+    @staticmethod
+    def _batch_weights(backend, W, perm, batch_size: int):
+        """Each global batch's sum of sample weights, one array on the model's device
+        (moved there once per epoch when ``W`` streams from host memory)."""
+        xp = _namespace(W)
+        if perm is not None:  # the global batches' rows, in the shuffled order
+            order = perm if backend.owns(W) else xp.asarray(host_array(perm))
+            W = xp.take(W, order, axis=0)
+        n = int(W.shape[0])
+        full = n // batch_size * batch_size
+        sums = [xp.sum(xp.reshape(W[:full], (-1, batch_size)), axis=1)] if full else []
+        if full < n:
+            sums.append(xp.reshape(xp.sum(W[full:]), (1,)))
+        return backend.asarray(xp.concat(sums) if len(sums) > 1 else sums[0], dtype=W.dtype)
+
+    def _weighted_share(self, backend, wb, rows: int, total):
+        """This rank's weights (zero for a stand-in row) and its share of the batch's
+        weight sum, on the model's device. A batch whose weights are all zero keeps the
+        shares by rows: its loss gradient is zero on every rank, but the layers'
+        penalties (kernel_l2) must still add up to one."""
+        xp = backend.xp
+        if rows == 0:
+            wb = xp.zeros_like(wb)
+        total = backend.asarray(total, dtype=wb.dtype)
+        positive = total > 0
+        by_weight = xp.sum(wb) / xp.where(positive, total, xp.ones_like(total))
+        return wb, xp.where(positive, by_weight, xp.full_like(by_weight, self.share))
 
     def reduce_gradients(self, grads, loss=None) -> None:
         """Average the ranks' gradients over the global batch, in place: each scaled by
@@ -167,10 +203,11 @@ class Plan(Local):
         extra = [np.float64(next(values)) if e is not None else None for e in extra]
         return (np.float64(out[0]), metric_sums, out[k:-1], tuple(extra), int(out[-1]))
 
-    def rows_of(self, X, T):
+    def rows_of(self, X, T, W=None):
         """This rank's contiguous share of a validation set."""
         lo, hi = self._piece(int(X.shape[0]))
-        return X[lo:hi, ...], (None if T is None else T[lo:hi, ...])
+        return X[lo:hi, ...], (None if T is None else T[lo:hi, ...]), (
+            None if W is None else W[lo:hi])
 
     def sum_floats(self, values):
         return [float(v) for v in self.world.sum(values)]

@@ -1,43 +1,53 @@
 """Training: ``fit`` and ``evaluate`` for a :class:`gpunn.Sequential`, and ``predict``.
 
-``fit`` checks every argument before anything changes, places the data
-(:mod:`.batches`), attaches the optimiser (wrapped for 16-bit training), and hands a
-:class:`.loop.Trainer` the epochs; recovery (roll-back, divergence, out of memory, Ctrl-C)
-is :mod:`.recovery`, checkpoint state :mod:`.state`.
+``fit`` checks every argument before anything changes (:mod:`.arguments`, which also
+chooses what was left out), places the data (:mod:`.batches`), attaches the optimiser
+(wrapped for 16-bit training), and hands a :class:`.loop.Trainer` the epochs; recovery
+(roll-back, divergence, out of memory, Ctrl-C) is :mod:`.recovery`, checkpoint state
+:mod:`.state`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-import warnings
-
-import numpy as np
 
 from .. import losses as _losses
-from .. import metrics as _metrics
 from .. import optim as _optim
 from ..atomic import check_outputs
 from ..backend.ops import all_finite
-from ..backend.random import check_seed
-from ..callbacks import Callback, EpochLogger, History, ProgressBar
+from ..callbacks import EpochLogger, History, ProgressBar
 from ..distributed import plan as _plan
-from ..errors import describe
 from ..layers import positive_int as _positive_int
 from . import batches
-from .loop import Trainer, evaluate_arrays, inference_memory
+from .arguments import (
+    check_callbacks,
+    check_monitors,
+    check_precision,
+    check_resumed,
+    check_settings,
+    choose_loss,
+    choose_optimizer,
+    metrics_for,
+    output_activation,
+    validation_set,
+)
+from .evaluation import evaluate_arrays, inference_memory
+from .loop import Trainer
 from .recovery import interrupt_flag
-from .state import check_resume, read_checkpoint, restore_checkpoint
+from .state import read_checkpoint, restore_checkpoint
+from .weights import as_weights
 
-__all__ = ["fit", "evaluate", "predict", "step_function", "Trainer", "batches"]
+__all__ = ["fit", "evaluate", "predict", "step_function", "output_activation", "Trainer",
+           "batches"]
 
-DIVERGENCE = ("raise", "stop", "skip", "off")
 
 
-def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size: int = 32,
+def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: int = 32,
         validation_data=None, shuffle: bool = True, verbose: int = 1,
         seed: int | None = None, metrics=None, device_data: bool | None = None,
-        callbacks=None, on_divergence: str = "raise", resume_from=None) -> History:
+        callbacks=None, on_divergence: str = "raise", resume_from=None, sample_weight=None,
+        class_weight=None) -> History:
     """Train ``model``.
 
     Parameters
@@ -49,11 +59,20 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         on the model's device in the model's dtype.
     y : (N,) or (N, output_dim)
         Binary 0/1 targets, integer class labels, one-hot rows or regression values.
-    loss : str or Loss, default "mse"
-    optimizer : str or Optimizer, default "adam"
-        A name gets its default hyper-parameters; pass an object to set them.
+    loss : str or Loss, optional
+        Given once, as to Keras' ``compile``: without it a later ``fit`` (or a ``fit`` of
+        a loaded model) keeps the model's loss. A first ``fit`` without it takes the
+        loss that fits the output activation (:func:`output_activation`): softmax ->
+        ``"categorical_crossentropy"``, sigmoid -> ``"binary_crossentropy"``, identity
+        or linear -> ``"mse"``, and says so with a ``UserWarning``; any other output
+        needs ``loss=``.
+    optimizer : str or Optimizer, optional
+        Likewise kept from the previous ``fit`` (or the loaded file), with its state
+        (moments, step count) and hyper-parameters; a first ``fit`` without it uses
+        ``Adam()`` (lr=0.001). A name gets a fresh optimiser with its default
+        hyper-parameters; pass an object to set them.
     epochs, batch_size : int > 0
-    validation_data : (X_val, y_val), optional
+    validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
     shuffle : bool, default True
         Reshuffle on the device every epoch.
     verbose : int, default 1
@@ -61,7 +80,8 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
     seed : int, optional
         Reseeds shuffling and dropout.
     metrics : list of str, optional
-        Default: the loss's (``["accuracy"]`` for cross-entropies, ``["mae"]`` otherwise).
+        Default: those of the previous ``fit`` while its loss is kept, else the loss's
+        (``["accuracy"]`` for cross-entropies, ``["mae"]`` otherwise).
     device_data : bool, optional
         Keep the dataset on the model's device (True) or in host memory, streaming
         batches to the device (False). Default: on the device when it fits (within 80%
@@ -81,8 +101,22 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         A checkpoint written by :class:`gpunn.callbacks.ModelCheckpoint` (or by
         ``model.save`` after ``fit``): parameters, optimiser (its state and
         hyper-parameters replace ``optimizer``), epoch counter, random generator and
-        history are restored and training continues up to ``epochs``. On the CPU the
-        result is bitwise identical to an uninterrupted run.
+        history are restored and training continues up to ``epochs``; without ``loss=``
+        the checkpoint's loss is used. On the CPU the result is bitwise identical to an
+        uninterrupted run.
+    sample_weight : (N,) array-like, optional
+        Each row's weight (finite, >= 0, not all zero), as in scikit-learn: a batch's
+        loss is ``sum(w_i l_i) / sum(w_i)`` over its rows' losses ``l_i`` (a batch of
+        zero weights counts for nothing), and the epoch's loss and metrics are weighted
+        averages (R² as ``sklearn.metrics.r2_score(sample_weight=)``). Weights follow
+        their rows through shuffling, streaming and ranks. The fused CUDA loss heads are
+        not used with weights.
+    class_weight : dict {class: weight} or "balanced", optional
+        For the cross-entropies: multiplies each row's weight by its class's (classes
+        left out weigh 1; the classes are ``0..C-1`` of a softmax output, ``0`` and ``1``
+        of one sigmoid output; one-hot rows count as their top class).
+        ``"balanced"`` is scikit-learn's ``n_samples / (n_classes * bincount(y))``.
+        Training rows only (validation weights come with ``validation_data``).
 
     Returns
     -------
@@ -92,25 +126,17 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         its optimiser), so a file saved then is consistent, and stays usable.
     """
     # Everything is validated before any state (parameters, optimiser, RNG) changes.
-    epochs = _positive_int(epochs, "epochs")
-    batch_size = _positive_int(batch_size, "batch_size")
-    if verbose not in (0, 1, 2, True, False):
-        raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
-    if not isinstance(shuffle, (bool, np.bool_)):
-        raise ValueError(f"shuffle: expected True or False, got {shuffle!r}")
-    optimizer_arg = optimizer
-    loss, optimizer = _losses.get(loss), _optim.get(optimizer)
-    metric_objs = metrics_for(loss, metrics)
-    callbacks = _check_callbacks(callbacks)
-    if on_divergence not in DIVERGENCE:
-        raise ValueError(f"on_divergence: expected 'raise', 'stop', 'skip' or 'off', got "
-                         f"{on_divergence!r}")
-    check_seed(seed)
-    if device_data not in (None, True, False):
-        raise ValueError(f"device_data: expected None, True or False, got {device_data!r}")
-    _check_monitors(callbacks, metric_objs, validation_data is not None, on_divergence)
+    epochs, batch_size = check_settings(epochs, batch_size, verbose, shuffle, on_divergence,
+                                        seed, device_data)
+    resume = read_checkpoint(model, resume_from) if resume_from is not None else None
+    loss = choose_loss(model, loss, resume)
+    check_resumed(model, resume, resume_from, loss, optimizer)
+    optimizer = choose_optimizer(model, optimizer)
+    metric_objs = metrics_for(loss, metrics if metrics is not None or loss is not model.loss
+                              else (model.metrics or None))
+    callbacks = check_callbacks(callbacks)
+    check_monitors(callbacks, metric_objs, validation_data is not None, on_divergence)
     dist, verbose, callbacks = _ranks(model, batch_size, verbose, callbacks)
-    resume = _resume(model, resume_from, loss, optimizer_arg)
     # Checkpoint folders exist and are writable before the first step (created if missing).
     # (Writing over the checkpoint resumed from is fine: it was read above.)
     check_outputs([p for cb in callbacks if hasattr(cb, "outputs") for p in cb.outputs()])
@@ -120,8 +146,9 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
     with model.backend.context():
         X, T, streaming = batches.as_dataset(model, X, y, loss, device_data=device_data,
                                              preprocessor=prep)
-        val = _validation(model, validation_data, loss, device_data, prep)
-        _check_precision(model)
+        W = as_weights(model, T, streaming, loss, sample_weight, class_weight)
+        val = validation_set(model, validation_data, loss, device_data, prep)
+        check_precision(model)
         history, start = History(), 1
         if resume is not None:
             optimizer, history, start = restore_checkpoint(model, resume)
@@ -132,19 +159,25 @@ def fit(model, X, y, loss="mse", optimizer="adam", epochs: int = 10, batch_size:
         amp = _attach(model, optimizer)
         model.optimizer, model.loss = optimizer, loss
         model.metrics = [m.name for m in metric_objs]
-        callbacks += [history] + ([EpochLogger(int(X.shape[0]), epochs)] if verbose else [])
-        if verbose == 1 and sys.stdout.isatty():
-            callbacks.append(ProgressBar(dist.local_rows(int(X.shape[0]), batch_size),
-                                         batch_size // dist.size, epochs))
+        callbacks += [history] + _loggers(int(X.shape[0]), epochs, batch_size, verbose, dist)
         settings = dict(epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                         verbose=verbose, on_divergence=on_divergence, val=val, start=start,
-                        dist=dist)
+                        dist=dist, weighted=W is not None)
         trainer = Trainer(model, loss, optimizer, metric_objs, amp, settings, callbacks,
                           history)
         # Under loss scaling an overflow is an expected event that skips the step.
         quiet = model.backend.overflow_expected() if amp else contextlib.nullcontext()
         with quiet, interrupt_flag() as interrupted:
-            return trainer.run(X, T, streaming, interrupted)
+            return trainer.run(X, T, streaming, interrupted, W)
+
+
+def _loggers(n: int, epochs: int, batch_size: int, verbose, dist) -> list:
+    """The epoch line (``verbose``) and, on a terminal at ``verbose=1``, the progress bar."""
+    if not verbose:
+        return []
+    bar = [ProgressBar(dist.local_rows(n, batch_size), batch_size // dist.size, epochs)] \
+        if verbose == 1 and sys.stdout.isatty() else []
+    return [EpochLogger(n, epochs)] + bar
 
 
 def _ranks(model, batch_size, verbose, callbacks):
@@ -156,21 +189,8 @@ def _ranks(model, batch_size, verbose, callbacks):
     return dist, 0, [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
 
 
-def _resume(model, resume_from, loss, optimizer_arg):
-    """The checkpoint to resume from, checked (None without one)."""
-    if resume_from is None:
-        return None
-    resume = read_checkpoint(model, resume_from)
-    check_resume(resume, loss, resume_from)
-    if isinstance(optimizer_arg, _optim.Optimizer) and optimizer_arg is not model.optimizer:
-        warnings.warn(f"fit: resume_from={resume_from!r} restores the checkpoint's "
-                      f"optimiser ({type(resume.optimizer).__name__}, lr="
-                      f"{resume.optimizer.lr}); the optimizer passed is not used",
-                      UserWarning, stacklevel=4)
-    return resume
-
-
-def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None) -> dict:
+def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None,
+             sample_weight=None) -> dict:
     """Loss and metrics on a dataset, in inference mode.
 
     Parameters
@@ -182,6 +202,8 @@ def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None) -> di
         Defaults to the loss of the last ``fit``.
     metrics : list of str, optional
         Defaults to those of the last ``fit`` (or the loss's defaults).
+    sample_weight : (N,) array-like, optional
+        Weighted averages of loss and metrics, as in :func:`fit`.
 
     Returns
     -------
@@ -197,8 +219,9 @@ def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None) -> di
     metric_objs = metrics_for(loss, metrics if metrics is not None else (
         model.metrics or None))
     with model.backend.context():
-        return evaluate_arrays(model, *batches.as_dataset(model, X, y, loss), loss,
-                               metric_objs, batch_size)
+        X, T, streaming = batches.as_dataset(model, X, y, loss)
+        W = as_weights(model, T, streaming, loss, sample_weight)
+        return evaluate_arrays(model, X, T, streaming, loss, metric_objs, batch_size, W=W)
 
 
 def predict(model, X, batch_size: int = 4096):
@@ -214,7 +237,7 @@ def predict(model, X, batch_size: int = 4096):
             X = model.preprocessor.transform(X, placement)
         streaming = not backend.owns(X)
         with inference_memory(model, batch_size, "predicting"):
-            parts = [model.forward_batch(xb, training=False) for xb, _ in
+            parts = [model.forward_batch(xb, training=False) for xb, _, _ in
                      batches.iterate(backend, X, None, batch_size, False, streaming)]
             out = None if not parts else (parts[0] if len(parts) == 1 else
                                           backend.xp.concat(parts, axis=0))
@@ -242,69 +265,9 @@ def step_function(model, X, y):
 
     def step():
         with model.backend.context():
-            return trainer.step(x, t, trainer.fusion(slot))
+            return trainer.step(x, t, trainer.fusion(slot))[0]
 
     return step
-
-
-def metrics_for(loss, metrics) -> list:
-    """Metric objects by name; the loss's defaults when ``metrics`` is None."""
-    if metrics is None:
-        metrics = list(loss.default_metrics)
-    if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
-        raise ValueError(f"metrics: expected a list of names, got {describe(metrics)}")
-    return [_metrics.get(m) for m in metrics]
-
-
-def _check_callbacks(callbacks) -> list:
-    callbacks = list(callbacks or [])
-    for i, cb in enumerate(callbacks):
-        if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks[{i}]: expected a gpunn.callbacks.Callback, got "
-                            f"{describe(cb)}")
-    return callbacks
-
-
-def _check_monitors(callbacks, metrics, validating: bool, on_divergence: str) -> None:
-    """Callbacks that watch a log must watch one this fit will write (before training)."""
-    from ..callbacks import LearningRateSchedule
-
-    logged = ["loss"] + [m.name for m in metrics]
-    logged += [f"val_{k}" for k in logged] if validating else []
-    logged += ["skipped"] if on_divergence == "skip" else []
-    # Callbacks run sorted by order, then as listed: "lr" exists once a schedule has run.
-    ranked = sorted(range(len(callbacks)), key=lambda i: getattr(callbacks[i], "order", 0))
-    for i in ranked:
-        cb = callbacks[i]
-        if isinstance(cb, LearningRateSchedule) and "lr" not in logged:
-            logged.append("lr")
-        monitor = getattr(getattr(cb, "_monitor", None), "monitor", None)
-        if monitor is None or not getattr(cb, "watches_logs", True):
-            continue
-        if monitor not in logged:
-            hint = (" (val_ logs need validation_data)" if monitor.startswith("val_")
-                    and not validating else "")
-            raise ValueError(f"callbacks[{i}] ({type(cb).__name__}): monitor {monitor!r} "
-                             f"will not be logged{hint}; this fit logs "
-                             f"{', '.join(logged)}")
-
-
-def _validation(model, validation_data, loss, device_data, preprocessor=None):
-    if validation_data is None:
-        return None
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-        raise ValueError("validation_data: expected a pair (X_val, y_val), got "
-                         f"{describe(validation_data)}")
-    return batches.as_dataset(model, *validation_data, loss, what="val_",
-                              device_data=device_data, preprocessor=preprocessor)
-
-
-def _check_precision(model) -> None:
-    if model.backend.low_precision:
-        l2 = [layer.label for layer in model.layers if getattr(layer, "kernel_l2", 0)]
-        if l2:
-            raise ValueError(f"{l2[0]}: kernel_l2 is not supported with "
-                             f"dtype={model.dtype!r}; use the optimiser's weight_decay")
 
 
 def _attach(model, optimizer):

@@ -15,8 +15,8 @@ from ..errors import describe
 
 
 def as_input(model, x, what: str = "X", backend=None):
-    """``x`` on ``backend`` (default the model's) as a 2-D float array of the model's
-    input width.
+    """``x`` on ``backend`` (default the model's) as a float array ``(batch,
+    *input_shape)`` of the model's per-sample input shape.
 
     Raises
     ------
@@ -29,15 +29,18 @@ def as_input(model, x, what: str = "X", backend=None):
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what}: expected a numeric array, got {describe(x)} ({exc})") \
             from None
-    if x.ndim != 2:
-        raise ValueError(f"{what}: expected a 2-D array (samples, features), got "
-                         f"{describe(x)}")
+    shape = model.input_shape()  # per sample: (features,), (channels, length), ...
+    if x.ndim != (2 if shape is None else 1 + len(shape)):
+        wanted = ("a 2-D array (samples, features)" if shape is None or len(shape) == 1
+                  else f"a {1 + len(shape)}-D array (samples, {', '.join(map(str, shape))})")
+        raise ValueError(f"{what}: expected {wanted}, got {describe(x)}")
     if not backend.is_floating(x.dtype):
         x = backend.xp.astype(x, backend.dtype)
-    n_in = model.input_dim
-    if n_in is not None and x.shape[1] != n_in:
-        raise ValueError(f"{what}: the first layer {model.layers[0].label} expects "
-                         f"{n_in} features, got {describe(x)}")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        wanted = (f"{shape[0]} features" if len(shape) == 1
+                  else f"samples of shape {tuple(shape)}")
+        raise ValueError(f"{what}: the first layer {model.leaves()[0].label} expects "
+                         f"{wanted}, got {describe(x)}")
     return x
 
 
@@ -94,30 +97,56 @@ def as_dataset(model, X, y, loss, what: str = "", device_data=None, preprocessor
     return X, T, backend is not model.backend
 
 
-def iterate(backend, X, T, batch_size: int, shuffle: bool, streaming: bool):
-    """``(x, t)`` batches on the device, in a fresh random order when ``shuffle``."""
+def iterate(backend, X, T, batch_size: int, shuffle: bool, streaming: bool, W=None):
+    """``(x, t, w)`` batches on the device, in a fresh random order when ``shuffle``:
+    rows of ``X``, of the targets ``T`` and of the sample weights ``W (N,)``, the same rows
+    of each (``t`` and ``w`` None where ``T`` or ``W`` is)."""
     n = int(X.shape[0])
     if streaming:
         order = host_array(backend.random.permutation(n)) if shuffle else None
-        yield from backend.batches(X, T, order, batch_size)
+        yield from streamed(backend, X, T, W, order, batch_size)
         return
     if not shuffle:
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)  # the standard leaves out-of-range stops undefined
-            yield X[lo:hi, ...], (None if T is None else T[lo:hi, ...])
+            yield X[lo:hi, ...], (None if T is None else T[lo:hi, ...]), (
+                None if W is None else W[lo:hi])
         return
     # Each batch is gathered from the dataset through the permutation into buffers reused
     # from step to step: no shuffled copy of the dataset, so memory and time stay linear.
     # A yielded batch is only valid until the next one.
     perm = backend.random.permutation(n)
-    xbuf = tbuf = None
+    bufs = None
     for lo in range(0, n, batch_size):
-        idx = perm[lo:min(lo + batch_size, n)]
+        x, t, w = bufs = gather(backend, X, T, W, perm[lo:min(lo + batch_size, n)], bufs)
+        yield x, t, w
+
+
+def gather(backend, X, T, W, idx, bufs=None):
+    """``(x, t, w)``: rows ``idx`` of ``X``, ``T`` and ``W`` (those not None), written into
+    ``bufs`` (the previous batch's) where the backend can."""
+    if W is None:  # the usual case, taken per step: no tuples built beyond take_rows'
         if T is None:
-            xbuf = backend.take_rows(X, idx, xbuf)
-        else:  # one launch for both on CUDA
-            xbuf, tbuf = backend.take_rows((X, T), idx, None if xbuf is None else (xbuf, tbuf))
-        yield xbuf, tbuf
+            return backend.take_rows(X, idx, None if bufs is None else bufs[0]), None, None
+        # Inputs and targets in one launch on CUDA (take_rows takes a tuple).
+        x, t = backend.take_rows((X, T), idx, None if bufs is None else bufs[:2])
+        return x, t, None
+    if T is None:
+        x, w = backend.take_rows((X, W), idx, None if bufs is None else (bufs[0], bufs[2]))
+        return x, None, w
+    return backend.take_rows((X, T, W), idx, bufs)
+
+
+def streamed(backend, X, T, W, order, batch_size: int):
+    """``(x, t, w)`` batches of host arrays streamed onto ``backend`` (in ``order``): the
+    weights travel beside inputs and targets, row for row."""
+    parts = backend.batches(X, T, order, batch_size)
+    if W is None:
+        for x, t in parts:
+            yield x, t, None
+        return
+    for (x, t), (w, _) in zip(parts, backend.batches(W, None, order, batch_size)):
+        yield x, t, w
 
 
 def _shape(y):

@@ -7,7 +7,6 @@ metrics accumulate on the device and are read once per epoch: no step waits on t
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
@@ -18,6 +17,7 @@ from ..distributed import plan as _plan
 from ..errors import DeviceMemoryError
 from ..optim import LossScaleOptimizer, SkipNonFinite
 from . import batches as _batches
+from .evaluation import accumulator, cast_like, evaluate_arrays, namespace_of, prepare_metrics
 from .recovery import Snapshot, diverged, oom_message
 from .state import TrainState
 
@@ -36,7 +36,8 @@ class Trainer:
         16-bit training: wraps ``optimizer``.
     settings : dict
         ``epochs``, ``batch_size``, ``shuffle``, ``verbose``, ``on_divergence``, ``val``
-        (a checked validation set or None), ``start`` (first epoch number).
+        (a checked validation set ``(X, T, streaming, W)`` or None), ``start`` (first
+        epoch number), ``weighted`` (the training rows carry sample weights).
     callbacks : list of Callback
         Sorted by ``order``; ``History`` among them.
     history : History
@@ -46,6 +47,7 @@ class Trainer:
         self.model, self.loss, self.metrics, self.amp = model, loss, metrics, amp
         self.optimizer = optimizer
         self.dist = _plan.LOCAL  # several ranks: the hooks of gpunn.distributed.plan
+        self.weighted = False
         self.__dict__.update(settings)
         self.callbacks = sorted(callbacks, key=lambda cb: getattr(cb, "order", 0))
         self.history = history
@@ -56,9 +58,10 @@ class Trainer:
         self.logits = model.takes_logits(loss)
         # The loss kernel may add the last bias, write its gradient, the step's loss and
         # its metric (one launch instead of about eight).
-        # A subclass that changes the maths (its own forward_logits or gradient) keeps them:
-        # the flag counts only where the class itself sets it.
-        self.fuse = (self.logits and amp is None
+        # A subclass that changes the maths (its own compute_logits or gradient) keeps them:
+        # the flag counts only where the class itself sets it. The kernels know no sample
+        # weights.
+        self.fuse = (self.logits and amp is None and not self.weighted
                      and type(loss).__dict__.get("takes_step_fusion", False)
                      and loss.logits_of in model.backend.fused_losses)
         self.per_batch = [cb for cb in self.callbacks
@@ -69,7 +72,7 @@ class Trainer:
         """The work a step may hand to the loss kernel (see ``StepFusion``), or None."""
         if not self.fuse:
             return None
-        head = self.model.layers[-1]
+        head = self.model.output_layer()
         return StepFusion(bias=head.params["b"], bias_grad=head.grads["b"], loss=loss_slot,
                           metric=metric_slot)
 
@@ -80,7 +83,7 @@ class Trainer:
         MAE for the squared error."""
         if not self.fuse:
             return None
-        kind, outputs = self.loss.logits_of, self.model.layers[-1].out_features
+        kind, outputs = self.loss.logits_of, self.model.output_dim
         wanted = {"softmax": _metrics.Accuracy if T.ndim == 1 else None,
                   "sigmoid": _metrics.Accuracy if outputs == 1 else None,
                   "identity": _metrics.MAE}.get(kind)
@@ -89,19 +92,25 @@ class Trainer:
             return None
         return at, self.model.backend.xp.int64 if wanted is _metrics.Accuracy else None
 
-    def step(self, x, t, fusion: StepFusion | None = None):
-        """Forward, loss, backward and update of one batch; returns the loss value
-        (a 0-d device array, the layers' penalties included): ``fusion.loss`` itself when
-        the loss kernel wrote it there."""
+    def step(self, x, t, fusion: StepFusion | None = None, w=None):
+        """Forward, loss, backward and update of one batch (rows weighted by ``w``).
+
+        Returns
+        -------
+        value : 0-d device array
+            The loss, the layers' penalties included: ``fusion.loss`` itself when the
+            loss kernel wrote it there.
+        output : (batch, outputs)
+            The activated model output, for the metrics.
+        """
         model, loss = self.model, self.loss
         out = model.forward_batch(x, training=True, logits=self.logits,
                                   add_bias=fusion is None)
         if fusion is not None:
-            value = loss.forward_logits(out, t, model.backend, fusion)
+            value, grad, output = loss.compute_logits(out, t, model.backend, fusion)
         else:
-            value = (loss.forward_logits(out, t, model.backend) if self.logits
-                     else loss.forward(out, t, model.backend))
-        grad = loss.backward()
+            value, grad, output = (loss.compute_logits(out, t, model.backend, weight=w)
+                                   if self.logits else loss.compute(out, t, model.backend, w))
         model.backward_batch(self.amp.scale_grad(grad) if self.amp else grad,
                              need_input_grad=False, logits=self.logits,
                              bias_done=fusion is not None and fusion.bias_grad_done)
@@ -114,7 +123,7 @@ class Trainer:
             self.stepper.step(params, grads, finite=model.backend.xp.isfinite(value))
         else:
             self.stepper.step(params, grads)
-        return value
+        return value, output
 
     def _roll_back(self) -> None:
         """Back to the snapshot: weights, optimiser and master weights, and the history
@@ -140,10 +149,17 @@ class Trainer:
             self.stepper = self.amp
 
     # ------------------------------------------------------------------ epochs
-    def run(self, X, T, streaming: bool, interrupted):
-        """All epochs; returns the History (early on Ctrl-C, a stop or divergence)."""
+    def run(self, X, T, streaming: bool, interrupted, W=None):
+        """All epochs over rows ``X``, targets ``T`` and sample weights ``W`` (or None);
+        returns the History (early on Ctrl-C, a stop or divergence)."""
         model = self.model
-        _batches_setup(self.metrics, T)
+        # Each phase prepares its own dataset for the metrics (R²'s total sum of
+        # squares): the metric objects, shared by both phases, hold none of it.
+        self.prepared = prepare_metrics(self.metrics, T, W)
+        self.val_prepared = (None if self.val is None
+                             else prepare_metrics(self.metrics, self.val[1], self.val[3]))
+        # What an epoch's sums are divided by: rows, or the sum of their weights.
+        self.mass = int(X.shape[0]) if W is None else float(namespace_of(W).sum(W))
         model.stop_training = False
         model._fitting = True
         self.snapshot, self.every = None, 1
@@ -152,22 +168,21 @@ class Trainer:
         interrupted = self.dist.collective(interrupted)  # or-ed over ranks
         try:
             with self.dist.training(model):
-                self._epochs(X, T, streaming, interrupted)
+                self._epochs(X, T, W, streaming, interrupted)
             for cb in self.callbacks:
                 cb.on_train_end(model, self.history)
         finally:
             model._fitting = False
             # Nothing of the training data outlives fit (layers keep their last batch).
             model.forget()
-            self.loss.output = self.loss._grad = None
         return self.history
 
-    def _epochs(self, X, T, streaming, interrupted) -> None:
+    def _epochs(self, X, T, W, streaming, interrupted) -> None:
         model = self.model
         for epoch in range(self.start, self.epochs + 1):
             for cb in self.callbacks:
                 cb.on_epoch_begin(model, epoch)
-            logs = self._epoch(epoch, X, T, streaming, interrupted)
+            logs = self._epoch(epoch, X, T, W, streaming, interrupted)
             if logs is None:
                 break
             model.train_state = TrainState(epoch, model.backend.random.state(),
@@ -178,7 +193,7 @@ class Trainer:
                 model.stop_training = True
                 break
 
-    def _epoch(self, epoch, X, T, streaming, interrupted) -> dict | None:
+    def _epoch(self, epoch, X, T, W, streaming, interrupted) -> dict | None:
         """One epoch's steps and its logs; None when training must stop."""
         model = self.model
         # Parameters replaced between epochs (a callback, the user) join the flat buffer.
@@ -193,7 +208,7 @@ class Trainer:
             self.snapshot = Snapshot(model, self.optimizer, self.amp, epoch)
         started = time.perf_counter()
         try:
-            sums = self.dist.reduce_epoch(self._steps(X, T, streaming, interrupted))
+            sums = self.dist.reduce_epoch(self._steps(X, T, W, streaming, interrupted))
         except MemoryError as exc:
             if self.snapshot is not None:
                 self._roll_back()
@@ -202,9 +217,9 @@ class Trainer:
                 model, self.batch_size, self.snapshot.epoch if self.snapshot else None)) \
                 from exc
         total, metric_sums, step_losses, (dropped, valid), seen = sums
-        # Under "skip" the epoch's figures are over the rows of valid steps; with none at
-        # all they are NaN, so no callback takes the epoch for a good one.
-        n = float(valid) if valid is not None else int(X.shape[0])
+        # Under "skip" the epoch's figures are over the rows (or weights) of valid steps;
+        # with none at all they are NaN, so no callback takes the epoch for a good one.
+        n = float(valid) if valid is not None else self.mass
         if interrupted():
             # The weights of a half-done epoch match no epoch counter: go back to the
             # snapshot (history and checkpoint state with them), or, without one, drop
@@ -225,8 +240,8 @@ class Trainer:
             return None
         nan = float("nan")
         logs = {"loss": total_host / n if n else nan}
-        logs.update({m.name: m.result(float(s), n) if n else nan
-                     for m, s in zip(self.metrics, metric_sums)})
+        logs.update({m.name: m.result(float(s), n, p) if n else nan
+                     for m, s, p in zip(self.metrics, metric_sums, self.prepared)})
         if self.skip:
             logs["skipped"] = float(dropped) if dropped is not None else 0.0
         if self.snapshot is not None:
@@ -234,17 +249,20 @@ class Trainer:
             self.every = max(1, math.ceil(self.snapshot.seconds / (0.05 * max(elapsed,
                                                                                1e-9))))
         if self.val is not None:
-            val = evaluate_arrays(model, *self.val, self.loss, self.metrics,
-                                  self.batch_size, self.dist)
+            vX, vT, v_streaming, vW = self.val
+            val = evaluate_arrays(model, vX, vT, v_streaming, self.loss, self.metrics,
+                                  self.batch_size, self.dist, self.val_prepared, vW)
             logs.update({f"val_{k}": v for k, v in val.items()})
         return logs
 
-    def _steps(self, X, T, streaming, interrupted):
+    def _steps(self, X, T, W, streaming, interrupted):
         """Run the batches of one epoch; the epoch's loss and metric sums on the device.
 
         Each step writes its loss and metric values into per-epoch device buffers (no
         arithmetic on running sums per step); they are reduced once at the end. The loss
-        buffer also tells, if the total is not finite, which step went first.
+        buffer also tells, if the total is not finite, which step went first. With sample
+        weights each step's loss (a weighted mean) counts by its weight sum, and the
+        metrics' sums are weighted sums.
         """
         model = self.model
         backend, xp = model.backend, model.backend.xp
@@ -257,110 +275,72 @@ class Trainer:
         fused_at = None if fused is None else fused[0]
         if fused is not None:
             metric_steps[fused_at] = backend.zeros((steps,), dtype=fused[1])
-        total, seen, batch, counts = None, 0, -1, []
-        batches = self.dist.batches(backend, X, T, b, self.shuffle, streaming,
-                                    _batches.iterate)
-        for batch, (xb, tb, rows) in enumerate(batches):
+        step_weights = None if W is None else backend.zeros((steps,), dtype=acc)
+        self._running = [None, None, 0]  # loss and weight sums, rows: for per_batch
+        batch, counts = -1, []
+        batches = self.dist.batches(backend, X, T, b, self.shuffle, streaming, _batches, W)
+        for batch, (xb, tb, wb, rows) in enumerate(batches):
             fusion = self.fusion(step_losses[batch], None if fused is None
                                  else metric_steps[fused_at][batch]) if self.fuse else None
-            value = self.step(xb, tb, fusion)
+            value, output = self.step(xb, tb, fusion, wb)
             counts.append(rows)
             if fusion is None or value is not fusion.loss:
                 step_losses[batch] = value
+            if wb is not None:
+                step_weights[batch] = xp.sum(wb)
             for i, m in enumerate(self.metrics):
                 if i == fused_at and fusion.metric_done:
                     continue
-                count = m.batch(xp, self.loss.output, tb)
+                count = m.batch(xp, output, tb, wb)
                 if metric_steps[i] is None:
                     metric_steps[i] = backend.zeros((steps,), dtype=count.dtype)
                 metric_steps[i][batch] = count
-            seen += rows
             if self.per_batch:  # a running sum only for callbacks that look at it
-                part = _cast(xp, value, step_losses) * rows
-                total = part if total is None else total + part
-                for cb in self.per_batch:
-                    cb.on_batch_end(model, batch, seen, total)
+                weight = None if wb is None else step_weights[batch]
+                self._batch_end(batch, cast_like(xp, value, step_losses), rows, weight)
             if interrupted():
                 break
-        done = batch + 1
-        rows = backend.asarray(counts, dtype=acc)
+        return self._epoch_sums(batch + 1, counts, step_losses, metric_steps,
+                                step_weights) + (sum(counts),)
+
+    def _batch_end(self, batch, value, rows, weight) -> None:
+        """Callbacks' ``on_batch_end``: rows seen and a running loss sum over them (with
+        sample weights, the running weighted mean times the rows)."""
+        xp = self.model.backend.xp
+        total, mass, seen = self._running
+        part = value * (rows if weight is None else weight)
+        total = part if total is None else total + part
+        seen += rows
+        if weight is not None:
+            mass = weight if mass is None else mass + weight
+        self._running = [total, mass, seen]
+        loss_sum = total if weight is None else \
+            total / xp.where(mass > 0, mass, xp.ones_like(mass)) * seen
+        for cb in self.per_batch:
+            cb.on_batch_end(self.model, batch, seen, loss_sum)
+
+    def _epoch_sums(self, done, counts, step_losses, metric_steps, step_weights):
+        """The epoch's sums on the device from its per-step buffers: ``(total,
+        metric sums, step losses, (dropped, valid))``; each step counts by its rows or,
+        with sample weights, by its weight sum."""
+        backend = self.model.backend
+        xp = backend.xp
+        rows = backend.asarray(counts, dtype=step_losses.dtype)
         losses = step_losses[:done]
-        metric_vals = [_cast(xp, buf[:done], losses) if buf is not None else None
+        metric_vals = [cast_like(xp, buf[:done], losses) if buf is not None else None
                        for buf in metric_steps]
         if 0 in counts:  # a rank's weight-0 stand-in row counts toward no metric
             metric_vals = [None if v is None else xp.where(rows > 0, v, xp.zeros_like(v))
                            for v in metric_vals]
+        weights = rows if step_weights is None else step_weights[:done]
         dropped = valid = None
         if self.skip:  # a skipped step (non-finite loss) counts toward nothing
             finite = xp.isfinite(losses)
             dropped = xp.sum(xp.astype(xp.logical_not(finite), xp.int64))
-            valid = xp.sum(xp.where(finite, rows, xp.zeros_like(rows)))
+            valid = xp.sum(xp.where(finite, weights, xp.zeros_like(weights)))
             losses = xp.where(finite, losses, xp.zeros_like(losses))
             metric_vals = [None if v is None else xp.where(finite, v, xp.zeros_like(v))
                            for v in metric_vals]
-        total = xp.sum(losses * rows)
+        total = xp.sum(losses * weights)
         sums = [None if v is None else xp.sum(v) for v in metric_vals]
-        return total, sums, step_losses, (dropped, valid), seen
-
-
-def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size,
-                    dist=_plan.LOCAL) -> dict:
-    """Loss and metrics of checked, placed data, in inference mode (host floats); over
-    several ranks each evaluates its share of the rows and the sums are added."""
-    backend = model.backend
-    xp = backend.xp
-    logits = model.takes_logits(loss)
-    n = int(X.shape[0])
-    total = accumulator(backend)
-    sums = [accumulator(backend) for _ in metrics]
-    reg = model.regularization()
-    _batches_setup(metrics, T)  # the whole target (R² needs its variance)
-    X, T = dist.rows_of(X, T)
-    with inference_memory(model, batch_size, "evaluating"):
-        for xb, tb in _batches.iterate(backend, X, T, batch_size, False, streaming):
-            out = model.forward_batch(xb, training=False, logits=logits)
-            value = (loss.forward_logits(out, tb, backend) if logits
-                     else loss.forward(out, tb, backend))
-            total = total + _cast(xp, value, total) * xb.shape[0]
-            for i, m in enumerate(metrics):
-                sums[i] = sums[i] + _cast(xp, m.batch(xp, loss.output, tb), total)
-    model.forget()
-    total, *sums = dist.sum_floats([float(total)] + [float(s) for s in sums])
-    result = {"loss": total / n + (float(reg) if reg is not None else 0.0)}
-    result.update({m.name: m.result(s, n) for m, s in zip(metrics, sums)})
-    return result
-
-
-@contextlib.contextmanager
-def inference_memory(model, batch_size: int, doing: str):
-    """Out of memory while evaluating or predicting: memory released, then a
-    :class:`gpunn.DeviceMemoryError` naming the batch size (parameters are untouched)."""
-    try:
-        yield
-    except MemoryError as exc:
-        model.forget()
-        model.backend.release_memory()
-        raise DeviceMemoryError(f"out of memory on {model.device} while {doing} with "
-                                f"batch_size={batch_size}: lower batch_size; memory was "
-                                "released and the model is unchanged") from exc
-
-
-def accumulator(backend):
-    """A 0-d device zero to sum losses and metrics into; float32 for 16-bit models
-    (float16 cannot count past 2048, bfloat16 past 256)."""
-    return backend.zeros((), dtype=backend.xp.float32 if backend.low_precision else None)
-
-
-def _batches_setup(metrics, T) -> None:
-    """Show each metric the whole target, in the namespace that holds it: the device's, or
-    NumPy's when the dataset streams from host memory."""
-    import array_api_compat
-
-    xp = array_api_compat.array_namespace(T)
-    for m in metrics:
-        m.setup(xp, T)
-
-
-def _cast(xp, value, like):
-    """``value`` in the dtype of the accumulator ``like`` (a no-op unless 16-bit)."""
-    return value if value.dtype == like.dtype else xp.astype(value, like.dtype)
+        return total, sums, step_losses, (dropped, valid)

@@ -14,6 +14,10 @@ CASES = {
     # 97 rows at batch 32: a last batch of 1 row, fewer rows than ranks.
     "adam-tail": (lambda: gn.optim.Adam(lr=1e-2), 0.0, 97, 32, 2),
     "dropout": (lambda: gn.optim.Adam(lr=1e-2), 0.3, 200, 32, 3),
+    # Sample weights (some 0) and balanced class weights, sliced with their rows; the
+    # tail's stand-in row must weigh nothing.
+    "weighted": (lambda: gn.optim.Adam(lr=1e-2), 0.0, 200, 32, 3),
+    "weighted-tail": (lambda: gn.optim.SGD(lr=0.1, momentum=0.9), 0.0, 97, 32, 2),
 }
 
 
@@ -40,6 +44,10 @@ def train(name: str, **fit):
     fit = {"epochs": epochs, "verbose": 0, "optimizer": make_opt(), **fit}
     if fit["optimizer"] is None:  # resuming: the checkpoint's
         fit["optimizer"] = "adam"
-    hist = net.fit(X, y, loss="categorical_crossentropy", batch_size=batch, seed=3,
-                   validation_data=(X[:45], y[:45]), **fit)
+    if name.startswith("weighted"):
+        w = np.where(np.arange(rows) % 7 == 0, 0.0, 1.0 + (np.arange(rows) % 3))
+        fit = {"sample_weight": w, "class_weight": "balanced",
+               "validation_data": (X[:45], y[:45], w[:45]), **fit}
+    fit = {"validation_data": (X[:45], y[:45]), **fit}
+    hist = net.fit(X, y, loss="categorical_crossentropy", batch_size=batch, seed=3, **fit)
     return net, hist

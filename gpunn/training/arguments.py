@@ -1,0 +1,157 @@
+"""What ``fit`` and ``evaluate`` are given: the checks of their arguments (all made before
+anything changes) and the choices of what was left out (loss, optimiser, metrics)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .. import losses as _losses
+from .. import metrics as _metrics
+from .. import optim as _optim
+from ..backend.random import check_seed
+from ..callbacks import Callback
+from ..errors import describe, user_stacklevel
+from ..layers import _positive_int
+from . import batches
+from .state import check_resume
+from .weights import as_weights
+
+DIVERGENCE = ("raise", "stop", "skip", "off")
+#: The loss a first fit without ``loss=`` takes, by the model's output activation.
+DEFAULT_LOSSES = {"softmax": "categorical_crossentropy", "sigmoid": "binary_crossentropy",
+                  "identity": "mse", "linear": "mse"}
+
+
+def check_settings(epochs, batch_size, verbose, shuffle, on_divergence, seed, device_data):
+    """fit's scalar settings checked; returns ``(epochs, batch_size)`` as ints."""
+    epochs = _positive_int(epochs, "epochs")
+    batch_size = _positive_int(batch_size, "batch_size")
+    if verbose not in (0, 1, 2, True, False):
+        raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose!r}")
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise ValueError(f"shuffle: expected True or False, got {shuffle!r}")
+    if on_divergence not in DIVERGENCE:
+        raise ValueError(f"on_divergence: expected 'raise', 'stop', 'skip' or 'off', got "
+                         f"{on_divergence!r}")
+    check_seed(seed)
+    if device_data not in (None, True, False):
+        raise ValueError(f"device_data: expected None, True or False, got {device_data!r}")
+    return epochs, batch_size
+
+
+def output_activation(model) -> str | None:
+    """The name of the activation that produces ``model``'s output (``"softmax"``,
+    ``"identity"``, ...), or None where the last layer has none (e.g. Dropout).
+
+    The one place that knows where a model keeps it: what ``fit`` chooses its default loss
+    by."""
+    out = model.output_layer()  # the leaf computing the output; None for a residual sum
+    return getattr(out, "activation", None) if out is not None else None
+
+
+def choose_loss(model, loss, resume):
+    """The loss object of this fit: the one given, else the checkpoint's (resuming), else
+    the model's from its last fit or file, else the one its output activation calls for
+    (with a warning saying so)."""
+    if loss is not None:
+        return _losses.get(loss)
+    if resume is not None and resume.loss is not None:
+        return resume.loss
+    if model.loss is not None:
+        return model.loss
+    activation = output_activation(model)
+    name = DEFAULT_LOSSES.get(activation)
+    if name is None:
+        raise ValueError(f"loss: no loss given and none follows from the model's "
+                         f"{activation or 'unknown'} output (a default exists for softmax, "
+                         "sigmoid and identity outputs); pass loss= (e.g. 'mse', 'huber', "
+                         "'mae')")
+    warnings.warn(f"fit: no loss given; using {name!r} for the model's {activation} output "
+                  "(pass loss= to choose another)", UserWarning, stacklevel=user_stacklevel())
+    return _losses.get(name)
+
+
+def choose_optimizer(model, optimizer):
+    """The optimiser given, else the model's (its state kept), else a fresh ``Adam()``."""
+    if optimizer is not None:
+        return _optim.get(optimizer)
+    return model.optimizer if model.optimizer is not None else _optim.Adam()
+
+
+def check_resumed(model, resume, resume_from, loss, optimizer) -> None:
+    """The checkpoint's loss must be this fit's; an optimiser object passed is not used."""
+    if resume is None:
+        return
+    check_resume(resume, loss, resume_from)
+    if isinstance(optimizer, _optim.Optimizer) and optimizer is not model.optimizer:
+        warnings.warn(f"fit: resume_from={resume_from!r} restores the checkpoint's "
+                      f"optimiser ({type(resume.optimizer).__name__}, lr="
+                      f"{resume.optimizer.lr}); the optimizer passed is not used",
+                      UserWarning, stacklevel=user_stacklevel())
+
+
+def metrics_for(loss, metrics) -> list:
+    """Metric objects by name; the loss's defaults when ``metrics`` is None."""
+    if metrics is None:
+        metrics = list(loss.default_metrics)
+    if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
+        raise ValueError(f"metrics: expected a list of names, got {describe(metrics)}")
+    return [_metrics.get(m) for m in metrics]
+
+
+def check_callbacks(callbacks) -> list:
+    callbacks = list(callbacks or [])
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks[{i}]: expected a gpunn.callbacks.Callback, got "
+                            f"{describe(cb)}")
+    return callbacks
+
+
+def check_monitors(callbacks, metrics, validating: bool, on_divergence: str) -> None:
+    """Callbacks that watch a log must watch one this fit will write (before training)."""
+    from ..callbacks import LearningRateSchedule
+
+    logged = ["loss"] + [m.name for m in metrics]
+    logged += [f"val_{k}" for k in logged] if validating else []
+    logged += ["skipped"] if on_divergence == "skip" else []
+    # Callbacks run sorted by order, then as listed: "lr" exists once a schedule has run.
+    ranked = sorted(range(len(callbacks)), key=lambda i: getattr(callbacks[i], "order", 0))
+    for i in ranked:
+        cb = callbacks[i]
+        if isinstance(cb, LearningRateSchedule) and "lr" not in logged:
+            logged.append("lr")
+        monitor = getattr(getattr(cb, "_monitor", None), "monitor", None)
+        if monitor is None or not getattr(cb, "watches_logs", True):
+            continue
+        if monitor not in logged:
+            hint = (" (val_ logs need validation_data)" if monitor.startswith("val_")
+                    and not validating else "")
+            raise ValueError(f"callbacks[{i}] ({type(cb).__name__}): monitor {monitor!r} "
+                             f"will not be logged{hint}; this fit logs "
+                             f"{', '.join(logged)}")
+
+
+def validation_set(model, validation_data, loss, device_data, preprocessor=None):
+    """``(X, T, streaming, W)`` of ``validation_data``, a pair ``(X_val, y_val)`` or, as in
+    Keras, a triple with sample weights (``W`` None without them); None without data."""
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError("validation_data: expected a pair (X_val, y_val) or a triple "
+                         f"(X_val, y_val, sample_weight_val), got {describe(validation_data)}")
+    X, T, streaming = batches.as_dataset(model, *validation_data[:2], loss, what="val_",
+                                         device_data=device_data, preprocessor=preprocessor)
+    W = None if len(validation_data) == 2 else as_weights(
+        model, T, streaming, loss, validation_data[2], what="val_")
+    return X, T, streaming, W
+
+
+def check_precision(model) -> None:
+    if model.backend.low_precision:
+        l2 = [layer.label for layer in model.layers if getattr(layer, "kernel_l2", 0)]
+        if l2:
+            raise ValueError(f"{l2[0]}: kernel_l2 is not supported with "
+                             f"dtype={model.dtype!r}; use the optimiser's weight_decay")
