@@ -13,7 +13,7 @@ from .. import optim as _optim
 from ..backend.random import check_seed
 from ..callbacks import Callback
 from ..errors import describe, user_stacklevel
-from ..layers import _positive_int
+from ..layers import positive_int as _positive_int
 from . import batches
 from .state import check_resume
 from .weights import as_weights
