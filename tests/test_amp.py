@@ -68,13 +68,13 @@ def test_overflow_skips_the_step_and_halves_the_scale():
     opt = gn.optim.Adam(lr=0.1)
     amp.attach(opt)
     with be.overflow_expected():
-        big = amp.scale_grad(be.asarray(np.full(3, 10.0, np.float16)))  # 10 * 2**15 -> inf
+        big = amp.loss_gradient(be.asarray(np.full(3, 10.0, np.float16)))  # 10 * 2**15 -> inf
     assert np.isinf(gn.to_numpy(big)).all()
     amp.step([p], [big])
     assert amp.loss_scale == 2.0**14
     np.testing.assert_array_equal(gn.to_numpy(p), 1.0)  # weights untouched
     assert not np.any(gn.to_numpy(opt.state[0]["m"]))  # moments untouched
-    small = amp.scale_grad(be.asarray(np.full(3, 0.5, np.float16)))
+    small = amp.loss_gradient(be.asarray(np.full(3, 0.5, np.float16)))
     for _ in range(3):
         amp.step([p], [small])
     assert amp.loss_scale == 2.0**15  # grew back after 3 clean steps

@@ -291,8 +291,6 @@ def test_squared_error_kernel_does_the_whole_head(cuda, rows, cols):
 
 def _fused_head(cuda, kind, zw, target, count):
     """The backend's fused head on ``zw`` (run twice: the same bits), as a dict."""
-    from gpunn.backend.base import StepFusion
-
     be = gn.get_backend(cuda, dtype="float64")
     cols = zw.shape[1]
     bias = np.random.default_rng(cols).standard_normal(cols)
@@ -300,14 +298,15 @@ def _fused_head(cuda, kind, zw, target, count):
     def run():
         # The metric slot: a count of correct predictions, or the squared error's MAE sum.
         slot = be.zeros((2,), dtype=be.xp.int64 if kind != "identity" else None)[0]
-        fusion = StepFusion(bias=be.asarray(bias), bias_grad=be.zeros((cols,)),
-                            loss=be.zeros((3,))[1], metric=slot if count else None)
+        bias_grad, loss_slot = be.zeros((cols,)), be.zeros((3,))[1]
         z = be.asarray(zw.copy())  # the kernel adds the bias in place
-        value, prob, grad = be.fused_loss(kind, z, be.asarray(target), fusion)
-        assert fusion.loss_done and fusion.bias_grad_done and value is fusion.loss
-        assert fusion.metric_done == count
-        out = [gn.to_numpy(a).copy() for a in (value, prob, grad, fusion.bias_grad, z)]
-        return out + [np.asarray(float(fusion.metric) if count else np.nan)]
+        out = be.fused_loss(kind, z, be.asarray(target), be.asarray(bias), bias_grad,
+                            loss_slot, slot if count else None)
+        assert out is not None, "the kernel declined"
+        value, prob, grad = out
+        assert value is loss_slot  # written into the epoch buffer's slot
+        out = [gn.to_numpy(a).copy() for a in (value, prob, grad, bias_grad, z)]
+        return out + [np.asarray(float(slot) if count else np.nan)]
 
     names = ("value", "prob", "grad", "bias_grad", "z", "metric")
     return dict(zip(names, _bits_twice(run)), bias=bias)

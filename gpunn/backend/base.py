@@ -10,7 +10,6 @@ which override single methods and register faster optimiser updates by rule
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 from ..errors import describe
 from .fastpath import FastUpdates
@@ -21,40 +20,6 @@ _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 BFLOAT16_HINT = ("dtype='bfloat16' needs a CUDA GPU with CuPy >= 14 and ml_dtypes "
                  "(pip install \"gpunn[cuda13,bf16]\"); on the CPU use 'float32' "
                  "(NumPy has no bfloat16 arithmetic: ml_dtypes computes it without BLAS)")
-
-
-@dataclass(eq=False)
-class StepFusion:
-    """What a training step lets a backend's softmax cross-entropy do in the same pass
-    (the CUDA kernel does all of it in one launch; other backends do none of it).
-
-    Attributes
-    ----------
-    bias : (C,) array or None
-        The last layer's bias, not yet added to the logits ``z = x @ W``: the loss must
-        add it (the generic path adds it first).
-    bias_grad : (C,) array or None
-        Where the bias gradient may be written; ``bias_grad_done`` says whether it was.
-    loss : 0-d array or None
-        The epoch buffer's slot for this step's loss; ``loss_done`` says whether the
-        value was written there.
-    metric : 0-d array or None
-        The slot for this step's value of the loss's own metric, ``metric_done`` likewise:
-        the count of correct predictions (int64) for the cross-entropies, the sum over
-        rows of the mean absolute error over outputs for the squared error.
-    """
-
-    bias: object = None
-    bias_grad: object = None
-    loss: object = None
-    metric: object = None
-    bias_grad_done: bool = False
-    loss_done: bool = False
-    metric_done: bool = False
-
-    def add_bias(self, z):
-        """``z + bias`` for a path that does none of the fused work."""
-        return z if self.bias is None else z + self.bias
 
 
 class Backend(FastUpdates):
@@ -285,8 +250,10 @@ class Backend(FastUpdates):
         :func:`softmax_cross_entropy`); returns ``(value, prob, grad)``."""
         return softmax_cross_entropy(self.xp, z, target)
 
-    def fused_loss(self, kind: str, z, target, fusion: StepFusion):
-        """A training step's loss head in one pass, or None where this backend has none.
+    def fused_loss(self, kind: str, z, target, bias, bias_grad, loss_slot=None,
+                   metric_slot=None):
+        """A training step's whole loss head in one pass, or None where this backend has
+        none (nothing is then written: the caller runs the generic maths).
 
         Parameters
         ----------
@@ -295,14 +262,24 @@ class Backend(FastUpdates):
             (``"softmax"``: categorical, ``"sigmoid"``: binary cross-entropy,
             ``"identity"``: mean squared error).
         z : (batch, outputs)
-            Logits, without the bias when ``fusion.bias`` is set.
+            ``x @ W`` of the output layer, without its bias.
         target : (batch,) labels or (batch, outputs)
-        fusion : StepFusion
-            The work offered; the backend marks what it did.
+        bias : (outputs,)
+            The output layer's bias, added to ``z`` here.
+        bias_grad : (outputs,)
+            Overwritten with the bias gradient.
+        loss_slot : 0-d array, optional
+            The epoch buffer's entry for this step's loss: the value is written there
+            (and that array returned as the value).
+        metric_slot : 0-d array, optional
+            The entry for this step's value of the loss's own metric: the count of correct
+            predictions (int64) for the cross-entropies, the sum over rows of the mean
+            absolute error over outputs for the squared error.
 
         Returns
         -------
         (value, prob, grad) or None
+            ``grad`` is ``dL/dz``; ``prob`` the activated output.
         """
         return None
 

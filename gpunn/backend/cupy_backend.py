@@ -183,13 +183,8 @@ class CupyBackend(Backend):
 
     fused_losses = tuple(_HEADS)
 
-    def fused_loss(self, kind, z, target, fusion):
-        out = _HEADS[kind](z, target, fusion.bias, fusion.bias_grad, fusion.loss, fusion.metric)
-        if out is not None:
-            fusion.bias_grad_done = fusion.bias_grad is not None
-            fusion.loss_done = fusion.loss is not None
-            fusion.metric_done = fusion.metric is not None
-        return out
+    def fused_loss(self, kind, z, target, bias, bias_grad, loss_slot=None, metric_slot=None):
+        return _HEADS[kind](z, target, bias, bias_grad, loss_slot, metric_slot)
 
     def softmax_cross_entropy(self, z, target):
         out = cupy_kernels.softmax_xent(z, target)

@@ -51,6 +51,10 @@ class Local:
         for xb, tb, wb in source.iterate(backend, X, T, batch_size, shuffle, streaming, W):
             yield xb, tb, wb, int(xb.shape[0])
 
+    def wrap_optimizer(self, optimizer, skip: bool):
+        """What a training step steps: the optimiser itself on one process."""
+        return optimizer
+
     def reduce_gradients(self, grads, loss=None) -> None:
         """Nothing to reduce."""
 
@@ -74,6 +78,30 @@ class Local:
 
 
 LOCAL = Local()
+
+
+class RankAverage:
+    """An optimiser wrapper (see gpunn.optim.wrappers): the ranks' gradients are averaged
+    over the global batch (one all-reduce over the flat buffer) before the wrapped step.
+
+    Parameters
+    ----------
+    optimizer : Optimizer or wrapper
+    plan : Plan
+    poison : bool
+        Under ``on_divergence="skip"``: a rank's non-finite loss poisons its gradients,
+        so every rank skips that step together.
+    """
+
+    def __init__(self, optimizer, plan, poison: bool):
+        self.optimizer, self.plan, self.poison = optimizer, plan, poison
+
+    def loss_gradient(self, grad):
+        return self.optimizer.loss_gradient(grad)
+
+    def step(self, params: list, grads: list, loss=None) -> None:
+        self.plan.reduce_gradients(grads, loss if self.poison else None)
+        self.optimizer.step(params, grads, loss=loss)
 
 
 class Plan(Local):
@@ -174,6 +202,9 @@ class Plan(Local):
         positive = total > 0
         by_weight = xp.sum(wb) / xp.where(positive, total, xp.ones_like(total))
         return wb, xp.where(positive, by_weight, xp.full_like(by_weight, self.share))
+
+    def wrap_optimizer(self, optimizer, skip: bool):
+        return RankAverage(optimizer, self, skip)
 
     def reduce_gradients(self, grads, loss=None) -> None:
         """Average the ranks' gradients over the global batch, in place: each scaled by

@@ -96,7 +96,7 @@ class Dense(Layer):
                        activate: bool = False):
         """The pre-activation ``z = x @ W + b`` that a paired loss takes instead of the
         output (see ``Loss.logits_of``); without ``add_bias`` only ``x @ W``, for a fused
-        loss that adds the bias itself (see :class:`gpunn.backend.base.StepFusion`).
+        loss that adds the bias itself (see :class:`gpunn.training.head.FusedHead`).
 
         Parameters
         ----------

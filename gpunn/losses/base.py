@@ -158,12 +158,10 @@ class Loss:
         value, grad, output = self._evaluate(xp, pred, target, self._shares(xp, weight, pred))
         return LossResult(value, restore(grad), output)
 
-    def compute_logits(self, z, target, backend=None, fusion=None,
-                       weight=None) -> LossResult:
+    def compute_logits(self, z, target, backend=None, weight=None) -> LossResult:
         """:meth:`compute` from the output layer's pre-activation ``z`` (see
         ``logits_of``): ``grad`` is ``dL/dz`` and ``output`` the activated output.
-        ``backend`` (the model's) lets a fused device kernel run; ``fusion`` is the
-        work a training step offers it (never taken up with ``weight``)."""
+        ``backend`` (the model's) lets its faster version of the maths run."""
         raise TypeError(f"{self.name} has no logits form")
 
     def _shares(self, xp, weight, like):
@@ -190,10 +188,10 @@ class Loss:
         self._last = self.compute(pred, target, backend)
         return self._last.value
 
-    def forward_logits(self, z, target, backend=None, fusion=None):
+    def forward_logits(self, z, target, backend=None):
         """Loss value from the pre-activation ``z`` (:meth:`compute_logits`); after it,
         :meth:`backward` returns ``dL/dz`` and ``output`` holds the activated output."""
-        self._last = self.compute_logits(z, target, backend, fusion)
+        self._last = self.compute_logits(z, target, backend)
         return self._last.value
 
     def backward(self):
@@ -204,16 +202,6 @@ class Loss:
 
     def _target(self, xp, pred, target):
         return _match_target(xp, pred, target, self.name)
-
-    def _fused(self, kind, z, target, backend, fusion, weight=None):
-        """``(result, z)``: the backend's fused head as a LossResult, or None and ``z``
-        with its bias added where none ran (the kernels know no sample weights)."""
-        out = backend.fused_loss(kind, z, target, fusion) \
-            if z.dtype == backend.dtype and weight is None else None
-        if out is None:
-            return None, fusion.add_bias(z)
-        value, prob, grad = out
-        return LossResult(value, grad, prob), z
 
     def _evaluate(self, xp, pred, target, share=None):
         """``(value, grad, output)``; the output metrics score is ``pred`` itself unless

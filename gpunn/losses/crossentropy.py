@@ -66,12 +66,8 @@ class BinaryCrossEntropy(_CrossEntropy):
                              f"from {lo} to {hi}")
         return target
 
-    def compute_logits(self, z, target, backend=None, fusion=None, weight=None):
+    def compute_logits(self, z, target, backend=None, weight=None):
         xp = backend.xp if backend is not None else array_namespace(z)
-        if fusion is not None:
-            done, z = self._fused("sigmoid", z, target, backend, fusion, weight)
-            if done is not None:
-                return done
         z, restore = _upcast(xp, z)  # then the target in float32 too, for 16-bit logits
         value, grad, prob = self._sigmoid_bce(xp, z, self._target(xp, z, target),
                                               self._shares(xp, weight, z))
@@ -154,12 +150,8 @@ class CategoricalCrossEntropy(_CrossEntropy):
             target = one_hot(xp, target, pred.shape[1], pred.dtype)
         return _match_target(xp, pred, target, self.name)
 
-    def compute_logits(self, z, target, backend=None, fusion=None, weight=None):
+    def compute_logits(self, z, target, backend=None, weight=None):
         xp = backend.xp if backend is not None else array_namespace(z)
-        if fusion is not None:
-            done, z = self._fused("softmax", z, target, backend, fusion, weight)
-            if done is not None:
-                return done
         z, restore = _upcast(xp, z)
         if target.ndim != 1:  # after the upcast: 16-bit logits meet float32 targets
             target = _match_target(xp, z, target, self.name)

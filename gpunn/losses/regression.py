@@ -15,11 +15,7 @@ class MeanSquaredError(Loss):
     logits_of = "identity"  # no activation to fuse, but the step's head can be one launch
     takes_step_fusion = True
 
-    def compute_logits(self, z, target, backend=None, fusion=None, weight=None):
-        if fusion is not None:
-            done, z = self._fused("identity", z, target, backend, fusion, weight)
-            if done is not None:
-                return done
+    def compute_logits(self, z, target, backend=None, weight=None):
         return self.compute(z, target, backend, weight)
 
     def _value_and_grad(self, xp, pred, target, share=None):

@@ -247,13 +247,20 @@ class Optimizer:
         self.t += 1
         return self._clip(grads) if self.clip_norm is not None else grads
 
-    def step(self, params: list, grads: list) -> None:
+    def loss_gradient(self, grad):
+        """The gradient backward starts from, given the loss's: itself (a wrapper such as
+        16-bit loss scaling changes it)."""
+        return grad
+
+    def step(self, params: list, grads: list, loss=None) -> None:
         """Apply one update to ``params`` in place.
 
         Parameters
         ----------
         params, grads : list of arrays
             Same order and shapes on every call (the optimiser's state is positional).
+        loss : 0-d array, optional
+            The step's loss value (read by wrappers; a rule ignores it).
         """
         grads = self._begin_step(params, grads)
         hp = self.step_constants()

@@ -1,8 +1,10 @@
 """Optimiser wrappers: a step that may be skipped, decided on the device.
 
-Both wrap another optimiser (Keras' ``LossScaleOptimizer`` way), so the training step
-stays ``forward -> loss -> backward -> optimizer.step`` whatever the precision or the
-divergence policy:
+Each wraps another optimiser (Keras' ``LossScaleOptimizer`` way) and answers the two calls
+a training step makes of any optimiser, ``loss_gradient(grad)`` (what backward starts
+from) and ``step(params, grads, loss=None)``, so the step stays ``forward -> loss ->
+backward -> optimizer.step`` whatever the precision, the divergence policy or the number
+of ranks (gpunn.distributed.plan's rank average is a wrapper too):
 
 - :class:`SkipNonFinite` drops a step whose gradients (or loss) are not finite
   (``fit(on_divergence="skip")``).
@@ -47,8 +49,28 @@ def _all_finite(xp, arrays, also=None):
     return ok
 
 
-class SkipNonFinite:
-    """Skip each step whose gradients (or the given loss flag) are not finite.
+class OptimizerWrapper:
+    """An optimiser around another (``optimizer``): by default every call passes through.
+
+    Parameters
+    ----------
+    optimizer : Optimizer or OptimizerWrapper
+    """
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def loss_gradient(self, grad):
+        """The gradient backward starts from, given the loss's (``dL/doutput``)."""
+        return self.optimizer.loss_gradient(grad)
+
+    def step(self, params: list, grads: list, loss=None) -> None:
+        """One update of ``params`` from ``grads`` (``loss``: the step's 0-d value)."""
+        self.optimizer.step(params, grads, loss=loss)
+
+
+class SkipNonFinite(OptimizerWrapper):
+    """Skip each step whose gradients (or loss, or the given flag) are not finite.
 
     Parameters
     ----------
@@ -56,18 +78,18 @@ class SkipNonFinite:
         Attached to the parameters it will update.
     """
 
-    def __init__(self, optimizer):
-        self.optimizer = optimizer
-
-    def step(self, params: list, grads: list, finite=None) -> None:
-        """Update unless a gradient or ``finite`` (0-d flag, e.g. of the loss) says no."""
+    def step(self, params: list, grads: list, loss=None, finite=None) -> None:
+        """Update unless a gradient, ``loss`` (0-d) or ``finite`` (0-d flag) says no."""
         xp = self.optimizer.backend.xp
+        if loss is not None:
+            finite = xp.isfinite(loss) if finite is None else xp.logical_and(
+                finite, xp.isfinite(loss))
         ok = _all_finite(xp, grads, finite)
         grads = [xp.where(ok, g, xp.zeros_like(g)) for g in grads]
         masked_step(self.optimizer, params, grads, ok)
 
 
-class LossScaleOptimizer:
+class LossScaleOptimizer(OptimizerWrapper):
     """Float32 master weights and loss scaling for 16-bit parameters.
 
     Parameters
@@ -123,14 +145,15 @@ class LossScaleOptimizer:
         return all(bool(xp.all(xp.astype(m, p.dtype) == p))
                    for m, p in zip(self.master, self.params))
 
-    def scale_grad(self, grad):
+    def loss_gradient(self, grad):
         """``grad * scale`` in the 16-bit dtype (an overflow becomes inf: step skipped)."""
         xp = self.backend16.xp
         return xp.astype(xp.astype(grad, xp.float32) * self.scale, grad.dtype)
 
-    def step(self, params: list, grads: list, finite=None) -> None:
+    def step(self, params: list, grads: list, loss=None, finite=None) -> None:
         """Unscale ``grads``, update the master weights unless they overflowed, round back
-        into ``params`` (the 16-bit arrays this wrapper was built on)."""
+        into ``params`` (the 16-bit arrays this wrapper was built on). An overflow shows in
+        the gradients; the loss itself is not consulted."""
         xp = self.backend32.xp
         inv = 1.0 / self.scale
         g32 = [xp.astype(g, xp.float32) * inv for g in grads]

@@ -33,7 +33,7 @@ from .arguments import (
     validation_set,
 )
 from .evaluation import evaluate_arrays, inference_memory
-from .loop import Trainer
+from .loop import FitConfig, Trainer
 from .recovery import interrupt_flag
 from .state import read_checkpoint, restore_checkpoint
 from .weights import as_weights
@@ -160,10 +160,9 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         model.optimizer, model.loss = optimizer, loss
         model.metrics = [m.name for m in metric_objs]
         callbacks += [history] + _loggers(int(X.shape[0]), epochs, batch_size, verbose, dist)
-        settings = dict(epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                        verbose=verbose, on_divergence=on_divergence, val=val, start=start,
-                        dist=dist, weighted=W is not None)
-        trainer = Trainer(model, loss, optimizer, metric_objs, amp, settings, callbacks,
+        config = FitConfig(epochs, batch_size, bool(shuffle), int(verbose), on_divergence, val,
+                           start, dist, weighted=W is not None, labels=T.ndim == 1)
+        trainer = Trainer(model, loss, optimizer, metric_objs, amp, config, callbacks,
                           history)
         # Under loss scaling an overflow is an expected event that skips the step.
         quiet = model.backend.overflow_expected() if amp else contextlib.nullcontext()
@@ -257,15 +256,15 @@ def step_function(model, X, y):
     with model.backend.context():
         x, t, _ = batches.as_dataset(model, X, y, model.loss, device_data=True)
         amp = _attach(model, model.optimizer)
-    settings = dict(epochs=1, batch_size=int(x.shape[0]), shuffle=False, verbose=0,
-                    on_divergence="off", val=None, start=1)
-    trainer = Trainer(model, model.loss, model.optimizer, [], amp, settings, [], History())
-
-    slot = model.backend.zeros(())  # the loss's slot, as fit's epoch buffer gives one
+    config = FitConfig(1, int(x.shape[0]), shuffle=False, on_divergence="off",
+                       labels=t.ndim == 1)
+    trainer = Trainer(model, model.loss, model.optimizer, [], amp, config, [], History())
+    # The loss's slot, as fit's epoch buffer gives one to a head that writes it.
+    slots = (model.backend.zeros(()), None) if trainer.head.writes_loss else None
 
     def step():
         with model.backend.context():
-            return trainer.step(x, t, trainer.fusion(slot))[0]
+            return trainer.step(x, t, slots=slots).value
 
     return step
 

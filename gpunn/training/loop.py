@@ -1,25 +1,64 @@
 """The training loop: epochs of steps, and one step.
 
-One step reads ``forward -> loss -> backward -> optimizer.step``; the optimiser may be a
-wrapper that skips non-finite steps or scales the loss (gpunn.optim.wrappers). The loss and
-metrics accumulate on the device and are read once per epoch: no step waits on the host.
+One step reads ``forward -> loss -> backward -> optimizer.step``: the *head*
+(gpunn.training.head, chosen once per fit) runs the model's forward pass and the loss,
+then backward from the gradient it returned; the optimiser steps, perhaps inside wrappers
+(loss scaling, skipping non-finite steps, the ranks' gradient average) that the step does
+not know about. The loss and metrics accumulate on the device and are read once per
+epoch: no step waits on the host. A fit's settings arrive checked, as a :class:`FitConfig`.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 from .. import metrics as _metrics
-from ..backend.base import StepFusion
 from ..callbacks import Callback
 from ..distributed import plan as _plan
 from ..errors import DeviceMemoryError
+from ..losses import LossResult
 from ..optim import LossScaleOptimizer, SkipNonFinite
 from . import batches as _batches
 from .evaluation import accumulator, cast_like, evaluate_arrays, namespace_of, prepare_metrics
+from .head import head_for
 from .recovery import Snapshot, diverged, oom_message
 from .state import TrainState
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The checked settings of one ``fit``.
+
+    Attributes
+    ----------
+    epochs, batch_size : int
+    shuffle : bool
+    verbose : int
+    on_divergence : {"raise", "stop", "skip", "off"}
+    val : tuple or None
+        A checked validation set ``(X, T, streaming, W)``.
+    start : int
+        The first epoch's number (after a resumed checkpoint's).
+    dist : Local or Plan
+        The ranks' plan (gpunn.distributed.plan); LOCAL on one process.
+    weighted : bool
+        The training rows carry sample weights.
+    labels : bool
+        The targets are integer class labels (not rows).
+    """
+
+    epochs: int
+    batch_size: int
+    shuffle: bool = True
+    verbose: int = 0
+    on_divergence: str = "raise"
+    val: tuple | None = None
+    start: int = 1
+    dist: object = _plan.LOCAL
+    weighted: bool = False
+    labels: bool = True
 
 
 class Trainer:
@@ -34,96 +73,54 @@ class Trainer:
     metrics : list of Metric
     amp : LossScaleOptimizer or None
         16-bit training: wraps ``optimizer``.
-    settings : dict
-        ``epochs``, ``batch_size``, ``shuffle``, ``verbose``, ``on_divergence``, ``val``
-        (a checked validation set ``(X, T, streaming, W)`` or None), ``start`` (first
-        epoch number), ``weighted`` (the training rows carry sample weights).
+    config : FitConfig
     callbacks : list of Callback
         Sorted by ``order``; ``History`` among them.
     history : History
     """
 
-    def __init__(self, model, loss, optimizer, metrics, amp, settings, callbacks, history):
+    def __init__(self, model, loss, optimizer, metrics, amp, config: FitConfig, callbacks,
+                 history):
         self.model, self.loss, self.metrics, self.amp = model, loss, metrics, amp
-        self.optimizer = optimizer
-        self.dist = _plan.LOCAL  # several ranks: the hooks of gpunn.distributed.plan
-        self.weighted = False
-        self.__dict__.update(settings)
+        self.optimizer, self.config = optimizer, config
+        self.epochs, self.batch_size, self.shuffle = config.epochs, config.batch_size, \
+            config.shuffle
+        self.verbose, self.on_divergence = config.verbose, config.on_divergence
+        self.val, self.start, self.dist = config.val, config.start, config.dist
+        self.weighted = config.weighted
         self.callbacks = sorted(callbacks, key=lambda cb: getattr(cb, "order", 0))
         self.history = history
         self.skip = self.on_divergence == "skip"
-        # What a step calls: the optimiser, or a wrapper deciding on the device.
-        self.stepper = amp if amp is not None else (
+        # What a step steps: the optimiser, inside the wrappers this fit needs (16-bit
+        # loss scaling or skipping non-finite steps, then the ranks' gradient average);
+        # each is an optimiser to the step, which knows none of them.
+        inner = amp if amp is not None else (
             SkipNonFinite(optimizer) if self.skip else optimizer)
-        self.logits = model.takes_logits(loss)
-        # The loss kernel may add the last bias, write its gradient, the step's loss and
-        # its metric (one launch instead of about eight).
-        # A subclass that changes the maths (its own compute_logits or gradient) keeps them:
-        # the flag counts only where the class itself sets it. The kernels know no sample
-        # weights.
-        self.fuse = (self.logits and amp is None and not self.weighted
-                     and type(loss).__dict__.get("takes_step_fusion", False)
-                     and loss.logits_of in model.backend.fused_losses)
+        self.stepper = self.dist.wrap_optimizer(inner, self.skip)
+        # Where the output meets the loss, decided once: the loss on the output, on the
+        # output layer's logits, or one fused kernel (which may also score a metric).
+        self.head = head_for(model, loss, metrics, weighted=self.weighted,
+                             scaled=amp is not None, labels=config.labels)
         self.per_batch = [cb for cb in self.callbacks
                           if type(cb).on_batch_end is not Callback.on_batch_end]
 
     # ------------------------------------------------------------------ one step
-    def fusion(self, loss_slot=None, metric_slot=None) -> StepFusion | None:
-        """The work a step may hand to the loss kernel (see ``StepFusion``), or None."""
-        if not self.fuse:
-            return None
-        head = self.model.output_layer()
-        return StepFusion(bias=head.params["b"], bias_grad=head.grads["b"], loss=loss_slot,
-                          metric=metric_slot)
-
-    def _fused_metric(self, T):
-        """``(index in self.metrics, buffer dtype)`` of the metric the loss kernel computes
-        exactly as the metric does, or None: accuracy for softmax on labels and for sigmoid
-        with one output (one-hot rows and several outputs are compared by argmax there),
-        MAE for the squared error."""
-        if not self.fuse:
-            return None
-        kind, outputs = self.loss.logits_of, self.model.output_dim
-        wanted = {"softmax": _metrics.Accuracy if T.ndim == 1 else None,
-                  "sigmoid": _metrics.Accuracy if outputs == 1 else None,
-                  "identity": _metrics.MAE}.get(kind)
-        at = next((i for i, m in enumerate(self.metrics) if type(m) is wanted), None)
-        if at is None:
-            return None
-        return at, self.model.backend.xp.int64 if wanted is _metrics.Accuracy else None
-
-    def step(self, x, t, fusion: StepFusion | None = None, w=None):
-        """Forward, loss, backward and update of one batch (rows weighted by ``w``).
+    def step(self, x, t, w=None, slots=None) -> LossResult:
+        """Forward, loss, backward and update of one batch (rows weighted by ``w``;
+        ``slots``: the epoch buffers' entries for a head that writes into them).
 
         Returns
         -------
-        value : 0-d device array
-            The loss, the layers' penalties included: ``fusion.loss`` itself when the
-            loss kernel wrote it there.
-        output : (batch, outputs)
-            The activated model output, for the metrics.
+        LossResult
+            ``value`` (0-d, the layers' penalties included; the loss slot itself where the
+            head wrote it there), ``grad`` and ``output`` (the activated model output, for
+            the metrics).
         """
-        model, loss = self.model, self.loss
-        out = model.forward_batch(x, training=True, logits=self.logits,
-                                  add_bias=fusion is None)
-        if fusion is not None:
-            value, grad, output = loss.compute_logits(out, t, model.backend, fusion)
-        else:
-            value, grad, output = (loss.compute_logits(out, t, model.backend, weight=w)
-                                   if self.logits else loss.compute(out, t, model.backend, w))
-        model.backward_batch(self.amp.scale_grad(grad) if self.amp else grad,
-                             need_input_grad=False, logits=self.logits,
-                             bias_done=fusion is not None and fusion.bias_grad_done)
-        reg = model.regularization()
-        if reg is not None:
-            value = value + reg
-        params, grads = model.store.step_lists(adopt_params=False)
-        self.dist.reduce_gradients(grads, value if self.skip else None)
-        if self.skip and self.amp is None:  # the loss must be finite too
-            self.stepper.step(params, grads, finite=model.backend.xp.isfinite(value))
-        else:
-            self.stepper.step(params, grads)
-        return value, output
+        result = self.head.forward(x, t, w, slots)                  # forward and loss
+        self.head.backward(self.stepper.loss_gradient(result.grad))  # backward
+        params, grads = self.model.store.step_lists(adopt_params=False)
+        self.stepper.step(params, grads, loss=result.value)          # optimizer.step
+        return result
 
     def _roll_back(self) -> None:
         """Back to the snapshot: weights, optimiser and master weights, and the history
@@ -145,8 +142,8 @@ class Trainer:
             params = self.model.store.step_lists(adopt_params=False)[0]
             self.amp = self.model._amp = LossScaleOptimizer.for_dtype(self.model.backend,
                                                                       params)
-            self.amp.attach(self.optimizer)
-            self.stepper = self.amp
+            self.amp.attach(self.optimizer, [tuple(p.shape) for p in self.model.parameters()])
+            self.stepper = self.dist.wrap_optimizer(self.amp, self.skip)
 
     # ------------------------------------------------------------------ epochs
     def run(self, X, T, streaming: bool, interrupted, W=None):
@@ -271,25 +268,30 @@ class Trainer:
         acc = accumulator(backend).dtype
         step_losses = backend.zeros((steps,), dtype=acc)
         metric_steps = [None] * len(self.metrics)
-        fused = self._fused_metric(T)  # computed by the loss kernel into its buffer
-        fused_at = None if fused is None else fused[0]
-        if fused is not None:
-            metric_steps[fused_at] = backend.zeros((steps,), dtype=fused[1])
+        head = self.head
+        fused_at = head.metric_at  # a metric the loss kernel writes into its buffer
+        if fused_at is not None:
+            counts_correct = type(self.metrics[fused_at]) is _metrics.Accuracy
+            metric_steps[fused_at] = backend.zeros((steps,), dtype=xp.int64 if counts_correct
+                                                   else None)
         step_weights = None if W is None else backend.zeros((steps,), dtype=acc)
         self._running = [None, None, 0]  # loss and weight sums, rows: for per_batch
         batch, counts = -1, []
         batches = self.dist.batches(backend, X, T, b, self.shuffle, streaming, _batches, W)
         for batch, (xb, tb, wb, rows) in enumerate(batches):
-            fusion = self.fusion(step_losses[batch], None if fused is None
-                                 else metric_steps[fused_at][batch]) if self.fuse else None
-            value, output = self.step(xb, tb, fusion, wb)
+            slots = None
+            if head.writes_loss:
+                slots = (step_losses[batch], None if fused_at is None
+                         else metric_steps[fused_at][batch])
+            result = self.step(xb, tb, wb, slots)
+            value, output = result.value, result.output
             counts.append(rows)
-            if fusion is None or value is not fusion.loss:
+            if slots is None or value is not slots[0]:
                 step_losses[batch] = value
             if wb is not None:
                 step_weights[batch] = xp.sum(wb)
             for i, m in enumerate(self.metrics):
-                if i == fused_at and fusion.metric_done:
+                if i == fused_at and head.wrote_metric():
                     continue
                 count = m.batch(xp, output, tb, wb)
                 if metric_steps[i] is None:
