@@ -1,6 +1,7 @@
-"""What a new layer costs: one file outside the package (tests/extensions/), which then
-trains, passes gradcheck, saves and loads, moves between devices, survives roll-back and
-resume, and exports to ONNX or is refused there by name. Blocks of such layers nest."""
+"""What a new layer or loss costs: one file outside the package (tests/extensions/), which
+then trains, passes gradcheck, saves and loads, moves between devices, survives roll-back
+and resume, and exports to ONNX or is refused there by name. Blocks of such layers nest.
+(The optimiser's case, Lion, is tests/test_extensions_optim.py.)"""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import make_backend
 from extensions.layernorm import LayerNorm
+from extensions.logcosh import LogCosh
 from extensions.running_center import RunningCenter
 
 import gpunn as gn
@@ -226,3 +228,49 @@ def test_a_layer_without_to_onnx_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"RunningCenter\(\)\) has no ONNX form"):
         _centred().to_onnx(tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------- a loss
+def _line(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, (n, 1))
+    y = 3.0 * X[:, 0] + 1.0 + 0.05 * rng.standard_normal(n)
+    y[::25] += 30.0  # outliers, which log-cosh weighs linearly
+    return X, y
+
+
+def test_a_one_file_loss_matches_its_definition_weighted_or_not(backend64):
+    rng = np.random.default_rng(0)
+    pred, target = rng.standard_normal((6, 2)) * 3, rng.standard_normal((6, 2))
+    loss = gn.losses.get("log_cosh")
+    assert isinstance(loss, LogCosh) and gn.losses.get("logcosh").name == "log_cosh"
+    result = loss.compute(backend64.asarray(pred), backend64.asarray(target), backend64)
+    d = pred - target
+    np.testing.assert_allclose(float(result.value), np.mean(np.log(np.cosh(d))), rtol=1e-12)
+    np.testing.assert_allclose(gn.to_numpy(result.grad), np.tanh(d) / d.size, rtol=1e-12)
+    w = np.array([1.0, 0.0, 2.0, 0.0, 1.0, 1.0])
+    weighted = loss.compute(backend64.asarray(pred), backend64.asarray(target), backend64,
+                            backend64.asarray(w))
+    rows = np.mean(np.log(np.cosh(d)), axis=1)
+    np.testing.assert_allclose(float(weighted.value), np.sum(w * rows) / w.sum(), rtol=1e-12)
+
+
+def test_a_one_file_loss_trains_checks_saves_and_continues(tmp_path, backend_name):
+    backend = make_backend(backend_name)
+    X, y = _line()
+    model = gn.Sequential([gn.Dense(1, 16, activation="tanh"), gn.Dense(16, 1)],
+                          device=backend, seed=0)
+    model.fit(X, y, loss="log_cosh", optimizer=gn.optim.Adam(lr=0.02), epochs=60,
+              batch_size=32, verbose=0, seed=0)
+    clean = np.ones(len(y), bool)
+    clean[::25] = False
+    pred = gn.to_numpy(model.predict(X))[:, 0]
+    assert np.median(np.abs(pred[clean] - y[clean])) < 0.2  # the outliers did not pull it
+    assert gn.gradcheck(model, X[:5], y[:5, None], loss="log_cosh").ok
+    if backend_name != "numpy":
+        return
+    model.save(tmp_path / "m.npz")
+    again = gn.load(tmp_path / "m.npz", device="cpu")
+    assert isinstance(again.loss, LogCosh)
+    h = again.fit(X, y, epochs=1, verbose=0)  # keeps the file's loss and optimiser
+    assert isinstance(again.loss, LogCosh) and np.isfinite(h.history["loss"][0])

@@ -12,18 +12,21 @@ pre-activation ``z``, whose gradient is then ``dL/dz``: faster, and stable where
 last result for ``backward``, and only for it).
 
 The contract is :mod:`.base`; regression losses live in :mod:`.regression`, the
-cross-entropies in :mod:`.crossentropy`. A new loss is a class in one of them (or a module
-of its own), named in ``LOSSES``."""
+cross-entropies in :mod:`.crossentropy`. A new loss is one class (here or in a user's own
+file): ``_value_and_grad(xp, pred, target, share=None)`` with :func:`weighted_mean` and
+:func:`weigh` for sample weights, registered by name with :func:`register` for ``get``,
+``fit(loss="name")`` and model files."""
 
 from __future__ import annotations
 
 from ..errors import lookup
-from .base import Loss, LossResult
+from .base import Loss, LossResult, weigh, weighted_mean
 from .crossentropy import BinaryCrossEntropy, CategoricalCrossEntropy
 from .regression import Huber, MeanAbsoluteError, MeanSquaredError
 
 __all__ = ["Loss", "LossResult", "MeanSquaredError", "MeanAbsoluteError", "Huber",
-           "BinaryCrossEntropy", "CategoricalCrossEntropy", "LOSSES", "get"]
+           "BinaryCrossEntropy", "CategoricalCrossEntropy", "LOSSES", "get", "register",
+           "weighted_mean", "weigh"]
 
 
 LOSSES = {"mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
@@ -33,6 +36,34 @@ LOSSES = {"mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
           "categorical_crossentropy": CategoricalCrossEntropy,
           "cross_entropy": CategoricalCrossEntropy, "ce": CategoricalCrossEntropy,
           "sparse_categorical_crossentropy": CategoricalCrossEntropy}
+
+
+def register(*names):
+    """Class decorator: make a loss known by ``names`` (default its ``name`` attribute)
+    to :func:`get`, ``fit(loss=...)`` and model files (which store ``loss.name``).
+
+    Raises
+    ------
+    ValueError
+        A name already belongs to another class.
+    """
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Loss)):
+            raise TypeError(f"losses.register: expected a Loss subclass, got {cls!r}")
+        keys = [n.lower() for n in (names or (cls.name,))]
+        if cls.name.lower() not in keys:
+            keys.append(cls.name.lower())  # files store loss.name: it must resolve
+        for key in keys:
+            owner = LOSSES.get(key)
+            if owner is not None and owner is not cls and \
+                    owner.__qualname__ != cls.__qualname__:
+                raise ValueError(f"losses.register: {key!r} already names "
+                                 f"{owner.__module__}.{owner.__qualname__}")
+        for key in keys:
+            LOSSES[key] = cls
+        return cls
+
+    return deco
 
 
 def get(name, **kwargs) -> Loss:
