@@ -381,3 +381,25 @@ def test_ctrl_c_with_weights_and_the_running_loss_callbacks_see():
     assert len(hist.epoch) == 1 and model.optimizer.t == 5  # 5 steps an epoch
     assert running[4] == pytest.approx(hist.history["loss"][0], rel=1e-12)
     assert np.isfinite(model.evaluate(X, y, sample_weight=w)["loss"])
+
+
+def test_the_roll_back_cadence_is_decided_from_sizes(monkeypatch):
+    """Snapshots every epoch on the CPU; where a snapshot must go to host memory from a GPU
+    (a big model), less often, by the bytes it copies against an epoch's traffic: the same
+    on every rank and run (a timing would differ)."""
+    from gpunn.training.recovery import Snapshot
+
+    X, y = gn.data.make_moons(200, seed=0)
+    model = gn.Sequential([gn.Dense(2, 64, activation="relu"), gn.Dense(64, 1)],
+                          device="cpu", seed=0)
+    model.fit(X, y, loss="mse", optimizer=gn.optim.Adam(), epochs=1, verbose=0)
+    snap = Snapshot(model, model.optimizer, None, 1)
+    assert snap.epochs_between(10) == 1
+    monkeypatch.setattr(model.backend, "library", "cupy")  # a host copy from a "GPU"
+    # Adam: the snapshot copies about 3x the parameters' bytes (the flat state's alignment
+    # gaps add a little), at 100x the cost; an epoch of 10 steps moves (4 + 2 * 2) x them
+    # per step: about ceil(300 / (0.05 * 80)) = 75.
+    every = snap.epochs_between(10)
+    assert 75 <= every <= 80
+    assert snap.epochs_between(100) == -(-every // 10)  # inversely with the epoch's steps
+    assert snap.epochs_between(10_000) == 1

@@ -11,7 +11,6 @@ epoch: no step waits on the host. A fit's settings arrive checked, as a :class:`
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 from .. import metrics as _metrics
@@ -198,12 +197,14 @@ class Trainer:
         model.store.adopt_params()
         if model.store.flat is not before:
             self._reattach()
-        # A copy to roll back to (on the GPU when it fits); taken every epoch while it
-        # costs under ~5% of an epoch (always on the CPU), less often for big models.
+        # A copy to roll back to (on the GPU when it fits); taken every epoch while its
+        # bytes are under ~5% of an epoch's traffic (always on the CPU), less often for big
+        # models (decided from sizes: the same cadence on every rank).
         if self.on_divergence != "off" and (self.snapshot is None
                                             or epoch - self.snapshot.epoch >= self.every):
             self.snapshot = Snapshot(model, self.optimizer, self.amp, epoch)
-        started = time.perf_counter()
+            self.every = self.snapshot.epochs_between(
+                self.dist.steps(int(X.shape[0]), self.batch_size))
         try:
             sums = self.dist.reduce_epoch(self._steps(X, T, W, streaming, interrupted))
         except MemoryError as exc:
@@ -241,10 +242,6 @@ class Trainer:
                      for m, s, p in zip(self.metrics, metric_sums, self.prepared)})
         if self.skip:
             logs["skipped"] = float(dropped) if dropped is not None else 0.0
-        if self.snapshot is not None:
-            elapsed = time.perf_counter() - started
-            self.every = max(1, math.ceil(self.snapshot.seconds / (0.05 * max(elapsed,
-                                                                               1e-9))))
         if self.val is not None:
             vX, vT, v_streaming, vW = self.val
             val = evaluate_arrays(model, vX, vT, v_streaming, self.loss, self.metrics,

@@ -11,10 +11,10 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import threading
-import time
 
 import numpy as np
 
@@ -32,8 +32,11 @@ class Snapshot:
     of the model on a full GPU.
     """
 
+    #: How much slower a copy into host memory is than one within device memory (PCIe or
+    #: NVLink-C2C against HBM bandwidth, roughly), for :meth:`epochs_between`.
+    HOST_COPY_COST = 100
+
     def __init__(self, model, optimizer, amp, epoch: int):
-        started = time.perf_counter()
         self.epoch = epoch
         self.model, self.optimizer, self.amp = model, optimizer, amp
         backend = model.backend
@@ -49,8 +52,26 @@ class Snapshot:
         self.state = [{k: copy(v) for k, v in s.items()} for s in optimizer.state]
         self.t = optimizer.t
         self.master = None if amp is None else [copy(m) for m in amp.master]
-        #: What taking it cost, to keep snapshots under ~5% of training time.
-        self.seconds = time.perf_counter() - started
+        #: Bytes copied: the parameters, buffers, optimiser state and master weights.
+        self.nbytes = sum(_nbytes(a) for a in self.params + self.master_or_empty()
+                          + [v for s in self.state for v in s.values()])
+
+    def master_or_empty(self) -> list:
+        return list(self.master) if self.master is not None else []
+
+    def epochs_between(self, steps: int) -> int:
+        """Epochs between snapshots, decided from sizes (the same on every rank and every
+        run, unlike a timing): an epoch reads and writes the parameters, gradients and
+        optimiser state a few times per step, a snapshot copies them once (a copy to host
+        memory counting :attr:`HOST_COPY_COST` times); snapshots stay under ~5% of an
+        epoch's memory traffic. Every epoch on the CPU and for GPU snapshots kept on the
+        device; less often for big models whose snapshot goes to host memory."""
+        params = sum(_nbytes(p) for p in self.model.parameters())
+        state = sum(_nbytes(v) for s in self.optimizer.state for v in s.values())
+        epoch_traffic = max(1, steps) * (4 * params + 2 * state)
+        on_gpu = getattr(self.model.backend, "library", "") == "cupy"
+        cost = self.nbytes * (self.HOST_COPY_COST if on_gpu and not self.on_device else 1)
+        return max(1, math.ceil(cost / (0.05 * epoch_traffic)))
 
     def restore(self) -> None:
         """Put parameters, optimiser state, step counter and master weights back (copies:
@@ -67,6 +88,15 @@ class Snapshot:
         if self.amp is not None:
             for m, saved in zip(self.amp.master, self.master):
                 m[...] = self.amp.backend32.asarray(saved)
+
+
+def _nbytes(a) -> int:
+    """Bytes of an array of any namespace (the standard has no ``nbytes``)."""
+    n = getattr(a, "nbytes", None)
+    if n is not None:
+        return int(n)
+    name = str(a.dtype).rsplit(".", 1)[-1]
+    return math.prod(a.shape) * np.dtype(name).itemsize
 
 
 def diverged(model, step_losses, snapshot, epoch: int, policy: str, verbose) -> bool:
