@@ -149,7 +149,12 @@ class Layer:
                              "layer.clone()) for each position")
         self._children[name] = layer
         layer._parent_ref = weakref.ref(self)
+        self._children_changed()
         return layer
+
+    def _children_changed(self) -> None:
+        """Called when a child was added (or a clone got its own): a block refreshes what
+        it derives from its children."""
 
     def children(self) -> dict:
         """The direct child layers by name (in order)."""
@@ -263,6 +268,7 @@ class Layer:
             twin = child.clone(backend)
             twin._parent_ref = weakref.ref(new)
             new._children[key] = twin
+        new._children_changed()
         new.params, new.grads, new.buffers = {}, {}, {}
         with_dtype = backend is not None and self.backend is not None
         for src, dst in ((self.params, new.params), (self.grads, new.grads),
@@ -298,13 +304,14 @@ class Layer:
         """Penalty this layer and its children add to the loss (None when none)."""
         total = None
         for _, layer in self.walk():
-            r = layer._own_penalty()
+            r = layer.penalty()
             if r is not None:
                 total = r if total is None else total + r
         return total
 
-    def _own_penalty(self):
-        """This layer's own penalty (e.g. ``kernel_l2``), or None."""
+    def penalty(self):
+        """This layer's own penalty added to the loss (e.g. ``kernel_l2 * sum(W**2)``, a
+        0-d array), or None; its gradient is the layer's to add in ``backward``."""
         return None
 
     # ------------------------------------------------------------------ description

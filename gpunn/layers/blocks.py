@@ -63,10 +63,14 @@ class Block(Layer):
         for i, layer in enumerate(layers):
             self.add(str(i), layer)
 
+    def _children_changed(self) -> None:
+        # Read at every step: a tuple, not a list built from the dict each time.
+        self._seq = tuple(self._children.values())
+
     @property
     def layers(self) -> list:
         """The child layers, in order."""
-        return list(self._children.values())
+        return list(self._seq)
 
     def _describe_args(self) -> str:
         return "[" + ", ".join(repr(layer) for layer in self._children.values()) + "]"
@@ -87,34 +91,33 @@ class Block(Layer):
         return shape
 
     def output_layer(self):
-        return self.layers[-1].output_layer()
+        return self._seq[-1].output_layer()
 
     def forward(self, x, training: bool = False):
         """``x (batch, *input_shape)`` through every layer in order."""
-        for layer in self._children.values():
+        for layer in self._seq:
             x = layer.forward(x, training)
         return x
 
     def backward(self, grad_out, need_input_grad: bool = True):
         """Backpropagate through the layers in reverse; the first skips its input
         gradient when ``need_input_grad`` is False and it can."""
-        layers = self.layers
+        layers = self._seq
         for i in range(len(layers) - 1, -1, -1):
-            grad = _backward(layers[i], grad_out, need_input_grad or i > 0)
-            grad_out = grad
+            grad_out = _backward(layers[i], grad_out, need_input_grad or i > 0)
         return grad_out
 
     def forward_logits(self, x, training: bool = False, add_bias: bool = True):
         """As :meth:`forward`, stopping where the output layer's ``forward_logits`` does
         (see :meth:`gpunn.layers.Dense.forward_logits`)."""
-        *body, last = self.layers
-        for layer in body:
+        layers = self._seq
+        for layer in layers[:-1]:
             x = layer.forward(x, training)
-        return last.forward_logits(x, training, add_bias)
+        return layers[-1].forward_logits(x, training, add_bias)
 
     def backward_logits(self, grad_z, need_input_grad: bool = True, bias_done: bool = False):
         """Backpropagate ``dL/dz`` of the output layer's pre-activation."""
-        layers = self.layers
+        layers = self._seq
         grad = layers[-1].backward_logits(grad_z, need_input_grad or len(layers) > 1,
                                           bias_done)
         for i in range(len(layers) - 2, -1, -1):

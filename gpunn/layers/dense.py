@@ -151,7 +151,7 @@ class Dense(Layer):
                                 graph.param(f"{path}.b", self.params["b"])])
         return graph.activation(self, z)
 
-    def _own_penalty(self):
+    def penalty(self):
         if not self.kernel_l2:
             return None
         W = self.params["W"]

@@ -264,11 +264,23 @@ class Optimizer:
         """
         grads = self._begin_step(params, grads)
         hp = self.step_constants()
-        backend, kind = self.backend, _fast_kind(type(self), self.kind)
+        backend = self.backend
         for p, g, s in zip(params, grads, self.state):
-            fast = backend.fast_update(kind, p.dtype) if kind else None
+            fast = self._fast_update(backend, p.dtype)
             if fast is None or not fast(p, g, s, hp):
                 self.update(backend.xp, p, g, s, hp)
+
+    def _fast_update(self, backend, dtype):
+        """The backend's fast version of this rule for ``dtype`` arrays, or None; looked up
+        once per backend and dtype (a dtype's name costs microseconds: per step on a small
+        model, that shows)."""
+        cache = self.__dict__.setdefault("_fast_cache", {})
+        key = (id(backend), dtype)
+        if key not in cache:
+            kind = _fast_kind(type(self), self.kind)
+            cache.clear()  # another backend: the old entries will not be asked again
+            cache[key] = backend.fast_update(kind, dtype) if kind else None
+        return cache[key]
 
     def step_constants(self):
         """The constants of this step (``self.t`` is its number, from 1), computed once

@@ -18,7 +18,7 @@ forward, then the loss, its value including the layers' penalties) and ``backwar
 from __future__ import annotations
 
 from .. import metrics as _metrics
-from ..layers import Dense
+from ..layers import Dense, Layer
 from ..losses import LossResult
 
 
@@ -38,6 +38,10 @@ class OutputHead:
 
     def __init__(self, model, loss):
         self.model, self.loss, self.backend = model, loss, model.backend
+        # The layers that may add a penalty, found once (a walk per step costs on small
+        # models).
+        self._penalized = [layer for _, layer in model.walk()
+                           if type(layer).penalty is not Layer.penalty]
 
     def forward(self, x, t, w=None, slots=None) -> LossResult:
         """Forward pass and loss of a batch ``x (batch, *input_shape)`` against ``t``,
@@ -52,8 +56,12 @@ class OutputHead:
         self.model.backward_batch(grad, need_input_grad=False)
 
     def _with_penalty(self, result: LossResult) -> LossResult:
-        reg = self.model.regularization()
-        return result if reg is None else result._replace(value=result.value + reg)
+        value = result.value
+        for layer in self._penalized:
+            reg = layer.penalty()
+            if reg is not None:
+                value = value + reg
+        return result if value is result.value else result._replace(value=value)
 
 
 class LogitsHead(OutputHead):
