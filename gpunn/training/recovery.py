@@ -66,11 +66,13 @@ class Snapshot:
         memory counting :attr:`HOST_COPY_COST` times); snapshots stay under ~5% of an
         epoch's memory traffic. Every epoch on the CPU and for GPU snapshots kept on the
         device; less often for big models whose snapshot goes to host memory."""
+        on_gpu = getattr(self.model.backend, "library", "") == "cupy"
+        if not on_gpu or self.on_device:
+            return 1  # a copy within the same memory: cheaper than any epoch's steps
         params = sum(_nbytes(p) for p in self.model.parameters())
         state = sum(_nbytes(v) for s in self.optimizer.state for v in s.values())
         epoch_traffic = max(1, steps) * (4 * params + 2 * state)
-        on_gpu = getattr(self.model.backend, "library", "") == "cupy"
-        cost = self.nbytes * (self.HOST_COPY_COST if on_gpu and not self.on_device else 1)
+        cost = self.nbytes * self.HOST_COPY_COST
         return max(1, math.ceil(cost / (0.05 * epoch_traffic)))
 
     def restore(self) -> None:
