@@ -360,7 +360,10 @@ def _prep_arrays(path, archive, info, layers) -> dict:
         return {}
     if info != {"kind": Standardizer.kind}:
         _fail(path, f"unknown preprocessing {info!r}")
-    n_in = layers[0].in_features
+    from ..layers.blocks import input_shape_of
+
+    shape = input_shape_of(layers)
+    n_in = shape[0] if shape is not None and len(shape) == 1 else None
     arrays = {k: _array(path, archive, f"prep/{k}", (n_in,) if n_in else None)
               for k in ("mean", "scale")}
     if arrays["scale"].dtype.kind not in "fiu" or np.any(arrays["scale"] <= 0):

@@ -76,13 +76,7 @@ class Block(Layer):
         return "[" + ", ".join(repr(layer) for layer in self._children.values()) + "]"
 
     def input_shape(self):
-        for layer in self._children.values():
-            shape = layer.input_shape()
-            if shape is not None:
-                return shape
-            if layer.output_shape(None) is not None:  # e.g. a reshape: input unconstrained
-                return None
-        return None
+        return input_shape_of(self._seq)
 
     def output_shape(self, input_shape):
         shape = input_shape
@@ -189,6 +183,17 @@ class Residual(Block):
 
     def to_onnx(self, graph, x: str, path: str) -> str:
         return graph.node("Add", [x, super().to_onnx(graph, x, path)])
+
+
+def input_shape_of(layers) -> tuple | None:
+    """The per-sample input shape a sequence of layers requires (None: any)."""
+    for layer in layers:
+        shape = layer.input_shape()
+        if shape is not None:
+            return shape
+        if layer.output_shape(None) is not None:  # e.g. a reshape: input unconstrained
+            return None
+    return None
 
 
 def _backward(layer, grad, need_input_grad: bool):
