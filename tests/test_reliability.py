@@ -260,7 +260,7 @@ def test_a_snapshot_restored_twice_gives_the_same_state_both_times():
     model = _classifier(0)
     model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0)
     opt = model.optimizer
-    snap = Snapshot(model, opt, None, 1)
+    snap = Snapshot(model, opt, 1)
     want = [{k: gn.to_numpy(v).copy() for k, v in s.items()} for s in opt.state]
     params = [gn.to_numpy(p).copy() for p in model.parameters()]
     for _ in range(2):

@@ -393,7 +393,7 @@ def test_the_roll_back_cadence_is_decided_from_sizes(monkeypatch):
     model = gn.Sequential([gn.Dense(2, 64, activation="relu"), gn.Dense(64, 1)],
                           device="cpu", seed=0)
     model.fit(X, y, loss="mse", optimizer=gn.optim.Adam(), epochs=1, verbose=0)
-    snap = Snapshot(model, model.optimizer, None, 1)
+    snap = Snapshot(model, model.optimizer, 1)
     assert snap.epochs_between(10) == 1
     monkeypatch.setattr(model.backend, "library", "cupy")  # a host copy from a "GPU"
     # Adam: the snapshot copies about 3x the parameters' bytes (the flat state's alignment

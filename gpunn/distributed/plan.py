@@ -99,6 +99,17 @@ class RankAverage:
     def loss_gradient(self, grad):
         return self.optimizer.loss_gradient(grad)
 
+    def saved_arrays(self) -> list:
+        return self.optimizer.saved_arrays()
+
+    @property
+    def t(self) -> int:
+        return self.optimizer.t
+
+    @t.setter
+    def t(self, value: int) -> None:
+        self.optimizer.t = value
+
     def step(self, params: list, grads: list, loss=None) -> None:
         self.plan.reduce_gradients(grads, loss if self.poison else None)
         self.optimizer.step(params, grads, loss=loss)

@@ -247,6 +247,11 @@ class Optimizer:
         self.t += 1
         return self._clip(grads) if self.clip_norm is not None else grads
 
+    def saved_arrays(self) -> list:
+        """Every array of the optimiser's state (what a roll-back copies and puts back in
+        place); a wrapper adds its own."""
+        return [v for s in self.state for v in s.values()]
+
     def loss_gradient(self, grad):
         """The gradient backward starts from, given the loss's: itself (a wrapper such as
         16-bit loss scaling changes it)."""

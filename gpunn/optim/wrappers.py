@@ -64,6 +64,19 @@ class OptimizerWrapper:
         """The gradient backward starts from, given the loss's (``dL/doutput``)."""
         return self.optimizer.loss_gradient(grad)
 
+    def saved_arrays(self) -> list:
+        """The wrapped optimiser's arrays (and the wrapper's own, if it has state)."""
+        return self.optimizer.saved_arrays()
+
+    @property
+    def t(self) -> int:
+        """The wrapped optimiser's step counter."""
+        return self.optimizer.t
+
+    @t.setter
+    def t(self, value: int) -> None:
+        self.optimizer.t = value
+
     def step(self, params: list, grads: list, loss=None) -> None:
         """One update of ``params`` from ``grads`` (``loss``: the step's 0-d value)."""
         self.optimizer.step(params, grads, loss=loss)
@@ -133,6 +146,9 @@ class LossScaleOptimizer(OptimizerWrapper):
         :meth:`Optimizer.attach` takes them)."""
         optimizer.attach(self.master, self.backend32, shapes)
         self.optimizer = optimizer
+
+    def saved_arrays(self) -> list:
+        return self.optimizer.saved_arrays() + list(self.master)
 
     @property
     def loss_scale(self) -> float:

@@ -202,7 +202,7 @@ class Trainer:
         # models (decided from sizes: the same cadence on every rank).
         if self.on_divergence != "off" and (self.snapshot is None
                                             or epoch - self.snapshot.epoch >= self.every):
-            self.snapshot = Snapshot(model, self.optimizer, self.amp, epoch)
+            self.snapshot = Snapshot(model, self.stepper, epoch)
             self.every = self.snapshot.epochs_between(
                 self.dist.steps(int(X.shape[0]), self.batch_size))
         try:

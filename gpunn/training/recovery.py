@@ -36,28 +36,25 @@ class Snapshot:
     #: NVLink-C2C against HBM bandwidth, roughly), for :meth:`epochs_between`.
     HOST_COPY_COST = 100
 
-    def __init__(self, model, optimizer, amp, epoch: int):
+    def __init__(self, model, optimizer, epoch: int):
         self.epoch = epoch
-        self.model, self.optimizer, self.amp = model, optimizer, amp
+        self.model, self.optimizer = model, optimizer
         backend = model.backend
+        # What the optimiser (and the wrappers around it, e.g. 16-bit master weights)
+        # holds: restored in place, so every reference to it stays valid.
+        self._targets = optimizer.saved_arrays()
         self.on_device = False
         if getattr(backend, "library", "") == "cupy":
-            arrays = model.parameters() + [v for s in optimizer.state for v in s.values()]
-            arrays += list(amp.master) if amp is not None else []
+            arrays = model.parameters() + self._targets
             self.on_device = backend.fits_on_device(5 * sum(a.nbytes for a in arrays))
         copy = (lambda a: backend.xp.asarray(a, copy=True)) if self.on_device else \
             (lambda a: np.array(host_array(a)))
         self.params = model.store.snapshot(on_device=self.on_device)
         self.train_state = model.train_state  # what a checkpoint written then would hold
-        self.state = [{k: copy(v) for k, v in s.items()} for s in optimizer.state]
+        self.state = [copy(a) for a in self._targets]
         self.t = optimizer.t
-        self.master = None if amp is None else [copy(m) for m in amp.master]
-        #: Bytes copied: the parameters, buffers, optimiser state and master weights.
-        self.nbytes = sum(_nbytes(a) for a in self.params + self.master_or_empty()
-                          + [v for s in self.state for v in s.values()])
-
-    def master_or_empty(self) -> list:
-        return list(self.master) if self.master is not None else []
+        #: Bytes copied: the parameters, buffers and the optimiser's arrays.
+        self.nbytes = sum(_nbytes(a) for a in self.params + self.state)
 
     def epochs_between(self, steps: int) -> int:
         """Epochs between snapshots, decided from sizes (the same on every rank and every
@@ -70,26 +67,21 @@ class Snapshot:
         if not on_gpu or self.on_device:
             return 1  # a copy within the same memory: cheaper than any epoch's steps
         params = sum(_nbytes(p) for p in self.model.parameters())
-        state = sum(_nbytes(v) for s in self.optimizer.state for v in s.values())
+        state = sum(_nbytes(a) for a in self._targets)
         epoch_traffic = max(1, steps) * (4 * params + 2 * state)
         cost = self.nbytes * self.HOST_COPY_COST
         return max(1, math.ceil(cost / (0.05 * epoch_traffic)))
 
     def restore(self) -> None:
-        """Put parameters, optimiser state, step counter and master weights back (copies:
-        the snapshot stays as taken for a later roll-back to it)."""
+        """Put parameters, buffers, the optimiser's arrays and step counter back (copied in
+        place: the snapshot stays as taken for a later roll-back to it)."""
         self.model.store.restore(self.params)
-        obe = self.optimizer.backend
-        for s, saved in zip(self.optimizer.state, self.state):
-            for k, v in saved.items():
-                # asarray may hand back ``v`` itself (same device and dtype); the optimiser
-                # updates its state in place, which would change the snapshot.
-                s[k] = obe.xp.asarray(obe.asarray(v, dtype=obe.dtype), copy=True)
+        be = self.model.backend
+        with be.context():
+            for target, saved in zip(self._targets, self.state):
+                target[...] = be.asarray(saved, dtype=target.dtype)
         self.optimizer.t = self.t
         self.model.train_state = self.train_state
-        if self.amp is not None:
-            for m, saved in zip(self.amp.master, self.master):
-                m[...] = self.amp.backend32.asarray(saved)
 
 
 def _nbytes(a) -> int:
