@@ -45,8 +45,11 @@ def register(cls=None, *, name: str | None = None):
         if not (isinstance(klass, type) and issubclass(klass, Layer)):
             raise TypeError(f"register_layer: expected a Layer subclass, got {klass!r}")
         key = name or klass.__name__
-        if LAYERS.get(key, klass) is not klass and \
-                LAYERS[key].__qualname__ != klass.__qualname__:
+        owner = LAYERS.get(key, klass)
+        # The same class defined again (a module reloaded, a notebook cell re-run) takes
+        # its name back; another class of the same name is refused, never swapped in.
+        if owner is not klass and (owner.__module__, owner.__qualname__) != (
+                klass.__module__, klass.__qualname__):
             raise ValueError(f"register_layer: {key!r} is already registered to "
                              f"{LAYERS[key].__module__}.{LAYERS[key].__qualname__}")
         LAYERS[key] = klass

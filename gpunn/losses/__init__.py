@@ -55,8 +55,9 @@ def register(*names):
             keys.append(cls.name.lower())  # files store loss.name: it must resolve
         for key in keys:
             owner = LOSSES.get(key)
-            if owner is not None and owner is not cls and \
-                    owner.__qualname__ != cls.__qualname__:
+            if owner is not None and owner is not cls and (
+                    owner.__module__, owner.__qualname__) != (cls.__module__,
+                                                              cls.__qualname__):
                 raise ValueError(f"losses.register: {key!r} already names "
                                  f"{owner.__module__}.{owner.__qualname__}")
         for key in keys:
