@@ -251,27 +251,30 @@ def test_ctrl_c_keeps_the_last_whole_epoch(monkeypatch):
     calls = []
     original = _losses.ScikitLearnLoss.compute_logits
 
-    def pressed_at_step_25(self, *args, **kwargs):
+    def pressed_in_epoch_3(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 25:  # in the third epoch of 10 steps
+        if len(calls) == 2 * 60 + 7:
             os.kill(os.getpid(), signal.SIGINT)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(_losses.ScikitLearnLoss, "compute_logits", pressed_at_step_25)
-    kwargs = dict(hidden_layer_sizes=(8,), solver="sgd", batch_size=16, alpha=0.01,
+    # Epochs of 60 steps: long enough that the loop keeps a snapshot of every epoch
+    # (it spaces them out when one costs over 5% of an epoch).
+    X, y = np.tile(X_IRIS, (8, 1)), np.tile(Y_IRIS, 8)
+    monkeypatch.setattr(_losses.ScikitLearnLoss, "compute_logits", pressed_in_epoch_3)
+    kwargs = dict(hidden_layer_sizes=(8,), solver="sgd", batch_size=20, alpha=0.01,
                   learning_rate_init=0.05, max_iter=50, random_state=0)
     with pytest.warns(UserWarning, match="Training interrupted by user"):
-        clf = MLPClassifier(**kwargs).fit(X_IRIS, Y_IRIS)
-    assert len(calls) == 25  # stopped after the step
-    assert 1 <= clf.n_iter_ <= 2 and len(clf.loss_curve_) == clf.n_iter_
-    assert clf.t_ == 150 * clf.n_iter_ and clf._optimizer.optimizer.t == 10 * clf.n_iter_
+        clf = MLPClassifier(**kwargs).fit(X, y)
+    assert len(calls) == 2 * 60 + 7  # stopped after the step
+    assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2 and clf.t_ == 2 * 1200
+    assert clf._optimizer.optimizer.t == 2 * 60
     assert signal.getsignal(signal.SIGINT) is handler  # put back as it was
     monkeypatch.undo()
-    again = MLPClassifier(**dict(kwargs, max_iter=clf.n_iter_))
+    again = MLPClassifier(**dict(kwargs, max_iter=2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        again.fit(X_IRIS, Y_IRIS)
-        theirs = sk.MLPClassifier(**dict(kwargs, max_iter=clf.n_iter_)).fit(X_IRIS, Y_IRIS)
+        again.fit(X, y)
+        theirs = sk.MLPClassifier(**dict(kwargs, max_iter=2)).fit(X, y)
     for a, b, c in zip(clf.coefs_, again.coefs_, theirs.coefs_):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-10)
@@ -310,7 +313,8 @@ def test_on_the_cuda_stand_in_as_on_the_cpu_without_a_sync_per_step(monkeypatch,
         assert max(syncs) - min(syncs) <= 3, syncs
 
 
-def test_two_ranks_train_as_one_process():
+@pytest.mark.slow
+def test_two_ranks_train_as_one_process(tmp_path):
     """Under mpiexec the estimators train data-parallel in the core loop: 2 ranks at half
     of each batch give one process's weights (weighted rows, L2, a last batch of one row,
     early stopping on a split drawn alike), and unseeded ranks draw rank 0's."""
@@ -324,23 +328,19 @@ def test_two_ranks_train_as_one_process():
     import sklearn_cases
 
     mpi_launch.mpiexec()
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as out:
-        proc = mpi_launch.launch([here / "distributed" / "sklearn_cases.py", out])
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-        ranks = {name: [np.load(Path(out) / f"{name}-rank{r}.npz") for r in range(2)]
-                 for name in sklearn_cases.CASES}
-        for name, (r0, r1) in ranks.items():
-            assert np.array_equal(r0["params"], r1["params"]), name  # ranks never drift
-            if name == "sgd-unseeded":
-                continue
-            est = sklearn_cases.train(name)
-            one = np.concatenate([np.ravel(a) for a in est.coefs_ + est.intercepts_])
-            np.testing.assert_allclose(r0["params"], one, rtol=0, atol=1e-10)
-            np.testing.assert_allclose(r0["loss"], est.loss_curve_, rtol=1e-10)
-            assert int(r0["n_iter"]) == est.n_iter_
-            np.testing.assert_array_equal(r0["scores"], est.validation_scores_ or [])
+    proc = mpi_launch.launch([here / "distributed" / "sklearn_cases.py", tmp_path])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for name in sklearn_cases.CASES:
+        r0, r1 = (np.load(tmp_path / f"{name}-rank{r}.npz") for r in range(2))
+        assert np.array_equal(r0["params"], r1["params"]), name  # ranks never drift
+        if name == "sgd-unseeded":
+            continue
+        est = sklearn_cases.train(name)
+        one = np.concatenate([np.ravel(a) for a in est.coefs_ + est.intercepts_])
+        np.testing.assert_allclose(r0["params"], one, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(r0["loss"], est.loss_curve_, rtol=1e-10)
+        assert int(r0["n_iter"]) == est.n_iter_
+        np.testing.assert_array_equal(r0["scores"], est.validation_scores_ or [])
 
 
 def test_without_scikit_learn_the_import_says_what_to_install(monkeypatch):

@@ -301,6 +301,8 @@ class ScikitLearnRules(Callback):
             self._records[epochs]
         if loss is not None:
             est.loss_ = loss
+        elif hasattr(est, "loss_"):  # no epoch of this fit, none before it
+            del est.loss_
         del est.loss_curve_[curve:]
         if scores is not None:
             del est.validation_scores_[scores:]
