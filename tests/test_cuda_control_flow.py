@@ -349,8 +349,8 @@ def test_roll_back_snapshots_stay_on_the_gpu_when_they_fit(fake, monkeypatch):
 
     with_snapshots, m = syncs("raise")
     assert with_snapshots == syncs("off")[0]
-    snap = Snapshot(m, m.optimizer, None, 1)
+    snap = Snapshot(m, m.optimizer, 1)
     assert snap.on_device and all(isinstance(p, fake_cupy.FakeArray) for p in snap.params)
     monkeypatch.setattr(m.backend, "fits_on_device", lambda nbytes: False)
-    snap = Snapshot(m, m.optimizer, None, 1)
+    snap = Snapshot(m, m.optimizer, 1)
     assert not snap.on_device and all(type(p) is np.ndarray for p in snap.params)

@@ -91,13 +91,13 @@ def test_each_row_of_each_global_batch_goes_to_exactly_one_rank(n, batch, size):
     for rank in range(size):
         plan = dplan.Plan(FakeWorld(rank, size), SumEngine(size))
         backend.random.seed(5)
-        for k, (xb, _, _, rows) in enumerate(plan.batches(backend, X, None, batch, True,
-                                                          False, batches)):
+        data = batches.source(backend, X, batch_size=batch, shuffle=True)
+        for k, (xb, _, _, rows) in enumerate(plan.batches(data)):
             got[k] += list(xb[:rows, 0])
             assert plan.share == rows / min(batch, n - k * batch)
         assert sum(len(g) for g in got) <= n
         assert plan.local_rows(n, batch) == sum(
-            r for *_, r in plan.batches(backend, X, None, batch, False, False, batches))
+            r for *_, r in plan.batches(batches.source(backend, X, batch_size=batch)))
     backend.random.seed(5)
     perm = gn.to_numpy(backend.random.permutation(n))
     assert [sorted(g) for g in got] == [sorted(perm[k:k + batch].tolist())
@@ -118,8 +118,8 @@ def test_sample_weights_go_with_their_rows_and_shares_follow_the_weights(n, batc
     for rank in range(size):
         plan = dplan.Plan(FakeWorld(rank, size), SumEngine(size))
         backend.random.seed(5)
-        for k, (xb, _, wb, rows) in enumerate(plan.batches(backend, X, None, batch, True,
-                                                           streaming, batches, W)):
+        data = batches.source(backend, X, None, W, batch, True, streaming)
+        for k, (xb, _, wb, rows) in enumerate(plan.batches(data)):
             assert np.array_equal(wb[:rows], W[xb[:rows, 0].astype(int)])
             assert not np.any(wb[rows:])  # a stand-in row counts for nothing
             shares[k] += float(plan.share)

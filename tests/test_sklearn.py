@@ -205,6 +205,144 @@ def test_negative_sample_weight_is_refused(Est):
         Est(max_iter=5).fit(X_IRIS, Y_IRIS, sample_weight=sw)
 
 
+# ---------------------------------------------------------------------- the core loop
+def test_a_diverging_fit_is_rolled_back_then_raises_scikit_learns_error():
+    """sgd at learning_rate_init=1 on unscaled data: the loss becomes NaN. scikit-learn
+    trains on and raises at the end; gpunn's loop notices at the epoch's end, puts the
+    network back at the start of that epoch (attributes with it) and raises the same
+    ValueError, saying where. What is left equals scikit-learn after those epochs."""
+    import re
+
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    kwargs = dict(hidden_layer_sizes=(50,), activation="identity", solver="sgd",
+                  learning_rate_init=1.0, max_iter=20, random_state=0)
+    est = MLPRegressor(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow in matmul
+        with pytest.raises(ValueError, match=r"MLPRegressor: Solver produced non-finite "
+                           r"parameter weights\. .*The loss became NaN or infinite at "
+                           r"epoch \d+, step 1; the network is back at its weights from "
+                           r"the start of epoch \d+") as caught:
+            est.fit(X, y)
+    back = int(re.search(r"start of epoch (\d+)", str(caught.value)).group(1))
+    assert est.n_iter_ == back - 1 == len(est.loss_curve_) and est.t_ == 150 * est.n_iter_
+    assert all(np.isfinite(a).all() for a in est.coefs_ + est.intercepts_)
+    if est.n_iter_:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            theirs = sk.MLPRegressor(**dict(kwargs, max_iter=est.n_iter_)).fit(X, y)
+        for a, b in zip(est.coefs_ + est.intercepts_, theirs.coefs_ + theirs.intercepts_):
+            np.testing.assert_allclose(a, b, rtol=1e-10)
+        np.testing.assert_allclose(est.loss_curve_, theirs.loss_curve_, rtol=1e-10)
+
+
+def test_ctrl_c_keeps_the_last_whole_epoch(monkeypatch):
+    """Ctrl-C mid-epoch: the loop stops after the step, puts the network back at the end
+    of its last whole epoch, and the estimator's attributes follow; scikit-learn's
+    warning is given. The result equals a fit of that many epochs (and scikit-learn's)."""
+    import os
+    import signal
+
+    from gpunn.sklearn import _losses
+
+    handler = signal.getsignal(signal.SIGINT)
+    calls = []
+    original = _losses.ScikitLearnLoss.compute_logits
+
+    def pressed_in_epoch_3(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2 * 60 + 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    # Epochs of 60 steps: long enough that the loop keeps a snapshot of every epoch
+    # (it spaces them out when one costs over 5% of an epoch).
+    X, y = np.tile(X_IRIS, (8, 1)), np.tile(Y_IRIS, 8)
+    monkeypatch.setattr(_losses.ScikitLearnLoss, "compute_logits", pressed_in_epoch_3)
+    kwargs = dict(hidden_layer_sizes=(8,), solver="sgd", batch_size=20, alpha=0.01,
+                  learning_rate_init=0.05, max_iter=50, random_state=0)
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        clf = MLPClassifier(**kwargs).fit(X, y)
+    assert len(calls) == 2 * 60 + 7  # stopped after the step
+    assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2 and clf.t_ == 2 * 1200
+    assert clf._optimizer.optimizer.t == 2 * 60
+    assert signal.getsignal(signal.SIGINT) is handler  # put back as it was
+    monkeypatch.undo()
+    again = MLPClassifier(**dict(kwargs, max_iter=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        again.fit(X, y)
+        theirs = sk.MLPClassifier(**dict(kwargs, max_iter=2)).fit(X, y)
+    for a, b, c in zip(clf.coefs_, again.coefs_, theirs.coefs_):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-10)
+    assert clf.loss_curve_ == again.loss_curve_
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["on-device", "streamed"])
+def test_on_the_cuda_stand_in_as_on_the_cpu_without_a_sync_per_step(monkeypatch,
+                                                                     streamed):
+    """The estimator on CuPy (the NumPy-based stand-in: control flow, not numbers),
+    with the data on the device or streamed from host memory: the weights are the CPU's,
+    and the host waits no more often for many steps an epoch than for a few."""
+    import fake_cupy
+
+    w = np.random.default_rng(0).uniform(0.2, 3.0, len(Y_IRIS))
+    kwargs = dict(hidden_layer_sizes=(7,), solver="sgd", alpha=0.01, max_iter=3,
+                  random_state=0)
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    cpu = MLPClassifier(batch_size=16, **kwargs).fit(X_IRIS, Y_IRIS, sample_weight=w)
+    with fake_cupy.installed(monkeypatch) as fake:
+        from gpunn.backend.cupy_backend import CupyBackend
+
+        if streamed:
+            monkeypatch.setattr(CupyBackend, "fits_on_device", lambda self, nbytes: False)
+        syncs, gpu = [], {}
+        for batch in (75, 16, 8):
+            before = fake.syncs
+            gpu[batch] = MLPClassifier(batch_size=batch, device="cuda:0", **kwargs).fit(
+                X_IRIS, Y_IRIS, sample_weight=w)
+            syncs.append(fake.syncs - before)
+    for a, b in zip(cpu.coefs_, gpu[16].coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    if not streamed:  # (streaming waits for each pinned buffer's copy: the core's design)
+        # 6, 30 and 57 steps in 3 epochs; the roll-back snapshots, taken as often as
+        # their cost allows (timed), may differ by one an epoch.
+        assert max(syncs) - min(syncs) <= 3, syncs
+
+
+@pytest.mark.slow
+def test_two_ranks_train_as_one_process(tmp_path):
+    """Under mpiexec the estimators train data-parallel in the core loop: 2 ranks at half
+    of each batch give one process's weights (weighted rows, L2, a last batch of one row,
+    early stopping on a split drawn alike), and unseeded ranks draw rank 0's."""
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    sys.path.insert(0, str(here / "distributed"))
+    sys.path.insert(0, str(here))
+    import mpi_launch
+    import sklearn_cases
+
+    mpi_launch.mpiexec()
+    proc = mpi_launch.launch([here / "distributed" / "sklearn_cases.py", tmp_path])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for name in sklearn_cases.CASES:
+        r0, r1 = (np.load(tmp_path / f"{name}-rank{r}.npz") for r in range(2))
+        assert np.array_equal(r0["params"], r1["params"]), name  # ranks never drift
+        if name == "sgd-unseeded":
+            continue
+        est = sklearn_cases.train(name)
+        one = np.concatenate([np.ravel(a) for a in est.coefs_ + est.intercepts_])
+        np.testing.assert_allclose(r0["params"], one, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(r0["loss"], est.loss_curve_, rtol=1e-10)
+        assert int(r0["n_iter"]) == est.n_iter_
+        np.testing.assert_array_equal(r0["scores"], est.validation_scores_ or [])
+
+
 def test_without_scikit_learn_the_import_says_what_to_install(monkeypatch):
     import importlib
     import sys

@@ -403,3 +403,58 @@ def test_the_roll_back_cadence_is_decided_from_sizes(monkeypatch):
     assert 75 <= every <= 80
     assert snap.epochs_between(100) == -(-every // 10)  # inversely with the epoch's steps
     assert snap.epochs_between(10_000) == 1
+
+
+# ---------------------------------------------------------------------- the data source
+@pytest.mark.parametrize("device_data", [True, False], ids=["gathered", "streamed"])
+def test_another_batch_order_is_a_data_source_of_its_own(device_data):
+    """fit(batch_source=...) trains on the Batches it returns: one whose order is a fixed
+    permutation trains as the pre-permuted rows do in stored order (float64), whichever
+    kind (gathered on the device or streamed) it wraps."""
+    from gpunn.training import batches
+
+    X, y = _regression64(n=37)
+    w = np.linspace(0.5, 2.0, len(X))
+    perm = np.random.default_rng(3).permutation(len(X))
+
+    class FixedOrder(batches.Batches):
+        def __init__(self, inner):
+            super().__init__(inner.backend, inner.X, inner.T, inner.W, inner.batch_size,
+                             inner.shuffle)
+            self.inner, self.streaming = inner, inner.streaming
+
+        def order(self):
+            return perm
+
+        def rows(self, order, size):
+            return self.inner.rows(order, size)
+
+    made = []
+
+    def source(data):
+        made.append(data)
+        return FixedOrder(data)
+
+    hist, params = _fit_params(_mlp64("cpu"), X, y, batch_size=8, device_data=device_data,
+                               sample_weight=w, batch_source=source)
+    assert made[0].streaming is (not device_data)
+    ref, ref_params = _fit_params(_mlp64("cpu"), X[perm], y[perm], batch_size=8,
+                                  shuffle=False, sample_weight=w[perm])
+    for a, b in zip(params, ref_params):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(hist.history["loss"], ref.history["loss"], rtol=1e-12)
+
+
+def test_a_batch_source_must_make_batches():
+    X, y = _regression64()
+    model = _mlp64("cpu")
+    before = [gn.to_numpy(p).copy() for p in model.parameters()]
+    with pytest.raises(TypeError, match="batch_source: expected a function taking the "
+                                        "usual data source"):
+        model.fit(X, y, loss="mse", epochs=1, verbose=0, batch_source="reversed")
+    with pytest.raises(TypeError, match="batch_source: expected it to return a "
+                                        r"gpunn.training.batches.Batches, got .*list"):
+        model.fit(X, y, loss="mse", epochs=1, verbose=0, batch_source=lambda data: [])
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p, b)
+    assert model.optimizer is None

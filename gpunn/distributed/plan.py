@@ -43,13 +43,10 @@ class Local:
         """Rows this rank trains on per epoch (what its progress bar counts)."""
         return n
 
-    def batches(self, backend, X, T, batch_size, shuffle, streaming, source, W=None):
-        """``(x, t, w, rows)``: the batches of ``source.iterate`` (rows of ``X``, targets
-        ``T`` and sample weights ``W``, these two None where absent) and their row counts.
-        ``source`` is :mod:`gpunn.training.batches` (passed in: this module sits below
-        the training loop)."""
-        for xb, tb, wb in source.iterate(backend, X, T, batch_size, shuffle, streaming, W):
-            yield xb, tb, wb, int(xb.shape[0])
+    def batches(self, data):
+        """``(x, t, w, rows)``: one epoch of ``data`` (a
+        :class:`gpunn.training.batches.Batches`), as it yields it."""
+        return data.epoch()
 
     def wrap_optimizer(self, optimizer, skip: bool):
         """What a training step steps: the optimiser itself on one process."""
@@ -143,12 +140,14 @@ class Plan(Local):
         lo, hi = self._piece(last)
         return full * (batch_size // self.size) + hi - lo
 
-    def batches(self, backend, X, T, batch_size, shuffle, streaming, source, W=None):
-        """``(x, t, w, rows)`` of this rank for each global batch of ``batch_size`` rows,
-        gathered (or streamed) by ``source``'s functions."""
-        n = int(X.shape[0])
+    def batches(self, data):
+        """``(x, t, w, rows)`` of this rank for each global batch of ``data`` (a
+        :class:`gpunn.training.batches.Batches`): the rows of the order ``data.order()``
+        draws (the same on every rank), this rank's piece of each global batch gathered
+        or streamed by ``data.rows``."""
+        backend, n, batch_size = data.backend, data.n, data.batch_size
         # The same draw a single process makes, so the generators stay in step.
-        perm = backend.random.permutation(n) if shuffle else None
+        perm = data.order()
         positions, pieces = [], []
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
@@ -160,13 +159,16 @@ class Plan(Local):
             pieces.append((lo, hi, m, rows))
         pos = np.concatenate(positions)
         try:
-            if streaming:
-                order = pos if perm is None else host_array(perm)[pos]
-                chunks = source.streamed(backend, X, T, W, order, batch_size // self.size)
+            # This rank's rows: runs of batch_size / size of them, one per global batch
+            # (only the last may be shorter), so data.rows cuts them as the pieces are.
+            if perm is None:
+                order = pos
+            elif data.streaming or not backend.owns(perm):
+                order = host_array(perm)[pos]
             else:
-                order = backend.asarray(pos) if perm is None else \
-                    backend.xp.take(perm, backend.asarray(pos), axis=0)
-                chunks = self._gather(source, backend, X, T, W, order, pieces)
+                order = backend.xp.take(perm, backend.asarray(pos), axis=0)
+            chunks = data.rows(order, batch_size // self.size)
+            W = data.W
             totals = None if W is None else self._batch_weights(backend, W, perm, batch_size)
             for k, ((lo, hi, m, rows), (xb, tb, wb)) in enumerate(zip(pieces, chunks)):
                 self.window, self.share = (lo, hi, m), rows / m
@@ -177,22 +179,13 @@ class Plan(Local):
             self.window, self.share = None, 1.0
 
     @staticmethod
-    def _gather(source, backend, X, T, W, order, pieces):
-        bufs = None
-        offset = 0
-        for lo, hi, _, _ in pieces:
-            idx = order[offset:offset + hi - lo]
-            offset += hi - lo
-            bufs = source.gather(backend, X, T, W, idx, bufs)
-            yield bufs
-
-    @staticmethod
     def _batch_weights(backend, W, perm, batch_size: int):
         """Each global batch's sum of sample weights, one array on the model's device
         (moved there once per epoch when ``W`` streams from host memory)."""
         xp = _namespace(W)
         if perm is not None:  # the global batches' rows, in the shuffled order
-            order = perm if backend.owns(W) else xp.asarray(host_array(perm))
+            order = perm if backend.owns(W) and backend.owns(perm) else \
+                xp.asarray(host_array(perm))
             W = xp.take(W, order, axis=0)
         n = int(W.shape[0])
         full = n // batch_size * batch_size

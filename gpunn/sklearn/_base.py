@@ -1,5 +1,26 @@
-"""What MLPClassifier and MLPRegressor share: parameters, scikit-learn's training maths on a
-gpunn network, the stochastic and L-BFGS solvers, stopping rules and fitted attributes.
+"""What MLPClassifier and MLPRegressor share: parameters, scikit-learn's objective on a
+gpunn network, the solvers, stopping rules and fitted attributes.
+
+The stochastic solvers ("sgd", "adam") train through gpunn's one training loop,
+``model_.fit``; what makes a run scikit-learn's is given to it through its extension points
+(:mod:`gpunn.sklearn._training`): scikit-learn's loss and L2 term as a loss and an
+optimiser wrapper, its shuffle order as a data source, its end-of-iteration rules
+(``tol``, ``n_iter_no_change``, learning-rate schedules, early stopping, ``verbose``,
+``max_iter``) as a callback. So the weights are scikit-learn's (SGD to round-off in
+float64), and the estimators get what that loop gives every model:
+
+- roll-back on divergence: a loss that becomes NaN or infinite puts the network (and the
+  attributes) back at the start of that epoch and raises scikit-learn's ValueError at
+  once, saying where, instead of training on to non-finite weights; with
+  ``early_stopping`` scikit-learn trains on and keeps the best epoch, and so does this;
+- Ctrl-C: training stops after the current step and goes back to the end of the last
+  whole epoch (the attributes agree with the weights), with scikit-learn's warning;
+- data-parallel training under ``mpiexec`` (gpunn.distributed): each rank takes its piece
+  of every batch and the result is one process's; the random state is rank 0's on every
+  rank;
+- a dataset larger than the GPU's free memory streamed to it from host memory.
+
+L-BFGS stays a full-batch SciPy call on the same objective (there is no loop to share).
 
 Differences from scikit-learn, on purpose and small:
 
@@ -20,16 +41,15 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state, shuffle
+from sklearn.utils import check_random_state
 
 from .. import optim as _optim
 from ..backend import host_array
-from ..errors import user_stacklevel
+from ..errors import TrainingDiverged, user_stacklevel
 from ..layers import Dense, Dropout
 from ..model import Sequential
-from . import _losses
+from . import _losses, _training
 from ._params import HIDDEN as _HIDDEN
 
 _STOCHASTIC = ("sgd", "adam")
@@ -49,6 +69,18 @@ class Solver:
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
         self.optimizer.lr = value
+
+
+def _same_on_every_rank(random_state) -> None:
+    """Under an MPI launch, ``random_state`` continues from rank 0's state on every rank:
+    initial weights, shuffles and the early-stopping split are then drawn alike (as they
+    are anyway from an integer ``random_state``)."""
+    from .. import distributed
+
+    if distributed.launched():
+        world = distributed.world()
+        if world.distributed:
+            random_state.set_state(world.broadcast(random_state.get_state()))
 
 
 class BaseMLP(BaseEstimator):
@@ -116,41 +148,31 @@ class BaseMLP(BaseEstimator):
                     target[...] = self.model_.backend.asarray(new.astype(self.model_.dtype))
         self._publish()
 
-    # ------------------------------------------------------------------ one batch
-    def _backprop(self, x, y, w, training: bool = True):
-        """Loss (0-d device array) and gradients of scikit-learn's objective on one batch.
-
-        ``x (n, features)``, ``y (n, outputs)`` and ``w (n,)`` or None are on the device;
-        the gradients land in the layers (``model_.store.step_lists()`` collects them).
-        """
-        model, xp = self.model_, self.model_.backend.xp
-        z = model.forward_batch(x, training=training, logits=True)
-        p = _losses.link(xp, self.out_activation_, z)
-        sw = float(x.shape[0]) if w is None else xp.sum(w)
-        loss = _losses.value(xp, self._loss_name(), y, p, z, w, sw)
-        delta = p - y  # the canonical link: d loss / d z
-        if w is not None:
-            delta = delta * xp.reshape(w, (-1, 1))
-        model.backward_batch(delta / sw, need_input_grad=False, logits=True)
-        penalty = 0.0
-        for d in self._dense():
-            W = d.params["W"]
-            if self.alpha:
-                d.grads["W"] = d.grads["W"] + (self.alpha / sw) * W
-                penalty = penalty + xp.sum(W * W)
-        return loss + (0.5 * self.alpha) * penalty / sw
+    # ------------------------------------------------------------------ the objective
+    def _objective(self):
+        """scikit-learn's objective on this network: its loss (:class:`ScikitLearnLoss`)
+        and, with ``alpha``, its L2 term (:class:`L2Penalty`), which the loss adds to
+        the value and the optimiser (or L-BFGS) to the gradient."""
+        model = self.model_
+        penalty = _training.L2Penalty(self.alpha, model) if self.alpha else None
+        loss = _losses.ScikitLearnLoss(self._loss_name(), self.out_activation_,
+                                       model.output_layer().activation, penalty)
+        return loss, penalty
 
     # ------------------------------------------------------------------ solvers
     def _fit(self, X, Y, sample_weight, incremental: bool, first_pass: bool, sizes) -> None:
+        _same_on_every_rank(self._random_state)
         if first_pass:
             self._initialize(X, Y.shape[1], sizes)
         else:
             self._adopt()
-        if self.solver == "lbfgs":
-            self._fit_lbfgs(X, Y, sample_weight)
-        else:
-            self._fit_stochastic(X, Y, sample_weight, incremental)
-        self._publish()
+        try:
+            if self.solver == "lbfgs":
+                self._fit_lbfgs(X, Y, sample_weight)
+            else:
+                self._fit_stochastic(X, Y, sample_weight, incremental)
+        finally:  # also after a divergence: the weights it was rolled back to
+            self._publish()
         if not all(np.isfinite(a).all() for a in self.coefs_ + self.intercepts_):
             raise ValueError(f"{type(self).__name__}: Solver produced non-finite parameter "
                              "weights. The input data may contain large values and need to "
@@ -183,12 +205,10 @@ class BaseMLP(BaseEstimator):
         return X_tr, Y_tr, sw_tr, (X_val, self._decode(Y_val), sw_val)
 
     def _fit_stochastic(self, X, Y, sw, incremental: bool) -> None:
+        """Epochs of the core training loop (``model_.fit``) on scikit-learn's objective,
+        batches and end-of-iteration rules (see :mod:`gpunn.sklearn._training`)."""
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = Solver(self._make_optimizer())
-        # Saved (and pickled) with the network.
-        self.model_.optimizer = opt = self._optimizer.optimizer
-        opt.attach(self.model_.store.step_lists()[0], self.model_.backend,
-                   [tuple(p.shape) for p in self.model_.parameters()])
         early = self.early_stopping and not incremental
         if self.early_stopping and incremental:
             raise ValueError(f"{type(self).__name__}: partial_fit does not support "
@@ -200,97 +220,48 @@ class BaseMLP(BaseEstimator):
             warnings.warn(f"{type(self).__name__}: batch_size {batch} is larger than the "
                           f"{n} samples; it is clipped", UserWarning, stacklevel=3)
             batch = n
-        Xd, Yd, wd = self._device(X, Y, sw)
-        self.n_iter_, self._order = 0, np.arange(n)
+        model, opt = self.model_, self._optimizer.optimizer
+        loss, penalty = self._objective()
+        rules = _training.ScikitLearnRules(self, n, val, incremental)
+        epochs = 1 if incremental else self.max_iter
+        self.n_iter_, self._best = 0, None
+        # What fit sets on the network for its own loop; the estimator's network keeps
+        # what it had (its optimiser is saved with it, a loss or checkpoint state is not).
+        kept = model.loss, model.metrics, model.train_state
         try:
-            for _ in range(self.max_iter):
-                if self._epoch(Xd, Yd, wd, n, batch, val, early, incremental):
-                    break
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.", UserWarning, stacklevel=3)
+            history = model.fit(
+                X, Y, loss=loss, epochs=epochs, batch_size=batch, shuffle=self.shuffle,
+                optimizer=opt if penalty is None else _training.PenalisedOptimizer(opt,
+                                                                                  penalty),
+                verbose=0, metrics=[], callbacks=[rules], sample_weight=sw,
+                # With early stopping scikit-learn trains on through a divergence (NaN
+                # scores) and keeps the best epoch's weights (its issue 29504); without,
+                # non-finite weights end in a ValueError: here at once, rolled back.
+                on_divergence="off" if early else "raise",
+                batch_source=lambda data: _training.ScikitLearnBatches(
+                    data, self._random_state, penalty))
+            # Ctrl-C: the loop stopped after a step and put the network back at the end
+            # of its last whole epoch (or an earlier one); the attributes follow it.
+            rules.rewind(len(history.epoch))
+            if len(history.epoch) < epochs and not rules.stopped:
+                warnings.warn("Training interrupted by user.", UserWarning,
+                              stacklevel=user_stacklevel())
+        except KeyboardInterrupt:  # a second Ctrl-C: as scikit-learn, mid-epoch
+            warnings.warn("Training interrupted by user.", UserWarning,
+                          stacklevel=user_stacklevel())
+        except TrainingDiverged as exc:
+            rules.rewind(exc.restored_epoch - 1)
+            raise ValueError(f"{type(self).__name__}: Solver produced non-finite parameter "
+                             "weights. The input data may contain large values and need to "
+                             f"be preprocessed. (The loss became NaN or infinite at epoch "
+                             f"{exc.epoch}, step {exc.step}; the network is back at its "
+                             f"weights from the start of epoch {exc.restored_epoch}: scale "
+                             "the input or lower learning_rate_init.)") from exc
+        finally:
+            model.optimizer = opt
+            model.loss, model.metrics, model.train_state = kept
         if early:
             self._restore_best()
-
-    def _epoch(self, Xd, Yd, wd, n: int, batch: int, val, early: bool,
-               incremental: bool) -> bool:
-        """One pass over the data, then scikit-learn's end-of-iteration rules; True to
-        stop."""
-        be = self.model_.backend
-        if self.shuffle:  # re-shuffles the previous order, as scikit-learn does
-            self._order = shuffle(self._order, random_state=self._random_state)
-            idx = be.asarray(self._order)
-        total = None
-        for lo in range(0, n, batch):
-            hi = min(lo + batch, n)
-            if self.shuffle:
-                i = idx[lo:hi]
-                xb, yb = be.take_rows(Xd, i), be.take_rows(Yd, i)
-                wb = None if wd is None else be.take_rows(wd, i)
-            else:
-                xb, yb, wb = Xd[lo:hi, ...], Yd[lo:hi, ...], None if wd is None else wd[lo:hi]
-            loss = self._backprop(xb, yb, wb)
-            self._optimizer.optimizer.step(*self.model_.store.step_lists())
-            total = loss * (hi - lo) if total is None else total + loss * (hi - lo)
-        self.n_iter_ += 1
-        self.t_ += n
-        self.loss_ = float(total) / n  # the epoch's one host read
-        self.loss_curve_.append(self.loss_)
-        if self.verbose:
-            print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-        self._update_no_improvement(early, val)
-        if self.solver == "sgd" and self.learning_rate == "invscaling":
-            self._optimizer.learning_rate = (self.learning_rate_init
-                                             / (self.t_ + 1) ** self.power_t)
-        if self._no_improvement_count > self.n_iter_no_change:
-            what = "Validation score" if early else "Training loss"
-            msg = (f"{what} did not improve more than tol={self.tol:f} for "
-                   f"{self.n_iter_no_change} consecutive epochs.")
-            if self._trigger_stopping(msg):
-                return True
-            self._no_improvement_count = 0
-        if incremental:
-            return True
-        if self.n_iter_ == self.max_iter:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                          "reached and the optimization hasn't converged yet.",
-                          ConvergenceWarning, stacklevel=user_stacklevel())
-        return False
-
-    def _trigger_stopping(self, msg: str) -> bool:
-        """Adam and constant-rate SGD stop; adaptive SGD divides its rate by 5 first."""
-        opt = self._optimizer.optimizer
-        if self.solver == "adam" or self.learning_rate != "adaptive":
-            if self.verbose:
-                print(msg + " Stopping.")
-            return True
-        if opt.lr <= 1e-6:
-            if self.verbose:
-                print(msg + " Learning rate too small. Stopping.")
-            return True
-        opt.lr /= 5.0
-        if self.verbose:
-            print(msg + f" Setting learning rate to {opt.lr:f}")
-        return False
-
-    def _update_no_improvement(self, early: bool, val) -> None:
-        if early:
-            score = self._score(*val)
-            self.validation_scores_.append(score)
-            if self.verbose:
-                print(f"Validation score: {score:f}")
-            if score < self.best_validation_score_ + self.tol:
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-            if score > self.best_validation_score_:
-                self.best_validation_score_ = score
-                self._best = self.model_.store.snapshot(on_device=True)
-            return
-        if self.loss_curve_[-1] > self.best_loss_ - self.tol:
-            self._no_improvement_count += 1
-        else:
-            self._no_improvement_count = 0
-        self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
 
     def _restore_best(self) -> None:
         best = getattr(self, "_best", None)
@@ -304,9 +275,13 @@ class BaseMLP(BaseEstimator):
         import scipy.optimize
         from sklearn.utils.optimize import _check_optimize_result
 
-        be = self.model_.backend
+        model = self.model_
+        be = model.backend
         Xd, Yd, wd = self._device(X, Y, sw)
-        params = self.model_.store.step_lists()[0]
+        loss, penalty = self._objective()
+        if penalty is not None:
+            penalty.scale = 1.0 / (X.shape[0] if sw is None else float(np.sum(sw)))
+        params = model.store.step_lists()[0]
         sizes = [int(np.prod(p.shape)) for p in params]
         cuts = np.cumsum([0] + sizes)
 
@@ -316,10 +291,14 @@ class BaseMLP(BaseEstimator):
 
         def loss_grad(theta):
             unpack(theta)
-            loss = self._backprop(Xd, Yd, wd, training=False)
-            grads = self.model_.store.step_lists()[1]
+            z = model.forward_batch(Xd, training=False, logits=True)
+            value, grad, _ = loss.compute_logits(z, Yd, be, weight=wd)
+            model.backward_batch(grad, need_input_grad=False, logits=True)
+            ps, grads = model.store.step_lists()
+            if penalty is not None:
+                penalty.add_gradient(ps, grads)
             flat = np.concatenate([np.ravel(host_array(g)) for g in grads])
-            return float(loss), flat.astype(np.float64)
+            return float(value), flat.astype(np.float64)
 
         theta0 = np.concatenate([np.ravel(host_array(p)) for p in params]).astype(np.float64)
         res = scipy.optimize.minimize(loss_grad, theta0, method="L-BFGS-B", jac=True,
@@ -328,6 +307,7 @@ class BaseMLP(BaseEstimator):
         self.n_iter_ = _check_optimize_result("lbfgs", res, self.max_iter)
         self.loss_ = float(res.fun)
         unpack(res.x)
+        model.forget()
 
     # ------------------------------------------------------------------ outputs, pickling
     def _forward(self, X) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""scikit-learn's MLP losses and output links, written once against the Array API.
+"""scikit-learn's MLP losses and output links, written once against the Array API, and
+:class:`ScikitLearnLoss`: them as a gpunn loss, what the core training loop minimises for
+the estimators.
 
 Every loss pairs with its output activation through the canonical link, so the gradient
 with respect to the last pre-activation ``z`` is ``p - y`` (times the sample weight, over
@@ -9,8 +11,11 @@ labels in the multilabel case), ``identity`` + half squared error (averaged over
 
 from __future__ import annotations
 
+from array_api_compat import array_namespace
+
 from ..activations import ACTIVATIONS as _ACTIVATIONS
 from ..backend.ops import clip
+from ..losses import Loss, LossResult
 
 _LINKS = {"softmax": "softmax", "logistic": "sigmoid"}
 
@@ -54,3 +59,58 @@ def value(xp, name: str, y, p, z, w, sw):
     else:
         per = -xp.sum(y * xp.log(q), axis=1)
     return _weighted_sum(xp, per, w) / sw
+
+
+class ScikitLearnLoss(Loss):
+    """A scikit-learn MLP's loss of one batch, and its L2 term, as a gpunn loss.
+
+    It takes the output layer's pre-activation ``z`` (its logits form: the model stops
+    before the output activation, which the loss applies as the link) and returns
+    scikit-learn's value and ``dL/dz = (p - y) w / sum(w)``: the gradient scikit-learn
+    backpropagates (for several regression outputs not the exact gradient of the mean
+    over outputs it reports, which is scikit-learn's choice, kept). With sample weights
+    the value is ``sum(w l) / sum(w)``, as gpunn's losses weigh; a batch whose weights are
+    all zero counts for nothing. With ``penalty`` the value includes the L2 term of the
+    batch in progress (:class:`gpunn.sklearn._training.L2Penalty`).
+
+    Parameters
+    ----------
+    name : {"log_loss", "binary_log_loss", "squared_error", "poisson"}
+    out_activation : {"softmax", "logistic", "identity", "exp"}
+        scikit-learn's output activation (the link).
+    logits_of : str
+        The activation of the network's output layer, which the loss applies itself.
+    penalty : L2Penalty, optional
+    """
+
+    default_metrics = ()
+
+    def __init__(self, name: str, out_activation: str, logits_of: str, penalty=None):
+        super().__init__()
+        self.name, self.out_activation, self.penalty = name, out_activation, penalty
+        self.logits_of = logits_of
+
+    def __repr__(self) -> str:
+        return f"ScikitLearnLoss({self.name!r}, {self.out_activation!r})"
+
+    def compute_logits(self, z, target, backend=None, weight=None) -> LossResult:
+        """Value, ``dL/dz`` and the activated output of ``z (batch, outputs)`` against
+        ``target (batch, outputs)``, rows weighted by ``weight (batch,)`` or None."""
+        xp = backend.xp if backend is not None else array_namespace(z)
+        p = link(xp, self.out_activation, z)
+        delta = p - target  # the canonical link: d loss / d z
+        if weight is None:
+            sw = float(z.shape[0])
+        else:
+            weight = xp.astype(weight, z.dtype) if weight.dtype != z.dtype else weight
+            total = xp.sum(weight)
+            sw = xp.where(total > 0, total, xp.ones_like(total))
+            delta = delta * xp.reshape(weight, (-1, 1))
+        loss = value(xp, self.name, target, p, z, weight, sw)
+        if self.penalty is not None:
+            loss = loss + self.penalty.value(xp)
+        return LossResult(loss, delta / sw, p)
+
+    def compute(self, pred, target, backend=None, weight=None) -> LossResult:
+        raise TypeError(f"{self!r} takes the output layer's pre-activation: use "
+                        "compute_logits")

@@ -28,6 +28,7 @@ from .arguments import (
     check_settings,
     choose_loss,
     choose_optimizer,
+    data_source,
     metrics_for,
     output_activation,
     validation_set,
@@ -47,7 +48,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         validation_data=None, shuffle: bool = True, verbose: int = 1,
         seed: int | None = None, metrics=None, device_data: bool | None = None,
         callbacks=None, on_divergence: str = "raise", resume_from=None, sample_weight=None,
-        class_weight=None) -> History:
+        class_weight=None, batch_source=None) -> History:
     """Train ``model``.
 
     Parameters
@@ -117,6 +118,13 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         of one sigmoid output; one-hot rows count as their top class).
         ``"balanced"`` is scikit-learn's ``n_samples / (n_classes * bincount(y))``.
         Training rows only (validation weights come with ``validation_data``).
+    batch_source : callable, optional
+        Where the batches come from, when not in the usual order: called with the usual
+        data source (a :class:`gpunn.training.batches.Batches` over the checked rows,
+        targets and weights, gathered on the device or streamed from host memory), it
+        returns the :class:`~gpunn.training.batches.Batches` to train on, e.g. one whose
+        ``order`` gives another order of the rows (scikit-learn's estimators pass theirs).
+        Several ranks take their pieces of its global batches.
 
     Returns
     -------
@@ -147,6 +155,8 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         X, T, streaming = batches.as_dataset(model, X, y, loss, device_data=device_data,
                                              preprocessor=prep)
         W = as_weights(model, T, streaming, loss, sample_weight, class_weight)
+        data = data_source(batch_source, batches.source(model.backend, X, T, W, batch_size,
+                                                        shuffle, streaming))
         val = validation_set(model, validation_data, loss, device_data, prep)
         check_precision(model)
         history, start = History(), 1
@@ -167,7 +177,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         # Under loss scaling an overflow is an expected event that skips the step.
         quiet = model.backend.overflow_expected() if amp else contextlib.nullcontext()
         with quiet, interrupt_flag() as interrupted:
-            return trainer.run(X, T, streaming, interrupted, W)
+            return trainer.run(data, interrupted)
 
 
 def _loggers(n: int, epochs: int, batch_size: int, verbose, dist) -> list:

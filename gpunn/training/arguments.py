@@ -149,6 +149,22 @@ def validation_set(model, validation_data, loss, device_data, preprocessor=None)
     return X, T, streaming, W
 
 
+def data_source(batch_source, data):
+    """The data source of this fit: ``data`` (a :class:`.batches.Batches`), or what
+    ``batch_source(data)`` makes of it."""
+    if batch_source is None:
+        return data
+    if not callable(batch_source):
+        raise TypeError(f"batch_source: expected a function taking the usual data source "
+                        f"and returning a gpunn.training.batches.Batches, got "
+                        f"{describe(batch_source)}")
+    made = batch_source(data)
+    if not isinstance(made, batches.Batches):
+        raise TypeError(f"batch_source: expected it to return a "
+                        f"gpunn.training.batches.Batches, got {describe(made)}")
+    return made
+
+
 def check_precision(model) -> None:
     if model.backend.low_precision:
         l2 = [layer.label for layer in model.layers if getattr(layer, "kernel_l2", 0)]

@@ -2,7 +2,12 @@
 
 A dataset goes to the model's device when it fits (and is shuffled there), or stays in
 host memory and streams to the device batch by batch (``device_data=False``; pinned
-double buffering on CUDA). Batches are views of the (shuffled) dataset on the device.
+double buffering on CUDA). The training loop takes its batches from one data source, a
+:class:`Batches`: :class:`DeviceBatches` gathers them from the dataset on the device,
+:class:`StreamedBatches` copies them from host memory, and several ranks each take their
+piece of every global batch of either (:meth:`gpunn.distributed.plan.Plan.batches`).
+Another order of the rows is a :class:`Batches` of its own (one that overrides
+:meth:`Batches.order`), given to ``fit(batch_source=...)``.
 """
 
 from __future__ import annotations
@@ -97,28 +102,114 @@ def as_dataset(model, X, y, loss, what: str = "", device_data=None, preprocessor
     return X, T, backend is not model.backend
 
 
+class Batches:
+    """The batches of one dataset, an epoch at a time: the training loop's data source.
+
+    An epoch is :meth:`order` (the order of the rows for it, drawn once) and then
+    :meth:`rows` (the batches of the rows in that order); :meth:`epoch` yields them with
+    their row counts, which is all the loop reads. The kinds differ in how rows reach the
+    device (:meth:`rows`); a different batch order overrides :meth:`order`, and may wrap
+    another source to keep its kind (as scikit-learn's estimators do).
+
+    Parameters
+    ----------
+    backend : Backend
+        The model's: batches are computed there, and its generator shuffles.
+    X : (N, *input_shape) array
+        On ``backend``'s device, or in host memory for :class:`StreamedBatches`.
+    T : (N,) or (N, outputs) array, or None
+        Targets, where ``X`` is.
+    W : (N,) array or None
+        Sample weights, where ``T`` is.
+    batch_size : int
+    shuffle : bool
+        A fresh random order every epoch (else the rows as stored).
+
+    Attributes
+    ----------
+    n : int
+        Rows.
+    streaming : bool
+        The rows live in host memory.
+    """
+
+    streaming = False
+
+    def __init__(self, backend, X, T=None, W=None, batch_size: int = 32,
+                 shuffle: bool = False):
+        self.backend, self.X, self.T, self.W = backend, X, T, W
+        self.batch_size, self.shuffle = int(batch_size), bool(shuffle)
+        self.n = int(X.shape[0])
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return -(-self.n // self.batch_size)
+
+    def order(self):
+        """The order of the rows for the next epoch: ``(N,)`` row indices (on the device
+        or in host memory), or None for the rows as stored. Called once per epoch, before
+        its first batch; by default a fresh permutation from the backend's generator when
+        ``shuffle``, as several ranks draw it too."""
+        return self.backend.random.permutation(self.n) if self.shuffle else None
+
+    def rows(self, order, size: int):
+        """``(x, t, w)`` on the device for each run of ``size`` rows of ``order`` (all
+        rows as stored when None; the last run may be shorter): ``t`` and ``w`` None
+        where ``T`` or ``W`` is. A yielded batch is valid until the next one."""
+        raise NotImplementedError(f"{type(self).__name__}: a data source defines "
+                                  "rows(order, size)")
+
+    def epoch(self):
+        """One epoch: ``(x, t, w, rows)`` per batch of ``batch_size`` rows, in the order
+        :meth:`order` gives."""
+        for x, t, w in self.rows(self.order(), self.batch_size):
+            yield x, t, w, int(x.shape[0])
+
+
+class DeviceBatches(Batches):
+    """Batches of a dataset on the device: views of it in stored order, else gathered
+    through the order into buffers reused from step to step (no shuffled copy of the
+    dataset, so memory and time stay linear)."""
+
+    def rows(self, order, size: int):
+        backend, X, T, W = self.backend, self.X, self.T, self.W
+        if order is None:
+            for lo in range(0, self.n, size):
+                hi = min(lo + size, self.n)  # the standard leaves out-of-range stops undefined
+                yield X[lo:hi, ...], (None if T is None else T[lo:hi, ...]), (
+                    None if W is None else W[lo:hi])
+            return
+        idx = order if backend.owns(order) else backend.asarray(order)
+        count, bufs = int(idx.shape[0]), None
+        for lo in range(0, count, size):
+            x, t, w = bufs = gather(backend, X, T, W, idx[lo:min(lo + size, count)], bufs)
+            yield x, t, w
+
+
+class StreamedBatches(Batches):
+    """Batches of host arrays copied onto the device as they are needed (on CUDA through
+    pinned buffers, one batch ahead of the compute)."""
+
+    streaming = True
+
+    def rows(self, order, size: int):
+        order = None if order is None else host_array(order)
+        yield from streamed(self.backend, self.X, self.T, self.W, order, size)
+
+
+def source(backend, X, T=None, W=None, batch_size: int = 32, shuffle: bool = False,
+           streaming: bool = False) -> Batches:
+    """The data source of checked, placed data: :class:`StreamedBatches` for data in host
+    memory (``streaming``), else :class:`DeviceBatches`."""
+    kind = StreamedBatches if streaming else DeviceBatches
+    return kind(backend, X, T, W, batch_size, shuffle)
+
+
 def iterate(backend, X, T, batch_size: int, shuffle: bool, streaming: bool, W=None):
     """``(x, t, w)`` batches on the device, in a fresh random order when ``shuffle``:
     rows of ``X``, of the targets ``T`` and of the sample weights ``W (N,)``, the same rows
-    of each (``t`` and ``w`` None where ``T`` or ``W`` is)."""
-    n = int(X.shape[0])
-    if streaming:
-        order = host_array(backend.random.permutation(n)) if shuffle else None
-        yield from streamed(backend, X, T, W, order, batch_size)
-        return
-    if not shuffle:
-        for lo in range(0, n, batch_size):
-            hi = min(lo + batch_size, n)  # the standard leaves out-of-range stops undefined
-            yield X[lo:hi, ...], (None if T is None else T[lo:hi, ...]), (
-                None if W is None else W[lo:hi])
-        return
-    # Each batch is gathered from the dataset through the permutation into buffers reused
-    # from step to step: no shuffled copy of the dataset, so memory and time stay linear.
-    # A yielded batch is only valid until the next one.
-    perm = backend.random.permutation(n)
-    bufs = None
-    for lo in range(0, n, batch_size):
-        x, t, w = bufs = gather(backend, X, T, W, perm[lo:min(lo + batch_size, n)], bufs)
+    of each (``t`` and ``w`` None where ``T`` or ``W`` is). One epoch of :func:`source`."""
+    for x, t, w, _ in source(backend, X, T, W, batch_size, shuffle, streaming).epoch():
         yield x, t, w
 
 

@@ -19,7 +19,6 @@ from ..distributed import plan as _plan
 from ..errors import DeviceMemoryError
 from ..losses import LossResult
 from ..optim import LossScaleOptimizer, SkipNonFinite
-from . import batches as _batches
 from .evaluation import accumulator, cast_like, evaluate_arrays, namespace_of, prepare_metrics
 from .head import head_for
 from .recovery import Snapshot, diverged, oom_message
@@ -145,10 +144,13 @@ class Trainer:
             self.stepper = self.dist.wrap_optimizer(self.amp, self.skip)
 
     # ------------------------------------------------------------------ epochs
-    def run(self, X, T, streaming: bool, interrupted, W=None):
-        """All epochs over rows ``X``, targets ``T`` and sample weights ``W`` (or None);
-        returns the History (early on Ctrl-C, a stop or divergence)."""
+    def run(self, data, interrupted):
+        """All epochs over ``data`` (a :class:`gpunn.training.batches.Batches`: rows
+        ``X``, targets ``T`` and sample weights ``W`` or None); returns the History (early
+        on Ctrl-C, a stop or divergence)."""
         model = self.model
+        self.data = data
+        X, T, W, streaming = data.X, data.T, data.W, data.streaming
         # Each phase prepares its own dataset for the metrics (R²'s total sum of
         # squares): the metric objects, shared by both phases, hold none of it.
         self.prepared = prepare_metrics(self.metrics, T, W)
@@ -274,7 +276,7 @@ class Trainer:
         step_weights = None if W is None else backend.zeros((steps,), dtype=acc)
         self._running = [None, None, 0]  # loss and weight sums, rows: for per_batch
         batch, counts = -1, []
-        batches = self.dist.batches(backend, X, T, b, self.shuffle, streaming, _batches, W)
+        batches = self.dist.batches(self.data)
         for batch, (xb, tb, wb, rows) in enumerate(batches):
             slots = None
             if head.writes_loss:
