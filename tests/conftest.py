@@ -3,6 +3,11 @@
 ``numpy`` always runs; ``array_api_strict`` runs when installed (it proves the generic
 code uses only the Array API standard); ``cupy`` runs when a CUDA GPU is usable and is
 skipped visibly, with the reason, otherwise. CuPy cases carry the ``gpu`` marker.
+
+Also here: the command line run in this process (``run_cli``), toy data with fixed seeds
+(``xor``, ``moons``, ``spirals``, ``regression``, ``tiny``) and toy models (``mlp`` and
+the ``classifier``, ``binary_classifier`` and ``regressor`` factories), and the report of
+the kernel launches the CuPy stand-in counts (``report_launches``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,108 @@ def backend64(backend_name):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+# ---------------------------------------------------------------------- the command line
+@pytest.fixture
+def run_cli(capsys):
+    """``gpunn`` run in this process: ``run_cli(*argv) -> (code, out, err)``.
+
+    ``code`` is what ``gpunn.cli.main`` returned, or argparse's exit code (``--help``,
+    ``--version``, usage errors); ``out`` and ``err`` are what was printed since the last
+    read of the captured output. Arguments are passed through ``str`` (paths may be given
+    as they are). Tests of what only a real process shows (the entry point, environment
+    variables read at start-up, signals, pipes) run ``python -m gpunn`` instead."""
+    from gpunn import cli
+
+    def run(*argv):
+        try:
+            code = cli.main([str(arg) for arg in argv])
+        except SystemExit as exc:  # argparse: --help, --version, usage errors
+            code = exc.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return run
+
+
+# ---------------------------------------------------------------------- toy data
+# Fixed seeds: each fixture gives the same arrays in every test (a fresh copy each time).
+@pytest.fixture
+def xor():
+    """The four XOR points and their labels."""
+    return gn.data.make_xor()
+
+
+@pytest.fixture
+def moons():
+    """Two moons: 64 points (noise 0.1, seed 0) and binary labels."""
+    return gn.data.make_moons(64, seed=0)
+
+
+@pytest.fixture
+def spirals():
+    """Three interleaved spirals: 600 points in 2-D (seed 0) and labels 0, 1, 2."""
+    return gn.data.make_spirals(600, seed=0)
+
+
+@pytest.fixture
+def regression():
+    """256 rows of 4 standard-normal float32 features (seed 0) and a linear float32 target
+    of large scale (coefficients 150, -100, 50, 25): plain SGD at ``lr=0.05`` diverges."""
+    X = np.random.default_rng(0).standard_normal((256, 4)).astype(np.float32)
+    return X, (X @ np.array([3.0, -2.0, 1.0, 0.5]) * 50).astype(np.float32)
+
+
+def tiny_binary():
+    """Eight rows of 2 standard-normal float32 features (seed 1) and float32 binary targets
+    (``x0 > 0``): the least a binary model trains on, for checks of arguments. A function
+    too, for data a module's parametrisations need."""
+    X = np.random.default_rng(1).standard_normal((8, 2)).astype(np.float32)
+    return X, (X[:, 0] > 0).astype(np.float32)
+
+
+@pytest.fixture
+def tiny():
+    """:func:`tiny_binary`'s eight rows."""
+    return tiny_binary()
+
+
+# ---------------------------------------------------------------------- toy models
+def mlp(*widths, activation="relu", output=None, dropout=None, device="cpu", dtype=None,
+        seed=0):
+    """A Sequential of Dense layers ``widths[0] -> widths[1] -> ... -> widths[-1]``:
+    ``activation`` on the hidden layers (each followed by ``Dropout(dropout)`` if given),
+    ``output`` on the last. ``mlp(2, 4, 1, activation="tanh", output="sigmoid")``."""
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        last = i == len(widths) - 2
+        layers.append(gn.Dense(n_in, n_out, activation=output if last else activation))
+        if dropout is not None and not last:
+            layers.append(gn.Dropout(dropout))
+    return gn.Sequential(layers, device=device, dtype=dtype, seed=seed)
+
+
+@pytest.fixture
+def classifier():
+    """Factory ``classifier(device="cpu", seed=0)``: 2 inputs, 32 relu units, Dropout(0.2),
+    3 softmax outputs (for ``spirals``)."""
+    return lambda device="cpu", seed=0: mlp(2, 32, 3, output="softmax", dropout=0.2,
+                                           device=device, seed=seed)
+
+
+@pytest.fixture
+def binary_classifier():
+    """Factory ``binary_classifier(device="cpu", seed=0)``: 2 inputs, 4 tanh units, one
+    sigmoid output (for ``moons`` and ``tiny``)."""
+    return lambda device="cpu", seed=0: mlp(2, 4, 1, activation="tanh", output="sigmoid",
+                                           device=device, seed=seed)
+
+
+@pytest.fixture
+def regressor():
+    """Factory ``regressor(device="cpu", seed=0)``: 4 inputs, 16 relu units, one linear
+    output (for ``regression``)."""
+    return lambda device="cpu", seed=0: mlp(4, 16, 1, device=device, seed=seed)
 
 
 #: Settings reaching every branch of the built-in update rules (momentum, Nesterov, coupled
