@@ -53,6 +53,17 @@ def test_fit_is_reproducible_with_seed(backend_name):
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
 
+def test_same_seed_same_bits_on_cpu(classifier):
+    X, y = gn.data.make_spirals(300, seed=1)
+    runs = []
+    for _ in range(2):
+        model = classifier(seed=5)
+        model.fit(X, y, loss="cross_entropy", optimizer=gn.optim.Adam(lr=0.01), epochs=3,
+                  seed=11, verbose=0)
+        runs.append(np.concatenate([gn.to_numpy(p).ravel() for p in model.parameters()]))
+    assert runs[0].tobytes() == runs[1].tobytes()
+
+
 def test_accepts_lists_and_other_namespaces(backend):
     X, y = _moons(40)
     model = gn.Sequential([gn.Dense(2, 3, activation="softmax")], device=backend, seed=0)

@@ -1,11 +1,9 @@
-"""Numerical faults, interrupted runs, out-of-memory and determinism."""
+"""Training recovery (gpunn.training.recovery, and resuming from checkpoints): divergence
+raised, stopped or skipped; roll-backs that leave history, weights and messages in
+agreement; Ctrl-C; out of memory; resumed runs identical to uninterrupted ones."""
 
 import os
 import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -17,17 +15,6 @@ from gpunn import callbacks as cbs
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 
-def _regression(n=256, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, 4)).astype(np.float32)
-    return X, (X @ np.array([3.0, -2.0, 1.0, 0.5]) * 50).astype(np.float32)
-
-
-def _net(device="cpu", seed=0):
-    return gn.Sequential([gn.Dense(4, 16, activation="relu"), gn.Dense(16, 1)],
-                         device=device, seed=seed)
-
-
 class _EpochStart(cbs.Callback):
     """Remembers the parameters at the start of every epoch."""
 
@@ -35,33 +22,11 @@ class _EpochStart(cbs.Callback):
         self.params = [gn.to_numpy(p).copy() for p in model.parameters()]
 
 
-# ---------------------------------------------------------------------- gradient clipping
-def test_clip_norm_bounds_the_global_gradient_norm(backend64):
-    g = [backend64.asarray(np.full((3, 4), 2.0)), backend64.asarray(np.full(5, -2.0))]
-    norm = np.sqrt(4.0 * 17)
-    for clip, factor in [(1.0, 1.0 / norm), (100.0, 1.0)]:
-        p = [backend64.zeros((3, 4)), backend64.zeros((5,))]
-        opt = gn.optim.SGD(lr=1.0, clip_norm=clip)
-        opt.step(p, g)
-        np.testing.assert_allclose(gn.to_numpy(p[0]), -2.0 * factor, rtol=1e-5)
-        np.testing.assert_allclose(float(opt.last_grad_norm), norm, rtol=1e-9)
-    with pytest.raises(ValueError, match="clip_norm"):
-        gn.optim.Adam(clip_norm=0)
-
-
-def test_clipping_tames_a_learning_rate_that_diverges():
-    X, y = _regression()
-    kwargs = dict(loss="mse", epochs=5, batch_size=32, verbose=0)
-    with pytest.raises(gn.TrainingDiverged):
-        _net().fit(X, y, optimizer=gn.optim.SGD(lr=0.05), **kwargs)
-    hist = _net().fit(X, y, optimizer=gn.optim.SGD(lr=0.05, clip_norm=1.0), **kwargs)
-    assert np.isfinite(hist.history["loss"]).all()
-
-
 # ---------------------------------------------------------------------- divergence
-def test_divergence_raises_naming_epoch_and_step_and_restores(backend):
-    X, y = _regression()
-    model, start = _net(backend), _EpochStart()
+def test_divergence_raises_naming_epoch_and_step_and_restores(backend, regression,
+                                                             regressor):
+    X, y = regression
+    model, start = regressor(backend), _EpochStart()
     with pytest.raises(gn.TrainingDiverged, match=r"at epoch 1, step \d+.*lower learning "
                                                    r"rate \(lr=1e\+06\)") as info:
         model.fit(X, y, loss="mse", optimizer=gn.optim.SGD(lr=1e6), epochs=3, batch_size=32,
@@ -73,9 +38,9 @@ def test_divergence_raises_naming_epoch_and_step_and_restores(backend):
     assert np.isfinite(gn.to_numpy(model.predict(X))).all()
 
 
-def test_divergence_stop_returns_history():
-    X, y = _regression()
-    model = _net()
+def test_divergence_stop_returns_history(regression, regressor):
+    X, y = regression
+    model = regressor()
     model.fit(X, y, loss="mse", optimizer=gn.optim.Adam(lr=0.01), epochs=2, verbose=0)
     good = [gn.to_numpy(p).copy() for p in model.parameters()]
     model.optimizer.lr = 1e8  # now it blows up
@@ -87,9 +52,9 @@ def test_divergence_stop_returns_history():
         np.testing.assert_array_equal(gn.to_numpy(p), saved)
 
 
-def test_divergence_skip_drops_bad_batches():
-    X, y = _regression()
-    model = _net()
+def test_divergence_skip_drops_bad_batches(regression, regressor):
+    X, y = regression
+    model = regressor()
     hist = model.fit(X, y, loss="mse", optimizer=gn.optim.SGD(lr=1e6), epochs=3,
                      batch_size=32, on_divergence="skip", verbose=0)
     assert sum(hist.history["skipped"]) > 0
@@ -98,61 +63,42 @@ def test_divergence_skip_drops_bad_batches():
         model.fit(X, y, loss="mse", on_divergence="ignore", verbose=0)
 
 
-def test_divergence_checks_off_let_nan_through():
-    X, y = _regression()
-    model = _net()
+def test_divergence_checks_off_let_nan_through(regression, regressor):
+    X, y = regression
+    model = regressor()
     hist = model.fit(X, y, loss="mse", optimizer=gn.optim.SGD(lr=1e6), epochs=2,
                      on_divergence="off", verbose=0)
     assert not np.isfinite(hist.history["loss"][-1])
 
 
-# ---------------------------------------------------------------------- resuming
-def _classifier(seed):
-    return gn.Sequential([gn.Dense(2, 32, activation="relu"), gn.Dropout(0.2),
-                          gn.Dense(32, 3, activation="softmax")], device="cpu", seed=seed)
+# ---------------------------------------------------------------------- roll-back
+def test_a_snapshot_restored_twice_gives_the_same_state_both_times(classifier):
+    """Restoring hands the optimiser copies: its in-place updates after a roll-back must
+    not change the snapshot a later roll-back returns to (NumPy's asarray hands back the
+    very array when device and dtype match)."""
+    from gpunn.training.recovery import Snapshot
 
-
-def test_resumed_run_is_bitwise_identical(tmp_path):
-    X, y = gn.data.make_spirals(600, seed=0)
-    val = (X[:100], y[:100])
-    kwargs = dict(loss="cross_entropy", batch_size=32, validation_data=val, verbose=0)
-    straight = _classifier(seed=0)
-    h1 = straight.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), epochs=6, seed=7, **kwargs)
-    ckpt = cbs.ModelCheckpoint(str(tmp_path / "ckpt-{epoch}.npz"))
-    first = _classifier(seed=0)
-    first.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), epochs=3, seed=7, callbacks=[ckpt],
-              **kwargs)
-    # A fresh process would build the model anew (other initial weights): resume fixes all.
-    resumed = _classifier(seed=123)
-    h2 = resumed.fit(X, y, optimizer="sgd", epochs=6, seed=99,
-                     resume_from=tmp_path / "ckpt-3.npz", **kwargs)
-    assert h2.epoch == [1, 2, 3, 4, 5, 6]
-    assert h2.history == h1.history
-    for a, b in zip(straight.parameters(), resumed.parameters()):
-        np.testing.assert_array_equal(a, b)
-    assert type(resumed.optimizer).__name__ == "Adam" and resumed.optimizer.t == 6 * 19
-
-
-def test_resume_refuses_a_different_architecture(tmp_path):
-    X, y = gn.data.make_spirals(200, seed=0)
-    model = _classifier(0)
-    model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0,
-              callbacks=[cbs.ModelCheckpoint(str(tmp_path / "c.npz"))])
-    other = gn.Sequential([gn.Dense(2, 8, activation="relu"), gn.Dense(8, 3, "softmax")],
-                          device="cpu", seed=0)
-    before = [gn.to_numpy(p).copy() for p in other.parameters()]
-    with pytest.raises(ValueError, match="holds a different architecture"):
-        other.fit(X, y, loss="cross_entropy", resume_from=tmp_path / "c.npz", verbose=0)
-    for p, b in zip(other.parameters(), before):
-        np.testing.assert_array_equal(p, b)
-    _net().save(tmp_path / "plain.npz")
-    with pytest.raises(ValueError, match="not a training checkpoint"):
-        _net().fit(*_regression(), resume_from=tmp_path / "plain.npz", verbose=0)
+    X, y = gn.data.make_spirals(120, seed=0)
+    model = classifier(seed=0)
+    model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0)
+    opt = model.optimizer
+    snap = Snapshot(model, opt, None, 1)
+    want = [{k: gn.to_numpy(v).copy() for k, v in s.items()} for s in opt.state]
+    params = [gn.to_numpy(p).copy() for p in model.parameters()]
+    for _ in range(2):
+        snap.restore()
+        for s, w in zip(opt.state, want):
+            for k in w:
+                np.testing.assert_array_equal(gn.to_numpy(s[k]), w[k])
+        for p, w in zip(model.parameters(), params):
+            np.testing.assert_array_equal(gn.to_numpy(p), w)
+        model.fit(X, y, loss="cross_entropy", optimizer=opt, epochs=1, verbose=0,
+                  on_divergence="off")  # updates parameters and state in place
 
 
 # ---------------------------------------------------------------------- Ctrl-C
-def test_ctrl_c_stops_after_the_current_step(capsys):
-    X, y = gn.data.make_spirals(600, seed=0)
+def test_ctrl_c_stops_after_the_current_step(capsys, spirals, classifier):
+    X, y = spirals
     steps = []
     handler = signal.getsignal(signal.SIGINT)  # SIG_IGN in a background job
 
@@ -162,7 +108,7 @@ def test_ctrl_c_stops_after_the_current_step(capsys):
             if model.optimizer.t == 30:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    model = _classifier(0)
+    model = classifier(seed=0)
     hist = model.fit(X, y, loss="cross_entropy", epochs=50, batch_size=32,
                      callbacks=[PressCtrlC()], verbose=1)
     # 19 steps per epoch: stopped at step 30, in epoch 2, then put back at the end of
@@ -176,9 +122,9 @@ def test_ctrl_c_stops_after_the_current_step(capsys):
 
 
 # ---------------------------------------------------------------------- out of memory
-def test_out_of_memory_becomes_a_clear_error(monkeypatch):
-    X, y = gn.data.make_spirals(600, seed=0)
-    model = _classifier(0)
+def test_out_of_memory_becomes_a_clear_error(monkeypatch, spirals, classifier):
+    X, y = spirals
+    model = classifier(seed=0)
     model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0)
     before = [gn.to_numpy(p).copy() for p in model.parameters()]
     dense = model.layers[2]
@@ -203,72 +149,41 @@ def test_out_of_memory_becomes_a_clear_error(monkeypatch):
     assert model.evaluate(X, y)["loss"] > 0  # usable afterwards
 
 
-# ---------------------------------------------------------------------- atomic checkpoints
-WRITER = textwrap.dedent("""
-    import sys, gpunn as gn, numpy as np
-    model = gn.Sequential([gn.Dense(512, 1024), gn.Dense(1024, 512)], device="cpu", seed=0)
-    print("ready", flush=True)
-    i = 0
-    while True:
-        i += 1
-        model.layers[0].params["b"][...] = i   # each checkpoint is recognisable
-        model.save(sys.argv[1])
-""")
+# ---------------------------------------------------------------------- resuming
+def test_resumed_run_is_bitwise_identical(tmp_path, spirals, classifier):
+    X, y = spirals
+    val = (X[:100], y[:100])
+    kwargs = dict(loss="cross_entropy", batch_size=32, validation_data=val, verbose=0)
+    straight = classifier(seed=0)
+    h1 = straight.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), epochs=6, seed=7, **kwargs)
+    ckpt = cbs.ModelCheckpoint(str(tmp_path / "ckpt-{epoch}.npz"))
+    first = classifier(seed=0)
+    first.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), epochs=3, seed=7, callbacks=[ckpt],
+              **kwargs)
+    # A fresh process would build the model anew (other initial weights): resume fixes all.
+    resumed = classifier(seed=123)
+    h2 = resumed.fit(X, y, optimizer="sgd", epochs=6, seed=99,
+                     resume_from=tmp_path / "ckpt-3.npz", **kwargs)
+    assert h2.epoch == [1, 2, 3, 4, 5, 6]
+    assert h2.history == h1.history
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        np.testing.assert_array_equal(a, b)
+    assert type(resumed.optimizer).__name__ == "Adam" and resumed.optimizer.t == 6 * 19
 
 
-@pytest.mark.slow
-def test_killed_writer_never_leaves_a_broken_checkpoint(tmp_path):
-    path = tmp_path / "ckpt.npz"
-    rng = np.random.default_rng(0)
-    seen = []
-    for _ in range(6):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)],
-                                stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.05, 0.4))
-        proc.send_signal(signal.SIGKILL)  # mid-write, most likely
-        proc.wait()
-        if path.exists():
-            model = gn.load(path, device="cpu")  # never a ModelFileError
-            b = gn.to_numpy(model.layers[0].params["b"])
-            assert np.all(b == b[0]) and b[0] >= 1
-            seen.append(int(b[0]))
-    assert seen, "no checkpoint was ever completed"
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "ckpt.npz"]
-    assert all(name.startswith(".gpunn-") for name in leftovers)  # only temp files remain
-
-
-# ---------------------------------------------------------------------- determinism
-def test_same_seed_same_bits_on_cpu():
-    X, y = gn.data.make_spirals(300, seed=1)
-    runs = []
-    for _ in range(2):
-        model = _classifier(seed=5)
-        model.fit(X, y, loss="cross_entropy", optimizer=gn.optim.Adam(lr=0.01), epochs=3,
-                  seed=11, verbose=0)
-        runs.append(np.concatenate([gn.to_numpy(p).ravel() for p in model.parameters()]))
-    assert runs[0].tobytes() == runs[1].tobytes()
-
-
-def test_a_snapshot_restored_twice_gives_the_same_state_both_times():
-    """Restoring hands the optimiser copies: its in-place updates after a roll-back must
-    not change the snapshot a later roll-back returns to (NumPy's asarray hands back the
-    very array when device and dtype match)."""
-    from gpunn.training.recovery import Snapshot
-
-    X, y = gn.data.make_spirals(120, seed=0)
-    model = _classifier(0)
-    model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0)
-    opt = model.optimizer
-    snap = Snapshot(model, opt, None, 1)
-    want = [{k: gn.to_numpy(v).copy() for k, v in s.items()} for s in opt.state]
-    params = [gn.to_numpy(p).copy() for p in model.parameters()]
-    for _ in range(2):
-        snap.restore()
-        for s, w in zip(opt.state, want):
-            for k in w:
-                np.testing.assert_array_equal(gn.to_numpy(s[k]), w[k])
-        for p, w in zip(model.parameters(), params):
-            np.testing.assert_array_equal(gn.to_numpy(p), w)
-        model.fit(X, y, loss="cross_entropy", optimizer=opt, epochs=1, verbose=0,
-                  on_divergence="off")  # updates parameters and state in place
+def test_resume_refuses_a_different_architecture(tmp_path, classifier, regression,
+                                                 regressor):
+    X, y = gn.data.make_spirals(200, seed=0)
+    model = classifier(seed=0)
+    model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0,
+              callbacks=[cbs.ModelCheckpoint(str(tmp_path / "c.npz"))])
+    other = gn.Sequential([gn.Dense(2, 8, activation="relu"), gn.Dense(8, 3, "softmax")],
+                          device="cpu", seed=0)
+    before = [gn.to_numpy(p).copy() for p in other.parameters()]
+    with pytest.raises(ValueError, match="holds a different architecture"):
+        other.fit(X, y, loss="cross_entropy", resume_from=tmp_path / "c.npz", verbose=0)
+    for p, b in zip(other.parameters(), before):
+        np.testing.assert_array_equal(p, b)
+    regressor().save(tmp_path / "plain.npz")
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        regressor().fit(*regression, resume_from=tmp_path / "plain.npz", verbose=0)
