@@ -173,3 +173,19 @@ def test_standardizer_is_applied_by_fit_and_predict(backend):
     assert model.evaluate(X, y)["accuracy"] > 0.95
     with pytest.raises(ValueError, match="Standardizer.fit: expected a non-empty 2-D array"):
         gn.preprocessing.Standardizer().fit(np.zeros((0, 3)))
+
+
+def test_checkpoint_destinations_are_checked_before_training(tmp_path, tiny,
+                                                             binary_classifier):
+    (tmp_path / "afile").write_text("x")
+    X2, Y2 = tiny
+    model = binary_classifier()
+    with pytest.raises(ValueError, match="the only placeholder is"):
+        gn.callbacks.ModelCheckpoint(str(tmp_path / "m-{step}.npz"))
+    bad = gn.callbacks.ModelCheckpoint(str(tmp_path / "afile" / "m-{epoch}.npz"))
+    with pytest.raises(ValueError, match="afile: exists and is not a folder"):
+        model.fit(X2, Y2, loss="bce", epochs=1, verbose=0, callbacks=[bad])
+    assert model.optimizer is None  # refused before training
+    new = gn.callbacks.ModelCheckpoint(str(tmp_path / "new" / "m-{epoch}.npz"))
+    model.fit(X2, Y2, loss="bce", epochs=1, verbose=0, callbacks=[new])
+    assert (tmp_path / "new" / "m-1.npz").is_file()

@@ -1,4 +1,6 @@
-"""The command line, run as a user runs it: a subprocess."""
+"""The command line as a whole (gpunn.cli): commands, arguments, help and errors. Run as a
+user runs it, a subprocess, where only a real process shows the behaviour (the entry
+point, the environment, signals, pipes); in this process otherwise (``run_cli``)."""
 
 import os
 import re
@@ -69,3 +71,15 @@ def test_the_parser_does_not_import_the_benchmark():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_ctrl_c_in_any_cli_phase_is_one_line(monkeypatch, run_cli):
+    from gpunn import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli._cli_data, "load_training_data", interrupted)
+    code, _, err = run_cli("train", "--epochs", "1")
+    assert code == 130
+    assert err.strip() == "gpunn: interrupted"

@@ -174,3 +174,42 @@ def test_huber_is_a_complete_loss(tmp_path, rng):
     loaded = gn.load(tmp_path / "huber.npz", device="cpu")
     assert isinstance(loaded.loss, gn.losses.Huber) and loaded.loss.delta == 0.5
     assert loaded.evaluate(X, y)["loss"] == pytest.approx(model.evaluate(X, y)["loss"])
+
+
+# ---------------------------------------------------------------------- targets the loss can take
+X4 = np.random.default_rng(0).standard_normal((6, 2)).astype(np.float32)
+ONE_HOT = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+
+
+@pytest.mark.parametrize("loss,y,match", [
+    ("cross_entropy", ONE_HOT * 2, "row sums from 2 to 2"),
+    ("cross_entropy", np.clip(ONE_HOT + np.eye(3)[[1, 2, 0, 1, 2, 0]], 0, 1),
+     "row sums from 2 to 2"),
+    ("cross_entropy", ONE_HOT - 0.5, "non-negative"),
+    ("cross_entropy", np.zeros((6, 3), np.float32), "row sums from 0 to 0"),
+    ("cross_entropy", np.full((6, 3), 0.5, np.float32), "row sums from 1.5"),
+    (gn.losses.CategoricalCrossEntropy(from_logits=True), ONE_HOT * 3, "row sums from 3"),
+    ("bce", np.array([0, 1, 2, 0, 1, 0.5]), r"binary targets must lie in \[0, 1\]"),
+    ("bce", np.array([0, 1, -1, 0, 1, 0.5]), r"binary targets must lie in \[0, 1\]"),
+    (gn.losses.BinaryCrossEntropy(from_logits=True), np.array([0, 1, 3, 0, 1, 0]),
+     r"binary targets must lie in \[0, 1\]"),
+], ids=["scaled", "multi-hot", "negative", "all-zero", "uniform-over", "logits-scaled",
+        "bce-2", "bce-neg", "bce-logits-3"])
+def test_targets_that_do_not_fit_the_loss_are_refused_before_training(loss, y, match):
+    out = 1 if "bce" in str(loss) or isinstance(loss, gn.losses.BinaryCrossEntropy) else 3
+    act = "sigmoid" if out == 1 else "softmax"
+    model = gn.Sequential([gn.Dense(2, out, activation=act)], device="cpu", seed=0)
+    before = [gn.to_numpy(p).copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=match):
+        model.fit(X4, y, loss=loss, epochs=1, verbose=0)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(gn.to_numpy(p), b)
+    assert model.optimizer is None
+
+
+def test_probability_rows_and_labels_still_train():
+    soft = np.full((6, 3), 0.1, np.float32) + 0.7 * ONE_HOT  # label smoothing: rows sum to 1
+    for y in (soft, ONE_HOT, np.array([0, 1, 2, 0, 1, 2])):
+        model = gn.Sequential([gn.Dense(2, 3, activation="softmax")], device="cpu", seed=0)
+        hist = model.fit(X4, y, loss="cross_entropy", epochs=2, verbose=0)
+        assert np.all(np.asarray(hist.history["loss"]) > 0)

@@ -113,6 +113,26 @@ def test_from_architecture_and_summary():
     assert "dense_0" in text and f"{net.count_params():,}" in text and "cpu" in text
 
 
+@pytest.mark.parametrize("build", [
+    lambda d: gn.Sequential([d, gn.Tanh(), d], device="cpu"),
+    lambda d: gn.Sequential([gn.Dense(4, 4), d, d], device="cpu"),
+    lambda d: gn.Sequential([d, gn.Dropout(0.1), gn.Dense(4, 4), d], device="cpu"),
+], ids=["dense-act-dense", "adjacent", "apart"])
+def test_a_layer_used_twice_in_one_model_is_refused(build):
+    with pytest.raises(ValueError, match=r"layers\[\d\] is the same object as layers\[\d\]"):
+        build(gn.Dense(4, 4, activation="relu"))
+
+
+def test_a_layer_of_another_live_model_is_refused_until_cloned():
+    first = gn.Sequential([gn.Dense(3, 4, activation="relu"), gn.Dense(4, 1)], device="cpu",
+                          seed=0)
+    with pytest.raises(ValueError, match="already belongs to another Sequential"):
+        gn.Sequential([first.layers[0], gn.Dense(4, 2)], device="cpu")
+    second = gn.Sequential([first.layers[0].clone(), gn.Dense(4, 2)], device="cpu")
+    assert second.count_params() == 3 * 4 + 4 + 4 * 2 + 2
+    assert first.count_params() == 3 * 4 + 4 + 4 + 1  # untouched
+
+
 def test_to_moves_parameters_and_optimizer_state(backend):
     X, y = _moons(64)
     model = gn.Sequential([gn.Dense(2, 4, activation="tanh"), gn.Dense(4, 1, "sigmoid")],
@@ -129,6 +149,22 @@ def test_to_moves_parameters_and_optimizer_state(backend):
     assert opt.t == 2 * 2  # 64 samples / batch 32 = 2 steps per epoch
     model.to("cpu")
     assert all(isinstance(p, np.ndarray) for p in model.parameters())
+
+
+@pytest.mark.parametrize("hook", ["on_epoch_begin", "on_batch_end", "on_epoch_end"])
+def test_moving_the_model_during_fit_is_refused(hook, moons, binary_classifier):
+    X, y = moons
+    model = binary_classifier()
+
+    class Mover(gn.callbacks.Callback):
+        pass
+
+    setattr(Mover, hook, lambda self, model, *args: model.to("cpu"))
+    with pytest.raises(RuntimeError, match=r"model.to\('cpu'\) while fit is running"):
+        model.fit(X, y, loss="bce", epochs=2, batch_size=16, callbacks=[Mover()],
+                  verbose=0)
+    model.to("cpu")  # fine again once fit has returned
+    assert model.fit(X, y, loss="bce", epochs=1, verbose=0).epoch == [1]
 
 
 def test_in_place_weight_setting_changes_output():

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import tiny_binary
 
 import gpunn as gn
 
@@ -120,3 +121,66 @@ def test_unknown_names_list_valid_ones():
         gn.Dense(2, 2, init="ones")
     with pytest.raises(ValueError, match="lr: expected a number in"):
         gn.optim.Adam(lr=0)
+
+
+# ---------------------------------------------------------------------- the rest of the API
+X2, Y2 = tiny_binary()
+
+
+def _with(value):
+    bad = X2.copy()
+    bad[3, 1] = value
+    return bad
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda m: m.fit(X2, Y2, loss="bce", seed=-1, verbose=0), ValueError, "seed: expected"),
+    (lambda m: m.fit(X2, Y2, loss="bce", seed=2.5, verbose=0), ValueError, "seed: expected"),
+    (lambda m: m.fit(X2, Y2, loss="bce", shuffle="no", verbose=0), ValueError,
+     "shuffle: expected True or False"),
+    (lambda m: gn.Dense(2, 2, kernel_l2=float("nan")), ValueError, "kernel_l2"),
+    (lambda m: m.predict(_with(np.nan)), ValueError, "X: contains NaN"),
+    (lambda m: m.predict(_with(-np.inf)), ValueError, "X: contains NaN or Inf"),
+    (lambda m: m.evaluate(_with(np.nan), Y2, loss="bce"), ValueError, "X: contains NaN"),
+    (lambda m: m.fit(np.ma.masked_array(X2, mask=np.isnan(_with(np.nan))), Y2, loss="bce",
+                     verbose=0), TypeError, "1 masked value"),
+    (lambda m: m.fit([[0.0, 1.0], [1.0]], [0, 1], loss="bce", verbose=0), TypeError,
+     "X: expected a numeric array"),
+    (lambda m: (m.forward(X2, training=True), m.backward(np.ones((8, 2))))[1], ValueError,
+     r"backward: expected a gradient of the last forward's output shape \(8, 1\)"),
+    (lambda m: m.backward(np.ones((8, 1))), RuntimeError, "call forward"),
+])
+def test_api_arguments_are_checked_before_anything_changes(call, error, match,
+                                                           binary_classifier):
+    model = binary_classifier()
+    before = [gn.to_numpy(p).copy() for p in model.parameters()]
+    with pytest.raises(error, match=match):
+        call(model)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(gn.to_numpy(p), b)
+
+
+def test_matrix_input_is_a_plain_array(binary_classifier):
+    model = binary_classifier()
+    np.testing.assert_allclose(gn.to_numpy(model.predict(np.asmatrix(X2))),
+                               gn.to_numpy(model.predict(X2)))
+
+
+def test_a_parameter_replaced_with_the_wrong_shape_is_named(binary_classifier):
+    model = binary_classifier()
+    model.layers[0].params["W"] = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"parameter 'W' must have shape \(2, 4\), got an "
+                                         r"array of shape \(3, 4\)"):
+        model.fit(X2, Y2, loss="bce", epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: gn.losses.get("bce", from_logits="False"),
+    lambda: gn.optim.SGD(momentum=0.9, nesterov="no"),
+    lambda: gn.optim.Adam(decoupled="no"),
+    lambda: gn.callbacks.ModelCheckpoint("a.npz", save_best_only="False"),
+    lambda: gn.callbacks.EarlyStopping(restore_best_weights="yes"),
+])
+def test_flags_must_be_booleans(make):
+    with pytest.raises(ValueError, match="expected True or False"):
+        make()
