@@ -94,3 +94,12 @@ def test_dense_bad_input_names_layer(backend):
         gn.Dense(2, 2).forward(np.ones((1, 2)))
     with pytest.raises(RuntimeError, match="backward called before forward"):
         gn.Dense(2, 2).build(backend).backward(backend.zeros((1, 2)))
+
+
+def test_unknown_names_list_valid_ones():
+    with pytest.raises(ValueError, match="unknown activation 'swish'; expected one of: .*tanh"):
+        gn.Dense(2, 2, activation="swish")
+    with pytest.raises(ValueError, match="unknown initialiser 'ones'; expected one of: .*he"):
+        gn.Dense(2, 2, init="ones")
+    with pytest.raises(ValueError, match="lr: expected a number in"):
+        gn.optim.Adam(lr=0)

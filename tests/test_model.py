@@ -133,6 +133,34 @@ def test_a_layer_of_another_live_model_is_refused_until_cloned():
     assert first.count_params() == 3 * 4 + 4 + 4 + 1  # untouched
 
 
+def test_layers_that_do_not_chain():
+    with pytest.raises(ValueError, match=r"layer 1 \(Dense\(5, 1\)\) expects in_features=5, "
+                                         r"but layer 0 \(Dense\(2, 4.*outputs 4"):
+        gn.Sequential([gn.Dense(2, 4), gn.Dense(5, 1)], device="cpu")
+    with pytest.raises(TypeError, match=r"layers\[1\]: expected a gpunn Layer"):
+        gn.Sequential([gn.Dense(2, 4), "relu"], device="cpu")
+    with pytest.raises(ValueError, match="non-empty list"):
+        gn.Sequential([], device="cpu")
+
+
+@pytest.mark.parametrize("arch,match", [
+    ([{"input_dim": 2, "activation": "relu"}], r"architecture\[0\]: missing key\(s\) "
+                                               r"\['output_dim'\]"),
+    ([{"input_dim": 2, "output_dim": 3, "activaton": "relu"}], r"unknown key\(s\) "
+                                                               r"\['activaton'\]"),
+    ([{"input_dim": 2, "output_dim": 3, "activation": "swish"}],
+     r"architecture\[0\]: unknown activation 'swish'"),
+    ([{"input_dim": 2, "output_dim": 3}, {"input_dim": 4, "output_dim": 1}],
+     "do not chain"),
+    ([{"input_dim": 2, "output_dim": -3}], "output_dim|out_features"),
+    ([], "non-empty list"),
+    (["relu"], r"architecture\[0\]: expected a dict"),
+])
+def test_from_architecture_errors(arch, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        gn.Sequential.from_architecture(arch, device="cpu")
+
+
 def test_to_moves_parameters_and_optimizer_state(backend):
     X, y = _moons(64)
     model = gn.Sequential([gn.Dense(2, 4, activation="tanh"), gn.Dense(4, 1, "sigmoid")],

@@ -1,17 +1,15 @@
-"""Each bad input raises a clear error before any parameter or optimiser state changes."""
+"""The arguments of fit, evaluate and predict (gpunn.training.arguments) and of the rest of
+the Python API: each bad input raises a clear error naming what was expected and what was
+given, before any parameter or optimiser state changes."""
 
 import numpy as np
 import pytest
-from conftest import tiny_binary
+from conftest import mlp, tiny_binary
 
 import gpunn as gn
 
 
-def _model(backend="cpu", out=1, act="sigmoid"):
-    return gn.Sequential([gn.Dense(2, 4, activation="relu"), gn.Dense(4, out, activation=act)],
-                         device=backend, seed=0)
-
-
+# ---------------------------------------------------------------------- fit
 def _snapshot(model, opt):
     params = [gn.to_numpy(p).copy() for p in model.parameters()]
     state = [{k: gn.to_numpy(v).copy() for k, v in s.items()} for s in opt.state]
@@ -56,9 +54,11 @@ FIT_CASES = [
 ]
 
 
+
+
 @pytest.mark.parametrize("desc,override,out,match", FIT_CASES, ids=[c[0] for c in FIT_CASES])
 def test_fit_rejects_bad_input_without_changing_state(backend, desc, override, out, match):
-    model = _model(backend, out=out, act="sigmoid" if out == 1 else "softmax")
+    model = mlp(2, 4, out, output="sigmoid" if out == 1 else "softmax", device=backend)
     opt = gn.optim.Adam(lr=0.01)
     model.fit(X, Y if out == 1 else Y % out, loss="bce" if out == 1 else "cross_entropy",
               optimizer=opt, epochs=1, verbose=0)
@@ -76,36 +76,94 @@ def test_fit_rejects_bad_input_without_changing_state(backend, desc, override, o
     assert before[2] == after[2]
 
 
-def test_layers_that_do_not_chain():
-    with pytest.raises(ValueError, match=r"layer 1 \(Dense\(5, 1\)\) expects in_features=5, "
-                                         r"but layer 0 \(Dense\(2, 4.*outputs 4"):
-        gn.Sequential([gn.Dense(2, 4), gn.Dense(5, 1)], device="cpu")
-    with pytest.raises(TypeError, match=r"layers\[1\]: expected a gpunn Layer"):
-        gn.Sequential([gn.Dense(2, 4), "relu"], device="cpu")
-    with pytest.raises(ValueError, match="non-empty list"):
-        gn.Sequential([], device="cpu")
+# ---------------------------------------------------------------------- the API, one table
+# Bad inputs across the Python API; the command line's half of the table is in
+# test_cli_data.py.
+rng = np.random.default_rng(0)
+X3 = rng.standard_normal((40, 3)).astype(np.float32)
+LABELS = np.arange(40) % 3
 
 
-@pytest.mark.parametrize("arch,match", [
-    ([{"input_dim": 2, "activation": "relu"}], r"architecture\[0\]: missing key\(s\) "
-                                               r"\['output_dim'\]"),
-    ([{"input_dim": 2, "output_dim": 3, "activaton": "relu"}], r"unknown key\(s\) "
-                                                               r"\['activaton'\]"),
-    ([{"input_dim": 2, "output_dim": 3, "activation": "swish"}],
-     r"architecture\[0\]: unknown activation 'swish'"),
-    ([{"input_dim": 2, "output_dim": 3}, {"input_dim": 4, "output_dim": 1}],
-     "do not chain"),
-    ([{"input_dim": 2, "output_dim": -3}], "output_dim|out_features"),
-    ([], "non-empty list"),
-    (["relu"], r"architecture\[0\]: expected a dict"),
-])
-def test_from_architecture_errors(arch, match):
-    with pytest.raises((ValueError, TypeError), match=match):
-        gn.Sequential.from_architecture(arch, device="cpu")
+def _trained():
+    model = mlp(3, 8, 3, output="softmax")
+    opt = gn.optim.Adam(lr=0.01)
+    model.fit(X3, LABELS, loss="cross_entropy", optimizer=opt, epochs=1, verbose=0)
+    return model, opt
+
+
+def _fit(**override):
+    def run(model, opt):
+        kwargs = {"X": X3, "y": LABELS, "loss": "cross_entropy", "optimizer": opt,
+                  "epochs": 1, "verbose": 0}
+        kwargs.update(override)
+        model.fit(kwargs.pop("X"), kwargs.pop("y"), **kwargs)
+    return run
+
+
+nan_X3 = X3.copy()
+nan_X3[5, 1] = np.nan
+
+API_CASES = [
+    ("X with 4 features", _fit(X=np.ones((40, 4))), r"expects 3 features, got .*\(40, 4\)"),
+    ("X 3-D", _fit(X=np.ones((40, 3, 1))), "X: expected a 2-D array"),
+    ("X of strings", _fit(X=np.full((40, 3), "a")), "X: expected a numeric array"),
+    ("X complex", _fit(X=X3.astype(np.complex64)), "X: expected a numeric array"),
+    ("y too short", _fit(y=LABELS[:30]), r"y: expected 40 targets .*\(30,\)"),
+    ("y 3-D", _fit(y=np.zeros((40, 3, 1))), "y: expected 40 targets"),
+    ("label 3 of 3 classes", _fit(y=np.arange(40) % 4), r"labels must lie in \[0, 3\)"),
+    ("negative label", _fit(y=LABELS - 1), r"from -1 to 1"),
+    ("fractional labels", _fit(y=LABELS + 0.5), "class labels must be integers"),
+    ("NaN in X", _fit(X=nan_X3), "X: contains NaN or Inf"),
+    ("Inf in y", _fit(loss="mse", y=np.r_[np.inf, np.zeros(39)]), "y: contains NaN or Inf"),
+    ("empty X", _fit(X=np.zeros((0, 3)), y=np.zeros(0)), "X: expected at least one sample"),
+    ("one-hot width", _fit(y=np.eye(4)[np.arange(40) % 4]), r"\(N,\) or \(N, 3\)"),
+    ("unknown loss", _fit(loss="hinge"), "unknown loss 'hinge'; expected one of"),
+    ("unknown optimizer", _fit(optimizer="lbfgs"), "unknown optimizer 'lbfgs'"),
+    ("unknown metric", _fit(metrics=["f1"]), "unknown metric 'f1'"),
+    ("zero epochs", _fit(epochs=0), "epochs: expected a positive integer, got 0"),
+    ("batch size 0", _fit(batch_size=0), "batch_size: expected a positive integer, got 0"),
+    ("verbose 7", _fit(verbose=7), "verbose: expected 0, 1 or 2, got 7"),
+    ("bad on_divergence", _fit(on_divergence="ignore"), "on_divergence: expected"),
+    ("bad device_data", _fit(device_data="gpu"), "device_data: expected None, True or False"),
+    ("validation not a pair", _fit(validation_data=(X3,)), "validation_data: expected a pair"),
+    ("callback not a callback", _fit(callbacks=[len]), r"callbacks\[0\]: expected"),
+    ("resume from missing file", _fit(resume_from="/nonexistent/ckpt.npz"), "No such file"),
+    ("predict wrong width", lambda m, o: m.predict(np.ones((2, 5))), "expects 3 features"),
+    ("evaluate y too long", lambda m, o: m.evaluate(X3, np.r_[LABELS, 0]), "expected 40"),
+    ("to() unknown device", lambda m, o: m.to("tpu"), "expected 'auto', 'cpu', 'cuda'"),
+    ("to() CUDA without GPU", lambda m, o: m.to("cuda:7"), "cuda"),
+    ("set_precision fp8", lambda m, o: gn.set_precision("fp8"), "precision: expected"),
+    ("optimizer state of another kind", lambda m, o: o.load_state_dict(
+        gn.optim.SGD().state_dict()), "expected a state of kind 'adam'"),
+]
+
+
+@pytest.mark.parametrize("name,action,match", API_CASES, ids=[c[0] for c in API_CASES])
+def test_api_bad_input_changes_nothing(name, action, match):
+    from gpunn.backend import cuda_status
+
+    if name == "to() CUDA without GPU" and cuda_status().usable:
+        pytest.skip("a GPU is usable here")
+    model, opt = _trained()
+    params = [gn.to_numpy(p).copy() for p in model.parameters()]
+    state = [{k: gn.to_numpy(v).copy() for k, v in s.items()} for s in opt.state]
+    t, device = opt.t, model.device
+    with pytest.raises((ValueError, TypeError, OSError, gn.GpunnError), match=match):
+        action(model, opt)
+    assert model.device == device and opt.t == t
+    for p, saved in zip(model.parameters(), params):
+        np.testing.assert_array_equal(gn.to_numpy(p), saved)
+    for s, saved in zip(opt.state, state):
+        for k in saved:
+            np.testing.assert_array_equal(gn.to_numpy(s[k]), saved[k])
+
+
+# ---------------------------------------------------------------------- evaluate and predict
+X2, Y2 = tiny_binary()
 
 
 def test_predict_and_evaluate_errors():
-    model = _model()
+    model = mlp(2, 4, 1, output="sigmoid")
     with pytest.raises(ValueError, match="expects 2 features"):
         model.predict(np.ones((3, 5)))
     with pytest.raises(ValueError, match="no loss given and the model has not been fit"):
@@ -114,19 +172,13 @@ def test_predict_and_evaluate_errors():
         model.evaluate(X, Y, loss="nope")
 
 
-def test_unknown_names_list_valid_ones():
-    with pytest.raises(ValueError, match="unknown activation 'swish'; expected one of: .*tanh"):
-        gn.Dense(2, 2, activation="swish")
-    with pytest.raises(ValueError, match="unknown initialiser 'ones'; expected one of: .*he"):
-        gn.Dense(2, 2, init="ones")
-    with pytest.raises(ValueError, match="lr: expected a number in"):
-        gn.optim.Adam(lr=0)
+def test_matrix_input_is_a_plain_array(binary_classifier):
+    model = binary_classifier()
+    np.testing.assert_allclose(gn.to_numpy(model.predict(np.asmatrix(X2))),
+                               gn.to_numpy(model.predict(X2)))
 
 
-# ---------------------------------------------------------------------- the rest of the API
-X2, Y2 = tiny_binary()
-
-
+# ---------------------------------------------------------------------- other arguments
 def _with(value):
     bad = X2.copy()
     bad[3, 1] = value
@@ -158,12 +210,6 @@ def test_api_arguments_are_checked_before_anything_changes(call, error, match,
         call(model)
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(gn.to_numpy(p), b)
-
-
-def test_matrix_input_is_a_plain_array(binary_classifier):
-    model = binary_classifier()
-    np.testing.assert_allclose(gn.to_numpy(model.predict(np.asmatrix(X2))),
-                               gn.to_numpy(model.predict(X2)))
 
 
 def test_a_parameter_replaced_with_the_wrong_shape_is_named(binary_classifier):
