@@ -140,6 +140,12 @@ def test_bad_arguments(args, match):
     assert out.returncode == 2 and match in out.stderr, out.stderr
 
 
+def test_cli_says_why_a_separator_is_refused(tmp_path):
+    out = _gpunn("train", "--data", tmp_path / "d.csv", "--target", "y", "--sep", "::")
+    assert out.returncode == 2
+    assert "argument --sep: expected one character (or 'tab'), got '::'" in out.stderr
+
+
 @pytest.mark.slow
 def test_builtin_sklearn_datasets():
     pytest.importorskip("sklearn", reason="scikit-learn not installed")
