@@ -197,8 +197,7 @@ def parity_tolerance(dtype) -> dict:
 
 #: Test modules that read users' CSV files, which needs pandas (the gpunn[data] extra, in
 #: the test extra). Where pandas is missing (a bare GPU image) they are skipped, saying so.
-NEEDS_PANDAS = {"test_cli_data", "test_cli_safety",
-                "test_data_tables"}
+NEEDS_PANDAS = {"test_cli_data", "test_data_tables"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,4 +1,5 @@
 import math
+import re
 import shutil
 
 import numpy as np
@@ -189,3 +190,29 @@ def test_checkpoint_destinations_are_checked_before_training(tmp_path, tiny,
     new = gn.callbacks.ModelCheckpoint(str(tmp_path / "new" / "m-{epoch}.npz"))
     model.fit(X2, Y2, loss="bce", epochs=1, verbose=0, callbacks=[new])
     assert (tmp_path / "new" / "m-1.npz").is_file()
+
+
+def test_progress_bar_and_epoch_line_show_samples_per_second_legibly(monkeypatch):
+    import io
+
+    from gpunn import callbacks
+
+    clock = iter(range(10**6))  # each reading 1 ms after the last
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock) / 1000)
+    out = io.StringIO()
+    bar = callbacks.ProgressBar(500_000, 100, 3, refresh=0, file=out)
+    bar.on_epoch_begin(None, 1)
+    for batch in range(5):
+        bar.on_batch_end(None, batch, (batch + 1) * 100, np.float32(50.0 * (batch + 1)))
+    text = out.getvalue()
+    bar.on_epoch_end(None, 1, {})
+    last = text.split("\r")[-1]
+    assert re.search(r"epoch 1/3 +\d+%\|.*\| 5/5000 batches \[.*, loss 0\.5000  "
+                     r"\d{2,3},\d{3} samples/s\]$", last), last
+    assert "samples_s" not in text and "batch/s" not in text
+    line = io.StringIO()
+    logger = callbacks.EpochLogger(1_234_567, 3, file=line)
+    logger.on_epoch_begin(None, 1)
+    logger.on_epoch_end(None, 1, {"loss": 0.5})
+    assert re.search(r"loss 0\.5000  \d{1,3}(,\d{3})+ samples/s  \d+\.\d\d s$",
+                     line.getvalue().strip()), line.getvalue()

@@ -225,6 +225,53 @@ def test_info_command():
     assert "  cpu: usable (NumPy)" in lines and any(x.startswith("  cuda: ") for x in lines)
 
 
+# ---------------------------------------------------------------------- predict's files
+def test_predict_never_overwrites_its_inputs(tmp_path, run_cli):
+    csv = tmp_path / "f.csv"
+    rows = ["a,b,label"] + [f"{i % 7},{i % 3},{'x' if i % 2 else 'y'}" for i in range(30)]
+    csv.write_text("\n".join(rows) + "\n")
+    model = tmp_path / "m.npz"
+    assert run_cli("train", "--data", str(csv), "--target", "label", "--epochs", "1",
+                   "--save", str(model), "--quiet")[0] == 0
+    for out in (csv, model):
+        before = out.read_bytes()
+        code, _, err = run_cli("predict", str(model), "--data", str(csv), "--out", str(out))
+        assert code == 2 and "is also an input" in err and out.read_bytes() == before
+    code, _, err = run_cli("predict", str(model), "--data", str(csv), "--out",
+                           str(tmp_path / "p.csv"))
+    assert code == 0 and (tmp_path / "p.csv").read_text().startswith("label,")
+
+
+def test_malformed_npz_and_crafted_model_extras_are_one_line_errors(tmp_path, run_cli):
+    import io
+    import json
+
+    bad = tmp_path / "scalar_y.npz"
+    np.savez(bad, X=np.zeros((5, 2)), y=np.float64(3.0))
+    code, _, err = run_cli("train", "--data", str(bad), "--epochs", "1")
+    assert code == 2 and "1-D or 2-D" in err and len(err.strip().splitlines()) == 1
+
+    csv = tmp_path / "f.csv"
+    csv.write_text("a,label\n" + "".join(f"{i % 7},{'x' if i % 2 else 'y'}\n" for i in range(20)))
+    model = tmp_path / "m.npz"
+    assert run_cli("train", "--data", str(csv), "--target", "label", "--epochs", "1",
+                   "--save", str(model), "--quiet")[0] == 0
+    for field, value in [("columns", [{"name": 3}]), ("columns", "a"), ("classes", {"x": 1}),
+                         ("task", "ranking"), ("target", ["t"]), ("classes", None)]:
+        with np.load(model, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        header = json.loads(arrays["__gpunn__"].tobytes())
+        header["extra"][field] = value
+        arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        crafted = tmp_path / "crafted.npz"
+        crafted.write_bytes(buffer.getvalue())
+        code, _, err = run_cli("predict", str(crafted), "--data", str(csv))
+        assert code == 2 and "malformed" in err and len(err.strip().splitlines()) == 1, (
+            field, value, err)
+
+
 @pytest.mark.slow
 def test_plots_for_2d_data(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib not installed (gpunn[plot])")

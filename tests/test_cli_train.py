@@ -1,7 +1,8 @@
-"""What a newcomer meets first: --version, --help with defaults, early stopping that keeps
-the best epoch, short lines, legible progress."""
+"""``gpunn train`` (gpunn.cli_train and the train command): the model saved is the best
+epoch, patience stops early, what is watched is said; the lines printed are short and
+legible, --quiet prints the summary alone, plots are labelled; destinations are checked
+before any work, so no file is lost."""
 
-import argparse
 import re
 from types import SimpleNamespace
 
@@ -10,61 +11,6 @@ import pytest
 
 import gpunn as gn
 from gpunn import cli
-
-
-def _run(argv, capsys):
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:  # argparse: --help, --version, usage errors
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_version(capsys):
-    from gpunn import __version__
-
-    code, out, err = _run(["--version"], capsys)
-    assert code == 0 and out == f"gpunn {__version__}\n" and not err
-
-
-def _parsers():
-    top = cli.build_parser()
-    subs = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
-    return [("gpunn", top), *subs.choices.items()]
-
-
-@pytest.mark.parametrize("name,parser", _parsers(), ids=lambda p: p if isinstance(p, str)
-                         else "")
-def test_every_help_names_the_defaults(name, parser, capsys):
-    text = " ".join(parser.format_help().split())
-    assert "(default: None)" not in text and "(default: False)" not in text
-    for action in parser._actions:
-        default = action.default
-        if not action.option_strings or any(default is v for v in (None, False,
-                                                                   argparse.SUPPRESS)):
-            continue
-        assert action.help, (name, action.option_strings)
-        assert f"(default: {default})" in text or "default" in action.help, (
-            name, action.option_strings, text)
-
-
-def test_train_help_names_every_default(capsys):
-    code, out, _ = _run(["train", "--help"], capsys)
-    text = " ".join(out.split())
-    assert code == 0
-    for value in ("0.01", "30", "adam", "relu", "64", "0.2", "float32", "0"):
-        assert f"(default: {value})" in text, value
-    # --layers: the hidden layers each built-in dataset gets.
-    for name, sizes in cli.DEFAULT_LAYERS.items():
-        assert f"{name} {','.join(map(str, sizes))}" in text, name
-    assert "64,64 for --data" in text
-
-
-def test_usage_errors_stay_one_line(capsys):
-    code, out, err = _run(["train", "--epochs", "x"], capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "--epochs" in err
-    assert "expected an integer, got 'x'" in err
 
 
 def _epochs(out, key):
@@ -77,12 +23,13 @@ def _validation_rows(data, val_split=0.2, seed=0):
     return cli._split(data, val_split, seed)[1]
 
 
-def test_the_saved_model_is_the_best_epoch_not_the_last(tmp_path, capsys):
+# ---------------------------------------------------------------------- the best epoch is kept
+def test_the_saved_model_is_the_best_epoch_not_the_last(tmp_path, run_cli):
     from gpunn.data import builtin
 
     path = tmp_path / "m.npz"
-    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "5", "--device", "cpu",
-                           "--save", str(path)], capsys)
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "5", "--device", "cpu",
+                             "--save", str(path))
     assert code == 0, err
     acc = _epochs(out, "val_accuracy")
     best = max(acc)
@@ -96,12 +43,12 @@ def test_the_saved_model_is_the_best_epoch_not_the_last(tmp_path, capsys):
     assert not model.train_state  # its epoch counter and history would not match
 
 
-def test_patience_stops_early_and_keeps_the_best_epoch(tmp_path, capsys):
+def test_patience_stops_early_and_keeps_the_best_epoch(tmp_path, run_cli):
     from gpunn.data import builtin
 
     path = tmp_path / "m.npz"
-    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "30", "--patience", "2",
-                           "--device", "cpu", "--lr", "0.05", "--save", str(path)], capsys)
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "30", "--patience", "2",
+                             "--device", "cpu", "--lr", "0.05", "--save", str(path))
     assert code == 0, err
     acc = _epochs(out, "val_accuracy")
     best = max(acc)
@@ -113,15 +60,15 @@ def test_patience_stops_early_and_keeps_the_best_epoch(tmp_path, capsys):
     assert gn.load(path, device="cpu").evaluate(Xv, yv)["accuracy"] == pytest.approx(best, abs=5e-5)
 
 
-def test_regression_keeps_the_epoch_of_lowest_validation_mae(tmp_path, capsys):
+def test_regression_keeps_the_epoch_of_lowest_validation_mae(tmp_path, run_cli):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 3)).astype(np.float32)
     y = (X @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=300)).astype(np.float32)
     np.savez(tmp_path / "d.npz", X=X, y=y)
     path = tmp_path / "r.npz"
-    code, out, err = _run(["train", "--data", str(tmp_path / "d.npz"), "--epochs", "25",
-                           "--lr", "0.05", "--patience", "3", "--device", "cpu",
-                           "--save", str(path)], capsys)
+    code, out, err = run_cli("train", "--data", str(tmp_path / "d.npz"), "--epochs", "25",
+                             "--lr", "0.05", "--patience", "3", "--device", "cpu",
+                             "--save", str(path))
     assert code == 0, err
     mae = _epochs(out, "val_mae")
     epoch = mae.index(min(mae)) + 1
@@ -131,10 +78,10 @@ def test_regression_keeps_the_epoch_of_lowest_validation_mae(tmp_path, capsys):
     assert gn.load(path, device="cpu").evaluate(Xv, yv)["mae"] == pytest.approx(min(mae), abs=5e-5)
 
 
-def test_without_validation_rows_the_training_metric_is_watched_and_said(tmp_path, capsys):
-    code, out, err = _run(["train", "--dataset", "xor", "--epochs", "6", "--val-split", "0",
-                           "--patience", "1", "--device", "cpu", "--save",
-                           str(tmp_path / "m.npz")], capsys)
+def test_without_validation_rows_the_training_metric_is_watched_and_said(tmp_path, run_cli):
+    code, out, err = run_cli("train", "--dataset", "xor", "--epochs", "6", "--val-split", "0",
+                             "--patience", "1", "--device", "cpu", "--save",
+                             str(tmp_path / "m.npz"))
     assert code == 0, err
     acc = _epochs(out, "accuracy")
     epoch = acc.index(max(acc)) + 1
@@ -143,30 +90,57 @@ def test_without_validation_rows_the_training_metric_is_watched_and_said(tmp_pat
     assert "best accuracy on the training rows)" in out
 
 
-def test_a_patience_reached_at_the_last_epoch_is_no_early_stop(capsys):
-    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "5", "--patience", "2",
-                           "--device", "cpu", "--quiet"], capsys)
+def test_a_patience_reached_at_the_last_epoch_is_no_early_stop(run_cli):
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "5", "--patience", "2",
+                             "--device", "cpu", "--quiet")
     assert code == 0, err
     assert "done: 5 epochs in " in out and "stopped early" not in out  # best epoch: 3
 
 
 @pytest.mark.parametrize("value,match", [("-1", "expected a non-negative number, got '-1'"),
                                          ("two", "expected an integer, got 'two'")])
-def test_bad_patience_is_one_line(capsys, value, match):
-    code, out, err = _run(["train", "--patience", value], capsys)
+def test_bad_patience_is_one_line(run_cli, value, match):
+    code, out, err = run_cli("train", "--patience", value)
     assert code == 2 and "argument --patience: " + match in err
     assert len(err.strip().splitlines()) == 1 and not out
 
 
-def test_lines_before_training_fit_in_100_columns(tmp_path, capsys):
+def test_a_loss_without_accuracy_watches_its_own_metric(run_cli):
+    # mse on a classification task logs mae, not accuracy: that is what is watched.
+    code, out, err = run_cli("train", "--dataset", "xor", "--loss", "mse", "--epochs", "2",
+                             "--quiet")
+    assert code == 0 and re.search(r"best val_mae [\d.]+ at epoch \d", out), err
+
+
+def test_a_tie_in_the_metric_keeps_the_epoch_with_the_lower_loss():
+    """Accuracy on a small validation set ties often; the first epoch to reach the best
+    value is rarely the model to keep: the tie goes to the lower validation loss."""
+
+    from gpunn.cli_train import BestEpoch
+
+    model = gn.Sequential([gn.Dense(2, 1)], device="cpu", seed=0)
+    best = BestEpoch("binary_crossentropy", validating=True, patience=None, epochs=4)
+    best.on_train_begin(model)
+    W = model.layers[0].params["W"]
+    for epoch, (acc, loss) in enumerate([(0.9, 0.5), (0.95, 0.4), (0.95, 0.2),
+                                         (0.95, 0.3)], start=1):
+        W[...] = epoch
+        best.on_epoch_end(model, epoch, {"val_accuracy": acc, "val_loss": loss})
+    assert best.best_epoch == 3 and best.wait == 2  # patience counts metric gains only
+    best.on_train_end(model, None)
+    assert np.all(gn.to_numpy(W) == 3)
+
+
+# ---------------------------------------------------------------------- what is printed
+def test_lines_before_training_fit_in_100_columns(tmp_path, run_cli):
     name = "measurements_from_the_greenhouse_sensor_array_north_wing_2024_season_v2.npz"
     rng = np.random.default_rng(0)
     X = rng.normal(size=(100, 3)).astype(np.float32)
     np.savez(tmp_path / name, X=X, y=(X[:, 0] > 0).astype(int))
-    code, out, err = _run(["train", "--data", str(tmp_path / name), "--epochs", "1",
-                           "--layers", "512,512,512,512,512,512,512,512", "--quiet",
-                           "--loss", "sparse_categorical_crossentropy", "--task", "multiclass",
-                           "--optimizer", "rmsprop"], capsys)
+    code, out, err = run_cli("train", "--data", str(tmp_path / name), "--epochs", "1",
+                             "--layers", "512,512,512,512,512,512,512,512", "--quiet",
+                             "--loss", "sparse_categorical_crossentropy", "--task", "multiclass",
+                             "--optimizer", "rmsprop")
     assert code == 0, err
     # --quiet: the lines before training are on stderr, after the notes.
     lines = [line for line in err.splitlines() if not line.startswith("note: ")]
@@ -176,45 +150,19 @@ def test_lines_before_training_fit_in_100_columns(tmp_path, capsys):
     assert lines[3].startswith("network: 3-512x8-2 (")  # too long as 3-512-512-...-2
 
 
-def test_quiet_prints_only_the_summary(tmp_path, capsys):
+def test_quiet_prints_only_the_summary(tmp_path, run_cli):
     """--quiet: standard output is the summary alone; the device, data and network lines
     (what ran where) go to standard error."""
-    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "2", "--quiet",
-                           "--save", str(tmp_path / "m.npz")], capsys)
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "2", "--quiet",
+                             "--save", str(tmp_path / "m.npz"))
     assert code == 0
     assert [line.split(":")[0] for line in out.splitlines()] == ["done", "saved"]
     assert [line.split(":")[0] for line in err.splitlines()] == ["device", "data", "network"]
-    code, out, _ = _run(["train", "--help"], capsys)
+    code, out, _ = run_cli("train", "--help")
     assert "print only the summary" in " ".join(out.split())
 
 
-def test_progress_bar_and_epoch_line_show_samples_per_second_legibly(monkeypatch):
-    import io
-
-    from gpunn import callbacks
-
-    clock = iter(range(10**6))  # each reading 1 ms after the last
-    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock) / 1000)
-    out = io.StringIO()
-    bar = callbacks.ProgressBar(500_000, 100, 3, refresh=0, file=out)
-    bar.on_epoch_begin(None, 1)
-    for batch in range(5):
-        bar.on_batch_end(None, batch, (batch + 1) * 100, np.float32(50.0 * (batch + 1)))
-    text = out.getvalue()
-    bar.on_epoch_end(None, 1, {})
-    last = text.split("\r")[-1]
-    assert re.search(r"epoch 1/3 +\d+%\|.*\| 5/5000 batches \[.*, loss 0\.5000  "
-                     r"\d{2,3},\d{3} samples/s\]$", last), last
-    assert "samples_s" not in text and "batch/s" not in text
-    line = io.StringIO()
-    logger = callbacks.EpochLogger(1_234_567, 3, file=line)
-    logger.on_epoch_begin(None, 1)
-    logger.on_epoch_end(None, 1, {"loss": 0.5})
-    assert re.search(r"loss 0\.5000  \d{1,3}(,\d{3})+ samples/s  \d+\.\d\d s$",
-                     line.getvalue().strip()), line.getvalue()
-
-
-def test_plots_name_the_run_label_the_axes_mark_the_best_epoch(tmp_path, capsys,
+def test_plots_name_the_run_label_the_axes_mark_the_best_epoch(tmp_path, run_cli,
                                                                monkeypatch):
     pytest.importorskip("matplotlib", reason="matplotlib not installed (gpunn[plot])")
     from matplotlib.colors import to_rgba
@@ -224,8 +172,8 @@ def test_plots_name_the_run_label_the_axes_mark_the_best_epoch(tmp_path, capsys,
     figures, save = {}, plot._save
     monkeypatch.setattr(plot, "_save", lambda plt, fig, path, **kw: figures.setdefault(
         path.rsplit("/", 1)[-1], save(plt, fig, path, **kw)))
-    code, out, err = _run(["train", "--dataset", "moons", "--epochs", "5", "--device", "cpu",
-                           "--plot", str(tmp_path), "--quiet"], capsys)
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "5", "--device", "cpu",
+                             "--plot", str(tmp_path), "--quiet")
     assert code == 0, err
     best = int(re.search(r"best val_accuracy [\d.]+ at epoch (\d+)", out).group(1))
     hist = figures["history.png"]
@@ -247,36 +195,89 @@ def test_plots_name_the_run_label_the_axes_mark_the_best_epoch(tmp_path, capsys,
     assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_loss_without_accuracy_watches_its_own_metric(capsys):
-    # mse on a classification task logs mae, not accuracy: that is what is watched.
-    code, out, err = _run(["train", "--dataset", "xor", "--loss", "mse", "--epochs", "2",
-                           "--quiet"], capsys)
-    assert code == 0 and re.search(r"best val_mae [\d.]+ at epoch \d", out), err
-
-
-def test_ctrl_c_before_the_first_epoch_ended_is_an_interruption(tmp_path, capsys,
+def test_ctrl_c_before_the_first_epoch_ended_is_an_interruption(tmp_path, run_cli,
                                                                 monkeypatch):
     monkeypatch.setattr(gn.Sequential, "fit", lambda self, *a, **k: gn.History())
-    code, out, err = _run(["train", "--dataset", "xor", "--save", str(tmp_path / "m.npz")],
-                          capsys)
+    code, out, err = run_cli("train", "--dataset", "xor", "--save", str(tmp_path / "m.npz"))
     assert code == 130 and err == "gpunn: interrupted\n" and "done:" not in out
     assert not (tmp_path / "m.npz").exists()
 
 
-def test_a_tie_in_the_metric_keeps_the_epoch_with_the_lower_loss():
-    """Accuracy on a small validation set ties often; the first epoch to reach the best
-    value is rarely the model to keep: the tie goes to the lower validation loss."""
+# ---------------------------------------------------------------------- destinations, checked first
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=y)
+    return path
 
-    from gpunn.cli_train import BestEpoch
 
-    model = gn.Sequential([gn.Dense(2, 1)], device="cpu", seed=0)
-    best = BestEpoch("binary_crossentropy", validating=True, patience=None, epochs=4)
-    best.on_train_begin(model)
-    W = model.layers[0].params["W"]
-    for epoch, (acc, loss) in enumerate([(0.9, 0.5), (0.95, 0.4), (0.95, 0.2),
-                                         (0.95, 0.3)], start=1):
-        W[...] = epoch
-        best.on_epoch_end(model, epoch, {"val_accuracy": acc, "val_loss": loss})
-    assert best.best_epoch == 3 and best.wait == 2  # patience counts metric gains only
-    best.on_train_end(model, None)
-    assert np.all(gn.to_numpy(W) == 3)
+def test_a_missing_output_folder_is_created_up_front(tmp_path, run_cli, data):
+    code, out, err = run_cli("train", "--data", str(data), "--target", "y", "--epochs", "1",
+                             "--save", str(tmp_path / "new" / "deeper" / "m.npz"), "--quiet")
+    assert code == 0, err
+    assert (tmp_path / "new" / "deeper" / "m.npz").is_file()
+
+
+@pytest.mark.parametrize("flags,match", [
+    (lambda t, d: ["--save", str(d)], "is also an input"),
+    (lambda t, d: ["--save", str(t / "afile" / "m.npz")], "afile"),
+    (lambda t, d: ["--save", str(t / "adir.npz")], "is a folder"),
+    (lambda t, d: ["--plot", str(t / "afile")], "afile"),
+], ids=["save-onto-data", "folder-is-a-file", "save-is-a-folder", "plot-into-a-file"])
+def test_bad_destinations_are_refused_before_training(tmp_path, run_cli, data, flags, match):
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "adir.npz").mkdir()
+    before = data.read_bytes()
+    code, out, err = run_cli("train", "--data", str(data), "--target", "y", "--epochs", "1",
+                             *flags(tmp_path, data))
+    assert code == 2 and match in err and "epoch" not in out and "device:" not in out
+    assert len(err.strip().splitlines()) == 1
+    assert data.read_bytes() == before
+
+
+def test_plots_without_matplotlib_are_refused_before_training(tmp_path, run_cli, monkeypatch,
+                                                              data):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    code, out, err = run_cli("train", "--data", str(data), "--target", "y", "--epochs", "1",
+                             "--save", str(tmp_path / "m.npz"), "--plot",
+                             str(tmp_path / "plots"))
+    assert code == 2 and 'pip install "gpunn[plot]"' in err and "epoch" not in out
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_a_safetensors_file_without_safetensors_is_refused_before_training(tmp_path, run_cli,
+                                                                           monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    code, out, err = run_cli("train", "--epochs", "1", "--save",
+                             str(tmp_path / "m.safetensors"))
+    assert code == 2 and 'pip install "gpunn[safetensors]"' in err and "epoch" not in out
+    assert "done:" not in out and not (tmp_path / "m.safetensors").exists()
+
+
+def test_outputs_never_replace_links_devices_or_each_other(tmp_path, run_cli, data):
+    import os
+
+    target = tmp_path / "target.npz"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    code, _, err = run_cli("train", "--data", str(data), "--target", "y", "--epochs", "1",
+                           "--save", str(link), "--quiet")
+    assert code == 0, err
+    assert link.is_symlink() and target.read_bytes()[:2] == b"PK"  # written through
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    code, _, err = run_cli("train", "--data", str(data), "--target", "y", "--epochs", "1",
+                           "--save", str(fifo))
+    assert code == 2 and "expected a file name" in err
+    for argv in (["bench", "--json", str(tmp_path / "r"), "--markdown", str(tmp_path / "r")],
+                 ["train", "--save", str(tmp_path / "dir") + "/"]):
+        code, _, err = run_cli(*argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
