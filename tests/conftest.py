@@ -160,6 +160,34 @@ def regressor():
     return lambda device="cpu", seed=0: mlp(4, 16, 1, device=device, seed=seed)
 
 
+# ---------------------------------------------------------------------- fake CuPy launches
+#: What the CuPy stand-in counted, by test: reported at the end of the run, never asserted.
+_LAUNCHES = pytest.StashKey[dict]()
+
+
+@pytest.fixture
+def report_launches(request, record_property):
+    """``report_launches(per_step, detail="")``: reports the kernel launches per training
+    step the CuPy stand-in (tests/fake_cupy.py) counted in this test: a line of the test's
+    output (``pytest -rA`` shows it), a ``launches per step`` property in the JUnit XML
+    (``--junitxml``) and a line in the run's summary. A figure to watch, not a budget: the
+    stand-in counts its own operations, not what CuPy launches on a GPU."""
+    def report(per_step, detail=""):
+        line = f"launches per step: {per_step:g}" + (f" ({detail})" if detail else "")
+        print(line)
+        record_property("launches per step", f"{per_step:g}")
+        request.config.stash.setdefault(_LAUNCHES, {})[request.node.nodeid] = line
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    counted = config.stash.get(_LAUNCHES, {})
+    if counted:
+        terminalreporter.section("CuPy stand-in: launches per step (reported, not asserted)")
+        for nodeid, line in counted.items():
+            terminalreporter.write_line(f"{nodeid}: {line}")
+
+
 #: Settings reaching every branch of the built-in update rules (momentum, Nesterov, coupled
 #: and decoupled weight decay, learning-rate decay), by registered optimiser name.
 OPTIMIZER_VARIANTS = {
