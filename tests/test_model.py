@@ -29,10 +29,9 @@ def test_fit_predict_evaluate_api(backend, capsys):
     assert result["accuracy"] == pytest.approx(gn.metrics.accuracy(y, host))
 
 
-def test_verbose_prints_epoch_lines(capsys):
-    X, y = _moons(64)
-    model = gn.Sequential([gn.Dense(2, 4, activation="tanh"), gn.Dense(4, 1, "sigmoid")],
-                          device="cpu", seed=0)
+def test_verbose_prints_epoch_lines(capsys, moons, binary_classifier):
+    X, y = moons
+    model = binary_classifier()
     model.fit(X, y, loss="bce", epochs=2, verbose=1)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and "loss" in lines[0] and "samples/s" in lines[0]
@@ -161,10 +160,9 @@ def test_from_architecture_errors(arch, match):
         gn.Sequential.from_architecture(arch, device="cpu")
 
 
-def test_to_moves_parameters_and_optimizer_state(backend):
-    X, y = _moons(64)
-    model = gn.Sequential([gn.Dense(2, 4, activation="tanh"), gn.Dense(4, 1, "sigmoid")],
-                          device="cpu", seed=0)
+def test_to_moves_parameters_and_optimizer_state(backend, moons, binary_classifier):
+    X, y = moons
+    model = binary_classifier()
     opt = gn.optim.Adam(lr=0.01)
     model.fit(X, y, loss="bce", optimizer=opt, epochs=1, verbose=0)
     before = gn.to_numpy(model.predict(X))
