@@ -1,3 +1,6 @@
+"""Activations (gpunn.activations): forward against float64 reference formulas,
+gradients by central differences, stability for large inputs, their parameters."""
+
 import math
 import warnings
 

@@ -1,3 +1,7 @@
+"""Callbacks (gpunn.callbacks): early stopping, checkpoints and their destinations,
+learning-rate schedules, custom hooks, the progress bar and epoch lines, and the
+Standardizer fit applies."""
+
 import math
 import re
 import shutil
@@ -99,6 +103,23 @@ def test_checkpoint_folders_need_not_exist(tmp_path, monkeypatch):
         ["epoch-1", "epoch-2"]
     assert gn.load(tmp_path / "gone" / "model.npz").optimizer.t > 0
 
+
+def test_checkpoint_destinations_are_checked_before_training(tmp_path, tiny,
+                                                             binary_classifier):
+    (tmp_path / "afile").write_text("x")
+    X2, Y2 = tiny
+    model = binary_classifier()
+    with pytest.raises(ValueError, match="the only placeholder is"):
+        gn.callbacks.ModelCheckpoint(str(tmp_path / "m-{step}.npz"))
+    bad = gn.callbacks.ModelCheckpoint(str(tmp_path / "afile" / "m-{epoch}.npz"))
+    with pytest.raises(ValueError, match="afile: exists and is not a folder"):
+        model.fit(X2, Y2, loss="bce", epochs=1, verbose=0, callbacks=[bad])
+    assert model.optimizer is None  # refused before training
+    new = gn.callbacks.ModelCheckpoint(str(tmp_path / "new" / "m-{epoch}.npz"))
+    model.fit(X2, Y2, loss="bce", epochs=1, verbose=0, callbacks=[new])
+    assert (tmp_path / "new" / "m-1.npz").is_file()
+
+
 @pytest.mark.parametrize("schedule,expected", [
     (cbs.StepDecay(step_size=2, gamma=0.5), [0.1, 0.1, 0.05, 0.05, 0.025]),
     (cbs.ExponentialDecay(gamma=0.5), [0.1, 0.05, 0.025, 0.0125, 0.00625]),
@@ -174,22 +195,6 @@ def test_standardizer_is_applied_by_fit_and_predict(backend):
     assert model.evaluate(X, y)["accuracy"] > 0.95
     with pytest.raises(ValueError, match="Standardizer.fit: expected a non-empty 2-D array"):
         gn.preprocessing.Standardizer().fit(np.zeros((0, 3)))
-
-
-def test_checkpoint_destinations_are_checked_before_training(tmp_path, tiny,
-                                                             binary_classifier):
-    (tmp_path / "afile").write_text("x")
-    X2, Y2 = tiny
-    model = binary_classifier()
-    with pytest.raises(ValueError, match="the only placeholder is"):
-        gn.callbacks.ModelCheckpoint(str(tmp_path / "m-{step}.npz"))
-    bad = gn.callbacks.ModelCheckpoint(str(tmp_path / "afile" / "m-{epoch}.npz"))
-    with pytest.raises(ValueError, match="afile: exists and is not a folder"):
-        model.fit(X2, Y2, loss="bce", epochs=1, verbose=0, callbacks=[bad])
-    assert model.optimizer is None  # refused before training
-    new = gn.callbacks.ModelCheckpoint(str(tmp_path / "new" / "m-{epoch}.npz"))
-    model.fit(X2, Y2, loss="bce", epochs=1, verbose=0, callbacks=[new])
-    assert (tmp_path / "new" / "m-1.npz").is_file()
 
 
 def test_progress_bar_and_epoch_line_show_samples_per_second_legibly(monkeypatch):

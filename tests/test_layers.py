@@ -1,3 +1,6 @@
+"""Layers (gpunn.layers): Dense and Dropout shapes, gradients by central differences,
+initialisers, errors naming the layer; random stacks of Dense layers (hypothesis)."""
+
 import math
 
 import numpy as np

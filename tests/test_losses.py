@@ -1,3 +1,6 @@
+"""Losses (gpunn.losses): values and gradients against float64 references, weights, the
+fused output heads against the unfused path, and the targets each loss takes."""
+
 import numpy as np
 import pytest
 

@@ -1,3 +1,7 @@
+"""The model (gpunn.Sequential): fit, predict and evaluate as a user calls them, building
+(layers that chain, each used once), forward and backward for one's own loop, moving
+between devices, reproducible runs."""
+
 import numpy as np
 import pytest
 

@@ -54,8 +54,6 @@ FIT_CASES = [
 ]
 
 
-
-
 @pytest.mark.parametrize("desc,override,out,match", FIT_CASES, ids=[c[0] for c in FIT_CASES])
 def test_fit_rejects_bad_input_without_changing_state(backend, desc, override, out, match):
     model = mlp(2, 4, out, output="sigmoid" if out == 1 else "softmax", device=backend)
