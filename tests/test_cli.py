@@ -175,8 +175,6 @@ def test_bench_arguments_are_checked(run_cli, argv, match):
 
 # ---------------------------------------------------------------------- Ctrl-C and closed pipes
 def test_ctrl_c_in_any_cli_phase_is_one_line(monkeypatch, run_cli):
-    from gpunn import cli
-
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
