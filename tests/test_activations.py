@@ -1,3 +1,6 @@
+"""Activations (gpunn.activations): forward against float64 reference formulas,
+gradients by central differences, stability for large inputs, their parameters."""
+
 import math
 import warnings
 
@@ -107,3 +110,11 @@ def test_unknown_activation_lists_choices():
         gn.Dense(2, 3, activation="swish")
     with pytest.raises(ValueError, match="unknown parameter"):
         gn.ActivationLayer("relu", alpha=0.1)
+
+
+@pytest.mark.parametrize("params,match", [({"alpha": float("nan")}, "finite"),
+                                          ({"alpha": 1e9}, "magnitude"),
+                                          ({"alpha": "0.2"}, "finite number")])
+def test_activation_parameters_are_checked(params, match):
+    with pytest.raises(ValueError, match=match):
+        gn.Dense(2, 2, activation="leaky_relu", activation_params=params)

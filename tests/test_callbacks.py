@@ -1,4 +1,9 @@
+"""Callbacks (gpunn.callbacks): early stopping, checkpoints and their destinations,
+learning-rate schedules, custom hooks, the progress bar and epoch lines, and the
+Standardizer fit applies."""
+
 import math
+import re
 import shutil
 
 import numpy as np
@@ -98,6 +103,23 @@ def test_checkpoint_folders_need_not_exist(tmp_path, monkeypatch):
         ["epoch-1", "epoch-2"]
     assert gn.load(tmp_path / "gone" / "model.npz").optimizer.t > 0
 
+
+def test_checkpoint_destinations_are_checked_before_training(tmp_path, tiny,
+                                                             binary_classifier):
+    (tmp_path / "afile").write_text("x")
+    X2, Y2 = tiny
+    model = binary_classifier()
+    with pytest.raises(ValueError, match="the only placeholder is"):
+        gn.callbacks.ModelCheckpoint(str(tmp_path / "m-{step}.npz"))
+    bad = gn.callbacks.ModelCheckpoint(str(tmp_path / "afile" / "m-{epoch}.npz"))
+    with pytest.raises(ValueError, match="afile: exists and is not a folder"):
+        model.fit(X2, Y2, loss="bce", epochs=1, verbose=0, callbacks=[bad])
+    assert model.optimizer is None  # refused before training
+    new = gn.callbacks.ModelCheckpoint(str(tmp_path / "new" / "m-{epoch}.npz"))
+    model.fit(X2, Y2, loss="bce", epochs=1, verbose=0, callbacks=[new])
+    assert (tmp_path / "new" / "m-1.npz").is_file()
+
+
 @pytest.mark.parametrize("schedule,expected", [
     (cbs.StepDecay(step_size=2, gamma=0.5), [0.1, 0.1, 0.05, 0.05, 0.025]),
     (cbs.ExponentialDecay(gamma=0.5), [0.1, 0.05, 0.025, 0.0125, 0.00625]),
@@ -173,3 +195,29 @@ def test_standardizer_is_applied_by_fit_and_predict(backend):
     assert model.evaluate(X, y)["accuracy"] > 0.95
     with pytest.raises(ValueError, match="Standardizer.fit: expected a non-empty 2-D array"):
         gn.preprocessing.Standardizer().fit(np.zeros((0, 3)))
+
+
+def test_progress_bar_and_epoch_line_show_samples_per_second_legibly(monkeypatch):
+    import io
+
+    from gpunn import callbacks
+
+    clock = iter(range(10**6))  # each reading 1 ms after the last
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock) / 1000)
+    out = io.StringIO()
+    bar = callbacks.ProgressBar(500_000, 100, 3, refresh=0, file=out)
+    bar.on_epoch_begin(None, 1)
+    for batch in range(5):
+        bar.on_batch_end(None, batch, (batch + 1) * 100, np.float32(50.0 * (batch + 1)))
+    text = out.getvalue()
+    bar.on_epoch_end(None, 1, {})
+    last = text.split("\r")[-1]
+    assert re.search(r"epoch 1/3 +\d+%\|.*\| 5/5000 batches \[.*, loss 0\.5000  "
+                     r"\d{2,3},\d{3} samples/s\]$", last), last
+    assert "samples_s" not in text and "batch/s" not in text
+    line = io.StringIO()
+    logger = callbacks.EpochLogger(1_234_567, 3, file=line)
+    logger.on_epoch_begin(None, 1)
+    logger.on_epoch_end(None, 1, {"loss": 0.5})
+    assert re.search(r"loss 0\.5000  \d{1,3}(,\d{3})+ samples/s  \d+\.\d\d s$",
+                     line.getvalue().strip()), line.getvalue()

@@ -1,11 +1,18 @@
-"""The command line, run as a user runs it: a subprocess."""
+"""The command line as a whole (gpunn.cli): commands, arguments, help and errors. Run as a
+user runs it, a subprocess, where only a real process shows the behaviour (the entry
+point, the environment, signals, pipes); in this process otherwise (``run_cli``)."""
 
+import argparse
 import os
 import re
 import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpunn import cli
 
 
 def _gpunn(*args, env=None):
@@ -14,6 +21,7 @@ def _gpunn(*args, env=None):
                           text=True, env=full_env, timeout=120)
 
 
+# ---------------------------------------------------------------------- as a user runs it
 @pytest.mark.slow
 def test_train_prints_device_epochs_and_accuracy():
     out = _gpunn("train", "--epochs", "15", "--seed", "0", env={"GPUNN_DEVICE": "cpu"})
@@ -69,3 +77,126 @@ def test_the_parser_does_not_import_the_benchmark():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------------- version and help
+def test_version(run_cli):
+    from gpunn import __version__
+
+    code, out, err = run_cli("--version")
+    assert code == 0 and out == f"gpunn {__version__}\n" and not err
+
+
+def _parsers():
+    top = cli.build_parser()
+    subs = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    return [("gpunn", top), *subs.choices.items()]
+
+
+@pytest.mark.parametrize("name,parser", _parsers(), ids=lambda p: p if isinstance(p, str)
+                         else "")
+def test_every_help_names_the_defaults(name, parser, capsys):
+    text = " ".join(parser.format_help().split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    for action in parser._actions:
+        default = action.default
+        if not action.option_strings or any(default is v for v in (None, False,
+                                                                   argparse.SUPPRESS)):
+            continue
+        assert action.help, (name, action.option_strings)
+        assert f"(default: {default})" in text or "default" in action.help, (
+            name, action.option_strings, text)
+
+
+def test_train_help_names_every_default(run_cli):
+    code, out, _ = run_cli("train", "--help")
+    text = " ".join(out.split())
+    assert code == 0
+    for value in ("0.01", "30", "adam", "relu", "64", "0.2", "float32", "0"):
+        assert f"(default: {value})" in text, value
+    # --layers: the hidden layers each built-in dataset gets.
+    for name, sizes in cli.DEFAULT_LAYERS.items():
+        assert f"{name} {','.join(map(str, sizes))}" in text, name
+    assert "64,64 for --data" in text
+
+
+# ---------------------------------------------------------------------- mistakes: one line, exit 2
+def test_usage_errors_stay_one_line(run_cli):
+    code, out, err = run_cli("train", "--epochs", "x")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--epochs" in err
+    assert "expected an integer, got 'x'" in err
+
+
+BAD = [["--epochs", "0"], ["--epochs", "-3"], ["--lr", "nan-ish"], ["--batch-size", "1.5"],
+       ["--val-split", "2"], ["--dataset", "nope"], ["--data", "/no/such/file.csv"],
+       ["--layers", "12,,x"], ["--device", "quantum"], ["--dtype", "int8"],
+       ["--loss", "hinge"], ["--optimizer", "lbfgs"], ["--seed", "-1"],
+       ["--activation", "swishy"], ["--task", "ranking"], ["--save", "/proc/self/x.npz"]]
+FINE = [["--epochs", "1"], ["--quiet"], ["--dataset", "xor"], ["--layers", "4"],
+        ["--batch-size", "8"], ["--val-split", "0.3"], ["--no-standardize"],
+        ["--optimizer", "sgd"], ["--lr", "0.1"], ["--device", "cpu"]]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.sampled_from(BAD), st.lists(st.sampled_from(FINE), max_size=4),
+       st.randoms(use_true_random=False))
+def test_fuzzed_command_lines_fail_in_one_line(run_cli, bad, fine, rnd):
+    # A later valid value of the same option would override the bad one.
+    flags = [bad, *(f for f in fine if f[0] != bad[0])]
+    rnd.shuffle(flags)
+    argv = ["train"] + [part for flag in flags for part in flag]
+    code, out, err = run_cli(*argv)
+    assert code == 2, (argv, code, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, (argv, err)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["predict", "nomodel.npz", "--data", "x.csv"], "nomodel.npz: No such file"),
+    (["train", "--epochs", "2.5"], "expected an integer, got '2.5'"),
+])
+def test_errors_read_as_sentences(run_cli, argv, match):
+    code, _, err = run_cli(*argv)
+    assert code == 2 and match in err and "Errno" not in err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["bench", "--sizes", ",,"], "at least one name"),
+    (["bench", "--target-seconds", "nan"], "--target-seconds"),
+    (["bench", "--max-load", "-5"], "--max-load"),
+    (["bench", "--pause", "-1"], "--pause"),
+    (["bench", "--repeats", "0"], "--repeats"),
+])
+def test_bench_arguments_are_checked(run_cli, argv, match):
+    code, _, err = run_cli(*argv)
+    assert code == 2 and match in err
+
+
+# ---------------------------------------------------------------------- Ctrl-C and closed pipes
+def test_ctrl_c_in_any_cli_phase_is_one_line(monkeypatch, run_cli):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli._cli_data, "load_training_data", interrupted)
+    code, _, err = run_cli("train", "--epochs", "1")
+    assert code == 130
+    assert err.strip() == "gpunn: interrupted"
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """``gpunn predict ... | head``: once the reader has gone, gpunn stops without an error
+    line (it printed 'gpunn: error: [Errno 32] Broken pipe')."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gpunn.cli", "info"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "GPUNN_DEVICE": "cpu"})
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr

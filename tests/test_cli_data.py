@@ -1,6 +1,7 @@
 """gpunn train / predict / info on users' files, run as a user runs them."""
 
 import gzip
+import hashlib
 import io
 import os
 import subprocess
@@ -139,6 +140,12 @@ def test_bad_arguments(args, match):
     assert out.returncode == 2 and match in out.stderr, out.stderr
 
 
+def test_cli_says_why_a_separator_is_refused(tmp_path):
+    out = _gpunn("train", "--data", tmp_path / "d.csv", "--target", "y", "--sep", "::")
+    assert out.returncode == 2
+    assert "argument --sep: expected one character (or 'tab'), got '::'" in out.stderr
+
+
 @pytest.mark.slow
 def test_builtin_sklearn_datasets():
     pytest.importorskip("sklearn", reason="scikit-learn not installed")
@@ -218,6 +225,53 @@ def test_info_command():
     assert "  cpu: usable (NumPy)" in lines and any(x.startswith("  cuda: ") for x in lines)
 
 
+# ---------------------------------------------------------------------- predict's files
+def test_predict_never_overwrites_its_inputs(tmp_path, run_cli):
+    csv = tmp_path / "f.csv"
+    rows = ["a,b,label"] + [f"{i % 7},{i % 3},{'x' if i % 2 else 'y'}" for i in range(30)]
+    csv.write_text("\n".join(rows) + "\n")
+    model = tmp_path / "m.npz"
+    assert run_cli("train", "--data", str(csv), "--target", "label", "--epochs", "1",
+                   "--save", str(model), "--quiet")[0] == 0
+    for out in (csv, model):
+        before = out.read_bytes()
+        code, _, err = run_cli("predict", str(model), "--data", str(csv), "--out", str(out))
+        assert code == 2 and "is also an input" in err and out.read_bytes() == before
+    code, _, err = run_cli("predict", str(model), "--data", str(csv), "--out",
+                           str(tmp_path / "p.csv"))
+    assert code == 0 and (tmp_path / "p.csv").read_text().startswith("label,")
+
+
+def test_malformed_npz_and_crafted_model_extras_are_one_line_errors(tmp_path, run_cli):
+    import io
+    import json
+
+    bad = tmp_path / "scalar_y.npz"
+    np.savez(bad, X=np.zeros((5, 2)), y=np.float64(3.0))
+    code, _, err = run_cli("train", "--data", str(bad), "--epochs", "1")
+    assert code == 2 and "1-D or 2-D" in err and len(err.strip().splitlines()) == 1
+
+    csv = tmp_path / "f.csv"
+    csv.write_text("a,label\n" + "".join(f"{i % 7},{'x' if i % 2 else 'y'}\n" for i in range(20)))
+    model = tmp_path / "m.npz"
+    assert run_cli("train", "--data", str(csv), "--target", "label", "--epochs", "1",
+                   "--save", str(model), "--quiet")[0] == 0
+    for field, value in [("columns", [{"name": 3}]), ("columns", "a"), ("classes", {"x": 1}),
+                         ("task", "ranking"), ("target", ["t"]), ("classes", None)]:
+        with np.load(model, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        header = json.loads(arrays["__gpunn__"].tobytes())
+        header["extra"][field] = value
+        arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        crafted = tmp_path / "crafted.npz"
+        crafted.write_bytes(buffer.getvalue())
+        code, _, err = run_cli("predict", str(crafted), "--data", str(csv))
+        assert code == 2 and "malformed" in err and len(err.strip().splitlines()) == 1, (
+            field, value, err)
+
+
 @pytest.mark.slow
 def test_plots_for_2d_data(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib not installed (gpunn[plot])")
@@ -226,3 +280,63 @@ def test_plots_for_2d_data(tmp_path):
     assert out.returncode == 0, out.stderr
     for name in ("history.png", "decision_boundary.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------- bad input changes nothing
+# Bad inputs to train and predict: each is one line, exit 2, and the model file is left
+# as it was. The Python API's half of the table is in test_training_arguments.py.
+CLI_CASES = [
+    ("unknown dataset", ["train", "--dataset", "cifar"], "invalid choice"),
+    ("negative epochs", ["train", "--epochs", "-3"], "positive"),
+    ("bad layers", ["train", "--layers", "64,,x"], "comma-separated sizes"),
+    ("val split 1", ["train", "--val-split", "1"], "fraction in [0, 1)"),
+    ("unknown device", ["train", "--device", "tpu"], "expected 'auto', 'cpu'"),
+    ("target without data", ["train", "--target", "y"], "--target only applies"),
+    ("missing CSV", ["train", "--data", "{tmp}/none.csv", "--target", "y"], "no such file"),
+    ("ragged CSV", ["train", "--data", "{tmp}/ragged.csv", "--target", "y"],
+     "line 3 has 1 fields"),
+    ("unknown target", ["train", "--data", "{tmp}/ok.csv", "--target", "z"],
+     "no column 'z'; columns are a, b, y"),
+    ("predict: missing column", ["predict", "{tmp}/model.npz", "--data", "{tmp}/short.csv"],
+     "missing feature column(s) ['b']"),
+    ("predict: not a model", ["predict", "{tmp}/ok.csv", "--data", "{tmp}/ok.csv"],
+     "not a readable .npz"),
+    ("predict: text in a numeric column", ["predict", "{tmp}/model.npz", "--data",
+                                           "{tmp}/text.csv"], "was numeric in training"),
+]
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "ok.csv").write_text("a,b,y\n" + "\n".join(f"{i % 7},{i % 3},{i % 2}"
+                                                      for i in range(60)))
+    (tmp / "ragged.csv").write_text("a,y\n1,0\n2\n")
+    (tmp / "short.csv").write_text("a\n1\n2\n")
+    (tmp / "text.csv").write_text("a,b\n1,x\n")
+    env = {**os.environ, "GPUNN_DEVICE": "cpu"}
+    subprocess.run([sys.executable, "-m", "gpunn", "train", "--data", str(tmp / "ok.csv"),
+                    "--target", "y", "--epochs", "1", "--save", str(tmp / "model.npz"),
+                    "--quiet"], check=True, env=env, capture_output=True)
+    return tmp
+
+
+@pytest.mark.parametrize("name,args,match", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+@pytest.mark.slow
+def test_cli_bad_input_changes_nothing(cli_files, name, args, match):
+    model_file = cli_files / "model.npz"
+    before = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    args = [a.format(tmp=cli_files) for a in args]
+    if args[0] == "train":
+        args += ["--save", str(model_file), "--epochs", "1"]  # must not be overwritten
+    out = subprocess.run([sys.executable, "-m", "gpunn", *args], capture_output=True,
+                         text=True, env={**os.environ, "GPUNN_DEVICE": "cpu"}, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert match in out.stderr, out.stderr
+    assert hashlib.sha256(model_file.read_bytes()).hexdigest() == before
+
+
+def test_the_table_is_large_enough():
+    from test_training_arguments import API_CASES  # the Python API's half of the table
+
+    assert len(API_CASES) + len(CLI_CASES) >= 30

@@ -5,12 +5,15 @@ several devices and a current one, arrays that refuse work on another device,
 ``array_api_compat.cupy`` ignoring ``device=`` in ``zeros``, ``cupy.random`` drawing only
 float32/float64, copies in flight on streams, the compute-type setter. Numbers are
 checked on a real GPU by tests/test_gpu.py; here only where things go and in what order.
+The stand-in's launch counts are reported (``report_launches``), not held to a budget: it
+counts its own operations, not CuPy's launches.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import fake_cupy
@@ -229,17 +232,31 @@ def test_optimizer_kernels_get_constants_rounded_once(launches, make):
     assert all(a.dtype == f32 for a in args if isinstance(a, np.floating))
 
 
-# Launches per training step of a 784-128-64-out MLP on the CuPy path, as the stand-in
-# counts them (elementwise, reductions, matmuls, fills, gpunn's kernels). Softmax-CE: 8
-# cuBLAS, 2 bias+activation, 1 loss kernel (bias, loss, dL/dz, bias gradient), 2
-# derivative+bias-gradient, 1 optimiser (before the fused heads and backward: 19, sigmoid
-# BCE 32, MSE 21).
-LAUNCH_BUDGET = {"adam softmax-CE": 14, "sgd sigmoid-BCE": 14, "adam mse": 14}
+# A training step of a 784-128-64-out MLP on the CuPy path calls these of gpunn's kernels:
+# bias + activation for each hidden layer, one loss kernel for the whole head (the last
+# bias, loss, dL/dz, the last bias gradient and the metric), activation derivative + bias
+# gradient for each hidden layer, one optimiser update over the flat buffer; a shuffled
+# step adds the gather of its rows and targets. That is control flow, asserted. The
+# step's other launches (cuBLAS matmuls, CuPy's own elementwise kernels) are counted by
+# the stand-in as it sees them: the totals are reported (``report_launches``), not asserted,
+# since the stand-in's count is not CuPy's. (When the fused heads came in the stand-in
+# counted 14 per step, 8 of them matmuls, 15 shuffled; 19 for softmax-CE, 32 for sigmoid BCE
+# and 21 for MSE before them.)
+HIDDEN_KERNELS = {"bias_act_forward": 2, "act_backward_bias": 2}
+LOSS_KERNELS = {"cross_entropy": "softmax_xent_labels", "bce": "sigmoid_xent",
+                "mse": "squared_error"}
+STEP_CASES = ["adam mse", "adam softmax-CE", "sgd sigmoid-BCE"]
 
 
-@pytest.mark.parametrize("case", sorted(LAUNCH_BUDGET))
-def test_launches_per_step_within_budget(fake, monkeypatch, case):
-    fake_cupy.record_kernels(monkeypatch)
+def _gpunn_kernels(calls) -> Counter:
+    """How often each of gpunn's kernels ran, from ``record_kernels``' list."""
+    return Counter(name for name, _, _ in calls)
+
+
+@pytest.mark.parametrize("case", STEP_CASES)
+def test_a_step_runs_each_fused_kernel_once_per_layer(fake, monkeypatch, case,
+                                                      report_launches):
+    kernels = fake_cupy.record_kernels(monkeypatch)
     rng = np.random.default_rng(0)
     X, labels = rng.standard_normal((128, 784)).astype(np.float32), rng.integers(0, 10, 128)
     out, y, loss, opt = {
@@ -254,19 +271,24 @@ def test_launches_per_step_within_budget(fake, monkeypatch, case):
     step = gn.training.step_function(model, X[:64], y[:64])
     step()
     fake.launches = 0
+    kernels.clear()
     step()
-    assert 0 < fake.launches <= LAUNCH_BUDGET[case]
+    ran = _gpunn_kernels(kernels)
+    report_launches(fake.launches, f"{sum(ran.values())} of them gpunn's kernels")
+    assert ran == {**HIDDEN_KERNELS, LOSS_KERNELS[loss]: 1, model.optimizer.kind: 1}
 
 
-@pytest.mark.parametrize("shuffle, budget", [(False, 14), (True, 15)],
-                         ids=["in order", "shuffled"])
+@pytest.mark.parametrize("shuffle", [False, True], ids=["in order", "shuffled"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "bce", "mse"])
-def test_launches_per_fit_step_with_its_metric(fake, monkeypatch, shuffle, budget, loss):
+def test_a_fit_step_runs_its_loss_kernel_with_its_metric_once(fake, monkeypatch, shuffle,
+                                                              loss, report_launches):
     """A step of fit, its loss and metric bookkeeping included: the loss kernel writes
     the step's loss and its metric (accuracy count, or MAE for the squared error) into the
-    epoch's buffers (shuffled steps were 24 launches for softmax, 40 sigmoid, 27 MSE); a
-    shuffled step adds the gather of its rows and targets (one launch for both)."""
-    fake_cupy.record_kernels(monkeypatch)
+    epoch's buffers, so nothing else runs per step for them; a shuffled step adds the
+    gather of its rows and targets (one launch for both). The launches per step are
+    reported (shuffled steps were 24 launches for softmax, 40 sigmoid, 27 MSE before the
+    fused heads)."""
+    kernels = fake_cupy.record_kernels(monkeypatch)
     rng = np.random.default_rng(0)
     out, act, metric = {"cross_entropy": (10, "softmax", "accuracy"),
                         "bce": (1, "sigmoid", "accuracy"), "mse": (1, None, "mae")}[loss]
@@ -280,10 +302,17 @@ def test_launches_per_fit_step_with_its_metric(fake, monkeypatch, shuffle, budge
                       shuffle=shuffle, metrics=[metric], on_divergence="off")
         model.fit(X, y, **kwargs)
         fake.launches = 0
+        kernels.clear()
         model.fit(X, y, optimizer=model.optimizer, **kwargs)
-        return fake.launches
+        return fake.launches, _gpunn_kernels(kernels)
 
-    assert (launches(128) - launches(64)) / 4 <= budget
+    (many, ran_many), (few, ran_few) = launches(128), launches(64)
+    per_step = {name: (ran_many[name] - ran_few[name]) / 4 for name in ran_many | ran_few
+                if ran_many[name] != ran_few[name]}
+    report_launches((many - few) / 4, f"{sum(per_step.values()):g} of them gpunn's kernels")
+    gather = {("gather_labels" if loss == "cross_entropy" else "gather_rows"): 1} if shuffle \
+        else {}
+    assert per_step == {**HIDDEN_KERNELS, LOSS_KERNELS[loss]: 1, "adam": 1, **gather}
 
 
 def _syncs_per_epoch(fake, make, loss, y, opt, rows):

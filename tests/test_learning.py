@@ -7,8 +7,8 @@ import gpunn as gn
 
 
 @pytest.mark.slow
-def test_xor_learned_exactly(backend):
-    X, y = gn.data.make_xor()
+def test_xor_learned_exactly(backend, xor):
+    X, y = xor
     model = gn.Sequential([gn.Dense(2, 8, activation="tanh"),
                            gn.Dense(8, 1, activation="sigmoid")], device=backend, seed=0)
     model.fit(X, y, loss="binary_crossentropy", optimizer=gn.optim.Adam(lr=0.05),

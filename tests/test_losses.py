@@ -1,3 +1,6 @@
+"""Losses (gpunn.losses): values and gradients against float64 references, weights, the
+fused output heads against the unfused path, and the targets each loss takes."""
+
 import numpy as np
 import pytest
 
@@ -148,6 +151,18 @@ def test_fused_cross_entropy_is_stable(backend):
     assert v == pytest.approx(800.0, rel=1e-6)
 
 
+def test_16_bit_logits_meet_float32_soft_targets_unrounded():
+    """The cross-entropies score 16-bit logits in float32 with the targets as given: a soft
+    target of 0.1 is not first rounded to float16 (0.0999755859375)."""
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((6, 3)).astype(np.float16)
+    soft = np.full((6, 3), 0.1, np.float32)
+    soft[:, 0] = 0.8
+    for loss in (gn.losses.get("bce"), gn.losses.get("cross_entropy")):
+        want = float(loss.forward_logits(z.astype(np.float32), soft))
+        assert float(loss.forward_logits(z, soft)) == want, loss.name
+
+
 def test_unknown_loss_lists_choices():
     with pytest.raises(ValueError, match="unknown loss 'hinge'.*mse"):
         gn.losses.get("hinge")
@@ -174,3 +189,42 @@ def test_huber_is_a_complete_loss(tmp_path, rng):
     loaded = gn.load(tmp_path / "huber.npz", device="cpu")
     assert isinstance(loaded.loss, gn.losses.Huber) and loaded.loss.delta == 0.5
     assert loaded.evaluate(X, y)["loss"] == pytest.approx(model.evaluate(X, y)["loss"])
+
+
+# ---------------------------------------------------------------------- targets the loss can take
+X4 = np.random.default_rng(0).standard_normal((6, 2)).astype(np.float32)
+ONE_HOT = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+
+
+@pytest.mark.parametrize("loss,y,match", [
+    ("cross_entropy", ONE_HOT * 2, "row sums from 2 to 2"),
+    ("cross_entropy", np.clip(ONE_HOT + np.eye(3)[[1, 2, 0, 1, 2, 0]], 0, 1),
+     "row sums from 2 to 2"),
+    ("cross_entropy", ONE_HOT - 0.5, "non-negative"),
+    ("cross_entropy", np.zeros((6, 3), np.float32), "row sums from 0 to 0"),
+    ("cross_entropy", np.full((6, 3), 0.5, np.float32), "row sums from 1.5"),
+    (gn.losses.CategoricalCrossEntropy(from_logits=True), ONE_HOT * 3, "row sums from 3"),
+    ("bce", np.array([0, 1, 2, 0, 1, 0.5]), r"binary targets must lie in \[0, 1\]"),
+    ("bce", np.array([0, 1, -1, 0, 1, 0.5]), r"binary targets must lie in \[0, 1\]"),
+    (gn.losses.BinaryCrossEntropy(from_logits=True), np.array([0, 1, 3, 0, 1, 0]),
+     r"binary targets must lie in \[0, 1\]"),
+], ids=["scaled", "multi-hot", "negative", "all-zero", "uniform-over", "logits-scaled",
+        "bce-2", "bce-neg", "bce-logits-3"])
+def test_targets_that_do_not_fit_the_loss_are_refused_before_training(loss, y, match):
+    out = 1 if "bce" in str(loss) or isinstance(loss, gn.losses.BinaryCrossEntropy) else 3
+    act = "sigmoid" if out == 1 else "softmax"
+    model = gn.Sequential([gn.Dense(2, out, activation=act)], device="cpu", seed=0)
+    before = [gn.to_numpy(p).copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=match):
+        model.fit(X4, y, loss=loss, epochs=1, verbose=0)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(gn.to_numpy(p), b)
+    assert model.optimizer is None
+
+
+def test_probability_rows_and_labels_still_train():
+    soft = np.full((6, 3), 0.1, np.float32) + 0.7 * ONE_HOT  # label smoothing: rows sum to 1
+    for y in (soft, ONE_HOT, np.array([0, 1, 2, 0, 1, 2])):
+        model = gn.Sequential([gn.Dense(2, 3, activation="softmax")], device="cpu", seed=0)
+        hist = model.fit(X4, y, loss="cross_entropy", epochs=2, verbose=0)
+        assert np.all(np.asarray(hist.history["loss"]) > 0)

@@ -1,3 +1,7 @@
+"""The model (gpunn.Sequential): fit, predict and evaluate as a user calls them, building
+(layers that chain, each used once), forward and backward for one's own loop, moving
+between devices, reproducible runs."""
+
 import numpy as np
 import pytest
 
@@ -29,10 +33,9 @@ def test_fit_predict_evaluate_api(backend, capsys):
     assert result["accuracy"] == pytest.approx(gn.metrics.accuracy(y, host))
 
 
-def test_verbose_prints_epoch_lines(capsys):
-    X, y = _moons(64)
-    model = gn.Sequential([gn.Dense(2, 4, activation="tanh"), gn.Dense(4, 1, "sigmoid")],
-                          device="cpu", seed=0)
+def test_verbose_prints_epoch_lines(capsys, moons, binary_classifier):
+    X, y = moons
+    model = binary_classifier()
     model.fit(X, y, loss="bce", epochs=2, verbose=1)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and "loss" in lines[0] and "samples/s" in lines[0]
@@ -51,6 +54,17 @@ def test_fit_is_reproducible_with_seed(backend_name):
         runs.append((hist.history["loss"], gn.to_numpy(model.predict(X))))
     assert runs[0][0] == runs[1][0]
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_same_seed_same_bits_on_cpu(classifier):
+    X, y = gn.data.make_spirals(300, seed=1)
+    runs = []
+    for _ in range(2):
+        model = classifier(seed=5)
+        model.fit(X, y, loss="cross_entropy", optimizer=gn.optim.Adam(lr=0.01), epochs=3,
+                  seed=11, verbose=0)
+        runs.append(np.concatenate([gn.to_numpy(p).ravel() for p in model.parameters()]))
+    assert runs[0].tobytes() == runs[1].tobytes()
 
 
 def test_accepts_lists_and_other_namespaces(backend):
@@ -102,10 +116,57 @@ def test_from_architecture_and_summary():
     assert "dense_0" in text and f"{net.count_params():,}" in text and "cpu" in text
 
 
-def test_to_moves_parameters_and_optimizer_state(backend):
-    X, y = _moons(64)
-    model = gn.Sequential([gn.Dense(2, 4, activation="tanh"), gn.Dense(4, 1, "sigmoid")],
-                          device="cpu", seed=0)
+@pytest.mark.parametrize("build", [
+    lambda d: gn.Sequential([d, gn.Tanh(), d], device="cpu"),
+    lambda d: gn.Sequential([gn.Dense(4, 4), d, d], device="cpu"),
+    lambda d: gn.Sequential([d, gn.Dropout(0.1), gn.Dense(4, 4), d], device="cpu"),
+], ids=["dense-act-dense", "adjacent", "apart"])
+def test_a_layer_used_twice_in_one_model_is_refused(build):
+    with pytest.raises(ValueError, match=r"layers\[\d\] is the same object as layers\[\d\]"):
+        build(gn.Dense(4, 4, activation="relu"))
+
+
+def test_a_layer_of_another_live_model_is_refused_until_cloned():
+    first = gn.Sequential([gn.Dense(3, 4, activation="relu"), gn.Dense(4, 1)], device="cpu",
+                          seed=0)
+    with pytest.raises(ValueError, match="already belongs to another Sequential"):
+        gn.Sequential([first.layers[0], gn.Dense(4, 2)], device="cpu")
+    second = gn.Sequential([first.layers[0].clone(), gn.Dense(4, 2)], device="cpu")
+    assert second.count_params() == 3 * 4 + 4 + 4 * 2 + 2
+    assert first.count_params() == 3 * 4 + 4 + 4 + 1  # untouched
+
+
+def test_layers_that_do_not_chain():
+    with pytest.raises(ValueError, match=r"layer 1 \(Dense\(5, 1\)\) expects in_features=5, "
+                                         r"but layer 0 \(Dense\(2, 4.*outputs 4"):
+        gn.Sequential([gn.Dense(2, 4), gn.Dense(5, 1)], device="cpu")
+    with pytest.raises(TypeError, match=r"layers\[1\]: expected a gpunn Layer"):
+        gn.Sequential([gn.Dense(2, 4), "relu"], device="cpu")
+    with pytest.raises(ValueError, match="non-empty list"):
+        gn.Sequential([], device="cpu")
+
+
+@pytest.mark.parametrize("arch,match", [
+    ([{"input_dim": 2, "activation": "relu"}], r"architecture\[0\]: missing key\(s\) "
+                                               r"\['output_dim'\]"),
+    ([{"input_dim": 2, "output_dim": 3, "activaton": "relu"}], r"unknown key\(s\) "
+                                                               r"\['activaton'\]"),
+    ([{"input_dim": 2, "output_dim": 3, "activation": "swish"}],
+     r"architecture\[0\]: unknown activation 'swish'"),
+    ([{"input_dim": 2, "output_dim": 3}, {"input_dim": 4, "output_dim": 1}],
+     "do not chain"),
+    ([{"input_dim": 2, "output_dim": -3}], "output_dim|out_features"),
+    ([], "non-empty list"),
+    (["relu"], r"architecture\[0\]: expected a dict"),
+])
+def test_from_architecture_errors(arch, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        gn.Sequential.from_architecture(arch, device="cpu")
+
+
+def test_to_moves_parameters_and_optimizer_state(backend, moons, binary_classifier):
+    X, y = moons
+    model = binary_classifier()
     opt = gn.optim.Adam(lr=0.01)
     model.fit(X, y, loss="bce", optimizer=opt, epochs=1, verbose=0)
     before = gn.to_numpy(model.predict(X))
@@ -118,6 +179,22 @@ def test_to_moves_parameters_and_optimizer_state(backend):
     assert opt.t == 2 * 2  # 64 samples / batch 32 = 2 steps per epoch
     model.to("cpu")
     assert all(isinstance(p, np.ndarray) for p in model.parameters())
+
+
+@pytest.mark.parametrize("hook", ["on_epoch_begin", "on_batch_end", "on_epoch_end"])
+def test_moving_the_model_during_fit_is_refused(hook, moons, binary_classifier):
+    X, y = moons
+    model = binary_classifier()
+
+    class Mover(gn.callbacks.Callback):
+        pass
+
+    setattr(Mover, hook, lambda self, model, *args: model.to("cpu"))
+    with pytest.raises(RuntimeError, match=r"model.to\('cpu'\) while fit is running"):
+        model.fit(X, y, loss="bce", epochs=2, batch_size=16, callbacks=[Mover()],
+                  verbose=0)
+    model.to("cpu")  # fine again once fit has returned
+    assert model.fit(X, y, loss="bce", epochs=1, verbose=0).epoch == [1]
 
 
 def test_in_place_weight_setting_changes_output():

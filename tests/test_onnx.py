@@ -258,13 +258,9 @@ def test_command_line_export_as_a_user_runs_it(tmp_path):
     (["export", "{d}/m.npz", "--onnx", "{d}/m.onnx", "--opset", "x"], "invalid int value"),
     (["export", "{d}/m.npz"], "the following arguments are required: --onnx"),
 ])
-def test_command_line_mistakes_are_one_line(argv, match, tmp_path, capsys):
+def test_command_line_mistakes_are_one_line(argv, match, tmp_path, run_cli):
     _trained("binary")[0].save(tmp_path / "m.npz")
-    try:
-        code = cli.main([a.format(d=tmp_path) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    err = capsys.readouterr().err
+    code, _, err = run_cli(*[a.format(d=tmp_path) for a in argv])
     assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "m.onnx").exists()
 

@@ -324,3 +324,27 @@ def test_register_names_an_optimizer_for_get_and_checks_its_arguments():
         gn.optim.register("Lion")
     with pytest.raises(TypeError, match="expected a subclass of gpunn.optim.Optimizer"):
         gn.optim.register("thing")(dict)
+
+
+# ---------------------------------------------------------------------- gradient clipping
+def test_clip_norm_bounds_the_global_gradient_norm(backend64):
+    g = [backend64.asarray(np.full((3, 4), 2.0)), backend64.asarray(np.full(5, -2.0))]
+    norm = np.sqrt(4.0 * 17)
+    for clip, factor in [(1.0, 1.0 / norm), (100.0, 1.0)]:
+        p = [backend64.zeros((3, 4)), backend64.zeros((5,))]
+        opt = gn.optim.SGD(lr=1.0, clip_norm=clip)
+        opt.step(p, g)
+        np.testing.assert_allclose(gn.to_numpy(p[0]), -2.0 * factor, rtol=1e-5)
+        np.testing.assert_allclose(float(opt.last_grad_norm), norm, rtol=1e-9)
+    with pytest.raises(ValueError, match="clip_norm"):
+        gn.optim.Adam(clip_norm=0)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # diverging runs overflow
+def test_clipping_tames_a_learning_rate_that_diverges(regression, regressor):
+    X, y = regression
+    kwargs = dict(loss="mse", epochs=5, batch_size=32, verbose=0)
+    with pytest.raises(gn.TrainingDiverged):
+        regressor().fit(X, y, optimizer=gn.optim.SGD(lr=0.05), **kwargs)
+    hist = regressor().fit(X, y, optimizer=gn.optim.SGD(lr=0.05, clip_norm=1.0), **kwargs)
+    assert np.isfinite(hist.history["loss"]).all()

@@ -1,6 +1,12 @@
-"""Model files: round trips across devices and dtypes, optimiser state, refusal of bad files."""
+"""Model files (gpunn.files, the .npz format): round trips across devices and dtypes,
+optimiser state, refusal of bad files, atomic writes."""
 
 import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 import zipfile
 
 import numpy as np
@@ -226,3 +232,38 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         model.save(path)
     assert path.read_bytes() == before  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temp file left
+
+
+# ---------------------------------------------------------------------- a writer killed mid-write
+WRITER = textwrap.dedent("""
+    import sys, gpunn as gn, numpy as np
+    model = gn.Sequential([gn.Dense(512, 1024), gn.Dense(1024, 512)], device="cpu", seed=0)
+    print("ready", flush=True)
+    i = 0
+    while True:
+        i += 1
+        model.layers[0].params["b"][...] = i   # each checkpoint is recognisable
+        model.save(sys.argv[1])
+""")
+
+
+@pytest.mark.slow
+def test_killed_writer_never_leaves_a_broken_checkpoint(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    rng = np.random.default_rng(0)
+    seen = []
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.4))
+        proc.send_signal(signal.SIGKILL)  # mid-write, most likely
+        proc.wait()
+        if path.exists():
+            model = gn.load(path, device="cpu")  # never a ModelFileError
+            b = gn.to_numpy(model.layers[0].params["b"])
+            assert np.all(b == b[0]) and b[0] >= 1
+            seen.append(int(b[0]))
+    assert seen, "no checkpoint was ever completed"
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "ckpt.npz"]
+    assert all(name.startswith(".gpunn-") for name in leftovers)  # only temp files remain

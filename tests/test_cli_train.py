@@ -1,0 +1,283 @@
+"""``gpunn train`` (gpunn.cli_train and the train command): the model saved is the best
+epoch, patience stops early, what is watched is said; the lines printed are short and
+legible, --quiet prints the summary alone, plots are labelled; destinations are checked
+before any work, so no file is lost."""
+
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+from gpunn import cli
+
+
+def _epochs(out, key):
+    return [float(re.search(rf" {key} ([\d.]+)", line).group(1))
+            for line in out.splitlines() if line.startswith("epoch ")]
+
+
+def _validation_rows(data, val_split=0.2, seed=0):
+    """The rows ``gpunn train`` held out (the same split of the same data)."""
+    return cli._split(data, val_split, seed)[1]
+
+
+# ---------------------------------------------------------------------- the best epoch is kept
+def test_the_saved_model_is_the_best_epoch_not_the_last(tmp_path, run_cli):
+    from gpunn.data import builtin
+
+    path = tmp_path / "m.npz"
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "5", "--device", "cpu",
+                             "--save", str(path))
+    assert code == 0, err
+    acc = _epochs(out, "val_accuracy")
+    best = max(acc)
+    assert len(acc) == 5 and acc[-1] < best  # this run's last epoch is not its best
+    epoch = acc.index(best) + 1
+    assert f"best val_accuracy {best:.4f} at epoch {epoch}" in out
+    assert f"saved: {path} (epoch {epoch} of 5, best val_accuracy)" in out
+    model = gn.load(path, device="cpu")
+    Xv, yv = _validation_rows(builtin.load_builtin("moons", seed=0))
+    assert model.evaluate(Xv, yv)["accuracy"] == pytest.approx(best, abs=5e-5)
+    assert not model.train_state  # its epoch counter and history would not match
+
+
+def test_patience_stops_early_and_keeps_the_best_epoch(tmp_path, run_cli):
+    from gpunn.data import builtin
+
+    path = tmp_path / "m.npz"
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "30", "--patience", "2",
+                             "--device", "cpu", "--lr", "0.05", "--save", str(path))
+    assert code == 0, err
+    acc = _epochs(out, "val_accuracy")
+    best = max(acc)
+    epoch = acc.index(best) + 1
+    assert len(acc) == epoch + 2 < 30  # two epochs without improvement, then stop
+    assert f"done: {len(acc)} epochs of 30 (stopped early, --patience 2)" in out
+    assert f"saved: {path} (epoch {epoch} of {len(acc)}, best val_accuracy)" in out
+    Xv, yv = _validation_rows(builtin.load_builtin("moons", seed=0))
+    assert gn.load(path, device="cpu").evaluate(Xv, yv)["accuracy"] == pytest.approx(best, abs=5e-5)
+
+
+def test_regression_keeps_the_epoch_of_lowest_validation_mae(tmp_path, run_cli):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3)).astype(np.float32)
+    y = (X @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=300)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    path = tmp_path / "r.npz"
+    code, out, err = run_cli("train", "--data", str(tmp_path / "d.npz"), "--epochs", "25",
+                             "--lr", "0.05", "--patience", "3", "--device", "cpu",
+                             "--save", str(path))
+    assert code == 0, err
+    mae = _epochs(out, "val_mae")
+    epoch = mae.index(min(mae)) + 1
+    assert f"best val_mae {min(mae):.4f} at epoch {epoch}" in out
+    assert f"(epoch {epoch} of {len(mae)}, best val_mae)" in out
+    Xv, yv = _validation_rows(SimpleNamespace(X=X, y=y))
+    assert gn.load(path, device="cpu").evaluate(Xv, yv)["mae"] == pytest.approx(min(mae), abs=5e-5)
+
+
+def test_without_validation_rows_the_training_metric_is_watched_and_said(tmp_path, run_cli):
+    code, out, err = run_cli("train", "--dataset", "xor", "--epochs", "6", "--val-split", "0",
+                             "--patience", "1", "--device", "cpu", "--save",
+                             str(tmp_path / "m.npz"))
+    assert code == 0, err
+    acc = _epochs(out, "accuracy")
+    epoch = acc.index(max(acc)) + 1
+    assert f"best accuracy {max(acc):.4f} at epoch {epoch} on the training rows " \
+           "(--val-split 0)" in out
+    assert "best accuracy on the training rows)" in out
+
+
+def test_a_patience_reached_at_the_last_epoch_is_no_early_stop(run_cli):
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "5", "--patience", "2",
+                             "--device", "cpu", "--quiet")
+    assert code == 0, err
+    assert "done: 5 epochs in " in out and "stopped early" not in out  # best epoch: 3
+
+
+@pytest.mark.parametrize("value,match", [("-1", "expected a non-negative number, got '-1'"),
+                                         ("two", "expected an integer, got 'two'")])
+def test_bad_patience_is_one_line(run_cli, value, match):
+    code, out, err = run_cli("train", "--patience", value)
+    assert code == 2 and "argument --patience: " + match in err
+    assert len(err.strip().splitlines()) == 1 and not out
+
+
+def test_a_loss_without_accuracy_watches_its_own_metric(run_cli):
+    # mse on a classification task logs mae, not accuracy: that is what is watched.
+    code, out, err = run_cli("train", "--dataset", "xor", "--loss", "mse", "--epochs", "2",
+                             "--quiet")
+    assert code == 0 and re.search(r"best val_mae [\d.]+ at epoch \d", out), err
+
+
+def test_a_tie_in_the_metric_keeps_the_epoch_with_the_lower_loss():
+    """Accuracy on a small validation set ties often; the first epoch to reach the best
+    value is rarely the model to keep: the tie goes to the lower validation loss."""
+
+    from gpunn.cli_train import BestEpoch
+
+    model = gn.Sequential([gn.Dense(2, 1)], device="cpu", seed=0)
+    best = BestEpoch("binary_crossentropy", validating=True, patience=None, epochs=4)
+    best.on_train_begin(model)
+    W = model.layers[0].params["W"]
+    for epoch, (acc, loss) in enumerate([(0.9, 0.5), (0.95, 0.4), (0.95, 0.2),
+                                         (0.95, 0.3)], start=1):
+        W[...] = epoch
+        best.on_epoch_end(model, epoch, {"val_accuracy": acc, "val_loss": loss})
+    assert best.best_epoch == 3 and best.wait == 2  # patience counts metric gains only
+    best.on_train_end(model, None)
+    assert np.all(gn.to_numpy(W) == 3)
+
+
+# ---------------------------------------------------------------------- what is printed
+def test_lines_before_training_fit_in_100_columns(tmp_path, run_cli):
+    name = "measurements_from_the_greenhouse_sensor_array_north_wing_2024_season_v2.npz"
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3)).astype(np.float32)
+    np.savez(tmp_path / name, X=X, y=(X[:, 0] > 0).astype(int))
+    code, out, err = run_cli("train", "--data", str(tmp_path / name), "--epochs", "1",
+                             "--layers", "512,512,512,512,512,512,512,512", "--quiet",
+                             "--loss", "sparse_categorical_crossentropy", "--task", "multiclass",
+                             "--optimizer", "rmsprop")
+    assert code == 0, err
+    # --quiet: the lines before training are on stderr, after the notes.
+    lines = [line for line in err.splitlines() if not line.startswith("note: ")]
+    assert all(len(line) <= 100 for line in lines + out.splitlines()), lines
+    assert lines[1] == f"data: {name}"
+    assert lines[2] == "      (80 train / 20 validation rows, 3 features, multiclass, 2 classes)"
+    assert lines[3].startswith("network: 3-512x8-2 (")  # too long as 3-512-512-...-2
+
+
+def test_quiet_prints_only_the_summary(tmp_path, run_cli):
+    """--quiet: standard output is the summary alone; the device, data and network lines
+    (what ran where) go to standard error."""
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "2", "--quiet",
+                             "--save", str(tmp_path / "m.npz"))
+    assert code == 0
+    assert [line.split(":")[0] for line in out.splitlines()] == ["done", "saved"]
+    assert [line.split(":")[0] for line in err.splitlines()] == ["device", "data", "network"]
+    code, out, _ = run_cli("train", "--help")
+    assert "print only the summary" in " ".join(out.split())
+
+
+def test_plots_name_the_run_label_the_axes_mark_the_best_epoch(tmp_path, run_cli,
+                                                               monkeypatch):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (gpunn[plot])")
+    from matplotlib.colors import to_rgba
+
+    from gpunn import plot
+
+    figures, save = {}, plot._save
+    monkeypatch.setattr(plot, "_save", lambda plt, fig, path, **kw: figures.setdefault(
+        path.rsplit("/", 1)[-1], save(plt, fig, path, **kw)))
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "5", "--device", "cpu",
+                             "--plot", str(tmp_path), "--quiet")
+    assert code == 0, err
+    best = int(re.search(r"best val_accuracy [\d.]+ at epoch (\d+)", out).group(1))
+    hist = figures["history.png"]
+    assert hist._suptitle.get_text() == "moons, 2-25-50-50-25-1, adam lr 0.01"
+    assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in hist.axes] == [
+        ("epoch", "loss"), ("epoch", "accuracy")]
+    labels = [t.get_text() for t in hist.legends[0].get_texts()]
+    assert f"weights kept: epoch {best}" in labels
+    assert any(t.startswith("best val_accuracy ") for t in labels)
+    star = next(line for line in hist.axes[1].lines if line.get_marker() == "*")
+    assert list(star.get_xdata()) == [best]
+    boundary = figures["decision_boundary.png"].axes[0]
+    assert (boundary.get_xlabel(), boundary.get_ylabel()) == ("x0", "x1")
+    assert "moons, 2-25-50-50-25-1" in boundary.get_title()
+    points = [c for c in boundary.collections if c.get_offsets().shape[0] > 1
+              and c.get_label() in ("0", "1")]
+    assert [tuple(c.get_facecolor()[0]) for c in points] == [
+        to_rgba(plot.COLOURS[0]), to_rgba(plot.COLOURS[1])]  # Okabe-Ito blue and orange
+    assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ctrl_c_before_the_first_epoch_ended_is_an_interruption(tmp_path, run_cli,
+                                                                monkeypatch):
+    monkeypatch.setattr(gn.Sequential, "fit", lambda self, *a, **k: gn.History())
+    code, out, err = run_cli("train", "--dataset", "xor", "--save", str(tmp_path / "m.npz"))
+    assert code == 130 and err == "gpunn: interrupted\n" and "done:" not in out
+    assert not (tmp_path / "m.npz").exists()
+
+
+# ---------------------------------------------------------------------- destinations, checked first
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    path = tmp_path / "d.npz"
+    np.savez(path, X=X, y=y)
+    return path
+
+
+def test_a_missing_output_folder_is_created_up_front(tmp_path, run_cli, data):
+    code, out, err = run_cli("train", "--data", str(data), "--target", "y", "--epochs", "1",
+                             "--save", str(tmp_path / "new" / "deeper" / "m.npz"), "--quiet")
+    assert code == 0, err
+    assert (tmp_path / "new" / "deeper" / "m.npz").is_file()
+
+
+@pytest.mark.parametrize("flags,match", [
+    (lambda t, d: ["--save", str(d)], "is also an input"),
+    (lambda t, d: ["--save", str(t / "afile" / "m.npz")], "afile"),
+    (lambda t, d: ["--save", str(t / "adir.npz")], "is a folder"),
+    (lambda t, d: ["--plot", str(t / "afile")], "afile"),
+], ids=["save-onto-data", "folder-is-a-file", "save-is-a-folder", "plot-into-a-file"])
+def test_bad_destinations_are_refused_before_training(tmp_path, run_cli, data, flags, match):
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "adir.npz").mkdir()
+    before = data.read_bytes()
+    code, out, err = run_cli("train", "--data", str(data), "--target", "y", "--epochs", "1",
+                             *flags(tmp_path, data))
+    assert code == 2 and match in err and "epoch" not in out and "device:" not in out
+    assert len(err.strip().splitlines()) == 1
+    assert data.read_bytes() == before
+
+
+def test_plots_without_matplotlib_are_refused_before_training(tmp_path, run_cli, monkeypatch,
+                                                              data):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    code, out, err = run_cli("train", "--data", str(data), "--target", "y", "--epochs", "1",
+                             "--save", str(tmp_path / "m.npz"), "--plot",
+                             str(tmp_path / "plots"))
+    assert code == 2 and 'pip install "gpunn[plot]"' in err and "epoch" not in out
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_a_safetensors_file_without_safetensors_is_refused_before_training(tmp_path, run_cli,
+                                                                           monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    code, out, err = run_cli("train", "--epochs", "1", "--save",
+                             str(tmp_path / "m.safetensors"))
+    assert code == 2 and 'pip install "gpunn[safetensors]"' in err and "epoch" not in out
+    assert "done:" not in out and not (tmp_path / "m.safetensors").exists()
+
+
+def test_outputs_never_replace_links_devices_or_each_other(tmp_path, run_cli, data):
+    import os
+
+    target = tmp_path / "target.npz"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    code, _, err = run_cli("train", "--data", str(data), "--target", "y", "--epochs", "1",
+                           "--save", str(link), "--quiet")
+    assert code == 0, err
+    assert link.is_symlink() and target.read_bytes()[:2] == b"PK"  # written through
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    code, _, err = run_cli("train", "--data", str(data), "--target", "y", "--epochs", "1",
+                           "--save", str(fifo))
+    assert code == 2 and "expected a file name" in err
+    for argv in (["bench", "--json", str(tmp_path / "r"), "--markdown", str(tmp_path / "r")],
+                 ["train", "--save", str(tmp_path / "dir") + "/"]):
+        code, _, err = run_cli(*argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
