@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import array_api_compat.numpy as cnp
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from . import numba_kernels, numpy_kernels
 from .base import Backend
@@ -128,6 +131,52 @@ class NumpyBackend(Backend):
         else:
             return z, activation.forward(self.xp, z, **params)
         return z, z
+
+    def im2col(self, x, kernel, stride, padding):
+        # One strided view of every window (no copy), then a single copy into the patch
+        # matrix: the generic version copies once per kernel offset and again to permute.
+        nd = len(kernel)
+        if any(padding):
+            x = np.pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in padding))
+        n, c = x.shape[:2]
+        windows = sliding_window_view(x, tuple(kernel), axis=tuple(range(2, 2 + nd)))
+        windows = windows[(slice(None), slice(None)) + tuple(slice(None, None, s)
+                                                             for s in stride)]
+        out = windows.shape[2:2 + nd]
+        # (N, C, *out, *kernel) -> (N, *out, C, *kernel): rows by position, C-major columns.
+        order = (0,) + tuple(range(2, 2 + nd)) + (1,) + tuple(range(2 + nd, 2 + 2 * nd))
+        return windows.transpose(order).reshape(n, int(np.prod(out)), -1)
+
+    def col2im(self, cols, shape, kernel, stride, padding):
+        nd = len(kernel)
+        n, c = int(shape[0]), int(shape[1])
+        padded = tuple(int(d) + 2 * p for d, p in zip(shape[2:], padding))
+        out = tuple((d - k) // s + 1 for d, k, s in zip(padded, kernel, stride))
+        # A view with the kernel offsets as axes: each offset's slab is added into a
+        # strided view of the result in place, with no copy of the patches.
+        g = cols.reshape((n,) + out + (c,) + tuple(kernel))
+        g = np.moveaxis(g, 1 + nd, 1)  # (N, C, *out, *kernel)
+        gx = np.zeros((n, c) + padded, dtype=cols.dtype)
+        for offset in itertools.product(*(range(k) for k in kernel)):
+            where = (slice(None), slice(None)) + tuple(
+                slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(offset, stride, out))
+            gx[where] += g[(Ellipsis,) + offset]
+        if any(padding):
+            gx = gx[(slice(None), slice(None)) + tuple(
+                slice(p, p + int(d)) for p, d in zip(padding, shape[2:]))]
+        return gx
+
+    def scatter_add_rows(self, target, indices, values):
+        # Sort the indices once and sum each run of equal ones with one reduceat: about
+        # np.add.at's time on small tables and several times faster on large ones (it
+        # touches only the rows present); the sums then land with one fancy-index add.
+        if indices.shape[0] == 0:
+            return target
+        order = np.argsort(indices, kind="stable")
+        ids = indices[order]
+        starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+        target[ids[starts]] += np.add.reduceat(values[order], starts, axis=0)
+        return target
 
     # Faster versions of the optimiser rules' generic updates (gpunn.optim.rules): in place
     # with out= and one reused scratch array (numpy_kernels.py); Adam in one parallel Numba

@@ -1,7 +1,7 @@
-"""Layers: the contract (:mod:`.base`), ``Dense``, ``Dropout``, activation layers, shape
-layers (``Flatten``, ``Reshape``) and blocks (``Block``, ``Residual``). One file per kind
-of layer; a new one registers itself with :func:`register` so model files can rebuild
-it."""
+"""Layers: the contract (:mod:`.base`), ``Dense``, ``Dropout``, activation layers,
+convolutions (``Conv1D``, ``Conv2D``), shape layers (``Flatten``, ``Reshape``) and blocks
+(``Block``, ``Residual``). One file per kind of layer; a new one registers itself with
+:func:`register` so model files can rebuild it."""
 
 from .activation import (
     ELU,
@@ -28,12 +28,13 @@ from .base import (
     register,
 )
 from .blocks import Block, Residual
+from .conv import Conv1D, Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .shape import Flatten, Reshape
 
 __all__ = ["Layer", "LAYERS", "register", "layer_from_spec", "positive_int", "as_shape",
-           "ANY_SIZE", "is_any_size", "Dense", "Dropout", "Flatten", "Reshape",
+           "ANY_SIZE", "is_any_size", "Dense", "Dropout", "Flatten", "Reshape", "Conv1D", "Conv2D",
            "ActivationLayer", "Identity", "Linear", "Sigmoid", "Tanh",
            "BinaryStep", "ReLU", "LeakyReLU", "Softmax", "ELU", "GELU", "Softplus",
            "Block", "Residual"]
