@@ -1,5 +1,6 @@
 """Layers: the contract (:mod:`.base`), ``Dense``, ``Dropout``, activation layers,
-convolutions (``Conv1D``, ``Conv2D``), pooling, shape layers (``Flatten``, ``Reshape``) and blocks
+convolutions (``Conv1D``, ``Conv2D``), pooling, normalisation (``BatchNorm``,
+``LayerNorm``), shape layers (``Flatten``, ``Reshape``) and blocks
 (``Block``, ``Residual``). One file per kind of layer; a new one registers itself with
 :func:`register` so model files can rebuild it."""
 
@@ -31,12 +32,14 @@ from .blocks import Block, Residual
 from .conv import Conv1D, Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .normalization import BatchNorm, LayerNorm
 from .pooling import AvgPool1D, AvgPool2D, GlobalAvgPool, MaxPool1D, MaxPool2D
 from .shape import Flatten, Reshape
 
 __all__ = ["Layer", "LAYERS", "register", "layer_from_spec", "positive_int", "as_shape",
            "ANY_SIZE", "is_any_size", "Dense", "Dropout", "Flatten", "Reshape", "Conv1D", "Conv2D",
            "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool",
+           "BatchNorm", "LayerNorm",
            "ActivationLayer", "Identity", "Linear", "Sigmoid", "Tanh",
            "BinaryStep", "ReLU", "LeakyReLU", "Softmax", "ELU", "GELU", "Softplus",
            "Block", "Residual"]
