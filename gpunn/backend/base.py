@@ -410,10 +410,11 @@ class Backend(FastUpdates):
         ids = xp.arange(rows, dtype=indices.dtype, device=self.device)
         # One-hot rows times the values: standard-only (no scatter in the Array API). In
         # chunks of indices so the one-hot block stays under ~16M entries.
-        step = max(1, (1 << 24) // max(rows, 1))
-        for lo in range(0, int(indices.shape[0]), step):
-            hit = xp.astype(xp.reshape(indices[lo:lo + step], (-1, 1)) == ids, values.dtype)
-            target = target + xp.matrix_transpose(hit) @ values[lo:lo + step, ...]
+        m, step = int(indices.shape[0]), max(1, (1 << 24) // max(rows, 1))
+        for lo in range(0, m, step):
+            hi = min(lo + step, m)  # the standard leaves out-of-range stops undefined
+            hit = xp.astype(xp.reshape(indices[lo:hi], (-1, 1)) == ids, values.dtype)
+            target = target + xp.matrix_transpose(hit) @ values[lo:hi, ...]
         return target
 
 

@@ -1,6 +1,6 @@
 """Layers: the contract (:mod:`.base`), ``Dense``, ``Dropout``, activation layers,
 convolutions (``Conv1D``, ``Conv2D``), pooling, normalisation (``BatchNorm``,
-``LayerNorm``), shape layers (``Flatten``, ``Reshape``) and blocks
+``LayerNorm``), ``Embedding``, shape layers (``Flatten``, ``Reshape``) and blocks
 (``Block``, ``Residual``). One file per kind of layer; a new one registers itself with
 :func:`register` so model files can rebuild it."""
 
@@ -32,6 +32,7 @@ from .blocks import Block, Residual
 from .conv import Conv1D, Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .embedding import Embedding
 from .normalization import BatchNorm, LayerNorm
 from .pooling import AvgPool1D, AvgPool2D, GlobalAvgPool, MaxPool1D, MaxPool2D
 from .shape import Flatten, Reshape
@@ -39,7 +40,7 @@ from .shape import Flatten, Reshape
 __all__ = ["Layer", "LAYERS", "register", "layer_from_spec", "positive_int", "as_shape",
            "ANY_SIZE", "is_any_size", "Dense", "Dropout", "Flatten", "Reshape", "Conv1D", "Conv2D",
            "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool",
-           "BatchNorm", "LayerNorm",
+           "BatchNorm", "LayerNorm", "Embedding",
            "ActivationLayer", "Identity", "Linear", "Sigmoid", "Tanh",
            "BinaryStep", "ReLU", "LeakyReLU", "Softmax", "ELU", "GELU", "Softplus",
            "Block", "Residual"]
