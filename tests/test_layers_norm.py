@@ -5,6 +5,9 @@ roll-back and resume, and ONNX."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from layer_checks import (
@@ -18,6 +21,11 @@ from layer_checks import (
 import gpunn as gn
 from gpunn import callbacks as cbs
 from gpunn.gradcheck import numerical_gradient
+
+DISTRIBUTED = Path(__file__).parent / "distributed"
+sys.path.insert(0, str(DISTRIBUTED))
+import batchnorm_cases  # noqa: E402
+import mpi_launch  # noqa: E402
 
 SHAPES = [(6, 3), (4, 3, 5), (3, 3, 4, 2)]
 IDS = ["NC", "NCL", "NCHW"]
@@ -270,3 +278,39 @@ def test_layernorm_trains_saves_moves_and_exports(tmp_path):
     _randomised(images.layers[1])
     onnx_matches_predict(images, np.random.default_rng(0).standard_normal((4, 1, 5, 5)),
                          tmp_path)
+
+
+# ---------------------------------------------------------------------- several ranks
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """tests/distributed/batchnorm_cases.py trained on 2 MPI ranks (skipped, saying why,
+    without mpi4py or mpiexec)."""
+    mpi_launch.mpiexec()
+    out = tmp_path_factory.mktemp("bn-ranks")
+    proc = mpi_launch.launch([DISTRIBUTED / "batchnorm_cases.py", out])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sync", "sync-tail", "sync-weighted"])
+def test_two_ranks_at_half_batch_normalise_as_one_process_at_the_whole_batch(two_ranks, name):
+    """Statistics summed over the ranks: parameters, running statistics and losses equal
+    one process's (float64), the ranks equal each other; a rank running a weight-0
+    stand-in row (tail) and sample weights included."""
+    model, hist = batchnorm_cases.train(name)
+    ranks = [np.load(two_ranks / f"{name}-rank{r}.npz") for r in range(2)]
+    assert np.array_equal(ranks[0]["arrays"], ranks[1]["arrays"])
+    np.testing.assert_allclose(ranks[0]["arrays"], batchnorm_cases.arrays(model), rtol=0,
+                               atol=1e-10)
+    np.testing.assert_allclose(ranks[0]["loss"], hist.history["loss"], rtol=0, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_unsynchronised_ranks_keep_running_statistics_of_their_own_rows(two_ranks):
+    ranks = [np.load(two_ranks / f"local-rank{r}.npz") for r in range(2)]
+    assert not np.allclose(ranks[0]["arrays"], ranks[1]["arrays"])
+    assert gn.BatchNorm(3, sync=False).get_config()["sync"] is False
+    assert "sync" not in gn.BatchNorm(3).get_config()
+    with pytest.raises(ValueError, match="BatchNorm sync: expected True or False"):
+        gn.BatchNorm(3, sync="yes")

@@ -52,6 +52,13 @@ class BatchNorm(Layer):
         Keras's ``1 - momentum``).
     eps : float, default 1e-5
         Added to the variance.
+    sync : bool, default True
+        In data-parallel training (``mpiexec``, see :mod:`gpunn.distributed`), compute
+        the statistics over the whole global batch, summed over the ranks (PyTorch's
+        ``SyncBatchNorm``): every rank then keeps the same running statistics, and two
+        ranks at half the batch train as one process at the whole batch. False: each rank
+        normalises by its own rows (and the ranks' running statistics drift apart). No
+        effect in one process.
     name : str, optional
 
     Attributes
@@ -65,15 +72,18 @@ class BatchNorm(Layer):
     same. A training batch needs at least two values per channel.
     """
 
-    _cached = ("_xhat", "_inv", "_count")
+    _cached = ("_xhat", "_inv", "_count", "_sync")
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5,
-                 name: str | None = None):
+                 sync: bool = True, name: str | None = None):
         super().__init__(name)
         self.num_features = positive_int(num_features, "BatchNorm num_features")
         self.momentum = _fraction(momentum, "BatchNorm momentum", 0.0, 1.0, True)
         self.eps = _positive(eps, "BatchNorm eps")
-        self._xhat = self._inv = self._count = None
+        if not isinstance(sync, bool):
+            raise ValueError(f"BatchNorm sync: expected True or False, got {sync!r}")
+        self.sync = sync
+        self._xhat = self._inv = self._count = self._sync = None
 
     def _describe_args(self) -> str:
         return f"{self.num_features}"
@@ -111,17 +121,23 @@ class BatchNorm(Layer):
                              f"got {describe(x)}")
         xp = self.backend.xp
         axes = (0,) + tuple(range(2, len(shape)))
-        count = 1
-        for a in axes:
-            count *= shape[a]
+        per_row = 1
+        for a in axes[1:]:
+            per_row *= shape[a]
+        plan = self._plan() if training else None
+        # Values per channel the statistics cover: the global batch's on several ranks.
+        count = per_row * (shape[0] if plan is None else plan.step_rows()[1])
         if training and count < 2:
             raise ValueError(f"{self.label}: a training batch needs more than one value per "
                              f"channel to estimate its variance, got {describe(x)}")
         bshape = (1, self.num_features) + (1,) * (len(shape) - 2)  # broadcasts per channel
         if training:
-            mean = xp.mean(x, axis=axes)
-            centred = x - xp.reshape(mean, bshape)
-            var = xp.mean(centred * centred, axis=axes)
+            if plan is not None:
+                mean, centred, var = self._global_moments(x, axes, bshape, plan, count)
+            else:
+                mean = xp.mean(x, axis=axes)
+                centred = x - xp.reshape(mean, bshape)
+                var = xp.mean(centred * centred, axis=axes)
             m = self.momentum
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             # In place: snapshots and model files hold these very arrays.
@@ -134,6 +150,7 @@ class BatchNorm(Layer):
         inv = xp.reshape(1.0 / xp.sqrt(var + self.eps), bshape)
         self._xhat, self._inv = centred * inv, inv
         self._count = count if training else None  # None: the statistics were constants
+        self._sync = plan
         return self._xhat * xp.reshape(self.params["gamma"], bshape) + \
             xp.reshape(self.params["beta"], bshape)
 
@@ -151,9 +168,60 @@ class BatchNorm(Layer):
         scale = xp.reshape(self.params["gamma"], bshape) * self._inv
         if self._count is None:
             return grad_out * scale
+        if self._sync is not None:
+            return self._global_input_grad(grad_out, dbeta, dgamma, scale, bshape)
         n = self._count
         return scale * (grad_out - xp.reshape(dbeta / n, bshape)
                         - xhat * xp.reshape(dgamma / n, bshape))
+
+    # ------------------------------------------------------------------ several ranks
+    def _plan(self):
+        """The distributed fit's plan while one runs a training step, else None."""
+        if not self.sync:
+            return None
+        from ..distributed import plan as _plan
+
+        plan = _plan.active()
+        return plan if plan is not None and plan.step_rows() is not None else None
+
+    def _global_moments(self, x, axes, bshape, plan, count):
+        """Mean, centred input and biased variance over the global batch: per-channel
+        sums all-reduced over the ranks (two passes, as one process computes them). A
+        rank holding a weight-0 stand-in row adds nothing."""
+        xp = self.backend.xp
+        rows = plan.step_rows()[0]
+        def nothing():
+            return self.backend.zeros((self.num_features,), dtype=x.dtype)
+
+        total = xp.sum(x, axis=axes) if rows else nothing()
+        plan.engine.allreduce(total)  # in place, on every rank
+        mean = total / count
+        centred = x - xp.reshape(mean, bshape)
+        squares = xp.sum(centred * centred, axis=axes) if rows else nothing()
+        plan.engine.allreduce(squares)
+        return mean, centred, squares / count
+
+    def _global_input_grad(self, grad_out, dbeta, dgamma, scale, bshape):
+        """``dL/dx`` of this rank's rows with statistics of the global batch. The plan
+        scales each rank's gradients by its share of the batch and sums them, so the
+        sums of ``share * dL_rank/dy`` over all ranks are what the statistics pass back,
+        and this rank returns the global gradient divided by its share."""
+        xp, plan = self.backend.xp, self._sync
+        rows = plan.step_rows()[0]
+        share = plan.share
+        sums = xp.concat([dbeta, dgamma]) * share if rows else \
+            self.backend.zeros((2 * self.num_features,), dtype=grad_out.dtype)
+        plan.engine.allreduce(sums)
+        if not rows:  # a stand-in row: its gradients are scaled by 0 (kept finite)
+            return grad_out * scale
+        c = self.num_features
+        # share * count is this rank's part of the global count (its rows' values, or
+        # the weighted equivalent); a rank whose weights are all 0 has share 0.
+        part = share * self._count
+        part = xp.where(part > 0, part, xp.ones_like(part)) if hasattr(part, "shape") \
+            else (part or 1.0)
+        return scale * (grad_out - xp.reshape(sums[:c] / part, bshape)
+                        - self._xhat * xp.reshape(sums[c:] / part, bshape))
 
     def to_onnx(self, graph, x: str, path: str) -> str:
         """``BatchNormalization`` in inference mode (the running statistics)."""
@@ -165,7 +233,10 @@ class BatchNorm(Layer):
             epsilon=self.eps)
 
     def get_config(self) -> dict:
-        return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
+        cfg = {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
+        if not self.sync:
+            cfg["sync"] = False
+        return cfg
 
 
 @register
