@@ -5,6 +5,7 @@ devices and ONNX."""
 
 from __future__ import annotations
 
+import fake_cupy
 import numpy as np
 import pytest
 from conftest import make_backend
@@ -20,7 +21,8 @@ from gpunn.backend import Backend
 from gpunn.layers import ANY_SIZE
 
 #: (ndim, input shape, kernel_size, stride, padding): odd sizes, strides that do not divide
-#: the input, asymmetric 2-D settings, a 1x1 kernel and a kernel as large as the input.
+#: the input, asymmetric 2-D settings, a 1x1 kernel, a kernel as large as the input and
+#: windows that tile it.
 CASES = [
     (1, (2, 3, 9), 3, 1, 0),
     (1, (3, 2, 10), 4, 3, 2),
@@ -29,6 +31,9 @@ CASES = [
     (2, (2, 2, 5, 5), 3, 2, 1),
     (2, (1, 4, 4, 3), 1, 1, 0),
     (2, (2, 1, 6, 7), (2, 3), (3, 2), (0, 2)),
+    # Windows tiling the input exactly (NumPy's col2im rearranges instead of adding).
+    (1, (2, 3, 9), 3, 3, 0),
+    (2, (2, 2, 6, 4), 2, 2, 0),
 ]
 
 
@@ -236,3 +241,19 @@ def test_the_first_layer_skips_its_input_gradient(monkeypatch):
     monkeypatch.setattr(model.backend, "col2im", refuse)
     hist = model.fit(X, X[:, 0, 0, 0], loss="mse", epochs=2, verbose=0)
     assert np.all(np.isfinite(hist.history["loss"]))
+
+
+def test_a_cnn_trains_on_the_cupy_stand_in_and_stays_on_its_device(monkeypatch):
+    """The generic patches, pooling and normalisation on the CuPy stand-in's cuda:1: every
+    array is allocated there (the stand-in refuses work mixing devices)."""
+    with fake_cupy.installed(monkeypatch):
+        X, y = _signals(64)
+        model = gn.Sequential([gn.Conv1D(1, 4, 3, padding=1), gn.BatchNorm(4), gn.ReLU(),
+                               gn.MaxPool1D(2), gn.AvgPool1D(2), gn.Conv1D(4, 2, 1),
+                               gn.GlobalAvgPool(), gn.Dense(2, 3, activation="softmax")],
+                              device="cuda:1", seed=0)
+        hist = model.fit(X, y, loss="cross_entropy", epochs=2, batch_size=16, verbose=0)
+        assert np.all(np.isfinite(hist.history["loss"]))
+        arrays = model.parameters() + model.gradients() + model.store.buffers()
+        assert {a._dev for a in arrays} == {1}
+        assert model.predict(X)._dev == 1

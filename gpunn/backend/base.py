@@ -321,7 +321,7 @@ class Backend(FastUpdates):
 
     # ------------------------------------------------------------------ patches (convolution)
     def im2col(self, x, kernel: tuple, stride: tuple, padding: tuple):
-        """The patches a convolution or pooling window sees, one row per output position.
+        """The patches a convolution or pooling window sees, one column per output position.
 
         Parameters
         ----------
@@ -332,29 +332,27 @@ class Backend(FastUpdates):
 
         Returns
         -------
-        (batch, L, channels * K)
-            ``L`` output positions (row-major over the output's spatial axes), ``K =
-            prod(kernel)``; a row holds channel 0's window (row-major over the kernel),
-            then channel 1's, ...: the order of ``W.reshape(out_channels, -1)``.
+        (batch, channels * K, L)
+            ``K = prod(kernel)`` values per channel (row-major over the kernel, channel
+            after channel: the order of ``W.reshape(out_channels, -1)``), ``L`` output
+            positions (row-major over the output's spatial axes). Channels-first, so a
+            convolution's product ``W @ cols`` is already ``(batch, out_channels, L)``.
         """
         xp = self.xp
         x = self._pad(x, padding)
         n, c, spatial = int(x.shape[0]), int(x.shape[1]), tuple(x.shape[2:])
         out = _out_sizes(spatial, kernel, stride)
-        # One strided slice per kernel offset (a loop over the K offsets, not the samples),
-        # stacked after the channel axis: (N, C, K, *out).
+        # One strided slice per kernel offset (a loop over the K offsets, not over the
+        # samples), stacked after the channel axis: (N, C, K, *out), one copy.
         parts = [x[_window(offset, stride, out)] for offset in _offsets(kernel)]
-        cols = xp.stack(parts, axis=2)
-        nd = len(out)
-        cols = xp.permute_dims(cols, (0,) + tuple(range(3, 3 + nd)) + (1, 2))
-        return xp.reshape(cols, (n, _prod(out), c * len(parts)))
+        return xp.reshape(xp.stack(parts, axis=2), (n, c * len(parts), _prod(out)))
 
     def col2im(self, cols, shape: tuple, kernel: tuple, stride: tuple, padding: tuple):
         """The adjoint of :meth:`im2col`: each patch entry added back where it was read.
 
         Parameters
         ----------
-        cols : (batch, L, channels * K)
+        cols : (batch, channels * K, L)
             Gradients with respect to :meth:`im2col`'s output.
         shape : tuple
             The shape of :meth:`im2col`'s input ``(batch, channels, *spatial)``.
@@ -368,9 +366,8 @@ class Backend(FastUpdates):
         n, c = int(shape[0]), int(shape[1])
         padded = tuple(int(d) + 2 * p for d, p in zip(shape[2:], padding))
         out = _out_sizes(padded, kernel, stride)
-        nd, offsets = len(out), _offsets(kernel)
-        g = xp.reshape(cols, (n,) + out + (c, len(offsets)))
-        g = xp.permute_dims(g, (0, 1 + nd, 2 + nd) + tuple(range(1, 1 + nd)))  # N, C, K, out
+        offsets = _offsets(kernel)
+        g = xp.reshape(cols, (n, c, len(offsets)) + out)
         gx = self.zeros((n, c) + padded, dtype=cols.dtype)
         for k, offset in enumerate(offsets):
             where = _window(offset, stride, out)

@@ -134,7 +134,8 @@ class NumpyBackend(Backend):
 
     def im2col(self, x, kernel, stride, padding):
         # One strided view of every window (no copy), then a single copy into the patch
-        # matrix: the generic version copies once per kernel offset and again to permute.
+        # matrix; its inner axis runs along an input row, so the copy reads rows in order
+        # (about twice as fast as copying kernel offset by kernel offset).
         nd = len(kernel)
         if any(padding):
             x = np.pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in padding))
@@ -143,27 +144,33 @@ class NumpyBackend(Backend):
         windows = windows[(slice(None), slice(None)) + tuple(slice(None, None, s)
                                                              for s in stride)]
         out = windows.shape[2:2 + nd]
-        # (N, C, *out, *kernel) -> (N, *out, C, *kernel): rows by position, C-major columns.
-        order = (0,) + tuple(range(2, 2 + nd)) + (1,) + tuple(range(2 + nd, 2 + 2 * nd))
-        return windows.transpose(order).reshape(n, int(np.prod(out)), -1)
+        # (N, C, *out, *kernel) -> (N, C, *kernel, *out): channel, offset, position.
+        order = (0, 1) + tuple(range(2 + nd, 2 + 2 * nd)) + tuple(range(2, 2 + nd))
+        return windows.transpose(order).reshape(n, -1, int(np.prod(out)))
 
     def col2im(self, cols, shape, kernel, stride, padding):
         nd = len(kernel)
         n, c = int(shape[0]), int(shape[1])
-        padded = tuple(int(d) + 2 * p for d, p in zip(shape[2:], padding))
+        spatial = tuple(int(d) for d in shape[2:])
+        padded = tuple(d + 2 * p for d, p in zip(spatial, padding))
         out = tuple((d - k) // s + 1 for d, k, s in zip(padded, kernel, stride))
-        # A view with the kernel offsets as axes: each offset's slab is added into a
-        # strided view of the result in place, with no copy of the patches.
-        g = cols.reshape((n,) + out + (c,) + tuple(kernel))
-        g = np.moveaxis(g, 1 + nd, 1)  # (N, C, *out, *kernel)
+        g = cols.reshape((n, c) + tuple(kernel) + out)  # a view: offsets as axes
+        if tuple(stride) == tuple(kernel) and not any(padding) and \
+                all(o * k == d for o, k, d in zip(out, kernel, spatial)):
+            # Windows that tile the input exactly (pooling): every value is read once,
+            # so the gradient is the patches rearranged, without a sum.
+            order = (0, 1) + tuple(j for i in range(nd) for j in (2 + nd + i, 2 + i))
+            return g.transpose(order).reshape(shape)
+        # Each offset's slab added into a strided view of the result, in place: rows of
+        # the slab and of the view run in the same order.
         gx = np.zeros((n, c) + padded, dtype=cols.dtype)
         for offset in itertools.product(*(range(k) for k in kernel)):
             where = (slice(None), slice(None)) + tuple(
                 slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(offset, stride, out))
-            gx[where] += g[(Ellipsis,) + offset]
+            gx[where] += g[(slice(None), slice(None)) + offset]
         if any(padding):
             gx = gx[(slice(None), slice(None)) + tuple(
-                slice(p, p + int(d)) for p, d in zip(padding, shape[2:]))]
+                slice(p, p + d) for p, d in zip(padding, spatial))]
         return gx
 
     def scatter_add_rows(self, target, indices, values):

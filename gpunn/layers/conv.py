@@ -3,10 +3,10 @@ channels, height, width)``.
 
 A convolution is a dense layer applied to every patch of its input: the backend cuts the
 patches (``backend.im2col``: strided views on NumPy, strided slices in the generic
-version), one matrix product maps them, and the backward pass adds the patch gradients
-back (``backend.col2im``). The product, bias and activation are the backend's Dense
-operations (``bias_activation``, ``dense_backward``), so their fast paths serve here too.
-Weights are ``(out_channels, in_channels, *kernel)``, as PyTorch and ONNX hold them.
+version), one matrix product per sample maps them (``W (out_channels, C*K) @ cols (C*K,
+L)``, channels-first with no transpose), and the backward pass adds the patch gradients
+back (``backend.col2im``). Weights are ``(out_channels, in_channels, *kernel)``, as
+PyTorch and ONNX hold them.
 """
 
 from __future__ import annotations
@@ -140,14 +140,13 @@ class _Conv(Layer):
         out = self._check_input(x)
         be, xp = self.backend, self.backend.xp
         n = int(x.shape[0])
-        cols = be.im2col(x, self.kernel_size, self.stride, self.padding)  # (N, L, C*K)
-        cols = xp.reshape(cols, (-1, self._patch))
-        W = xp.matrix_transpose(xp.reshape(self.params["W"], (self.out_channels, -1)))
-        z, y = be.bias_activation(cols, W, self.params["b"], self.activation_fn,
-                                  self.activation_params)  # (N * L, out_channels)
+        cols = be.im2col(x, self.kernel_size, self.stride, self.padding)  # (N, C*K, L)
+        W = xp.reshape(self.params["W"], (self.out_channels, self._patch))
+        # One product per sample, already channels-first: (N, out_channels, L).
+        z = W @ cols + xp.reshape(self.params["b"], (self.out_channels, 1))
+        y = self._activate(z)
         self._x_shape, self._cols, self._z, self._y = tuple(x.shape), cols, z, y
-        y = xp.reshape(y, (n,) + out + (self.out_channels,))
-        return xp.permute_dims(y, (0, 1 + self.ndim) + tuple(range(1, 1 + self.ndim)))
+        return xp.reshape(y, (n, self.out_channels) + out)
 
     def backward(self, grad_out, need_input_grad: bool = True):
         """Backpropagate ``dL/dy (batch, out_channels, *out)``; fills ``grads`` and
@@ -155,20 +154,38 @@ class _Conv(Layer):
         is False: the model's first layer skips it)."""
         self._require_forward("_cols")
         be, xp = self.backend, self.backend.xp
-        nd = self.ndim
-        grad = xp.permute_dims(grad_out, (0,) + tuple(range(2, 2 + nd)) + (1,))
-        grad = xp.reshape(grad, (-1, self.out_channels))
-        W = xp.matrix_transpose(xp.reshape(self.params["W"], (self.out_channels, -1)))
-        act = None if self.activation == "identity" else self.activation_fn
-        gW, gb, gcols = be.dense_backward(self._cols, W, self._z, self._y, grad, act,
-                                          self.activation_params, need_input_grad)
-        self.grads["W"] = xp.reshape(xp.matrix_transpose(gW), self.param_shapes()["W"])
-        self.grads["b"] = gb
+        grad = xp.reshape(grad_out, tuple(self._z.shape))
+        if self.activation != "identity":
+            grad = self._activation_grad(grad)
+        W = xp.reshape(self.params["W"], (self.out_channels, self._patch))
+        gW = xp.sum(grad @ xp.matrix_transpose(self._cols), axis=0)
+        self.grads["W"] = xp.reshape(gW, self.param_shapes()["W"])
+        self.grads["b"] = xp.sum(grad, axis=(0, 2))
         if not need_input_grad:
             return None
-        n = self._x_shape[0]
-        gcols = xp.reshape(gcols, (n, -1, self._patch))
-        return be.col2im(gcols, self._x_shape, self.kernel_size, self.stride, self.padding)
+        return be.col2im(xp.matrix_transpose(W) @ grad, self._x_shape, self.kernel_size,
+                         self.stride, self.padding)
+
+    def _activate(self, z):
+        """The activation of ``z (N, out_channels, L)``; a softmax over the channels."""
+        xp, fn, params = self.backend.xp, self.activation_fn, self.activation_params
+        if self.activation == "identity":
+            return z
+        if self.activation != "softmax":  # elementwise: any layout
+            return fn.forward(xp, z, **params)
+        return xp.permute_dims(fn.forward(xp, xp.permute_dims(z, (0, 2, 1)), **params),
+                               (0, 2, 1))
+
+    def _activation_grad(self, grad):
+        """``dL/dz`` from ``dL/dy``, all ``(N, out_channels, L)``."""
+        be, xp = self.backend, self.backend.xp
+        if self.activation != "softmax":
+            return be.activation_backward(self.activation_fn, self._z, self._y, grad,
+                                          self.activation_params)
+        t = (0, 2, 1)
+        return xp.permute_dims(be.activation_backward(
+            self.activation_fn, xp.permute_dims(self._z, t), xp.permute_dims(self._y, t),
+            xp.permute_dims(grad, t), self.activation_params), t)
 
     # ------------------------------------------------------------------ description
     def to_onnx(self, graph, x: str, path: str) -> str:

@@ -63,12 +63,12 @@ class _Pool(Layer):
         n, c = shape[:2]
         # Each channel as a one-channel sample: the windows are then the columns.
         single = xp.reshape(x, (n * c, 1) + shape[2:])
-        cols = be.im2col(single, self.kernel_size, self.stride, (0,) * self.ndim)
+        cols = be.im2col(single, self.kernel_size, self.stride, (0,) * self.ndim)  # N*C, K, L
         if self.op == "max":
-            self._arg = xp.argmax(cols, axis=-1)  # the first maximum, as PyTorch picks
-            y = xp.max(cols, axis=-1)
+            self._arg = xp.argmax(cols, axis=1)  # the first maximum, as PyTorch picks
+            y = xp.max(cols, axis=1)
         else:
-            y = xp.mean(cols, axis=-1)
+            y = xp.mean(cols, axis=1)
         self._x_shape, self._out = shape, out
         return xp.reshape(y, (n, c) + out)
 
@@ -81,12 +81,13 @@ class _Pool(Layer):
         k = 1
         for size in self.kernel_size:
             k *= size
-        g = xp.reshape(grad_out, (n * c, -1, 1))
+        g = xp.reshape(grad_out, (n * c, 1, -1))
         if self.op == "max":
-            window = xp.arange(k, dtype=self._arg.dtype, device=getattr(g, "device", None))
-            gcols = xp.astype(xp.reshape(self._arg, (n * c, -1, 1)) == window, g.dtype) * g
+            window = xp.reshape(xp.arange(k, dtype=self._arg.dtype,
+                                          device=getattr(g, "device", None)), (k, 1))
+            gcols = xp.astype(xp.reshape(self._arg, (n * c, 1, -1)) == window, g.dtype) * g
         else:
-            gcols = xp.broadcast_to(g / k, (n * c, int(g.shape[1]), k))
+            gcols = xp.broadcast_to(g / k, (n * c, k, int(g.shape[2])))
         single = (n * c, 1) + self._x_shape[2:]
         gx = be.col2im(gcols, single, self.kernel_size, self.stride, (0,) * self.ndim)
         return xp.reshape(gx, self._x_shape)
