@@ -14,7 +14,9 @@ broadcast and gradcheck. A new layer type is one class: its parameters and buffe
 files able to rebuild it.
 
 Shapes are per sample, batch first: ``(features,)``, ``(channels, length)``,
-``(channels, height, width)``; ``output_shape(input_shape)`` infers a layer's output.
+``(channels, height, width)``; ``output_shape(input_shape)`` infers a layer's output. A
+size a layer takes at any value (a convolution's height and width) is :data:`ANY_SIZE`,
+shown as ``?``: ``Conv2D(1, 8, 3).input_shape()`` is ``(1, ?, ?)``.
 """
 
 from __future__ import annotations
