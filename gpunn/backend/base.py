@@ -319,6 +319,126 @@ class Backend(FastUpdates):
         gx = grad @ xp.matrix_transpose(W) if need_input_grad else None
         return gW, gb, gx
 
+    # ------------------------------------------------------------------ patches (convolution)
+    def im2col(self, x, kernel: tuple, stride: tuple, padding: tuple):
+        """The patches a convolution or pooling window sees, one column per output position.
+
+        Parameters
+        ----------
+        x : (batch, channels, *spatial)
+            One or two spatial axes (any number works).
+        kernel, stride, padding : tuple of int
+            One entry per spatial axis; ``padding`` zeros are added on both sides.
+
+        Returns
+        -------
+        (batch, channels * K, L)
+            ``K = prod(kernel)`` values per channel (row-major over the kernel, channel
+            after channel: the order of ``W.reshape(out_channels, -1)``), ``L`` output
+            positions (row-major over the output's spatial axes). Channels-first, so a
+            convolution's product ``W @ cols`` is already ``(batch, out_channels, L)``.
+        """
+        xp = self.xp
+        x = self._pad(x, padding)
+        n, c, spatial = int(x.shape[0]), int(x.shape[1]), tuple(x.shape[2:])
+        out = _out_sizes(spatial, kernel, stride)
+        # One strided slice per kernel offset (a loop over the K offsets, not over the
+        # samples), stacked after the channel axis: (N, C, K, *out), one copy.
+        parts = [x[_window(offset, stride, out)] for offset in _offsets(kernel)]
+        return xp.reshape(xp.stack(parts, axis=2), (n, c * len(parts), _prod(out)))
+
+    def col2im(self, cols, shape: tuple, kernel: tuple, stride: tuple, padding: tuple):
+        """The adjoint of :meth:`im2col`: each patch entry added back where it was read.
+
+        Parameters
+        ----------
+        cols : (batch, channels * K, L)
+            Gradients with respect to :meth:`im2col`'s output.
+        shape : tuple
+            The shape of :meth:`im2col`'s input ``(batch, channels, *spatial)``.
+        kernel, stride, padding : tuple of int
+
+        Returns
+        -------
+        (batch, channels, *spatial)
+        """
+        xp = self.xp
+        n, c = int(shape[0]), int(shape[1])
+        padded = tuple(int(d) + 2 * p for d, p in zip(shape[2:], padding))
+        out = _out_sizes(padded, kernel, stride)
+        offsets = _offsets(kernel)
+        g = xp.reshape(cols, (n, c, len(offsets)) + out)
+        gx = self.zeros((n, c) + padded, dtype=cols.dtype)
+        for k, offset in enumerate(offsets):
+            where = _window(offset, stride, out)
+            gx[where] = gx[where] + g[:, :, k, ...]
+        return gx[(slice(None), slice(None)) + tuple(slice(p, p + int(d)) for p, d in
+                                                     zip(padding, shape[2:]))]
+
+    def _pad(self, x, padding: tuple):
+        """``x (N, C, *spatial)`` with ``padding[i]`` zeros before and after spatial axis
+        ``i`` (the standard has no pad: zeros concatenated)."""
+        for axis, p in enumerate(padding, start=2):
+            if p:
+                side = tuple(p if i == axis else int(d) for i, d in enumerate(x.shape))
+                zeros = self.zeros(side, dtype=x.dtype)
+                x = self.xp.concat([zeros, x, zeros], axis=axis)
+        return x
+
+    # ------------------------------------------------------------------ embeddings
+    def scatter_add_rows(self, target, indices, values):
+        """``target[indices[i]] += values[i]`` for every ``i``, repeated indices summed
+        (the gradient of a row lookup: an embedding's).
+
+        Parameters
+        ----------
+        target : (R, D)
+        indices : (M,) integer array, every entry in ``[0, R)`` (checked by the caller)
+        values : (M, D)
+
+        Returns
+        -------
+        (R, D)
+            The sum; a backend may write it into ``target`` and return that. The generic
+            version returns a new array.
+        """
+        xp = self.xp
+        rows = int(target.shape[0])
+        ids = xp.arange(rows, dtype=indices.dtype, device=self.device)
+        # One-hot rows times the values: standard-only (no scatter in the Array API). In
+        # chunks of indices so the one-hot block stays under ~16M entries.
+        m, step = int(indices.shape[0]), max(1, (1 << 24) // max(rows, 1))
+        for lo in range(0, m, step):
+            hi = min(lo + step, m)  # the standard leaves out-of-range stops undefined
+            hit = xp.astype(xp.reshape(indices[lo:hi], (-1, 1)) == ids, values.dtype)
+            target = target + xp.matrix_transpose(hit) @ values[lo:hi, ...]
+        return target
+
+
+def _prod(sizes) -> int:
+    total = 1
+    for s in sizes:
+        total *= int(s)
+    return total
+
+
+def _out_sizes(padded: tuple, kernel: tuple, stride: tuple) -> tuple:
+    """Output positions per spatial axis of a window ``kernel`` moved by ``stride``."""
+    return tuple((int(p) - k) // s + 1 for p, k, s in zip(padded, kernel, stride))
+
+
+def _offsets(kernel: tuple) -> list:
+    """Every offset inside the kernel, row-major."""
+    import itertools
+
+    return list(itertools.product(*(range(k) for k in kernel)))
+
+
+def _window(offset: tuple, stride: tuple, out: tuple) -> tuple:
+    """The index of what kernel offset ``offset`` sees at every output position."""
+    return (slice(None), slice(None)) + tuple(
+        slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(offset, stride, out))
+
 
 def _check_dtype_name(dtype) -> str:
     name = getattr(dtype, "name", None) or str(dtype)

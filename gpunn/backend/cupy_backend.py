@@ -181,6 +181,16 @@ class CupyBackend(Backend):
         cupy.matmul(x.T, dz, out=gW)
         return gW, gb, (cupy.matmul(dz, W.T) if need_input_grad else None)
 
+    def scatter_add_rows(self, target, indices, values):
+        # cupyx.scatter_add: one atomic-add kernel, repeated indices summed.
+        if target.dtype not in (cupy.float32, cupy.float64) or values.dtype != target.dtype:
+            return super().scatter_add_rows(target, indices, values)
+        import cupyx
+
+        with self._device:
+            cupyx.scatter_add(target, indices, values)
+        return target
+
     fused_losses = tuple(_HEADS)
 
     def fused_loss(self, kind, z, target, bias, bias_grad, loss_slot=None, metric_slot=None):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import array_api_compat.numpy as cnp
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from . import numba_kernels, numpy_kernels
 from .base import Backend
@@ -128,6 +131,59 @@ class NumpyBackend(Backend):
         else:
             return z, activation.forward(self.xp, z, **params)
         return z, z
+
+    def im2col(self, x, kernel, stride, padding):
+        # One strided view of every window (no copy), then a single copy into the patch
+        # matrix; its inner axis runs along an input row, so the copy reads rows in order
+        # (about twice as fast as copying kernel offset by kernel offset).
+        nd = len(kernel)
+        if any(padding):
+            x = np.pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in padding))
+        n, c = x.shape[:2]
+        windows = sliding_window_view(x, tuple(kernel), axis=tuple(range(2, 2 + nd)))
+        windows = windows[(slice(None), slice(None)) + tuple(slice(None, None, s)
+                                                             for s in stride)]
+        out = windows.shape[2:2 + nd]
+        # (N, C, *out, *kernel) -> (N, C, *kernel, *out): channel, offset, position.
+        order = (0, 1) + tuple(range(2 + nd, 2 + 2 * nd)) + tuple(range(2, 2 + nd))
+        return windows.transpose(order).reshape(n, -1, int(np.prod(out)))
+
+    def col2im(self, cols, shape, kernel, stride, padding):
+        nd = len(kernel)
+        n, c = int(shape[0]), int(shape[1])
+        spatial = tuple(int(d) for d in shape[2:])
+        padded = tuple(d + 2 * p for d, p in zip(spatial, padding))
+        out = tuple((d - k) // s + 1 for d, k, s in zip(padded, kernel, stride))
+        g = cols.reshape((n, c) + tuple(kernel) + out)  # a view: offsets as axes
+        if tuple(stride) == tuple(kernel) and not any(padding) and \
+                all(o * k == d for o, k, d in zip(out, kernel, spatial)):
+            # Windows that tile the input exactly (pooling): every value is read once,
+            # so the gradient is the patches rearranged, without a sum.
+            order = (0, 1) + tuple(j for i in range(nd) for j in (2 + nd + i, 2 + i))
+            return g.transpose(order).reshape(shape)
+        # Each offset's slab added into a strided view of the result, in place: rows of
+        # the slab and of the view run in the same order.
+        gx = np.zeros((n, c) + padded, dtype=cols.dtype)
+        for offset in itertools.product(*(range(k) for k in kernel)):
+            where = (slice(None), slice(None)) + tuple(
+                slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(offset, stride, out))
+            gx[where] += g[(slice(None), slice(None)) + offset]
+        if any(padding):
+            gx = gx[(slice(None), slice(None)) + tuple(
+                slice(p, p + d) for p, d in zip(padding, spatial))]
+        return gx
+
+    def scatter_add_rows(self, target, indices, values):
+        # Sort the indices once and sum each run of equal ones with one reduceat: about
+        # np.add.at's time on small tables and several times faster on large ones (it
+        # touches only the rows present); the sums then land with one fancy-index add.
+        if indices.shape[0] == 0:
+            return target
+        order = np.argsort(indices, kind="stable")
+        ids = indices[order]
+        starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+        target[ids[starts]] += np.add.reduceat(values[order], starts, axis=0)
+        return target
 
     # Faster versions of the optimiser rules' generic updates (gpunn.optim.rules): in place
     # with out= and one reused scratch array (numpy_kernels.py); Adam in one parallel Numba

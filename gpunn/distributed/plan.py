@@ -17,6 +17,9 @@ train on its share of every global batch and keeps the ranks equal:
 - **Dropout.** The masks of a global batch are drawn whole from the shared generator and
   each rank uses its rows of them: the same masks as one process at batch ``B``, and the
   generators of all ranks stay equal (so checkpoints resume under any number of ranks).
+- **Batch statistics.** While a plan is :func:`active`, a layer whose forward pass needs
+  the whole global batch (``BatchNorm``) sums its statistics over the ranks with the
+  plan's engine, using :meth:`Plan.step_rows` and the share.
 - **Decisions.** Epoch sums (loss, metrics, skipped steps) and validation sums are summed
   over ranks before anything reads them; Ctrl-C and ``stop_training`` are or-ed over
   ranks, so all ranks stop after the same step.
@@ -76,6 +79,15 @@ class Local:
 
 LOCAL = Local()
 
+#: The plan of the distributed ``fit`` running in this process (None outside one): layers
+#: whose forward pass needs the whole global batch (BatchNorm's statistics) read it.
+_active = None
+
+
+def active():
+    """The :class:`Plan` of the distributed ``fit`` running now, or None."""
+    return _active
+
 
 class RankAverage:
     """An optimiser wrapper (see gpunn.optim.wrappers): the ranks' gradients are averaged
@@ -134,6 +146,16 @@ class Plan(Local):
 
     def _piece(self, m: int) -> tuple[int, int]:
         return self.rank * m // self.size, (self.rank + 1) * m // self.size
+
+    def step_rows(self) -> tuple[int, int] | None:
+        """``(rows, m)`` during a training step: this rank's rows of the global batch (0
+        for a rank running a weight-0 stand-in row) and the global batch's rows; None
+        between steps."""
+        if self.window is None:
+            return None
+        m = self.window[2]
+        lo, hi = self._piece(m)
+        return hi - lo, m
 
     def local_rows(self, n: int, batch_size: int) -> int:
         full, last = divmod(n, batch_size)
@@ -257,15 +279,19 @@ class Plan(Local):
     @contextlib.contextmanager
     def training(self, model):
         """While training: random draws of a step sized by this rank's rows are drawn
-        for the whole global batch and sliced (see the module docstring)."""
+        for the whole global batch and sliced (see the module docstring), and this plan
+        is :func:`active` (layers that need the global batch reduce over the ranks)."""
+        global _active
         backends = {id(b): b for b in [model.backend] +
                     [lay.backend for _, lay in model.walk() if lay.backend is not None]}
         saved = {k: b.random for k, b in backends.items()}
         for k, b in backends.items():
             b.random = SlicedRandom(saved[k], self)
+        previous, _active = _active, self
         try:
             yield
         finally:
+            _active = previous
             for k, b in backends.items():
                 b.random = saved[k]
 

@@ -3,16 +3,21 @@ TensorRT, OpenVINO, ONNX.js, ...).
 
 The graph
 ---------
-- input ``"input"``: ``(batch, in_features)`` float32, the batch dimension symbolic;
+- input ``"input"``: ``(batch, *input_shape)`` float32 (``(batch, in_features)`` for a
+  model starting with a Dense), the batch and any free size (a convolution's height and
+  width) symbolic;
 - the model's :class:`~gpunn.preprocessing.Standardizer`, when it has one, as ``Sub`` (the
   mean) and ``Mul`` (``1 / scale``): the arithmetic ``predict`` does;
 - each layer adds its own nodes (``layer.to_onnx(graph, x, path)``, walking blocks): one
   ``Gemm`` per :class:`~gpunn.layers.Dense` (``W`` is ``(in, out)``: no transpose), then
   its activation as standard operators (table :data:`ACTIVATIONS`); ``Dropout`` is
   nothing at inference; a ``Residual`` is an ``Add`` of its input and its layers'
-  output; a layer without ``to_onnx`` is refused by name;
-- output ``"output"``: ``(batch, out_features)``, what ``predict`` returns (probabilities
-  after a softmax or sigmoid).
+  output; convolutions, pooling, normalisation, embeddings and shape layers map to
+  ``Conv``, ``MaxPool``/``AveragePool``/``GlobalAveragePool``, ``BatchNormalization``,
+  ``LayerNormalization`` (opset 17), ``Gather``, ``Flatten`` and ``Reshape``; a layer
+  without ``to_onnx`` is refused by name;
+- output ``"output"``: ``(batch, *output_shape)``, what ``predict`` returns
+  (probabilities after a softmax or sigmoid).
 
 Choices
 -------
@@ -55,8 +60,10 @@ def require():
 class _Graph:
     """Nodes and initialisers being collected, with unique names."""
 
-    def __init__(self, onnx):
+    def __init__(self, onnx, opset: int = DEFAULT_OPSET):
         self.onnx, self.nodes, self.initializers, self._count = onnx, [], [], 0
+        #: The operator set being written: a layer whose operator is newer refuses.
+        self.opset = opset
 
     def const(self, name: str, value) -> str:
         array = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
@@ -66,6 +73,12 @@ class _Graph:
     def scalar(self, value: float) -> str:
         self._count += 1
         return self.const(f"c{self._count}", value)
+
+    def ints(self, name: str, values) -> str:
+        """A 1-D int64 initializer (shapes, axes, pads that operators take as inputs)."""
+        array = np.asarray(values, dtype=np.int64).reshape(-1)
+        self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
+        return name
 
     def param(self, path: str, value) -> str:
         """A parameter as a float32 initializer named by its path (``"2.0.W"``)."""
@@ -137,9 +150,10 @@ def _check(model, opset) -> None:
             raise ValueError(f"to_onnx: {layer.label} has no ONNX form; gpunn exports Dense, "
                              "Dropout, activation layers, blocks of them, and any layer "
                              "that defines to_onnx(graph, x, path)")
-    if model.input_dim is None:
-        raise ValueError("to_onnx: the model has no Dense layer, so its input width is "
-                         "unknown")
+    if model.input_shape() is None:
+        raise ValueError("to_onnx: the model has no Dense layer (nor another layer that "
+                         "fixes its input shape, such as a convolution), so its input "
+                         "shape is unknown")
     prep = model.preprocessor
     if prep is not None and getattr(prep, "kind", None) != "standardize":
         raise ValueError(f"to_onnx: preprocessing {type(prep).__name__} has no ONNX form; "
@@ -166,8 +180,8 @@ def to_onnx_model(model, opset: int = DEFAULT_OPSET):
     Returns
     -------
     onnx.ModelProto
-        Input ``"input"`` ``(batch, in_features)`` float32, output ``"output"``
-        ``(batch, out_features)`` float32.
+        Input ``"input"`` ``(batch, *input_shape)`` float32, output ``"output"``
+        ``(batch, *output_shape)`` float32.
 
     Raises
     ------
@@ -178,7 +192,7 @@ def to_onnx_model(model, opset: int = DEFAULT_OPSET):
     """
     onnx = require()
     _check(model, opset)
-    helper, g = onnx.helper, _Graph(onnx)
+    helper, g = onnx.helper, _Graph(onnx, opset)
     x = "input"
     if model.preprocessor is not None:
         prep = model.preprocessor
@@ -194,8 +208,9 @@ def to_onnx_model(model, opset: int = DEFAULT_OPSET):
     float32 = onnx.TensorProto.FLOAT
     graph = helper.make_graph(
         g.nodes, "gpunn_sequential",
-        [helper.make_tensor_value_info("input", float32, ["batch", model.input_dim])],
-        [helper.make_tensor_value_info("output", float32, ["batch", model.output_dim])],
+        [helper.make_tensor_value_info("input", float32, _dims(model.input_shape(), "in"))],
+        [helper.make_tensor_value_info("output", float32, _dims(
+            model.output_shape(model.input_shape()), "out"))],
         initializer=g.initializers, doc_string=repr(model))
     opsets = [helper.make_opsetid("", opset)]
     proto = helper.make_model(graph, opset_imports=opsets, producer_name="gpunn",
@@ -204,6 +219,15 @@ def to_onnx_model(model, opset: int = DEFAULT_OPSET):
         helper.set_model_props(proto, {"gpunn.extra": json.dumps(model.extra)})
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def _dims(shape, prefix: str) -> list:
+    """A tensor's dimensions: the batch and free sizes (a convolution's height and width)
+    symbolic, the rest fixed."""
+    from ..layers.base import is_any_size
+
+    return ["batch"] + [f"{prefix}_{i + 1}" if shape is None or is_any_size(d) else int(d)
+                        for i, d in enumerate(shape or (None,))]
 
 
 def save_onnx(model, path, opset: int = DEFAULT_OPSET) -> None:

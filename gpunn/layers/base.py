@@ -14,7 +14,9 @@ broadcast and gradcheck. A new layer type is one class: its parameters and buffe
 files able to rebuild it.
 
 Shapes are per sample, batch first: ``(features,)``, ``(channels, length)``,
-``(channels, height, width)``; ``output_shape(input_shape)`` infers a layer's output.
+``(channels, height, width)``; ``output_shape(input_shape)`` infers a layer's output. A
+size a layer takes at any value (a convolution's height and width) is :data:`ANY_SIZE`,
+shown as ``?``: ``Conv2D(1, 8, 3).input_shape()`` is ``(1, ?, ?)``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,61 @@ def positive_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{what}: expected a positive integer, got {value!r}")
     return int(value)
+
+
+class _AnySize(int):
+    """A per-sample dimension a layer takes at any size (a convolution's height and width):
+    equal to every size, shown as ``?``. An int (0) so that shape arithmetic elsewhere
+    (products, sizes) stays defined; layers test for it with :func:`is_any_size`."""
+
+    def __new__(cls):
+        return super().__new__(cls, 0)
+
+    def __eq__(self, other):
+        # Compared with a plain int the reflected __eq__ of this subclass runs first, so
+        # ``(1, 8, 8) == (1, ANY_SIZE, ANY_SIZE)`` holds wherever shapes are compared.
+        return isinstance(other, int) and not isinstance(other, bool)
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    __hash__ = int.__hash__
+
+    def __repr__(self) -> str:
+        return "?"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return format("?", spec.rstrip("d"))
+
+    def __reduce__(self):
+        return "ANY_SIZE"  # copies and pickles are the one module-level object
+
+
+#: A dimension of any size in a per-sample shape: ``Conv2D(1, 8, 3).input_shape()`` is
+#: ``(1, ANY_SIZE, ANY_SIZE)``, and an output size that depends on it is ``ANY_SIZE``.
+ANY_SIZE = _AnySize()
+
+
+def is_any_size(dim) -> bool:
+    """Whether a per-sample dimension is :data:`ANY_SIZE` (not known until data comes)."""
+    return isinstance(dim, _AnySize)
+
+
+def known_size(shape) -> int | None:
+    """The number of values of a per-sample shape, or None when a dimension is free."""
+    if shape is None or any(is_any_size(d) for d in shape):
+        return None
+    size = 1
+    for d in shape:
+        size *= int(d)
+    return size
+
+
+def show_shape(shape) -> str:
+    """``(batch, 1, ?, ?)``: a per-sample shape with its batch axis, for messages."""
+    return "(batch" + "".join(f", {d}" for d in shape) + ")"
 
 
 def as_shape(shape, what: str) -> tuple:

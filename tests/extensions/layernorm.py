@@ -11,7 +11,8 @@ import numpy as np
 import gpunn as gn
 
 
-@gn.register_layer
+# gpunn has a LayerNorm of its own: a user's layer registers under a name of its own.
+@gn.register_layer(name="FeatureLayerNorm")
 class LayerNorm(gn.Layer):
     """``gamma * (x - mean) / sqrt(var + eps) + beta`` over each row's features.
 
