@@ -38,10 +38,11 @@ class OutputHead:
 
     def __init__(self, model, loss):
         self.model, self.loss, self.backend = model, loss, model.backend
-        # The layers that may add a penalty, found once (a walk per step costs on small
-        # models).
+        # The layers that add a penalty (a Dense with kernel_l2), found once per fit: a
+        # walk per step costs on small models.
         self._penalized = [layer for _, layer in model.walk()
-                           if type(layer).penalty is not Layer.penalty]
+                           if type(layer).penalty is not Layer.penalty
+                           and layer.penalty() is not None]
 
     def forward(self, x, t, w=None, slots=None) -> LossResult:
         """Forward pass and loss of a batch ``x (batch, *input_shape)`` against ``t``,
@@ -56,6 +57,8 @@ class OutputHead:
         self.model.backward_batch(grad, need_input_grad=False)
 
     def _with_penalty(self, result: LossResult) -> LossResult:
+        if not self._penalized:
+            return result
         value = result.value
         for layer in self._penalized:
             reg = layer.penalty()
