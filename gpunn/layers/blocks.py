@@ -64,8 +64,9 @@ class Block(Layer):
             self.add(str(i), layer)
 
     def _children_changed(self) -> None:
-        # Read at every step: a tuple, not a list built from the dict each time.
+        # Read at every step: tuples, not a list built from the dict each time.
         self._seq = tuple(self._children.values())
+        self._skips = tuple(getattr(layer, "skips_input_grad", False) for layer in self._seq)
 
     @property
     def layers(self) -> list:
@@ -96,9 +97,11 @@ class Block(Layer):
     def backward(self, grad_out, need_input_grad: bool = True):
         """Backpropagate through the layers in reverse; the first skips its input
         gradient when ``need_input_grad`` is False and it can."""
-        layers = self._seq
+        layers, skips = self._seq, self._skips
         for i in range(len(layers) - 1, -1, -1):
-            grad_out = _backward(layers[i], grad_out, need_input_grad or i > 0)
+            if i == 0 and not need_input_grad and skips[0]:
+                return layers[0].backward(grad_out, need_input_grad=False)
+            grad_out = layers[i].backward(grad_out)
         return grad_out
 
     def forward_logits(self, x, training: bool = False, add_bias: bool = True):
@@ -115,7 +118,9 @@ class Block(Layer):
         grad = layers[-1].backward_logits(grad_z, need_input_grad or len(layers) > 1,
                                           bias_done)
         for i in range(len(layers) - 2, -1, -1):
-            grad = _backward(layers[i], grad, need_input_grad or i > 0)
+            if i == 0 and not need_input_grad and self._skips[0]:
+                return layers[0].backward(grad, need_input_grad=False)
+            grad = layers[i].backward(grad)
         return grad
 
     def to_onnx(self, graph, x: str, path: str) -> str:
@@ -194,12 +199,6 @@ def input_shape_of(layers) -> tuple | None:
         if layer.output_shape(None) is not None:  # e.g. a reshape: input unconstrained
             return None
     return None
-
-
-def _backward(layer, grad, need_input_grad: bool):
-    if not need_input_grad and getattr(layer, "skips_input_grad", False):
-        return layer.backward(grad, need_input_grad=False)
-    return layer.backward(grad)
 
 
 def _check_chain(layers) -> None:

@@ -90,7 +90,15 @@ class Dense(Layer):
     def forward(self, x, training: bool = False):
         """``x (batch, in_features)`` -> ``(batch, out_features)`` (``training`` is
         unused: Dense behaves the same in both modes)."""
-        return self.forward_logits(x, training, activate=True)
+        # forward_logits's work, written out: one call fewer per layer and step.
+        if self.backend is None:
+            self._require_built()
+        self.check_input(x)
+        self._x, self._head = x, False
+        self._z, self._y = self.backend.bias_activation(x, self.params["W"], self.params["b"],
+                                                        self.activation_fn,
+                                                        self.activation_params)
+        return self._y
 
     def forward_logits(self, x, training: bool = False, add_bias: bool = True,
                        activate: bool = False):
@@ -119,21 +127,23 @@ class Dense(Layer):
                                                         act, self.activation_params)
         return self._y
 
-    def backward(self, grad_out, need_input_grad: bool = True):
-        """Backpropagate ``grad_out = dL/dy (batch, out_features)`` through the activation
-        and the affine map; fills ``grads``.
+    def backward(self, grad_z, need_input_grad: bool = True, bias_done: bool = False):
+        """Backpropagate through the activation and the affine map; fills ``grads``.
+
+        Parameters
+        ----------
+        grad_z : (batch, out_features)
+            ``dL/dy`` after :meth:`forward`; ``dL/dz`` after :meth:`forward_logits`
+            (the loss applied the activation).
+        need_input_grad : bool
+            False skips the input gradient (the first layer of a model: one matmul).
+        bias_done : bool
+            ``grads["b"]`` already holds the bias gradient (a fused loss wrote it).
 
         Returns
         -------
-        (batch, in_features), or None when ``need_input_grad`` is False (the first layer
-        of a model skips that matmul).
+        (batch, in_features), or None when ``need_input_grad`` is False.
         """
-        return self.backward_logits(grad_out, need_input_grad)
-
-    def backward_logits(self, grad_z, need_input_grad: bool = True, bias_done: bool = False):
-        """Backpropagate from ``dL/dz`` after :meth:`forward_logits` (``bias_done``:
-        ``grads["b"]`` already holds the bias gradient, a fused loss wrote it); after
-        :meth:`forward`, ``grad_z`` is ``dL/dy``."""
         self._require_forward("_z")
         act = None if self.activation == "identity" or self._head else self.activation_fn
         gW, gb, gx = self.backend.dense_backward(
@@ -144,6 +154,10 @@ class Dense(Layer):
             gW += (2.0 * self.kernel_l2) * self.params["W"]
         self.grads["W"], self.grads["b"] = gW, gb
         return gx
+
+    #: Backward from ``dL/dz`` after :meth:`forward_logits`: the same maths (the forward
+    #: pass recorded whether the activation was applied).
+    backward_logits = backward
 
     def to_onnx(self, graph, x: str, path: str) -> str:
         """``Gemm`` (``W`` is already ``(in, out)``), then the activation."""
