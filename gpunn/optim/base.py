@@ -279,13 +279,13 @@ class Optimizer:
         """The backend's fast version of this rule for ``dtype`` arrays, or None; looked up
         once per backend and dtype (a dtype's name costs microseconds: per step on a small
         model, that shows)."""
-        cache = self.__dict__.setdefault("_fast_cache", {})
-        key = (id(backend), dtype)
-        if key not in cache:
-            kind = _fast_kind(type(self), self.kind)
-            cache.clear()  # another backend: the old entries will not be asked again
-            cache[key] = backend.fast_update(kind, dtype) if kind else None
-        return cache[key]
+        last = self.__dict__.get("_fast_last")
+        if last is not None and last[0] is backend and last[1] == dtype:
+            return last[2]
+        kind = _fast_kind(type(self), self.kind)
+        fast = backend.fast_update(kind, dtype) if kind else None
+        self._fast_last = (backend, dtype, fast)
+        return fast
 
     def step_constants(self):
         """The constants of this step (``self.t`` is its number, from 1), computed once

@@ -49,7 +49,8 @@ class OutputHead:
         rows weighted by ``w (batch,)`` or None. ``slots`` (the epoch buffers' entries of
         this step) are for heads that write into them."""
         out = self.model.forward_batch(x, training=True)
-        return self._with_penalty(self.loss.compute(out, t, self.backend, w))
+        result = self.loss.compute(out, t, self.backend, w)
+        return self._with_penalty(result) if self._penalized else result
 
     def backward(self, grad) -> None:
         """Backpropagate ``grad`` (what :meth:`forward` returned, perhaps scaled) through
@@ -57,8 +58,6 @@ class OutputHead:
         self.model.backward_batch(grad, need_input_grad=False)
 
     def _with_penalty(self, result: LossResult) -> LossResult:
-        if not self._penalized:
-            return result
         value = result.value
         for layer in self._penalized:
             reg = layer.penalty()
@@ -73,7 +72,8 @@ class LogitsHead(OutputHead):
 
     def forward(self, x, t, w=None, slots=None) -> LossResult:
         z = self.model.forward_batch(x, training=True, logits=True)
-        return self._with_penalty(self.loss.compute_logits(z, t, self.backend, weight=w))
+        result = self.loss.compute_logits(z, t, self.backend, weight=w)
+        return self._with_penalty(result) if self._penalized else result
 
     def backward(self, grad) -> None:
         self.model.backward_batch(grad, need_input_grad=False, logits=True)

@@ -101,6 +101,9 @@ class Trainer:
                              scaled=amp is not None, labels=config.labels)
         self.per_batch = [cb for cb in self.callbacks
                           if type(cb).on_batch_end is not Callback.on_batch_end]
+        # The model's store stays the same object while fit runs (moving the model is
+        # refused then); a rebuilt flat buffer is rebuilt inside it.
+        self.store = model.store
 
     # ------------------------------------------------------------------ one step
     def step(self, x, t, w=None, slots=None) -> LossResult:
@@ -116,7 +119,7 @@ class Trainer:
         """
         result = self.head.forward(x, t, w, slots)                  # forward and loss
         self.head.backward(self.stepper.loss_gradient(result.grad))  # backward
-        params, grads = self.model.store.step_lists(adopt_params=False)
+        params, grads = self.store.step_lists(adopt_params=False)
         self.stepper.step(params, grads, loss=result.value)          # optimizer.step
         return result
 
