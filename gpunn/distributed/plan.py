@@ -32,6 +32,7 @@ import contextlib
 import numpy as np
 
 from ..backend.ops import host_array
+from ..optim.wrappers import OptimizerWrapper
 
 
 class Local:
@@ -89,8 +90,8 @@ def active():
     return _active
 
 
-class RankAverage:
-    """An optimiser wrapper (see gpunn.optim.wrappers): the ranks' gradients are averaged
+class RankAverage(OptimizerWrapper):
+    """An optimiser wrapper: the ranks' gradients are averaged
     over the global batch (one all-reduce over the flat buffer) before the wrapped step.
 
     Parameters
@@ -103,21 +104,8 @@ class RankAverage:
     """
 
     def __init__(self, optimizer, plan, poison: bool):
-        self.optimizer, self.plan, self.poison = optimizer, plan, poison
-
-    def loss_gradient(self, grad):
-        return self.optimizer.loss_gradient(grad)
-
-    def saved_arrays(self) -> list:
-        return self.optimizer.saved_arrays()
-
-    @property
-    def t(self) -> int:
-        return self.optimizer.t
-
-    @t.setter
-    def t(self, value: int) -> None:
-        self.optimizer.t = value
+        super().__init__(optimizer)
+        self.plan, self.poison = plan, poison
 
     def step(self, params: list, grads: list, loss=None) -> None:
         self.plan.reduce_gradients(grads, loss if self.poison else None)
