@@ -383,3 +383,21 @@ def test_roll_back_snapshots_stay_on_the_gpu_when_they_fit(fake, monkeypatch):
     monkeypatch.setattr(m.backend, "fits_on_device", lambda nbytes: False)
     snap = Snapshot(m, m.optimizer, 1)
     assert not snap.on_device and all(type(p) is np.ndarray for p in snap.params)
+
+
+@pytest.mark.parametrize("order_rows", [96, 40, 7], ids=["all", "part", "less-than-a-batch"])
+def test_streamed_batches_follow_an_order_shorter_than_the_data(fake, order_rows):
+    """A rank streams only its rows (an order shorter than the host arrays): the pinned
+    double buffer stages that many rows and no more, on CuPy as on the generic backend."""
+    from gpunn.backend.base import Backend
+    from gpunn.backend.cupy_backend import CupyBackend
+
+    X, y = _data()
+    order = np.random.default_rng(1).permutation(96)[:order_rows]
+    for be in (CupyBackend(0, dtype="float32", seed=0),
+               Backend(gn.get_backend("cpu").xp, dtype="float32")):
+        got = [(gn.to_numpy(x), gn.to_numpy(t)) for x, t in be.batches(X, y, order, 32)]
+        assert [len(x) for x, _ in got] == [min(32, order_rows - lo)
+                                          for lo in range(0, order_rows, 32)]
+        np.testing.assert_array_equal(np.concatenate([x for x, _ in got]), X[order])
+        np.testing.assert_array_equal(np.concatenate([t for _, t in got]), y[order])

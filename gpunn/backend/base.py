@@ -200,14 +200,15 @@ class Backend(FastUpdates):
         ----------
         X : (N, features) host array
         T : (N, ...) host array or None
-        order : (N,) host int array, or None for the stored order
+        order : (k,) host int array, or None for the stored order (all N rows)
         batch_size : int
 
         Yields
         ------
         (x, t) : device arrays of at most ``batch_size`` rows (``t`` None without ``T``)
         """
-        n = int(X.shape[0])
+        # With an order, its rows only (a rank's share may be fewer than the data's).
+        n = int(X.shape[0]) if order is None else len(order)
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
             idx = slice(lo, hi) if order is None else order[lo:hi]

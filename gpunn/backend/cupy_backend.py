@@ -233,7 +233,8 @@ class CupyBackend(Backend):
         batch ahead of the compute stream (double buffering)."""
         import cupyx
 
-        n = int(X.shape[0])
+        # With an order, its rows only (a rank's share may be fewer than the data's).
+        n = int(X.shape[0]) if order is None else len(order)
         arrays = [a for a in (X, T) if a is not None]
         with self._device:
             side = cupy.cuda.Stream(non_blocking=True)
