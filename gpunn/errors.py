@@ -61,7 +61,12 @@ def lookup(kind: str, name, table: dict, base: type, **kwargs):
         return name
     if not isinstance(name, str) or name.lower() not in table:
         raise unknown_name(kind, name, table)
-    return table[name.lower()](**kwargs)
+    cls = table[name.lower()]
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # e.g. a user's class whose arguments have no defaults
+        raise TypeError(f"{kind} {name!r} ({cls.__name__}) cannot be made by name: {exc}; "
+                        f"pass an instance, e.g. {cls.__name__}(...)") from None
 
 
 class TrainingDiverged(GpunnError, FloatingPointError):

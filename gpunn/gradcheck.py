@@ -69,8 +69,10 @@ def _as_tree(obj):
 
 
 def _check_name(path: str, layer, key: str) -> str:
-    """``"<layer name>.<key>"`` for a named layer (``"dense_0.W"``), else the path."""
-    return f"{layer.name}.{key}" if layer.name else path
+    """``"<layer name>.<key>"`` for a named layer of the model itself (``"dense_0.W"``,
+    unique there), else the parameter's path (``"3.0.0.W"``: nested blocks may reuse a
+    name)."""
+    return f"{layer.name}.{key}" if layer.name and path.count(".") == 1 else path
 
 
 def gradcheck(model, x, y=None, loss="mse", *, eps: float = 1e-6, rtol: float = 1e-5,
@@ -122,7 +124,11 @@ def gradcheck(model, x, y=None, loss="mse", *, eps: float = 1e-6, rtol: float = 
 
         copy = Block([child.clone(b64) for child in tree.layers]) \
             if isinstance(tree, Block) else tree.clone(b64)
-        x = b64.asarray(x, dtype="float64")
+        x = b64.asarray(x)
+        if b64.is_floating(x.dtype):
+            x = b64.asarray(x, dtype="float64")
+        else:  # indices (an Embedding first): they have no gradient to check
+            check_input = False
 
         def run_forward():
             return copy.forward(x, training=False)

@@ -80,12 +80,18 @@ class ParameterStore:
         ``adopt_params`` is False: the training loop checks that once per epoch).
         """
         if self.flat is None:
-            return self.parameters(), self.gradients()
+            params, grads = self.parameters(), self.gradients()
+            for (_, layer, key), p, g in zip(self.root.named_parameters(), params, grads):
+                if tuple(g.shape) != tuple(p.shape):
+                    _bad_gradient(layer, key, g, p)
+            return params, grads
         if adopt_params:
             self.adopt_params()
         for (layer, key), gv in zip(self._entries, self._gviews):
             grad = layer.grads[key]
             if grad is not gv:
+                if tuple(grad.shape) != tuple(gv.shape):  # it would broadcast, silently
+                    _bad_gradient(layer, key, grad, gv)
                 gv[...] = grad
                 layer.grads[key] = gv
         P, G = self.flat
@@ -118,6 +124,12 @@ class ParameterStore:
         with be.context():
             for p, value in zip(self.parameters() + self.buffers(), saved):
                 p[...] = be.asarray(value, dtype=p.dtype)
+
+
+def _bad_gradient(layer, key, grad, param):
+    raise ValueError(f"{layer.label}: backward set grads[{key!r}] of shape "
+                     f"{tuple(grad.shape)}; expected the parameter's shape "
+                     f"{tuple(param.shape)}")
 
 
 def _check_shapes(root) -> None:

@@ -274,3 +274,93 @@ def test_a_one_file_loss_trains_checks_saves_and_continues(tmp_path, backend_nam
     assert isinstance(again.loss, LogCosh)
     h = again.fit(X, y, epochs=1, verbose=0)  # keeps the file's loss and optimiser
     assert isinstance(again.loss, LogCosh) and np.isfinite(h.history["loss"][0])
+
+
+# ---------------------------------------------------------------------- a user's mistakes
+class _Scale(gn.Layer):
+    """The README's Scale layer, unregistered: the base of the mistakes below."""
+
+    def __init__(self, features, name=None):
+        super().__init__(name)
+        self.features = features
+
+    def param_shapes(self):
+        return {"s": (self.features,)}
+
+    def allocate(self, backend):
+        self.add_param("s", backend.zeros((self.features,)) + 1.0)
+
+    def forward(self, x, training=False):
+        self._x = x
+        return x * self.params["s"]
+
+    def backward(self, grad_out):
+        self.grads["s"] = self.backend.xp.sum(grad_out * self._x, axis=0)
+        return grad_out * self.params["s"]
+
+    def get_config(self):
+        return {"features": self.features}
+
+
+def test_a_gradient_of_the_wrong_shape_is_an_error_naming_the_layer(backend_name):
+    class ScalarGrad(_Scale):
+        def backward(self, grad_out):
+            self.grads["s"] = self.backend.xp.sum(grad_out * self._x)  # 0-d: it would
+            return grad_out * self.params["s"]                         # broadcast
+
+    X, y = gn.data.make_moons(64, seed=0)
+    model = gn.Sequential([gn.Dense(2, 4), ScalarGrad(4), gn.Dense(4, 1, activation="sigmoid")],
+                          device=make_backend(backend_name), seed=0)
+    with pytest.raises(ValueError, match=r"scalargrad_1.*grads\['s'\] of shape \(\); "
+                                         r"expected the parameter's shape \(4,\)"):
+        model.fit(X, y, loss="bce", epochs=1, verbose=0)
+
+
+def test_a_loss_gradient_of_the_wrong_shape_is_an_error_naming_the_loss():
+    @gn.losses.register("sum_of_squares_wrong_grad")
+    class WrongGrad(gn.losses.Loss):
+        name = "sum_of_squares_wrong_grad"
+
+        def _value_and_grad(self, xp, pred, target, share=None):
+            d = pred - target
+            return xp.mean(d * d), xp.sum(d)
+
+    X, y = gn.data.make_moons(64, seed=0)
+    model = gn.Sequential([gn.Dense(2, 3), gn.Dense(3, 1)], device="cpu", seed=0)
+    before = [gn.to_numpy(p).copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"loss 'sum_of_squares_wrong_grad': its gradient "
+                                         r"has shape \(\); expected .* \(32, 1\)"):
+        model.fit(X, y, loss="sum_of_squares_wrong_grad", epochs=1, verbose=0)
+    for p, b in zip(model.parameters(), before):  # checked before the first update
+        np.testing.assert_array_equal(gn.to_numpy(p), b)
+
+
+def test_saving_an_unregistered_base_layer_is_refused(tmp_path):
+    model = gn.Sequential([gn.Dense(2, 4), _Scale(4), gn.Dense(4, 1)], device="cpu")
+    with pytest.raises(TypeError, match="_Scale is not a registered layer type"):
+        model.save(tmp_path / "m.npz")
+    assert not list(tmp_path.iterdir())
+
+
+def test_gradcheck_keys_are_unique_in_nested_models_and_skips_index_inputs():
+    net = gn.Sequential([gn.Dense(2, 4, activation="tanh"),
+                         gn.Block([gn.Sequential([gn.Dense(4, 4, activation="tanh")]),
+                                   gn.Dense(4, 4)]),
+                         gn.Dense(4, 1)], device="cpu", seed=0)
+    result = gn.gradcheck(net, np.random.default_rng(0).standard_normal((5, 2)))
+    assert result.ok
+    assert {"dense_0.W", "1.0.0.W", "1.1.W", "dense_2.W", "input"} <= set(result.errors)
+    emb = gn.Sequential([gn.Embedding(5, 3), gn.Flatten(), gn.Dense(6, 1)], device="cpu",
+                        seed=0)
+    result = gn.gradcheck(emb, np.array([[0, 1], [4, 2], [3, 3]]))
+    assert result.ok and "input" not in result.errors
+
+
+def test_an_incomplete_optimiser_is_refused_when_registered():
+    class NoConstants(gn.optim.Optimizer):
+        def update(self, xp, p, g, state, hp):
+            p[...] = p - self.lr * g
+
+    with pytest.raises(TypeError, match="must define step_constants"):
+        gn.optim.register("no_constants")(NoConstants)
+    assert "no_constants" not in gn.optim.OPTIMIZERS

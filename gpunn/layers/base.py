@@ -407,7 +407,8 @@ class Layer:
         """
         kind = self.registered_name
         own = type(self)
-        if LAYERS.get(kind) is not own and own.__dict__.get("_serializes_as") != kind:
+        if kind is None or (LAYERS.get(kind) is not own
+                            and own.__dict__.get("_serializes_as") != kind):
             raise TypeError(f"{self.label}: {own.__name__} is not a registered layer type; "
                             "decorate the class with @gpunn.register_layer so model files "
                             "can rebuild it")

@@ -81,6 +81,12 @@ def register(name: str):
         if held is not None and _qualified(held) != _qualified(cls):
             raise ValueError(f"gpunn.optim.register({name!r}): the name already belongs to "
                              f"{_qualified(held)}; choose another for {_qualified(cls)}")
+        missing = [m for m in ("step_constants", "update")
+                   if getattr(cls, m) is getattr(Optimizer, m)
+                   and cls.step is Optimizer.step]
+        if missing:
+            raise TypeError(f"gpunn.optim.register({name!r}): {cls.__name__} must define "
+                            f"{' and '.join(missing)} (see gpunn.optim.Optimizer)")
         if cls.kind == Optimizer.kind:
             cls.kind = name
         if "name" not in vars(cls):

@@ -38,6 +38,7 @@ class OutputHead:
 
     def __init__(self, model, loss):
         self.model, self.loss, self.backend = model, loss, model.backend
+        self._checked = False  # the loss's gradient shape, at the first step
         # The layers that add a penalty (a Dense with kernel_l2), found once per fit: a
         # walk per step costs on small models.
         self._penalized = [layer for _, layer in model.walk()
@@ -50,12 +51,23 @@ class OutputHead:
         this step) are for heads that write into them."""
         out = self.model.forward_batch(x, training=True)
         result = self.loss.compute(out, t, self.backend, w)
+        if not self._checked:
+            self._check(result, out)
         return self._with_penalty(result) if self._penalized else result
 
     def backward(self, grad) -> None:
         """Backpropagate ``grad`` (what :meth:`forward` returned, perhaps scaled) through
         the model; the first layer skips its input gradient."""
         self.model.backward_batch(grad, need_input_grad=False)
+
+    def _check(self, result: LossResult, out) -> None:
+        """A loss's gradient has its prediction's shape (checked at a fit's first step: a
+        user's loss returning another shape would fail deep in a matmul, or broadcast)."""
+        self._checked = True
+        if tuple(result.grad.shape) != tuple(out.shape):
+            raise ValueError(f"loss {self.loss.name!r}: its gradient has shape "
+                             f"{tuple(result.grad.shape)}; expected the prediction's shape "
+                             f"{tuple(out.shape)}")
 
     def _with_penalty(self, result: LossResult) -> LossResult:
         value = result.value
@@ -73,6 +85,8 @@ class LogitsHead(OutputHead):
     def forward(self, x, t, w=None, slots=None) -> LossResult:
         z = self.model.forward_batch(x, training=True, logits=True)
         result = self.loss.compute_logits(z, t, self.backend, weight=w)
+        if not self._checked:
+            self._check(result, z)
         return self._with_penalty(result) if self._penalized else result
 
     def backward(self, grad) -> None:
