@@ -96,9 +96,6 @@ class Sequential(Block):
         self._store = None
         return super().build(backend, input_shape)
 
-    def get_config(self) -> dict:
-        return {"layers": [layer.spec() for layer in self.layers]}
-
     def clone(self, backend=None) -> Sequential:
         """A deep copy of the network (parameters, buffers, preprocessing, loss) without
         the optimiser's state or the training progress."""

@@ -80,8 +80,9 @@ class ParameterStore:
         ``adopt_params`` is False: the training loop checks that once per epoch).
         """
         if self.flat is None:
-            params, grads = self.parameters(), self.gradients()
-            for (_, layer, key), p, g in zip(self.root.named_parameters(), params, grads):
+            params = [layer.params[key] for layer, key in self._entries]
+            grads = [layer.grads[key] for layer, key in self._entries]
+            for (layer, key), p, g in zip(self._entries, params, grads):
                 if tuple(g.shape) != tuple(p.shape):
                     _bad_gradient(layer, key, g, p)
             return params, grads

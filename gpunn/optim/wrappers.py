@@ -49,6 +49,13 @@ def _all_finite(xp, arrays, also=None):
     return ok
 
 
+def delegated(name: str) -> property:
+    """A property read from and written to the wrapped optimiser (``self.optimizer``)."""
+    return property(lambda self: getattr(self.optimizer, name),
+                    lambda self, value: setattr(self.optimizer, name, value),
+                    doc=f"The wrapped optimiser's ``{name}``.")
+
+
 class OptimizerWrapper:
     """An optimiser around another (``optimizer``): by default every call passes through.
 
@@ -68,14 +75,7 @@ class OptimizerWrapper:
         """The wrapped optimiser's arrays (and the wrapper's own, if it has state)."""
         return self.optimizer.saved_arrays()
 
-    @property
-    def t(self) -> int:
-        """The wrapped optimiser's step counter."""
-        return self.optimizer.t
-
-    @t.setter
-    def t(self, value: int) -> None:
-        self.optimizer.t = value
+    t = delegated("t")  # the step counter
 
     def step(self, params: list, grads: list, loss=None) -> None:
         """One update of ``params`` from ``grads`` (``loss``: the step's 0-d value)."""

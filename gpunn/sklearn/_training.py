@@ -34,6 +34,7 @@ from ..backend import host_array
 from ..callbacks import Callback
 from ..errors import user_stacklevel
 from ..optim import Optimizer
+from ..optim.wrappers import OptimizerWrapper, delegated
 from ..params import flat_layout
 from ..training.batches import Batches
 
@@ -101,12 +102,7 @@ class L2Penalty:
         return [(0, offsets[i], offsets[i] + int(np.prod(shapes[i]))) for i in at]
 
 
-def _delegated(name: str):
-    return property(lambda self: getattr(self.optimizer, name),
-                    lambda self, value: setattr(self.optimizer, name, value))
-
-
-class PenalisedOptimizer(Optimizer):
+class PenalisedOptimizer(OptimizerWrapper, Optimizer):
     """The solver's optimiser with scikit-learn's L2 gradient added before each step.
 
     A wrapper (as gpunn's loss scaling is): the wrapped optimiser keeps its maths, state,
@@ -121,12 +117,11 @@ class PenalisedOptimizer(Optimizer):
     penalty : L2Penalty
     """
 
-    lr = _delegated("lr")
-    t = _delegated("t")
-    state = _delegated("state")
-    backend = _delegated("backend")
-    state_keys = _delegated("state_keys")
-    kind = _delegated("kind")
+    lr = delegated("lr")
+    state = delegated("state")
+    backend = delegated("backend")
+    state_keys = delegated("state_keys")
+    kind = delegated("kind")
 
     def __init__(self, optimizer, penalty):
         # Nothing of Optimizer.__init__: every setting and state is the wrapped one's.
@@ -141,12 +136,6 @@ class PenalisedOptimizer(Optimizer):
     def step(self, params: list, grads: list, loss=None) -> None:
         self.penalty.add_gradient(params, grads)
         self.optimizer.step(params, grads, loss=loss)
-
-    def loss_gradient(self, grad):
-        return self.optimizer.loss_gradient(grad)
-
-    def saved_arrays(self) -> list:
-        return self.optimizer.saved_arrays()
 
     def to(self, backend):
         self.optimizer.to(backend)
