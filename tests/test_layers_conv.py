@@ -158,7 +158,7 @@ def test_inputs_that_do_not_fit_are_refused_naming_the_layer():
     layer = model.layers[0]
     with pytest.raises(ValueError, match=r"expected input of shape \(batch, 2, length\), got"):
         layer.forward(layer.backend.asarray(np.zeros((5, 3, 8))))
-    assert layer._cols is None  # nothing kept from a refused batch
+    assert layer._cache is None  # nothing kept from a refused batch
 
 
 @pytest.mark.parametrize("kwargs,match", [

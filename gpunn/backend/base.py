@@ -320,6 +320,94 @@ class Backend(FastUpdates):
         gx = grad @ xp.matrix_transpose(W) if need_input_grad else None
         return gW, gb, gx
 
+    # ------------------------------------------------------------------ convolution
+    def conv_forward(self, x, W, b, stride: tuple, padding: tuple, activation,
+                     params: dict, cache=None):
+        """A convolution's affine map and activation, as a dense layer on every patch.
+
+        Parameters
+        ----------
+        x : (batch, in_channels, *spatial)
+        W : (out_channels, in_channels, *kernel)
+        b : (out_channels,)
+        stride, padding : tuple of int
+            One entry per spatial axis.
+        activation : gpunn.activations.Activation
+            Applied at each position; a softmax is taken over the channels.
+        params : dict
+            The activation's hyper-parameters.
+        cache : object, optional
+            The cache this method returned for the previous batch: a backend may reuse
+            its buffers (the generic version ignores it).
+
+        Returns
+        -------
+        y : (batch, out_channels, *out)
+            ``out = (spatial + 2 * padding - kernel) // stride + 1`` per axis.
+        cache : object
+            What :meth:`conv_backward` needs; opaque to the caller.
+        """
+        xp = self.xp
+        kernel = tuple(int(k) for k in W.shape[2:])
+        n, o = int(x.shape[0]), int(W.shape[0])
+        cols = self.im2col(x, kernel, stride, padding)  # (N, C*K, L)
+        # One product per sample, already channels-first: (N, out_channels, L).
+        z = xp.reshape(W, (o, -1)) @ cols + xp.reshape(b, (o, 1))
+        y = z
+        if activation.name == "softmax":  # over the channels at each position
+            t = (0, 2, 1)
+            y = xp.permute_dims(activation.forward(xp, xp.permute_dims(z, t), **params), t)
+        elif activation.name != "identity":
+            y = activation.forward(xp, z, **params)
+        out = _out_sizes(tuple(int(d) + 2 * p for d, p in zip(x.shape[2:], padding)),
+                         kernel, stride)
+        return xp.reshape(y, (n, o) + out), (tuple(x.shape), cols, z, y)
+
+    def conv_backward(self, cache, W, grad, stride: tuple, padding: tuple, activation,
+                      params: dict, need_input_grad: bool, out=None):
+        """Gradients of :meth:`conv_forward`.
+
+        Parameters
+        ----------
+        cache : object
+            What :meth:`conv_forward` returned for this batch.
+        W : (out_channels, in_channels, *kernel)
+        grad : (batch, out_channels, *out)
+            ``dL/dy``.
+        stride, padding : tuple of int
+        activation : gpunn.activations.Activation or None
+            None when ``grad`` is already ``dL/dz`` (identity).
+        params : dict
+        need_input_grad : bool
+            False skips the input gradient (the model's first layer).
+        out : (gW, gb), optional
+            Arrays a backend may overwrite instead of allocating new ones.
+
+        Returns
+        -------
+        gW : (out_channels, in_channels, *kernel)
+        gb : (out_channels,)
+        gx : (batch, in_channels, *spatial) or None
+        """
+        xp = self.xp
+        x_shape, cols, z, y = cache
+        kernel = tuple(int(k) for k in W.shape[2:])
+        g = xp.reshape(grad, tuple(z.shape))
+        if activation is not None and activation.name == "softmax":
+            t = (0, 2, 1)
+            g = xp.permute_dims(self.activation_backward(
+                activation, xp.permute_dims(z, t), xp.permute_dims(y, t),
+                xp.permute_dims(g, t), params), t)
+        elif activation is not None:
+            g = self.activation_backward(activation, z, y, g, params)
+        W2 = xp.reshape(W, (int(W.shape[0]), -1))
+        gW = xp.reshape(xp.sum(g @ xp.matrix_transpose(cols), axis=0), tuple(W.shape))
+        gb = xp.sum(g, axis=(0, 2))
+        gx = None
+        if need_input_grad:
+            gx = self.col2im(xp.matrix_transpose(W2) @ g, x_shape, kernel, stride, padding)
+        return gW, gb, gx
+
     # ------------------------------------------------------------------ patches (convolution)
     def im2col(self, x, kernel: tuple, stride: tuple, padding: tuple):
         """The patches a convolution or pooling window sees, one column per output position.

@@ -1,12 +1,12 @@
 """Convolutions: ``Conv1D`` on ``(batch, channels, length)`` and ``Conv2D`` on ``(batch,
 channels, height, width)``.
 
-A convolution is a dense layer applied to every patch of its input: the backend cuts the
-patches (``backend.im2col``: strided views on NumPy, strided slices in the generic
-version), one matrix product per sample maps them (``W (out_channels, C*K) @ cols (C*K,
-L)``, channels-first with no transpose), and the backward pass adds the patch gradients
-back (``backend.col2im``). Weights are ``(out_channels, in_channels, *kernel)``, as
-PyTorch and ONNX hold them.
+A convolution is a dense layer applied to every patch of its input. The layer checks its
+input and calls the backend's ``conv_forward``/``conv_backward``: the generic version cuts
+the patches (``backend.im2col``), maps them with one product per sample (``W
+(out_channels, C*K) @ cols (C*K, L)``, channels-first) and adds the patch gradients back
+(``backend.col2im``); NumPy's lays the patches out as rows and uses one GEMM for the whole
+batch. Weights are ``(out_channels, in_channels, *kernel)``, as PyTorch and ONNX hold them.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class _Conv(Layer):
 
     ndim = 0
     axes = ""  # how docs and errors name the spatial axes
-    _cached = ("_x_shape", "_cols", "_z", "_y")
+    _cached = ("_cache",)
     #: backward(grad, need_input_grad=False) skips the input gradient (first layer).
     skips_input_grad = True
 
@@ -74,7 +74,7 @@ class _Conv(Layer):
         self.activation = self.activation_fn.name
         self.init = init or _init.default_for(self.activation)
         _init.get(self.init)
-        self._x_shape = self._cols = self._z = self._y = None
+        self._cache = None  # the backend's record of the last forward pass
 
     def _describe_args(self) -> str:
         k = self.kernel_size[0] if self.ndim == 1 else self.kernel_size
@@ -137,55 +137,24 @@ class _Conv(Layer):
         """``x (batch, in_channels, *spatial)`` -> ``(batch, out_channels, *out)`` with
         ``out = (spatial + 2 * padding - kernel_size) // stride + 1`` per axis."""
         self._require_built()
-        out = self._check_input(x)
-        be, xp = self.backend, self.backend.xp
-        n = int(x.shape[0])
-        cols = be.im2col(x, self.kernel_size, self.stride, self.padding)  # (N, C*K, L)
-        W = xp.reshape(self.params["W"], (self.out_channels, self._patch))
-        # One product per sample, already channels-first: (N, out_channels, L).
-        z = W @ cols + xp.reshape(self.params["b"], (self.out_channels, 1))
-        y = self._activate(z)
-        self._x_shape, self._cols, self._z, self._y = tuple(x.shape), cols, z, y
-        return xp.reshape(y, (n, self.out_channels) + out)
+        self._check_input(x)
+        y, self._cache = self.backend.conv_forward(
+            x, self.params["W"], self.params["b"], self.stride, self.padding,
+            self.activation_fn, self.activation_params, cache=self._cache)
+        return y
 
     def backward(self, grad_out, need_input_grad: bool = True):
         """Backpropagate ``dL/dy (batch, out_channels, *out)``; fills ``grads`` and
         returns ``dL/dx (batch, in_channels, *spatial)`` (None when ``need_input_grad``
         is False: the model's first layer skips it)."""
-        self._require_forward("_cols")
-        be, xp = self.backend, self.backend.xp
-        grad = xp.reshape(grad_out, tuple(self._z.shape))
-        if self.activation != "identity":
-            grad = self._activation_grad(grad)
-        W = xp.reshape(self.params["W"], (self.out_channels, self._patch))
-        gW = xp.sum(grad @ xp.matrix_transpose(self._cols), axis=0)
-        self.grads["W"] = xp.reshape(gW, self.param_shapes()["W"])
-        self.grads["b"] = xp.sum(grad, axis=(0, 2))
-        if not need_input_grad:
-            return None
-        return be.col2im(xp.matrix_transpose(W) @ grad, self._x_shape, self.kernel_size,
-                         self.stride, self.padding)
-
-    def _activate(self, z):
-        """The activation of ``z (N, out_channels, L)``; a softmax over the channels."""
-        xp, fn, params = self.backend.xp, self.activation_fn, self.activation_params
-        if self.activation == "identity":
-            return z
-        if self.activation != "softmax":  # elementwise: any layout
-            return fn.forward(xp, z, **params)
-        return xp.permute_dims(fn.forward(xp, xp.permute_dims(z, (0, 2, 1)), **params),
-                               (0, 2, 1))
-
-    def _activation_grad(self, grad):
-        """``dL/dz`` from ``dL/dy``, all ``(N, out_channels, L)``."""
-        be, xp = self.backend, self.backend.xp
-        if self.activation != "softmax":
-            return be.activation_backward(self.activation_fn, self._z, self._y, grad,
-                                          self.activation_params)
-        t = (0, 2, 1)
-        return xp.permute_dims(be.activation_backward(
-            self.activation_fn, xp.permute_dims(self._z, t), xp.permute_dims(self._y, t),
-            xp.permute_dims(grad, t), self.activation_params), t)
+        self._require_forward("_cache")
+        act = None if self.activation == "identity" else self.activation_fn
+        gW, gb, gx = self.backend.conv_backward(
+            self._cache, self.params["W"], grad_out, self.stride, self.padding, act,
+            self.activation_params, need_input_grad,
+            out=(self.grads["W"], self.grads["b"]))
+        self.grads["W"], self.grads["b"] = gW, gb
+        return gx
 
     # ------------------------------------------------------------------ description
     def to_onnx(self, graph, x: str, path: str) -> str:
