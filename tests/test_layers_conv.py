@@ -230,17 +230,61 @@ def test_files_devices_and_onnx(tmp_path):
     assert again.layers[0].get_config()["kernel_size"] == [3, 2]
 
 
-def test_the_first_layer_skips_its_input_gradient(monkeypatch):
-    """fit never computes the gradient of the data: no col2im for a first convolution."""
-    model = gn.Sequential([gn.Conv2D(1, 2, 3), gn.Flatten(), gn.Dense(8, 1)], device="cpu")
+@pytest.mark.parametrize("device", ["cpu", "generic"])
+def test_the_first_layer_skips_its_input_gradient(monkeypatch, device):
+    """fit never computes the gradient of the data: a first convolution asks its backend
+    for no input gradient, and the generic backend then never calls col2im."""
+    backend = make_backend("numpy") if device == "cpu" else Backend(
+        make_backend("numpy").xp, device="cpu", seed=0)
+    model = gn.Sequential([gn.Conv2D(1, 2, 3), gn.Conv2D(2, 1, 1), gn.Flatten(),
+                           gn.Dense(4, 1)], device=backend)
     X = np.random.default_rng(0).standard_normal((6, 1, 4, 4))
+    asked, conv_backward, col2im = [], backend.conv_backward, backend.col2im
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("col2im called for the model's input")
+    def record(cache, W, *args, **kwargs):
+        asked.append((int(W.shape[1]), args[-1]))
+        return conv_backward(cache, W, *args, **kwargs)
 
-    monkeypatch.setattr(model.backend, "col2im", refuse)
+    def counted(cols, shape, *args):
+        assert shape[1] != 1, "col2im called for the model's input"
+        return col2im(cols, shape, *args)
+
+    monkeypatch.setattr(backend, "conv_backward", record)
+    monkeypatch.setattr(backend, "col2im", counted)
     hist = model.fit(X, X[:, 0, 0, 0], loss="mse", epochs=2, verbose=0)
     assert np.all(np.isfinite(hist.history["loss"]))
+    assert set(asked) == {(2, True), (1, False)}  # (in_channels, need_input_grad)
+
+
+def test_a_training_step_holds_at_most_twice_its_activations_and_patches():
+    """NumPy's convolution reuses its patch and padding buffers: one forward and backward
+    pass of a LeNet-style network allocates (traced) at most twice what its activations
+    (each layer's output) and patch matrices need."""
+    import tracemalloc
+
+    layers = [gn.Conv2D(1, 6, 5, padding=2, activation="relu"), gn.MaxPool2D(2),
+              gn.Conv2D(6, 16, 5, activation="relu"), gn.MaxPool2D(2), gn.Flatten(),
+              gn.Dense(400, 84, activation="relu"), gn.Dense(84, 10, activation="softmax")]
+    model = gn.Sequential(layers, device="cpu", seed=0)
+    n = 32
+    X = np.random.default_rng(0).standard_normal((n, 1, 28, 28)).astype(np.float32)
+    need, shape = 0, (1, 28, 28)
+    for layer in model.layers:
+        out = layer.output_shape(shape)
+        need += n * int(np.prod(out)) * 4
+        if isinstance(layer, gn.Conv2D):
+            need += n * int(np.prod(out[1:])) * layer.in_channels * 25 * 4
+        shape = out
+    grad = np.full((n, 10), 0.01, np.float32)
+    model.backward(model.forward(X, training=True) * 0 + grad)  # warm: buffers exist
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        model.backward(model.forward(X, training=True) * 0 + grad)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak <= 2 * need, (peak, need)
 
 
 def test_a_cnn_trains_on_the_cupy_stand_in_and_stays_on_its_device(monkeypatch):
