@@ -251,9 +251,7 @@ def _train_rank(args, world) -> int:
         test = model.evaluate(data.X_test, data.y_test)[best.metric]
         summary += f"; test {best.metric} {test:.4f}"
     print(summary)
-    if args.save:
-        if best.best_epoch != len(hist.epoch):  # no resumable state of a later epoch
-            model.train_state = None
+    if args.save:  # the best epoch's weights, optimiser and counters: resumable from there
         model.save(args.save)  # rank 0 alone writes
         print(best.saved(_model_path(args.save), hist))
     if args.plot and world.rank == 0:

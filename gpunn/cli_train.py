@@ -63,6 +63,8 @@ class BestEpoch(EarlyStopping):
     validation rows, or on the training rows when there are none.
     """
 
+    announce = False  # the saved: line names the epoch
+
     def __init__(self, loss: str, validating: bool, patience: int | None, epochs: int):
         metrics = _losses.get(loss).default_metrics
         self.metric = metrics[0] if metrics else "loss"
@@ -87,7 +89,7 @@ class BestEpoch(EarlyStopping):
         if self.best_epoch == epoch or tie:
             if tie:
                 self.best_epoch = epoch
-                self._best = model.store.snapshot(on_device=True)
+                self._keep_best(model, epoch)
             self._best_loss = loss
 
     @property

@@ -40,7 +40,9 @@ def test_the_saved_model_is_the_best_epoch_not_the_last(tmp_path, run_cli):
     model = gn.load(path, device="cpu")
     Xv, yv = _validation_rows(builtin.load_builtin("moons", seed=0))
     assert model.evaluate(Xv, yv)["accuracy"] == pytest.approx(best, abs=5e-5)
-    assert not model.train_state  # its epoch counter and history would not match
+    # Resumable from the best epoch: its counter, history and optimiser state, not the last's.
+    assert model.train_state["epoch"] == epoch
+    assert model.train_state["history"]["val_accuracy"] == acc[:epoch]
 
 
 def test_patience_stops_early_and_keeps_the_best_epoch(tmp_path, run_cli):

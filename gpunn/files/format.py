@@ -416,7 +416,13 @@ def _training(path, state):
           and all(isinstance(k, str) and isinstance(v, list) and len(v) == epoch
                   and all(number(x) or (isinstance(x, float) and x != x) for x in v)
                   for k, v in history.items())
-          and (state.get("rng") is None or isinstance(state.get("rng"), dict)))
+          and (state.get("rng") is None or isinstance(state.get("rng"), dict))
+          # the optimiser's own rate and the callbacks' states (files before them lack both)
+          and (state.get("base_lr") is None or (number(state["base_lr"])
+                                                and state["base_lr"] > 0))
+          and isinstance(state.get("callbacks", {}), dict)
+          and all(isinstance(k, str) and isinstance(v, dict)
+                  for k, v in state.get("callbacks", {}).items()))
     if not ok:
         _fail(path, "the training state in the header is malformed")
     return state

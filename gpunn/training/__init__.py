@@ -170,8 +170,11 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         model.optimizer, model.loss = optimizer, loss
         model.metrics = [m.name for m in metric_objs]
         callbacks += [history] + _loggers(int(X.shape[0]), epochs, batch_size, verbose, dist)
+        resumed = None if resume is None else (
+            resume.training.get("callbacks") or {}, resume_from)
         config = FitConfig(epochs, batch_size, bool(shuffle), int(verbose), on_divergence, val,
-                           start, dist, weighted=W is not None, labels=T.ndim == 1)
+                           start, dist, weighted=W is not None, labels=T.ndim == 1,
+                           resumed=resumed)
         trainer = Trainer(model, loss, optimizer, metric_objs, amp, config, callbacks,
                           history)
         # Under loss scaling an overflow is an expected event that skips the step.

@@ -42,7 +42,8 @@ class Snapshot:
         backend = model.backend
         # What the optimiser (and the wrappers around it, e.g. 16-bit master weights)
         # holds: restored in place, so every reference to it stays valid.
-        self._targets = optimizer.saved_arrays()
+        # (None: a model without one, e.g. a callback driven by hand).
+        self._targets = optimizer.saved_arrays() if optimizer is not None else []
         self.on_device = False
         if getattr(backend, "library", "") == "cupy":
             arrays = model.parameters() + self._targets
@@ -52,7 +53,7 @@ class Snapshot:
         self.params = model.store.snapshot(on_device=self.on_device)
         self.train_state = model.train_state  # what a checkpoint written then would hold
         self.state = [copy(a) for a in self._targets]
-        self.t = optimizer.t
+        self.t = getattr(optimizer, "t", 0)
         #: Bytes copied: the parameters, buffers and the optimiser's arrays.
         self.nbytes = sum(_nbytes(a) for a in self.params + self.state)
 
@@ -80,7 +81,8 @@ class Snapshot:
         with be.context():
             for target, saved in zip(self._targets, self.state):
                 target[...] = be.asarray(saved, dtype=target.dtype)
-        self.optimizer.t = self.t
+        if self.optimizer is not None:
+            self.optimizer.t = self.t
         self.model.train_state = self.train_state
 
 
