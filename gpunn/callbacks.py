@@ -286,6 +286,12 @@ class ModelCheckpoint(Callback):
         """A file this callback will write (fit checks its folder before training)."""
         return [self.path.format(epoch=1)]
 
+    def probes(self, epochs: int) -> list:
+        """Further names to try before training: the one of the last epoch (the longest
+        an ``{epoch}`` field makes), so a name too long fails before the first epoch."""
+        last = self.path.format(epoch=epochs)
+        return [last] if last != self.outputs()[0] else []
+
     def __init__(self, path: str, every: int = 1, save_best_only: bool = False,
                  monitor: str = "val_loss", mode: str = "auto"):
         if not isinstance(path, str) or not path:

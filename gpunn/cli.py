@@ -158,7 +158,8 @@ def _other_commands(sub) -> None:
     predict.add_argument("model", help="a model file written by gpunn train --save")
     predict.add_argument("--data", required=True,
                          help="a CSV or Parquet file with the training features")
-    predict.add_argument("--out", help="write predictions here (default: standard output)")
+    predict.add_argument("--out", help="write predictions here (default, or -: standard "
+                         "output)")
     predict.add_argument("--device", default=None, help=_DEVICE)
     _cli_data.add_reading_arguments(predict, training=False)
 
@@ -274,6 +275,8 @@ def _check_destinations(args) -> None:
 def cmd_predict(args) -> int:
     from .files import load
 
+    if args.out == "-":  # the usual spelling of standard output
+        args.out = None
     check_outputs([args.out] if args.out else [], [args.model, args.data])
     backend = _backend(args.device)
     model = load(args.model, device=backend)

@@ -282,3 +282,19 @@ def test_a_schedule_of_the_wrong_arity_is_refused_before_anything_changes():
         cbs.LearningRateSchedule(lambda a, b, c: 0.1)
     cbs.LearningRateSchedule(lambda e, lr0, *rest: lr0)  # callable with two: fine
     assert model.optimizer is None
+
+
+@pytest.mark.parametrize("name,epochs", [("m" * 252 + "-{epoch}.npz", 1),
+                                         ("m" * 248 + "-{epoch}.npz", 100),
+                                         ("{epoch}-" + "d" * 252 + "/m.npz", 100)],
+                         ids=["too-long-at-once", "too-long-from-epoch-100", "long-folder"])
+def test_a_checkpoint_name_too_long_for_some_epoch_is_refused_before_training(
+        tmp_path, name, epochs):
+    model, X, y, _ = _setup()
+    ckpt = cbs.ModelCheckpoint(str(tmp_path / name))
+    with pytest.raises(OSError, match="name too long") as info:
+        model.fit(X, y, loss="bce", epochs=epochs, callbacks=[ckpt], verbose=0)
+    assert ".gpunn-" not in str(info.value)
+    assert str(tmp_path) in str(info.value)  # the user's path, formatted
+    assert model.optimizer is None  # refused before training
+    assert list(tmp_path.iterdir()) == []

@@ -267,3 +267,12 @@ def test_killed_writer_never_leaves_a_broken_checkpoint(tmp_path):
     assert seen, "no checkpoint was ever completed"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "ckpt.npz"]
     assert all(name.startswith(".gpunn-") for name in leftovers)  # only temp files remain
+
+
+def test_a_failed_write_names_the_users_file_not_the_temporary_one(tmp_path):
+    model, _, _ = _trained()
+    long = tmp_path / ("m" * 300 + ".npz")
+    with pytest.raises(OSError) as info:
+        model.save(long)
+    assert ".gpunn-" not in str(info.value) and str(long) in str(info.value)
+    assert list(tmp_path.iterdir()) == []
