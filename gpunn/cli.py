@@ -21,7 +21,7 @@ from . import cli_train as _train
 from . import losses as _losses
 from . import optim as _optim
 from .activations import ACTIVATIONS
-from .atomic import atomic_path, check_outputs
+from .atomic import Terminated, atomic_path, check_outputs, terminate_as_exception
 from .backend import available_devices, cuda_status, get_backend, to_numpy
 from .data import builtin as _builtin
 from .data import tables as _ds
@@ -375,9 +375,16 @@ def _run(args) -> int:
     commands = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
                 "devices": cmd_devices, "bench": cmd_bench, "export": _cli_export.run}
     try:
-        code = commands[args.command](args)
+        # SIGTERM (docker stop, timeout, Slurm, systemd) ends the command as Ctrl-C does:
+        # an exception where it was, so a file being written takes its temporary file away.
+        with terminate_as_exception():
+            code = commands[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
+    except Terminated:
+        print("gpunn: terminated (SIGTERM); no partly written file was left",
+              file=sys.stderr)
+        return Terminated().code
     except BrokenPipeError:  # `gpunn predict ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
         return 141  # 128 + SIGPIPE, as a shell reports a command ended by it
