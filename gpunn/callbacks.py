@@ -195,9 +195,16 @@ class EarlyStopping(Callback):
     def on_train_begin(self, model):
         self._monitor.reset()
         self.wait, self.best_epoch, self.stopped_epoch, self._best = 0, 0, 0, None
-        self.restored_epoch = None
+        self.restored_epoch, self._epoch = None, 0
+
+    def on_epoch_begin(self, model, epoch):
+        if self._best is _AT_START:  # resumed from the best epoch's own checkpoint
+            from .training.recovery import Snapshot
+
+            self._best = Snapshot(model, _stepped(model), self.best_epoch)
 
     def on_epoch_end(self, model, epoch, logs):
+        self._epoch = epoch
         if self._monitor.improved(self._monitor.value(logs)):
             self.wait, self.best_epoch = 0, epoch
             self._keep_best(model, epoch)
@@ -218,10 +225,16 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, model, history):
         best = self._best
+        if best is _AT_START:  # resumed from the best epoch and no epoch ran: it is the model
+            best = self._best = None
+        if isinstance(best, dict):  # from the checkpoint resumed from: the model is known now
+            from .training.recovery import Snapshot
+
+            best = Snapshot.from_saved(model, _stepped(model), **best)
         last = (model.train_state or {}).get("epoch")
         if self.restore_best_weights and best is None and self.best_epoch and \
                 self.best_epoch != last:
-            # Resumed past the best epoch: a checkpoint keeps no second set of weights.
+            # Resumed from a checkpoint of an older version, which kept no best weights.
             warnings.warn(f"{type(self).__name__}: the best epoch ({self.best_epoch}) came "
                           "before the checkpoint this fit resumed from, which does not keep "
                           f"its weights; the model keeps those of epoch {last}",
@@ -235,18 +248,52 @@ class EarlyStopping(Callback):
                       "and epoch counter", flush=True)
 
     def state_dict(self) -> dict:
+        """Best value, counts and, with ``restore_best_weights``, the best epoch's copy:
+        ``"arrays"`` (parameters and buffers, then the optimiser's arrays), its step
+        counter and training state, so a resumed run can still put it back."""
         state = {"best": self.best, "wait": self.wait, "best_epoch": self.best_epoch,
                  "stopped_epoch": self.stopped_epoch}
+        best = self._best
+        if best is _AT_START or (best is not None and self.best_epoch == self._epoch):
+            # The best epoch is the one this state is saved with: the file's own weights
+            # and optimiser are the copy (taken again when a resumed run starts).
+            state["best_is_current"] = True
+        elif best is not None:
+            saved = best if isinstance(best, dict) else {
+                "params": best.params, "state": best.state, "t": best.t,
+                "train_state": best.train_state}
+            kept = saved["train_state"]
+            kept = kept.to_json(callbacks=False) if hasattr(kept, "to_json") else (
+                {k: v for k, v in kept.items() if k != "callbacks"} if kept else kept)
+            state.update(best_t=int(saved["t"]), best_train_state=kept,
+                         best_params=len(saved["params"]),
+                         arrays=list(saved["params"]) + list(saved["state"]))
         return state
 
     def load_state(self, state: dict) -> None:
         self._monitor.best = _number(state, "best", self)
         self.wait, self.best_epoch, self.stopped_epoch = (
             int(_number(state, k, self)) for k in ("wait", "best_epoch", "stopped_epoch"))
+        if self.restore_best_weights and state.get("best_is_current") is True:
+            self._best = _AT_START
+        elif self.restore_best_weights and "arrays" in state:
+            arrays, n = list(state["arrays"]), int(_number(state, "best_params", self))
+            kept = state.get("best_train_state")
+            if not 0 <= n <= len(arrays) or not isinstance(kept, (dict, type(None))):
+                raise ValueError(f"{type(self).__name__}: the checkpoint's copy of the best "
+                                 "epoch is malformed")
+            # Made a snapshot at the end, when the model it fits is at hand.
+            self._best = {"epoch": self.best_epoch, "params": arrays[:n],
+                          "state": arrays[n:], "t": int(_number(state, "best_t", self)),
+                          "train_state": kept}
 
     @property
     def best(self) -> float:
         return self._monitor.best
+
+
+#: EarlyStopping's best copy is the model as a resumed fit starts: taken then.
+_AT_START = object()
 
 
 def _stepped(model):

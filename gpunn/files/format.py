@@ -257,14 +257,16 @@ def _read_parts(path) -> ModelParts:
         opt_arrays = _optimizer_arrays(path, archive, header.get("optimizer"), n_params,
                                        bound)
         prep_arrays = _prep_arrays(path, archive, header.get("preprocessing"), layers)
+        training = _training(path, header.get("training"))
         known |= set(opt_arrays) | {f"prep/{k}" for k in prep_arrays}
+        known |= _callback_arrays(path, archive, training)
         unknown = sorted(set(archive.files) - known)
         if unknown:
             _fail(path, f"unexpected arrays {unknown[:5]}")
     _check_representable(path, header["dtype"], params)
     parts = ModelParts(layers, header["dtype"], params, buffers, extra=header["extra"],
                        metrics=_metric_names(path, header["metrics"]),
-                       training=_training(path, header.get("training")))
+                       training=training)
     if isinstance(header.get("loss"), dict):
         try:
             parts.loss = losses.get(header["loss"].get("name"),
@@ -400,6 +402,25 @@ def _optimizer(path, opt_header, opt_arrays, params):
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         _fail(path, f"optimizer state does not fit the model ({exc})")
     return opt
+
+
+#: The most arrays one callback's state may hold (a guard against crafted headers).
+MAX_CALLBACK_ARRAYS = 100_000
+
+
+def _callback_arrays(path, archive, training) -> set:
+    """Read the arrays a callback's state declares (``"arrays": n`` -> ``train/<key>/<i>``)
+    into that state, in place; the names read."""
+    names = set()
+    for key, st in ((training or {}).get("callbacks") or {}).items():
+        if "arrays" not in st:
+            continue
+        n = st["arrays"]
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_CALLBACK_ARRAYS:
+            _fail(path, f"the training state of {key!r} declares {n!r} arrays")
+        st["arrays"] = [_array(path, archive, f"train/{key}/{i}") for i in range(n)]
+        names |= {f"train/{key}/{i}" for i in range(n)}
+    return names
 
 
 def _training(path, state):

@@ -26,17 +26,20 @@ class TrainState(dict):
         """Fix the callbacks' states as they are now (the end of this state's epoch)."""
         self._states = callback_states(self._callbacks)
 
-    def to_json(self) -> dict:
+    def to_json(self, callbacks: bool = True) -> dict:
+        """The state as a file keeps it (a callback's ``"arrays"`` go into file arrays);
+        ``callbacks=False`` leaves the callbacks' states out (a state kept inside one)."""
         epoch = self["epoch"]
         # Entries of later epochs (a state kept from an earlier epoch) are not this state's.
         hist = {k: list(v[:epoch]) for k, v in self._history.history.items()}
         if len(self._history.epoch) < epoch:  # this epoch not appended yet
             for k, v in self._logs.items():
                 hist.setdefault(k, []).append(v)
-        states = self._states if self._states is not None else \
-            callback_states(self._callbacks)
-        return {"epoch": epoch, "rng": self["rng"], "history": hist,
-                "base_lr": self._base_lr, "callbacks": states}
+        state = {"epoch": epoch, "rng": self["rng"], "history": hist, "base_lr": self._base_lr}
+        if callbacks:
+            state["callbacks"] = self._states if self._states is not None else \
+                callback_states(self._callbacks)
+        return state
 
 
 def callback_keys(callbacks) -> list:
@@ -125,6 +128,9 @@ def restore_checkpoint(model, parts):
     for i in range(len(next(iter(state["history"].values()), []))):
         history.append(i + 1, {k: v[i] for k, v in state["history"].items()})
     optimizer = parts.optimizer
+    # The model is at the checkpoint's epoch: a roll-back to the first resumed epoch's
+    # start, or a save before another epoch ends, holds this state, not an older one.
+    model.train_state = state
     if state.get("base_lr") is not None:
         # The rate a schedule starts from is the optimiser's own, not the one it set last.
         optimizer.scheduled_lr = (float(state["base_lr"]), optimizer.lr)
