@@ -77,6 +77,14 @@ class BestEpoch(EarlyStopping):
         super().on_train_begin(model)
         self._best_loss = math.inf
 
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"best_loss": self._best_loss}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        loss = state.get("best_loss")
+        self._best_loss = float(loss) if isinstance(loss, (int, float)) else math.inf
+
     def on_epoch_end(self, model, epoch, logs):
         """A tie in the metric (common for accuracy on a small validation set) goes to the
         epoch with the lower loss on the same rows: the first epoch to reach 98.8% is

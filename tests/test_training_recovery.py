@@ -482,3 +482,28 @@ def test_ctrl_c_without_snapshots_keeps_the_history_true(capsys, spirals, classi
     assert model.train_state is None  # nothing to resume from mid-epoch
     out = capsys.readouterr().out
     assert "interrupted during epoch 2" in out and "partial" in out
+
+
+@pytest.mark.parametrize("kind", sorted(RESUMABLE))
+def test_a_callback_reused_for_another_fit_behaves_as_a_fresh_one(kind, tmp_path):
+    """Every built-in callback resets in on_train_begin: used again, on another model and
+    optimiser, it gives what a new one gives (history, learning rates, state, weights)."""
+    fit = dict(loss="bce", batch_size=16, verbose=0, epochs=6, seed=3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    used = RESUMABLE[kind](tmp_path / "a")
+    model, X, y, val = _bouncing()
+    model.fit(X, y, optimizer=gn.optim.SGD(lr=0.5, momentum=0.9), validation_data=val,
+              callbacks=[used], **fit)
+    results = []
+    for cb in (used, RESUMABLE[kind](tmp_path / "b")):
+        again, X, y, val = _bouncing()
+        again.layers[0].params["W"][...] *= 0.5  # another starting point
+        hist = again.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), validation_data=val,
+                         callbacks=[cb], **fit)
+        results.append((hist.history, [gn.to_numpy(p) for p in again.parameters()],
+                        _state(cb), len(getattr(cb, "saved", []))))
+    (h1, p1, s1, n1), (h2, p2, s2, n2) = results
+    assert h1 == h2 and s1 == s2 and n1 == n2
+    for a, b in zip(p1, p2):
+        np.testing.assert_array_equal(a, b)
