@@ -43,7 +43,9 @@ class Callback:
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps of this callback: JSON-able values (floats may be
-        infinite). Empty for a callback that carries nothing between epochs."""
+        infinite) and, under ``"arrays"``, a list of arrays (written as file arrays, read
+        back as NumPy arrays). Empty for a callback that carries nothing between
+        epochs."""
         return {}
 
     def load_state(self, state: dict) -> None:
@@ -239,6 +241,13 @@ class EarlyStopping(Callback):
                           "before the checkpoint this fit resumed from, which does not keep "
                           f"its weights; the model keeps those of epoch {last}",
                           UserWarning, stacklevel=2)
+        if best is not None and last is not None and best.epoch > last:
+            # A roll-back (divergence, Ctrl-C) went back past it: that epoch is no longer
+            # in the history, and its weights would disagree with it.
+            warnings.warn(f"{type(self).__name__}: the best epoch ({best.epoch}) was undone "
+                          f"by a roll-back to epoch {last}; keeping those weights",
+                          UserWarning, stacklevel=2)
+            best = None
         if self.restore_best_weights and best is not None and best.epoch != last:
             best.restore()
             self.restored_epoch = best.epoch

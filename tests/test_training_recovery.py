@@ -507,3 +507,35 @@ def test_a_callback_reused_for_another_fit_behaves_as_a_fresh_one(kind, tmp_path
     assert h1 == h2 and s1 == s2 and n1 == n2
     for a, b in zip(p1, p2):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_best_epoch_undone_by_a_roll_back_is_not_restored(tmp_path, monkeypatch):
+    """Snapshots every few epochs: a divergence can roll back past the best epoch; its
+    weights are then not put back (they would disagree with the history and counter)."""
+    import gpunn.training.loop as loop
+
+    X, y = gn.data.make_linear(256, seed=0)
+    model = gn.Sequential([gn.Dense(3, 8, activation="tanh"), gn.Dense(8, 1)], device="cpu",
+                          seed=0)
+
+    class Explode(cbs.Callback):
+        def on_epoch_begin(self, model, epoch):
+            if epoch == 5:
+                model.optimizer.lr = 1e12
+
+    trainer_epoch = loop.Trainer._epoch
+
+    def sparse_snapshots(self, epoch, *args):
+        self.every = 3
+        return trainer_epoch(self, epoch, *args)
+
+    monkeypatch.setattr(loop.Trainer, "_epoch", sparse_snapshots)
+    stop = cbs.EarlyStopping(monitor="loss", patience=10, restore_best_weights=True)
+    with np.errstate(all="ignore"), pytest.warns(UserWarning, match="undone by a roll-back"):
+        hist = model.fit(X, y, loss="mse", optimizer=gn.optim.SGD(lr=0.01), epochs=8,
+                         batch_size=64, callbacks=[Explode(), stop], on_divergence="stop",
+                         verbose=0)
+    assert hist.epoch == [1, 2, 3] and stop.best_epoch == 4 and stop.restored_epoch is None
+    assert model.train_state["epoch"] == 3
+    model.save(tmp_path / "m.npz")
+    assert gn.load(tmp_path / "m.npz").train_state["epoch"] == 3  # a consistent file
