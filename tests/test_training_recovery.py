@@ -460,6 +460,17 @@ def test_restoring_the_best_weights_restores_their_optimiser_and_epoch(tmp_path,
             np.testing.assert_array_equal(a[k], b[k])
     for a, b in zip(after.parameters(), at_best.parameters()):
         np.testing.assert_array_equal(gn.to_numpy(a), gn.to_numpy(b))
+    runs = []
+    for name in ("after.npz", f"e-{best}.npz"):
+        again, X, y, val = _bouncing()
+        h = again.fit(X, y, loss="bce", epochs=best + 2, batch_size=16, validation_data=val,
+                      resume_from=tmp_path / name, verbose=0,
+                      callbacks=[cbs.EarlyStopping(patience=3, restore_best_weights=True)])
+        runs.append((h.epoch, h.history, [gn.to_numpy(p) for p in again.parameters()]))
+    assert runs[0][0] == list(range(1, best + 3))  # continued from the best epoch
+    assert runs[0][1] == runs[1][1]
+    for a, b in zip(runs[0][2], runs[1][2]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_ctrl_c_without_snapshots_keeps_the_history_true(capsys, spirals, classifier):
