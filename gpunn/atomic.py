@@ -82,20 +82,33 @@ _HOST = _tag(socket.gethostname())
 _TEMP = re.compile(r"\.gpunn-[0-9a-f]{10}-(?P<host>[0-9a-f]{10})-(?P<pid>\d+)-")
 
 
-def _writer_gone(pid: int) -> bool:
+def _writer_gone(pid: int, written: float) -> bool:
+    """Whether process ``pid`` of this machine, which last wrote a file at ``written``
+    (seconds since the epoch), is gone: no such process, a zombie (killed, not yet reaped),
+    or a process started after that write (the number was reused)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except OSError:  # exists, another user's
-        return False
-    return False
+        pass
+    try:  # Linux: the process's state and start time
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as fh:
+            boot = next(float(line.split()[1]) for line in fh if line.startswith("btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False  # elsewhere: alive as far as can be told
+    started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return fields[0] == "Z" or started > written + 1.0
 
 
-def remove_stale_temporaries(path) -> list[str]:
+def remove_stale_temporaries(path, suffix: str | None = None) -> list[str]:
     """Remove the temporary files of ``path`` left by killed writers: of this machine,
     those whose process is gone; of another (a shared folder), those unchanged for
-    :data:`STALE_AFTER_S`. A running writer's file is left alone.
+    :data:`STALE_AFTER_S`. A running writer's file is left alone. With ``suffix``, also
+    the temporary files of earlier gpunn versions (``.gpunn-XXXXXXXX<suffix>``, which do
+    not say their destination) unchanged for :data:`STALE_AFTER_S`.
 
     Returns
     -------
@@ -105,20 +118,25 @@ def remove_stale_temporaries(path) -> list[str]:
     path = os.path.realpath(os.fspath(path))
     folder, prefix = os.path.dirname(path), _temp_prefix(path)
     removed = []
+    legacy = re.compile(r"\.gpunn-[a-z0-9_]{8}" + re.escape(suffix) + "$") if suffix \
+        else None
     try:
-        names = [n for n in os.listdir(folder) if n.startswith(prefix)]
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) or
+                 (legacy is not None and legacy.match(n))]
     except OSError:
         return removed
     now = time.time()
     for name in names:
         match = _TEMP.match(name)
-        if match is None:
-            continue
-        pid, here = int(match["pid"]), match["host"] == _HOST
         full = os.path.join(folder, name)
         try:
-            stale = (here and pid != os.getpid() and _writer_gone(pid)) or \
-                now - os.stat(full).st_mtime > STALE_AFTER_S
+            written = os.stat(full).st_mtime
+            if match is None:  # an earlier version's: its age alone can tell
+                stale = now - written > STALE_AFTER_S
+            else:
+                pid, here = int(match["pid"]), match["host"] == _HOST
+                stale = (here and pid != os.getpid() and _writer_gone(pid, written)) or \
+                    (not here and now - written > STALE_AFTER_S)
             if stale:
                 os.unlink(full)
                 removed.append(full)
@@ -152,7 +170,7 @@ def atomic_path(path, suffix: str = ".tmp"):
     shown = os.fspath(path)
     path = os.path.realpath(shown)  # through a symlink: replace its target
     folder = os.path.dirname(path)
-    remove_stale_temporaries(path)
+    remove_stale_temporaries(path, suffix)
     with terminate_as_exception():
         try:
             fd, tmp = tempfile.mkstemp(

@@ -320,10 +320,25 @@ def test_temporary_files_of_killed_writers_are_removed_by_the_next_write(tmp_pat
     away = tmp_path / f"{prefix}{'0' * 10}-{gone.pid}-ghi789.npz.tmp"  # another machine
     old_away = tmp_path / f"{prefix}{'0' * 10}-{gone.pid}-jkl012.npz.tmp"
     other = tmp_path / f"{atomic._temp_prefix('other.npz')}{atomic._HOST}-{gone.pid}-x.tmp"
-    for p in (stale, live, away, old_away, other):
+    # Killed but not yet reaped by its parent (a zombie): gone all the same.
+    zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    zombie.kill()
+    time.sleep(0.2)
+    unreaped = tmp_path / f"{prefix}{atomic._HOST}-{zombie.pid}-mno345.npz.tmp"
+    # A process number reused: a process started after the file was last written.
+    reused_by = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    reused = tmp_path / f"{prefix}{atomic._HOST}-{reused_by.pid}-pqr678.npz.tmp"
+    old_style, new_style = tmp_path / ".gpunn-ab12cd_9.npz.tmp", tmp_path / ".gpunn-zz.npz.tmp"
+    for p in (stale, live, away, old_away, other, unreaped, reused, old_style, new_style):
         p.write_bytes(b"half a file")
     day_ago = time.time() - 86400
-    os.utime(old_away, (day_ago, day_ago))
-    model.save(path)
+    for p in (old_away, reused, old_style, new_style):
+        os.utime(p, (day_ago, day_ago))
+    try:
+        model.save(path)
+    finally:
+        reused_by.kill()
+        reused_by.wait()
+        zombie.wait()
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted(["m.npz", live.name, away.name, other.name])
+    assert left == sorted(["m.npz", live.name, away.name, other.name, new_style.name])
