@@ -145,12 +145,12 @@ def remove_stale_temporaries(path, suffix: str | None = None) -> list[str]:
     return removed
 
 
-def _named(exc: OSError, tmp: str, path: str, shown: str) -> OSError:
-    """``exc`` naming the user's file where it named the temporary one."""
-    if tmp not in (exc.filename, exc.filename2) or exc.errno is None:
+def _named(exc: OSError, tmp: str, shown: str) -> OSError:
+    """``exc`` naming the user's file where it named the temporary one, or no file (a
+    full disk while writing through a file handle)."""
+    if exc.errno is None or (exc.filename not in (None, tmp) and exc.filename2 != tmp):
         return exc
-    new = type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), shown)
-    return new
+    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), shown)
 
 
 @contextlib.contextmanager
@@ -188,7 +188,7 @@ def atomic_path(path, suffix: str = ".tmp"):
             os.replace(tmp, path)  # atomic: readers see the old file or the new one
         except OSError as exc:
             _unlink(tmp)
-            raise _named(exc, tmp, path, shown) from None
+            raise _named(exc, tmp, shown) from None
         except BaseException:
             _unlink(tmp)
             raise

@@ -342,3 +342,18 @@ def test_temporary_files_of_killed_writers_are_removed_by_the_next_write(tmp_pat
         zombie.wait()
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted(["m.npz", live.name, away.name, other.name, new_style.name])
+
+
+def test_a_full_disk_names_the_users_file(tmp_path, monkeypatch):
+    import errno
+
+    model, _, _ = _trained()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    with pytest.raises(OSError, match="No space left") as info:
+        model.save(tmp_path / "m.npz")
+    assert info.value.filename == str(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
