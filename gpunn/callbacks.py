@@ -11,11 +11,13 @@ host sync) is the callback's choice.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import os
 import sys
 import time
+import warnings
 
 from .errors import flag
 
@@ -25,12 +27,30 @@ class Callback:
 
     Callbacks run in list order, except that those with a larger ``order`` run later:
     checkpoints (order 100) are written after the other callbacks have added to the logs.
+
+    A callback that carries something from epoch to epoch (a best value, a count, a base
+    rate) resets it in :meth:`on_train_begin`, so an object reused for another fit starts
+    afresh, and returns it from :meth:`state_dict`: checkpoints keep it, and
+    ``fit(resume_from=...)`` hands it back through :meth:`load_state` (after
+    ``on_train_begin``), so a resumed run is the uninterrupted one.
     """
 
     order = 0
 
     def on_train_begin(self, model) -> None:
-        """Before the first epoch (the optimiser is attached)."""
+        """Before the first epoch (the optimiser is attached): reset what a previous fit
+        left."""
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of this callback: JSON-able values (floats may be
+        infinite) and, under ``"arrays"``, a list of arrays (written as file arrays, read
+        back as NumPy arrays). Empty for a callback that carries nothing between
+        epochs."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        """Put back what :meth:`state_dict` returned (a resumed fit, after
+        :meth:`on_train_begin`); ``state`` comes from a file: check it."""
 
     def on_epoch_begin(self, model, epoch: int) -> None:
         """Before epoch ``epoch`` (counted from 1)."""
@@ -56,6 +76,10 @@ class History(Callback):
     history : dict of str -> list of float
         ``"loss"``, each metric, and ``"val_"`` versions when validation data is given.
     epoch : list of int
+    partial : dict or None
+        Set when Ctrl-C stopped an epoch that could not be undone (``on_divergence=
+        "off"`` keeps no copy to go back to): ``{"epoch", "samples", "of"}``; the last
+        entry is that partial epoch, its figures over the samples it ran.
     """
 
     order = 1000
@@ -63,6 +87,7 @@ class History(Callback):
     def __init__(self):
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
+        self.partial: dict | None = None
 
     def on_epoch_end(self, model, epoch, logs):
         self.append(epoch, logs)
@@ -119,7 +144,10 @@ class _Monitor:
         if mode == "auto":
             mode = "max" if any(k in monitor for k in ("acc", "r2")) else "min"
         self.owner, self.monitor, self.mode, self.min_delta = owner, monitor, mode, min_delta
-        self.best = math.inf if mode == "min" else -math.inf
+        self.reset()
+
+    def reset(self) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
 
     def value(self, logs: dict) -> float:
         if self.monitor not in logs:
@@ -149,8 +177,14 @@ class EarlyStopping(Callback):
     mode : {"auto", "min", "max"}
         ``auto``: maximise accuracy / R², minimise everything else.
     restore_best_weights : bool, default False
-        At the end, put back the parameters of the best epoch (kept as a device copy).
+        At the end, put back the parameters of the best epoch with the optimiser state,
+        step and epoch counters of that moment (kept as a copy, on the device when it
+        fits), so a file saved then resumes from the best epoch; prints which epoch it
+        restored (``restored_epoch``).
     """
+
+    #: Print the line naming the restored epoch.
+    announce = True
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = False):
@@ -161,27 +195,130 @@ class EarlyStopping(Callback):
                                          "EarlyStopping restore_best_weights")
 
     def on_train_begin(self, model):
-        self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
+        self._monitor.reset()
         self.wait, self.best_epoch, self.stopped_epoch, self._best = 0, 0, 0, None
+        self.restored_epoch, self._epoch = None, 0
+
+    def on_epoch_begin(self, model, epoch):
+        if self._best is _AT_START:  # resumed from the best epoch's own checkpoint
+            from .training.recovery import Snapshot
+
+            self._best = Snapshot(model, _stepped(model), self.best_epoch)
 
     def on_epoch_end(self, model, epoch, logs):
+        self._epoch = epoch
         if self._monitor.improved(self._monitor.value(logs)):
             self.wait, self.best_epoch = 0, epoch
-            if self.restore_best_weights:
-                self._best = model.store.snapshot(on_device=True)
+            self._keep_best(model, epoch)
         else:
             self.wait += 1
             if self.wait >= self.patience:
                 model.stop_training = True
                 self.stopped_epoch = epoch
 
+    def _keep_best(self, model, epoch: int) -> None:
+        """Keep this epoch's parameters with the optimiser state, step and epoch counters
+        that go with them: put back together, a later save is the checkpoint this epoch
+        would have written (a resume from it continues from this epoch)."""
+        if self.restore_best_weights:
+            from .training.recovery import Snapshot
+
+            self._best = Snapshot(model, _stepped(model), epoch)
+
     def on_train_end(self, model, history):
-        if self.restore_best_weights and self._best is not None:
-            model.store.restore(self._best)
+        best = self._best
+        if best is _AT_START:  # resumed from the best epoch and no epoch ran: it is the model
+            best = self._best = None
+        if isinstance(best, dict):  # from the checkpoint resumed from: the model is known now
+            from .training.recovery import Snapshot
+
+            best = Snapshot.from_saved(model, _stepped(model), **best)
+        last = (model.train_state or {}).get("epoch")
+        if self.restore_best_weights and best is None and self.best_epoch and \
+                self.best_epoch != last:
+            # Resumed from a checkpoint of an older version, which kept no best weights.
+            warnings.warn(f"{type(self).__name__}: the best epoch ({self.best_epoch}) came "
+                          "before the checkpoint this fit resumed from, which does not keep "
+                          f"its weights; the model keeps those of epoch {last}",
+                          UserWarning, stacklevel=2)
+        if best is not None and last is not None and best.epoch > last:
+            # A roll-back (divergence, Ctrl-C) went back past it: that epoch is no longer
+            # in the history, and its weights would disagree with it.
+            warnings.warn(f"{type(self).__name__}: the best epoch ({best.epoch}) was undone "
+                          f"by a roll-back to epoch {last}; keeping those weights",
+                          UserWarning, stacklevel=2)
+            best = None
+        if self.restore_best_weights and best is not None and best.epoch != last:
+            best.restore()
+            self.restored_epoch = best.epoch
+            if self.announce:
+                print(f"{type(self).__name__}: restored the weights of epoch {best.epoch} (best "
+                      f"{self._monitor.monitor} {self.best:.4g}) with its optimiser state "
+                      "and epoch counter", flush=True)
+
+    def state_dict(self) -> dict:
+        """Best value, counts and, with ``restore_best_weights``, the best epoch's copy:
+        ``"arrays"`` (parameters and buffers, then the optimiser's arrays), its step
+        counter and training state, so a resumed run can still put it back."""
+        state = {"best": self.best, "wait": self.wait, "best_epoch": self.best_epoch,
+                 "stopped_epoch": self.stopped_epoch}
+        best = self._best
+        if best is _AT_START or (best is not None and self.best_epoch == self._epoch):
+            # The best epoch is the one this state is saved with: the file's own weights
+            # and optimiser are the copy (taken again when a resumed run starts).
+            state["best_is_current"] = True
+        elif best is not None:
+            saved = best if isinstance(best, dict) else {
+                "params": best.params, "state": best.state, "t": best.t,
+                "train_state": best.train_state}
+            kept = saved["train_state"]
+            kept = kept.to_json(callbacks=False) if hasattr(kept, "to_json") else (
+                {k: v for k, v in kept.items() if k != "callbacks"} if kept else kept)
+            state.update(best_t=int(saved["t"]), best_train_state=kept,
+                         best_params=len(saved["params"]),
+                         arrays=list(saved["params"]) + list(saved["state"]))
+        return state
+
+    def load_state(self, state: dict) -> None:
+        self._monitor.best = _number(state, "best", self)
+        self.wait, self.best_epoch, self.stopped_epoch = (
+            int(_number(state, k, self)) for k in ("wait", "best_epoch", "stopped_epoch"))
+        if self.restore_best_weights and state.get("best_is_current") is True:
+            self._best = _AT_START
+        elif self.restore_best_weights and "arrays" in state:
+            arrays, n = list(state["arrays"]), int(_number(state, "best_params", self))
+            kept = state.get("best_train_state")
+            if not 0 <= n <= len(arrays) or not isinstance(kept, (dict, type(None))):
+                raise ValueError(f"{type(self).__name__}: the checkpoint's copy of the best "
+                                 "epoch is malformed")
+            # Made a snapshot at the end, when the model it fits is at hand.
+            self._best = {"epoch": self.best_epoch, "params": arrays[:n],
+                          "state": arrays[n:], "t": int(_number(state, "best_t", self)),
+                          "train_state": kept}
 
     @property
     def best(self) -> float:
         return self._monitor.best
+
+
+#: EarlyStopping's best copy is the model as a resumed fit starts: taken then.
+_AT_START = object()
+
+
+def _stepped(model):
+    """What the optimiser steps hold: under 16-bit training, the loss-scaling wrapper (its
+    float32 master weights are state too); else the optimiser."""
+    amp = getattr(model, "_amp", None)
+    return amp if amp is not None else model.optimizer
+
+
+def _number(state, key, owner) -> float:
+    """``state[key]`` as a float, or a ValueError naming the callback (a file's content)."""
+    value = state.get(key) if isinstance(state, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+        raise ValueError(f"{type(owner).__name__}: the checkpoint's state has no usable "
+                         f"{key!r} (got {value!r})")
+    return float(value)
 
 
 class ModelCheckpoint(Callback):
@@ -205,6 +342,12 @@ class ModelCheckpoint(Callback):
         """A file this callback will write (fit checks its folder before training)."""
         return [self.path.format(epoch=1)]
 
+    def probes(self, epochs: int) -> list:
+        """Further names to try before training: the one of the last epoch (the longest
+        an ``{epoch}`` field makes), so a name too long fails before the first epoch."""
+        last = self.path.format(epoch=epochs)
+        return [last] if last != self.outputs()[0] else []
+
     def __init__(self, path: str, every: int = 1, save_best_only: bool = False,
                  monitor: str = "val_loss", mode: str = "auto"):
         if not isinstance(path, str) or not path:
@@ -222,6 +365,17 @@ class ModelCheckpoint(Callback):
         self.watches_logs = self.save_best_only  # monitor is only read for best-only
         self.saved: list[str] = []
 
+    def on_train_begin(self, model):
+        self._monitor.reset()
+        self.saved = []
+
+    def state_dict(self) -> dict:
+        return {"best": self._monitor.best} if self.save_best_only else {}
+
+    def load_state(self, state: dict) -> None:
+        if self.save_best_only:
+            self._monitor.best = _number(state, "best", self)
+
     def on_epoch_end(self, model, epoch, logs):
         if self.save_best_only:
             if not self._monitor.improved(self._monitor.value(logs)):
@@ -236,23 +390,50 @@ class ModelCheckpoint(Callback):
         self.saved.append(path)
 
 
+def configured_lr(optimizer) -> float:
+    """The optimiser's own learning rate: the one it was given, not the one a schedule set
+    for its last epoch. A schedule records both on the optimiser (``scheduled_lr``: the
+    base it started from and the rate it set); a rate changed since (by the user) is the
+    optimiser's own again. Checkpoints keep it with the training state."""
+    base, set_to = getattr(optimizer, "scheduled_lr", None) or (None, None)
+    return base if base is not None and optimizer.lr == set_to else optimizer.lr
+
+
+def _takes_two(schedule) -> bool:
+    """Whether ``schedule(epoch, base_lr)`` binds (True when the signature is unknown)."""
+    try:
+        inspect.signature(schedule).bind(0, 1.0)
+    except TypeError:
+        return False
+    except ValueError:  # some builtins have no signature: let the first call tell
+        return True
+    return True
+
+
 class LearningRateSchedule(Callback):
     """Set the optimiser's learning rate at each epoch from ``schedule(epoch, base_lr)``.
 
-    ``epoch`` counts from 0; ``base_lr`` is the optimiser's rate when training starts.
+    ``epoch`` counts from 0; ``base_lr`` is the optimiser's own rate (what it was given,
+    not what a schedule set last; :func:`configured_lr`), taken afresh at each fit and
+    kept in checkpoints, so a resumed run follows the same rates as an uninterrupted one.
     The rate used is logged as ``lr``.
     """
 
     def __init__(self, schedule):
-        if not callable(schedule):
+        if not callable(schedule) or not _takes_two(schedule):
             raise ValueError(f"schedule: expected a function (epoch, base_lr) -> lr, got "
                              f"{schedule!r}")
         self.schedule = schedule
         self.base_lr = None
 
     def on_train_begin(self, model):
-        if self.base_lr is None:
-            self.base_lr = model.optimizer.lr
+        self.base_lr = configured_lr(model.optimizer)
+
+    def state_dict(self) -> dict:
+        return {"base_lr": self.base_lr}
+
+    def load_state(self, state: dict) -> None:
+        self.base_lr = _number(state, "base_lr", self)
 
     def on_epoch_begin(self, model, epoch):
         lr = float(self.schedule(epoch - 1, self.base_lr))
@@ -260,6 +441,7 @@ class LearningRateSchedule(Callback):
             raise ValueError(f"learning-rate schedule gave lr={lr!r} at epoch {epoch}; "
                              "expected a positive number")
         model.optimizer.lr = lr
+        model.optimizer.scheduled_lr = (self.base_lr, lr)
 
     def on_epoch_end(self, model, epoch, logs):
         logs["lr"] = model.optimizer.lr

@@ -21,7 +21,7 @@ from . import cli_train as _train
 from . import losses as _losses
 from . import optim as _optim
 from .activations import ACTIVATIONS
-from .atomic import atomic_path, check_outputs
+from .atomic import Terminated, atomic_path, check_outputs, terminate_as_exception
 from .backend import available_devices, cuda_status, get_backend, to_numpy
 from .data import builtin as _builtin
 from .data import tables as _ds
@@ -158,7 +158,8 @@ def _other_commands(sub) -> None:
     predict.add_argument("model", help="a model file written by gpunn train --save")
     predict.add_argument("--data", required=True,
                          help="a CSV or Parquet file with the training features")
-    predict.add_argument("--out", help="write predictions here (default: standard output)")
+    predict.add_argument("--out", help="write predictions here (default, or -: standard "
+                         "output)")
     predict.add_argument("--device", default=None, help=_DEVICE)
     _cli_data.add_reading_arguments(predict, training=False)
 
@@ -251,9 +252,7 @@ def _train_rank(args, world) -> int:
         test = model.evaluate(data.X_test, data.y_test)[best.metric]
         summary += f"; test {best.metric} {test:.4f}"
     print(summary)
-    if args.save:
-        if best.best_epoch != len(hist.epoch):  # no resumable state of a later epoch
-            model.train_state = None
+    if args.save:  # the best epoch's weights, optimiser and counters: resumable from there
         model.save(args.save)  # rank 0 alone writes
         print(best.saved(_model_path(args.save), hist))
     if args.plot and world.rank == 0:
@@ -276,6 +275,8 @@ def _check_destinations(args) -> None:
 def cmd_predict(args) -> int:
     from .files import load
 
+    if args.out == "-":  # the usual spelling of standard output
+        args.out = None
     check_outputs([args.out] if args.out else [], [args.model, args.data])
     backend = _backend(args.device)
     model = load(args.model, device=backend)
@@ -374,9 +375,16 @@ def _run(args) -> int:
     commands = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
                 "devices": cmd_devices, "bench": cmd_bench, "export": _cli_export.run}
     try:
-        code = commands[args.command](args)
+        # SIGTERM (docker stop, timeout, Slurm, systemd) ends the command as Ctrl-C does:
+        # an exception where it was, so a file being written takes its temporary file away.
+        with terminate_as_exception():
+            code = commands[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
+    except Terminated:
+        print("gpunn: terminated (SIGTERM); no partly written file was left",
+              file=sys.stderr)
+        return Terminated().code
     except BrokenPipeError:  # `gpunn predict ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
         return 141  # 128 + SIGPIPE, as a shell reports a command ended by it

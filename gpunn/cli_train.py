@@ -63,6 +63,8 @@ class BestEpoch(EarlyStopping):
     validation rows, or on the training rows when there are none.
     """
 
+    announce = False  # the saved: line names the epoch
+
     def __init__(self, loss: str, validating: bool, patience: int | None, epochs: int):
         metrics = _losses.get(loss).default_metrics
         self.metric = metrics[0] if metrics else "loss"
@@ -74,6 +76,14 @@ class BestEpoch(EarlyStopping):
     def on_train_begin(self, model):
         super().on_train_begin(model)
         self._best_loss = math.inf
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"best_loss": self._best_loss}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        loss = state.get("best_loss")
+        self._best_loss = float(loss) if isinstance(loss, (int, float)) else math.inf
 
     def on_epoch_end(self, model, epoch, logs):
         """A tie in the metric (common for accuracy on a small validation set) goes to the
@@ -87,7 +97,7 @@ class BestEpoch(EarlyStopping):
         if self.best_epoch == epoch or tie:
             if tie:
                 self.best_epoch = epoch
-                self._best = model.store.snapshot(on_device=True)
+                self._keep_best(model, epoch)
             self._best_loss = loss
 
     @property

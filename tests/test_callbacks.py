@@ -221,3 +221,80 @@ def test_progress_bar_and_epoch_line_show_samples_per_second_legibly(monkeypatch
     logger.on_epoch_end(None, 1, {"loss": 0.5})
     assert re.search(r"loss 0\.5000  \d{1,3}(,\d{3})+ samples/s  \d+\.\d\d s$",
                      line.getvalue().strip()), line.getvalue()
+
+
+@pytest.mark.parametrize("schedule", [cbs.StepDecay(step_size=1, gamma=0.5),
+                                      cbs.ExponentialDecay(gamma=0.5),
+                                      cbs.CosineDecay(epochs=4),
+                                      cbs.LearningRateSchedule(lambda e, lr0: lr0 / (1 + e))])
+def test_a_schedule_starts_from_the_optimisers_own_rate_in_every_fit(schedule):
+    """A schedule reused for another fit starts from that fit's optimiser, and a kept
+    optimiser's own (undecayed) rate, not the rate the last epoch left."""
+    model, X, y, _ = _setup()
+    first = model.fit(X, y, loss="bce", optimizer=gn.optim.SGD(lr=0.1), epochs=3,
+                      callbacks=[schedule], verbose=0).history["lr"]
+    kept = model.fit(X, y, epochs=3, callbacks=[schedule], verbose=0).history["lr"]
+    assert kept == first
+    other = model.fit(X, y, optimizer=gn.optim.SGD(lr=1.0), epochs=3, callbacks=[schedule],
+                      verbose=0).history["lr"]
+    np.testing.assert_allclose(other, [10 * lr for lr in first], rtol=1e-12)
+    model.optimizer.lr = 0.3  # the user's own change counts from then on
+    mine = model.fit(X, y, epochs=1, callbacks=[schedule], verbose=0).history["lr"]
+    assert mine == [0.3]
+
+
+@pytest.mark.parametrize("make", [
+    lambda d: cbs.ModelCheckpoint(str(d / "b-{epoch}.npz"), save_best_only=True),
+    lambda d: cbs.EarlyStopping(monitor="val_loss", patience=1),
+])
+def test_a_callback_reused_for_a_second_fit_starts_afresh(make, tmp_path):
+    """Every callback resets in on_train_begin: nothing of the first fit's best value
+    decides the second (a new model, worse than the first one's best, is still saved)."""
+    model, X, y, val = _setup()
+    cb = make(tmp_path)
+    model.fit(X, y, loss="bce", optimizer=gn.optim.Adam(lr=0.05), epochs=8,
+              validation_data=val, callbacks=[cb], verbose=0)
+    first_best = cb.best if hasattr(cb, "best") else cb._monitor.best
+    fresh, *_ = _setup(seed=1)
+    fresh.fit(X, y, loss="bce", optimizer=gn.optim.SGD(lr=1e-4), epochs=2,
+              validation_data=val, callbacks=[cb], verbose=0)
+    best = cb.best if hasattr(cb, "best") else cb._monitor.best
+    assert best > first_best  # the second fit's own best, worse than the first's
+    if isinstance(cb, cbs.ModelCheckpoint):
+        assert cb.saved == [str(tmp_path / "b-1.npz"), str(tmp_path / "b-2.npz")]
+
+
+def test_a_single_callback_is_accepted_without_a_list():
+    model, X, y, val = _setup()
+    stop = cbs.EarlyStopping(patience=1)
+    hist = model.fit(X, y, loss="bce", epochs=3, validation_data=val, callbacks=stop,
+                     verbose=0)
+    assert stop.best == min(hist.history["val_loss"])
+    with pytest.raises(TypeError, match=r"callbacks\[1\]: expected a gpunn.callbacks"):
+        model.fit(X, y, epochs=1, callbacks=[stop, "early"], verbose=0)
+
+
+def test_a_schedule_of_the_wrong_arity_is_refused_before_anything_changes():
+    model, X, y, _ = _setup()
+    with pytest.raises(ValueError, match=r"schedule: expected a function \(epoch, base_lr\)"):
+        cbs.LearningRateSchedule(lambda epoch: 0.1)
+    with pytest.raises(ValueError, match=r"schedule: expected a function \(epoch, base_lr\)"):
+        cbs.LearningRateSchedule(lambda a, b, c: 0.1)
+    cbs.LearningRateSchedule(lambda e, lr0, *rest: lr0)  # callable with two: fine
+    assert model.optimizer is None
+
+
+@pytest.mark.parametrize("name,epochs", [("m" * 252 + "-{epoch}.npz", 1),
+                                         ("m" * 248 + "-{epoch}.npz", 100),
+                                         ("{epoch}-" + "d" * 252 + "/m.npz", 100)],
+                         ids=["too-long-at-once", "too-long-from-epoch-100", "long-folder"])
+def test_a_checkpoint_name_too_long_for_some_epoch_is_refused_before_training(
+        tmp_path, name, epochs):
+    model, X, y, _ = _setup()
+    ckpt = cbs.ModelCheckpoint(str(tmp_path / name))
+    with pytest.raises(OSError, match="name too long") as info:
+        model.fit(X, y, loss="bce", epochs=epochs, callbacks=[ckpt], verbose=0)
+    assert ".gpunn-" not in str(info.value)
+    assert str(tmp_path) in str(info.value)  # the user's path, formatted
+    assert model.optimizer is None  # refused before training
+    assert list(tmp_path.iterdir()) == []

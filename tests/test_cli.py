@@ -200,3 +200,69 @@ def test_output_into_a_closed_pipe_ends_quietly():
     finally:
         os.close(write)
     assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
+# ---------------------------------------------------------------------- SIGTERM while writing
+# The write made slow by a hook: every file gpunn writes is fsynced before its rename, so a
+# slow fsync holds the temporary file open long enough to be stopped there.
+_SLOW_WRITE = """
+import os, sys, time
+def slow(fd):
+    print("writing", file=sys.stderr, flush=True)
+    time.sleep(60)
+os.fsync = slow
+from gpunn.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _terminated_while_writing(argv, folder):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITE, *argv], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "GPUNN_DEVICE": "cpu"})
+    for line in proc.stderr:
+        if line.strip() == "writing":
+            break
+    else:
+        proc.wait()
+        raise AssertionError(f"never reached the write: {proc.stdout.read()}")
+    assert [p for p in os.listdir(folder) if p.startswith(".gpunn-")]  # mid-write indeed
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out, err
+
+
+@pytest.fixture
+def trained_model(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2))
+    data = tmp_path / "d.csv"
+    data.write_text("a,b,y\n" + "".join(f"{a},{b},{int(a > 0)}\n" for a, b in X))
+    code = cli.main(["train", "--data", str(data), "--target", "y", "--epochs", "1",
+                     "--save", str(tmp_path / "m.npz"), "--quiet", "--device", "cpu"])
+    assert code == 0
+    return tmp_path / "m.npz", data
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "export"])
+def test_sigterm_while_writing_leaves_no_temporary_file(command, tmp_path, trained_model,
+                                                        capsys):
+    model, data = trained_model
+    capsys.readouterr()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    if command == "export":
+        pytest.importorskip("onnx")
+    argv = {"train": ["train", "--dataset", "xor", "--epochs", "1", "--save",
+                      str(out_dir / "m.npz")],
+            "predict": ["predict", str(model), "--data", str(data), "--out",
+                        str(out_dir / "p.csv")],
+            "export": ["export", str(model), "--onnx", str(out_dir / "m.onnx")]}[command]
+    code, out, err = _terminated_while_writing(argv, out_dir)
+    assert code == 143, err
+    assert "gpunn: terminated" in err and "Traceback" not in err
+    assert os.listdir(out_dir) == []  # neither the file nor its temporary one

@@ -40,7 +40,9 @@ def test_the_saved_model_is_the_best_epoch_not_the_last(tmp_path, run_cli):
     model = gn.load(path, device="cpu")
     Xv, yv = _validation_rows(builtin.load_builtin("moons", seed=0))
     assert model.evaluate(Xv, yv)["accuracy"] == pytest.approx(best, abs=5e-5)
-    assert not model.train_state  # its epoch counter and history would not match
+    # Resumable from the best epoch: its counter, history and optimiser state, not the last's.
+    assert model.train_state["epoch"] == epoch
+    assert model.train_state["history"]["val_accuracy"] == acc[:epoch]
 
 
 def test_patience_stops_early_and_keeps_the_best_epoch(tmp_path, run_cli):
@@ -281,3 +283,58 @@ def test_outputs_never_replace_links_devices_or_each_other(tmp_path, run_cli, da
                  ["train", "--save", str(tmp_path / "dir") + "/"]):
         code, _, err = run_cli(*argv)
         assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+@pytest.mark.parametrize("flags,match", [
+    (lambda t: ["--save", str(t / "out.npz"), "--plot", str(t / "out.npz")],
+     "given for two outputs"),
+    (lambda t: ["--save", str(t / "out"), "--plot", str(t / "out.npz")],
+     "given for two outputs"),
+    (lambda t: ["--save", str(t / ("m" * 300 + ".npz"))], "name too long"),
+    (lambda t: ["--save", str(t / "plots" / ("m" * 300))], "name too long"),
+    (lambda t: ["--plot", str(t / ("p" * 300))], "name too long"),
+], ids=["save-and-plot-the-same", "save-suffixed-onto-plot", "long-save", "long-save-in-new",
+        "long-plot"])
+def test_destinations_are_probed_as_the_final_names_before_training(tmp_path, run_cli, data,
+                                                                      flags, match):
+    """The names written at the end are tried before any work, and the error names the
+    user's path, never a temporary file."""
+    code, out, err = run_cli("train", "--data", str(data), "--target", "y", "--epochs", "1",
+                             *flags(tmp_path))
+    assert code == 2 and match in err, err
+    assert "epoch" not in out and "device:" not in out and ".gpunn-" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [data.name]  # nothing made
+
+
+def test_predict_and_export_probe_their_destination_first(tmp_path, run_cli, data):
+    model = tmp_path / "m.npz"
+    code, _, err = run_cli("train", "--data", str(data), "--target", "y", "--epochs", "1",
+                           "--save", str(model), "--quiet")
+    assert code == 0, err
+    long = tmp_path / ("o" * 300 + ".csv")
+    code, out, err = run_cli("predict", str(model), "--data", str(data), "--out", str(long))
+    assert code == 2 and "name too long" in err and str(tmp_path) in err and out == ""
+    assert ".gpunn-" not in err
+
+
+def test_predict_out_dash_is_standard_output(tmp_path, run_cli, monkeypatch):
+    import csv
+    import io
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(40, 2))
+    path = tmp_path / "d.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["a", "b", "y"])
+        w.writerows([[a, b, int(a > 0)] for a, b in rows])
+    code, _, err = run_cli("train", "--data", str(path), "--target", "y", "--epochs", "1",
+                           "--save", str(tmp_path / "m.npz"), "--quiet")
+    assert code == 0, err
+    code, out, err = run_cli("predict", str(tmp_path / "m.npz"), "--data", str(path),
+                             "--out", "-")
+    assert code == 0, err
+    assert not (tmp_path / "-").exists()
+    assert len(list(csv.reader(io.StringIO(out)))) == 41

@@ -2,6 +2,7 @@
 optimiser state, refusal of bad files, atomic writes."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -267,3 +268,92 @@ def test_killed_writer_never_leaves_a_broken_checkpoint(tmp_path):
     assert seen, "no checkpoint was ever completed"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "ckpt.npz"]
     assert all(name.startswith(".gpunn-") for name in leftovers)  # only temp files remain
+    assert len(leftovers) <= 1  # each write removed those of the writers killed before it
+
+
+def test_a_failed_write_names_the_users_file_not_the_temporary_one(tmp_path):
+    model, _, _ = _trained()
+    long = tmp_path / ("m" * 300 + ".npz")
+    with pytest.raises(OSError) as info:
+        model.save(long)
+    assert ".gpunn-" not in str(info.value) and str(long) in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+SLOW_SAVE = textwrap.dedent("""
+    import os, sys, time, gpunn as gn
+    model = gn.Sequential([gn.Dense(4, 8)], device="cpu", seed=0)
+    def slow(fd):
+        print("writing", flush=True)
+        time.sleep(60)
+    os.fsync = slow
+    model.save(sys.argv[1])
+""")
+
+
+def test_sigterm_during_a_save_removes_the_temporary_file(tmp_path):
+    """SIGTERM (docker stop, timeout, Slurm, systemd) while a file is written: the
+    temporary file goes, the previous file stays, and the process ends with 143."""
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"previous")
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    assert len(list(tmp_path.iterdir())) == 2  # the temporary file exists
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+    assert path.read_bytes() == b"previous"
+
+
+def test_temporary_files_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    from gpunn import atomic
+
+    model, _, _ = _trained()
+    path = tmp_path / "m.npz"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    prefix = atomic._temp_prefix(str(path.resolve()))
+    stale = tmp_path / f"{prefix}{atomic._HOST}-{gone.pid}-abc123.npz.tmp"
+    live = tmp_path / f"{prefix}{atomic._HOST}-{os.getppid()}-def456.npz.tmp"
+    away = tmp_path / f"{prefix}{'0' * 10}-{gone.pid}-ghi789.npz.tmp"  # another machine
+    old_away = tmp_path / f"{prefix}{'0' * 10}-{gone.pid}-jkl012.npz.tmp"
+    other = tmp_path / f"{atomic._temp_prefix('other.npz')}{atomic._HOST}-{gone.pid}-x.tmp"
+    # Killed but not yet reaped by its parent (a zombie): gone all the same.
+    zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    zombie.kill()
+    time.sleep(0.2)
+    unreaped = tmp_path / f"{prefix}{atomic._HOST}-{zombie.pid}-mno345.npz.tmp"
+    # A process number reused: a process started after the file was last written.
+    reused_by = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    reused = tmp_path / f"{prefix}{atomic._HOST}-{reused_by.pid}-pqr678.npz.tmp"
+    old_style, new_style = tmp_path / ".gpunn-ab12cd_9.npz.tmp", tmp_path / ".gpunn-zz.npz.tmp"
+    for p in (stale, live, away, old_away, other, unreaped, reused, old_style, new_style):
+        p.write_bytes(b"half a file")
+    day_ago = time.time() - 86400
+    for p in (old_away, reused, old_style, new_style):
+        os.utime(p, (day_ago, day_ago))
+    try:
+        model.save(path)
+    finally:
+        reused_by.kill()
+        reused_by.wait()
+        zombie.wait()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["m.npz", live.name, away.name, other.name, new_style.name])
+
+
+def test_a_full_disk_names_the_users_file(tmp_path, monkeypatch):
+    import errno
+
+    model, _, _ = _trained()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    with pytest.raises(OSError, match="No space left") as info:
+        model.save(tmp_path / "m.npz")
+    assert info.value.filename == str(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []

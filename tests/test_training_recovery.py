@@ -3,6 +3,7 @@ raised, stopped or skipped; roll-backs that leave history, weights and messages 
 agreement; Ctrl-C; out of memory; resumed runs identical to uninterrupted ones."""
 
 import os
+import re
 import signal
 
 import numpy as np
@@ -344,3 +345,208 @@ def test_resume_refuses_another_loss_and_warns_about_an_ignored_optimizer(tmp_pa
         again.fit(X, y, loss="mse", optimizer=gn.optim.Adam(lr=0.5), epochs=2,
                   resume_from=tmp_path / "c.npz", verbose=0)
     assert isinstance(again.optimizer, gn.optim.SGD) and again.optimizer.lr == 0.1
+
+
+# ---------------------------------------------------------------------- resuming callbacks
+def _bouncing():
+    """Moons under SGD with a learning rate high enough that the validation loss bounces
+    (best epochs come early, then none for a while), and a validation set."""
+    X, y = gn.data.make_moons(200, noise=0.2, seed=0)
+    model = gn.Sequential([gn.Dense(2, 16, activation="relu"), gn.Dropout(0.1),
+                           gn.Dense(16, 1, activation="sigmoid")], device="cpu", seed=0)
+    return model, X[:150], y[:150], (X[150:], y[150:])
+
+
+# Every built-in callback that fit does not add itself, as a user would configure it. A new
+# callback class must get an entry here (test_every_builtin_callback_has_a_resume_case).
+RESUMABLE = {
+    "EarlyStopping": lambda d: cbs.EarlyStopping(patience=4),
+    "EarlyStopping-restore": lambda d: cbs.EarlyStopping(patience=4,
+                                                         restore_best_weights=True),
+    "ModelCheckpoint": lambda d: cbs.ModelCheckpoint(str(d / "e-{epoch}.npz"), every=2),
+    "ModelCheckpoint-best": lambda d: cbs.ModelCheckpoint(str(d / "b-{epoch}.npz"),
+                                                          save_best_only=True),
+    "LearningRateSchedule": lambda d: cbs.LearningRateSchedule(lambda e, lr0: lr0 / (1 + e)),
+    "StepDecay": lambda d: cbs.StepDecay(step_size=2, gamma=0.5),
+    "ExponentialDecay": lambda d: cbs.ExponentialDecay(gamma=0.7),
+    "CosineDecay": lambda d: cbs.CosineDecay(epochs=6),
+}
+#: Added by fit itself, holding no state a run continues from (History is restored apart).
+FIT_ADDS = {"History", "EpochLogger", "ProgressBar"}
+
+
+def test_every_builtin_callback_has_a_resume_case():
+    classes = {name for name, obj in vars(cbs).items() if isinstance(obj, type)
+               and issubclass(obj, cbs.Callback) and obj is not cbs.Callback}
+    covered = {type(make(None) if "Checkpoint" not in key else
+                    make(__import__("pathlib").Path("."))).__name__
+               for key, make in RESUMABLE.items()}
+    assert classes - FIT_ADDS <= covered, "add the new callback to RESUMABLE"
+
+
+def _state(cb):
+    """What a callback carries between epochs, arrays as lists."""
+    return {k: [gn.to_numpy(a).tolist() for a in v] if k == "arrays" else v
+            for k, v in cb.state_dict().items() if k != "best_train_state"}
+
+
+@pytest.mark.parametrize("stop", [3, 4, 5], ids=["before-the-best", "at-the-best",
+                                                 "after-the-best"])
+@pytest.mark.parametrize("kind", sorted(RESUMABLE))
+def test_an_interrupted_and_resumed_run_is_the_uninterrupted_one(kind, stop, tmp_path):
+    """For each callback, a run stopped after epoch ``stop`` and resumed from its
+    checkpoint with a fresh callback gives the uninterrupted run: learning rates, best
+    values, saved epochs, history, weights and optimiser, bitwise."""
+    make = RESUMABLE[kind]
+    fit = dict(loss="bce", batch_size=16, verbose=0)
+    for d in ("straight", "first", "resumed"):
+        (tmp_path / d).mkdir()
+    model, X, y, val = _bouncing()  # best val_loss at epoch 4, of 8
+    straight_cb = make(tmp_path / "straight")
+    h1 = model.fit(X, y, optimizer=gn.optim.SGD(lr=0.5, momentum=0.9), epochs=8, seed=3,
+                   validation_data=val, callbacks=[straight_cb], **fit)
+
+    first, X, y, val = _bouncing()
+    first_cb = make(tmp_path / "first")
+    writer = cbs.ModelCheckpoint(str(tmp_path / "ckpt-{epoch}.npz"))
+    first.fit(X, y, optimizer=gn.optim.SGD(lr=0.5, momentum=0.9), epochs=stop, seed=3,
+              validation_data=val, callbacks=[first_cb, writer], **fit)
+    resumed, X, y, val = _bouncing()
+    resumed_cb = make(tmp_path / "resumed")
+    h2 = resumed.fit(X, y, epochs=8, validation_data=val, callbacks=[resumed_cb],
+                     resume_from=tmp_path / f"ckpt-{stop}.npz", **fit)
+
+    assert h2.epoch == h1.epoch and h2.history == h1.history
+    for a, b in zip(model.parameters(), resumed.parameters()):
+        np.testing.assert_array_equal(gn.to_numpy(a), gn.to_numpy(b))
+    assert resumed.optimizer.t == model.optimizer.t
+    assert resumed.optimizer.lr == model.optimizer.lr
+    for a, b in zip(resumed.optimizer.state_dict()["state"], model.optimizer.state_dict()["state"]):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    assert _state(resumed_cb) == _state(straight_cb)
+    if isinstance(straight_cb, cbs.ModelCheckpoint):
+        epochs = [int(re.search(r"-(\d+)\.npz", p).group(1)) for p in straight_cb.saved]
+        again = [int(re.search(r"-(\d+)\.npz", p).group(1))
+                 for p in first_cb.saved + resumed_cb.saved]
+        assert again == epochs
+
+
+def test_restoring_the_best_weights_restores_their_optimiser_and_epoch(tmp_path, capsys):
+    """After EarlyStopping puts back the best epoch's weights, a save holds that epoch's
+    optimiser state and counter too: resuming from it continues from the best epoch,
+    exactly as resuming from a checkpoint written at that epoch does."""
+    model, X, y, val = _bouncing()
+    stop = cbs.EarlyStopping(patience=3, restore_best_weights=True)
+    every = cbs.ModelCheckpoint(str(tmp_path / "e-{epoch}.npz"))
+    hist = model.fit(X, y, loss="bce", optimizer=gn.optim.SGD(lr=0.5, momentum=0.9),
+                     epochs=30, seed=3, batch_size=16, validation_data=val,
+                     callbacks=[stop, every], verbose=0)
+    best = stop.best_epoch
+    assert 0 < best < len(hist.epoch)  # the case in question: not the last epoch
+    assert stop.restored_epoch == best
+    assert f"restored the weights of epoch {best}" in capsys.readouterr().out
+    model.save(tmp_path / "after.npz")
+    # The best copy is the file's own weights and optimiser: not written a second time.
+    assert not [k for k in np.load(tmp_path / "after.npz").files if k.startswith("train/")]
+    after, at_best = gn.load(tmp_path / "after.npz"), gn.load(tmp_path / f"e-{best}.npz")
+    assert after.train_state["epoch"] == best
+    assert {k: v for k, v in after.train_state.items() if k != "callbacks"} == \
+        {k: v for k, v in at_best.train_state.items() if k != "callbacks"}
+    assert after.optimizer.t == at_best.optimizer.t
+    for a, b in zip(after.optimizer.state_dict()["state"],
+                    at_best.optimizer.state_dict()["state"]):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    for a, b in zip(after.parameters(), at_best.parameters()):
+        np.testing.assert_array_equal(gn.to_numpy(a), gn.to_numpy(b))
+    runs = []
+    for name in ("after.npz", f"e-{best}.npz"):
+        again, X, y, val = _bouncing()
+        h = again.fit(X, y, loss="bce", epochs=best + 2, batch_size=16, validation_data=val,
+                      resume_from=tmp_path / name, verbose=0,
+                      callbacks=[cbs.EarlyStopping(patience=3, restore_best_weights=True)])
+        runs.append((h.epoch, h.history, [gn.to_numpy(p) for p in again.parameters()]))
+    assert runs[0][0] == list(range(1, best + 3))  # continued from the best epoch
+    assert runs[0][1] == runs[1][1]
+    for a, b in zip(runs[0][2], runs[1][2]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ctrl_c_without_snapshots_keeps_the_history_true(capsys, spirals, classifier):
+    """on_divergence="off" keeps no copy to go back to: the weights stay mid-epoch, and the
+    history says so (the partial epoch is recorded as such, no checkpoint state claims a
+    complete one)."""
+    X, y = spirals
+
+    class PressCtrlC(cbs.Callback):
+        def on_batch_end(self, model, batch, rows, loss_sum):
+            if model.optimizer.t == 30:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    model = classifier(seed=0)
+    hist = model.fit(X, y, loss="cross_entropy", epochs=50, batch_size=32,
+                     callbacks=[PressCtrlC()], on_divergence="off", verbose=1)
+    assert model.optimizer.t == 30
+    assert hist.epoch == [1, 2] and len(hist.history["loss"]) == 2
+    assert hist.partial == {"epoch": 2, "samples": 11 * 32, "of": 600}
+    assert model.train_state is None  # nothing to resume from mid-epoch
+    out = capsys.readouterr().out
+    assert "interrupted during epoch 2" in out and "partial" in out
+
+
+@pytest.mark.parametrize("kind", sorted(RESUMABLE))
+def test_a_callback_reused_for_another_fit_behaves_as_a_fresh_one(kind, tmp_path):
+    """Every built-in callback resets in on_train_begin: used again, on another model and
+    optimiser, it gives what a new one gives (history, learning rates, state, weights)."""
+    fit = dict(loss="bce", batch_size=16, verbose=0, epochs=6, seed=3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    used = RESUMABLE[kind](tmp_path / "a")
+    model, X, y, val = _bouncing()
+    model.fit(X, y, optimizer=gn.optim.SGD(lr=0.5, momentum=0.9), validation_data=val,
+              callbacks=[used], **fit)
+    results = []
+    for cb in (used, RESUMABLE[kind](tmp_path / "b")):
+        again, X, y, val = _bouncing()
+        again.layers[0].params["W"][...] *= 0.5  # another starting point
+        hist = again.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), validation_data=val,
+                         callbacks=[cb], **fit)
+        results.append((hist.history, [gn.to_numpy(p) for p in again.parameters()],
+                        _state(cb), len(getattr(cb, "saved", []))))
+    (h1, p1, s1, n1), (h2, p2, s2, n2) = results
+    assert h1 == h2 and s1 == s2 and n1 == n2
+    for a, b in zip(p1, p2):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_best_epoch_undone_by_a_roll_back_is_not_restored(tmp_path, monkeypatch):
+    """Snapshots every few epochs: a divergence can roll back past the best epoch; its
+    weights are then not put back (they would disagree with the history and counter)."""
+    import gpunn.training.loop as loop
+
+    X, y = gn.data.make_linear(256, seed=0)
+    model = gn.Sequential([gn.Dense(3, 8, activation="tanh"), gn.Dense(8, 1)], device="cpu",
+                          seed=0)
+
+    class Explode(cbs.Callback):
+        def on_epoch_begin(self, model, epoch):
+            if epoch == 5:
+                model.optimizer.lr = 1e12
+
+    trainer_epoch = loop.Trainer._epoch
+
+    def sparse_snapshots(self, epoch, *args):
+        self.every = 3
+        return trainer_epoch(self, epoch, *args)
+
+    monkeypatch.setattr(loop.Trainer, "_epoch", sparse_snapshots)
+    stop = cbs.EarlyStopping(monitor="loss", patience=10, restore_best_weights=True)
+    with np.errstate(all="ignore"), pytest.warns(UserWarning, match="undone by a roll-back"):
+        hist = model.fit(X, y, loss="mse", optimizer=gn.optim.SGD(lr=0.01), epochs=8,
+                         batch_size=64, callbacks=[Explode(), stop], on_divergence="stop",
+                         verbose=0)
+    assert hist.epoch == [1, 2, 3] and stop.best_epoch == 4 and stop.restored_epoch is None
+    assert model.train_state["epoch"] == 3
+    model.save(tmp_path / "m.npz")
+    assert gn.load(tmp_path / "m.npz").train_state["epoch"] == 3  # a consistent file

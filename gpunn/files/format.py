@@ -257,14 +257,16 @@ def _read_parts(path) -> ModelParts:
         opt_arrays = _optimizer_arrays(path, archive, header.get("optimizer"), n_params,
                                        bound)
         prep_arrays = _prep_arrays(path, archive, header.get("preprocessing"), layers)
+        training = _training(path, header.get("training"))
         known |= set(opt_arrays) | {f"prep/{k}" for k in prep_arrays}
+        known |= _callback_arrays(path, archive, training)
         unknown = sorted(set(archive.files) - known)
         if unknown:
             _fail(path, f"unexpected arrays {unknown[:5]}")
     _check_representable(path, header["dtype"], params)
     parts = ModelParts(layers, header["dtype"], params, buffers, extra=header["extra"],
                        metrics=_metric_names(path, header["metrics"]),
-                       training=_training(path, header.get("training")))
+                       training=training)
     if isinstance(header.get("loss"), dict):
         try:
             parts.loss = losses.get(header["loss"].get("name"),
@@ -402,6 +404,25 @@ def _optimizer(path, opt_header, opt_arrays, params):
     return opt
 
 
+#: The most arrays one callback's state may hold (a guard against crafted headers).
+MAX_CALLBACK_ARRAYS = 100_000
+
+
+def _callback_arrays(path, archive, training) -> set:
+    """Read the arrays a callback's state declares (``"arrays": n`` -> ``train/<key>/<i>``)
+    into that state, in place; the names read."""
+    names = set()
+    for key, st in ((training or {}).get("callbacks") or {}).items():
+        if "arrays" not in st:
+            continue
+        n = st["arrays"]
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_CALLBACK_ARRAYS:
+            _fail(path, f"the training state of {key!r} declares {n!r} arrays")
+        st["arrays"] = [_array(path, archive, f"train/{key}/{i}") for i in range(n)]
+        names |= {f"train/{key}/{i}" for i in range(n)}
+    return names
+
+
 def _training(path, state):
     """The training-progress part of a header (for ``fit(resume_from=...)``), checked."""
     if state is None:
@@ -416,7 +437,13 @@ def _training(path, state):
           and all(isinstance(k, str) and isinstance(v, list) and len(v) == epoch
                   and all(number(x) or (isinstance(x, float) and x != x) for x in v)
                   for k, v in history.items())
-          and (state.get("rng") is None or isinstance(state.get("rng"), dict)))
+          and (state.get("rng") is None or isinstance(state.get("rng"), dict))
+          # the optimiser's own rate and the callbacks' states (files before them lack both)
+          and (state.get("base_lr") is None or (number(state["base_lr"])
+                                                and state["base_lr"] > 0))
+          and isinstance(state.get("callbacks", {}), dict)
+          and all(isinstance(k, str) and isinstance(v, dict)
+                  for k, v in state.get("callbacks", {}).items()))
     if not ok:
         _fail(path, "the training state in the header is malformed")
     return state

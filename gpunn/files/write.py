@@ -80,13 +80,32 @@ def _arrays(model, include_optimizer: bool, extra) -> dict:
                 arrays[f"optim/{j}/{key}"] = _le(np.asarray(value))
     state = getattr(model, "train_state", None)
     if state is not None:
-        header["training"] = state.to_json() if hasattr(state, "to_json") else state
+        training = state.to_json() if hasattr(state, "to_json") else state
+        header["training"], kept = _split_callback_arrays(training)
+        arrays.update({k: _le(host_array(v)) for k, v in kept.items()})
     if model.preprocessor is not None:
         info, prep = model.preprocessor.state()
         header["preprocessing"] = info
         arrays.update({f"prep/{k}": _le(np.asarray(v)) for k, v in prep.items()})
     arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     return arrays
+
+
+def _split_callback_arrays(training: dict):
+    """A training state's callback arrays (a callback's ``"arrays"``: e.g. the weights
+    early stopping keeps) as file arrays ``train/<callback>/<i>``, their count left in the
+    header."""
+    states = training.get("callbacks") or {}
+    if not any("arrays" in st for st in states.values()):
+        return training, {}
+    kept, header = {}, {}
+    for key, st in states.items():
+        if "arrays" in st:
+            values = list(st["arrays"])
+            kept.update({f"train/{key}/{i}": v for i, v in enumerate(values)})
+            st = {**st, "arrays": len(values)}
+        header[key] = st
+    return {**training, "callbacks": header}, kept
 
 
 def _atomic_savez(path: str, arrays: dict) -> None:

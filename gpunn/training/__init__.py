@@ -147,7 +147,10 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
     dist, verbose, callbacks = _ranks(model, batch_size, verbose, callbacks)
     # Checkpoint folders exist and are writable before the first step (created if missing).
     # (Writing over the checkpoint resumed from is fine: it was read above.)
-    check_outputs([p for cb in callbacks if hasattr(cb, "outputs") for p in cb.outputs()])
+    # The names themselves are tried, the last epoch's too (the longest a field makes).
+    check_outputs([p for cb in callbacks if hasattr(cb, "outputs") for p in cb.outputs()],
+                  probes=[p for cb in callbacks if hasattr(cb, "probes")
+                          for p in cb.probes(epochs)])
     # A checkpoint's preprocessing applies from the first step (it is attached below,
     # once everything is checked).
     prep = resume.preprocessor if resume is not None else None
@@ -170,8 +173,11 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         model.optimizer, model.loss = optimizer, loss
         model.metrics = [m.name for m in metric_objs]
         callbacks += [history] + _loggers(int(X.shape[0]), epochs, batch_size, verbose, dist)
+        resumed = None if resume is None else (
+            resume.training.get("callbacks") or {}, resume_from)
         config = FitConfig(epochs, batch_size, bool(shuffle), int(verbose), on_divergence, val,
-                           start, dist, weighted=W is not None, labels=T.ndim == 1)
+                           start, dist, weighted=W is not None, labels=T.ndim == 1,
+                           resumed=resumed)
         trainer = Trainer(model, loss, optimizer, metric_objs, amp, config, callbacks,
                           history)
         # Under loss scaling an overflow is an expected event that skips the step.

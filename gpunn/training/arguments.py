@@ -102,6 +102,12 @@ def metrics_for(loss, metrics) -> list:
 
 
 def check_callbacks(callbacks) -> list:
+    """The callbacks as a new list: one callback alone counts as a list of it."""
+    if isinstance(callbacks, Callback):
+        return [callbacks]
+    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks: expected a list of gpunn.callbacks.Callback, got "
+                        f"{describe(callbacks)}")
     callbacks = list(callbacks or [])
     for i, cb in enumerate(callbacks):
         if not isinstance(cb, Callback):

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from .. import metrics as _metrics
-from ..callbacks import Callback
+from ..callbacks import Callback, configured_lr
 from ..distributed import plan as _plan
 from ..errors import DeviceMemoryError
 from ..losses import LossResult
@@ -22,7 +22,7 @@ from ..optim import LossScaleOptimizer, SkipNonFinite
 from .evaluation import accumulator, cast_like, evaluate_arrays, namespace_of, prepare_metrics
 from .head import head_for
 from .recovery import Snapshot, diverged, oom_message
-from .state import TrainState
+from .state import TrainState, load_callback_states
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class FitConfig:
         The training rows carry sample weights.
     labels : bool
         The targets are integer class labels (not rows).
+    resumed : tuple or None
+        ``(callback states, path)`` of the checkpoint a resumed fit continues from.
     """
 
     epochs: int
@@ -57,6 +59,7 @@ class FitConfig:
     dist: object = _plan.LOCAL
     weighted: bool = False
     labels: bool = True
+    resumed: tuple | None = None
 
 
 class Trainer:
@@ -165,7 +168,9 @@ class Trainer:
         model._fitting = True
         self.snapshot, self.every = None, 1
         for cb in self.callbacks:
-            cb.on_train_begin(model)
+            cb.on_train_begin(model)  # each resets what an earlier fit left
+        if self.config.resumed is not None:  # then takes up the checkpoint's epoch
+            load_callback_states(self.callbacks, *self.config.resumed)
         interrupted = self.dist.collective(interrupted)  # or-ed over ranks
         try:
             with self.dist.training(model):
@@ -186,10 +191,12 @@ class Trainer:
             logs = self._epoch(epoch, X, T, W, streaming, interrupted)
             if logs is None:
                 break
-            model.train_state = TrainState(epoch, model.backend.random.state(),
-                                           self.history, logs)
+            state = model.train_state = TrainState(
+                epoch, model.backend.random.state(), self.history, logs, self.callbacks,
+                configured_lr(self.optimizer))
             for cb in self.callbacks:
                 cb.on_epoch_end(model, epoch, logs)
+            state.freeze()  # the callbacks' states at the end of this epoch
             if self.dist.any(model.stop_training):  # all ranks stop together
                 model.stop_training = True
                 break
@@ -225,15 +232,21 @@ class Trainer:
         n = float(valid) if valid is not None else self.mass
         if interrupted():
             # The weights of a half-done epoch match no epoch counter: go back to the
-            # snapshot (history and checkpoint state with them), or, without one, drop
-            # the claim a checkpoint would make.
+            # snapshot (history and checkpoint state with them), or, without one
+            # (on_divergence="off"), say what the weights are: the history records the
+            # partial epoch as such, and no checkpoint state claims a complete one.
             if self.snapshot is not None:
                 self._roll_back()
+                told = f"returning {len(self.history.epoch)} completed epoch(s)"
             else:
                 model.train_state = None
+                self._record_partial(epoch, seen, total, metric_sums, n)
+                told = (f"the weights are those after {seen} of its samples (on_divergence="
+                        "'off' keeps no copy to go back to): the history ends with this "
+                        "partial epoch (history.partial)")
             if self.verbose:
-                print(f"interrupted during epoch {epoch} after {seen} samples; "
-                      f"returning {len(self.history.epoch)} completed epoch(s)", flush=True)
+                print(f"interrupted during epoch {epoch} after {seen} samples; {told}",
+                      flush=True)
             return None
         total_host = float(total)  # the one host read of the epoch
         if not math.isfinite(total_host) and self.on_divergence in ("raise", "stop"):
@@ -253,6 +266,20 @@ class Trainer:
                                   self.batch_size, self.dist, self.val_prepared, vW)
             logs.update({f"val_{k}": v for k, v in val.items()})
         return logs
+
+    def _record_partial(self, epoch, seen, total, metric_sums, n) -> None:
+        """The interrupted epoch in the history, its figures over the steps it ran (no
+        validation: NaN), marked by ``history.partial``."""
+        # Rows of the steps that ran (with sample weights, their share of the weight).
+        mass = n * seen / max(int(self.data.X.shape[0]), 1) if self.weighted else seen
+        nan = float("nan")
+        logs = {"loss": float(total) / mass if mass else nan}
+        logs.update({m.name: m.result(float(s), mass, p) if mass and s is not None else nan
+                     for m, s, p in zip(self.metrics, metric_sums, self.prepared)})
+        logs.update({k: nan for k in self.history.history if k not in logs})
+        self.history.append(epoch, logs)
+        self.history.partial = {"epoch": epoch, "samples": int(seen),
+                                "of": int(self.data.X.shape[0])}
 
     def _steps(self, X, T, W, streaming, interrupted):
         """Run the batches of one epoch; the epoch's loss and metric sums on the device.

@@ -42,7 +42,8 @@ class Snapshot:
         backend = model.backend
         # What the optimiser (and the wrappers around it, e.g. 16-bit master weights)
         # holds: restored in place, so every reference to it stays valid.
-        self._targets = optimizer.saved_arrays()
+        # (None: a model without one, e.g. a callback driven by hand).
+        self._targets = optimizer.saved_arrays() if optimizer is not None else []
         self.on_device = False
         if getattr(backend, "library", "") == "cupy":
             arrays = model.parameters() + self._targets
@@ -52,9 +53,37 @@ class Snapshot:
         self.params = model.store.snapshot(on_device=self.on_device)
         self.train_state = model.train_state  # what a checkpoint written then would hold
         self.state = [copy(a) for a in self._targets]
-        self.t = optimizer.t
+        self.t = getattr(optimizer, "t", 0)
         #: Bytes copied: the parameters, buffers and the optimiser's arrays.
         self.nbytes = sum(_nbytes(a) for a in self.params + self.state)
+
+    @classmethod
+    def from_saved(cls, model, optimizer, epoch: int, params: list, state: list, t: int,
+                   train_state) -> Snapshot:
+        """A snapshot from its host arrays (a checkpoint's copy, e.g. early stopping's best
+        epoch); the arrays must fit the model and optimiser as they are now.
+
+        Raises
+        ------
+        ValueError
+            Naming what does not fit.
+        """
+        snap = cls.__new__(cls)
+        snap.epoch, snap.model, snap.optimizer = epoch, model, optimizer
+        snap._targets = optimizer.saved_arrays() if optimizer is not None else []
+        for what, saved, targets in (("parameters and buffers", params,
+                                      model.store.parameters() + model.store.buffers()),
+                                     ("optimiser arrays", state, snap._targets)):
+            want = [tuple(a.shape) for a in targets]
+            got = [tuple(np.shape(a)) for a in saved]
+            if want != got:
+                raise ValueError(f"the saved copy of epoch {epoch} has {what} of shapes "
+                                 f"{got}; the model now has {want}")
+        snap.on_device = False
+        snap.params, snap.state = [np.asarray(a) for a in params], [np.asarray(a) for a in state]
+        snap.t, snap.train_state = int(t), train_state
+        snap.nbytes = sum(_nbytes(a) for a in snap.params + snap.state)
+        return snap
 
     def epochs_between(self, steps: int) -> int:
         """Epochs between snapshots, decided from sizes (the same on every rank and every
@@ -80,7 +109,8 @@ class Snapshot:
         with be.context():
             for target, saved in zip(self._targets, self.state):
                 target[...] = be.asarray(saved, dtype=target.dtype)
-        self.optimizer.t = self.t
+        if self.optimizer is not None:
+            self.optimizer.t = self.t
         self.model.train_state = self.train_state
 
 

@@ -8,22 +8,65 @@ from ..callbacks import History
 
 
 class TrainState(dict):
-    """Epoch counter, generator state and history for checkpoints (JSON-able).
+    """Epoch counter, generator state, history, the optimiser's own learning rate and the
+    callbacks' states for checkpoints (JSON-able): all a resumed run continues from.
 
-    Built at the end of an epoch before the callbacks run; the epoch's own logs are
-    read when the state is serialised, so additions by callbacks are included.
+    Built at the end of an epoch before the callbacks run; the epoch's own logs and the
+    callbacks' states are read when the state is serialised, so what the callbacks do in
+    that epoch is included, until :meth:`freeze` fixes the callbacks' states once they all
+    ran (a state kept to go back to later then still says what they were at this epoch).
     """
 
-    def __init__(self, epoch, rng, history, logs):
+    def __init__(self, epoch, rng, history, logs, callbacks=(), base_lr=None):
         super().__init__(epoch=epoch, rng=rng)
         self._history, self._logs = history, logs
+        self._callbacks, self._states, self._base_lr = list(callbacks), None, base_lr
 
-    def to_json(self) -> dict:
-        hist = {k: list(v) for k, v in self._history.history.items()}
-        if len(self._history.epoch) < self["epoch"]:  # this epoch not appended yet
+    def freeze(self) -> None:
+        """Fix the callbacks' states as they are now (the end of this state's epoch)."""
+        self._states = callback_states(self._callbacks)
+
+    def to_json(self, callbacks: bool = True) -> dict:
+        """The state as a file keeps it (a callback's ``"arrays"`` go into file arrays);
+        ``callbacks=False`` leaves the callbacks' states out (a state kept inside one)."""
+        epoch = self["epoch"]
+        # Entries of later epochs (a state kept from an earlier epoch) are not this state's.
+        hist = {k: list(v[:epoch]) for k, v in self._history.history.items()}
+        if len(self._history.epoch) < epoch:  # this epoch not appended yet
             for k, v in self._logs.items():
                 hist.setdefault(k, []).append(v)
-        return {"epoch": self["epoch"], "rng": self["rng"], "history": hist}
+        state = {"epoch": epoch, "rng": self["rng"], "history": hist, "base_lr": self._base_lr}
+        if callbacks:
+            state["callbacks"] = self._states if self._states is not None else \
+                callback_states(self._callbacks)
+        return state
+
+
+def callback_keys(callbacks) -> list:
+    """``(key, callback)`` pairs: the class name, ``#n`` added for its n-th repeat, so the
+    callbacks of a resumed fit find theirs in a checkpoint written with the same list."""
+    seen: dict[str, int] = {}
+    pairs = []
+    for cb in callbacks:
+        name = type(cb).__name__
+        n = seen[name] = seen.get(name, -1) + 1
+        pairs.append((name if n == 0 else f"{name}#{n}", cb))
+    return pairs
+
+
+def callback_states(callbacks) -> dict:
+    """The non-empty :meth:`~gpunn.callbacks.Callback.state_dict` of each callback."""
+    return {key: state for key, cb in callback_keys(callbacks) if (state := cb.state_dict())}
+
+
+def load_callback_states(callbacks, states: dict, path) -> None:
+    """Hand each callback its state from a checkpoint (after ``on_train_begin``)."""
+    for key, cb in callback_keys(callbacks):
+        if key in states:
+            try:
+                cb.load_state(states[key])
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ValueError(f"resume_from: {path}: {exc}") from None
 
 
 def check_resume(parts, loss, path) -> None:
@@ -84,4 +127,11 @@ def restore_checkpoint(model, parts):
     history = History()
     for i in range(len(next(iter(state["history"].values()), []))):
         history.append(i + 1, {k: v[i] for k, v in state["history"].items()})
-    return parts.optimizer, history, int(state["epoch"]) + 1
+    optimizer = parts.optimizer
+    # The model is at the checkpoint's epoch: a roll-back to the first resumed epoch's
+    # start, or a save before another epoch ends, holds this state, not an older one.
+    model.train_state = state
+    if state.get("base_lr") is not None:
+        # The rate a schedule starts from is the optimiser's own, not the one it set last.
+        optimizer.scheduled_lr = (float(state["base_lr"]), optimizer.lr)
+    return optimizer, history, int(state["epoch"]) + 1
