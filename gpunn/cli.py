@@ -34,7 +34,7 @@ from .model import Sequential
 #: Hidden layers per built-in dataset when --layers is not given.
 DEFAULT_LAYERS = {"spirals": [64, 64], "moons": [25, 50, 50, 25], "circles": [32, 32],
                   "xor": [16, 16], "iris": [16], "digits": [64], "mnist": [256, 128],
-                  "fashion-mnist": [256, 128]}
+                  "fashion-mnist": [256, 128], "mnist1d": [100, 100]}
 _PER_SET = "; ".join(f"{k} {','.join(map(str, v))}" for k, v in DEFAULT_LAYERS.items())
 _DEVICE = "auto (default, or $GPUNN_DEVICE), cpu, cuda, cuda:N"
 TASK_LOSS = {"binary": "binary_crossentropy", "multiclass": "categorical_crossentropy",
