@@ -216,11 +216,11 @@ def _mnist1d_arrays() -> tuple:
                            f"cannot be imported ({exc}): pip install mnist1d (or "
                            "gpunn[mnist1d])") from None
     # make_dataset seeds NumPy's and Python's global generators: leave them as they were.
-    np_state, py_state = np.random.get_state(), random.getstate()
+    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
     try:
         d = make_dataset(get_dataset_args())
     finally:
-        np.random.set_state(np_state)
+        np.random.set_state(np_state)  # noqa: NPY002
         random.setstate(py_state)
     X, Xt = (np.asarray(d[k], dtype=np.float32) for k in ("x", "x_test"))
     y, yt = (np.asarray(d[k], dtype=np.int64) for k in ("y", "y_test"))
