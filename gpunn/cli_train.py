@@ -23,7 +23,10 @@ def clip(text: str, width: int) -> str:
 
 def _network(widths) -> list[str]:
     """Ways to write the layer widths, longest first: 784-512-512-10, 784-512x2-10, and
-    784-...-10, 2 hidden layers."""
+    784-...-10, 2 hidden layers. Given strings (a network from --arch describes itself),
+    those."""
+    if widths and isinstance(widths[0], str):
+        return list(widths)
     runs: list[list[int]] = []
     for w in widths:
         if runs and runs[-1][0] == w:
