@@ -113,21 +113,24 @@ def _fit_input(path, layers, data, name):
 def _walk(path, layers, shape, name):
     """The per-sample output shape of ``layers`` on inputs of ``shape``, or a ValueError
     naming the first layer that does not take what comes to it."""
-    source = f"{name} gives"
+    source = None  # the data
     for i, layer in enumerate(layers):
         wanted = layer.input_shape()
         if wanted is not None and tuple(wanted) != tuple(shape):
             if len(wanted) == len(shape) == 1 and isinstance(layer, (Dense, Block)):
-                need, have = f"{wanted[0]} features", f"{shape[0]}"
+                need = f"{wanted[0]} features"
+                have = f"{source} outputs {shape[0]}" if source else \
+                    f"{name} has {shape[0]} features"
             else:
-                need, have = f"inputs of shape {show_shape(wanted)}", show_shape(shape)
-            raise ValueError(f"{path}: layer {i} ({layer!r}) expects {need}, but {source} "
-                             f"{have}")
+                need = f"inputs of shape {show_shape(wanted)}"
+                have = f"{source or name} {'outputs' if source else 'gives'} " \
+                    f"{show_shape(shape)}"
+            raise ValueError(f"{path}: layer {i} ({layer!r}) expects {need}, but {have}")
         try:
             shape = layer.output_shape(shape)
         except ValueError as exc:
-            raise ValueError(f"{path}: layer {i}: {exc}") from None
-        source = f"layer {i} ({layer!r}) outputs"
+            raise ValueError(f"{path}: {exc}") from None  # the message names the layer
+        source = f"layer {i} ({layer!r})"
     return shape
 
 

@@ -135,5 +135,5 @@ def plots(folder, model, hist, data, title: str, best: BestEpoch) -> None:
 
 def title(name: str, widths, optimizer: str, lr: float) -> str:
     """What the pictures are of: "moons, 2-25-50-50-25-1, adam lr 0.01"."""
-    net = next((n for n in _network(widths) if len(n) <= 40), _network(widths)[-1])
+    net = next((n for n in _network(widths) if len(n) <= 40), clip(_network(widths)[-1], 40))
     return f"{clip(name, 40)}, {net}, {optimizer} lr {lr:g}"

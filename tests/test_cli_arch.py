@@ -164,7 +164,7 @@ DENSE_2_TO_3 = [{"type": "dense", "in_features": 2, "out_features": 3,
     ([{"type": "conv3d"}], [], r"net\.json: architecture\[0\]: unknown layer type 'conv3d'"),
     ([{"type": "dense", "in_features": 4, "out_features": 3, "activation": "softmax"}], [],
      r"net\.json: layer 0 \(Dense\(4, 3, activation='softmax'\)\) expects 4 features, but "
-     r"spirals gives 2$"),
+     r"spirals has 2 features$"),
     ([{"type": "dense", "in_features": 2, "out_features": 5, "activation": "softmax"}], [],
      r"net\.json: the network outputs \(batch, 5\) per sample, but spirals has 3 classes: "
      r"end it with a layer of 3 outputs$"),
@@ -185,6 +185,9 @@ DENSE_2_TO_3 = [{"type": "dense", "in_features": 2, "out_features": 3,
       {"type": "dense", "in_features": 5, "out_features": 3, "activation": "softmax"}], [],
      r"net\.json: layer 1 \(Dense\(5, 3, activation='softmax'\)\) expects 5 features, but "
      r"layer 0 \(Dense\(2, 4\)\) outputs 4$"),
+    ([{"type": "reshape", "shape": [1, 3]}, {"type": "flatten"}, *DENSE_2_TO_3], [],
+     r"net\.json: layer Reshape\(\(1, 3\)\): cannot reshape inputs of shape \(batch, 2\) "
+     r"\(2 values per sample\) to \(1, 3\)"),
     (DENSE_2_TO_3, ["--layers", "8"], r"--arch .*net\.json describes the whole network, so "
                                       r"--layers cannot be given with it"),
     (DENSE_2_TO_3, ["--activation", "tanh"], r"so --activation cannot be given with it"),
@@ -199,6 +202,9 @@ def test_networks_that_do_not_fit_are_refused_in_one_line(tmp_path, run_cli, arc
 
 
 @pytest.mark.parametrize("first,match", [
+    ({"type": "maxpool1d", "kernel_size": 2},
+     r"layer 1 \(MaxPool1D\(2\)\) expects inputs of shape \(batch, \?, \?\), but layer 0 "
+     r"\(Reshape\(\(1, 8, 8\)\)\) outputs \(batch, 1, 8, 8\)"),
     ({"type": "conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3},
      r"layer 1 \(Conv2D\(3, 4, \(3, 3\)\)\) expects inputs of shape \(batch, 3, \?, \?\), "
      r"but layer 0 \(Reshape\(\(1, 8, 8\)\)\) outputs \(batch, 1, 8, 8\)"),
