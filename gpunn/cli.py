@@ -121,11 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                        f"e.g. 128,64 (default: 64,64 for --data; {_PER_SET})")
     train.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS),
                        help="activation of the hidden layers (default: relu)")
-    train.add_argument("--arch", metavar="FILE.json", help="the network as a JSON list of "
-                       "layer dicts instead of --layers/--activation, e.g. [{\"type\": "
+    train.add_argument("--arch", metavar="FILE.json", help="the network instead of "
+                       "--layers/--activation: a JSON list of layer dicts like {\"type\": "
                        "\"conv1d\", \"in_channels\": 1, \"out_channels\": 8, "
-                       "\"kernel_size\": 3}, ...] (see examples/*.json); a Reshape to the "
-                       "dataset's sample shape is put first when the network needs one")
+                       "\"kernel_size\": 3}; a Reshape to the dataset's sample shape is put "
+                       "first when the network needs one. Example: gpunn train --dataset "
+                       "digits --arch examples/digits_cnn.json")
     train.add_argument("--loss", choices=sorted(_losses.LOSSES), help="default: from the task")
     train.add_argument("--optimizer", default="adam", choices=sorted(_optim.OPTIMIZERS),
                        help="the optimiser")

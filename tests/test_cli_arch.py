@@ -64,7 +64,9 @@ def test_the_paper_networks_have_the_papers_shapes():
 def test_help_documents_arch(run_cli):
     code, out, _ = run_cli("train", "--help")
     assert code == 0
-    assert "--arch FILE.json" in out and '"type": "conv1d"' in " ".join(out.split())
+    text = " ".join(out.split())
+    assert "--arch FILE.json" in out and '"type": "conv1d"' in text
+    assert "Example: gpunn train --dataset digits --arch examples/digits_cnn.json" in text
 
 
 def test_digits_cnn_trains_and_predicts_flat_rows(tmp_path, run_cli):
