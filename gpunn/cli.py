@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from . import __version__, distributed
+from . import cli_arch as _arch
 from . import cli_data as _cli_data
 from . import cli_export as _cli_export
 from . import cli_train as _train
@@ -34,7 +35,7 @@ from .model import Sequential
 #: Hidden layers per built-in dataset when --layers is not given.
 DEFAULT_LAYERS = {"spirals": [64, 64], "moons": [25, 50, 50, 25], "circles": [32, 32],
                   "xor": [16, 16], "iris": [16], "digits": [64], "mnist": [256, 128],
-                  "fashion-mnist": [256, 128]}
+                  "fashion-mnist": [256, 128], "mnist1d": [100, 100]}
 _PER_SET = "; ".join(f"{k} {','.join(map(str, v))}" for k, v in DEFAULT_LAYERS.items())
 _DEVICE = "auto (default, or $GPUNN_DEVICE), cpu, cuda, cuda:N"
 TASK_LOSS = {"binary": "binary_crossentropy", "multiclass": "categorical_crossentropy",
@@ -118,8 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help="folder holding the (fashion-)mnist IDX files")
     train.add_argument("--layers", type=_layers, metavar="SIZES", help="hidden layer sizes, "
                        f"e.g. 128,64 (default: 64,64 for --data; {_PER_SET})")
-    train.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS),
-                       help="activation of the hidden layers")
+    train.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS),
+                       help="activation of the hidden layers (default: relu)")
+    train.add_argument("--arch", metavar="FILE.json", help="the network instead of "
+                       "--layers/--activation: a JSON list of layer dicts like {\"type\": "
+                       "\"conv1d\", \"in_channels\": 1, \"out_channels\": 8, "
+                       "\"kernel_size\": 3}; a Reshape to the dataset's sample shape is put "
+                       "first when the network needs one. Example: gpunn train --dataset "
+                       "digits --arch examples/digits_cnn.json")
     train.add_argument("--loss", choices=sorted(_losses.LOSSES), help="default: from the task")
     train.add_argument("--optimizer", default="adam", choices=sorted(_optim.OPTIMIZERS),
                        help="the optimiser")
@@ -207,8 +214,13 @@ def cmd_train(args) -> int:
 
 
 def _train_rank(args, world) -> int:
+    if args.arch and (args.layers is not None or args.activation):
+        given = "--layers" if args.layers is not None else "--activation"
+        raise ValueError(f"--arch {args.arch} describes the whole network, so {given} cannot "
+                         "be given with it; put the sizes and activations in the file")
     if world.rank == 0:
         _check_destinations(args)
+    arch = _arch.read(args.arch) if args.arch else None  # a bad file fails before loading
     backend = _backend(args.device, dtype=args.dtype, seed=args.seed)
     data = load_once(world, lambda: _cli_data.load_training_data(args))
     _cli_data.tell(data.notices + ([f"task: {data.task} ({data.task_reason})"]
@@ -218,13 +230,14 @@ def _train_rank(args, world) -> int:
     task = data.task
     outputs = (1 if task == "binary" else len(data.classes)) if task != "regression" else (
         1 if data.y.ndim == 1 else data.y.shape[1])
-    hidden = args.layers if args.layers is not None else DEFAULT_LAYERS.get(name, [64, 64])
-    widths = [X.shape[1], *hidden, outputs]
-    out_act = {"binary": "sigmoid", "multiclass": "softmax", "regression": None}[task]
-    arch = [{"input_dim": a, "output_dim": b, "activation": args.activation}
-            for a, b in zip(widths[:-2], widths[1:-1])]
-    arch.append({"input_dim": widths[-2], "output_dim": widths[-1], "activation": out_act})
-    model = Sequential.from_architecture(arch, device=backend, seed=args.seed)
+    loss = args.loss or TASK_LOSS[task]
+    if arch is not None:
+        model, notes = _arch.build(args.arch, arch, data, name, outputs, loss, backend,
+                                   args.seed)
+        _cli_data.tell(notes)
+        network = _arch.describe(model)
+    else:
+        model, network = _widths_model(args, name, X.shape[1], outputs, task, backend)
     if not args.no_standardize:
         from .preprocessing import Standardizer
 
@@ -232,12 +245,11 @@ def _train_rank(args, world) -> int:
     model.extra = {"task": task, "classes": data.classes, "target": data.target,
                    "feature_names": data.feature_names, "columns": data.columns,
                    "dataset": name}
-    loss = args.loss or TASK_LOSS[task]
     optimizer = _optim.get(args.optimizer, lr=args.lr)
     # --quiet: standard output is the summary alone; what runs where goes to stderr.
     info = sys.stderr if args.quiet else sys.stdout
     print(f"device: {backend.describe()} [{backend.reason}]", file=info)
-    print("\n".join(_train.header(name, data, len(X), len(val[0]) if val else 0, widths,
+    print("\n".join(_train.header(name, data, len(X), len(val[0]) if val else 0, network,
                                   model.count_params(), loss, args.optimizer, args.lr)),
           file=info)
     best = _train.BestEpoch(loss, val is not None, args.patience, args.epochs)
@@ -257,8 +269,19 @@ def _train_rank(args, world) -> int:
         print(best.saved(_model_path(args.save), hist))
     if args.plot and world.rank == 0:
         _train.plots(args.plot, model, hist, data,
-                     _train.title(name, widths, args.optimizer, args.lr), best)
+                     _train.title(name, network, args.optimizer, args.lr), best)
     return 0
+
+
+def _widths_model(args, name, n_features, outputs, task, backend):
+    """The dense network of --layers and --activation, and its widths."""
+    hidden = args.layers if args.layers is not None else DEFAULT_LAYERS.get(name, [64, 64])
+    widths = [n_features, *hidden, outputs]
+    out_act = {"binary": "sigmoid", "multiclass": "softmax", "regression": None}[task]
+    arch = [{"input_dim": a, "output_dim": b, "activation": args.activation or "relu"}
+            for a, b in zip(widths[:-2], widths[1:-1])]
+    arch.append({"input_dim": widths[-2], "output_dim": widths[-1], "activation": out_act})
+    return Sequential.from_architecture(arch, device=backend, seed=args.seed), widths
 
 
 def _check_destinations(args) -> None:

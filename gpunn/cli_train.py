@@ -23,7 +23,10 @@ def clip(text: str, width: int) -> str:
 
 def _network(widths) -> list[str]:
     """Ways to write the layer widths, longest first: 784-512-512-10, 784-512x2-10, and
-    784-...-10, 2 hidden layers."""
+    784-...-10, 2 hidden layers. Given strings (a network from --arch describes itself),
+    those."""
+    if widths and isinstance(widths[0], str):
+        return list(widths)
     runs: list[list[int]] = []
     for w in widths:
         if runs and runs[-1][0] == w:
@@ -142,5 +145,5 @@ def plots(folder, model, hist, data, title: str, best: BestEpoch) -> None:
 
 def title(name: str, widths, optimizer: str, lr: float) -> str:
     """What the pictures are of: "moons, 2-25-50-50-25-1, adam lr 0.01"."""
-    net = next((n for n in _network(widths) if len(n) <= 40), _network(widths)[-1])
+    net = next((n for n in _network(widths) if len(n) <= 40), clip(_network(widths)[-1], 40))
     return f"{clip(name, 40)}, {net}, {optimizer} lr {lr:g}"

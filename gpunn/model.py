@@ -117,9 +117,12 @@ class Sequential(Block):
         Parameters
         ----------
         architecture : list of dict
-            Each ``{"input_dim": int, "output_dim": int, "activation": str}``; optional
-            keys ``init``, ``kernel_l2``, ``activation_params`` and ``dropout`` (a Dropout
-            of that rate after the layer).
+            Each ``{"input_dim": int, "output_dim": int, "activation": str}`` (optional
+            keys ``init``, ``kernel_l2``, ``activation_params`` and ``dropout``: a Dropout
+            of that rate after the layer), or ``{"type": name, **arguments}``: a
+            registered layer type or an activation (any case) and its constructor's
+            arguments; blocks take ``"layers"``, a nested list. See
+            :mod:`gpunn.architecture`.
         **kwargs
             ``device``, ``dtype``, ``seed`` for :class:`Sequential`.
 
@@ -128,6 +131,13 @@ class Sequential(Block):
         >>> net = Sequential.from_architecture([
         ...     {"input_dim": 2, "output_dim": 25, "activation": "relu"},
         ...     {"input_dim": 25, "output_dim": 1, "activation": "sigmoid"}], device="cpu")
+        >>> cnn = Sequential.from_architecture([
+        ...     {"type": "reshape", "shape": [1, 40]},
+        ...     {"type": "conv1d", "in_channels": 1, "out_channels": 8, "kernel_size": 5,
+        ...      "stride": 2, "activation": "relu"},
+        ...     {"type": "flatten"},
+        ...     {"type": "dense", "in_features": 144, "out_features": 10,
+        ...      "activation": "softmax"}], device="cpu")
         """
         return cls(layers_from_architecture(architecture), **kwargs)
 

@@ -187,6 +187,48 @@ def test_mnist_from_local_idx_files(tmp_path):
     assert float(out.stdout.split("test accuracy ")[1].split()[0]) >= 0.9
 
 
+def test_image_datasets_know_their_sample_shape(tmp_path):
+    pytest.importorskip("sklearn", reason="scikit-learn not installed")
+    digits = datasets.load_builtin("digits")
+    assert digits.sample_shape == (1, 8, 8) and digits.X.shape == (1797, 64)
+    assert datasets.load_builtin("iris").sample_shape is None
+    assert datasets.load_builtin("moons").sample_shape is None
+    labels = np.arange(20) % 10
+    for kind in ("train", "t10k"):
+        _write_idx(tmp_path / f"{kind}-images-idx3-ubyte", np.zeros((20, 28, 28)))
+        _write_idx(tmp_path / f"{kind}-labels-idx1-ubyte", labels)
+    mnist = datasets.load_mnist("mnist", data_dir=tmp_path)
+    assert mnist.sample_shape == (1, 28, 28) and mnist.X.shape == (20, 784)
+
+
+def test_mnist1d_is_generated_with_its_own_seed():
+    pytest.importorskip("mnist1d", reason="the mnist1d package is not installed "
+                        "(pip install mnist1d)")
+    # The package seeds NumPy's legacy global generator; ours must come back unchanged.
+    before = np.random.get_state()[1].copy()  # noqa: NPY002
+    data = datasets.load_builtin("mnist1d", seed=7)
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # noqa: NPY002
+    assert data.X.shape == (4000, 40) and data.X_test.shape == (1000, 40)
+    assert data.X.dtype == np.float32 and data.y.dtype == np.int64
+    assert data.sample_shape == (1, 40) and data.task == "multiclass"
+    assert data.classes == [str(d) for d in range(10)] and set(data.y) == set(range(10))
+    again = datasets.load_builtin("mnist1d", seed=0)  # the paper's data, any seed
+    np.testing.assert_array_equal(data.X, again.X)
+    np.testing.assert_array_equal(data.y_test, again.y_test)
+    data.X[:] = 0  # each call has its own arrays
+    assert again.X.any()
+
+
+def test_mnist1d_without_the_package_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "mnist1d", None)
+    monkeypatch.setitem(sys.modules, "mnist1d.data", None)
+    datasets._mnist1d_arrays.cache_clear()
+    assert cli.main(["train", "--dataset", "mnist1d", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("gpunn: error: dataset 'mnist1d'")
+    assert "pip install mnist1d (or gpunn[mnist1d])" in err
+
+
 def test_corrupt_idx_file(tmp_path):
     (tmp_path / "bad.idx").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2]))
     with pytest.raises(datasets.DatasetError, match=r"declares shape \(9,\) \(9 bytes\) but 2"):

@@ -57,6 +57,9 @@ def test_there_are_examples_and_the_readme_lists_each():
     readme = (ROOT / "README.md").read_text()
     unlisted = [s.name for s in SCRIPTS if f"examples/{s.name}" not in readme]
     assert not unlisted, f"README.md's Examples section does not name {unlisted}"
+    # The networks for gpunn train --arch (tests/test_cli_arch.py builds and trains them).
+    networks = sorted((ROOT / "examples").glob("*.json"))
+    assert networks and not [n.name for n in networks if f"`{n.name}`" not in readme]
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])

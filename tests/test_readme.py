@@ -74,6 +74,7 @@ def test_command_blocks_run(tmp_path):
             rows.append(f"{4 + k + rng.normal(0, .3):.2f},{1 + 2 * k + rng.normal(0, .3):.2f},"
                         f"{['setosa', 'versicolor', 'virginica'][k]}")
         (tmp_path / name).write_text("\n".join(rows) + "\n")
+    shutil.copytree(README.parent / "examples", tmp_path / "examples")  # --arch files
     ran = []
     for command in _commands():
         if any(command.startswith(key) for key in NOT_RUN):

@@ -73,6 +73,10 @@ class Dataset:
     task_reason : str
         Why the task is what it is.
     X_test, y_test : optional official test split
+    sample_shape : tuple of int or None
+        The shape of one sample when its features are an image or a signal, channels
+        first (``(1, 8, 8)`` for digits, ``(1, 40)`` for mnist1d); None for a table. X
+        stays flat, ``(N, prod(sample_shape))``: a network reshapes it (``Reshape``).
     """
 
     X: np.ndarray
@@ -86,6 +90,7 @@ class Dataset:
     y_test: np.ndarray | None = None
     notices: list = field(default_factory=list)
     task_reason: str = ""
+    sample_shape: tuple | None = None
 
 
 # ---------------------------------------------------------------------- task inference
