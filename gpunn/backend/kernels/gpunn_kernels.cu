@@ -473,6 +473,216 @@ __device__ void adagrad_update(T* p, const T* g, T* sum_sq, long long n, T lr, T
     }
 }
 
+// ---------------------------------------------------------------- patches and pooling
+// Images are planes of (n * c) rows of h x w values; a 1-D signal is a plane of height 1
+// (kh = sh = 1, ph = 0). Output positions per axis: oh = (h + 2 ph - kh) / sh + 1.
+//
+// Patches of x (n, c, h, w) as the columns of a convolution: cols (n, c * kh * kw,
+// oh * ow), row-major over (channel, kernel row, kernel column) and over the output
+// positions: the layout of the generic Backend.im2col. Zeros where a patch overlaps the
+// padding.
+template <typename T>
+__device__ void im2col(const T* x, T* cols, long long n, long long c, long long h,
+                       long long w, int kh, int kw, int sh, int sw, int ph, int pw,
+                       long long oh, long long ow) {
+    GPUNN_GRID_STRIDE(i, n * c * kh * kw * oh * ow) {
+        long long q = i;
+        long long ox = q % ow;
+        q /= ow;
+        long long oy = q % oh;
+        q /= oh;
+        long long kx = q % kw;
+        q /= kw;
+        long long ky = q % kh;
+        q /= kh;  // the plane: sample * c + channel
+        long long y = oy * sh - ph + ky, xx = ox * sw - pw + kx;
+        cols[i] = (y >= 0 && y < h && xx >= 0 && xx < w) ? x[(q * h + y) * w + xx] : T(0);
+    }
+}
+
+// The adjoint of im2col as a gather: each input position adds up the column entries that
+// read it, in kernel-offset order (the generic path's order). One thread per output
+// value, no atomics: the same bits whatever the schedule.
+template <typename T>
+__device__ void col2im(const T* cols, T* gx, long long n, long long c, long long h,
+                       long long w, int kh, int kw, int sh, int sw, int ph, int pw,
+                       long long oh, long long ow) {
+    GPUNN_GRID_STRIDE(i, n * c * h * w) {
+        long long q = i;
+        long long xx = q % w;
+        q /= w;
+        long long y = q % h;
+        q /= h;
+        const T* plane = cols + q * kh * kw * oh * ow;
+        T s = T(0);
+        for (int ky = 0; ky < kh; ++ky) {
+            long long dy = y + ph - ky;
+            if (dy < 0) break;  // the offsets further on start below the image too
+            if (dy % sh != 0 || dy / sh >= oh) continue;
+            for (int kx = 0; kx < kw; ++kx) {
+                long long dx = xx + pw - kx;
+                if (dx < 0) break;
+                if (dx % sw != 0 || dx / sw >= ow) continue;
+                s += plane[((long long)(ky * kw + kx) * oh + dy / sh) * ow + dx / sw];
+            }
+        }
+        gx[i] = s;
+    }
+}
+
+// Pooling over the windows of each plane of x (planes, h, w), no padding, in one pass:
+// MAX writes the maximum and its offset in the window (row-major; the first maximum, or
+// the first NaN, as argmax picks) to arg; AVG the mean (arg unused).
+enum { GPUNN_POOL_MAX = 0, GPUNN_POOL_AVG = 1 };
+template <typename T>
+__device__ void pool_forward(const T* x, T* y, long long* arg, long long planes, long long h,
+                             long long w, int kh, int kw, int sh, int sw, long long oh,
+                             long long ow, int kind) {
+    GPUNN_GRID_STRIDE(i, planes * oh * ow) {
+        long long q = i;
+        long long ox = q % ow;
+        q /= ow;
+        long long oy = q % oh;
+        q /= oh;
+        const T* p = x + (q * h + oy * sh) * w + ox * sw;
+        if (kind == GPUNN_POOL_MAX) {
+            T best = p[0];
+            long long at = 0;
+            for (int ky = 0; ky < kh; ++ky)
+                for (int kx = 0; kx < kw; ++kx) {
+                    T v = p[ky * w + kx];
+                    if (v > best || (v != v && best == best)) {
+                        best = v;
+                        at = ky * kw + kx;
+                    }
+                }
+            y[i] = best;
+            arg[i] = at;
+        } else {
+            T s = T(0);
+            for (int ky = 0; ky < kh; ++ky)
+                for (int kx = 0; kx < kw; ++kx) s += p[ky * w + kx];
+            y[i] = s / T(kh * kw);
+        }
+    }
+}
+
+// The input gradient of pool_forward as a gather: each input value adds the gradients of
+// the windows that cover it, in window order (MAX: only those whose arg is this value;
+// AVG: each divided by the window's size). No atomics: deterministic.
+template <typename T>
+__device__ void pool_backward(const T* g, const long long* arg, T* gx, long long planes,
+                              long long h, long long w, int kh, int kw, int sh, int sw,
+                              long long oh, long long ow, int kind) {
+    GPUNN_GRID_STRIDE(i, planes * h * w) {
+        long long q = i;
+        long long xx = q % w;
+        q /= w;
+        long long y = q % h;
+        q /= h;
+        T s = T(0);
+        for (int ky = 0; ky < kh; ++ky) {
+            long long dy = y - ky;
+            if (dy < 0) break;
+            if (dy % sh != 0 || dy / sh >= oh) continue;
+            for (int kx = 0; kx < kw; ++kx) {
+                long long dx = xx - kx;
+                if (dx < 0) break;
+                if (dx % sw != 0 || dx / sw >= ow) continue;
+                long long l = (q * oh + dy / sh) * ow + dx / sw;
+                if (kind == GPUNN_POOL_AVG) s += g[l] / T(kh * kw);
+                else if (arg[l] == ky * kw + kx) s += g[l];
+            }
+        }
+        gx[i] = s;
+    }
+}
+
+// ---------------------------------------------------------------- batch normalisation
+// x (n, c, s): s values per sample and channel (the spatial size; 1 for (n, c)). One
+// block per channel (grid-stride over channels), so a channel's statistics, normalised
+// values and output come from one launch with no cross-block sums.
+// Training (mean_in null): mean and biased variance of the channel, two passes (as the
+// generic path: the variance of the centred values). Inference: mean_in and var_in.
+// Writes xhat = (x - mean) * inv, y = xhat * gamma + beta, and per channel mean_out,
+// var_out and inv_out = 1 / sqrt(var + eps).
+template <typename T>
+__device__ void batchnorm_forward(const T* x, const T* gamma, const T* beta,
+                                  const T* mean_in, const T* var_in, T* y, T* xhat,
+                                  T* mean_out, T* var_out, T* inv_out, long long n,
+                                  long long c, long long s, T eps) {
+    GPUNN_SHARED(T, red);
+    long long count = n * s;
+    for (long long ch = blockIdx.x; ch < c; ch += gridDim.x) {
+        T mean, var;
+        if (mean_in != nullptr) {
+            mean = mean_in[ch];
+            var = var_in[ch];
+        } else {
+            T t = T(0);
+            for (long long j = threadIdx.x; j < count; j += blockDim.x) {
+                long long r = j / s;
+                t += x[(r * c + ch) * s + (j - r * s)];
+            }
+            mean = gpunn_block_sum(t, red) / T(count);
+            t = T(0);
+            for (long long j = threadIdx.x; j < count; j += blockDim.x) {
+                long long r = j / s;
+                T d = x[(r * c + ch) * s + (j - r * s)] - mean;
+                t += d * d;
+            }
+            var = gpunn_block_sum(t, red) / T(count);
+        }
+        T inv = T(1) / sqrt(var + eps);
+        T gm = gamma[ch], bt = beta[ch];
+        for (long long j = threadIdx.x; j < count; j += blockDim.x) {
+            long long r = j / s;
+            long long k = (r * c + ch) * s + (j - r * s);
+            T v = (x[k] - mean) * inv;
+            xhat[k] = v;
+            y[k] = v * gm + bt;
+        }
+        if (threadIdx.x == 0) {
+            mean_out[ch] = mean;
+            var_out[ch] = var;
+            inv_out[ch] = inv;
+        }
+    }
+}
+
+// Its backward, one block per channel: dbeta = sum g, dgamma = sum g * xhat, and
+// dx = gamma inv (g - dbeta / count - xhat dgamma / count) after a training forward
+// (batch_stats), dx = gamma inv g when the statistics were constants (inference).
+template <typename T>
+__device__ void batchnorm_backward(const T* g, const T* xhat, const T* gamma, const T* inv,
+                                   T* dx, T* dgamma, T* dbeta, long long n, long long c,
+                                   long long s, int batch_stats) {
+    GPUNN_SHARED(T, red);
+    long long count = n * s;
+    for (long long ch = blockIdx.x; ch < c; ch += gridDim.x) {
+        T a = T(0), b = T(0);
+        for (long long j = threadIdx.x; j < count; j += blockDim.x) {
+            long long r = j / s;
+            long long k = (r * c + ch) * s + (j - r * s);
+            a += g[k];
+            b += g[k] * xhat[k];
+        }
+        a = gpunn_block_sum(a, red);
+        b = gpunn_block_sum(b, red);
+        T scale = gamma[ch] * inv[ch];
+        T ma = a / T(count), mb = b / T(count);
+        for (long long j = threadIdx.x; j < count; j += blockDim.x) {
+            long long r = j / s;
+            long long k = (r * c + ch) * s + (j - r * s);
+            dx[k] = batch_stats ? scale * (g[k] - ma - xhat[k] * mb) : g[k] * scale;
+        }
+        if (threadIdx.x == 0) {
+            dgamma[ch] = b;
+            dbeta[ch] = a;
+        }
+    }
+}
+
 #define GPUNN_EXPORT(T, S)                                                                   \
     extern "C" __global__ void bias_act_forward_##S(T* z, const T* b, T* y, long long n,     \
                                                     long long cols, int act, T p) {          \
@@ -524,6 +734,40 @@ __device__ void adagrad_update(T* p, const T* g, T* sum_sq, long long n, T lr, T
             long long tcols) {                                                               \
         GPUNN_KERNEL_BODY(gather_batch<T, false>(X, nullptr, target, idx, xout, nullptr,     \
                                                  tout, k, xcols, tcols));                    \
+    }                                                                                        \
+    extern "C" __global__ void im2col_##S(const T* x, T* cols, long long n, long long c,     \
+            long long h, long long w, int kh, int kw, int sh, int sw, int ph, int pw,        \
+            long long oh, long long ow) {                                                    \
+        GPUNN_KERNEL_BODY(im2col<T>(x, cols, n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow));   \
+    }                                                                                        \
+    extern "C" __global__ void col2im_##S(const T* cols, T* gx, long long n, long long c,    \
+            long long h, long long w, int kh, int kw, int sh, int sw, int ph, int pw,        \
+            long long oh, long long ow) {                                                    \
+        GPUNN_KERNEL_BODY(col2im<T>(cols, gx, n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow));  \
+    }                                                                                        \
+    extern "C" __global__ void pool_forward_##S(const T* x, T* y, long long* arg,            \
+            long long planes, long long h, long long w, int kh, int kw, int sh, int sw,      \
+            long long oh, long long ow, int kind) {                                          \
+        GPUNN_KERNEL_BODY(pool_forward<T>(x, y, arg, planes, h, w, kh, kw, sh, sw, oh, ow,   \
+                                          kind));                                            \
+    }                                                                                        \
+    extern "C" __global__ void pool_backward_##S(const T* g, const long long* arg, T* gx,    \
+            long long planes, long long h, long long w, int kh, int kw, int sh, int sw,      \
+            long long oh, long long ow, int kind) {                                          \
+        GPUNN_KERNEL_BODY(pool_backward<T>(g, arg, gx, planes, h, w, kh, kw, sh, sw, oh, ow, \
+                                           kind));                                           \
+    }                                                                                        \
+    extern "C" __global__ void batchnorm_forward_##S(const T* x, const T* gamma,             \
+            const T* beta, const T* mean_in, const T* var_in, T* y, T* xhat, T* mean_out,    \
+            T* var_out, T* inv_out, long long n, long long c, long long s, T eps) {          \
+        GPUNN_KERNEL_BODY(batchnorm_forward<T>(x, gamma, beta, mean_in, var_in, y, xhat,     \
+                                               mean_out, var_out, inv_out, n, c, s, eps));   \
+    }                                                                                        \
+    extern "C" __global__ void batchnorm_backward_##S(const T* g, const T* xhat,             \
+            const T* gamma, const T* inv, T* dx, T* dgamma, T* dbeta, long long n,           \
+            long long c, long long s, int batch_stats) {                                     \
+        GPUNN_KERNEL_BODY(batchnorm_backward<T>(g, xhat, gamma, inv, dx, dgamma, dbeta, n,   \
+                                                c, s, batch_stats));                         \
     }                                                                                        \
     extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, long long n,           \
             T one_minus_b1, T one_minus_b2, T eps_hat, T step_size, T wd, T decay,           \
