@@ -23,10 +23,14 @@ from test_gpu import (  # noqa: F401
     test_activation_and_bias_gradient_in_one_launch,
     test_adam_kernel_tracks_numpy_tightly,
     test_batch_gather_of_inputs_and_targets_in_one_launch,
+    test_batchnorm_kernels_match_generic,
     test_bias_activation_kernels_match_generic,
+    test_cnn_layers_on_gpu_match_numpy,
     test_fused_fit_on_gpu_matches_cpu,
     test_moons_learned_on_gpu_and_moved_back,
     test_optimizer_kernels_match_generic,
+    test_patch_kernels_match_generic,
+    test_pool_kernels_match_generic,
     test_sigmoid_loss_kernel_does_the_whole_head,
     test_softmax_loss_kernel_does_the_whole_head,
     test_softmax_xent_kernel_matches_generic,
@@ -145,3 +149,29 @@ def test_each_fused_operation_launches_its_kernel(cuda):
         launched(kernel, lambda k=kind, t=t: be.fused_loss(k, z + 0, t, be.zeros((3,)),
                                                            be.zeros((3,))))
     launched("gather_labels", lambda: be.take_rows((x, labels), be.asarray(np.arange(5))))
+
+
+def test_each_patch_pooling_and_normalisation_operation_launches_its_kernel(cuda):
+    """Convolution patches, pooling and batch normalisation run their kernels (one launch
+    each), not CuPy's generic path, in 1-D and 2-D."""
+    module = load()
+    be = gn.get_backend(cuda, dtype="float64")
+    rng = np.random.default_rng(0)
+
+    def launched(kernel, operation, *args):
+        before = module.get_function(f"{kernel}_f64").launches
+        out = operation(*args)
+        assert module.get_function(f"{kernel}_f64").launches == before + 1, kernel
+        return out
+
+    gamma, beta = be.asarray(np.ones(3)), be.asarray(np.zeros(3))
+    for shape, k in [((2, 3, 8), (3,)), ((2, 3, 6, 5), (2, 3))]:
+        x = be.asarray(rng.standard_normal(shape))
+        pad, one = (1,) * len(k), (1,) * len(k)
+        cols = launched("im2col", be.im2col, x, k, one, pad)
+        launched("col2im", be.col2im, cols, shape, k, one, pad)
+        for kind in ("max", "avg"):
+            y, arg = launched("pool_forward", be.pool_forward, x, kind, k, k)
+            launched("pool_backward", be.pool_backward, y, arg, kind, shape, k, k)
+        out = launched("batchnorm_forward", be.batchnorm_forward, x, gamma, beta, 1e-5)
+        launched("batchnorm_backward", be.batchnorm_backward, x, out[1], gamma, out[2], True)
