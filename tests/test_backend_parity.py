@@ -242,3 +242,18 @@ def test_batchnorm_parity(fast, shape, training, rng):
     for a, b in zip(fast.batchnorm_backward(g, got[1], gamma, got[2], training),
                     generic.batchnorm_backward(g, got[1], gamma, got[2], training)):
         np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(b), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,k", [((6, 5), 1), ((2, 3, 4, 5), 2)])
+def test_layernorm_parity(fast, shape, k, rng):
+    generic = _generic(fast)
+    x = fast.asarray(rng.standard_normal(shape).astype(np.float32) * 2 + 1)
+    gamma, beta = (fast.asarray(rng.standard_normal(shape[len(shape) - k:]).astype(
+        np.float32)) for _ in "gb")
+    got = fast.layernorm_forward(x, gamma, beta, 1e-5)
+    for a, b in zip(got, generic.layernorm_forward(x, gamma, beta, 1e-5)):
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(b), rtol=1e-5, atol=1e-6)
+    g = fast.asarray(rng.standard_normal(shape).astype(np.float32))
+    for a, b in zip(fast.layernorm_backward(g, got[1], gamma, got[2]),
+                    generic.layernorm_backward(g, got[1], gamma, got[2])):
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(b), rtol=1e-4, atol=1e-5)

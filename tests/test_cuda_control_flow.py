@@ -406,15 +406,17 @@ def test_streamed_batches_follow_an_order_shorter_than_the_data(fake, order_rows
 # ------------------------------------------------------------------ convolutional layers
 #: A step of this CNN calls these of gpunn's kernels: the patches of both convolutions
 #: (im2col) and the second one's input gradient (col2im: the first layer needs none), each
-#: pooling both ways, batch normalisation both ways; its matmuls are cuBLAS's.
+#: pooling both ways, batch and layer normalisation both ways; its matmuls are cuBLAS's.
 CNN_KERNELS = {"im2col": 2, "col2im": 1, "pool_forward": 2, "pool_backward": 2,
-               "batchnorm_forward": 1, "batchnorm_backward": 1}
+               "batchnorm_forward": 1, "batchnorm_backward": 1, "layernorm_forward": 1,
+               "layernorm_backward": 1}
 
 
 def _cnn():
     return [gn.Conv2D(1, 4, 3, padding=1, activation="relu"), gn.BatchNorm(4),
             gn.MaxPool2D(2), gn.Conv2D(4, 4, (2, 3)),
-            gn.AvgPool2D((1, 2)), gn.Flatten(), gn.Dense(8, 3, activation="softmax")]
+            gn.AvgPool2D((1, 2)), gn.Flatten(), gn.LayerNorm(8),
+            gn.Dense(8, 3, activation="softmax")]
 
 
 def test_a_cnn_step_runs_the_patch_pooling_and_normalisation_kernels(fake, monkeypatch,
@@ -442,9 +444,10 @@ def test_a_cnn_step_runs_the_patch_pooling_and_normalisation_kernels(fake, monke
 
 
 def test_patches_pooling_and_normalisation_fall_back_without_a_kernel(fake, monkeypatch):
-    """No kernel for float16 or for three spatial axes: nothing is launched and CuPy's
-    generic expressions give the generic results; an arg-max of another integer type
-    leaves the pooling backward to the generic path."""
+    """No kernel for float16 (patches, pooling, batch and layer normalisation) or for three
+    spatial axes: nothing is launched and CuPy's generic expressions give the generic
+    results; an arg-max of another integer type leaves the pooling backward to the
+    generic path."""
     from gpunn.backend.base import Backend
     from gpunn.backend.cupy_backend import CupyBackend
 
@@ -475,6 +478,11 @@ def test_patches_pooling_and_normalisation_fall_back_without_a_kernel(fake, monk
     same(out, Backend.batchnorm_forward(half, x, gamma, beta, 1e-5))
     same(half.batchnorm_backward(x, out[1], gamma, out[2], True),
          Backend.batchnorm_backward(half, x, out[1], gamma, out[2], True))
+    scale = half.asarray(np.ones(5))
+    out = half.layernorm_forward(x, scale, scale, 1e-5)
+    same(out, Backend.layernorm_forward(half, x, scale, scale, 1e-5))
+    same(half.layernorm_backward(x, out[1], scale, out[2]),
+         Backend.layernorm_backward(half, x, out[1], scale, out[2]))
     be = CupyBackend(0, dtype="float64", seed=0)
     x3 = be.asarray(rng.standard_normal((1, 2, 4, 3, 3)))
     same(be.im2col(x3, (2, 2, 2), (1, 1, 1), (0, 1, 0)),

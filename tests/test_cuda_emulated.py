@@ -27,6 +27,7 @@ from test_gpu import (  # noqa: F401
     test_bias_activation_kernels_match_generic,
     test_cnn_layers_on_gpu_match_numpy,
     test_fused_fit_on_gpu_matches_cpu,
+    test_layernorm_kernels_match_generic,
     test_moons_learned_on_gpu_and_moved_back,
     test_optimizer_kernels_match_generic,
     test_patch_kernels_match_generic,
@@ -152,8 +153,8 @@ def test_each_fused_operation_launches_its_kernel(cuda):
 
 
 def test_each_patch_pooling_and_normalisation_operation_launches_its_kernel(cuda):
-    """Convolution patches, pooling and batch normalisation run their kernels (one launch
-    each), not CuPy's generic path, in 1-D and 2-D."""
+    """Convolution patches, pooling, batch and layer normalisation run their kernels (one
+    launch each), not CuPy's generic path, in 1-D and 2-D."""
     module = load()
     be = gn.get_backend(cuda, dtype="float64")
     rng = np.random.default_rng(0)
@@ -175,3 +176,6 @@ def test_each_patch_pooling_and_normalisation_operation_launches_its_kernel(cuda
             launched("pool_backward", be.pool_backward, y, arg, kind, shape, k, k)
         out = launched("batchnorm_forward", be.batchnorm_forward, x, gamma, beta, 1e-5)
         launched("batchnorm_backward", be.batchnorm_backward, x, out[1], gamma, out[2], True)
+        scale = be.asarray(np.ones(shape[-1]))
+        out = launched("layernorm_forward", be.layernorm_forward, x, scale, scale, 1e-5)
+        launched("layernorm_backward", be.layernorm_backward, x, out[1], scale, out[2])

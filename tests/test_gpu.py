@@ -529,21 +529,22 @@ def test_batchnorm_kernels_match_generic(cuda, shape, training, dtype):
 
 
 def _small_cnn(ndim):
-    """Convolutions (strided, padded, rectangular), batch normalisation and both
-    poolings, for inputs ``(batch, 1, 24)`` or ``(batch, 2, 9, 8)``."""
+    """Convolutions (strided, padded, rectangular), batch and layer normalisation and
+    both poolings, for inputs ``(batch, 1, 24)`` or ``(batch, 2, 9, 8)``."""
     if ndim == 1:
         return [gn.Conv1D(1, 4, 5, stride=2, padding=1, activation="relu"), gn.BatchNorm(4),
                 gn.MaxPool1D(2), gn.Conv1D(4, 3, 3, padding=1), gn.AvgPool1D(2, stride=1),
-                gn.Flatten(), gn.Dense(12, 3, activation="softmax")]
+                gn.LayerNorm((3, 4)), gn.Flatten(), gn.Dense(12, 3, activation="softmax")]
     return [gn.Conv2D(2, 4, (3, 2), stride=(1, 2), padding=(1, 0), activation="relu"),
             gn.BatchNorm(4), gn.MaxPool2D((3, 2), stride=(2, 1)), gn.Conv2D(4, 3, 2),
-            gn.AvgPool2D(2), gn.Flatten(), gn.Dense(3, 3, activation="softmax")]
+            gn.AvgPool2D(2), gn.Flatten(), gn.LayerNorm(3),
+            gn.Dense(3, 3, activation="softmax")]
 
 
 @pytest.mark.parametrize("ndim", [1, 2])
 def test_cnn_layers_on_gpu_match_numpy(cuda, ndim):
-    """Convolutions, batch normalisation and both poolings trained by fit on the GPU and
-    on NumPy from the same weights, in float64: the same history and weights, and the
+    """Convolutions, batch and layer normalisation and both poolings trained by fit on the
+    GPU and on NumPy from the same weights, in float64: the same history and weights, and the
     same predictions in inference (running statistics)."""
     rng = np.random.default_rng(ndim)
     X = rng.standard_normal((40, 1, 24) if ndim == 1 else (40, 2, 9, 8))
@@ -563,3 +564,32 @@ def test_cnn_layers_on_gpu_match_numpy(cuda, ndim):
         np.testing.assert_allclose(gn.to_numpy(b), gn.to_numpy(a), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(gn.to_numpy(gpu.predict(X)), gn.to_numpy(cpu.predict(X)),
                                rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape,k", [((5, 6), 1), ((1, 3, 300), 1), ((2, 3, 4, 5), 2),
+                                     ((3, 7), 1)])
+def test_layernorm_kernels_match_generic(cuda, shape, k, dtype):
+    """Layer normalisation's statistics, normalised values and output (one launch) and
+    its gradients (the input's in one launch) against the generic path."""
+    from gpunn.backend.base import Backend
+
+    be = gn.get_backend(cuda, dtype=dtype)
+    rng = np.random.default_rng(sum(shape))
+    x = be.asarray(rng.standard_normal(shape) * 2 - 1)
+    gamma = be.asarray(rng.standard_normal(shape[len(shape) - k:]))
+    beta = be.asarray(rng.standard_normal(shape[len(shape) - k:]))
+    got = be.layernorm_forward(x, gamma, beta, 1e-5)
+    want = Backend.layernorm_forward(be, x, gamma, beta, 1e-5)
+    for name, a, b in zip(("y", "xhat", "inv"), got, want):
+        assert tuple(a.shape) == tuple(b.shape), name
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(b), err_msg=name,
+                                   **_tol(dtype))
+    g = be.asarray(rng.standard_normal(shape))
+    grads = _bits_twice(lambda: [gn.to_numpy(a).copy() for a in be.layernorm_backward(
+        g, got[1], gamma, got[2])])
+    want = Backend.layernorm_backward(be, g, got[1], gamma, got[2])
+    for name, a, b in zip(("dx", "dgamma", "dbeta"), grads, want):
+        np.testing.assert_allclose(a, gn.to_numpy(b), err_msg=name,
+                                   **(_tol(dtype) if dtype == "float64" else
+                                      dict(rtol=1e-4, atol=1e-5)))

@@ -524,6 +524,58 @@ class Backend(FastUpdates):
         return scale * (grad - xp.reshape(dbeta / count, bshape)
                         - xhat * xp.reshape(dgamma / count, bshape)), dgamma, dbeta
 
+    def layernorm_forward(self, x, gamma, beta, eps: float):
+        """Layer normalisation over the last ``gamma.ndim`` axes of each sample.
+
+        Parameters
+        ----------
+        x : (*lead, *normalized_shape)
+        gamma, beta : normalized_shape
+        eps : float
+
+        Returns
+        -------
+        y : (*lead, *normalized_shape)
+            ``xhat * gamma + beta``.
+        xhat : (*lead, *normalized_shape)
+            ``(x - mean) * inv`` with the mean and biased variance of each sample's
+            normalised values.
+        inv : (*lead, 1, ..., 1)
+            ``1 / sqrt(var + eps)``, one per sample (ones for the normalised axes).
+        """
+        xp = self.xp
+        axes = tuple(range(-gamma.ndim, 0))
+        centred = x - xp.mean(x, axis=axes, keepdims=True)
+        var = xp.mean(centred * centred, axis=axes, keepdims=True)
+        inv = 1.0 / xp.sqrt(var + eps)
+        xhat = centred * inv
+        return xhat * gamma + beta, xhat, inv
+
+    def layernorm_backward(self, grad, xhat, gamma, inv):
+        """Gradients of :meth:`layernorm_forward`.
+
+        Parameters
+        ----------
+        grad, xhat : (*lead, *normalized_shape)
+        gamma : normalized_shape
+        inv : (*lead, 1, ..., 1)
+
+        Returns
+        -------
+        dx : (*lead, *normalized_shape)
+        dgamma, dbeta : normalized_shape
+        """
+        xp = self.xp
+        k = gamma.ndim
+        lead = tuple(range(grad.ndim - k))
+        axes = tuple(range(-k, 0))
+        dgamma = xp.sum(grad * xhat, axis=lead)
+        dbeta = xp.sum(grad, axis=lead)
+        g = grad * gamma
+        dx = inv * (g - xp.mean(g, axis=axes, keepdims=True)
+                    - xhat * xp.mean(g * xhat, axis=axes, keepdims=True))
+        return dx, dgamma, dbeta
+
     # ------------------------------------------------------------------ embeddings
     def scatter_add_rows(self, target, indices, values):
         """``target[indices[i]] += values[i]`` for every ``i``, repeated indices summed

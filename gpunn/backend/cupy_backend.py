@@ -181,9 +181,9 @@ class CupyBackend(Backend):
         cupy.matmul(x.T, dz, out=gW)
         return gW, gb, (cupy.matmul(dz, W.T) if need_input_grad else None)
 
-    # Convolution patches, pooling and batch normalisation: one kernel each (the matmuls
-    # around the patches go to cuBLAS); CuPy's generic expressions for dtypes and layouts
-    # without one.
+    # Convolution patches, pooling and batch and layer normalisation: one kernel each (the
+    # matmuls around the patches go to cuBLAS); CuPy's generic expressions for dtypes and
+    # layouts without one.
     def im2col(self, x, kernel, stride, padding):
         with self._device:
             cols = cupy_kernels.im2col(x, kernel, stride, padding)
@@ -217,6 +217,16 @@ class CupyBackend(Backend):
             out = cupy_kernels.batchnorm_backward(grad, xhat, gamma, inv, batch_stats)
         return super().batchnorm_backward(grad, xhat, gamma, inv, batch_stats) \
             if out is None else out
+
+    def layernorm_forward(self, x, gamma, beta, eps):
+        with self._device:
+            out = cupy_kernels.layernorm_forward(x, gamma, beta, eps)
+        return super().layernorm_forward(x, gamma, beta, eps) if out is None else out
+
+    def layernorm_backward(self, grad, xhat, gamma, inv):
+        with self._device:
+            out = cupy_kernels.layernorm_backward(grad, xhat, gamma, inv)
+        return super().layernorm_backward(grad, xhat, gamma, inv) if out is None else out
 
     def scatter_add_rows(self, target, indices, values):
         # cupyx.scatter_add: one atomic-add kernel, repeated indices summed.

@@ -504,3 +504,55 @@ def batchnorm_backward(grad, xhat, gamma, inv, batch_stats):
        (grad, xhat, gamma, inv, dx, sums[0], sums[1], np.int64(n), np.int64(c),
         np.int64(s), np.int32(bool(batch_stats))), shared_mem=_THREADS * grad.dtype.itemsize)
     return dx, sums[0], sums[1]
+
+
+def _row_blocks(rows: int) -> tuple[int]:
+    """One block per row up to a few thousand (the kernels loop over the rest)."""
+    return (max(1, min(rows, 4096)),)
+
+
+def layernorm_forward(x, gamma, beta, eps):
+    """Layer normalisation over the last ``gamma.ndim`` axes in one launch: ``(y, xhat,
+    inv)`` as ``Backend.layernorm_forward``, or None where there is no kernel."""
+    fn = function("layernorm_forward", x.dtype)
+    k = gamma.ndim
+    if fn is None or x.ndim <= k or tuple(x.shape[x.ndim - k:]) != tuple(gamma.shape) or \
+            tuple(beta.shape) != tuple(gamma.shape) or \
+            any(a.dtype != x.dtype for a in (gamma, beta)):
+        return None
+    cols = int(gamma.size)
+    rows = int(x.size) // max(cols, 1)
+    x = cupy.ascontiguousarray(x)
+    gamma, beta = cupy.ascontiguousarray(gamma), cupy.ascontiguousarray(beta)
+    y, xhat = cupy.empty_like(x), cupy.empty_like(x)
+    inv = cupy.empty(tuple(x.shape[:x.ndim - k]) + (1,) * k, dtype=x.dtype)
+    fn(_row_blocks(rows), (_THREADS,), (x, gamma, beta, y, xhat, inv, np.int64(rows),
+                                        np.int64(cols), _scalar(x.dtype)(eps)),
+       shared_mem=_THREADS * x.dtype.itemsize)
+    return y, xhat, inv
+
+
+def layernorm_backward(grad, xhat, gamma, inv):
+    """``(dx, dgamma, dbeta)`` of :func:`layernorm_forward`: the input gradient in one
+    launch, gamma's and beta's (sums over the rows) by CuPy; None where there is no
+    kernel."""
+    fn = function("layernorm_backward", grad.dtype)
+    k = gamma.ndim
+    if fn is None or grad.ndim <= k or tuple(xhat.shape) != tuple(grad.shape) or \
+            tuple(grad.shape[grad.ndim - k:]) != tuple(gamma.shape) or \
+            any(a.dtype != grad.dtype for a in (xhat, gamma, inv)):
+        return None
+    cols = int(gamma.size)
+    rows = int(grad.size) // max(cols, 1)
+    if int(inv.size) != rows:
+        return None
+    grad, xhat = cupy.ascontiguousarray(grad), cupy.ascontiguousarray(xhat)
+    gamma, inv = cupy.ascontiguousarray(gamma), cupy.ascontiguousarray(inv)
+    dx = cupy.empty_like(grad)
+    fn(_row_blocks(rows), (_THREADS,), (grad, xhat, gamma, inv, dx, np.int64(rows),
+                                        np.int64(cols)),
+       shared_mem=_THREADS * grad.dtype.itemsize)
+    g2, h2 = grad.reshape(rows, cols), xhat.reshape(rows, cols)
+    dgamma = cupy.sum(g2 * h2, axis=0).reshape(gamma.shape)
+    dbeta = cupy.sum(g2, axis=0).reshape(gamma.shape)
+    return dx, dgamma, dbeta

@@ -683,6 +683,59 @@ __device__ void batchnorm_backward(const T* g, const T* xhat, const T* gamma, co
     }
 }
 
+// ---------------------------------------------------------------- layer normalisation
+// x (rows, cols): each row normalised over its cols values (the layer's normalised axes).
+// One block per row (grid-stride): mean and biased variance in two passes, as the generic
+// path; xhat = (x - mean) * inv, y = xhat * gamma + beta (gamma, beta: (cols,)),
+// inv_out[row] = 1 / sqrt(var + eps).
+template <typename T>
+__device__ void layernorm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat,
+                                  T* inv_out, long long rows, long long cols, T eps) {
+    GPUNN_SHARED(T, red);
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const T* xr = x + r * cols;
+        T t = T(0);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) t += xr[c];
+        T mean = gpunn_block_sum(t, red) / T(cols);
+        t = T(0);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+            T d = xr[c] - mean;
+            t += d * d;
+        }
+        T inv = T(1) / sqrt(gpunn_block_sum(t, red) / T(cols) + eps);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+            T v = (xr[c] - mean) * inv;
+            xhat[r * cols + c] = v;
+            y[r * cols + c] = v * gamma[c] + beta[c];
+        }
+        if (threadIdx.x == 0) inv_out[r] = inv;
+    }
+}
+
+// The input gradient of layernorm_forward, one block per row: with h = g * gamma,
+// dx = inv (h - mean(h) - xhat mean(h xhat)) over the row. (gamma's and beta's gradients,
+// sums over rows, are the caller's.)
+template <typename T>
+__device__ void layernorm_backward(const T* g, const T* xhat, const T* gamma, const T* inv,
+                                   T* dx, long long rows, long long cols) {
+    GPUNN_SHARED(T, red);
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const T* gr = g + r * cols;
+        const T* hr = xhat + r * cols;
+        T a = T(0), b = T(0);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+            T h = gr[c] * gamma[c];
+            a += h;
+            b += h * hr[c];
+        }
+        a = gpunn_block_sum(a, red) / T(cols);
+        b = gpunn_block_sum(b, red) / T(cols);
+        T ir = inv[r];
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x)
+            dx[r * cols + c] = ir * (gr[c] * gamma[c] - a - hr[c] * b);
+    }
+}
+
 #define GPUNN_EXPORT(T, S)                                                                   \
     extern "C" __global__ void bias_act_forward_##S(T* z, const T* b, T* y, long long n,     \
                                                     long long cols, int act, T p) {          \
@@ -768,6 +821,16 @@ __device__ void batchnorm_backward(const T* g, const T* xhat, const T* gamma, co
             long long c, long long s, int batch_stats) {                                     \
         GPUNN_KERNEL_BODY(batchnorm_backward<T>(g, xhat, gamma, inv, dx, dgamma, dbeta, n,   \
                                                 c, s, batch_stats));                         \
+    }                                                                                        \
+    extern "C" __global__ void layernorm_forward_##S(const T* x, const T* gamma,             \
+            const T* beta, T* y, T* xhat, T* inv_out, long long rows, long long cols,        \
+            T eps) {                                                                         \
+        GPUNN_KERNEL_BODY(layernorm_forward<T>(x, gamma, beta, y, xhat, inv_out, rows, cols, \
+                                               eps));                                        \
+    }                                                                                        \
+    extern "C" __global__ void layernorm_backward_##S(const T* g, const T* xhat,             \
+            const T* gamma, const T* inv, T* dx, long long rows, long long cols) {           \
+        GPUNN_KERNEL_BODY(layernorm_backward<T>(g, xhat, gamma, inv, dx, rows, cols));       \
     }                                                                                        \
     extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, long long n,           \
             T one_minus_b1, T one_minus_b2, T eps_hat, T step_size, T wd, T decay,           \
