@@ -14,8 +14,9 @@ MaxPool2D, Dense) are convolutional networks (:data:`workloads.CONV_NETS`), time
 and PyTorch in float32 and float16.
 
 Numbers are medians over repeated epochs after a warm-up. A step costs about
-``6 * batch * sum(in * out)`` FLOPs (a convolution: its patches by its weights); the achieved rate is also given as a share of the
-device's matmul peak, measured in the same run with a large square matmul.
+``6 * batch * sum(in * out)`` FLOPs (a convolution: its patches by its weights); the
+achieved rate is also given as a share of the device's matmul peak, measured in the same
+run with a large square matmul.
 """
 
 from __future__ import annotations
