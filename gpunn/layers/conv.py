@@ -2,8 +2,8 @@
 channels, height, width)``.
 
 A convolution is a dense layer applied to every patch of its input: the backend cuts the
-patches (``backend.im2col``: strided views on NumPy, strided slices in the generic
-version), one matrix product per sample maps them (``W (out_channels, C*K) @ cols (C*K,
+patches (``backend.im2col``: strided views on NumPy, one kernel on CuPy, strided slices in
+the generic version), one matrix product per sample maps them (``W (out_channels, C*K) @ cols (C*K,
 L)``, channels-first with no transpose), and the backward pass adds the patch gradients
 back (``backend.col2im``). Weights are ``(out_channels, in_channels, *kernel)``, as
 PyTorch and ONNX hold them.

@@ -5,6 +5,11 @@ Both follow PyTorch's definitions, so weights and running statistics carry over 
 way: ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with the biased variance in the
 normalisation; BatchNorm's running variance is the unbiased one, updated as
 ``running = (1 - momentum) * running + momentum * batch``.
+
+The maths of both passes are backend operations (``backend.batchnorm_forward`` and
+``batchnorm_backward``, ``layernorm_forward`` and ``layernorm_backward``): generic Array
+API code, one kernel per pass on CuPy. Batch statistics over several ranks (synchronised
+batch normalisation) stay in the layer: they need the rank group's all-reduce.
 """
 
 from __future__ import annotations
