@@ -179,3 +179,23 @@ def test_each_patch_pooling_and_normalisation_operation_launches_its_kernel(cuda
         scale = be.asarray(np.ones(shape[-1]))
         out = launched("layernorm_forward", be.layernorm_forward, x, scale, scale, 1e-5)
         launched("layernorm_backward", be.layernorm_backward, x, out[1], scale, out[2])
+
+
+def test_a_cnn_on_the_second_gpu_runs_its_kernels_there(monkeypatch):
+    """The patch, pooling and normalisation kernels allocate their outputs on the model's
+    device (cuda:1 here, with cuda:0 current): every parameter, gradient and buffer stays
+    there (the stand-in refuses work mixing devices), and the kernels did run."""
+    from test_gpu import _small_cnn
+
+    with fake_cupy.installed(monkeypatch):
+        module = emulate_kernels(monkeypatch)
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((32, 2, 9, 8)), rng.integers(0, 3, 32)
+        model = gn.Sequential(_small_cnn(2), device="cuda:1", dtype="float64", seed=0)
+        before = module.get_function("im2col_f64").launches
+        hist = model.fit(X, y, loss="cross_entropy", epochs=2, batch_size=16, verbose=0)
+        assert np.all(np.isfinite(hist.history["loss"]))
+        assert module.get_function("im2col_f64").launches > before
+        arrays = model.parameters() + model.gradients() + model.store.buffers()
+        assert {a._dev for a in arrays} == {1}
+        assert model.predict(X)._dev == 1
