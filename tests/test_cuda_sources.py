@@ -45,3 +45,21 @@ def test_every_activation_but_softmax_has_a_kernel():
     from gpunn.activations import ACTIVATIONS
 
     assert set(ACTIVATIONS) - set(ACTIVATION_CODES) == {"softmax"}
+
+
+def _exported() -> set:
+    text = SOURCE.read_text().replace("\\\n", "\n")
+    return set(re.findall(r'extern "C" __global__ void (\w+)_##S\(', text))
+
+
+def test_every_exported_kernel_is_listed_and_has_a_launcher():
+    """The kernels the source exports are this file's list (what nvcc must emit), and each
+    is named by a launcher in gpunn/backend/cupy_kernels.py: no kernel compiled for
+    nothing, none launched by a name the source lacks."""
+    launchers = (Path(__file__).parents[1] / "gpunn" / "backend" /
+                 "cupy_kernels.py").read_text()
+    named = set(re.findall(r'"(\w+)"', launchers))
+    assert _exported() == set(KERNELS)
+    assert set(KERNELS) <= named, set(KERNELS) - named
+    called = set(re.findall(r'(?:function|_launch)\("(\w+)"', launchers))
+    assert called <= _exported(), called - _exported()
