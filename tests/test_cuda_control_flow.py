@@ -406,10 +406,11 @@ def test_streamed_batches_follow_an_order_shorter_than_the_data(fake, order_rows
 # ------------------------------------------------------------------ convolutional layers
 #: A step of this CNN calls these of gpunn's kernels: the patches of both convolutions
 #: (im2col) and the second one's input gradient (col2im: the first layer needs none), each
-#: pooling both ways, batch and layer normalisation both ways; its matmuls are cuBLAS's.
+#: pooling both ways, layer normalisation both ways, batch normalisation both ways (a
+#: per-channel reduction and an elementwise kernel each); its matmuls are cuBLAS's.
 CNN_KERNELS = {"im2col": 2, "col2im": 1, "pool_forward": 2, "pool_backward": 2,
-               "batchnorm_forward": 1, "batchnorm_backward": 1, "layernorm_forward": 1,
-               "layernorm_backward": 1}
+               "batchnorm_stats": 1, "batchnorm_apply": 1, "batchnorm_grad_sums": 1,
+               "batchnorm_backward": 1, "layernorm_forward": 1, "layernorm_backward": 1}
 
 
 def _cnn():

@@ -154,15 +154,20 @@ def test_each_fused_operation_launches_its_kernel(cuda):
 
 def test_each_patch_pooling_and_normalisation_operation_launches_its_kernel(cuda):
     """Convolution patches, pooling, batch and layer normalisation run their kernels (one
-    launch each), not CuPy's generic path, in 1-D and 2-D."""
+    launch each; batch normalisation a reduction and an elementwise kernel, the first
+    left out in inference), not CuPy's generic path, in 1-D and 2-D."""
     module = load()
     be = gn.get_backend(cuda, dtype="float64")
     rng = np.random.default_rng(0)
 
-    def launched(kernel, operation, *args):
-        before = module.get_function(f"{kernel}_f64").launches
+    def launched(kernels, operation, *args):
+        """``operation(*args)``, checking it launched each of ``kernels`` (a name or a
+        tuple of names) once."""
+        kernels = (kernels,) if isinstance(kernels, str) else kernels
+        before = [module.get_function(f"{k}_f64").launches for k in kernels]
         out = operation(*args)
-        assert module.get_function(f"{kernel}_f64").launches == before + 1, kernel
+        after = [module.get_function(f"{k}_f64").launches for k in kernels]
+        assert after == [b + 1 for b in before], kernels
         return out
 
     gamma, beta = be.asarray(np.ones(3)), be.asarray(np.zeros(3))
@@ -174,8 +179,12 @@ def test_each_patch_pooling_and_normalisation_operation_launches_its_kernel(cuda
         for kind in ("max", "avg"):
             y, arg = launched("pool_forward", be.pool_forward, x, kind, k, k)
             launched("pool_backward", be.pool_backward, y, arg, kind, shape, k, k)
-        out = launched("batchnorm_forward", be.batchnorm_forward, x, gamma, beta, 1e-5)
-        launched("batchnorm_backward", be.batchnorm_backward, x, out[1], gamma, out[2], True)
+        out = launched(("batchnorm_stats", "batchnorm_apply"), be.batchnorm_forward, x, gamma,
+                       beta, 1e-5)
+        launched("batchnorm_apply", be.batchnorm_forward, x, gamma, beta, 1e-5, out[3],
+                 out[4])  # inference: the running statistics, no reduction
+        launched(("batchnorm_grad_sums", "batchnorm_backward"), be.batchnorm_backward, x,
+                 out[1], gamma, out[2], True)
         scale = be.asarray(np.ones(shape[-1]))
         out = launched("layernorm_forward", be.layernorm_forward, x, scale, scale, 1e-5)
         launched("layernorm_backward", be.layernorm_backward, x, out[1], scale, out[2])

@@ -17,7 +17,8 @@ SOURCE = Path(__file__).parents[1] / "gpunn" / "backend" / "kernels" / "gpunn_ke
 KERNELS = ["bias_act_forward", "act_backward", "act_backward_bias", "softmax_xent_labels",
            "softmax_xent_dense", "sigmoid_xent", "squared_error", "gather_labels",
            "gather_rows", "im2col", "col2im", "pool_forward", "pool_backward",
-           "batchnorm_forward", "batchnorm_backward", "layernorm_forward",
+           "batchnorm_stats", "batchnorm_apply", "batchnorm_grad_sums", "batchnorm_backward",
+           "layernorm_forward",
            "layernorm_backward", "adam", "sgd", "rmsprop", "adagrad"]
 
 

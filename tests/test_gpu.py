@@ -499,10 +499,13 @@ def test_pool_kernels_match_generic(cuda, case, kind, dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
-@pytest.mark.parametrize("shape", [(5, 3), (1, 4, 7), (8, 3, 40), (2, 3, 5, 4), (3, 70, 1, 2)])
+@pytest.mark.parametrize("shape", [(5, 3), (1, 4, 7), (8, 3, 40), (2, 3, 5, 4), (3, 70, 1, 2),
+                                   (9, 2, 999), (4, 3, 45, 41)])
 def test_batchnorm_kernels_match_generic(cuda, shape, training, dtype):
-    """Statistics, normalised values, output (one launch) and the three gradients (one
-    launch), with batch statistics or with given ones, against the generic path."""
+    """Statistics, normalised values and output, and the three gradients, with batch
+    statistics or with given ones, against the generic path. The last two shapes split
+    each channel's values into several chunks (merged by the reduction's last block),
+    one of them across samples."""
     from gpunn.backend.base import Backend
 
     be = gn.get_backend(cuda, dtype=dtype)

@@ -452,9 +452,11 @@ def pool_backward(grad, arg, kind, shape, kernel, stride):
     return gx
 
 
-def _channel_blocks(channels: int) -> tuple[int]:
-    """One block per channel (the kernels loop over channels past the grid's size)."""
-    return (max(1, min(channels, _MAX_BLOCKS)),)
+def _channel_grid(n: int, c: int, s: int) -> tuple[int, int]:
+    """Grid of the per-channel reductions: (chunks, channels), chunks of at least 4096
+    values of a channel, about 2048 blocks in all at most (at least one per channel)."""
+    chunks = max(1, min(-(-(n * s) // 4096), 2048 // max(c, 1)))
+    return chunks, c
 
 
 def _bn_layout(x):
@@ -466,43 +468,61 @@ def _bn_layout(x):
 
 
 def batchnorm_forward(x, gamma, beta, eps, mean=None, var=None):
-    """Batch normalisation in one launch: ``(y, xhat, inv, mean, var)`` as
+    """Batch normalisation: ``(y, xhat, inv, mean, var)`` as
     ``Backend.batchnorm_forward``, or None where there is no kernel (dtypes that differ,
-    no spatial axis count it handles)."""
-    fn = function("batchnorm_forward", x.dtype) if 2 <= x.ndim <= 4 else None
+    more than two spatial axes).
+
+    Training (``mean`` None): a per-channel reduction kernel (the batch's mean and biased
+    variance, chunks of each channel merged in order) and an elementwise kernel;
+    inference: the elementwise kernel alone."""
+    stats_fn = function("batchnorm_stats", x.dtype) if 2 <= x.ndim <= 4 else None
+    apply_fn = function("batchnorm_apply", x.dtype)
     given = [a for a in (mean, var) if a is not None]
-    if fn is None or (mean is None) != (var is None) or any(
-            a.dtype != x.dtype for a in [gamma, beta] + given):
+    if stats_fn is None or apply_fn is None or (mean is None) != (var is None) or any(
+            a.dtype != x.dtype for a in [gamma, beta] + given) or x.shape[1] > _MAX_BLOCKS:
         return None
     n, c, s = _bn_layout(x)
+    t = _scalar(x.dtype)
     x = cupy.ascontiguousarray(x)
     gamma, beta = cupy.ascontiguousarray(gamma), cupy.ascontiguousarray(beta)
-    given = [cupy.ascontiguousarray(a) for a in given]
-    y, xhat = cupy.empty_like(x), cupy.empty_like(x)
     stats = cupy.empty((3, c), dtype=x.dtype)  # mean, var, inv
-    mean_in, var_in = given if given else (_NULL, _NULL)
-    fn(_channel_blocks(c), (_THREADS,),
-       (x, gamma, beta, mean_in, var_in, y, xhat, stats[0], stats[1], stats[2],
-        np.int64(n), np.int64(c), np.int64(s), _scalar(x.dtype)(eps)),
-       shared_mem=_THREADS * x.dtype.itemsize)
-    return y, xhat, stats[2], stats[0], stats[1]
+    if given:
+        mean, var = (cupy.ascontiguousarray(a) for a in given)
+    else:
+        mean, var = stats[0], stats[1]
+        grid = _channel_grid(n, c, s)
+        stats_fn(grid, (_THREADS,),
+                 (x, mean, var, stats[2], _partials(3 * grid[0] * c, x.dtype),
+                  _counter(cupy.cuda.Device().id), np.int64(n), np.int64(c), np.int64(s),
+                  t(eps)), shared_mem=_THREADS * x.dtype.itemsize + 8)
+    y, xhat = cupy.empty_like(x), cupy.empty_like(x)
+    apply_fn(_blocks(x.size), (_THREADS,), (x, gamma, beta, mean, var, y, xhat, stats[2],
+                                            np.int64(n), np.int64(c), np.int64(s), t(eps)))
+    return y, xhat, stats[2], mean, var
 
 
 def batchnorm_backward(grad, xhat, gamma, inv, batch_stats):
-    """``(dx, dgamma, dbeta)`` of :func:`batchnorm_forward` in one launch, as
-    ``Backend.batchnorm_backward``, or None where there is no kernel."""
-    fn = function("batchnorm_backward", grad.dtype) if 2 <= grad.ndim <= 4 else None
-    if fn is None or tuple(xhat.shape) != tuple(grad.shape) or any(
-            a.dtype != grad.dtype for a in (xhat, gamma, inv)):
+    """``(dx, dgamma, dbeta)`` of :func:`batchnorm_forward` as
+    ``Backend.batchnorm_backward``: a per-channel reduction kernel (the sums) and an
+    elementwise kernel (the input gradient); None where there is no kernel."""
+    sums_fn = function("batchnorm_grad_sums", grad.dtype) if 2 <= grad.ndim <= 4 else None
+    dx_fn = function("batchnorm_backward", grad.dtype)
+    if sums_fn is None or dx_fn is None or tuple(xhat.shape) != tuple(grad.shape) or any(
+            a.dtype != grad.dtype for a in (xhat, gamma, inv)) or grad.shape[1] > _MAX_BLOCKS:
         return None
     n, c, s = _bn_layout(grad)
     grad, xhat = cupy.ascontiguousarray(grad), cupy.ascontiguousarray(xhat)
     gamma, inv = cupy.ascontiguousarray(gamma), cupy.ascontiguousarray(inv)
-    dx = cupy.empty_like(grad)
     sums = cupy.empty((2, c), dtype=grad.dtype)  # dgamma, dbeta
-    fn(_channel_blocks(c), (_THREADS,),
-       (grad, xhat, gamma, inv, dx, sums[0], sums[1], np.int64(n), np.int64(c),
-        np.int64(s), np.int32(bool(batch_stats))), shared_mem=_THREADS * grad.dtype.itemsize)
+    grid = _channel_grid(n, c, s)
+    sums_fn(grid, (_THREADS,),
+            (grad, xhat, sums[0], sums[1], _partials(2 * grid[0] * c, grad.dtype),
+             _counter(cupy.cuda.Device().id), np.int64(n), np.int64(c), np.int64(s)),
+            shared_mem=_THREADS * grad.dtype.itemsize + 8)
+    dx = cupy.empty_like(grad)
+    dx_fn(_blocks(dx.size), (_THREADS,), (grad, xhat, gamma, inv, sums[0], sums[1], dx,
+                                          np.int64(n), np.int64(c), np.int64(s),
+                                          np.int32(bool(batch_stats))))
     return dx, sums[0], sums[1]
 
 

@@ -599,87 +599,141 @@ __device__ void pool_backward(const T* g, const long long* arg, T* gx, long long
 }
 
 // ---------------------------------------------------------------- batch normalisation
-// x (n, c, s): s values per sample and channel (the spatial size; 1 for (n, c)). One
-// block per channel (grid-stride over channels), so a channel's statistics, normalised
-// values and output come from one launch with no cross-block sums.
-// Training (mean_in null): mean and biased variance of the channel, two passes (as the
-// generic path: the variance of the centred values). Inference: mean_in and var_in.
-// Writes xhat = (x - mean) * inv, y = xhat * gamma + beta, and per channel mean_out,
-// var_out and inv_out = 1 / sqrt(var + eps).
+// x (n, c, s): s values per sample and channel (the spatial size; 1 for (n, c)), so the
+// value j of channel ch (j < n * s) is x[((j / s) * c + ch) * s + j % s]. A reduction
+// kernel has a grid of (chunks, c) blocks: block (i, ch) reduces chunk i of channel ch's
+// values and writes its partials; the last block of the grid (see gpunn_last_block) merges
+// every channel's partials in chunk order, so the result does not depend on the schedule.
+// An elementwise kernel then applies the per-channel values to every element.
+__device__ __forceinline__ long long gpunn_bn_index(long long j, long long ch, long long c,
+                                                    long long s) {
+    long long r = j / s;
+    return (r * c + ch) * s + (j - r * s);
+}
+
+__device__ __forceinline__ void gpunn_bn_chunk(long long count, long long* j0, long long* j1) {
+    long long chunk = (count + gridDim.x - 1) / gridDim.x;
+    *j0 = blockIdx.x * chunk;
+    *j1 = *j0 + chunk < count ? *j0 + chunk : count;
+}
+
+// Training statistics: each block the count, mean and sum of squared deviations of its
+// chunk (two passes over it, as the generic path's centred variance); the last block
+// merges the chunks (Chan et al.'s pairwise update, in double) into mean_out, the biased
+// var_out and inv_out = 1 / sqrt(var + eps). partial: 3 values per block.
 template <typename T>
-__device__ void batchnorm_forward(const T* x, const T* gamma, const T* beta,
-                                  const T* mean_in, const T* var_in, T* y, T* xhat,
-                                  T* mean_out, T* var_out, T* inv_out, long long n,
-                                  long long c, long long s, T eps) {
+__device__ void batchnorm_stats(const T* x, T* mean_out, T* var_out, T* inv_out, T* partial,
+                                unsigned* counter, long long n, long long c, long long s,
+                                T eps) {
     GPUNN_SHARED(T, red);
-    long long count = n * s;
-    for (long long ch = blockIdx.x; ch < c; ch += gridDim.x) {
-        T mean, var;
-        if (mean_in != nullptr) {
-            mean = mean_in[ch];
-            var = var_in[ch];
-        } else {
-            T t = T(0);
-            for (long long j = threadIdx.x; j < count; j += blockDim.x) {
-                long long r = j / s;
-                t += x[(r * c + ch) * s + (j - r * s)];
+    unsigned* flag = reinterpret_cast<unsigned*>(red + blockDim.x);
+    long long ch = blockIdx.y, j0, j1;
+    gpunn_bn_chunk(n * s, &j0, &j1);
+    T t = T(0);
+    for (long long j = j0 + threadIdx.x; j < j1; j += blockDim.x)
+        t += x[gpunn_bn_index(j, ch, c, s)];
+    long long m = j1 > j0 ? j1 - j0 : 0;
+    T mean = gpunn_block_sum(t, red) / T(m > 0 ? m : 1);  // an empty chunk counts 0
+    t = T(0);
+    for (long long j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+        T d = x[gpunn_bn_index(j, ch, c, s)] - mean;
+        t += d * d;
+    }
+    t = gpunn_block_sum(t, red);
+    T* mine = partial + 3 * (ch * gridDim.x + blockIdx.x);
+    if (threadIdx.x == 0) {
+        mine[0] = T(m);
+        mine[1] = mean;
+        mine[2] = t;
+    }
+    if (gpunn_last_block(counter, flag)) {
+        const volatile T* part = partial;
+        for (long long k = threadIdx.x; k < c; k += blockDim.x) {
+            double total = 0.0, mu = 0.0, m2 = 0.0;
+            for (unsigned i = 0; i < gridDim.x; ++i) {
+                const volatile T* q = part + 3 * (k * gridDim.x + i);
+                double ni = q[0];
+                if (ni == 0.0) continue;
+                double delta = double(q[1]) - mu, both = total + ni;
+                mu += delta * ni / both;
+                m2 += double(q[2]) + delta * delta * total * ni / both;
+                total = both;
             }
-            mean = gpunn_block_sum(t, red) / T(count);
-            t = T(0);
-            for (long long j = threadIdx.x; j < count; j += blockDim.x) {
-                long long r = j / s;
-                T d = x[(r * c + ch) * s + (j - r * s)] - mean;
-                t += d * d;
-            }
-            var = gpunn_block_sum(t, red) / T(count);
-        }
-        T inv = T(1) / sqrt(var + eps);
-        T gm = gamma[ch], bt = beta[ch];
-        for (long long j = threadIdx.x; j < count; j += blockDim.x) {
-            long long r = j / s;
-            long long k = (r * c + ch) * s + (j - r * s);
-            T v = (x[k] - mean) * inv;
-            xhat[k] = v;
-            y[k] = v * gm + bt;
-        }
-        if (threadIdx.x == 0) {
-            mean_out[ch] = mean;
-            var_out[ch] = var;
-            inv_out[ch] = inv;
+            T var = T(m2 / total);
+            mean_out[k] = T(mu);
+            var_out[k] = var;
+            inv_out[k] = T(1) / sqrt(var + eps);
         }
     }
 }
 
-// Its backward, one block per channel: dbeta = sum g, dgamma = sum g * xhat, and
+// Normalisation with per-channel statistics (the batch's, or the running ones):
+// xhat = (x - mean) * inv, y = xhat * gamma + beta, inv = 1 / sqrt(var + eps) (also
+// written to inv_out: the same bits as batchnorm_stats computes).
+template <typename T>
+__device__ void batchnorm_apply(const T* x, const T* gamma, const T* beta, const T* mean,
+                                const T* var, T* y, T* xhat, T* inv_out, long long n,
+                                long long c, long long s, T eps) {
+    GPUNN_GRID_STRIDE(i, n * c * s) {
+        long long ch = (i / s) % c;
+        T inv = T(1) / sqrt(var[ch] + eps);
+        T v = (x[i] - mean[ch]) * inv;
+        xhat[i] = v;
+        y[i] = v * gamma[ch] + beta[ch];
+        if (i < c) inv_out[i] = T(1) / sqrt(var[i] + eps);
+    }
+}
+
+// The backward's per-channel sums: dbeta = sum g, dgamma = sum g * xhat, chunk by chunk,
+// added in chunk order by the last block. partial: 2 values per block.
+template <typename T>
+__device__ void batchnorm_grad_sums(const T* g, const T* xhat, T* dgamma, T* dbeta,
+                                    T* partial, unsigned* counter, long long n, long long c,
+                                    long long s) {
+    GPUNN_SHARED(T, red);
+    unsigned* flag = reinterpret_cast<unsigned*>(red + blockDim.x);
+    long long ch = blockIdx.y, j0, j1;
+    gpunn_bn_chunk(n * s, &j0, &j1);
+    T a = T(0), b = T(0);
+    for (long long j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+        long long k = gpunn_bn_index(j, ch, c, s);
+        a += g[k];
+        b += g[k] * xhat[k];
+    }
+    a = gpunn_block_sum(a, red);
+    b = gpunn_block_sum(b, red);
+    T* mine = partial + 2 * (ch * gridDim.x + blockIdx.x);
+    if (threadIdx.x == 0) {
+        mine[0] = a;
+        mine[1] = b;
+    }
+    if (gpunn_last_block(counter, flag)) {
+        const volatile T* part = partial;
+        for (long long k = threadIdx.x; k < c; k += blockDim.x) {
+            T ta = T(0), tb = T(0);
+            for (unsigned i = 0; i < gridDim.x; ++i) {
+                ta += part[2 * (k * gridDim.x + i)];
+                tb += part[2 * (k * gridDim.x + i) + 1];
+            }
+            dbeta[k] = ta;
+            dgamma[k] = tb;
+        }
+    }
+}
+
 // dx = gamma inv (g - dbeta / count - xhat dgamma / count) after a training forward
-// (batch_stats), dx = gamma inv g when the statistics were constants (inference).
+// (batch_stats), gamma inv g when the statistics were constants (inference).
 template <typename T>
 __device__ void batchnorm_backward(const T* g, const T* xhat, const T* gamma, const T* inv,
-                                   T* dx, T* dgamma, T* dbeta, long long n, long long c,
-                                   long long s, int batch_stats) {
-    GPUNN_SHARED(T, red);
-    long long count = n * s;
-    for (long long ch = blockIdx.x; ch < c; ch += gridDim.x) {
-        T a = T(0), b = T(0);
-        for (long long j = threadIdx.x; j < count; j += blockDim.x) {
-            long long r = j / s;
-            long long k = (r * c + ch) * s + (j - r * s);
-            a += g[k];
-            b += g[k] * xhat[k];
-        }
-        a = gpunn_block_sum(a, red);
-        b = gpunn_block_sum(b, red);
+                                   const T* dgamma, const T* dbeta, T* dx, long long n,
+                                   long long c, long long s, int batch_stats) {
+    T count = T(n * s);
+    GPUNN_GRID_STRIDE(i, n * c * s) {
+        long long ch = (i / s) % c;
         T scale = gamma[ch] * inv[ch];
-        T ma = a / T(count), mb = b / T(count);
-        for (long long j = threadIdx.x; j < count; j += blockDim.x) {
-            long long r = j / s;
-            long long k = (r * c + ch) * s + (j - r * s);
-            dx[k] = batch_stats ? scale * (g[k] - ma - xhat[k] * mb) : g[k] * scale;
-        }
-        if (threadIdx.x == 0) {
-            dgamma[ch] = b;
-            dbeta[ch] = a;
-        }
+        T gi = g[i];
+        dx[i] = batch_stats ? scale * (gi - dbeta[ch] / count - xhat[i] * (dgamma[ch] / count))
+                            : gi * scale;
     }
 }
 
@@ -810,16 +864,28 @@ __device__ void layernorm_backward(const T* g, const T* xhat, const T* gamma, co
         GPUNN_KERNEL_BODY(pool_backward<T>(g, arg, gx, planes, h, w, kh, kw, sh, sw, oh, ow, \
                                            kind));                                           \
     }                                                                                        \
-    extern "C" __global__ void batchnorm_forward_##S(const T* x, const T* gamma,             \
-            const T* beta, const T* mean_in, const T* var_in, T* y, T* xhat, T* mean_out,    \
-            T* var_out, T* inv_out, long long n, long long c, long long s, T eps) {          \
-        GPUNN_KERNEL_BODY(batchnorm_forward<T>(x, gamma, beta, mean_in, var_in, y, xhat,     \
-                                               mean_out, var_out, inv_out, n, c, s, eps));   \
+    extern "C" __global__ void batchnorm_stats_##S(const T* x, T* mean_out, T* var_out,     \
+            T* inv_out, T* partial, unsigned* counter, long long n, long long c, long long s, \
+            T eps) {                                                                         \
+        GPUNN_KERNEL_BODY(batchnorm_stats<T>(x, mean_out, var_out, inv_out, partial, counter, \
+                                             n, c, s, eps));                                 \
+    }                                                                                        \
+    extern "C" __global__ void batchnorm_apply_##S(const T* x, const T* gamma,               \
+            const T* beta, const T* mean, const T* var, T* y, T* xhat, T* inv_out,           \
+            long long n, long long c, long long s, T eps) {                                  \
+        GPUNN_KERNEL_BODY(batchnorm_apply<T>(x, gamma, beta, mean, var, y, xhat, inv_out, n, \
+                                             c, s, eps));                                    \
+    }                                                                                        \
+    extern "C" __global__ void batchnorm_grad_sums_##S(const T* g, const T* xhat,            \
+            T* dgamma, T* dbeta, T* partial, unsigned* counter, long long n, long long c,    \
+            long long s) {                                                                   \
+        GPUNN_KERNEL_BODY(batchnorm_grad_sums<T>(g, xhat, dgamma, dbeta, partial, counter,   \
+                                                 n, c, s));                                  \
     }                                                                                        \
     extern "C" __global__ void batchnorm_backward_##S(const T* g, const T* xhat,             \
-            const T* gamma, const T* inv, T* dx, T* dgamma, T* dbeta, long long n,           \
-            long long c, long long s, int batch_stats) {                                     \
-        GPUNN_KERNEL_BODY(batchnorm_backward<T>(g, xhat, gamma, inv, dx, dgamma, dbeta, n,   \
+            const T* gamma, const T* inv, const T* dgamma, const T* dbeta, T* dx,            \
+            long long n, long long c, long long s, int batch_stats) {                        \
+        GPUNN_KERNEL_BODY(batchnorm_backward<T>(g, xhat, gamma, inv, dgamma, dbeta, dx, n,   \
                                                 c, s, batch_stats));                         \
     }                                                                                        \
     extern "C" __global__ void layernorm_forward_##S(const T* x, const T* gamma,             \
