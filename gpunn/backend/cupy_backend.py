@@ -181,9 +181,10 @@ class CupyBackend(Backend):
         cupy.matmul(x.T, dz, out=gW)
         return gW, gb, (cupy.matmul(dz, W.T) if need_input_grad else None)
 
-    # Convolution patches, pooling and batch and layer normalisation: one kernel each (the
-    # matmuls around the patches go to cuBLAS); CuPy's generic expressions for dtypes and
-    # layouts without one.
+    # Convolution patches, pooling and layer normalisation: one kernel each way (the
+    # matmuls around the patches go to cuBLAS); batch normalisation: a per-channel
+    # reduction and an elementwise kernel each way. CuPy's generic expressions for dtypes
+    # and layouts without a kernel.
     def im2col(self, x, kernel, stride, padding):
         with self._device:
             cols = cupy_kernels.im2col(x, kernel, stride, padding)

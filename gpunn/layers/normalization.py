@@ -8,8 +8,10 @@ normalisation; BatchNorm's running variance is the unbiased one, updated as
 
 The maths of both passes are backend operations (``backend.batchnorm_forward`` and
 ``batchnorm_backward``, ``layernorm_forward`` and ``layernorm_backward``): generic Array
-API code, one kernel per pass on CuPy. Batch statistics over several ranks (synchronised
-batch normalisation) stay in the layer: they need the rank group's all-reduce.
+API code; on CuPy, a per-channel reduction and an elementwise kernel per pass for
+BatchNorm, one kernel per pass for LayerNorm. Batch statistics over several ranks
+(synchronised batch normalisation) stay in the layer: they need the rank group's
+all-reduce.
 """
 
 from __future__ import annotations
