@@ -533,13 +533,16 @@ def test_batchnorm_kernels_match_generic(cuda, shape, training, dtype):
 
 def _small_cnn(ndim):
     """Convolutions (strided, padded, rectangular), batch and layer normalisation and
-    both poolings, for inputs ``(batch, 1, 24)`` or ``(batch, 2, 9, 8)``."""
+    both poolings (and a residual block in 2-D), for inputs ``(batch, 1, 24)`` or
+    ``(batch, 2, 9, 8)``."""
     if ndim == 1:
         return [gn.Conv1D(1, 4, 5, stride=2, padding=1, activation="relu"), gn.BatchNorm(4),
                 gn.MaxPool1D(2), gn.Conv1D(4, 3, 3, padding=1), gn.AvgPool1D(2, stride=1),
                 gn.LayerNorm((3, 4)), gn.Flatten(), gn.Dense(12, 3, activation="softmax")]
     return [gn.Conv2D(2, 4, (3, 2), stride=(1, 2), padding=(1, 0), activation="relu"),
-            gn.BatchNorm(4), gn.MaxPool2D((3, 2), stride=(2, 1)), gn.Conv2D(4, 3, 2),
+            gn.BatchNorm(4), gn.Residual([gn.Conv2D(4, 4, 3, padding=1, activation="tanh"),
+                                          gn.BatchNorm(4)]),
+            gn.MaxPool2D((3, 2), stride=(2, 1)), gn.Conv2D(4, 3, 2),
             gn.AvgPool2D(2), gn.Flatten(), gn.LayerNorm(3),
             gn.Dense(3, 3, activation="softmax")]
 
