@@ -344,7 +344,7 @@ def adagrad(p, g, sum_sq, hp) -> bool:
                                   t(hp.weight_decay)))
 
 
-# Convolution patches, pooling and batch normalisation. Images are taken as planes of
+# Convolution patches, pooling, batch and layer normalisation. Images are taken as planes of
 # height h and width w; a 1-D signal is a plane of height 1 (kernel, stride 1, padding 0).
 def _planar(spatial, kernel, stride, padding):
     """``(h, w), (kh, kw), (sh, sw), (ph, pw)`` for one or two spatial axes, or None."""
