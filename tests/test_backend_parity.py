@@ -243,3 +243,59 @@ def test_conv_forward_and_backward_parity(fast, x_shape, w_shape, stride, paddin
                                        atol=1e-10)
         assert fast.conv_backward(cache, W, g, stride, padding, backward_act, params,
                                   False)[2] is None
+
+
+@pytest.mark.parametrize("shape,kernel,stride", [((2, 3, 9), (3,), (2,)),
+                                                 ((1, 2, 7, 6), (3, 2), (2, 1)),
+                                                 ((2, 2, 6, 4), (2, 2), (2, 2))],
+                         ids=["1d", "2d", "2d-tiling"])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pooling_parity(fast, shape, kernel, stride, kind, rng):
+    """The pooling operations (NumPy: the generic maths on its strided patches; CuPy: one
+    kernel each way) against the generic path; small integers make tied maxima."""
+    generic = _generic(fast)
+    x = fast.asarray(rng.integers(-2, 3, shape).astype(np.float32))
+    y, arg = fast.pool_forward(x, kind, kernel, stride)
+    y0, arg0 = generic.pool_forward(x, kind, kernel, stride)
+    np.testing.assert_allclose(gn.to_numpy(y), gn.to_numpy(y0), rtol=1e-6)
+    if kind == "max":
+        np.testing.assert_array_equal(gn.to_numpy(arg), gn.to_numpy(arg0))
+    g = fast.asarray(rng.standard_normal(tuple(y.shape)).astype(np.float32))
+    np.testing.assert_allclose(
+        gn.to_numpy(fast.pool_backward(g, arg, kind, shape, kernel, stride)),
+        gn.to_numpy(generic.pool_backward(g, arg0, kind, shape, kernel, stride)),
+        rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 5), (2, 3, 4, 5)])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+def test_batchnorm_parity(fast, shape, training, rng):
+    generic = _generic(fast)
+    c = shape[1]
+    x = fast.asarray(rng.standard_normal(shape).astype(np.float32) * 2 + 1)
+    gamma, beta = (fast.asarray(rng.standard_normal(c).astype(np.float32)) for _ in "gb")
+    stats = () if training else (fast.asarray(rng.standard_normal(c).astype(np.float32)),
+                                 fast.asarray(rng.random(c).astype(np.float32) + 0.5))
+    got = fast.batchnorm_forward(x, gamma, beta, 1e-5, *stats)
+    want = generic.batchnorm_forward(x, gamma, beta, 1e-5, *stats)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(b), rtol=1e-5, atol=1e-6)
+    g = fast.asarray(rng.standard_normal(shape).astype(np.float32))
+    for a, b in zip(fast.batchnorm_backward(g, got[1], gamma, got[2], training),
+                    generic.batchnorm_backward(g, got[1], gamma, got[2], training)):
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(b), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,k", [((6, 5), 1), ((2, 3, 4, 5), 2)])
+def test_layernorm_parity(fast, shape, k, rng):
+    generic = _generic(fast)
+    x = fast.asarray(rng.standard_normal(shape).astype(np.float32) * 2 + 1)
+    gamma, beta = (fast.asarray(rng.standard_normal(shape[len(shape) - k:]).astype(
+        np.float32)) for _ in "gb")
+    got = fast.layernorm_forward(x, gamma, beta, 1e-5)
+    for a, b in zip(got, generic.layernorm_forward(x, gamma, beta, 1e-5)):
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(b), rtol=1e-5, atol=1e-6)
+    g = fast.asarray(rng.standard_normal(shape).astype(np.float32))
+    for a, b in zip(fast.layernorm_backward(g, got[1], gamma, got[2]),
+                    generic.layernorm_backward(g, got[1], gamma, got[2])):
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(b), rtol=1e-4, atol=1e-5)

@@ -240,3 +240,61 @@ def test_a_time_limit_keeps_the_rows_measured_and_their_chart(tmp_path):
     assert data["rows"] and any("stopped early" in n for n in data["notes"])
     if have_mpl:
         assert os.path.getsize(f"{out}.png") > 1000
+
+
+def test_conv_net_workloads_describe_their_layers_and_products():
+    """The MNIST-1D CNN and the LeNet-5: shapes layer by layer, the products a step does
+    (a convolution's: its patches by its weights) and the row label."""
+    from gpunn.bench.workloads import CONV_NETS, workload_flops
+
+    cnn, lenet = CONV_NETS["cnn"], CONV_NETS["lenet"]
+    assert [out for _, _, out in cnn.walk()] == [(25, 19), (25, 10), (25, 5), (10,)]
+    assert cnn.matmuls(2) == [(38, 5, 25), (20, 75, 25), (10, 75, 25), (2, 125, 10)]
+    assert SIZES["cnn"]["cpu"][0] == cnn.widths == [40, 25, 25, 25, 10]
+    assert [out for _, _, out in lenet.walk()] == [
+        (6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5), (120,), (84,), (10,)]
+    assert lenet.matmuls(1) == [(784, 25, 6), (100, 150, 16), (1, 400, 120), (1, 120, 84),
+                                (1, 84, 10)]
+    assert lenet.widths == [784, 6, 16, 120, 84, 10]
+    assert workload_flops("cnn", cnn.widths, 2) == 6 * (38 * 5 * 25 + 20 * 75 * 25
+                                                        + 10 * 75 * 25 + 2 * 125 * 10)
+    assert workload_flops("tiny", [784, 128, 10], 64) == step_flops([784, 128, 10], 64)
+
+
+@pytest.mark.parametrize("size", ["cnn", "lenet"])
+def test_conv_net_workloads_build_the_same_network_in_gpunn_and_torch(size):
+    """gpunn's and PyTorch's builds of a workload train an epoch and hold as many
+    parameters; the implementations without a convolutional version, and bfloat16, are
+    left out (None)."""
+    import numpy as np
+
+    from gpunn.bench.impls import factory
+    from gpunn.bench.workloads import CONV_NETS, _Device
+
+    net, dev = CONV_NETS[size], _Device("cpu")
+    X = np.random.default_rng(0).standard_normal((8, net.widths[0])).astype(np.float32)
+    y = np.arange(8) % 10
+    assert factory("reference", size)(dev, net.widths, X, y, 4) is None
+    assert factory("gpunn", size)(dev, net.widths, X, y, 4, "bfloat16") is None
+    epoch = factory("gpunn", size)(dev, net.widths, X, y, 4)
+    epoch(8)
+    assert epoch.model.output_shape((net.widths[0],)) == (10,)
+    ours = sum(int(np.prod(p.shape)) for p in epoch.model.parameters())
+    assert ours == sum(k * c + c for _, k, c in net.matmuls(1))
+    if importlib.util.find_spec("torch") is not None:
+        theirs = factory("torch", size)(dev, net.widths, X, y, 4)
+        theirs(8)
+        assert sum(p.numel() for p in theirs.model.parameters()) == ours
+
+
+@pytest.mark.slow
+def test_bench_runs_the_cnn_row(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpunn", "bench", "--device", "cpu", "--sizes", "cnn",
+         "--impls", "gpunn,reference", "--repeats", "1", "--target-seconds", "0.05",
+         "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["size"], r["impl"]) for r in rows] == [("cnn", "gpunn")]
+    assert rows[0]["widths"] == [40, 25, 25, 25, 10] and rows[0]["samples_per_s"] > 0

@@ -401,3 +401,99 @@ def test_streamed_batches_follow_an_order_shorter_than_the_data(fake, order_rows
                                           for lo in range(0, order_rows, 32)]
         np.testing.assert_array_equal(np.concatenate([x for x, _ in got]), X[order])
         np.testing.assert_array_equal(np.concatenate([t for _, t in got]), y[order])
+
+
+# ------------------------------------------------------------------ convolutional layers
+#: A step of this CNN calls these of gpunn's kernels: the patches of both convolutions
+#: (im2col) and the second one's input gradient (col2im: the first layer needs none), each
+#: pooling both ways, layer normalisation both ways, batch normalisation both ways (a
+#: per-channel reduction and an elementwise kernel each); its matmuls are cuBLAS's.
+CNN_KERNELS = {"im2col": 2, "col2im": 1, "pool_forward": 2, "pool_backward": 2,
+               "batchnorm_stats": 1, "batchnorm_apply": 1, "batchnorm_grad_sums": 1,
+               "batchnorm_backward": 1, "layernorm_forward": 1, "layernorm_backward": 1}
+
+
+def _cnn():
+    return [gn.Conv2D(1, 4, 3, padding=1, activation="relu"), gn.BatchNorm(4),
+            gn.MaxPool2D(2), gn.Conv2D(4, 4, (2, 3)),
+            gn.AvgPool2D((1, 2)), gn.Flatten(), gn.LayerNorm(8),
+            gn.Dense(8, 3, activation="softmax")]
+
+
+def test_a_cnn_step_runs_the_patch_pooling_and_normalisation_kernels(fake, monkeypatch,
+                                                                      report_launches):
+    """Each convolution cuts its patches with one kernel, each pooling and normalisation
+    layer runs one kernel each way, with as many arguments as the kernels declare."""
+    kernels = fake_cupy.record_kernels(monkeypatch)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((32, 1, 6, 8)).astype(np.float32), rng.integers(0, 3, 32)
+    model = gn.Sequential(_cnn(), device="cuda:0", seed=0)
+    assert model.output_shape((1, 6, 8)) == (3,)
+    model.fit(X, y, loss="cross_entropy", epochs=1, batch_size=16, verbose=0,
+              on_divergence="off")  # recorded kernels leave garbage
+    step = gn.training.step_function(model, X[:16], y[:16])
+    step()
+    fake.launches = 0
+    kernels.clear()
+    step()
+    ran = _gpunn_kernels(kernels)
+    report_launches(fake.launches, f"{sum(ran.values())} of them gpunn's kernels")
+    assert {k: v for k, v in ran.items() if k in CNN_KERNELS} == CNN_KERNELS
+    for name, dtype, args in kernels:
+        assert len(args) == len(_kernel_params(name)), name
+        assert dtype == np.float32
+
+
+def test_patches_pooling_and_normalisation_fall_back_without_a_kernel(fake, monkeypatch):
+    """No kernel for float16 (patches, pooling, batch and layer normalisation) or for three
+    spatial axes: nothing is launched and CuPy's generic expressions give the generic
+    results; an arg-max of another integer type leaves the pooling backward to the
+    generic path."""
+    from gpunn.backend.base import Backend
+    from gpunn.backend.cupy_backend import CupyBackend
+
+    kernels = fake_cupy.record_kernels(monkeypatch)
+    rng = np.random.default_rng(1)
+
+    def same(got, want):
+        for a, b in zip(got if isinstance(got, tuple) else (got,),
+                        want if isinstance(want, tuple) else (want,)):
+            if a is None:
+                assert b is None
+            else:
+                np.testing.assert_array_equal(gn.to_numpy(a), gn.to_numpy(b))
+
+    half = CupyBackend(0, dtype="float16", seed=0)
+    x = half.asarray(rng.standard_normal((2, 3, 6, 5)))
+    k, s, p = (2, 3), (2, 1), (1, 0)
+    cols = half.im2col(x, k, s, p)
+    same(cols, Backend.im2col(half, x, k, s, p))
+    same(half.col2im(cols, x.shape, k, s, p), Backend.col2im(half, cols, x.shape, k, s, p))
+    for kind in ("max", "avg"):
+        y, arg = half.pool_forward(x, kind, k, s)
+        same((y, arg), Backend.pool_forward(half, x, kind, k, s))
+        same(half.pool_backward(y, arg, kind, x.shape, k, s),
+             Backend.pool_backward(half, y, arg, kind, x.shape, k, s))
+    gamma, beta = half.asarray(np.ones(3)), half.asarray(np.zeros(3))
+    out = half.batchnorm_forward(x, gamma, beta, 1e-5)
+    same(out, Backend.batchnorm_forward(half, x, gamma, beta, 1e-5))
+    same(half.batchnorm_backward(x, out[1], gamma, out[2], True),
+         Backend.batchnorm_backward(half, x, out[1], gamma, out[2], True))
+    scale = half.asarray(np.ones(5))
+    out = half.layernorm_forward(x, scale, scale, 1e-5)
+    same(out, Backend.layernorm_forward(half, x, scale, scale, 1e-5))
+    same(half.layernorm_backward(x, out[1], scale, out[2]),
+         Backend.layernorm_backward(half, x, out[1], scale, out[2]))
+    be = CupyBackend(0, dtype="float64", seed=0)
+    x3 = be.asarray(rng.standard_normal((1, 2, 4, 3, 3)))
+    same(be.im2col(x3, (2, 2, 2), (1, 1, 1), (0, 1, 0)),
+         Backend.im2col(be, x3, (2, 2, 2), (1, 1, 1), (0, 1, 0)))
+    assert kernels == []
+    # An arg-max of int32 (not what the kernel writes): the generic pooling backward, whose
+    # window gradients still go back through the col2im kernel.
+    x2 = be.asarray(rng.standard_normal((2, 3, 6, 5)))
+    y, arg = Backend.pool_forward(be, x2, "max", k, s)
+    kernels.clear()
+    gx = be.pool_backward(y, be.xp.astype(arg, be.xp.int32), "max", x2.shape, k, s)
+    assert tuple(gx.shape) == tuple(x2.shape)
+    assert [name for name, _, _ in kernels] == ["col2im"]

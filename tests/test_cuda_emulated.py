@@ -23,10 +23,15 @@ from test_gpu import (  # noqa: F401
     test_activation_and_bias_gradient_in_one_launch,
     test_adam_kernel_tracks_numpy_tightly,
     test_batch_gather_of_inputs_and_targets_in_one_launch,
+    test_batchnorm_kernels_match_generic,
     test_bias_activation_kernels_match_generic,
+    test_cnn_layers_on_gpu_match_numpy,
     test_fused_fit_on_gpu_matches_cpu,
+    test_layernorm_kernels_match_generic,
     test_moons_learned_on_gpu_and_moved_back,
     test_optimizer_kernels_match_generic,
+    test_patch_kernels_match_generic,
+    test_pool_kernels_match_generic,
     test_sigmoid_loss_kernel_does_the_whole_head,
     test_softmax_loss_kernel_does_the_whole_head,
     test_softmax_xent_kernel_matches_generic,
@@ -145,3 +150,61 @@ def test_each_fused_operation_launches_its_kernel(cuda):
         launched(kernel, lambda k=kind, t=t: be.fused_loss(k, z + 0, t, be.zeros((3,)),
                                                            be.zeros((3,))))
     launched("gather_labels", lambda: be.take_rows((x, labels), be.asarray(np.arange(5))))
+
+
+def test_each_patch_pooling_and_normalisation_operation_launches_its_kernel(cuda):
+    """Convolution patches, pooling, batch and layer normalisation run their kernels (one
+    launch each; batch normalisation a reduction and an elementwise kernel, the first
+    left out in inference), not CuPy's generic path, in 1-D and 2-D."""
+    module = load()
+    be = gn.get_backend(cuda, dtype="float64")
+    rng = np.random.default_rng(0)
+
+    def launched(kernels, operation, *args):
+        """``operation(*args)``, checking it launched each of ``kernels`` (a name or a
+        tuple of names) once."""
+        kernels = (kernels,) if isinstance(kernels, str) else kernels
+        before = [module.get_function(f"{k}_f64").launches for k in kernels]
+        out = operation(*args)
+        after = [module.get_function(f"{k}_f64").launches for k in kernels]
+        assert after == [b + 1 for b in before], kernels
+        return out
+
+    gamma, beta = be.asarray(np.ones(3)), be.asarray(np.zeros(3))
+    for shape, k in [((2, 3, 8), (3,)), ((2, 3, 6, 5), (2, 3))]:
+        x = be.asarray(rng.standard_normal(shape))
+        pad, one = (1,) * len(k), (1,) * len(k)
+        cols = launched("im2col", be.im2col, x, k, one, pad)
+        launched("col2im", be.col2im, cols, shape, k, one, pad)
+        for kind in ("max", "avg"):
+            y, arg = launched("pool_forward", be.pool_forward, x, kind, k, k)
+            launched("pool_backward", be.pool_backward, y, arg, kind, shape, k, k)
+        out = launched(("batchnorm_stats", "batchnorm_apply"), be.batchnorm_forward, x, gamma,
+                       beta, 1e-5)
+        launched("batchnorm_apply", be.batchnorm_forward, x, gamma, beta, 1e-5, out[3],
+                 out[4])  # inference: the running statistics, no reduction
+        launched(("batchnorm_grad_sums", "batchnorm_backward"), be.batchnorm_backward, x,
+                 out[1], gamma, out[2], True)
+        scale = be.asarray(np.ones(shape[-1]))
+        out = launched("layernorm_forward", be.layernorm_forward, x, scale, scale, 1e-5)
+        launched("layernorm_backward", be.layernorm_backward, x, out[1], scale, out[2])
+
+
+def test_a_cnn_on_the_second_gpu_runs_its_kernels_there(monkeypatch):
+    """The patch, pooling and normalisation kernels allocate their outputs on the model's
+    device (cuda:1 here, with cuda:0 current): every parameter, gradient and buffer stays
+    there (the stand-in refuses work mixing devices), and the kernels did run."""
+    from test_gpu import _small_cnn
+
+    with fake_cupy.installed(monkeypatch):
+        module = emulate_kernels(monkeypatch)
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((32, 2, 9, 8)), rng.integers(0, 3, 32)
+        model = gn.Sequential(_small_cnn(2), device="cuda:1", dtype="float64", seed=0)
+        before = module.get_function("im2col_f64").launches
+        hist = model.fit(X, y, loss="cross_entropy", epochs=2, batch_size=16, verbose=0)
+        assert np.all(np.isfinite(hist.history["loss"]))
+        assert module.get_function("im2col_f64").launches > before
+        arrays = model.parameters() + model.gradients() + model.store.buffers()
+        assert {a._dev for a in arrays} == {1}
+        assert model.predict(X)._dev == 1

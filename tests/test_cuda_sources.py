@@ -16,7 +16,10 @@ from gpunn.backend.kernel_codes import ACTIVATION_CODES
 SOURCE = Path(__file__).parents[1] / "gpunn" / "backend" / "kernels" / "gpunn_kernels.cu"
 KERNELS = ["bias_act_forward", "act_backward", "act_backward_bias", "softmax_xent_labels",
            "softmax_xent_dense", "sigmoid_xent", "squared_error", "gather_labels",
-           "gather_rows", "adam", "sgd", "rmsprop", "adagrad"]
+           "gather_rows", "im2col", "col2im", "pool_forward", "pool_backward",
+           "batchnorm_stats", "batchnorm_apply", "batchnorm_grad_sums", "batchnorm_backward",
+           "layernorm_forward",
+           "layernorm_backward", "adam", "sgd", "rmsprop", "adagrad"]
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
@@ -43,3 +46,21 @@ def test_every_activation_but_softmax_has_a_kernel():
     from gpunn.activations import ACTIVATIONS
 
     assert set(ACTIVATIONS) - set(ACTIVATION_CODES) == {"softmax"}
+
+
+def _exported() -> set:
+    text = SOURCE.read_text().replace("\\\n", "\n")
+    return set(re.findall(r'extern "C" __global__ void (\w+)_##S\(', text))
+
+
+def test_every_exported_kernel_is_listed_and_has_a_launcher():
+    """The kernels the source exports are this file's list (what nvcc must emit), and each
+    is named by a launcher in gpunn/backend/cupy_kernels.py: no kernel compiled for
+    nothing, none launched by a name the source lacks."""
+    launchers = (Path(__file__).parents[1] / "gpunn" / "backend" /
+                 "cupy_kernels.py").read_text()
+    named = set(re.findall(r'"(\w+)"', launchers))
+    assert _exported() == set(KERNELS)
+    assert set(KERNELS) <= named, set(KERNELS) - named
+    called = set(re.findall(r'(?:function|_launch)\("(\w+)"', launchers))
+    assert called <= _exported(), called - _exported()

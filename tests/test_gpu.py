@@ -414,3 +414,188 @@ def test_a_subclassed_loss_keeps_its_own_maths_on_gpu(cuda):
         hist.append(model.fit(X, y, loss=_ScaledMSE(), epochs=2, batch_size=16, verbose=0,
                               seed=0).history["loss"])
     np.testing.assert_allclose(hist[1], hist[0], rtol=1e-9)
+
+
+# ---------------------------------------------------------------- convolution, pooling, norm
+# (also run on the CPU by tests/test_cuda_emulated.py)
+#: (input shape, kernel, stride, padding): 1-D and 2-D, batch 1 and more, odd sizes,
+#: strides that do not divide the input, rectangular kernels and strides, padding on one
+#: axis only, a 1x1 kernel, a kernel as large as the input and windows that tile it.
+PATCH_CASES = [
+    ((1, 1, 5), (5,), (1,), (0,)),
+    ((3, 2, 10), (4,), (3,), (2,)),
+    ((2, 3, 9), (3,), (3,), (0,)),
+    ((2, 1, 40), (5,), (2,), (1,)),
+    ((2, 3, 7, 6), (3, 2), (2, 1), (1, 0)),
+    ((1, 2, 5, 5), (3, 3), (2, 2), (1, 1)),
+    ((2, 1, 6, 7), (2, 3), (3, 2), (0, 2)),
+    ((1, 4, 4, 3), (1, 1), (1, 1), (0, 0)),
+    ((2, 2, 6, 4), (2, 2), (2, 2), (0, 0)),
+    ((3, 2, 9, 11), (3, 5), (1, 3), (2, 1)),
+]
+PATCH_IDS = [f"{len(c[0]) - 2}d-{i}" for i, c in enumerate(PATCH_CASES)]
+
+
+def _tol(dtype):
+    return dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12,
+                                                                     atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", PATCH_CASES, ids=PATCH_IDS)
+def test_patch_kernels_match_generic(cuda, case, dtype):
+    """im2col's kernel copies exactly what the generic slices cut (same layout, zeros in
+    the padding); col2im's gather sums what the generic version adds, the same bits on
+    every run."""
+    from gpunn.backend.base import Backend
+
+    be = gn.get_backend(cuda, dtype=dtype)
+    shape, k, s, p = case
+    rng = np.random.default_rng(len(shape) + sum(shape))
+    x = be.asarray(rng.standard_normal(shape))
+    cols = be.im2col(x, k, s, p)
+    np.testing.assert_array_equal(gn.to_numpy(cols), gn.to_numpy(Backend.im2col(be, x, k, s,
+                                                                                 p)))
+    g = be.asarray(rng.standard_normal(tuple(cols.shape)))
+    got = _bits_twice(lambda: [gn.to_numpy(be.col2im(g, shape, k, s, p)).copy()])[0]
+    assert got.shape == shape
+    np.testing.assert_allclose(got, gn.to_numpy(Backend.col2im(be, g, shape, k, s, p)),
+                               **_tol(dtype))
+
+
+#: Pooling windows: PATCH_CASES without padding, where the window fits the input.
+POOL_CASES = [(shape, k, s) for shape, k, s, _ in PATCH_CASES
+              if all(d >= kk for d, kk in zip(shape[2:], k))]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=[f"{len(c[0]) - 2}d-{i}"
+                                                  for i, c in enumerate(POOL_CASES)])
+def test_pool_kernels_match_generic(cuda, case, kind, dtype):
+    """Max pooling writes each window's maximum and where it lies (the first of tied
+    maxima, as argmax) in one pass; its backward gathers the gradients of the windows
+    whose maximum each value is; average pooling both ways. Small integers make ties."""
+    from gpunn.backend.base import Backend
+
+    be = gn.get_backend(cuda, dtype=dtype)
+    shape, k, s = case
+    rng = np.random.default_rng(sum(shape))
+    x = be.asarray(rng.integers(-2, 3, shape).astype(dtype))
+    y, arg = be.pool_forward(x, kind, k, s)
+    y0, arg0 = Backend.pool_forward(be, x, kind, k, s)
+    np.testing.assert_allclose(gn.to_numpy(y), gn.to_numpy(y0), **_tol(dtype))
+    if kind == "max":
+        np.testing.assert_array_equal(gn.to_numpy(arg), gn.to_numpy(arg0))
+    else:
+        assert arg is None and arg0 is None
+    g = be.asarray(rng.standard_normal(tuple(y.shape)))
+    got = _bits_twice(lambda: [gn.to_numpy(be.pool_backward(g, arg, kind, shape, k,
+                                                            s)).copy()])[0]
+    np.testing.assert_allclose(got, gn.to_numpy(Backend.pool_backward(be, g, arg0, kind,
+                                                                      shape, k, s)),
+                               **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("shape", [(5, 3), (1, 4, 7), (8, 3, 40), (2, 3, 5, 4), (3, 70, 1, 2),
+                                   (9, 2, 999), (4, 3, 45, 41)])
+def test_batchnorm_kernels_match_generic(cuda, shape, training, dtype):
+    """Statistics, normalised values and output, and the three gradients, with batch
+    statistics or with given ones, against the generic path. The last two shapes split
+    each channel's values into several chunks (merged by the reduction's last block),
+    one of them across samples."""
+    from gpunn.backend.base import Backend
+
+    be = gn.get_backend(cuda, dtype=dtype)
+    rng = np.random.default_rng(sum(shape))
+    c = shape[1]
+    x = be.asarray(rng.standard_normal(shape) * 3 + 1)
+    gamma, beta = be.asarray(rng.standard_normal(c)), be.asarray(rng.standard_normal(c))
+    stats = () if training else (be.asarray(rng.standard_normal(c)),
+                                 be.asarray(rng.random(c) + 0.5))
+    got = be.batchnorm_forward(x, gamma, beta, 1e-5, *stats)
+    want = Backend.batchnorm_forward(be, x, gamma, beta, 1e-5, *stats)
+    for name, a, b in zip(("y", "xhat", "inv", "mean", "var"), got, want):
+        assert tuple(a.shape) == tuple(b.shape), name
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(b), err_msg=name,
+                                   **_tol(dtype))
+    g = be.asarray(rng.standard_normal(shape))
+    grads = _bits_twice(lambda: [gn.to_numpy(a).copy() for a in be.batchnorm_backward(
+        g, got[1], gamma, got[2], training)])
+    want = Backend.batchnorm_backward(be, g, got[1], gamma, got[2], training)
+    for name, a, b in zip(("dx", "dgamma", "dbeta"), grads, want):
+        np.testing.assert_allclose(a, gn.to_numpy(b), err_msg=name,
+                                   **(_tol(dtype) if dtype == "float64" else
+                                      dict(rtol=1e-4, atol=1e-5)))
+
+
+def _small_cnn(ndim):
+    """Convolutions (strided, padded, rectangular), batch and layer normalisation and
+    both poolings (and a residual block in 2-D), for inputs ``(batch, 1, 24)`` or
+    ``(batch, 2, 9, 8)``."""
+    if ndim == 1:
+        return [gn.Conv1D(1, 4, 5, stride=2, padding=1, activation="relu"), gn.BatchNorm(4),
+                gn.MaxPool1D(2), gn.Conv1D(4, 3, 3, padding=1), gn.AvgPool1D(2, stride=1),
+                gn.LayerNorm((3, 4)), gn.Flatten(), gn.Dense(12, 3, activation="softmax")]
+    return [gn.Conv2D(2, 4, (3, 2), stride=(1, 2), padding=(1, 0), activation="relu"),
+            gn.BatchNorm(4), gn.Residual([gn.Conv2D(4, 4, 3, padding=1, activation="tanh"),
+                                          gn.BatchNorm(4)]),
+            gn.MaxPool2D((3, 2), stride=(2, 1)), gn.Conv2D(4, 3, 2),
+            gn.AvgPool2D(2), gn.Flatten(), gn.LayerNorm(3),
+            gn.Dense(3, 3, activation="softmax")]
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_cnn_layers_on_gpu_match_numpy(cuda, ndim):
+    """Convolutions, batch and layer normalisation and both poolings trained by fit on the
+    GPU and on NumPy from the same weights, in float64: the same history and weights, and the
+    same predictions in inference (running statistics)."""
+    rng = np.random.default_rng(ndim)
+    X = rng.standard_normal((40, 1, 24) if ndim == 1 else (40, 2, 9, 8))
+    y = rng.integers(0, 3, len(X))
+    cpu = gn.Sequential(_small_cnn(ndim), device="cpu", dtype="float64", seed=1)
+    gpu = gn.Sequential(_small_cnn(ndim), device=cuda, dtype="float64", seed=1)
+    for a, b in zip(cpu.parameters(), gpu.parameters()):
+        b[...] = gpu.backend.asarray(gn.to_numpy(a))
+    kwargs = dict(loss="cross_entropy", epochs=2, batch_size=16, verbose=0, seed=0,
+                  metrics=["accuracy"])
+    h_cpu = cpu.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), **kwargs)
+    h_gpu = gpu.fit(X, y, optimizer=gn.optim.Adam(lr=0.01), **kwargs)
+    for key, values in h_cpu.history.items():
+        np.testing.assert_allclose(h_gpu.history[key], values, rtol=1e-9, err_msg=key)
+    for a, b in zip(cpu.parameters() + cpu.store.buffers(),
+                    gpu.parameters() + gpu.store.buffers()):
+        np.testing.assert_allclose(gn.to_numpy(b), gn.to_numpy(a), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gn.to_numpy(gpu.predict(X)), gn.to_numpy(cpu.predict(X)),
+                               rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape,k", [((5, 6), 1), ((1, 3, 300), 1), ((2, 3, 4, 5), 2),
+                                     ((3, 7), 1)])
+def test_layernorm_kernels_match_generic(cuda, shape, k, dtype):
+    """Layer normalisation's statistics, normalised values and output (one launch) and
+    its gradients (the input's in one launch) against the generic path."""
+    from gpunn.backend.base import Backend
+
+    be = gn.get_backend(cuda, dtype=dtype)
+    rng = np.random.default_rng(sum(shape))
+    x = be.asarray(rng.standard_normal(shape) * 2 - 1)
+    gamma = be.asarray(rng.standard_normal(shape[len(shape) - k:]))
+    beta = be.asarray(rng.standard_normal(shape[len(shape) - k:]))
+    got = be.layernorm_forward(x, gamma, beta, 1e-5)
+    want = Backend.layernorm_forward(be, x, gamma, beta, 1e-5)
+    for name, a, b in zip(("y", "xhat", "inv"), got, want):
+        assert tuple(a.shape) == tuple(b.shape), name
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(b), err_msg=name,
+                                   **_tol(dtype))
+    g = be.asarray(rng.standard_normal(shape))
+    grads = _bits_twice(lambda: [gn.to_numpy(a).copy() for a in be.layernorm_backward(
+        g, got[1], gamma, got[2])])
+    want = Backend.layernorm_backward(be, g, got[1], gamma, got[2])
+    for name, a, b in zip(("dx", "dgamma", "dbeta"), grads, want):
+        np.testing.assert_allclose(a, gn.to_numpy(b), err_msg=name,
+                                   **(_tol(dtype) if dtype == "float64" else
+                                      dict(rtol=1e-4, atol=1e-5)))

@@ -474,6 +474,196 @@ class Backend(FastUpdates):
                 x = self.xp.concat([zeros, x, zeros], axis=axis)
         return x
 
+    # ------------------------------------------------------------------ pooling
+    def pool_forward(self, x, kind: str, kernel: tuple, stride: tuple):
+        """Max or mean of each window of each channel (no padding).
+
+        Parameters
+        ----------
+        x : (batch, channels, *spatial)
+        kind : {"max", "avg"}
+        kernel, stride : tuple of int
+            One entry per spatial axis.
+
+        Returns
+        -------
+        y : (batch, channels, *out)
+            ``out = (spatial - kernel) // stride + 1`` per axis.
+        arg : (batch * channels, L) integer array, or None
+            For ``"max"``, where each window's first maximum lies in it (row-major over
+            the kernel; ``L`` windows per channel, row-major), what
+            :meth:`pool_backward` routes the gradient by; None for ``"avg"``.
+        """
+        xp = self.xp
+        n, c, spatial = int(x.shape[0]), int(x.shape[1]), tuple(int(d) for d in x.shape[2:])
+        out = _out_sizes(spatial, kernel, stride)
+        # Each channel as a one-channel sample: the windows are then the columns.
+        single = xp.reshape(x, (n * c, 1) + spatial)
+        cols = self.im2col(single, kernel, stride, (0,) * len(kernel))  # (N*C, K, L)
+        if kind == "max":
+            arg = xp.argmax(cols, axis=1)  # the first maximum, as PyTorch picks
+            y = xp.max(cols, axis=1)
+        else:
+            arg, y = None, xp.mean(cols, axis=1)
+        return xp.reshape(y, (n, c) + out), arg
+
+    def pool_backward(self, grad, arg, kind: str, shape: tuple, kernel: tuple,
+                      stride: tuple):
+        """The input gradient of :meth:`pool_forward`: the maximum of each window takes
+        its gradient (max), or the window's values share it equally (avg).
+
+        Parameters
+        ----------
+        grad : (batch, channels, *out)
+            ``dL/dy``.
+        arg : (batch * channels, L) or None
+            What :meth:`pool_forward` returned.
+        kind : {"max", "avg"}
+        shape : tuple
+            The input's shape ``(batch, channels, *spatial)``.
+        kernel, stride : tuple of int
+
+        Returns
+        -------
+        (batch, channels, *spatial)
+        """
+        xp = self.xp
+        n, c = int(shape[0]), int(shape[1])
+        k = _prod(kernel)
+        g = xp.reshape(grad, (n * c, 1, -1))
+        if kind == "max":
+            window = xp.reshape(xp.arange(k, dtype=arg.dtype,
+                                          device=getattr(g, "device", None)), (k, 1))
+            gcols = xp.astype(xp.reshape(arg, (n * c, 1, -1)) == window, g.dtype) * g
+        else:
+            gcols = xp.broadcast_to(g / k, (n * c, k, int(g.shape[2])))
+        single = (n * c, 1) + tuple(shape[2:])
+        gx = self.col2im(gcols, single, kernel, stride, (0,) * len(kernel))
+        return xp.reshape(gx, tuple(shape))
+
+    # ------------------------------------------------------------------ normalisation
+    def batchnorm_forward(self, x, gamma, beta, eps: float, mean=None, var=None):
+        """Batch normalisation per channel: statistics, normalised values and the affine
+        map.
+
+        Parameters
+        ----------
+        x : (batch, C, *spatial)
+            Zero, one or two spatial axes.
+        gamma, beta : (C,)
+        eps : float
+            Added to the variance.
+        mean, var : (C,), optional
+            Statistics to use (inference: the running ones); None computes the batch's
+            mean and biased variance over the batch and spatial axes (training).
+
+        Returns
+        -------
+        y : (batch, C, *spatial)
+            ``xhat * gamma + beta``.
+        xhat : (batch, C, *spatial)
+            ``(x - mean) * inv``.
+        inv : (C,)
+            ``1 / sqrt(var + eps)``.
+        mean, var : (C,)
+            The statistics used.
+        """
+        xp = self.xp
+        axes = (0,) + tuple(range(2, x.ndim))
+        bshape = (1, int(x.shape[1])) + (1,) * (x.ndim - 2)  # broadcasts per channel
+        if mean is None:
+            mean = xp.mean(x, axis=axes)
+            centred = x - xp.reshape(mean, bshape)
+            var = xp.mean(centred * centred, axis=axes)
+        else:
+            centred = x - xp.reshape(mean, bshape)
+        inv = 1.0 / xp.sqrt(var + eps)
+        xhat = centred * xp.reshape(inv, bshape)
+        y = xhat * xp.reshape(gamma, bshape) + xp.reshape(beta, bshape)
+        return y, xhat, inv, mean, var
+
+    def batchnorm_backward(self, grad, xhat, gamma, inv, batch_stats: bool):
+        """Gradients of :meth:`batchnorm_forward`.
+
+        Parameters
+        ----------
+        grad : (batch, C, *spatial)
+            ``dL/dy``.
+        xhat : (batch, C, *spatial)
+        gamma, inv : (C,)
+        batch_stats : bool
+            True after a training forward (the batch statistics' own gradients are
+            included); False when they were constants (inference).
+
+        Returns
+        -------
+        dx : (batch, C, *spatial)
+        dgamma, dbeta : (C,)
+        """
+        xp = self.xp
+        axes = (0,) + tuple(range(2, grad.ndim))
+        bshape = (1, int(grad.shape[1])) + (1,) * (grad.ndim - 2)
+        count = int(grad.shape[0]) * _prod(grad.shape[2:])
+        dbeta = xp.sum(grad, axis=axes)
+        dgamma = xp.sum(grad * xhat, axis=axes)
+        scale = xp.reshape(gamma * inv, bshape)
+        if not batch_stats:
+            return grad * scale, dgamma, dbeta
+        return scale * (grad - xp.reshape(dbeta / count, bshape)
+                        - xhat * xp.reshape(dgamma / count, bshape)), dgamma, dbeta
+
+    def layernorm_forward(self, x, gamma, beta, eps: float):
+        """Layer normalisation over the last ``gamma.ndim`` axes of each sample.
+
+        Parameters
+        ----------
+        x : (*lead, *normalized_shape)
+        gamma, beta : normalized_shape
+        eps : float
+
+        Returns
+        -------
+        y : (*lead, *normalized_shape)
+            ``xhat * gamma + beta``.
+        xhat : (*lead, *normalized_shape)
+            ``(x - mean) * inv`` with the mean and biased variance of each sample's
+            normalised values.
+        inv : (*lead, 1, ..., 1)
+            ``1 / sqrt(var + eps)``, one per sample (ones for the normalised axes).
+        """
+        xp = self.xp
+        axes = tuple(range(-gamma.ndim, 0))
+        centred = x - xp.mean(x, axis=axes, keepdims=True)
+        var = xp.mean(centred * centred, axis=axes, keepdims=True)
+        inv = 1.0 / xp.sqrt(var + eps)
+        xhat = centred * inv
+        return xhat * gamma + beta, xhat, inv
+
+    def layernorm_backward(self, grad, xhat, gamma, inv):
+        """Gradients of :meth:`layernorm_forward`.
+
+        Parameters
+        ----------
+        grad, xhat : (*lead, *normalized_shape)
+        gamma : normalized_shape
+        inv : (*lead, 1, ..., 1)
+
+        Returns
+        -------
+        dx : (*lead, *normalized_shape)
+        dgamma, dbeta : normalized_shape
+        """
+        xp = self.xp
+        k = gamma.ndim
+        lead = tuple(range(grad.ndim - k))
+        axes = tuple(range(-k, 0))
+        dgamma = xp.sum(grad * xhat, axis=lead)
+        dbeta = xp.sum(grad, axis=lead)
+        g = grad * gamma
+        dx = inv * (g - xp.mean(g, axis=axes, keepdims=True)
+                    - xhat * xp.mean(g * xhat, axis=axes, keepdims=True))
+        return dx, dgamma, dbeta
+
     # ------------------------------------------------------------------ embeddings
     def scatter_add_rows(self, target, indices, values):
         """``target[indices[i]] += values[i]`` for every ``i``, repeated indices summed

@@ -181,6 +181,54 @@ class CupyBackend(Backend):
         cupy.matmul(x.T, dz, out=gW)
         return gW, gb, (cupy.matmul(dz, W.T) if need_input_grad else None)
 
+    # Convolution patches, pooling and layer normalisation: one kernel each way (the
+    # matmuls around the patches go to cuBLAS); batch normalisation: a per-channel
+    # reduction and an elementwise kernel each way. CuPy's generic expressions for dtypes
+    # and layouts without a kernel.
+    def im2col(self, x, kernel, stride, padding):
+        with self._device:
+            cols = cupy_kernels.im2col(x, kernel, stride, padding)
+        return super().im2col(x, kernel, stride, padding) if cols is None else cols
+
+    def col2im(self, cols, shape, kernel, stride, padding):
+        with self._device:
+            gx = cupy_kernels.col2im(cols, shape, kernel, stride, padding)
+        return super().col2im(cols, shape, kernel, stride, padding) if gx is None else gx
+
+    def pool_forward(self, x, kind, kernel, stride):
+        with self._device:
+            out = cupy_kernels.pool_forward(x, kind, kernel, stride)
+        return super().pool_forward(x, kind, kernel, stride) if out is None else out
+
+    def pool_backward(self, grad, arg, kind, shape, kernel, stride):
+        with self._device:
+            gx = cupy_kernels.pool_backward(grad, arg, kind, shape, kernel, stride)
+        if gx is None:
+            return super().pool_backward(grad, arg, kind, shape, kernel, stride)
+        return gx
+
+    def batchnorm_forward(self, x, gamma, beta, eps, mean=None, var=None):
+        with self._device:
+            out = cupy_kernels.batchnorm_forward(x, gamma, beta, eps, mean, var)
+        return super().batchnorm_forward(x, gamma, beta, eps, mean, var) if out is None \
+            else out
+
+    def batchnorm_backward(self, grad, xhat, gamma, inv, batch_stats):
+        with self._device:
+            out = cupy_kernels.batchnorm_backward(grad, xhat, gamma, inv, batch_stats)
+        return super().batchnorm_backward(grad, xhat, gamma, inv, batch_stats) \
+            if out is None else out
+
+    def layernorm_forward(self, x, gamma, beta, eps):
+        with self._device:
+            out = cupy_kernels.layernorm_forward(x, gamma, beta, eps)
+        return super().layernorm_forward(x, gamma, beta, eps) if out is None else out
+
+    def layernorm_backward(self, grad, xhat, gamma, inv):
+        with self._device:
+            out = cupy_kernels.layernorm_backward(grad, xhat, gamma, inv)
+        return super().layernorm_backward(grad, xhat, gamma, inv) if out is None else out
+
     def scatter_add_rows(self, target, indices, values):
         # cupyx.scatter_add: one atomic-add kernel, repeated indices summed.
         if target.dtype not in (cupy.float32, cupy.float64) or values.dtype != target.dtype:

@@ -342,3 +342,237 @@ def adagrad(p, g, sum_sq, hp) -> bool:
     t = _scalar(p.dtype)
     return _launch("adagrad", p, (p, g, sum_sq, np.int64(p.size), t(hp.lr), t(hp.eps),
                                   t(hp.weight_decay)))
+
+
+# Convolution patches, pooling, batch and layer normalisation. Images are taken as planes of
+# height h and width w; a 1-D signal is a plane of height 1 (kernel, stride 1, padding 0).
+def _planar(spatial, kernel, stride, padding):
+    """``(h, w), (kh, kw), (sh, sw), (ph, pw)`` for one or two spatial axes, or None."""
+    if len(spatial) not in (1, 2) or not len(spatial) == len(kernel) == len(stride) == \
+            len(padding):
+        return None
+    lead = 2 - len(spatial)
+    return tuple(tuple(int(v) for v in (fill,) * lead + tuple(values))
+                 for values, fill in ((spatial, 1), (kernel, 1), (stride, 1), (padding, 0)))
+
+
+def _window_sizes(hw, k, s, p) -> tuple[int, int]:
+    return tuple((d + 2 * q - kk) // ss + 1 for d, kk, ss, q in zip(hw, k, s, p))
+
+
+def _i32(*values):
+    return tuple(np.int32(v) for v in values)
+
+
+def im2col(x, kernel, stride, padding):
+    """Patches of ``x (N, C, *spatial)`` (one or two spatial axes) as ``(N, C * K, L)``
+    columns, the layout of ``Backend.im2col``, in one launch; None where there is no
+    kernel (dtype, more spatial axes)."""
+    plane = _planar(tuple(x.shape[2:]), kernel, stride, padding)
+    fn = function("im2col", x.dtype) if plane is not None and x.ndim >= 3 else None
+    if fn is None:
+        return None
+    (h, w), (kh, kw), (sh, sw), (ph, pw) = plane
+    oh, ow = _window_sizes((h, w), (kh, kw), (sh, sw), (ph, pw))
+    n, c = int(x.shape[0]), int(x.shape[1])
+    x = cupy.ascontiguousarray(x)
+    cols = cupy.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+    fn(_blocks(cols.size), (_THREADS,), (x, cols, np.int64(n), np.int64(c), np.int64(h),
+                                         np.int64(w)) + _i32(kh, kw, sh, sw, ph, pw)
+       + (np.int64(oh), np.int64(ow)))
+    return cols
+
+
+def col2im(cols, shape, kernel, stride, padding):
+    """The adjoint of :func:`im2col`: ``cols (N, C * K, L)`` summed back into ``(N, C,
+    *spatial)`` = ``shape``, one thread per input value gathering the entries that read it
+    (deterministic, no atomics); None where there is no kernel."""
+    plane = _planar(tuple(shape[2:]), kernel, stride, padding)
+    fn = function("col2im", cols.dtype) if plane is not None and cols.ndim == 3 else None
+    if fn is None:
+        return None
+    (h, w), (kh, kw), (sh, sw), (ph, pw) = plane
+    oh, ow = _window_sizes((h, w), (kh, kw), (sh, sw), (ph, pw))
+    n, c = int(shape[0]), int(shape[1])
+    if tuple(cols.shape) != (n, c * kh * kw, oh * ow):
+        return None
+    cols = cupy.ascontiguousarray(cols)
+    gx = cupy.empty(tuple(int(d) for d in shape), dtype=cols.dtype)
+    fn(_blocks(gx.size), (_THREADS,), (cols, gx, np.int64(n), np.int64(c), np.int64(h),
+                                       np.int64(w)) + _i32(kh, kw, sh, sw, ph, pw)
+       + (np.int64(oh), np.int64(ow)))
+    return gx
+
+
+_POOL_KINDS = {"max": 0, "avg": 1}
+
+
+def pool_forward(x, kind, kernel, stride):
+    """Max (with each window's arg-max) or mean pooling of ``x (N, C, *spatial)`` in one
+    launch: ``(y (N, C, *out), arg (N * C, L) int64 or None)``, or None where there is
+    no kernel."""
+    plane = _planar(tuple(x.shape[2:]), kernel, stride, (0,) * len(kernel))
+    fn = function("pool_forward", x.dtype) if plane is not None and kind in _POOL_KINDS \
+        else None
+    if fn is None:
+        return None
+    (h, w), (kh, kw), (sh, sw), _ = plane
+    oh, ow = _window_sizes((h, w), (kh, kw), (sh, sw), (0, 0))
+    n, c = int(x.shape[0]), int(x.shape[1])
+    out = tuple((int(d) - k) // s + 1 for d, k, s in zip(x.shape[2:], kernel, stride))
+    x = cupy.ascontiguousarray(x)
+    y = cupy.empty((n, c) + out, dtype=x.dtype)
+    arg = cupy.empty((n * c, oh * ow), dtype=np.int64) if kind == "max" else None
+    fn(_blocks(y.size), (_THREADS,), (x, y, _or_null(arg), np.int64(n * c), np.int64(h),
+                                      np.int64(w)) + _i32(kh, kw, sh, sw)
+       + (np.int64(oh), np.int64(ow), np.int32(_POOL_KINDS[kind])))
+    return y, arg
+
+
+def pool_backward(grad, arg, kind, shape, kernel, stride):
+    """The input gradient of :func:`pool_forward`, ``(N, C, *spatial)`` = ``shape``, one
+    thread per input value gathering the windows it feeds (deterministic); None where
+    there is no kernel."""
+    plane = _planar(tuple(shape[2:]), kernel, stride, (0,) * len(kernel))
+    fn = function("pool_backward", grad.dtype) if plane is not None and \
+        kind in _POOL_KINDS else None
+    if fn is None or (kind == "max" and (arg is None or arg.dtype != np.int64)):
+        return None
+    (h, w), (kh, kw), (sh, sw), _ = plane
+    oh, ow = _window_sizes((h, w), (kh, kw), (sh, sw), (0, 0))
+    planes = int(shape[0]) * int(shape[1])
+    if grad.size != planes * oh * ow or (arg is not None and arg.size != grad.size):
+        return None
+    grad = cupy.ascontiguousarray(grad)
+    arg = cupy.ascontiguousarray(arg) if kind == "max" else None
+    gx = cupy.empty(tuple(int(d) for d in shape), dtype=grad.dtype)
+    fn(_blocks(gx.size), (_THREADS,), (grad, _or_null(arg), gx, np.int64(planes),
+                                       np.int64(h), np.int64(w)) + _i32(kh, kw, sh, sw)
+       + (np.int64(oh), np.int64(ow), np.int32(_POOL_KINDS[kind])))
+    return gx
+
+
+def _channel_grid(n: int, c: int, s: int) -> tuple[int, int]:
+    """Grid of the per-channel reductions: (chunks, channels), chunks of at least 4096
+    values of a channel, about 2048 blocks in all at most (at least one per channel)."""
+    chunks = max(1, min(-(-(n * s) // 4096), 2048 // max(c, 1)))
+    return chunks, c
+
+
+def _bn_layout(x):
+    """``(n, c, s)`` of ``x (N, C, *spatial)``: s values per sample and channel."""
+    s = 1
+    for d in x.shape[2:]:
+        s *= int(d)
+    return int(x.shape[0]), int(x.shape[1]), s
+
+
+def batchnorm_forward(x, gamma, beta, eps, mean=None, var=None):
+    """Batch normalisation: ``(y, xhat, inv, mean, var)`` as
+    ``Backend.batchnorm_forward``, or None where there is no kernel (dtypes that differ,
+    more than two spatial axes).
+
+    Training (``mean`` None): a per-channel reduction kernel (the batch's mean and biased
+    variance, chunks of each channel merged in order) and an elementwise kernel;
+    inference: the elementwise kernel alone."""
+    stats_fn = function("batchnorm_stats", x.dtype) if 2 <= x.ndim <= 4 else None
+    apply_fn = function("batchnorm_apply", x.dtype)
+    given = [a for a in (mean, var) if a is not None]
+    if stats_fn is None or apply_fn is None or (mean is None) != (var is None) or any(
+            a.dtype != x.dtype for a in [gamma, beta] + given) or x.shape[1] > _MAX_BLOCKS:
+        return None
+    n, c, s = _bn_layout(x)
+    t = _scalar(x.dtype)
+    x = cupy.ascontiguousarray(x)
+    gamma, beta = cupy.ascontiguousarray(gamma), cupy.ascontiguousarray(beta)
+    stats = cupy.empty((3, c), dtype=x.dtype)  # mean, var, inv
+    if given:
+        mean, var = (cupy.ascontiguousarray(a) for a in given)
+    else:
+        mean, var = stats[0], stats[1]
+        grid = _channel_grid(n, c, s)
+        stats_fn(grid, (_THREADS,),
+                 (x, mean, var, stats[2], _partials(3 * grid[0] * c, x.dtype),
+                  _counter(cupy.cuda.Device().id), np.int64(n), np.int64(c), np.int64(s),
+                  t(eps)), shared_mem=_THREADS * x.dtype.itemsize + 8)
+    y, xhat = cupy.empty_like(x), cupy.empty_like(x)
+    apply_fn(_blocks(x.size), (_THREADS,), (x, gamma, beta, mean, var, y, xhat, stats[2],
+                                            np.int64(n), np.int64(c), np.int64(s), t(eps)))
+    return y, xhat, stats[2], mean, var
+
+
+def batchnorm_backward(grad, xhat, gamma, inv, batch_stats):
+    """``(dx, dgamma, dbeta)`` of :func:`batchnorm_forward` as
+    ``Backend.batchnorm_backward``: a per-channel reduction kernel (the sums) and an
+    elementwise kernel (the input gradient); None where there is no kernel."""
+    sums_fn = function("batchnorm_grad_sums", grad.dtype) if 2 <= grad.ndim <= 4 else None
+    dx_fn = function("batchnorm_backward", grad.dtype)
+    if sums_fn is None or dx_fn is None or tuple(xhat.shape) != tuple(grad.shape) or any(
+            a.dtype != grad.dtype for a in (xhat, gamma, inv)) or grad.shape[1] > _MAX_BLOCKS:
+        return None
+    n, c, s = _bn_layout(grad)
+    grad, xhat = cupy.ascontiguousarray(grad), cupy.ascontiguousarray(xhat)
+    gamma, inv = cupy.ascontiguousarray(gamma), cupy.ascontiguousarray(inv)
+    sums = cupy.empty((2, c), dtype=grad.dtype)  # dgamma, dbeta
+    grid = _channel_grid(n, c, s)
+    sums_fn(grid, (_THREADS,),
+            (grad, xhat, sums[0], sums[1], _partials(2 * grid[0] * c, grad.dtype),
+             _counter(cupy.cuda.Device().id), np.int64(n), np.int64(c), np.int64(s)),
+            shared_mem=_THREADS * grad.dtype.itemsize + 8)
+    dx = cupy.empty_like(grad)
+    dx_fn(_blocks(dx.size), (_THREADS,), (grad, xhat, gamma, inv, sums[0], sums[1], dx,
+                                          np.int64(n), np.int64(c), np.int64(s),
+                                          np.int32(bool(batch_stats))))
+    return dx, sums[0], sums[1]
+
+
+def _row_blocks(rows: int) -> tuple[int]:
+    """One block per row up to a few thousand (the kernels loop over the rest)."""
+    return (max(1, min(rows, 4096)),)
+
+
+def layernorm_forward(x, gamma, beta, eps):
+    """Layer normalisation over the last ``gamma.ndim`` axes in one launch: ``(y, xhat,
+    inv)`` as ``Backend.layernorm_forward``, or None where there is no kernel."""
+    fn = function("layernorm_forward", x.dtype)
+    k = gamma.ndim
+    if fn is None or x.ndim <= k or tuple(x.shape[x.ndim - k:]) != tuple(gamma.shape) or \
+            tuple(beta.shape) != tuple(gamma.shape) or \
+            any(a.dtype != x.dtype for a in (gamma, beta)):
+        return None
+    cols = int(gamma.size)
+    rows = int(x.size) // max(cols, 1)
+    x = cupy.ascontiguousarray(x)
+    gamma, beta = cupy.ascontiguousarray(gamma), cupy.ascontiguousarray(beta)
+    y, xhat = cupy.empty_like(x), cupy.empty_like(x)
+    inv = cupy.empty(tuple(x.shape[:x.ndim - k]) + (1,) * k, dtype=x.dtype)
+    fn(_row_blocks(rows), (_THREADS,), (x, gamma, beta, y, xhat, inv, np.int64(rows),
+                                        np.int64(cols), _scalar(x.dtype)(eps)),
+       shared_mem=_THREADS * x.dtype.itemsize)
+    return y, xhat, inv
+
+
+def layernorm_backward(grad, xhat, gamma, inv):
+    """``(dx, dgamma, dbeta)`` of :func:`layernorm_forward`: the input gradient in one
+    launch, gamma's and beta's (sums over the rows) by CuPy; None where there is no
+    kernel."""
+    fn = function("layernorm_backward", grad.dtype)
+    k = gamma.ndim
+    if fn is None or grad.ndim <= k or tuple(xhat.shape) != tuple(grad.shape) or \
+            tuple(grad.shape[grad.ndim - k:]) != tuple(gamma.shape) or \
+            any(a.dtype != grad.dtype for a in (xhat, gamma, inv)):
+        return None
+    cols = int(gamma.size)
+    rows = int(grad.size) // max(cols, 1)
+    if int(inv.size) != rows:
+        return None
+    grad, xhat = cupy.ascontiguousarray(grad), cupy.ascontiguousarray(xhat)
+    gamma, inv = cupy.ascontiguousarray(gamma), cupy.ascontiguousarray(inv)
+    dx = cupy.empty_like(grad)
+    fn(_row_blocks(rows), (_THREADS,), (grad, xhat, gamma, inv, dx, np.int64(rows),
+                                        np.int64(cols)),
+       shared_mem=_THREADS * grad.dtype.itemsize)
+    g2, h2 = grad.reshape(rows, cols), xhat.reshape(rows, cols)
+    dgamma = cupy.sum(g2 * h2, axis=0).reshape(gamma.shape)
+    dbeta = cupy.sum(g2, axis=0).reshape(gamma.shape)
+    return dx, dgamma, dbeta

@@ -8,9 +8,15 @@ update) three ways, on the same data and model:
   (the "no framework" baseline);
 - ``torch``: PyTorch eager on the same device, when PyTorch is installed.
 
+Sizes ``micro`` to ``large`` are dense networks; ``cnn`` (the MNIST-1D CNN: three strided
+Conv1D layers and a softmax Dense) and ``lenet`` (a LeNet-5 on 28x28 images: Conv2D,
+MaxPool2D, Dense) are convolutional networks (:data:`workloads.CONV_NETS`), timed for gpunn
+and PyTorch in float32 and float16.
+
 Numbers are medians over repeated epochs after a warm-up. A step costs about
-``6 * batch * sum(in * out)`` FLOPs; the achieved rate is also given as a share of the
-device's matmul peak, measured in the same run with a large square matmul.
+``6 * batch * sum(in * out)`` FLOPs (a convolution: its patches by its weights); the
+achieved rate is also given as a share of the device's matmul peak, measured in the same
+run with a large square matmul.
 """
 
 from __future__ import annotations

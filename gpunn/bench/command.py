@@ -72,8 +72,10 @@ def build_parser(parser=None) -> argparse.ArgumentParser:
         "\n\n")[0])
     parser.add_argument("--device", default="all",
                         help="all (default: every usable device), cpu, cuda, cuda:N")
-    parser.add_argument("--sizes", default="micro,tiny,medium,wide,large",
-                        help="comma-separated subset of micro,tiny,medium,wide,large")
+    parser.add_argument("--sizes", default="micro,tiny,medium,wide,large,cnn,lenet",
+                        help="comma-separated subset of micro,tiny,medium,wide,large (dense "
+                        "networks), cnn (the MNIST-1D CNN) and lenet (a LeNet-5 on 28x28 "
+                        "images); gpunn and torch only for the last two")
     parser.add_argument("--impls", default="gpunn,reference,torch,jax",
                         help="comma-separated subset of gpunn,reference,torch,jax "
                         "(those not installed are left out)")

@@ -19,6 +19,13 @@ def _make_gpunn(dev, widths, X, y, batch, dtype="float32"):
             for a, b in zip(widths[:-2], widths[1:-1])]
     arch.append({"input_dim": widths[-2], "output_dim": widths[-1], "activation": "softmax"})
     model = gn.Sequential.from_architecture(arch, device=dev.name, dtype=dtype, seed=0)
+    return _gpunn_epoch(model, X, y, batch)
+
+
+def _gpunn_epoch(model, X, y, batch):
+    """One epoch of ``fit`` on ``model`` (with ``make_step`` and ``inner``, see below)."""
+    import gpunn as gn
+
     opt = gn.optim.Adam(lr=LR)
     Xd, yd = model.backend.asarray(X), model.backend.asarray(y)
 
@@ -41,8 +48,37 @@ def _make_gpunn(dev, widths, X, y, batch, dtype="float32"):
                   epochs=2, batch_size=batch, verbose=0, callbacks=[clock])
         return clock.times[-1]
 
-    epoch.make_step, epoch.inner = make_step, inner
+    epoch.make_step, epoch.inner, epoch.model = make_step, inner, model
     return epoch
+
+
+def _make_gpunn_cnn(dev, net, X, y, batch, dtype="float32"):
+    """gpunn's layers for a :class:`ConvNet`: Reshape, Conv1D/Conv2D, MaxPool1D/MaxPool2D,
+    Flatten, Dense."""
+    import gpunn as gn
+
+    layers, flat = [gn.Reshape(tuple(net.input_shape))], False
+    specs = list(net.walk())
+    for i, (spec, shape, out) in enumerate(specs):
+        two_d = len(shape) == 3
+        if spec[0] == "conv":
+            conv = gn.Conv2D if two_d else gn.Conv1D
+            layers.append(conv(shape[0], spec[1], spec[2], stride=spec[3], padding=spec[4],
+                               activation="relu"))
+        elif spec[0] == "maxpool":
+            layers.append((gn.MaxPool2D if two_d else gn.MaxPool1D)(spec[1]))
+        else:
+            if not flat:
+                layers.append(gn.Flatten())
+                flat = True
+            last = i == len(specs) - 1
+            in_features = 1
+            for d in shape:
+                in_features *= d
+            layers.append(gn.Dense(in_features, out[0],
+                                   activation="softmax" if last else "relu"))
+    model = gn.Sequential(layers, device=dev.name, dtype=dtype, seed=0)
+    return _gpunn_epoch(model, X, y, batch)
 
 
 class _EpochClock(Callback):
@@ -171,16 +207,50 @@ def _adam_flat(xp, P, G, M, V, S, t: int) -> None:
 def _make_torch(dev, widths, X, y, batch, dtype="float32"):
     import torch
 
-    low = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
-    half = dtype == "float16"
-
-    device = "cpu" if dev.kind == "cpu" else f"cuda:{dev.index}"
     layers = []
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(torch.nn.Linear(a, b))
         if i < len(widths) - 2:
             layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers).to(device)
+    return _torch_epoch(dev, torch.nn.Sequential(*layers), X, y, batch, dtype)
+
+
+def _make_torch_cnn(dev, net, X, y, batch, dtype="float32"):
+    """PyTorch's layers for a :class:`ConvNet` (eager, as a user writes it)."""
+    import torch
+
+    nn = torch.nn
+    layers, flat = [nn.Unflatten(1, tuple(net.input_shape))], False
+    for spec, shape, out in net.walk():
+        two_d = len(shape) == 3
+        if spec[0] == "conv":
+            conv = nn.Conv2d if two_d else nn.Conv1d
+            layers += [conv(shape[0], spec[1], spec[2], stride=spec[3], padding=spec[4]),
+                       nn.ReLU()]
+        elif spec[0] == "maxpool":
+            layers.append((nn.MaxPool2d if two_d else nn.MaxPool1d)(spec[1]))
+        else:
+            if not flat:
+                layers.append(nn.Flatten())
+                flat = True
+            in_features = 1
+            for d in shape:
+                in_features *= d
+            layers.append(nn.Linear(in_features, out[0]))
+            layers.append(nn.ReLU())
+    layers.pop()  # the logits: the loss applies the softmax
+    return _torch_epoch(dev, nn.Sequential(*layers), X, y, batch, dtype)
+
+
+def _torch_epoch(dev, model, X, y, batch, dtype):
+    """One epoch of a PyTorch training loop on ``model`` (with ``make_step``)."""
+    import torch
+
+    low = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
+    half = dtype == "float16"
+
+    device = "cpu" if dev.kind == "cpu" else f"cuda:{dev.index}"
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=LR, foreach=True)  # its fast Adam
     lossf = torch.nn.CrossEntropyLoss()
     Xd = torch.as_tensor(X, device=device)
@@ -212,6 +282,7 @@ def _make_torch(dev, widths, X, y, batch, dtype="float32"):
         total.item()
 
     epoch.make_step = lambda: (lambda: step(Xd[:batch], yd[:batch]))
+    epoch.model = model
     return epoch
 
 
@@ -266,6 +337,30 @@ def _make_jax(dev, widths, X, y, batch, dtype="float32"):
 
 IMPLS = {"gpunn": _make_gpunn, "reference": _make_reference, "torch": _make_torch,
          "jax": _make_jax}
+#: The implementations of the convolutional workloads (the others are not measured there:
+#: the hand-written loop and JAX's are dense networks only).
+CONV_IMPLS = {"gpunn": _make_gpunn_cnn, "torch": _make_torch_cnn}
+#: The dtypes the convolutional workloads run in: CuPy's bfloat16 matmul is 2-D only, and
+#: a convolution's is batched.
+CONV_DTYPES = ("float32", "float16")
+
+
+def factory(impl: str, size: str):
+    """The builder of ``impl`` for workload ``size``, called as ``make(dev, widths, X, y,
+    batch, dtype)``; it returns None where ``impl`` has no version of the workload."""
+    from .workloads import CONV_NETS
+
+    net = CONV_NETS.get(size)
+    if net is None:
+        return IMPLS[impl]
+    make = CONV_IMPLS.get(impl)
+
+    def build(dev, widths, X, y, batch, dtype="float32"):
+        if make is None or dtype not in CONV_DTYPES:
+            return None
+        return make(dev, net, X, y, batch, dtype)
+
+    return build
 
 
 

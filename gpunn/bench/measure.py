@@ -9,15 +9,16 @@ import tracemalloc
 
 import numpy as np
 
-from .impls import IMPLS
+from .impls import factory
 from .workloads import (
     PRECISIONS,
     SIZES,
     LoadMeter,
     Row,
-    needed_bytes,
     shapes_peak,
-    step_flops,
+    step_matmuls,
+    workload_bytes,
+    workload_flops,
 )
 
 
@@ -36,13 +37,14 @@ def measure(dev, impls: list, size: str, repeats: int, target_s: float,
     widths, batch = SIZES[size][dev.kind]
     dtype, label = PRECISIONS[precision]
     rng = np.random.default_rng(0)
-    impls, steps = _calibrate(dev, impls, widths, batch, dtype, target_s, rng)
+    makers = {i: factory(i, size) for i in impls}
+    impls, steps = _calibrate(dev, makers, widths, batch, dtype, target_s, rng)
     if not impls:
         return []
     n_rows = batch * steps
     X = rng.standard_normal((n_rows, widths[0])).astype(np.float32)
     y = rng.integers(0, widths[-1], n_rows).astype(np.int64)
-    epochs = {i: IMPLS[i](dev, widths, X, y, batch, dtype) for i in impls}
+    epochs = {i: makers[i](dev, widths, X, y, batch, dtype) for i in impls}
     for epoch in epochs.values():
         epoch(n_rows)  # warm-up at full size
     walls, hosts, loads = ({i: [] for i in impls} for _ in range(3))
@@ -62,17 +64,18 @@ def measure(dev, impls: list, size: str, repeats: int, target_s: float,
             profiles[impl] = profile_step(impl, epochs[impl].make_step, dot) \
                 if hasattr(epochs[impl], "make_step") else (None, None, "")
     del epochs
-    peak = shapes_peak(dev, widths, batch, dtype)
+    peak = shapes_peak(dev, widths, batch, dtype, step_matmuls(size, widths, batch))
+    flops = workload_flops(size, widths, batch)
     rows = []
     for impl in impls:
         wall = statistics.median(walls[impl]) / steps
         host = statistics.median(hosts[impl]) / steps
-        mem, data = _peak_memory(dev, impl, widths, X, y, batch, dtype)
-        tflops = step_flops(widths, batch) / wall / 1e12
+        mem, data = _peak_memory(dev, impl, makers[impl], widths, X, y, batch, dtype)
+        tflops = flops / wall / 1e12
         launches, device_ms, note = profiles.get(impl, (None, None, ""))
         rows.append(Row(size, dev.name, impl, label, list(widths), batch, steps, wall * 1e3,
                         batch / wall, host * 1e3, tflops, min(100.0, 100.0 * tflops / peak),
-                        mem, data, needed_bytes(widths, batch) / 2**20, device_ms, launches,
+                        mem, data, workload_bytes(size, widths, batch) / 2**20, device_ms, launches,
                         note, peak, max(loads[impl])))
     return rows
 
@@ -102,16 +105,18 @@ def _sample(dev, epoch, n_rows, pause, max_load):
     return wall, host, meter.other_pct
 
 
-def _calibrate(dev, impls, widths, batch, dtype, target_s, rng):
-    """The implementations that run this dtype, and the steps per timed epoch that make
-    it last about ``target_s`` (probed on the first implementation)."""
+def _calibrate(dev, makers, widths, batch, dtype, target_s, rng):
+    """The implementations (of ``makers``: name -> builder) that run this dtype and
+    workload, and the steps per timed epoch that make it last about ``target_s`` (probed
+    on the first implementation)."""
     probe_steps = 3
     X = rng.standard_normal((batch * probe_steps, widths[0])).astype(np.float32)
     y = rng.integers(0, widths[-1], batch * probe_steps).astype(np.int64)
-    impls = [i for i in impls if IMPLS[i](dev, widths, X, y, batch, dtype) is not None]
+    impls = [i for i, make in makers.items()
+             if make(dev, widths, X, y, batch, dtype) is not None]
     if not impls:
         return [], 0
-    probe = IMPLS[impls[0]](dev, widths, X, y, batch, dtype)
+    probe = makers[impls[0]](dev, widths, X, y, batch, dtype)
     probe(batch * probe_steps)  # warm-up: allocations, kernel compilation, BLAS threads
     dev.sync()
     t0 = time.perf_counter()
@@ -121,7 +126,8 @@ def _calibrate(dev, impls, widths, batch, dtype, target_s, rng):
     return impls, int(min(500, max(3, target_s / max(per_step, 1e-6))))
 
 
-def _peak_memory(dev, impl, widths, X, y, batch, dtype) -> tuple[float | None, float]:
+def _peak_memory(dev, impl, make, widths, X, y, batch, dtype) -> tuple[float | None,
+                                                                      float]:
     """Peak memory (MiB) of building an implementation and running one epoch, and how
     much of it is the dataset: CPU: none (tracemalloc sees only allocations made inside
     the window; the float32 input is not copied and every implementation gathers its
@@ -132,7 +138,7 @@ def _peak_memory(dev, impl, widths, X, y, batch, dtype) -> tuple[float | None, f
         if impl in ("torch", "jax"):
             return None, 0.0  # their allocators are invisible to tracemalloc
         tracemalloc.start()
-        IMPLS[impl](dev, widths, X, y, batch, dtype)(n_rows)
+        make(dev, widths, X, y, batch, dtype)(n_rows)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return peak / 2**20, 0.0
@@ -143,12 +149,12 @@ def _peak_memory(dev, impl, widths, X, y, batch, dtype) -> tuple[float | None, f
 
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-        IMPLS[impl](dev, widths, X, y, batch, dtype)(n_rows)
+        make(dev, widths, X, y, batch, dtype)(n_rows)
         return torch.cuda.max_memory_allocated() / 2**20, data_bytes / 2**20
     pool = dev.xp.get_default_memory_pool()
     dev.sync()
     pool.free_all_blocks()
-    IMPLS[impl](dev, widths, X, y, batch, dtype)(n_rows)
+    make(dev, widths, X, y, batch, dtype)(n_rows)
     dev.sync()
     return pool.total_bytes() / 2**20, data_bytes / 2**20  # the pool keeps its blocks
 

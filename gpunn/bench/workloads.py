@@ -24,6 +24,110 @@ SIZES = {
 LR = 1e-3
 
 
+@dataclass(frozen=True)
+class ConvNet:
+    """A convolutional network of the benchmark, described once and built by each
+    implementation (gpunn, PyTorch) from this description.
+
+    Inputs are flat rows ``(batch, prod(input_shape))``, reshaped to ``input_shape``
+    (channels first, one or two spatial axes), then ``layers`` in order:
+    ``("conv", out_channels, kernel, stride, padding)`` a ReLU convolution,
+    ``("maxpool", kernel)`` max pooling with the kernel as stride,
+    ``("dense", out_features)`` a ReLU dense layer (the input flattened before the first),
+    and a softmax dense layer to ``classes`` at the end.
+    """
+
+    input_shape: tuple
+    layers: tuple
+    classes: int
+
+    def walk(self):
+        """``(spec, input shape, output shape)`` per layer, the softmax layer last; shapes
+        without the batch axis."""
+        shape = tuple(self.input_shape)
+        for spec in self.layers + (("dense", self.classes),):
+            if spec[0] == "conv":
+                _, c, k, s, p = spec
+                out = (c,) + tuple((d + 2 * p - k) // s + 1 for d in shape[1:])
+            elif spec[0] == "maxpool":
+                out = shape[:1] + tuple((d - spec[1]) // spec[1] + 1 for d in shape[1:])
+            else:
+                out = (spec[1],)
+            yield spec, shape, out
+            shape = out
+
+    @property
+    def widths(self) -> list:
+        """Input features, each layer's channels or features, classes: the row label."""
+        return [_prod(self.input_shape)] + [out[0] for spec, _, out in self.walk()
+                                            if spec[0] != "maxpool"]
+
+    def matmuls(self, batch: int) -> list:
+        """``(rows, inner, cols)`` of each layer's forward product: a convolution's is
+        its patches ``(batch * positions, in_channels * K)`` by its weights."""
+        mats = []
+        for spec, shape, out in self.walk():
+            if spec[0] == "conv":
+                k = spec[2] ** (len(shape) - 1)
+                mats.append((batch * _prod(out[1:]), shape[0] * k, out[0]))
+            elif spec[0] == "dense":
+                mats.append((batch, _prod(shape), out[0]))
+        return mats
+
+    def needed_bytes(self, batch: int, itemsize: int = 4) -> int:
+        """Parameters, gradients, two Adam moments, the input and each layer's output
+        (twice: the value and its gradient) and each convolution's patches."""
+        params = sum(inner * cols + cols for _, inner, cols in self.matmuls(1))
+        values = _prod(self.input_shape) + sum(_prod(out) for _, _, out in self.walk())
+        convs = [spec[0] == "conv" for spec, _, _ in self.walk() if spec[0] != "maxpool"]
+        patches = sum(rows * inner for (rows, inner, _), conv in zip(self.matmuls(1), convs)
+                      if conv)
+        return (4 * params + batch * (2 * values + patches)) * itemsize
+
+
+def _prod(sizes) -> int:
+    total = 1
+    for d in sizes:
+        total *= int(d)
+    return total
+
+
+#: The convolutional workloads, by size name: the MNIST-1D CNN (flat rows of 40 values)
+#: and a LeNet-5-style network on 28x28 images (2-D patches and max pooling).
+CONV_NETS = {
+    "cnn": ConvNet((1, 40), (("conv", 25, 5, 2, 1), ("conv", 25, 3, 2, 1),
+                             ("conv", 25, 3, 2, 1)), 10),
+    "lenet": ConvNet((1, 28, 28), (("conv", 6, 5, 1, 2), ("maxpool", 2),
+                                   ("conv", 16, 5, 1, 0), ("maxpool", 2), ("dense", 120),
+                                   ("dense", 84)), 10),
+}
+SIZES.update({name: {"cpu": (net.widths, 256), "cuda": (net.widths, 512)}
+              for name, net in CONV_NETS.items()})
+
+
+def step_matmuls(size: str, widths, batch: int) -> list:
+    """``(rows, inner, cols)`` of the forward products of one step of workload ``size``
+    (a dense network of ``widths``, or a :data:`CONV_NETS` network)."""
+    net = CONV_NETS.get(size)
+    if net is not None:
+        return net.matmuls(batch)
+    return [(batch, a, b) for a, b in zip(widths[:-1], widths[1:])]
+
+
+def workload_flops(size: str, widths, batch: int) -> float:
+    """FLOPs of one training step of workload ``size``: 2 (forward) + 4 (two backward
+    products) per multiply-add of each layer's product (:func:`step_flops` for a dense
+    network)."""
+    return 6.0 * sum(r * k * c for r, k, c in step_matmuls(size, widths, batch))
+
+
+def workload_bytes(size: str, widths, batch: int) -> int:
+    """What training workload ``size`` strictly needs (:func:`needed_bytes` for a dense
+    network)."""
+    net = CONV_NETS.get(size)
+    return net.needed_bytes(batch) if net is not None else needed_bytes(widths, batch)
+
+
 @dataclass
 class Row:
     """One benchmark measurement."""
@@ -124,25 +228,32 @@ def matmul_peak(dev: _Device, dtype: str = "float32") -> float:
     return 2.0 * n**3 / statistics.median(times) / 1e12
 
 
-def shapes_peak(dev: _Device, widths, batch: int, dtype: str = "float32") -> float:
+def shapes_peak(dev: _Device, widths, batch: int, dtype: str = "float32",
+                mats: list | None = None) -> float:
     """TFLOP/s of exactly the matmuls one training step does (forward ``x @ W``, backward
     ``x.T @ g`` and ``g @ W.T`` per layer), best of several rounds: the peak to compare
-    a workload with, so a share of it can never exceed 100%."""
+    a workload with, so a share of it can never exceed 100%.
+
+    ``mats`` lists ``(rows, inner, cols)`` per layer (:func:`step_matmuls`); default the
+    dense network of ``widths`` at ``batch`` rows."""
     xp = dev.xp
     if dtype == "bfloat16":
         import ml_dtypes
 
         dtype = ml_dtypes.bfloat16
     rng = np.random.default_rng(0)
-    mats = []
-    for a, b in zip(widths[:-1], widths[1:]):
-        x = xp.asarray(rng.standard_normal((batch, a)), dtype=dtype)
+    if mats is None:
+        mats = [(batch, a, b) for a, b in zip(widths[:-1], widths[1:])]
+    flops = 6.0 * sum(r * k * c for r, k, c in mats)
+    arrays = []
+    for rows, a, b in mats:
+        x = xp.asarray(rng.standard_normal((rows, a)), dtype=dtype)
         W = xp.asarray(rng.standard_normal((a, b)), dtype=dtype)
-        g = xp.asarray(rng.standard_normal((batch, b)), dtype=dtype)
-        mats.append((x, W, g))
+        g = xp.asarray(rng.standard_normal((rows, b)), dtype=dtype)
+        arrays.append((x, W, g))
 
     def once():
-        for x, W, g in mats:
+        for x, W, g in arrays:
             xp.matmul(x, W)
             xp.matmul(x.T, g)
             xp.matmul(g, W.T)
@@ -155,7 +266,7 @@ def shapes_peak(dev: _Device, widths, batch: int, dtype: str = "float32") -> flo
         once()
         dev.sync()
         best = min(best, time.perf_counter() - t0)
-    return step_flops(widths, batch) / best / 1e12
+    return flops / best / 1e12
 
 
 class LoadMeter:

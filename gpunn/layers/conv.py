@@ -3,7 +3,7 @@ channels, height, width)``.
 
 A convolution is a dense layer applied to every patch of its input. The layer checks its
 input and calls the backend's ``conv_forward``/``conv_backward``: the generic version cuts
-the patches (``backend.im2col``), maps them with one product per sample (``W
+the patches (``backend.im2col``, one kernel on CuPy), maps them with one product per sample (``W
 (out_channels, C*K) @ cols (C*K, L)``, channels-first) and adds the patch gradients back
 (``backend.col2im``); NumPy's lays the patches out as rows and uses one GEMM for the whole
 batch. Weights are ``(out_channels, in_channels, *kernel)``, as PyTorch and ONNX hold them.

@@ -5,6 +5,13 @@ Both follow PyTorch's definitions, so weights and running statistics carry over 
 way: ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with the biased variance in the
 normalisation; BatchNorm's running variance is the unbiased one, updated as
 ``running = (1 - momentum) * running + momentum * batch``.
+
+The maths of both passes are backend operations (``backend.batchnorm_forward`` and
+``batchnorm_backward``, ``layernorm_forward`` and ``layernorm_backward``): generic Array
+API code; on CuPy, a per-channel reduction and an elementwise kernel per pass for
+BatchNorm, one kernel per pass for LayerNorm. Batch statistics over several ranks
+(synchronised batch normalisation) stay in the layer: they need the rank group's
+all-reduce.
 """
 
 from __future__ import annotations
@@ -130,29 +137,31 @@ class BatchNorm(Layer):
         if training and count < 2:
             raise ValueError(f"{self.label}: a training batch needs more than one value per "
                              f"channel to estimate its variance, got {describe(x)}")
-        bshape = (1, self.num_features) + (1,) * (len(shape) - 2)  # broadcasts per channel
+        be = self.backend
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        if plan is not None:  # statistics of the global batch: sums all-reduced
+            bshape = (1, self.num_features) + (1,) * (len(shape) - 2)
+            mean, centred, var = self._global_moments(x, axes, bshape, plan, count)
+            inv = 1.0 / xp.sqrt(var + self.eps)
+            xhat = centred * xp.reshape(inv, bshape)
+            y = xhat * xp.reshape(gamma, bshape) + xp.reshape(beta, bshape)
+        elif training:
+            y, xhat, inv, mean, var = be.batchnorm_forward(x, gamma, beta, self.eps)
+        else:
+            y, xhat, inv, _, _ = be.batchnorm_forward(
+                x, gamma, beta, self.eps,
+                xp.astype(self.buffers["running_mean"], x.dtype, copy=False),
+                xp.astype(self.buffers["running_var"], x.dtype, copy=False))
         if training:
-            if plan is not None:
-                mean, centred, var = self._global_moments(x, axes, bshape, plan, count)
-            else:
-                mean = xp.mean(x, axis=axes)
-                centred = x - xp.reshape(mean, bshape)
-                var = xp.mean(centred * centred, axis=axes)
             m = self.momentum
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             # In place: snapshots and model files hold these very arrays.
             rm[...] = (1.0 - m) * rm + m * xp.astype(mean, rm.dtype)
             rv[...] = (1.0 - m) * rv + (m * count / (count - 1)) * xp.astype(var, rv.dtype)
-        else:
-            mean = xp.astype(self.buffers["running_mean"], x.dtype, copy=False)
-            var = xp.astype(self.buffers["running_var"], x.dtype, copy=False)
-            centred = x - xp.reshape(mean, bshape)
-        inv = xp.reshape(1.0 / xp.sqrt(var + self.eps), bshape)
-        self._xhat, self._inv = centred * inv, inv
+        self._xhat, self._inv = xhat, inv
         self._count = count if training else None  # None: the statistics were constants
         self._sync = plan
-        return self._xhat * xp.reshape(self.params["gamma"], bshape) + \
-            xp.reshape(self.params["beta"], bshape)
+        return y
 
     def backward(self, grad_out):
         """``dL/dy`` -> ``dL/dx`` (same shape); fills ``grads``. After a training forward
@@ -160,19 +169,18 @@ class BatchNorm(Layer):
         constants."""
         self._require_forward("_xhat")
         xp, xhat = self.backend.xp, self._xhat
+        if self._sync is None:
+            dx, dgamma, dbeta = self.backend.batchnorm_backward(
+                grad_out, xhat, self.params["gamma"], self._inv, self._count is not None)
+            self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
+            return dx
         axes = (0,) + tuple(range(2, grad_out.ndim))
         bshape = (1, self.num_features) + (1,) * (grad_out.ndim - 2)
         dbeta = xp.sum(grad_out, axis=axes)
         dgamma = xp.sum(grad_out * xhat, axis=axes)
         self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
-        scale = xp.reshape(self.params["gamma"], bshape) * self._inv
-        if self._count is None:
-            return grad_out * scale
-        if self._sync is not None:
-            return self._global_input_grad(grad_out, dbeta, dgamma, scale, bshape)
-        n = self._count
-        return scale * (grad_out - xp.reshape(dbeta / n, bshape)
-                        - xhat * xp.reshape(dgamma / n, bshape))
+        scale = xp.reshape(self.params["gamma"] * self._inv, bshape)
+        return self._global_input_grad(grad_out, dbeta, dgamma, scale, bshape)
 
     # ------------------------------------------------------------------ several ranks
     def _plan(self):
@@ -307,26 +315,16 @@ class LayerNorm(Layer):
             raise ValueError(f"{self.label}: expected input of shape (batch, ..., "
                              f"{', '.join(map(str, self.normalized_shape))}), got "
                              f"{describe(x)}")
-        xp = self.backend.xp
-        axes = tuple(range(-k, 0))
-        centred = x - xp.mean(x, axis=axes, keepdims=True)
-        var = xp.mean(centred * centred, axis=axes, keepdims=True)
-        self._inv = 1.0 / xp.sqrt(var + self.eps)
-        self._xhat = centred * self._inv
-        return self._xhat * self.params["gamma"] + self.params["beta"]
+        y, self._xhat, self._inv = self.backend.layernorm_forward(
+            x, self.params["gamma"], self.params["beta"], self.eps)
+        return y
 
     def backward(self, grad_out):
         """``dL/dy`` -> ``dL/dx`` (same shape); fills ``grads``."""
         self._require_forward("_xhat")
-        xp, xhat = self.backend.xp, self._xhat
-        k = len(self.normalized_shape)
-        lead = tuple(range(grad_out.ndim - k))
-        axes = tuple(range(-k, 0))
-        self.grads["gamma"] = xp.sum(grad_out * xhat, axis=lead)
-        self.grads["beta"] = xp.sum(grad_out, axis=lead)
-        g = grad_out * self.params["gamma"]
-        return self._inv * (g - xp.mean(g, axis=axes, keepdims=True)
-                            - xhat * xp.mean(g * xhat, axis=axes, keepdims=True))
+        dx, self.grads["gamma"], self.grads["beta"] = self.backend.layernorm_backward(
+            grad_out, self._xhat, self.params["gamma"], self._inv)
+        return dx
 
     def to_onnx(self, graph, x: str, path: str) -> str:
         """``LayerNormalization`` over the last ``len(normalized_shape)`` axes."""

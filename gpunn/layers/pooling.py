@@ -1,9 +1,11 @@
 """Pooling: ``MaxPool1D``/``MaxPool2D`` and ``AvgPool1D``/``AvgPool2D`` over windows of
 each channel, and ``GlobalAvgPool`` over all spatial axes.
 
-Windows are cut by the backend's patch operation (``backend.im2col``, the one convolutions
-use) with each channel as its own sample, so one reduction over the window axis pools them
-all; the backward pass puts the window gradients back with ``backend.col2im``.
+The layers call the backend's pooling operations (``backend.pool_forward`` and
+``backend.pool_backward``): generically, windows cut by the patch operation convolutions
+use (``backend.im2col``) with each channel as its own sample, one reduction over the window
+axis, and the window gradients put back with ``backend.col2im``; on CUDA, one kernel each
+way.
 """
 
 from __future__ import annotations
@@ -59,38 +61,16 @@ class _Pool(Layer):
                              f"{self.axes}), got {describe(x)}")
         out = window_output(self, shape[2:], self.kernel_size, self.stride,
                             (0,) * self.ndim, f"an input of shape {shape}")
-        be, xp = self.backend, self.backend.xp
-        n, c = shape[:2]
-        # Each channel as a one-channel sample: the windows are then the columns.
-        single = xp.reshape(x, (n * c, 1) + shape[2:])
-        cols = be.im2col(single, self.kernel_size, self.stride, (0,) * self.ndim)  # N*C, K, L
-        if self.op == "max":
-            self._arg = xp.argmax(cols, axis=1)  # the first maximum, as PyTorch picks
-            y = xp.max(cols, axis=1)
-        else:
-            y = xp.mean(cols, axis=1)
+        y, self._arg = self.backend.pool_forward(x, self.op, self.kernel_size, self.stride)
         self._x_shape, self._out = shape, out
-        return xp.reshape(y, (n, c) + out)
+        return y
 
     def backward(self, grad_out):
         """``dL/dy (batch, channels, *out)`` -> ``dL/dx (batch, channels, *spatial)``; the
         maximum of each window takes its gradient (max), or the window shares it (avg)."""
         self._require_forward("_out")
-        be, xp = self.backend, self.backend.xp
-        n, c = self._x_shape[:2]
-        k = 1
-        for size in self.kernel_size:
-            k *= size
-        g = xp.reshape(grad_out, (n * c, 1, -1))
-        if self.op == "max":
-            window = xp.reshape(xp.arange(k, dtype=self._arg.dtype,
-                                          device=getattr(g, "device", None)), (k, 1))
-            gcols = xp.astype(xp.reshape(self._arg, (n * c, 1, -1)) == window, g.dtype) * g
-        else:
-            gcols = xp.broadcast_to(g / k, (n * c, k, int(g.shape[2])))
-        single = (n * c, 1) + self._x_shape[2:]
-        gx = be.col2im(gcols, single, self.kernel_size, self.stride, (0,) * self.ndim)
-        return xp.reshape(gx, self._x_shape)
+        return self.backend.pool_backward(grad_out, self._arg, self.op, self._x_shape,
+                                          self.kernel_size, self.stride)
 
     def to_onnx(self, graph, x: str, path: str) -> str:
         return graph.node(self.onnx_op, [x], kernel_shape=list(self.kernel_size),

@@ -473,6 +473,323 @@ __device__ void adagrad_update(T* p, const T* g, T* sum_sq, long long n, T lr, T
     }
 }
 
+// ---------------------------------------------------------------- patches and pooling
+// Images are planes of (n * c) rows of h x w values; a 1-D signal is a plane of height 1
+// (kh = sh = 1, ph = 0). Output positions per axis: oh = (h + 2 ph - kh) / sh + 1.
+//
+// Patches of x (n, c, h, w) as the columns of a convolution: cols (n, c * kh * kw,
+// oh * ow), row-major over (channel, kernel row, kernel column) and over the output
+// positions: the layout of the generic Backend.im2col. Zeros where a patch overlaps the
+// padding.
+template <typename T>
+__device__ void im2col(const T* x, T* cols, long long n, long long c, long long h,
+                       long long w, int kh, int kw, int sh, int sw, int ph, int pw,
+                       long long oh, long long ow) {
+    GPUNN_GRID_STRIDE(i, n * c * kh * kw * oh * ow) {
+        long long q = i;
+        long long ox = q % ow;
+        q /= ow;
+        long long oy = q % oh;
+        q /= oh;
+        long long kx = q % kw;
+        q /= kw;
+        long long ky = q % kh;
+        q /= kh;  // the plane: sample * c + channel
+        long long y = oy * sh - ph + ky, xx = ox * sw - pw + kx;
+        cols[i] = (y >= 0 && y < h && xx >= 0 && xx < w) ? x[(q * h + y) * w + xx] : T(0);
+    }
+}
+
+// The adjoint of im2col as a gather: each input position adds up the column entries that
+// read it, in kernel-offset order (the generic path's order). One thread per output
+// value, no atomics: the same bits whatever the schedule.
+template <typename T>
+__device__ void col2im(const T* cols, T* gx, long long n, long long c, long long h,
+                       long long w, int kh, int kw, int sh, int sw, int ph, int pw,
+                       long long oh, long long ow) {
+    GPUNN_GRID_STRIDE(i, n * c * h * w) {
+        long long q = i;
+        long long xx = q % w;
+        q /= w;
+        long long y = q % h;
+        q /= h;
+        const T* plane = cols + q * kh * kw * oh * ow;
+        T s = T(0);
+        for (int ky = 0; ky < kh; ++ky) {
+            long long dy = y + ph - ky;
+            if (dy < 0) break;  // the offsets further on start below the image too
+            if (dy % sh != 0 || dy / sh >= oh) continue;
+            for (int kx = 0; kx < kw; ++kx) {
+                long long dx = xx + pw - kx;
+                if (dx < 0) break;
+                if (dx % sw != 0 || dx / sw >= ow) continue;
+                s += plane[((long long)(ky * kw + kx) * oh + dy / sh) * ow + dx / sw];
+            }
+        }
+        gx[i] = s;
+    }
+}
+
+// Pooling over the windows of each plane of x (planes, h, w), no padding, in one pass:
+// MAX writes the maximum and its offset in the window (row-major; the first maximum, or
+// the first NaN, as argmax picks) to arg; AVG the mean (arg unused).
+enum { GPUNN_POOL_MAX = 0, GPUNN_POOL_AVG = 1 };
+template <typename T>
+__device__ void pool_forward(const T* x, T* y, long long* arg, long long planes, long long h,
+                             long long w, int kh, int kw, int sh, int sw, long long oh,
+                             long long ow, int kind) {
+    GPUNN_GRID_STRIDE(i, planes * oh * ow) {
+        long long q = i;
+        long long ox = q % ow;
+        q /= ow;
+        long long oy = q % oh;
+        q /= oh;
+        const T* p = x + (q * h + oy * sh) * w + ox * sw;
+        if (kind == GPUNN_POOL_MAX) {
+            T best = p[0];
+            long long at = 0;
+            for (int ky = 0; ky < kh; ++ky)
+                for (int kx = 0; kx < kw; ++kx) {
+                    T v = p[ky * w + kx];
+                    if (v > best || (v != v && best == best)) {
+                        best = v;
+                        at = ky * kw + kx;
+                    }
+                }
+            y[i] = best;
+            arg[i] = at;
+        } else {
+            T s = T(0);
+            for (int ky = 0; ky < kh; ++ky)
+                for (int kx = 0; kx < kw; ++kx) s += p[ky * w + kx];
+            y[i] = s / T(kh * kw);
+        }
+    }
+}
+
+// The input gradient of pool_forward as a gather: each input value adds the gradients of
+// the windows that cover it, in window order (MAX: only those whose arg is this value;
+// AVG: each divided by the window's size). No atomics: deterministic.
+template <typename T>
+__device__ void pool_backward(const T* g, const long long* arg, T* gx, long long planes,
+                              long long h, long long w, int kh, int kw, int sh, int sw,
+                              long long oh, long long ow, int kind) {
+    GPUNN_GRID_STRIDE(i, planes * h * w) {
+        long long q = i;
+        long long xx = q % w;
+        q /= w;
+        long long y = q % h;
+        q /= h;
+        T s = T(0);
+        for (int ky = 0; ky < kh; ++ky) {
+            long long dy = y - ky;
+            if (dy < 0) break;
+            if (dy % sh != 0 || dy / sh >= oh) continue;
+            for (int kx = 0; kx < kw; ++kx) {
+                long long dx = xx - kx;
+                if (dx < 0) break;
+                if (dx % sw != 0 || dx / sw >= ow) continue;
+                long long l = (q * oh + dy / sh) * ow + dx / sw;
+                if (kind == GPUNN_POOL_AVG) s += g[l] / T(kh * kw);
+                else if (arg[l] == ky * kw + kx) s += g[l];
+            }
+        }
+        gx[i] = s;
+    }
+}
+
+// ---------------------------------------------------------------- batch normalisation
+// x (n, c, s): s values per sample and channel (the spatial size; 1 for (n, c)), so the
+// value j of channel ch (j < n * s) is x[((j / s) * c + ch) * s + j % s]. A reduction
+// kernel has a grid of (chunks, c) blocks: block (i, ch) reduces chunk i of channel ch's
+// values and writes its partials; the last block of the grid (see gpunn_last_block) merges
+// every channel's partials in chunk order, so the result does not depend on the schedule.
+// An elementwise kernel then applies the per-channel values to every element.
+__device__ __forceinline__ long long gpunn_bn_index(long long j, long long ch, long long c,
+                                                    long long s) {
+    long long r = j / s;
+    return (r * c + ch) * s + (j - r * s);
+}
+
+__device__ __forceinline__ void gpunn_bn_chunk(long long count, long long* j0, long long* j1) {
+    long long chunk = (count + gridDim.x - 1) / gridDim.x;
+    *j0 = blockIdx.x * chunk;
+    *j1 = *j0 + chunk < count ? *j0 + chunk : count;
+}
+
+// Training statistics: each block the count, mean and sum of squared deviations of its
+// chunk (two passes over it, as the generic path's centred variance); the last block
+// merges the chunks (Chan et al.'s pairwise update, in double) into mean_out, the biased
+// var_out and inv_out = 1 / sqrt(var + eps). partial: 3 values per block.
+template <typename T>
+__device__ void batchnorm_stats(const T* x, T* mean_out, T* var_out, T* inv_out, T* partial,
+                                unsigned* counter, long long n, long long c, long long s,
+                                T eps) {
+    GPUNN_SHARED(T, red);
+    unsigned* flag = reinterpret_cast<unsigned*>(red + blockDim.x);
+    long long ch = blockIdx.y, j0, j1;
+    gpunn_bn_chunk(n * s, &j0, &j1);
+    T t = T(0);
+    for (long long j = j0 + threadIdx.x; j < j1; j += blockDim.x)
+        t += x[gpunn_bn_index(j, ch, c, s)];
+    long long m = j1 > j0 ? j1 - j0 : 0;
+    T mean = gpunn_block_sum(t, red) / T(m > 0 ? m : 1);  // an empty chunk counts 0
+    t = T(0);
+    for (long long j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+        T d = x[gpunn_bn_index(j, ch, c, s)] - mean;
+        t += d * d;
+    }
+    t = gpunn_block_sum(t, red);
+    T* mine = partial + 3 * (ch * gridDim.x + blockIdx.x);
+    if (threadIdx.x == 0) {
+        mine[0] = T(m);
+        mine[1] = mean;
+        mine[2] = t;
+    }
+    if (gpunn_last_block(counter, flag)) {
+        const volatile T* part = partial;
+        for (long long k = threadIdx.x; k < c; k += blockDim.x) {
+            double total = 0.0, mu = 0.0, m2 = 0.0;
+            for (unsigned i = 0; i < gridDim.x; ++i) {
+                const volatile T* q = part + 3 * (k * gridDim.x + i);
+                double ni = q[0];
+                if (ni == 0.0) continue;
+                double delta = double(q[1]) - mu, both = total + ni;
+                mu += delta * ni / both;
+                m2 += double(q[2]) + delta * delta * total * ni / both;
+                total = both;
+            }
+            T var = T(m2 / total);
+            mean_out[k] = T(mu);
+            var_out[k] = var;
+            inv_out[k] = T(1) / sqrt(var + eps);
+        }
+    }
+}
+
+// Normalisation with per-channel statistics (the batch's, or the running ones):
+// xhat = (x - mean) * inv, y = xhat * gamma + beta, inv = 1 / sqrt(var + eps) (also
+// written to inv_out: the same bits as batchnorm_stats computes).
+template <typename T>
+__device__ void batchnorm_apply(const T* x, const T* gamma, const T* beta, const T* mean,
+                                const T* var, T* y, T* xhat, T* inv_out, long long n,
+                                long long c, long long s, T eps) {
+    GPUNN_GRID_STRIDE(i, n * c * s) {
+        long long ch = (i / s) % c;
+        T inv = T(1) / sqrt(var[ch] + eps);
+        T v = (x[i] - mean[ch]) * inv;
+        xhat[i] = v;
+        y[i] = v * gamma[ch] + beta[ch];
+        if (i < c) inv_out[i] = T(1) / sqrt(var[i] + eps);
+    }
+}
+
+// The backward's per-channel sums: dbeta = sum g, dgamma = sum g * xhat, chunk by chunk,
+// added in chunk order by the last block. partial: 2 values per block.
+template <typename T>
+__device__ void batchnorm_grad_sums(const T* g, const T* xhat, T* dgamma, T* dbeta,
+                                    T* partial, unsigned* counter, long long n, long long c,
+                                    long long s) {
+    GPUNN_SHARED(T, red);
+    unsigned* flag = reinterpret_cast<unsigned*>(red + blockDim.x);
+    long long ch = blockIdx.y, j0, j1;
+    gpunn_bn_chunk(n * s, &j0, &j1);
+    T a = T(0), b = T(0);
+    for (long long j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+        long long k = gpunn_bn_index(j, ch, c, s);
+        a += g[k];
+        b += g[k] * xhat[k];
+    }
+    a = gpunn_block_sum(a, red);
+    b = gpunn_block_sum(b, red);
+    T* mine = partial + 2 * (ch * gridDim.x + blockIdx.x);
+    if (threadIdx.x == 0) {
+        mine[0] = a;
+        mine[1] = b;
+    }
+    if (gpunn_last_block(counter, flag)) {
+        const volatile T* part = partial;
+        for (long long k = threadIdx.x; k < c; k += blockDim.x) {
+            T ta = T(0), tb = T(0);
+            for (unsigned i = 0; i < gridDim.x; ++i) {
+                ta += part[2 * (k * gridDim.x + i)];
+                tb += part[2 * (k * gridDim.x + i) + 1];
+            }
+            dbeta[k] = ta;
+            dgamma[k] = tb;
+        }
+    }
+}
+
+// dx = gamma inv (g - dbeta / count - xhat dgamma / count) after a training forward
+// (batch_stats), gamma inv g when the statistics were constants (inference).
+template <typename T>
+__device__ void batchnorm_backward(const T* g, const T* xhat, const T* gamma, const T* inv,
+                                   const T* dgamma, const T* dbeta, T* dx, long long n,
+                                   long long c, long long s, int batch_stats) {
+    T count = T(n * s);
+    GPUNN_GRID_STRIDE(i, n * c * s) {
+        long long ch = (i / s) % c;
+        T scale = gamma[ch] * inv[ch];
+        T gi = g[i];
+        dx[i] = batch_stats ? scale * (gi - dbeta[ch] / count - xhat[i] * (dgamma[ch] / count))
+                            : gi * scale;
+    }
+}
+
+// ---------------------------------------------------------------- layer normalisation
+// x (rows, cols): each row normalised over its cols values (the layer's normalised axes).
+// One block per row (grid-stride): mean and biased variance in two passes, as the generic
+// path; xhat = (x - mean) * inv, y = xhat * gamma + beta (gamma, beta: (cols,)),
+// inv_out[row] = 1 / sqrt(var + eps).
+template <typename T>
+__device__ void layernorm_forward(const T* x, const T* gamma, const T* beta, T* y, T* xhat,
+                                  T* inv_out, long long rows, long long cols, T eps) {
+    GPUNN_SHARED(T, red);
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const T* xr = x + r * cols;
+        T t = T(0);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) t += xr[c];
+        T mean = gpunn_block_sum(t, red) / T(cols);
+        t = T(0);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+            T d = xr[c] - mean;
+            t += d * d;
+        }
+        T inv = T(1) / sqrt(gpunn_block_sum(t, red) / T(cols) + eps);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+            T v = (xr[c] - mean) * inv;
+            xhat[r * cols + c] = v;
+            y[r * cols + c] = v * gamma[c] + beta[c];
+        }
+        if (threadIdx.x == 0) inv_out[r] = inv;
+    }
+}
+
+// The input gradient of layernorm_forward, one block per row: with h = g * gamma,
+// dx = inv (h - mean(h) - xhat mean(h xhat)) over the row. (gamma's and beta's gradients,
+// sums over rows, are the caller's.)
+template <typename T>
+__device__ void layernorm_backward(const T* g, const T* xhat, const T* gamma, const T* inv,
+                                   T* dx, long long rows, long long cols) {
+    GPUNN_SHARED(T, red);
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const T* gr = g + r * cols;
+        const T* hr = xhat + r * cols;
+        T a = T(0), b = T(0);
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+            T h = gr[c] * gamma[c];
+            a += h;
+            b += h * hr[c];
+        }
+        a = gpunn_block_sum(a, red) / T(cols);
+        b = gpunn_block_sum(b, red) / T(cols);
+        T ir = inv[r];
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x)
+            dx[r * cols + c] = ir * (gr[c] * gamma[c] - a - hr[c] * b);
+    }
+}
+
 #define GPUNN_EXPORT(T, S)                                                                   \
     extern "C" __global__ void bias_act_forward_##S(T* z, const T* b, T* y, long long n,     \
                                                     long long cols, int act, T p) {          \
@@ -524,6 +841,62 @@ __device__ void adagrad_update(T* p, const T* g, T* sum_sq, long long n, T lr, T
             long long tcols) {                                                               \
         GPUNN_KERNEL_BODY(gather_batch<T, false>(X, nullptr, target, idx, xout, nullptr,     \
                                                  tout, k, xcols, tcols));                    \
+    }                                                                                        \
+    extern "C" __global__ void im2col_##S(const T* x, T* cols, long long n, long long c,     \
+            long long h, long long w, int kh, int kw, int sh, int sw, int ph, int pw,        \
+            long long oh, long long ow) {                                                    \
+        GPUNN_KERNEL_BODY(im2col<T>(x, cols, n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow));   \
+    }                                                                                        \
+    extern "C" __global__ void col2im_##S(const T* cols, T* gx, long long n, long long c,    \
+            long long h, long long w, int kh, int kw, int sh, int sw, int ph, int pw,        \
+            long long oh, long long ow) {                                                    \
+        GPUNN_KERNEL_BODY(col2im<T>(cols, gx, n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow));  \
+    }                                                                                        \
+    extern "C" __global__ void pool_forward_##S(const T* x, T* y, long long* arg,            \
+            long long planes, long long h, long long w, int kh, int kw, int sh, int sw,      \
+            long long oh, long long ow, int kind) {                                          \
+        GPUNN_KERNEL_BODY(pool_forward<T>(x, y, arg, planes, h, w, kh, kw, sh, sw, oh, ow,   \
+                                          kind));                                            \
+    }                                                                                        \
+    extern "C" __global__ void pool_backward_##S(const T* g, const long long* arg, T* gx,    \
+            long long planes, long long h, long long w, int kh, int kw, int sh, int sw,      \
+            long long oh, long long ow, int kind) {                                          \
+        GPUNN_KERNEL_BODY(pool_backward<T>(g, arg, gx, planes, h, w, kh, kw, sh, sw, oh, ow, \
+                                           kind));                                           \
+    }                                                                                        \
+    extern "C" __global__ void batchnorm_stats_##S(const T* x, T* mean_out, T* var_out,     \
+            T* inv_out, T* partial, unsigned* counter, long long n, long long c, long long s, \
+            T eps) {                                                                         \
+        GPUNN_KERNEL_BODY(batchnorm_stats<T>(x, mean_out, var_out, inv_out, partial, counter, \
+                                             n, c, s, eps));                                 \
+    }                                                                                        \
+    extern "C" __global__ void batchnorm_apply_##S(const T* x, const T* gamma,               \
+            const T* beta, const T* mean, const T* var, T* y, T* xhat, T* inv_out,           \
+            long long n, long long c, long long s, T eps) {                                  \
+        GPUNN_KERNEL_BODY(batchnorm_apply<T>(x, gamma, beta, mean, var, y, xhat, inv_out, n, \
+                                             c, s, eps));                                    \
+    }                                                                                        \
+    extern "C" __global__ void batchnorm_grad_sums_##S(const T* g, const T* xhat,            \
+            T* dgamma, T* dbeta, T* partial, unsigned* counter, long long n, long long c,    \
+            long long s) {                                                                   \
+        GPUNN_KERNEL_BODY(batchnorm_grad_sums<T>(g, xhat, dgamma, dbeta, partial, counter,   \
+                                                 n, c, s));                                  \
+    }                                                                                        \
+    extern "C" __global__ void batchnorm_backward_##S(const T* g, const T* xhat,             \
+            const T* gamma, const T* inv, const T* dgamma, const T* dbeta, T* dx,            \
+            long long n, long long c, long long s, int batch_stats) {                        \
+        GPUNN_KERNEL_BODY(batchnorm_backward<T>(g, xhat, gamma, inv, dgamma, dbeta, dx, n,   \
+                                                c, s, batch_stats));                         \
+    }                                                                                        \
+    extern "C" __global__ void layernorm_forward_##S(const T* x, const T* gamma,             \
+            const T* beta, T* y, T* xhat, T* inv_out, long long rows, long long cols,        \
+            T eps) {                                                                         \
+        GPUNN_KERNEL_BODY(layernorm_forward<T>(x, gamma, beta, y, xhat, inv_out, rows, cols, \
+                                               eps));                                        \
+    }                                                                                        \
+    extern "C" __global__ void layernorm_backward_##S(const T* g, const T* xhat,             \
+            const T* gamma, const T* inv, T* dx, long long rows, long long cols) {           \
+        GPUNN_KERNEL_BODY(layernorm_backward<T>(g, xhat, gamma, inv, dx, rows, cols));       \
     }                                                                                        \
     extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, long long n,           \
             T one_minus_b1, T one_minus_b2, T eps_hat, T step_size, T wd, T decay,           \
