@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import host_array
+from .backend.ops import beyond_range, dtype_range
 
 
 class Standardizer:
@@ -53,6 +54,36 @@ class Standardizer:
                                   backend.asarray((1.0 / self.scale).astype(backend.dtype_name)))
         _, mean, inv = self._device_cache
         return (X - mean) * inv
+
+    def check_dtype(self, dtype: str, prefix: str = "") -> None:
+        """Raise a ``ValueError`` unless ``mean``, ``scale`` and the ``1 / scale`` that
+        :meth:`transform` multiplies by are finite in ``dtype`` (the model's), and
+        ``1 / scale`` is no smaller than its smallest normal number: otherwise every
+        feature would become NaN, Inf or 0 on the device. ``prefix`` goes before the
+        arrays' names in the message (``"prep/"``: as a model file names them).
+        """
+        if not self.fitted:
+            return
+        largest, smallest = dtype_range(dtype)
+        for key, value in (("mean", self.mean), ("scale", self.scale)):
+            problem = beyond_range(value, dtype)
+            if problem:
+                raise ValueError(f"{prefix}{key} {problem}")
+        if self.scale.size and not float(np.min(self.scale)) > 0:
+            raise ValueError(f"{prefix}scale must be positive, holds "
+                             f"{float(np.min(self.scale)):.3g}")
+        with np.errstate(over="ignore", divide="ignore"):
+            inverse = 1.0 / self.scale.astype(dtype if dtype in ("float32", "float64")
+                                              else "float32")
+        low, high = float(np.min(self.scale)), float(np.max(self.scale))
+        if not float(np.max(inverse)) <= largest:
+            raise ValueError(f"{prefix}scale holds {low:.3g}, whose reciprocal (what "
+                             f"features are multiplied by) is beyond {dtype}'s range "
+                             f"({largest:.3g})")
+        if float(np.min(inverse)) < smallest:
+            raise ValueError(f"{prefix}scale holds {high:.3g}, whose reciprocal (what "
+                             f"features are multiplied by) is below {dtype}'s smallest "
+                             f"normal number ({smallest:.3g}): every feature would be 0")
 
     def state(self) -> tuple[dict, dict]:
         """(JSON-able description, host arrays) for model files."""

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backend.ops import HALF_DTYPES, beyond_range, dtype_range
 from ..errors import GpunnError
 from ..params import flat_layout
 from .safetensors_format import SafetensorsArchive, SafetensorsError, is_safetensors
@@ -243,7 +244,9 @@ def _read_parts(path) -> ModelParts:
 
     with _read(path) as archive:
         header = _header(path, archive)
-        layers = _layers(path, header)
+        _check_extra(path, header["extra"])
+        layers = _layers(path, header)  # the constructors' own bounds speak first
+        _check_numbers(path, header)
         tree = [(p, sub) for i, layer in enumerate(layers) for p, sub in layer.walk(str(i))]
         params = {(p, key): _array(path, archive, f"param/{p}/{key}", shape)
                   for p, sub in tree for key, shape in sub.param_shapes().items()}
@@ -261,7 +264,8 @@ def _read_parts(path) -> ModelParts:
         unknown = sorted(set(archive.files) - known)
         if unknown:
             _fail(path, f"unexpected arrays {unknown[:5]}")
-    _check_representable(path, header["dtype"], params)
+    _check_ranges(path, header["dtype"], tree, params, buffers, opt_arrays,
+                  header.get("optimizer"))
     parts = ModelParts(layers, header["dtype"], params, buffers, extra=header["extra"],
                        metrics=_metric_names(path, header["metrics"]),
                        training=_training(path, header.get("training")))
@@ -277,6 +281,11 @@ def _read_parts(path) -> ModelParts:
         from ..preprocessing import Standardizer
 
         parts.preprocessor = Standardizer.from_state(prep_arrays)
+        try:  # its arrays and what it derives from them (1/scale) in the model's dtype
+            if _model_range(header["dtype"]) is not None:
+                parts.preprocessor.check_dtype(header["dtype"], "prep/")
+        except ValueError as exc:
+            _fail(path, str(exc))
     return parts
 
 
@@ -288,13 +297,98 @@ def _metric_names(path, names) -> list:
     return list(names)
 
 
-def _check_representable(path, dtype: str, params: dict) -> None:
-    """Weights must survive the cast to the model's dtype (a float16 model cannot hold
-    1e6)."""
-    limit = {"float16": float(np.finfo(np.float16).max), "bfloat16": 3.3895e38}.get(dtype)
-    for (p, key), value in params.items():
-        if limit is not None and value.size and float(np.max(np.abs(value))) > limit:
-            _fail(path, f"param/{p}/{key} holds values beyond {dtype}'s range")
+def _state_dtype(dtype: str) -> str:
+    """The dtype a model of ``dtype`` computes its state in: 16-bit models keep float32
+    master weights, optimiser state and preprocessing."""
+    return "float32" if dtype in HALF_DTYPES else dtype
+
+
+def _model_range(dtype: str) -> float | None:
+    """The largest finite value of a model dtype, or None for a name that is not one
+    (the model's constructor says what is wrong with it)."""
+    try:
+        return dtype_range(dtype)[0]
+    except ValueError:
+        return None
+
+
+def _check_array(path, name: str, value, dtype: str, nonnegative: bool = False) -> None:
+    """One array of the file, as the model will hold it: finite once cast to ``dtype``,
+    and >= 0 where its owner declares so."""
+    if _model_range(dtype) is None:
+        return
+    problem = beyond_range(value, dtype)
+    if problem:
+        _fail(path, f"{name} {problem}")
+    if nonnegative and value.size and float(np.min(value)) < 0:
+        _fail(path, f"{name} must be >= 0 (a sum of squares or a variance), but holds "
+                    f"{float(np.min(value)):.3g}")
+
+
+def _check_ranges(path, dtype: str, tree, params: dict, buffers: dict, opt_arrays: dict,
+                  opt_header) -> None:
+    """Every array after the cast to the dtype it will have, and the constraints its owner
+    declares: a layer's :attr:`~gpunn.layers.Layer.nonnegative` arrays, an optimiser's
+    :attr:`~gpunn.optim.Optimizer.nonnegative_state`. A value finite in the file but not in
+    the model (float64 1e300 in a float32 model) would load and predict NaN."""
+    layers = dict(tree)
+    for kind, arrays in (("param", params), ("buffer", buffers)):
+        for (p, key), value in arrays.items():
+            if kind == "buffer" and value.dtype.kind != "f":
+                continue  # an integer buffer (a counter) keeps its own dtype
+            _check_array(path, f"{kind}/{p}/{key}", value, dtype,
+                         key in getattr(layers[p], "nonnegative", ()))
+    if opt_arrays:
+        positive = set(_optimizer_class(path, opt_header).nonnegative_state)
+        for name, value in opt_arrays.items():
+            _check_array(path, name, value, _state_dtype(dtype),
+                         name.rsplit("/", 1)[-1] in positive)
+
+
+def _check_numbers(path, header) -> None:
+    """Every real number of the layers' configs, the optimiser's settings and the loss's
+    config must be finite in the dtype it is computed in (a BatchNorm eps of 1e39 is Inf
+    in float32). Integers are sizes and counts, which the constructors bound."""
+    def walk(value, where, dtype, limit):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where} {k!r}" if where.endswith("config") else f"{where}.{k}",
+                     dtype, limit)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]", dtype, limit)
+        elif isinstance(value, float) and not math.isfinite(value):
+            _fail(path, f"{where} is {value!r}; expected a finite number")
+        elif isinstance(value, float) and not abs(value) <= limit:
+            _fail(path, f"{where} is {value!r}, beyond {dtype}'s range ({limit:.3g})")
+
+    parts = [(spec.get("config"), f"layer {i} ({str(spec.get('type'))[:40]}) config",
+              header["dtype"]) for i, spec in enumerate(header["layers"])
+             if isinstance(spec, dict)]
+    if isinstance(header.get("optimizer"), dict):
+        parts.append((header["optimizer"].get("hyper"), "optimizer config",
+                      _state_dtype(header["dtype"])))
+    if isinstance(header.get("loss"), dict):
+        parts.append((header["loss"].get("config"), "loss config", header["dtype"]))
+    for value, where, dtype in parts:
+        limit = _model_range(dtype)
+        if limit is not None:
+            walk(value, where, dtype, limit)
+
+
+def _check_extra(path, extra: dict) -> None:
+    """The parts of ``extra`` gpunn reads itself: class labels must be unique (a label
+    held twice makes every row predicted as its second position wear the first's)."""
+    classes = extra.get("classes")
+    if not isinstance(classes, list):
+        return
+    seen = set()
+    for label in classes:
+        key = (type(label).__name__, json.dumps(label, sort_keys=True))
+        if key in seen:
+            _fail(path, f"extra 'classes' holds {label!r} twice; class labels must be "
+                        "unique")
+        seen.add(key)
 
 
 def _layers(path, header) -> list:

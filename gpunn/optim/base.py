@@ -127,6 +127,9 @@ class Optimizer:
     #: Names of the per-parameter state arrays ``update`` keeps (each of its parameter's
     #: shape, zeros at the start).
     state_keys: tuple[str, ...] = ()
+    #: Those of :attr:`state_keys` that can never be negative (sums of squares): a saved
+    #: state holding a negative one is refused on loading.
+    nonnegative_state: tuple[str, ...] = ()
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None):
         self.lr = _real(lr, f"{type(self).__name__} lr", 0.0, low_open=True)
