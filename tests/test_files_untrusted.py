@@ -255,7 +255,8 @@ def _extra(key, value):
 
 
 OUT_OF_RANGE = {
-    "W 1e300": (_set("param/0/W", 1e300), r"param/0/W.*up to 1e\+300.*float32's range"),
+    "W 1e300": (_set("param/0/W", 1e300),
+                r"param/0/W \(layer .dense_0.\).*up to 1e\+300.*float32's range"),
     "bias -1e39": (_set("param/0/b", -1e39), r"param/0/b.*float32's range"),
     "scale 1e-45": (_set("prep/scale", [1.0, 1e-45, 1.0]), "prep/scale"),
     "scale 1e-300": (_set("prep/scale", [1.0, 1e-300, 1.0]), "prep/scale"),

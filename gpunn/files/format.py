@@ -336,13 +336,16 @@ def _check_ranges(path, dtype: str, tree, params: dict, buffers: dict, opt_array
         for (p, key), value in arrays.items():
             if kind == "buffer" and value.dtype.kind != "f":
                 continue  # an integer buffer (a counter) keeps its own dtype
-            _check_array(path, f"{kind}/{p}/{key}", value, dtype,
-                         key in getattr(layers[p], "nonnegative", ()))
+            layer = layers[p]
+            named = f" (layer {layer.name!r})" if layer.name else ""
+            _check_array(path, f"{kind}/{p}/{key}{named}", value, dtype,
+                         key in getattr(layer, "nonnegative", ()))
     if opt_arrays:
         positive = set(_optimizer_class(path, opt_header).nonnegative_state)
         for name, value in opt_arrays.items():
-            _check_array(path, name, value, _state_dtype(dtype),
-                         name.rsplit("/", 1)[-1] in positive)
+            key = name.rsplit("/", 1)[-1]
+            _check_array(path, f"{name} (optimizer state {key!r})", value,
+                         _state_dtype(dtype), key in positive)
 
 
 def _check_numbers(path, header) -> None:
