@@ -267,3 +267,58 @@ def test_killed_writer_never_leaves_a_broken_checkpoint(tmp_path):
     assert seen, "no checkpoint was ever completed"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "ckpt.npz"]
     assert all(name.startswith(".gpunn-") for name in leftovers)  # only temp files remain
+
+
+# ---------------------------------------------------------------------- saving what loads
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.layers[0].params.__setitem__("W", m.backend.zeros((3, 3))),
+     r"layer 0 \('dense_0'.*'W'.*\(3, 4\).*\(3, 3\)"),
+    (lambda m: m.layers[1].buffers.__setitem__("running_var", m.backend.zeros((5,))),
+     r"layer 1 \('batchnorm_1'.*'running_var'.*\(4,\).*\(5,\)"),
+    (lambda m: m.layers[2].layers[0].params.__setitem__("b", m.backend.zeros((2, 1))),
+     r"layer 2\.0 .*'b'.*\(1,\).*\(2, 1\)"),
+    (lambda m: m.layers[0].params.pop("b"), r"'b'.*missing"),
+])
+def test_save_refuses_arrays_the_layers_do_not_declare(tmp_path, suffix, edit, match):
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors", reason="safetensors not installed")
+    model = gn.Sequential([gn.Dense(3, 4), gn.BatchNorm(4),
+                           gn.Sequential([gn.Dense(4, 1)], device="cpu")], device="cpu",
+                          seed=0)
+    edit(model)
+    with pytest.raises(ValueError, match=match):
+        model.save(tmp_path / f"m{suffix}")
+    with pytest.raises(ValueError, match=match):
+        gn.files.dumps(model)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
+
+
+@pytest.mark.parametrize("extra, match", [
+    ({"when": __import__("datetime").date(2020, 1, 2)}, r"'when'.*date"),
+    ({"info": {"labels": {1, 2}}}, r"'info'\]\['labels'.*set"),
+    ({"scale": np.float32(2.0)}, r"'scale'.*float32"),
+    ({3: "x"}, r"key 3.*int"),
+    ({"nan": float("nan")}, r"'nan'.*nan"),
+])
+def test_save_refuses_extra_that_json_cannot_hold(tmp_path, extra, match):
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    model.extra = extra
+    with pytest.raises(TypeError, match=match):
+        model.save(tmp_path / "m.npz")
+    model.extra = {}
+    with pytest.raises(TypeError, match=match):
+        gn.files.save(model, tmp_path / "m.npz", extra=extra)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_leaves_the_callers_generator_alone(tmp_path):
+    model = gn.Sequential([gn.Dense(3, 4), gn.Dropout(0.5), gn.Dense(4, 1)], device="cpu",
+                          seed=0)
+    model.save(tmp_path / "m.npz")
+    backend, twin = gn.get_backend("cpu", seed=5), gn.get_backend("cpu", seed=5)
+    backend.random.normal((2,)), twin.random.normal((2,))  # a generator already in use
+    loaded = gn.load(tmp_path / "m.npz", device=backend)
+    assert np.array_equal(gn.to_numpy(backend.random.normal((4,))),
+                          gn.to_numpy(twin.random.normal((4,))))
+    assert loaded.backend.name == backend.name and loaded.dtype == backend.dtype_name

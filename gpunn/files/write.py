@@ -55,9 +55,67 @@ def dumps(model, include_optimizer: bool = True) -> bytes:
     return buffer.getvalue()
 
 
+def _check_declared(path: str, layer) -> None:
+    """A layer's arrays must be those its ``param_shapes``/``buffer_shapes`` declare, in
+    those shapes: loading reads exactly these, so anything else makes a file no load
+    accepts (a parameter replaced by an array of another shape)."""
+    for kind, held, declared in (("parameter", layer.params, layer.param_shapes()),
+                                 ("buffer", layer.buffers, layer.buffer_shapes())):
+        where = (f"cannot save: layer {path} ({layer.name!r}, {type(layer).__name__}): "
+                 f"{kind}")
+        method = f"{type(layer).__name__}.{'param' if kind == 'parameter' else kind}_shapes()"
+        for key, shape in declared.items():
+            if key not in held:
+                raise ValueError(f"{where} {key!r} is missing ({method} declares it, of "
+                                 f"shape {tuple(shape)}); nothing was written")
+            given = tuple(getattr(held[key], "shape", ()))
+            if given != tuple(shape):
+                raise ValueError(f"{where} {key!r} must have the shape {tuple(shape)} that "
+                                 f"{method} declares, got {given}; nothing was written")
+        for key in held:
+            if key not in declared:
+                raise ValueError(f"{where} {key!r} is not declared by {method}, so no load "
+                                 "could read it back; nothing was written")
+
+
+def _check_json(value, where: str = "extra") -> None:
+    """Raise a ``TypeError`` naming the key unless ``value`` survives the JSON header
+    unchanged: strings, finite numbers, True/False/None, lists and string-keyed dicts."""
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if type(value) in (int, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise TypeError(f"{where}: {value!r} is not finite, and a model file's JSON "
+                            "header has no NaN or Infinity; nothing was written")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}; a model "
+                                "file's JSON header keeps string keys only (it would load "
+                                "back as a string); nothing was written")
+            _check_json(item, f"{where}[{key!r}]")
+        return
+    hint = " (convert it with .tolist() or float())" if hasattr(value, "tolist") else ""
+    raise TypeError(f"{where}: a {type(value).__name__} ({str(value)[:40]}) cannot be stored "
+                    f"in a model file's JSON header{hint}; use strings, numbers, lists and "
+                    "dicts; nothing was written")
+
+
 def _arrays(model, include_optimizer: bool, extra) -> dict:
+    # Everything is checked before the first byte is written (or array copied).
     arrays: dict[str, np.ndarray] = {}
     layers = [layer.spec() for layer in model.layers]  # a TypeError for unregistered types
+    tree = [(path, sub) for i, layer in enumerate(model.layers)
+            for path, sub in layer.walk(str(i))]
+    for path, sub in tree:
+        _check_declared(path, sub)
+    extra = dict(extra or model.extra or {})
+    _check_json(extra)
     for i, layer in enumerate(model.layers):
         for path, sub in layer.walk(str(i)):
             for key, value in sub.params.items():
@@ -66,7 +124,7 @@ def _arrays(model, include_optimizer: bool, extra) -> dict:
                 arrays[f"buffer/{path}/{key}"] = _le(host_array(value))
     header = {"format": FORMAT, "version": VERSION, "dtype": model.dtype, "layers": layers,
               "loss": None, "metrics": list(model.metrics), "optimizer": None,
-              "preprocessing": None, "extra": dict(extra or model.extra or {})}
+              "preprocessing": None, "extra": extra}
     if model.loss is not None:
         header["loss"] = {"name": model.loss.name, "config": model.loss.config()}
     opt = model.optimizer
