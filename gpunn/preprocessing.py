@@ -11,7 +11,8 @@ from .backend.ops import beyond_range, dtype_range
 class Standardizer:
     """Per-feature ``(x - mean) / std``, fitted on host data.
 
-    Constant features get a scale of 1 (they are centred, not divided by zero).
+    Constant features get a scale of 1 (they are centred, not divided by zero). The
+    statistics are exact at any magnitude of finite data (1e-200 or 1e200).
 
     Attributes
     ----------
@@ -31,9 +32,25 @@ class Standardizer:
         if X.ndim != 2 or X.shape[0] == 0:
             raise ValueError(f"Standardizer.fit: expected a non-empty 2-D array, got shape "
                              f"{X.shape}")
-        self.mean = X.mean(axis=0)
-        std = X.std(axis=0)
-        self.scale = np.where(std > 0, std, 1.0)
+        if not np.all(np.isfinite(X)):
+            raise ValueError("Standardizer.fit: X contains NaN or Inf")
+        # Two passes over each feature divided by the power of two at or below its largest
+        # magnitude: exact (a power of two), and no square can overflow (1e200**2) or
+        # underflow (1e-200**2) whatever the magnitude of finite data.
+        peak = np.max(np.abs(X), axis=0)
+        unit = np.ldexp(1.0, np.frexp(np.where(peak > 0, peak, 1.0))[1] - 1)
+        scaled = X / unit
+        mean = scaled.mean(axis=0)
+        spread = np.sqrt(np.mean((scaled - mean) ** 2, axis=0))
+        with np.errstate(over="ignore", under="ignore", divide="ignore"):
+            self.mean, std = mean * unit, spread * unit
+            tiny = (spread > 0) & ~(1.0 / std <= np.finfo(np.float64).max)
+        if np.any(tiny):
+            j = int(np.flatnonzero(tiny)[0])
+            raise ValueError(f"Standardizer.fit: feature {j} varies by {float(std[j]):.3g}, "
+                             "a spread too small to divide by in float64 (its reciprocal "
+                             "overflows); rescale that feature")
+        self.scale = np.where(spread > 0, std, 1.0)
         self._device_cache = None
         return self
 
