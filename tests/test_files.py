@@ -322,3 +322,20 @@ def test_load_leaves_the_callers_generator_alone(tmp_path):
     assert np.array_equal(gn.to_numpy(backend.random.normal((4,))),
                           gn.to_numpy(twin.random.normal((4,))))
     assert loaded.backend.name == backend.name and loaded.dtype == backend.dtype_name
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.layers[0].params["W"].__setitem__((0, 0), np.nan), r"param/0/W.*NaN or Inf"),
+    (lambda m: m.layers[1].buffers["running_var"].__setitem__(0, -1.0),
+     r"buffer/1/running_var.*>= 0"),
+    (lambda m: setattr(m, "preprocessor", gn.preprocessing.Standardizer(
+        [1e200, 0, 0], [1.0, 1.0, 1.0])), r"prep/mean.*float32's range"),
+])
+def test_save_refuses_what_load_would_refuse(tmp_path, edit, match):
+    """Whatever a load checks in a file's contents, a save checks before writing it."""
+    model = gn.Sequential([gn.Dense(3, 4), gn.BatchNorm(4), gn.Dense(4, 1)], device="cpu",
+                          seed=0)
+    edit(model)
+    with pytest.raises(ValueError, match=match):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []

@@ -271,6 +271,7 @@ OUT_OF_RANGE = {
     "kernel_l2 1e300": (_config(0, "kernel_l2", 1e300), "kernel_l2"),
     "kernel_l2 1e30": (_config(0, "kernel_l2", 1e30), "kernel_l2"),
     "BatchNorm eps 1e39": (_config(1, "eps", 1e39), "eps"),
+    "BatchNorm eps 1e-50": (_config(1, "eps", 1e-50), r"'eps' is 1e-50.*0 in float32"),
     "duplicate classes": (_extra("classes", ["a", "b", "a"]), "'a' twice"),
 }
 

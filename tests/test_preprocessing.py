@@ -64,3 +64,9 @@ def test_integer_targets_beyond_float16_are_out_of_range():
     with pytest.raises(ValueError, match=r"^y: holds values up to 1e\+05, beyond float16"):
         _model("float16").fit(np.ones((4, 2)), np.full(4, 100_000), loss="mse", epochs=1,
                               verbose=0)
+
+
+def test_sample_weights_beyond_the_dtype_are_out_of_range():
+    with pytest.raises(ValueError, match=r"^sample_weight: holds values up to 1e\+300"):
+        _model().fit(np.ones((4, 2)), np.ones(4), loss="mse", epochs=1, verbose=0,
+                     sample_weight=np.array([1.0, 1e300, 1.0, 1.0]))

@@ -214,7 +214,8 @@ def dtype_range(dtype: str) -> tuple[float, float]:
 
 def beyond_range(a, dtype: str) -> str | None:
     """What is wrong with casting the host array ``a`` to ``dtype``, or None when every
-    value stays finite: "holds values up to 1e+300, beyond float32's range (3.4e+38)".
+    value stays finite: "holds values up to 1e+300, beyond float32's range (3.4e+38)"
+    (or "contains NaN or Inf" when ``a`` itself does).
     (A cast overflows to Inf silently, so a value finite where it came from is checked
     here, before the cast, to tell it apart from a NaN or Inf in the data.)"""
     a = np.asarray(a)
@@ -222,7 +223,9 @@ def beyond_range(a, dtype: str) -> str | None:
         return None
     biggest = float(np.max(np.abs(a.astype(np.float64, copy=False))))
     limit = dtype_range(dtype)[0]
-    if not biggest <= limit:
+    if biggest != biggest or biggest == float("inf"):
+        return "contains NaN or Inf"
+    if biggest > limit:
         return f"holds values up to {biggest:.3g}, beyond {dtype}'s range ({limit:.3g})"
     return None
 

@@ -264,8 +264,9 @@ def _read_parts(path) -> ModelParts:
         unknown = sorted(set(archive.files) - known)
         if unknown:
             _fail(path, f"unexpected arrays {unknown[:5]}")
-    _check_ranges(path, header["dtype"], tree, params, buffers, opt_arrays,
-                  header.get("optimizer"))
+    nonnegative = _optimizer_class(path, header["optimizer"]).nonnegative_state \
+        if opt_arrays else ()
+    _check_ranges(path, header["dtype"], tree, params, buffers, opt_arrays, nonnegative)
     parts = ModelParts(layers, header["dtype"], params, buffers, extra=header["extra"],
                        metrics=_metric_names(path, header["metrics"]),
                        training=_training(path, header.get("training")))
@@ -297,6 +298,47 @@ def _metric_names(path, names) -> list:
     return list(names)
 
 
+def check_contents(where: str, header: dict, arrays: dict, layers: list) -> None:
+    """The checks :func:`read` makes of a file's contents (values, not layout), made by a
+    writer on what it is about to write: a save never writes what no load accepts.
+
+    Parameters
+    ----------
+    where : str
+        How errors name what is being written (``"cannot save model.npz"``).
+    header : dict
+        The JSON header.
+    arrays : dict of str -> numpy.ndarray
+        The archive's arrays by name (``param/0/W``, ``optim/0/v``, ``prep/mean``).
+    layers : list of Layer
+        The model's layers, whose declarations (``nonnegative``) the arrays must meet.
+
+    Raises
+    ------
+    ModelFileError
+    """
+    from ..optim import OPTIMIZERS
+    from ..preprocessing import Standardizer
+
+    tree = [(p, sub) for i, layer in enumerate(layers) for p, sub in layer.walk(str(i))]
+    params = {(p, k): arrays[f"param/{p}/{k}"] for p, sub in tree for k in sub.params}
+    buffers = {(p, k): arrays[f"buffer/{p}/{k}"] for p, sub in tree for k in sub.buffers}
+    opt_arrays = {k: v for k, v in arrays.items() if k.startswith("optim/")}
+    _check_extra(where, header["extra"])
+    _check_numbers(where, header)
+    opt = header.get("optimizer") or {}
+    cls = OPTIMIZERS.get(str(opt.get("name")))
+    _check_ranges(where, header["dtype"], tree, params, buffers, opt_arrays,
+                  cls.nonnegative_state if cls is not None else ())
+    if (header.get("preprocessing") or {}).get("kind") == Standardizer.kind and \
+            _model_range(header["dtype"]) is not None:
+        try:
+            Standardizer(arrays["prep/mean"], arrays["prep/scale"]).check_dtype(
+                header["dtype"], "prep/")
+        except ValueError as exc:
+            _fail(where, str(exc))
+
+
 def _state_dtype(dtype: str) -> str:
     """The dtype a model of ``dtype`` computes its state in: 16-bit models keep float32
     master weights, optimiser state and preprocessing."""
@@ -326,7 +368,7 @@ def _check_array(path, name: str, value, dtype: str, nonnegative: bool = False) 
 
 
 def _check_ranges(path, dtype: str, tree, params: dict, buffers: dict, opt_arrays: dict,
-                  opt_header) -> None:
+                  nonnegative_state=()) -> None:
     """Every array after the cast to the dtype it will have, and the constraints its owner
     declares: a layer's :attr:`~gpunn.layers.Layer.nonnegative` arrays, an optimiser's
     :attr:`~gpunn.optim.Optimizer.nonnegative_state`. A value finite in the file but not in
@@ -340,19 +382,20 @@ def _check_ranges(path, dtype: str, tree, params: dict, buffers: dict, opt_array
             named = f" (layer {layer.name!r})" if layer.name else ""
             _check_array(path, f"{kind}/{p}/{key}{named}", value, dtype,
                          key in getattr(layer, "nonnegative", ()))
-    if opt_arrays:
-        positive = set(_optimizer_class(path, opt_header).nonnegative_state)
-        for name, value in opt_arrays.items():
-            key = name.rsplit("/", 1)[-1]
-            _check_array(path, f"{name} (optimizer state {key!r})", value,
-                         _state_dtype(dtype), key in positive)
+    positive = set(nonnegative_state)
+    for name, value in opt_arrays.items():
+        key = name.rsplit("/", 1)[-1]
+        _check_array(path, f"{name} (optimizer state {key!r})", value, _state_dtype(dtype),
+                     key in positive)
 
 
 def _check_numbers(path, header) -> None:
     """Every real number of the layers' configs, the optimiser's settings and the loss's
     config must be finite in the dtype it is computed in (a BatchNorm eps of 1e39 is Inf
-    in float32). Integers are sizes and counts, which the constructors bound."""
+    in float32), and one that is not 0 must not become 0 there (an eps of 1e-50).
+    Integers are sizes and counts, which the constructors bound."""
     def walk(value, where, dtype, limit):
+        cast = "float32" if dtype == "bfloat16" else dtype  # (bfloat16: float32's range)
         if isinstance(value, dict):
             for k, v in value.items():
                 walk(v, f"{where} {k!r}" if where.endswith("config") else f"{where}.{k}",
@@ -364,6 +407,9 @@ def _check_numbers(path, header) -> None:
             _fail(path, f"{where} is {value!r}; expected a finite number")
         elif isinstance(value, float) and not abs(value) <= limit:
             _fail(path, f"{where} is {value!r}, beyond {dtype}'s range ({limit:.3g})")
+        elif isinstance(value, float) and value and np.asarray(value, cast).item() == 0:
+            _fail(path, f"{where} is {value!r}, which is 0 in {dtype} (an eps of 0 divides "
+                        "by zero)")
 
     parts = [(spec.get("config"), f"layer {i} ({str(spec.get('type'))[:40]}) config",
               header["dtype"]) for i, spec in enumerate(header["layers"])

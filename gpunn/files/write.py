@@ -13,7 +13,7 @@ import numpy as np
 from ..atomic import atomic_path
 from ..backend.ops import host_array
 from . import safetensors_format
-from .format import FORMAT, VERSION
+from .format import FORMAT, VERSION, check_contents
 
 
 def _le(a: np.ndarray) -> np.ndarray:
@@ -41,11 +41,11 @@ def save(model, path, include_optimizer: bool = True, extra: dict | None = None)
     """
     path = os.fspath(path)
     if path.endswith(safetensors_format.SUFFIX):
-        safetensors_format.write(path, _arrays(model, include_optimizer, extra))
+        safetensors_format.write(path, _arrays(model, include_optimizer, extra, path))
         return
     if not path.endswith(".npz"):
         path += ".npz"
-    _atomic_savez(path, _arrays(model, include_optimizer, extra))
+    _atomic_savez(path, _arrays(model, include_optimizer, extra, path))
 
 
 def dumps(model, include_optimizer: bool = True) -> bytes:
@@ -106,7 +106,7 @@ def _check_json(value, where: str = "extra") -> None:
                     "dicts; nothing was written")
 
 
-def _arrays(model, include_optimizer: bool, extra) -> dict:
+def _arrays(model, include_optimizer: bool, extra, path=None) -> dict:
     # Everything is checked before the first byte is written (or array copied).
     arrays: dict[str, np.ndarray] = {}
     layers = [layer.spec() for layer in model.layers]  # a TypeError for unregistered types
@@ -143,6 +143,8 @@ def _arrays(model, include_optimizer: bool, extra) -> dict:
         info, prep = model.preprocessor.state()
         header["preprocessing"] = info
         arrays.update({f"prep/{k}": _le(np.asarray(v)) for k, v in prep.items()})
+    check_contents(f"cannot save {path}" if path else "cannot save the model", header,
+                   arrays, model.layers)
     arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     return arrays
 
