@@ -221,10 +221,12 @@ def beyond_range(a, dtype: str) -> str | None:
     a = np.asarray(a)
     if a.size == 0 or a.dtype.kind not in "fiu":
         return None
-    biggest = float(np.max(np.abs(a.astype(np.float64, copy=False))))
-    limit = dtype_range(dtype)[0]
-    if biggest != biggest or biggest == float("inf"):
+    # The extremes, not max(abs(a)): no temporary copy of a model's largest array (and no
+    # overflow of abs on the most negative integer).
+    high, low = float(np.max(a)), float(np.min(a))
+    if not (np.isfinite(high) and np.isfinite(low)):
         return "contains NaN or Inf"
+    biggest, limit = max(abs(high), abs(low)), dtype_range(dtype)[0]
     if biggest > limit:
         return f"holds values up to {biggest:.3g}, beyond {dtype}'s range ({limit:.3g})"
     return None
