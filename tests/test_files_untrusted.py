@@ -300,3 +300,23 @@ def test_the_unedited_range_model_loads_and_predicts():
     model = gn.files.loads(RANGE_VALID, device="cpu")
     assert np.all(np.isfinite(gn.to_numpy(model.predict(np.ones((2, 3))))))
 
+
+
+def test_the_loader_reads_constraints_from_the_optimizer_and_layer(monkeypatch):
+    """No table in the loader: what an optimiser or a layer declares is what is checked."""
+    X = np.random.default_rng(0).standard_normal((8, 3))
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    model.fit(X, X[:, 0], loss="mse", optimizer=gn.optim.SGD(momentum=0.9), epochs=1,
+              verbose=0)
+    arrays, header = _arrays_and_header(gn.files.dumps(model))
+    arrays["optim/0/velocity"] = -np.abs(arrays["optim/0/velocity"]) - 1.0
+    arrays["param/0/b"] = np.full_like(arrays["param/0/b"], -1.0)
+    data = _pack(arrays, header)
+    gn.files.loads(data, device="cpu")  # SGD's velocity may be negative
+    monkeypatch.setattr(gn.optim.SGD, "nonnegative_state", ("velocity",))
+    with pytest.raises(gn.ModelFileError, match=r"optim/0/velocity.*>= 0"):
+        gn.files.loads(data, device="cpu")
+    monkeypatch.setattr(gn.optim.SGD, "nonnegative_state", ())
+    monkeypatch.setattr(gn.Dense, "nonnegative", ("b",))
+    with pytest.raises(gn.ModelFileError, match=r"param/0/b.*>= 0"):
+        gn.files.loads(data, device="cpu")
