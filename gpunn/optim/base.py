@@ -106,10 +106,10 @@ class Optimizer:
 
     A new optimiser subclasses this, names its state arrays (:attr:`state_keys`) and
     those that can never be negative (:attr:`nonnegative_state`: model files holding a
-    negative one are refused), returns
-    its settings from :meth:`hyper` (the constructor's keyword arguments: a saved
-    optimiser is rebuilt from them), its per-step constants from :meth:`step_constants`,
-    implements :meth:`update`, and is registered with :func:`register`.
+    negative one are refused), returns its settings from :meth:`hyper` (the
+    constructor's keyword arguments: a saved optimiser is rebuilt from them), its
+    per-step constants from :meth:`step_constants`, implements :meth:`update`, and is
+    registered with :func:`register`.
 
     Parameters
     ----------
