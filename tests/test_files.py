@@ -339,3 +339,16 @@ def test_save_refuses_what_load_would_refuse(tmp_path, edit, match):
     with pytest.raises(ValueError, match=match):
         model.save(tmp_path / "m.npz")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_save_names_a_layer_config_json_cannot_hold(tmp_path):
+    """A user's layer whose config holds a NumPy number: named, not a raw json error."""
+    class Scaled(gn.layers.Dense):
+        def get_config(self):
+            return {**super().get_config(), "gain": np.float32(2.0)}
+
+    Scaled._serializes_as = "Dense"
+    model = gn.Sequential([Scaled(3, 1)], device="cpu", seed=0)
+    with pytest.raises(TypeError, match=r"layer 0 \(Dense\) config\['gain'\].*float32"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []

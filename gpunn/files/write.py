@@ -143,6 +143,10 @@ def _arrays(model, include_optimizer: bool, extra, path=None) -> dict:
         info, prep = model.preprocessor.state()
         header["preprocessing"] = info
         arrays.update({f"prep/{k}": _le(np.asarray(v)) for k, v in prep.items()})
+    for i, spec in enumerate(layers):  # a user's layer or loss may hold NumPy numbers
+        _check_json(spec["config"], f"layer {i} ({spec['type']}) config")
+    _check_json(header["loss"], "the loss's config")
+    _check_json(header["optimizer"], "the optimiser's settings")
     check_contents(f"cannot save {path}" if path else "cannot save the model", header,
                    arrays, model.layers)
     arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
