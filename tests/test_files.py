@@ -352,3 +352,24 @@ def test_save_names_a_layer_config_json_cannot_hold(tmp_path):
     with pytest.raises(TypeError, match=r"layer 0 \(Dense\) config\['gain'\].*float32"):
         model.save(tmp_path / "m.npz")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_optimizer_that_never_stepped_saves_and_loads(tmp_path):
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    model.optimizer = gn.optim.Adam(lr=0.05)
+    model.save(tmp_path / "m.npz")
+    loaded = gn.load(tmp_path / "m.npz", device="cpu")
+    assert loaded.optimizer.lr == 0.05 and loaded.optimizer.t == 0
+    loaded.fit(np.ones((4, 3)), np.ones(4), loss="mse", epochs=1, verbose=0)
+
+
+def test_save_refuses_an_optimizer_state_of_another_model(tmp_path):
+    other = gn.Sequential([gn.Dense(3, 2)], device="cpu", seed=0)
+    other.fit(np.ones((4, 3)), np.ones((4, 2)), loss="mse", optimizer="adam", epochs=1,
+              verbose=0)
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    model.optimizer = other.optimizer
+    with pytest.raises(ValueError, match=r"optimi[sz]er.*\(3, 2\).*0\.W.*\(3, 1\)"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+    model.save(tmp_path / "m.npz", include_optimizer=False)

@@ -537,7 +537,8 @@ def _optimizer(path, opt_header, opt_arrays, params):
         opt.load_state_dict({"kind": opt_header["kind"], "hyper": opt_header["hyper"],
                              "t": t, "state": slots})
         held = [tuple(s[opt.state_keys[0]].shape) for s in opt.state if opt.state_keys]
-        if opt.state_keys and held != shapes:
+        # No state before the first step: the next fit allocates it for the model.
+        if opt.state_keys and held != shapes and (held or t):
             raise ValueError(f"state of shapes {held[:3]}... for parameters of shapes "
                              f"{shapes[:3]}... ({len(held)} entries, {len(shapes)} needed)")
     except (TypeError, ValueError, KeyError, AttributeError) as exc:

@@ -106,6 +106,29 @@ def _check_json(value, where: str = "extra") -> None:
                     "dicts; nothing was written")
 
 
+def _check_state(model, state: dict) -> None:
+    """The optimiser's state must be that of the model's parameters (or none yet): one
+    entry per parameter, in its shape, as loading requires."""
+    if not state["state"] or not any(state["state"]):
+        return
+    named = [(f"{path}.{key}" if path else key, tuple(sub.params[key].shape))
+             for i, layer in enumerate(model.layers) for path, sub in layer.walk(str(i))
+             for key in sub.params]
+    held = [tuple(next(iter(s.values())).shape) if s else None for s in state["state"]]
+    if len(held) != len(named):
+        raise ValueError(f"cannot save: the optimiser holds state for {len(held)} "
+                         f"parameters, the model has {len(named)}; it was used with another "
+                         "model (save with include_optimizer=False, or set a new "
+                         "optimiser); nothing was written")
+    for j, ((name, shape), given) in enumerate(zip(named, held)):
+        if given != shape:
+            raise ValueError(f"cannot save: the optimiser's state for parameter {j} has "
+                             f"shape {given}, but parameter {name} has shape {shape}; it "
+                             "was used with another model (save with "
+                             "include_optimizer=False, or set a new optimiser); nothing "
+                             "was written")
+
+
 def _arrays(model, include_optimizer: bool, extra, path=None) -> dict:
     # Everything is checked before the first byte is written (or array copied).
     arrays: dict[str, np.ndarray] = {}
@@ -130,6 +153,7 @@ def _arrays(model, include_optimizer: bool, extra, path=None) -> dict:
     opt = model.optimizer
     if include_optimizer and opt is not None:
         state = opt.state_dict()
+        _check_state(model, state)
         header["optimizer"] = {"kind": state["kind"], "name": type(opt).name,
                                "class": type(opt).__name__, "hyper": state["hyper"],
                                "t": state["t"], "slots": len(state["state"])}
