@@ -67,6 +67,7 @@ class Standardizer:
                              f"features, got {X.shape[1]}")
         key = (id(backend), backend.dtype_name)
         if self._device_cache is None or self._device_cache[0] != key:
+            self.check_dtype(backend.dtype_name, "Standardizer ")  # once per backend
             self._device_cache = (key, backend.asarray(self.mean.astype(backend.dtype_name)),
                                   backend.asarray((1.0 / self.scale).astype(backend.dtype_name)))
         _, mean, inv = self._device_cache

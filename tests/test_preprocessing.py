@@ -70,3 +70,14 @@ def test_sample_weights_beyond_the_dtype_are_out_of_range():
     with pytest.raises(ValueError, match=r"^sample_weight: holds values up to 1e\+300"):
         _model().fit(np.ones((4, 2)), np.ones(4), loss="mse", epochs=1, verbose=0,
                      sample_weight=np.array([1.0, 1e300, 1.0, 1.0]))
+
+
+def test_transform_refuses_statistics_the_models_dtype_cannot_hold():
+    s = Standardizer().fit(np.array([[1e200, 1.0], [-1e200, 2.0]]))
+    model = _model()
+    model.preprocessor = s
+    with pytest.raises(ValueError,
+                       match=r"Standardizer scale holds values up to 1e\+200.*float32's"):
+        model.predict(np.ones((2, 2)))
+    out = gn.to_numpy(s.transform(np.array([[1e200, 1.0]]), gn.get_backend("cpu", "float64")))
+    np.testing.assert_allclose(out, [[1.0, -1.0]])
