@@ -82,7 +82,10 @@ class Standardizer:
         """
         if not self.fitted:
             return
-        largest, smallest = dtype_range(dtype)
+        try:
+            largest, smallest = dtype_range(dtype)
+        except ValueError:  # a dtype NumPy does not know: no range to check against
+            return
         for key, value in (("mean", self.mean), ("scale", self.scale)):
             problem = beyond_range(value, dtype)
             if problem:
@@ -91,8 +94,7 @@ class Standardizer:
             raise ValueError(f"{prefix}scale must be positive, holds "
                              f"{float(np.min(self.scale)):.3g}")
         with np.errstate(over="ignore", divide="ignore"):
-            inverse = 1.0 / self.scale.astype(dtype if dtype in ("float32", "float64")
-                                              else "float32")
+            inverse = 1.0 / self.scale  # as transform computes it, then casts
         low, high = float(np.min(self.scale)), float(np.max(self.scale))
         if not float(np.max(inverse)) <= largest:
             raise ValueError(f"{prefix}scale holds {low:.3g}, whose reciprocal (what "

@@ -129,8 +129,8 @@ def _check_state(model, state: dict) -> None:
                              "was written")
 
 
-def _arrays(model, include_optimizer: bool, extra, path=None) -> dict:
-    # Everything is checked before the first byte is written (or array copied).
+def _arrays(model, include_optimizer: bool, extra, target=None) -> dict:
+    # Everything is checked before anything is written (target: the file, for messages).
     arrays: dict[str, np.ndarray] = {}
     layers = [layer.spec() for layer in model.layers]  # a TypeError for unregistered types
     tree = [(path, sub) for i, layer in enumerate(model.layers)
@@ -171,7 +171,7 @@ def _arrays(model, include_optimizer: bool, extra, path=None) -> dict:
         _check_json(spec["config"], f"layer {i} ({spec['type']}) config")
     _check_json(header["loss"], "the loss's config")
     _check_json(header["optimizer"], "the optimiser's settings")
-    check_contents(f"cannot save {path}" if path else "cannot save the model", header,
+    check_contents(f"cannot save {target}" if target else "cannot save the model", header,
                    arrays, model.layers)
     arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     return arrays
