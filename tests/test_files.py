@@ -328,6 +328,8 @@ def test_load_leaves_the_callers_generator_alone(tmp_path):
     (lambda m: m.layers[0].params["W"].__setitem__((0, 0), np.nan), r"param/0/W.*NaN or Inf"),
     (lambda m: m.layers[1].buffers["running_var"].__setitem__(0, -1.0),
      r"buffer/1/running_var.*>= 0"),
+    (lambda m: m.layers[0].params.__setitem__("b", np.zeros(4, np.complex64)),
+     r"param/0/b has dtype complex64"),
     (lambda m: setattr(m, "preprocessor", gn.preprocessing.Standardizer(
         [1e200, 0, 0], [1.0, 1.0, 1.0])), r"prep/mean.*float32's range"),
 ])

@@ -320,6 +320,9 @@ def check_contents(where: str, header: dict, arrays: dict, layers: list) -> None
     from ..optim import OPTIMIZERS
     from ..preprocessing import Standardizer
 
+    for name, value in arrays.items():  # what _declared refuses on reading
+        if value.dtype.hasobject or value.dtype.kind not in "fiub":
+            _fail(where, f"{name} has dtype {value.dtype}; a model file holds real numbers")
     tree = [(p, sub) for i, layer in enumerate(layers) for p, sub in layer.walk(str(i))]
     params = {(p, k): arrays[f"param/{p}/{k}"] for p, sub in tree for k in sub.params}
     buffers = {(p, k): arrays[f"buffer/{p}/{k}"] for p, sub in tree for k in sub.buffers}
