@@ -291,7 +291,7 @@ def cmd_predict(args) -> int:
     if bad.size:  # argmax and >= 0.5 would label a NaN row as the first class
         raise ValueError(f"{args.model}: the model's outputs are NaN or infinite for "
                          f"{bad.size} of {proba.shape[0]} rows (the first is row "
-                         f"{int(bad[0]) + 1} of {args.data}): its weights overflow "
+                         f"{int(bad[0]) + 1} of {args.data}): the network overflows "
                          f"{model.dtype} on this data; nothing was written")
     task, classes = extra.get("task"), extra.get("classes") or []
     target = extra.get("target", "prediction")

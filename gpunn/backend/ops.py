@@ -214,10 +214,9 @@ def dtype_range(dtype: str) -> tuple[float, float]:
 
 def beyond_range(a, dtype: str) -> str | None:
     """What is wrong with casting the host array ``a`` to ``dtype``, or None when every
-    value stays finite: "holds values up to 1e+300, beyond float32's range (3.4e+38)"
-    (or "contains NaN or Inf" when ``a`` itself does).
-    (A cast overflows to Inf silently, so a value finite where it came from is checked
-    here, before the cast, to tell it apart from a NaN or Inf in the data.)"""
+    value stays finite: "holds values up to 1e+300, beyond float32's range (3.4e+38)", or
+    "contains NaN or Inf" when ``a`` itself does. A cast overflows to Inf silently, so
+    this looks before the cast, where a finite value is told apart from a NaN or Inf."""
     a = np.asarray(a)
     if a.size == 0 or a.dtype.kind not in "fiu":
         return None

@@ -28,8 +28,8 @@ def _fraction(value, what: str, low: float, high: float, closed_low: bool) -> fl
 
 
 def _eps(value, what: str) -> float:
-    # Above 1 the constant swamps any variance of standardised data: every output would
-    # be beta, whatever the input.
+    # Beyond 1 the constant outweighs the variance of any normalised activations, so every
+    # output tends to beta: a mistake, or a crafted model file.
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
             not 0 < value <= 1.0:
         raise ValueError(f"{what}: expected a positive number of at most 1, got {value!r}")
