@@ -256,8 +256,9 @@ def _extra(key, value):
 
 OUT_OF_RANGE = {
     "W 1e300": (_set("param/0/W", 1e300),
-                r"param/0/W \(layer .dense_0.\).*up to 1e\+300.*float32's range"),
-    "bias -1e39": (_set("param/0/b", -1e39), r"param/0/b.*float32's range"),
+                r"param/dense_0/W \(archive member param/0/W\) holds values up to "
+                r"1e\+300, beyond float32's range \(3.4e\+38\)"),
+    "bias -1e39": (_set("param/0/b", -1e39), r"param/dense_0/b.*float32's range"),
     "scale 1e-45": (_set("prep/scale", [1.0, 1e-45, 1.0]), "prep/scale"),
     "scale 1e-300": (_set("prep/scale", [1.0, 1e-300, 1.0]), "prep/scale"),
     "scale 1e300": (_set("prep/scale", [1.0, 1e300, 1.0]), "prep/scale"),
@@ -266,8 +267,9 @@ OUT_OF_RANGE = {
     "Adam v 1e300": (_set("optim/0/v", 1e300), r"optim/0/v.*float32's range"),
     "Adam v negative": (_set("optim/0/v", -1.0), r"optim/0/v.*>= 0"),
     "running_var negative": (_set("buffer/1/running_var", -1.0),
-                             r"buffer/1/running_var.*>= 0"),
-    "running_mean 1e39": (_set("buffer/1/running_mean", 1e39), "buffer/1/running_mean"),
+                             r"buffer/batchnorm_1/running_var.*>= 0"),
+    "running_mean 1e39": (_set("buffer/1/running_mean", 1e39),
+                          "buffer/batchnorm_1/running_mean"),
     "kernel_l2 1e300": (_config(0, "kernel_l2", 1e300), "kernel_l2"),
     "kernel_l2 1e30": (_config(0, "kernel_l2", 1e30), "kernel_l2"),
     "BatchNorm eps 1e39": (_config(1, "eps", 1e39), "eps"),

@@ -377,13 +377,19 @@ def _check_ranges(path, dtype: str, tree, params: dict, buffers: dict, opt_array
     :attr:`~gpunn.optim.Optimizer.nonnegative_state`. A value finite in the file but not in
     the model (float64 1e300 in a float32 model) would load and predict NaN."""
     layers = dict(tree)
+
+    def by_name(p):  # "2.0" -> "sequential_2.dense_0": how users know their layers
+        parts = p.split(".")
+        return ".".join(str(layers[".".join(parts[:i + 1])].name or part)[:40]
+                        for i, part in enumerate(parts))
+
     for kind, arrays in (("param", params), ("buffer", buffers)):
         for (p, key), value in arrays.items():
             if kind == "buffer" and value.dtype.kind != "f":
                 continue  # an integer buffer (a counter) keeps its own dtype
             layer = layers[p]
-            named = f" (layer {layer.name!r})" if layer.name else ""
-            _check_array(path, f"{kind}/{p}/{key}{named}", value, dtype,
+            _check_array(path, f"{kind}/{by_name(p)}/{key} (archive member "
+                               f"{kind}/{p}/{key})", value, dtype,
                          key in getattr(layer, "nonnegative", ()))
     positive = set(nonnegative_state)
     for name, value in opt_arrays.items():
