@@ -309,7 +309,14 @@ def cmd_predict(args) -> int:
         raise _ds.DatasetError(f"{args.model}: was not trained from a CSV file (no column "
                                "names saved); load it in Python and call model.predict")
     X = _cli_data.predict_features(args.data, args, columns)
-    proba = np.asarray(to_numpy(model.predict(X)), dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below, in one line
+        proba = np.asarray(to_numpy(model.predict(X)), dtype=np.float64)
+    bad = np.flatnonzero(~np.all(np.isfinite(proba), axis=1))
+    if bad.size:  # argmax and >= 0.5 would label a NaN row as the first class
+        raise ValueError(f"{args.model}: the model's outputs are NaN or infinite for "
+                         f"{bad.size} of {proba.shape[0]} rows (the first is row "
+                         f"{int(bad[0]) + 1} of {args.data}): the network overflows "
+                         f"{model.dtype} on this data; nothing was written")
     task, classes = extra.get("task"), extra.get("classes") or []
     target = extra.get("target", "prediction")
     if task == "binary":

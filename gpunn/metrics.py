@@ -141,7 +141,8 @@ class MAE(Metric):
 class R2(Metric):
     """Coefficient of determination, ``1 - SS_res / SS_tot`` over all outputs; weighted
     as scikit-learn's ``r2_score(sample_weight=)``: both sums of squares weighted, around
-    the weighted mean."""
+    the weighted mean. Constant targets (``SS_tot = 0``) score 1 when predicted exactly,
+    else 0, as scikit-learn's."""
 
     name = "r2"
 
@@ -164,7 +165,11 @@ class R2(Metric):
         if prepared is None:
             raise ValueError("r2: result needs the total sum of squares that prepare "
                              "returned for the same dataset")
-        return 1.0 - total / prepared if prepared > 0 else float("nan")
+        if prepared > 0:
+            return 1.0 - total / prepared
+        # Constant targets: scikit-learn's r2_score (force_finite) scores a perfect fit 1
+        # and anything else 0, where the ratio itself is undefined.
+        return 1.0 if total == 0 else 0.0
 
 
 METRICS = {"accuracy": Accuracy, "acc": Accuracy, "mse": MSE, "mae": MAE, "r2": R2}

@@ -382,3 +382,29 @@ def test_the_table_is_large_enough():
     from test_training_arguments import API_CASES  # the Python API's half of the table
 
     assert len(API_CASES) + len(CLI_CASES) >= 30
+
+
+def test_predict_refuses_to_label_non_finite_outputs(tmp_path, run_cli):
+    """Weights within float32's range can still overflow in the forward pass: a NaN
+    probability must never be written out as the first class."""
+    import io
+    import json
+
+    csv = tmp_path / "f.csv"
+    csv.write_text("a,b,label\n" + "".join(f"{i % 7},{i % 3},{'xyz'[i % 3]}\n"
+                                           for i in range(30)))
+    model = tmp_path / "m.npz"
+    assert run_cli("train", "--data", str(csv), "--target", "label", "--epochs", "1",
+                   "--save", str(model), "--quiet")[0] == 0
+    with np.load(model, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    name = next(k for k in arrays if k.startswith("param/") and k.endswith("/W"))
+    arrays[name] = np.full(arrays[name].shape, 3e38, arrays[name].dtype)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    crafted = tmp_path / "overflow.npz"
+    crafted.write_bytes(buffer.getvalue())
+    assert json.loads(arrays["__gpunn__"].tobytes())["dtype"] == "float32"
+    code, out, err = run_cli("predict", str(crafted), "--data", str(csv))
+    assert code == 2 and "NaN or infinite" in err and len(err.strip().splitlines()) == 1, err
+    assert out == ""

@@ -357,3 +357,119 @@ def test_a_full_disk_names_the_users_file(tmp_path, monkeypatch):
         model.save(tmp_path / "m.npz")
     assert info.value.filename == str(tmp_path / "m.npz")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- saving what loads
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.layers[0].params.__setitem__("W", m.backend.zeros((3, 3))),
+     r"layer 0 \('dense_0'.*'W'.*\(3, 4\).*\(3, 3\)"),
+    (lambda m: m.layers[1].buffers.__setitem__("running_var", m.backend.zeros((5,))),
+     r"layer 1 \('batchnorm_1'.*'running_var'.*\(4,\).*\(5,\)"),
+    (lambda m: m.layers[2].layers[0].params.__setitem__("b", m.backend.zeros((2, 1))),
+     r"layer 2\.0 .*'b'.*\(1,\).*\(2, 1\)"),
+    (lambda m: m.layers[0].params.pop("b"), r"'b'.*missing"),
+])
+def test_save_refuses_arrays_the_layers_do_not_declare(tmp_path, suffix, edit, match):
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors", reason="safetensors not installed")
+    model = gn.Sequential([gn.Dense(3, 4), gn.BatchNorm(4),
+                           gn.Sequential([gn.Dense(4, 1)], device="cpu")], device="cpu",
+                          seed=0)
+    edit(model)
+    with pytest.raises(ValueError, match=match):
+        model.save(tmp_path / f"m{suffix}")
+    with pytest.raises(ValueError, match=match):
+        gn.files.dumps(model)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
+
+
+@pytest.mark.parametrize("extra, match", [
+    ({"when": __import__("datetime").date(2020, 1, 2)}, r"'when'.*date"),
+    ({"info": {"labels": {1, 2}}}, r"'info'\]\['labels'.*set"),
+    ({"scale": np.float32(2.0)}, r"'scale'.*float32"),
+    ({3: "x"}, r"key 3.*int"),
+    ({"nan": float("nan")}, r"'nan'.*nan"),
+])
+def test_save_refuses_extra_that_json_cannot_hold(tmp_path, extra, match):
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    model.extra = extra
+    with pytest.raises(TypeError, match=match):
+        model.save(tmp_path / "m.npz")
+    model.extra = {}
+    with pytest.raises(TypeError, match=match):
+        gn.files.save(model, tmp_path / "m.npz", extra=extra)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_leaves_the_callers_generator_alone(tmp_path):
+    model = gn.Sequential([gn.Dense(3, 4), gn.Dropout(0.5), gn.Dense(4, 1)], device="cpu",
+                          seed=0)
+    model.save(tmp_path / "m.npz")
+    backend, twin = gn.get_backend("cpu", seed=5), gn.get_backend("cpu", seed=5)
+    backend.random.normal((2,)), twin.random.normal((2,))  # a generator already in use
+    loaded = gn.load(tmp_path / "m.npz", device=backend)
+    assert np.array_equal(gn.to_numpy(backend.random.normal((4,))),
+                          gn.to_numpy(twin.random.normal((4,))))
+    assert loaded.backend.name == backend.name and loaded.dtype == backend.dtype_name
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.layers[0].params["W"].__setitem__((0, 0), np.nan), r"param/0/W.*NaN or Inf"),
+    (lambda m: m.layers[1].buffers["running_var"].__setitem__(0, -1.0),
+     r"buffer/1/running_var.*>= 0"),
+    (lambda m: m.layers[0].params.__setitem__("b", np.zeros(4, np.complex64)),
+     r"param/0/b has dtype complex64"),
+    (lambda m: setattr(m, "preprocessor", gn.preprocessing.Standardizer(
+        [1e200, 0, 0], [1.0, 1.0, 1.0])), r"prep/mean.*float32's range"),
+])
+def test_save_refuses_what_load_would_refuse(tmp_path, edit, match):
+    """Whatever a load checks in a file's contents, a save checks before writing it."""
+    model = gn.Sequential([gn.Dense(3, 4), gn.BatchNorm(4), gn.Dense(4, 1)], device="cpu",
+                          seed=0)
+    edit(model)
+    with pytest.raises(ValueError, match=match):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_names_a_layer_config_json_cannot_hold(tmp_path):
+    """A user's layer whose config holds a NumPy number: named, not a raw json error."""
+    class Scaled(gn.layers.Dense):
+        def get_config(self):
+            return {**super().get_config(), "gain": np.float32(2.0)}
+
+    Scaled._serializes_as = "Dense"
+    model = gn.Sequential([Scaled(3, 1)], device="cpu", seed=0)
+    with pytest.raises(TypeError, match=r"layer 0 \(Dense\) config\['gain'\].*float32"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_optimizer_that_never_stepped_saves_and_loads(tmp_path):
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    model.optimizer = gn.optim.Adam(lr=0.05)
+    model.save(tmp_path / "m.npz")
+    loaded = gn.load(tmp_path / "m.npz", device="cpu")
+    assert loaded.optimizer.lr == 0.05 and loaded.optimizer.t == 0
+    loaded.fit(np.ones((4, 3)), np.ones(4), loss="mse", epochs=1, verbose=0)
+
+
+def test_save_refuses_an_optimizer_state_of_another_model(tmp_path):
+    other = gn.Sequential([gn.Dense(3, 2)], device="cpu", seed=0)
+    other.fit(np.ones((4, 3)), np.ones((4, 2)), loss="mse", optimizer="adam", epochs=1,
+              verbose=0)
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    model.optimizer = other.optimizer
+    with pytest.raises(ValueError, match=r"optimi[sz]er.*\(3, 2\).*0\.W.*\(3, 1\)"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+    model.save(tmp_path / "m.npz", include_optimizer=False)
+
+
+def test_save_errors_name_the_file(tmp_path):
+    model = gn.Sequential([gn.Dense(3, 4), gn.Dense(4, 1)], device="cpu", seed=0)
+    model.layers[1].params["W"][0, 0] = np.inf
+    with pytest.raises(ValueError,
+                       match=r"cannot save .*m\.npz: param/dense_1/W \(archive member param/1/W\)"):
+        model.save(tmp_path / "m.npz")

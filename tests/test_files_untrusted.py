@@ -217,3 +217,108 @@ def test_saved_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "m.npz").st_mode) == 0o644
+
+
+# ---------------------------------------------------------------------- values of the wrong range
+# Finite in the file is not enough: every array must be finite once cast to the model's
+# dtype, so must what is derived from it (a standardiser's 1/scale), declared constraints
+# must hold (second moments, running variances), and config numbers must fit the dtype.
+def _range_model() -> bytes:
+    X = np.random.default_rng(0).standard_normal((16, 3))
+    model = gn.Sequential([gn.Dense(3, 4, activation="tanh"), gn.BatchNorm(4),
+                           gn.Dense(4, 1)], device="cpu", seed=0)
+    model.preprocessor = gn.preprocessing.Standardizer().fit(X)
+    model.fit(X, X[:, 0], loss="mse", optimizer=gn.optim.Adam(), epochs=1, verbose=0)
+    return gn.files.dumps(model)
+
+
+RANGE_VALID = _range_model()
+
+
+def _set(name, value):
+    def edit(arrays, header):
+        arrays[name] = np.full(arrays[name].shape, value, np.float64) \
+            if np.ndim(value) == 0 else np.asarray(value, np.float64)
+    return edit
+
+
+def _config(layer, key, value):
+    def edit(arrays, header):
+        header["layers"][layer]["config"][key] = value
+    return edit
+
+
+def _extra(key, value):
+    def edit(arrays, header):
+        header["extra"][key] = value
+    return edit
+
+
+OUT_OF_RANGE = {
+    "W 1e300": (_set("param/0/W", 1e300),
+                r"param/dense_0/W \(archive member param/0/W\) holds values up to "
+                r"1e\+300, beyond float32's range \(3.4e\+38\)"),
+    "bias -1e39": (_set("param/0/b", -1e39), r"param/dense_0/b.*float32's range"),
+    "scale 1e-45": (_set("prep/scale", [1.0, 1e-45, 1.0]), "prep/scale"),
+    "scale 1e-300": (_set("prep/scale", [1.0, 1e-300, 1.0]), "prep/scale"),
+    "scale 1e300": (_set("prep/scale", [1.0, 1e300, 1.0]), "prep/scale"),
+    "mean 1e300": (_set("prep/mean", [0.0, 1e300, 0.0]), r"prep/mean.*float32's range"),
+    "Adam m 1e300": (_set("optim/0/m", 1e300), r"optim/0/m.*float32's range"),
+    "Adam v 1e300": (_set("optim/0/v", 1e300), r"optim/0/v.*float32's range"),
+    "Adam v negative": (_set("optim/0/v", -1.0), r"optim/0/v.*>= 0"),
+    "running_var negative": (_set("buffer/1/running_var", -1.0),
+                             r"buffer/batchnorm_1/running_var.*>= 0"),
+    "running_mean 1e39": (_set("buffer/1/running_mean", 1e39),
+                          "buffer/batchnorm_1/running_mean"),
+    "kernel_l2 1e300": (_config(0, "kernel_l2", 1e300), "kernel_l2"),
+    "kernel_l2 1e30": (_config(0, "kernel_l2", 1e30), "kernel_l2"),
+    "BatchNorm eps 1e39": (_config(1, "eps", 1e39), "eps"),
+    "BatchNorm eps 1e-50": (_config(1, "eps", 1e-50), r"'eps' is 1e-50.*0 in float32"),
+    "duplicate classes": (_extra("classes", ["a", "b", "a"]), "'a' twice"),
+}
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+@pytest.mark.parametrize("name", sorted(OUT_OF_RANGE))
+def test_values_out_of_the_models_range_are_refused(name, suffix, tmp_path):
+    from gpunn.files import safetensors_format
+
+    edit, match = OUT_OF_RANGE[name]
+    arrays, header = _arrays_and_header(RANGE_VALID)
+    edit(arrays, header)
+    path = tmp_path / f"m{suffix}"
+    if suffix == ".npz":
+        path.write_bytes(_pack(arrays, header))
+    else:
+        pytest.importorskip("safetensors", reason="safetensors not installed")
+        arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+        safetensors_format.write(str(path), arrays)
+    with pytest.raises(gn.ModelFileError, match=match) as info:
+        gn.load(path, device="cpu")
+    assert str(path) in str(info.value)
+
+
+def test_the_unedited_range_model_loads_and_predicts():
+    model = gn.files.loads(RANGE_VALID, device="cpu")
+    assert np.all(np.isfinite(gn.to_numpy(model.predict(np.ones((2, 3))))))
+
+
+
+def test_the_loader_reads_constraints_from_the_optimizer_and_layer(monkeypatch):
+    """No table in the loader: what an optimiser or a layer declares is what is checked."""
+    X = np.random.default_rng(0).standard_normal((8, 3))
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    model.fit(X, X[:, 0], loss="mse", optimizer=gn.optim.SGD(momentum=0.9), epochs=1,
+              verbose=0)
+    arrays, header = _arrays_and_header(gn.files.dumps(model))
+    arrays["optim/0/velocity"] = -np.abs(arrays["optim/0/velocity"]) - 1.0
+    arrays["param/0/b"] = np.full_like(arrays["param/0/b"], -1.0)
+    data = _pack(arrays, header)
+    gn.files.loads(data, device="cpu")  # SGD's velocity may be negative
+    monkeypatch.setattr(gn.optim.SGD, "nonnegative_state", ("velocity",))
+    with pytest.raises(gn.ModelFileError, match=r"optim/0/velocity.*>= 0"):
+        gn.files.loads(data, device="cpu")
+    monkeypatch.setattr(gn.optim.SGD, "nonnegative_state", ())
+    monkeypatch.setattr(gn.Dense, "nonnegative", ("b",))
+    with pytest.raises(gn.ModelFileError, match=r"param/0/b.*>= 0"):
+        gn.files.loads(data, device="cpu")

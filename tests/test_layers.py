@@ -169,3 +169,8 @@ def test_forward_and_backward_agree_across_backends(other, n_in, layers, batch, 
                                rtol=1e-9, atol=1e-12)
     for a, b in zip(alt.gradients(), ref.gradients()):
         np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(b), rtol=1e-9, atol=1e-12)
+
+
+def test_dense_refuses_an_absurd_penalty():
+    with pytest.raises(ValueError, match="kernel_l2"):
+        gn.Dense(3, 1, kernel_l2=1e300)

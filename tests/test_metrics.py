@@ -99,3 +99,14 @@ def test_weighted_metric_functions_equal_scikit_learns(backend):
 def test_bad_sample_weights_name_the_argument(weights, match):
     with pytest.raises(ValueError, match=match):
         gn.metrics.mean_squared_error(np.zeros(4), np.ones(4), sample_weight=weights)
+
+
+def test_r2_of_constant_targets_is_defined_as_scikit_learns():
+    y = np.full(6, 3.0)
+    assert gn.metrics.r2_score(y, y) == 1.0  # perfect
+    assert gn.metrics.r2_score(y, y + np.arange(6)) == 0.0  # imperfect: no better than the mean
+    model = gn.Sequential([gn.Dense(2, 1)], device="cpu", seed=0)
+    X = np.random.default_rng(0).standard_normal((6, 2))
+    hist = model.fit(X, y, loss="mse", epochs=2, metrics=["r2"], verbose=0,
+                     validation_data=(X, y))
+    assert all(np.isfinite(hist.history["r2"])) and all(np.isfinite(hist.history["val_r2"]))

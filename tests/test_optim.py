@@ -348,3 +348,10 @@ def test_clipping_tames_a_learning_rate_that_diverges(regression, regressor):
         regressor().fit(X, y, optimizer=gn.optim.SGD(lr=0.05), **kwargs)
     hist = regressor().fit(X, y, optimizer=gn.optim.SGD(lr=0.05, clip_norm=1.0), **kwargs)
     assert np.isfinite(hist.history["loss"]).all()
+
+
+def test_optimizers_declare_their_nonnegative_state():
+    assert gn.optim.Adam.nonnegative_state == ("v",)
+    assert set(gn.optim.RMSprop.nonnegative_state) == {"square_avg"}
+    assert gn.optim.Adagrad.nonnegative_state == ("sum_sq",)
+    assert gn.optim.SGD.nonnegative_state == ()

@@ -49,6 +49,8 @@ class Backend(FastUpdates):
 
     #: Library family; subclasses set "numpy" or "cupy".
     library = "generic"
+    #: The generator class: ``random_type(backend, seed)``.
+    random_type = HostRandom
     #: The loss heads :meth:`fused_loss` may run (by output activation).
     fused_losses: tuple = ()
     #: Slices and reshapes of a contiguous array are guaranteed views, so a model may keep
@@ -64,7 +66,7 @@ class Backend(FastUpdates):
         self.dtype = self._resolve_dtype(dtype)
         self.low_precision = dtype in HALF_DTYPES
         self.name = name or getattr(xp, "__name__", "array-api")
-        self.random = HostRandom(self, seed)
+        self.random = self.random_type(self, seed)
 
     # ------------------------------------------------------------------ identity
     def __repr__(self) -> str:
@@ -78,6 +80,14 @@ class Backend(FastUpdates):
         clone.dtype = clone._resolve_dtype(clone.dtype_name)
         clone.low_precision = clone.dtype_name in HALF_DTYPES
         clone.random = self.random.for_backend(clone)
+        return clone
+
+    def with_generator(self, seed: int | None) -> Backend:
+        """A backend on the same namespace, device and dtype with a generator of its own,
+        seeded with ``seed``: what draws from it leaves this backend's generator as it
+        was (a model loaded onto a user's backend must not change the user's draws)."""
+        clone = self.with_dtype(self.dtype_name)
+        clone.random = self.random_type(clone, seed)
         return clone
 
     def _resolve_dtype(self, name: str):

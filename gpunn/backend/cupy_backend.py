@@ -86,6 +86,7 @@ class CupyBackend(Backend):
     """
 
     library = "cupy"
+    random_type = CupyRandom
     supports_views = True
 
     def __init__(self, index: int = 0, dtype: str = "float32", seed: int | None = None):
@@ -94,7 +95,6 @@ class CupyBackend(Backend):
         self.index = index
         self._device = cupy.cuda.Device(index)
         super().__init__(ccp, device=self._device, dtype=dtype, seed=seed, name=f"cuda:{index}")
-        self.random = CupyRandom(self, seed)
         apply_to_cupy()
 
     def _resolve_dtype(self, name: str):

@@ -190,6 +190,78 @@ def one_hot(xp, labels, n_classes: int, dtype):
     return xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(classes, (1, -1)), dtype)
 
 
+#: Largest and smallest normal magnitudes of bfloat16 (NumPy has no finfo for it).
+_BFLOAT16 = (3.3895313892515355e38, 1.1754943508222875e-38)
+
+
+def dtype_range(dtype: str) -> tuple[float, float]:
+    """``(largest finite, smallest normal)`` magnitude of the floating dtype named
+    ``dtype`` (``"float16"``, ``"bfloat16"``, ``"float32"``, ``"float64"``).
+
+    Raises
+    ------
+    ValueError
+        Not a floating dtype NumPy knows.
+    """
+    if dtype == "bfloat16":
+        return _BFLOAT16
+    try:
+        info = np.finfo(np.dtype(dtype))
+    except TypeError as exc:
+        raise ValueError(f"{dtype!r} is not a floating dtype ({exc})") from None
+    return float(info.max), float(info.tiny)
+
+
+def beyond_range(a, dtype: str) -> str | None:
+    """What is wrong with casting the host array ``a`` to ``dtype``, or None when every
+    value stays finite: "holds values up to 1e+300, beyond float32's range (3.4e+38)", or
+    "contains NaN or Inf" when ``a`` itself does. A cast overflows to Inf silently, so
+    this looks before the cast, where a finite value is told apart from a NaN or Inf."""
+    a = np.asarray(a)
+    if a.size == 0 or a.dtype.kind not in "fiu":
+        return None
+    # The extremes, not max(abs(a)): no temporary copy of a model's largest array (and no
+    # overflow of abs on the most negative integer).
+    high, low = float(np.max(a)), float(np.min(a))
+    if not (np.isfinite(high) and np.isfinite(low)):
+        return "contains NaN or Inf"
+    biggest, limit = max(abs(high), abs(low)), dtype_range(dtype)[0]
+    if biggest > limit:
+        return f"holds values up to {biggest:.3g}, beyond {dtype}'s range ({limit:.3g})"
+    return None
+
+
+def require_finite(xp, a, what: str, given=None) -> None:
+    """Raise a ``ValueError`` naming ``what`` unless ``a`` is finite (a host read: for
+    checks before training or inference).
+
+    Parameters
+    ----------
+    a : array
+        The data as it will be computed with (cast to the model's dtype).
+    given : array_like, optional
+        The data as the caller gave it, before the cast: a finite value that the cast
+        turned into Inf is then reported as out of the dtype's range, not as "NaN or Inf".
+    """
+    if all_finite(xp, a):
+        return
+    if given is not None:
+        try:
+            host = np.asarray(host_array(given))
+        except (TypeError, ValueError):
+            host = None
+        if host is not None and host.dtype.kind in "fiu" and bool(np.all(np.isfinite(host))):
+            dtype = str(getattr(a.dtype, "name", a.dtype)).rsplit(".", 1)[-1]
+            try:
+                problem = beyond_range(host, dtype)
+            except ValueError:  # a dtype NumPy does not know: no range to quote
+                problem = None
+            if problem:
+                raise ValueError(f"{what}: {problem}; rescale the data or use a wider "
+                                 "dtype")
+    raise ValueError(f"{what}: contains NaN or Inf")
+
+
 def all_finite(xp, a) -> bool:
     """True when ``a`` has no NaN or Inf (a host read: for checks before training)."""
     # A finite sum proves every element finite; an infinite one may just be overflow of

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backend.ops import HALF_DTYPES, beyond_range, dtype_range
 from ..errors import GpunnError
 from ..params import flat_layout
 from .safetensors_format import SafetensorsArchive, SafetensorsError, is_safetensors
@@ -243,7 +244,9 @@ def _read_parts(path) -> ModelParts:
 
     with _read(path) as archive:
         header = _header(path, archive)
-        layers = _layers(path, header)
+        _check_extra(path, header["extra"])
+        layers = _layers(path, header)  # the constructors' own bounds speak first
+        _check_numbers(path, header)
         tree = [(p, sub) for i, layer in enumerate(layers) for p, sub in layer.walk(str(i))]
         params = {(p, key): _array(path, archive, f"param/{p}/{key}", shape)
                   for p, sub in tree for key, shape in sub.param_shapes().items()}
@@ -263,7 +266,9 @@ def _read_parts(path) -> ModelParts:
         unknown = sorted(set(archive.files) - known)
         if unknown:
             _fail(path, f"unexpected arrays {unknown[:5]}")
-    _check_representable(path, header["dtype"], params)
+    nonnegative = _optimizer_class(path, header["optimizer"]).nonnegative_state \
+        if opt_arrays else ()
+    _check_ranges(path, header["dtype"], tree, params, buffers, opt_arrays, nonnegative)
     parts = ModelParts(layers, header["dtype"], params, buffers, extra=header["extra"],
                        metrics=_metric_names(path, header["metrics"]),
                        training=training)
@@ -279,6 +284,11 @@ def _read_parts(path) -> ModelParts:
         from ..preprocessing import Standardizer
 
         parts.preprocessor = Standardizer.from_state(prep_arrays)
+        try:  # its arrays and what it derives from them (1/scale) in the model's dtype
+            if _model_range(header["dtype"]) is not None:
+                parts.preprocessor.check_dtype(header["dtype"], "prep/")
+        except ValueError as exc:
+            _fail(path, str(exc))
     return parts
 
 
@@ -290,13 +300,155 @@ def _metric_names(path, names) -> list:
     return list(names)
 
 
-def _check_representable(path, dtype: str, params: dict) -> None:
-    """Weights must survive the cast to the model's dtype (a float16 model cannot hold
-    1e6)."""
-    limit = {"float16": float(np.finfo(np.float16).max), "bfloat16": 3.3895e38}.get(dtype)
-    for (p, key), value in params.items():
-        if limit is not None and value.size and float(np.max(np.abs(value))) > limit:
-            _fail(path, f"param/{p}/{key} holds values beyond {dtype}'s range")
+def check_contents(where: str, header: dict, arrays: dict, layers: list) -> None:
+    """The checks :func:`read` makes of a file's contents (values, not layout), made by a
+    writer on what it is about to write: a save never writes what no load accepts.
+
+    Parameters
+    ----------
+    where : str
+        How errors name what is being written (``"cannot save model.npz"``).
+    header : dict
+        The JSON header.
+    arrays : dict of str -> numpy.ndarray
+        The archive's arrays by name (``param/0/W``, ``optim/0/v``, ``prep/mean``).
+    layers : list of Layer
+        The model's layers, whose declarations (``nonnegative``) the arrays must meet.
+
+    Raises
+    ------
+    ModelFileError
+    """
+    from ..optim import OPTIMIZERS
+    from ..preprocessing import Standardizer
+
+    for name, value in arrays.items():  # what _declared refuses on reading
+        if value.dtype.hasobject or value.dtype.kind not in "fiub":
+            _fail(where, f"{name} has dtype {value.dtype}; a model file holds real numbers")
+    tree = [(p, sub) for i, layer in enumerate(layers) for p, sub in layer.walk(str(i))]
+    params = {(p, k): arrays[f"param/{p}/{k}"] for p, sub in tree for k in sub.params}
+    buffers = {(p, k): arrays[f"buffer/{p}/{k}"] for p, sub in tree for k in sub.buffers}
+    opt_arrays = {k: v for k, v in arrays.items() if k.startswith("optim/")}
+    _check_extra(where, header["extra"])
+    _check_numbers(where, header)
+    opt = header.get("optimizer") or {}
+    cls = OPTIMIZERS.get(str(opt.get("name")))
+    _check_ranges(where, header["dtype"], tree, params, buffers, opt_arrays,
+                  cls.nonnegative_state if cls is not None else ())
+    if (header.get("preprocessing") or {}).get("kind") == Standardizer.kind and \
+            _model_range(header["dtype"]) is not None:
+        try:
+            Standardizer(arrays["prep/mean"], arrays["prep/scale"]).check_dtype(
+                header["dtype"], "prep/")
+        except ValueError as exc:
+            _fail(where, str(exc))
+
+
+def _state_dtype(dtype: str) -> str:
+    """The dtype a model of ``dtype`` computes its state in: 16-bit models keep float32
+    master weights, optimiser state and preprocessing."""
+    return "float32" if dtype in HALF_DTYPES else dtype
+
+
+def _model_range(dtype: str) -> float | None:
+    """The largest finite value of a model dtype, or None for a name that is not one
+    (the model's constructor says what is wrong with it)."""
+    try:
+        return dtype_range(dtype)[0]
+    except ValueError:
+        return None
+
+
+def _check_array(path, name: str, value, dtype: str, nonnegative: bool = False) -> None:
+    """One array of the file, as the model will hold it: finite once cast to ``dtype``,
+    and >= 0 where its owner declares so."""
+    if _model_range(dtype) is None:
+        return
+    problem = beyond_range(value, dtype)
+    if problem:
+        _fail(path, f"{name} {problem}")
+    if nonnegative and value.size and float(np.min(value)) < 0:
+        _fail(path, f"{name} must be >= 0 (a sum of squares or a variance), but holds "
+                    f"{float(np.min(value)):.3g}")
+
+
+def _check_ranges(path, dtype: str, tree, params: dict, buffers: dict, opt_arrays: dict,
+                  nonnegative_state=()) -> None:
+    """Every array after the cast to the dtype it will have, and the constraints its owner
+    declares: a layer's :attr:`~gpunn.layers.Layer.nonnegative` arrays, an optimiser's
+    :attr:`~gpunn.optim.Optimizer.nonnegative_state`. A value finite in the file but not in
+    the model (float64 1e300 in a float32 model) would load and predict NaN."""
+    layers = dict(tree)
+
+    def by_name(p):  # "2.0" -> "sequential_2.dense_0": how users know their layers
+        parts = p.split(".")
+        return ".".join(str(layers[".".join(parts[:i + 1])].name or part)[:40]
+                        for i, part in enumerate(parts))
+
+    for kind, arrays in (("param", params), ("buffer", buffers)):
+        for (p, key), value in arrays.items():
+            if kind == "buffer" and value.dtype.kind != "f":
+                continue  # an integer buffer (a counter) keeps its own dtype
+            layer = layers[p]
+            _check_array(path, f"{kind}/{by_name(p)}/{key} (archive member "
+                               f"{kind}/{p}/{key})", value, dtype,
+                         key in getattr(layer, "nonnegative", ()))
+    positive = set(nonnegative_state)
+    for name, value in opt_arrays.items():
+        key = name.rsplit("/", 1)[-1]
+        _check_array(path, f"{name} (optimizer state {key!r})", value, _state_dtype(dtype),
+                     key in positive)
+
+
+def _check_numbers(path, header) -> None:
+    """Every real number of the layers' configs, the optimiser's settings and the loss's
+    config must be finite in the dtype it is computed in (a BatchNorm eps of 1e39 is Inf
+    in float32), and one that is not 0 must not become 0 there (an eps of 1e-50).
+    Integers are sizes and counts, which the constructors bound."""
+    def walk(value, where, dtype, limit):
+        cast = "float32" if dtype == "bfloat16" else dtype  # (bfloat16: float32's range)
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where} {k!r}" if where.endswith("config") else f"{where}.{k}",
+                     dtype, limit)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]", dtype, limit)
+        elif isinstance(value, float) and not math.isfinite(value):
+            _fail(path, f"{where} is {value!r}; expected a finite number")
+        elif isinstance(value, float) and not abs(value) <= limit:
+            _fail(path, f"{where} is {value!r}, beyond {dtype}'s range ({limit:.3g})")
+        elif isinstance(value, float) and value and np.asarray(value, cast).item() == 0:
+            _fail(path, f"{where} is {value!r}, which is 0 in {dtype} (an eps of 0 divides "
+                        "by zero)")
+
+    parts = [(spec.get("config"), f"layer {i} ({str(spec.get('type'))[:40]}) config",
+              header["dtype"]) for i, spec in enumerate(header["layers"])
+             if isinstance(spec, dict)]
+    if isinstance(header.get("optimizer"), dict):
+        parts.append((header["optimizer"].get("hyper"), "optimizer config",
+                      _state_dtype(header["dtype"])))
+    if isinstance(header.get("loss"), dict):
+        parts.append((header["loss"].get("config"), "loss config", header["dtype"]))
+    for value, where, dtype in parts:
+        limit = _model_range(dtype)
+        if limit is not None:
+            walk(value, where, dtype, limit)
+
+
+def _check_extra(path, extra: dict) -> None:
+    """The parts of ``extra`` gpunn reads itself: class labels must be unique (a label
+    held twice makes every row predicted as its second position wear the first's)."""
+    classes = extra.get("classes")
+    if not isinstance(classes, list):
+        return
+    seen = set()
+    for label in classes:
+        key = (type(label).__name__, json.dumps(label, sort_keys=True))
+        if key in seen:
+            _fail(path, f"extra 'classes' holds {label!r} twice; class labels must be "
+                        "unique")
+        seen.add(key)
 
 
 def _layers(path, header) -> list:
@@ -396,7 +548,8 @@ def _optimizer(path, opt_header, opt_arrays, params):
         opt.load_state_dict({"kind": opt_header["kind"], "hyper": opt_header["hyper"],
                              "t": t, "state": slots})
         held = [tuple(s[opt.state_keys[0]].shape) for s in opt.state if opt.state_keys]
-        if opt.state_keys and held != shapes:
+        # No state before the first step: the next fit allocates it for the model.
+        if opt.state_keys and held != shapes and (held or t):
             raise ValueError(f"state of shapes {held[:3]}... for parameters of shapes "
                              f"{shapes[:3]}... ({len(held)} entries, {len(shapes)} needed)")
     except (TypeError, ValueError, KeyError, AttributeError) as exc:

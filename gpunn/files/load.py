@@ -47,8 +47,11 @@ def assemble(parts: ModelParts, backend, path="model") -> Sequential:
             warnings.warn(f"gpunn: {path}: a bfloat16 model, loaded as float32 on "
                           f"{backend.name} ({exc})", UserWarning, stacklevel=3)
             dtype = "float32"
+    # Built on a twin of the caller's backend with a generator of its own: seeding the
+    # caller's (as building a model does) would change its next random draws.
+    twin = backend.with_generator(0)
     try:
-        model = Sequential(parts.layers, device=backend, dtype=dtype, seed=0)
+        model = Sequential(parts.layers, device=twin, dtype=dtype, seed=0)
     except (ValueError, TypeError) as exc:
         _fail(path, f"invalid model ({exc})")
     parts.put_into(model)

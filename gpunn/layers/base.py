@@ -158,6 +158,9 @@ class Layer:
     to_onnx = None
     #: What forward keeps for backward; :meth:`forget` drops it.
     _cached: tuple = ()
+    #: Names of this layer's parameters and buffers that must hold no negative value (a
+    #: variance): model files holding one are refused.
+    nonnegative: tuple[str, ...] = ()
 
     def __init__(self, name: str | None = None):
         self.name = name

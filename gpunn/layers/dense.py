@@ -9,6 +9,9 @@ from .. import init as _init
 from ..errors import describe
 from .base import Layer, positive_int, register
 
+#: Largest ``kernel_l2`` a layer accepts.
+MAX_PENALTY = 1e6
+
 
 @register
 class Dense(Layer):
@@ -22,7 +25,7 @@ class Dense(Layer):
     init : str, optional
         ``"he"``, ``"xavier"``/``"glorot"``, ``"xavier_normal"``, ``"small"`` or
         ``"zeros"``; default He before ReLU-like activations, Xavier otherwise.
-    kernel_l2 : float, default 0
+    kernel_l2 : float in [0, 1e6], default 0
         Adds ``kernel_l2 * sum(W**2)`` to the loss (biases are not penalised).
     activation_params : dict, optional
         Hyper-parameters of the activation, e.g. ``{"alpha": 0.2}`` for leaky ReLU.
@@ -49,9 +52,12 @@ class Dense(Layer):
         self.activation = self.activation_fn.name
         self.init = (init or _init.default_for(self.activation))
         _init.get(self.init)
+        # Bounded as activation parameters are: a larger penalty zeroes the weights in one
+        # step or overflows the loss, so it can only be a mistake (or a crafted file).
         if isinstance(kernel_l2, bool) or not isinstance(kernel_l2, numbers.Real) or \
-                not 0 <= kernel_l2 < float("inf"):
-            raise ValueError(f"Dense kernel_l2: expected a number >= 0, got {kernel_l2!r}")
+                not 0 <= kernel_l2 <= MAX_PENALTY:
+            raise ValueError(f"Dense kernel_l2: expected a number in [0, {MAX_PENALTY:g}], "
+                             f"got {kernel_l2!r}")
         self.kernel_l2 = float(kernel_l2)
         self._x = self._z = self._y = None
         self._head = False  # the last forward stopped before the activation

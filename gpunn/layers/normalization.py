@@ -34,10 +34,12 @@ def _fraction(value, what: str, low: float, high: float, closed_low: bool) -> fl
     return float(value)
 
 
-def _positive(value, what: str) -> float:
+def _eps(value, what: str) -> float:
+    # Beyond 1 the constant outweighs the variance of any normalised activations, so every
+    # output tends to beta: a mistake, or a crafted model file.
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
-            not 0 < value < float("inf"):
-        raise ValueError(f"{what}: expected a positive number, got {value!r}")
+            not 0 < value <= 1.0:
+        raise ValueError(f"{what}: expected a positive number of at most 1, got {value!r}")
     return float(value)
 
 
@@ -57,7 +59,7 @@ class BatchNorm(Layer):
     momentum : float in [0, 1], default 0.1
         ``running = (1 - momentum) * running + momentum * batch`` (PyTorch's convention,
         Keras's ``1 - momentum``).
-    eps : float, default 1e-5
+    eps : float in (0, 1], default 1e-5
         Added to the variance.
     sync : bool, default True
         In data-parallel training (``mpiexec``, see :mod:`gpunn.distributed`), compute
@@ -80,13 +82,14 @@ class BatchNorm(Layer):
     """
 
     _cached = ("_xhat", "_inv", "_count", "_sync")
+    nonnegative = ("running_var",)
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5,
                  sync: bool = True, name: str | None = None):
         super().__init__(name)
         self.num_features = positive_int(num_features, "BatchNorm num_features")
         self.momentum = _fraction(momentum, "BatchNorm momentum", 0.0, 1.0, True)
-        self.eps = _positive(eps, "BatchNorm eps")
+        self.eps = _eps(eps, "BatchNorm eps")
         if not isinstance(sync, bool):
             raise ValueError(f"BatchNorm sync: expected True or False, got {sync!r}")
         self.sync = sync
@@ -256,7 +259,7 @@ class LayerNorm(Layer):
     normalized_shape : int or tuple of int
         The shape of the last axes normalised together, e.g. ``64`` for ``(batch, 64)``
         or ``(channels, length)`` for the whole of ``(batch, channels, length)``.
-    eps : float, default 1e-5
+    eps : float in (0, 1], default 1e-5
     name : str, optional
 
     Attributes
@@ -281,7 +284,7 @@ class LayerNorm(Layer):
             raise ValueError(f"LayerNorm normalized_shape: expected a positive integer or a "
                              f"tuple of them, got {describe(normalized_shape)}")
         self.normalized_shape = tuple(int(d) for d in shape)
-        self.eps = _positive(eps, "LayerNorm eps")
+        self.eps = _eps(eps, "LayerNorm eps")
         self._xhat = self._inv = None
 
     def _describe_args(self) -> str:

@@ -7,8 +7,8 @@ from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
-from ..backend.ops import all_finite
 from ..backend.ops import match_target as _match_target
+from ..backend.ops import require_finite
 from ..backend.ops import upcast_16bit as _upcast
 from ..errors import describe
 
@@ -95,13 +95,16 @@ class Loss:
         when streaming), before training starts: an (N, n_outputs) float array
         (subclasses may keep labels). Errors (ValueError, TypeError) name ``what``
         (``"y"``, ``"val_y"``), what was expected and what was given."""
+        given = y
         y = self._as_array(backend, y, what)
         if not backend.is_floating(y.dtype):
             y = backend.xp.astype(y, backend.dtype)
+            require_finite(backend.xp, y, what, given)  # 10**6 is Inf in float16
         return self._as_matrix(backend, y, n_outputs, what)
 
     def _as_array(self, backend, y, what: str):
         """``y`` on ``backend``, 1-D or 2-D, finite."""
+        given = y
         try:
             y = backend.asarray(y)
         except (TypeError, ValueError) as exc:
@@ -110,8 +113,8 @@ class Loss:
         if y.ndim not in (1, 2):
             raise ValueError(f"{what}: expected a 1-D or 2-D array of targets, got "
                              f"{describe(y)}")
-        if backend.is_floating(y.dtype) and not all_finite(backend.xp, y):
-            raise ValueError(f"{what}: contains NaN or Inf")
+        if backend.is_floating(y.dtype):
+            require_finite(backend.xp, y, what, given)
         return y
 
     def _as_matrix(self, backend, y, n_outputs: int, what: str):

@@ -104,10 +104,12 @@ def _qualified(cls) -> str:
 class Optimizer:
     """Base class: state handling, the update dispatch, device moves and checkpoints.
 
-    A new optimiser subclasses this, names its state arrays (:attr:`state_keys`), returns
-    its settings from :meth:`hyper` (the constructor's keyword arguments: a saved
-    optimiser is rebuilt from them), its per-step constants from :meth:`step_constants`,
-    implements :meth:`update`, and is registered with :func:`register`.
+    A new optimiser subclasses this, names its state arrays (:attr:`state_keys`) and
+    those that can never be negative (:attr:`nonnegative_state`: model files holding a
+    negative one are refused), returns its settings from :meth:`hyper` (the
+    constructor's keyword arguments: a saved optimiser is rebuilt from them), its
+    per-step constants from :meth:`step_constants`, implements :meth:`update`, and is
+    registered with :func:`register`.
 
     Parameters
     ----------
@@ -127,6 +129,9 @@ class Optimizer:
     #: Names of the per-parameter state arrays ``update`` keeps (each of its parameter's
     #: shape, zeros at the start).
     state_keys: tuple[str, ...] = ()
+    #: Those of :attr:`state_keys` that can never be negative (sums of squares): a saved
+    #: state holding a negative one is refused on loading.
+    nonnegative_state: tuple[str, ...] = ()
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None):
         self.lr = _real(lr, f"{type(self).__name__} lr", 0.0, low_open=True)

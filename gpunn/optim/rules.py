@@ -77,6 +77,7 @@ class Adam(Optimizer):
 
     kind = "adam"
     state_keys = ("m", "v")
+    nonnegative_state = ("v",)
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled: bool = False,
@@ -136,6 +137,7 @@ class RMSprop(Optimizer):
     """
 
     kind = "rmsprop"
+    nonnegative_state = ("square_avg",)
 
     def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, weight_decay: float = 0.0,
@@ -184,6 +186,7 @@ class Adagrad(Optimizer):
 
     kind = "adagrad"
     state_keys = ("sum_sq",)
+    nonnegative_state = ("sum_sq",)
 
     def __init__(self, lr: float = 0.01, lr_decay: float = 0.0, eps: float = 1e-10,
                  initial_accumulator_value: float = 0.0, weight_decay: float = 0.0,

@@ -15,7 +15,7 @@ import sys
 from .. import losses as _losses
 from .. import optim as _optim
 from ..atomic import check_outputs
-from ..backend.ops import all_finite
+from ..backend.ops import require_finite
 from ..callbacks import EpochLogger, History, ProgressBar
 from ..distributed import plan as _plan
 from ..layers import positive_int as _positive_int
@@ -245,9 +245,9 @@ def predict(model, X, batch_size: int = 4096):
     backend = model.backend
     with backend.context():
         placement = batches.placement(model, X, None)
+        given = X
         X = batches.as_input(model, X, backend=placement)
-        if not all_finite(placement.xp, X):
-            raise ValueError("X: contains NaN or Inf")
+        require_finite(placement.xp, X, "X", given)
         if model.preprocessor is not None:
             X = model.preprocessor.transform(X, placement)
         streaming = not backend.owns(X)

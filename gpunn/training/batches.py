@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import NumpyBackend, host_array
-from ..backend.ops import DLPACK_CUDA, all_finite, dlpack_device
+from ..backend.ops import DLPACK_CUDA, dlpack_device, require_finite
 from ..errors import describe
 
 
@@ -85,11 +85,11 @@ def as_dataset(model, X, y, loss, what: str = "", device_data=None, preprocessor
     """
     xs, ys = f"{what}X", f"{what}y"
     backend = placement(model, X, device_data)
+    given = X
     X = as_input(model, X, xs, backend)
     if X.shape[0] == 0:
         raise ValueError(f"{xs}: expected at least one sample, got {describe(X)}")
-    if not all_finite(backend.xp, X):
-        raise ValueError(f"{xs}: contains NaN or Inf")
+    require_finite(backend.xp, X, xs, given)
     n = int(X.shape[0])
     shape = _shape(y)
     if shape is None or len(shape) not in (1, 2) or shape[0] != n:

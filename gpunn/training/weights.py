@@ -15,6 +15,7 @@ import numbers
 import numpy as np
 
 from ..backend import NumpyBackend, host_array
+from ..backend.ops import beyond_range
 from ..errors import describe
 from ..metrics import check_sample_weight
 
@@ -63,6 +64,11 @@ def as_weights(model, T, streaming: bool, loss, sample_weight=None, class_weight
         return None
     backend = model.backend if not streaming else NumpyBackend(dtype=model.backend.dtype_name)
     dtype = "float32" if backend.low_precision else backend.dtype_name
+    problem = beyond_range(w, dtype)  # finite in float64, Inf once cast
+    if problem:
+        name = f"{what}sample_weight" if sample_weight is not None else "class_weight"
+        raise ValueError(f"{name}: {problem}; weights are relative, so divide them all by "
+                         "the largest")
     return backend.asarray(w, dtype=dtype)
 
 
