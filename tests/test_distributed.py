@@ -20,6 +20,7 @@ from gpunn.training import batches
 
 sys.path.insert(0, str(Path(__file__).parent / "distributed"))
 import cases  # noqa: E402
+import disagree  # noqa: E402
 import mpi_launch  # noqa: E402
 
 HERE = Path(__file__).parent / "distributed"
@@ -148,6 +149,128 @@ def test_gradients_are_scaled_by_the_share_then_summed():
     assert np.array_equal(engine.calls[0][1:], [0.25] * 3)
 
 
+# ---------------------------------------------------------------------- agreement
+def _terms(**change):
+    """fit_terms of a small fit, with ``change`` applied to its FitConfig."""
+    import dataclasses
+
+    from gpunn.distributed.agreement import fit_terms
+    from gpunn.training.loop import FitConfig
+
+    backend = gn.get_backend("cpu", dtype="float64", seed=0)
+    X, y = cases.data(40)
+    net = cases.model(0.0)
+    data = batches.source(backend, X, np.eye(3)[y], batch_size=8)
+    config = dataclasses.replace(FitConfig(2, 8), **change)
+    return fit_terms(config, net, gn.losses.get("categorical_crossentropy"),
+                     gn.optim.Adam(lr=1e-2), [], [], data, 3)
+
+
+def _other(value):
+    """A value of ``value``'s kind that differs from it (a FitConfig field's)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if value == "raise":
+        return "stop"
+    if value is None:  # the validation set
+        return (np.zeros((4, 5)), np.zeros((4, 3)), False, None)
+    raise AssertionError(f"no other value known for {value!r}: teach _other this kind, so "
+                         "the agreement of the new FitConfig field is tested")
+
+
+def _agreed_fields():
+    import dataclasses
+
+    from gpunn.training.loop import FitConfig
+
+    return [f for f in dataclasses.fields(FitConfig) if "per_rank" not in f.metadata]
+
+
+@pytest.mark.parametrize("field", _agreed_fields(), ids=lambda f: f.name)
+def test_the_ranks_agree_on_every_setting_of_fit(field):
+    """Every FitConfig field (one added later included) is among what the ranks compare,
+    and a difference in it is named in the one sentence every rank raises."""
+    from gpunn.distributed.agreement import disagreement
+    from gpunn.training.loop import FitConfig
+
+    default = FitConfig(2, 8)
+    mine, theirs = _terms(), _terms(**{field.name: _other(getattr(default, field.name))})
+    name = field.metadata.get("argument", field.name)
+    assert mine[name] != theirs[name]
+    message = disagreement([(mine, None), (theirs, None)])
+    assert message.startswith(f"ranks disagree on {name}: rank 0 has ")
+
+
+def test_what_the_ranks_need_not_agree_on_says_why():
+    import dataclasses
+
+    from gpunn.training.loop import FitConfig
+
+    per_rank = {f.name: f.metadata["per_rank"] for f in dataclasses.fields(FitConfig)
+                if "per_rank" in f.metadata}
+    assert set(per_rank) == {"verbose", "dist"} and all(per_rank.values())
+
+
+def _optimizer_settings():
+    for name, cls in sorted(gn.optim.OPTIMIZERS.items()):
+        for key in cls().hyper():
+            yield pytest.param(cls, key, id=f"{name}-{key}")
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if value is None:
+        return 0.5
+    if isinstance(value, (list, tuple)):
+        return type(value)(v * 0.5 for v in value)
+    return value * 0.5 if value else 0.25
+
+
+@pytest.mark.parametrize("cls,key", list(_optimizer_settings()))
+def test_the_ranks_agree_on_every_optimizer_setting(cls, key):
+    """Each hyper-parameter of each registered optimiser (the learning rate among them)
+    changes what the ranks compare: a rank with another value is refused."""
+    from gpunn.distributed.agreement import describe
+
+    hyper = cls().hyper()
+    try:
+        other = cls(**{**hyper, key: _changed(hyper[key])})
+    except ValueError:  # valid only beside other non-zero settings (nesterov: momentum)
+        hyper = {k: 0.25 if v == 0 and not isinstance(v, bool) else v
+                 for k, v in hyper.items()}
+        other = cls(**{**hyper, key: _changed(hyper[key])})
+    base = cls(**hyper)
+    assert describe(base) != describe(other)
+    assert describe(base) == describe(cls(**hyper))
+
+
+def test_a_disagreement_names_the_item_and_each_ranks_value():
+    from gpunn.distributed.agreement import disagreement
+
+    a, b = _terms(), _terms(epochs=5)
+    assert disagreement([(a, None), (a, None)]) is None
+    assert disagreement([(a, None), (b, None), (a, None)]).startswith(
+        "ranks disagree on epochs: rank 0 has 2, rank 1 has 5, rank 2 has 2;")
+    assert disagreement([(a, None), (None, "epochs: expected a positive integer")]) == \
+        "rank 1 of 2 refused fit: epochs: expected a positive integer"
+
+
+def test_the_data_fingerprint_sees_a_changed_row_of_a_dataset_it_reads_whole():
+    from gpunn.distributed.agreement import fingerprint
+
+    X = np.arange(5000.0).reshape(1000, 5)  # 40 kB: within the sample, every row read
+    assert fingerprint(X) == fingerprint(X.copy())
+    for row in (0, 500, 999):
+        Y = X.copy()
+        Y[row, 2] += 1
+        assert fingerprint(X) != fingerprint(Y)
+    assert fingerprint(X[:999]) != fingerprint(X)  # the row count
+    assert fingerprint(X.astype(np.float32)) != fingerprint(X)  # the dtype
+
+
 # ---------------------------------------------------------------------- launched
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
@@ -169,6 +292,45 @@ def test_two_ranks_at_half_batch_equal_one_process_at_the_whole_batch(two_ranks,
     assert np.array_equal(ranks[0]["params"], ranks[1]["params"])  # ranks never drift
     assert np.max(np.abs(ranks[0]["params"] - reference)) < 1e-10
     assert np.allclose(ranks[0]["loss"], hist.history["loss"], rtol=0, atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory):
+    """Every case of tests/distributed/disagree.py on 2 ranks: what each rank raised."""
+    mpi_launch.mpiexec()
+    out = tmp_path_factory.mktemp("refusals")
+    proc = mpi_launch.launch([HERE / "disagree.py", out])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    said = []
+    for rank in range(2):
+        lines = (out / f"refusals-rank{rank}.txt").read_text().splitlines()
+        said.append(dict(line.split(": ", 1) for line in lines))
+    return said
+
+
+@pytest.mark.parametrize("name", list(disagree.CASES))
+def test_ranks_that_disagree_are_refused_on_every_rank_before_training(refusals, name):
+    """Different epochs, batch size, rows, shards, targets, learning rate, optimiser,
+    loss, validation data, shuffling, seed, weights, stopping rule or architecture on one
+    rank: every rank raises one sentence naming what differs and each rank's value, with
+    nothing changed; a rank whose own checks fail raises its error and the others say so.
+    Then the next case starts in step (no rank waits on another)."""
+    expected = disagree.CASES[name][2]
+    said = [refusals[rank][name] for rank in range(2)]
+    refused = [1] if name == "refused" else []
+    for rank in range(2):
+        text, state = said[rank].split(" | ")
+        if rank in refused:
+            assert text.startswith("ValueError: epochs:"), text
+            continue
+        assert text.startswith(f"RanksDisagree: {expected}"), text
+        if name == "lr_mid_training":  # refused at epoch 2's start: epoch 1 done alike
+            assert "ranks disagree on optimizer" in text and "epoch 2" in text
+        else:
+            assert "unchanged=True" in state, state
+    checksums = [s.split("checksum=")[1] for s in said]
+    if name in ("lr_mid_training",):
+        assert checksums[0] == checksums[1]
 
 
 @pytest.fixture(scope="module")
