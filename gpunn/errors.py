@@ -78,6 +78,10 @@ class TrainingDiverged(GpunnError, FloatingPointError):
         Where the first non-finite loss appeared (both counted from 1).
     """
 
+    #: Under several ranks it is decided on the loss summed over the ranks, so every rank
+    #: raises it after the same step (gpunn.distributed.plan.Plan.guard lets it through).
+    collective = True
+
     def __init__(self, epoch: int, step: int, lr: float | None = None,
                  restored_epoch: int | None = None):
         self.epoch, self.step = epoch, step

@@ -11,11 +11,12 @@ epoch: no step waits on the host. A fit's settings arrive checked, as a :class:`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import metrics as _metrics
 from ..callbacks import Callback
 from ..distributed import plan as _plan
+from ..distributed.agreement import describe
 from ..errors import DeviceMemoryError
 from ..losses import LossResult
 from ..optim import LossScaleOptimizer, SkipNonFinite
@@ -45,18 +46,25 @@ class FitConfig:
         The training rows carry sample weights.
     labels : bool
         The targets are integer class labels (not rows).
+
+    Under several ranks every field must be equal on every rank, and the ranks agree on
+    them before training (gpunn.distributed.agreement.fit_terms), except the fields whose
+    metadata says ``per_rank`` and why (``argument``: the name the agreement's messages
+    give a field, that of the argument of ``fit`` it comes from).
     """
 
     epochs: int
     batch_size: int
     shuffle: bool = True
-    verbose: int = 0
+    verbose: int = field(default=0, metadata={
+        "per_rank": "output only: ranks other than 0 print nothing"})
     on_divergence: str = "raise"
-    val: tuple | None = None
-    start: int = 1
-    dist: object = _plan.LOCAL
-    weighted: bool = False
-    labels: bool = True
+    val: tuple | None = field(default=None, metadata={"argument": "validation_data"})
+    start: int = field(default=1, metadata={"argument": "first epoch (resume_from)"})
+    dist: object = field(default=_plan.LOCAL, metadata={
+        "per_rank": "the ranks' plan itself, made once they agree"})
+    weighted: bool = field(default=False, metadata={"argument": "sample weights"})
+    labels: bool = field(default=True, metadata={"argument": "targets as class labels"})
 
 
 class Trainer:
@@ -183,6 +191,9 @@ class Trainer:
         for epoch in range(self.start, self.epochs + 1):
             for cb in self.callbacks:
                 cb.on_epoch_begin(model, epoch)
+            # Callbacks may have changed the optimiser (a learning-rate schedule): the
+            # ranks must step with the same one, or their replicas drift apart.
+            self.dist.agree({"optimizer": describe(self.optimizer)}, f"epoch {epoch}")
             logs = self._epoch(epoch, X, T, W, streaming, interrupted)
             if logs is None:
                 break
