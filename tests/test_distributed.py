@@ -401,11 +401,12 @@ def test_the_cpu_fallback_notice_is_printed_once_for_the_job(tmp_path):
     assert proc.stderr.count("DeviceFallbackWarning") == 1, proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("mode,module", [("die", False), ("exit", True)])
+@pytest.mark.parametrize("mode,module", [("die", False), ("exit", True), ("caught", False)])
 @pytest.mark.slow
 def test_a_rank_that_dies_ends_the_job_instead_of_hanging_it(tmp_path, mode, module):
-    """An uncaught exception (gpunn's own hook, without ``-m mpi4py``) or a rank that
-    exits mid-training: the others are ended, non-zero, well within the timeout."""
+    """An uncaught exception (gpunn's own hook, without ``-m mpi4py``), a rank that exits
+    mid-training, or an error leaving fit on one rank that its script catches: the others
+    are ended, non-zero, well within the timeout."""
     import time
 
     started = time.monotonic()
@@ -413,9 +414,33 @@ def test_a_rank_that_dies_ends_the_job_instead_of_hanging_it(tmp_path, mode, mod
     proc = mpi_launch.launch(args if module else [sys.executable, *args], module=module)
     assert proc.returncode != 0
     assert time.monotonic() - started < mpi_launch.TIMEOUT / 2
-    if mode == "die":
+    if mode != "exit":
         assert "rank 1 fails on purpose" in proc.stderr
         assert "gpunn: rank 1 of 2 failed; aborting the job" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_rank_that_never_comes_to_fit_ends_the_job_after_the_timeout(tmp_path):
+    """Rank 1 ends without calling fit: rank 0 waits GPUNN_DIST_TIMEOUT seconds at the
+    start of fit, says what it waited for, and ends the job."""
+    import time
+
+    started = time.monotonic()
+    proc = mpi_launch.launch([sys.executable, HERE / "control.py", tmp_path, "absent"],
+                             module=False, env={"GPUNN_DIST_TIMEOUT": "3"})
+    assert proc.returncode != 0
+    assert time.monotonic() - started < mpi_launch.TIMEOUT / 2
+    assert "gpunn: rank 0 of 2 waited 3 s for the other ranks to start fit" in proc.stderr
+
+
+def test_a_bad_timeout_is_named():
+    from gpunn.distributed import group
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPUNN_DIST_TIMEOUT", "soon")
+        with pytest.raises(ValueError, match="GPUNN_DIST_TIMEOUT: expected a positive "
+                                             "number of seconds, got 'soon'"):
+            group._timeout()
 
 
 def _table(path, rows=400):

@@ -74,3 +74,14 @@ elif mode == "die":
     train("adam", epochs=50, callbacks=[OnRank(fail, epoch=2)])
 elif mode == "exit":
     train("adam", epochs=50, callbacks=[OnRank(lambda m: os._exit(3), epoch=2)])
+elif mode == "caught":
+    def fail(m):
+        raise RuntimeError("rank 1 fails on purpose")
+
+    try:  # the error is caught on rank 1: rank 0 must not wait for it for ever
+        train("adam", epochs=50, callbacks=[OnRank(fail, epoch=2)])
+    except RuntimeError:
+        pass
+elif mode == "absent":
+    if rank == 0:  # rank 1 never calls fit (it ends at once)
+        train("adam", epochs=3)
