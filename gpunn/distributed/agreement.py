@@ -50,16 +50,27 @@ def fingerprint(a) -> str:
     shape = tuple(int(s) for s in a.shape)
     n = shape[0] if shape else 0
     if n:
-        row = max(1, math.prod(shape[1:]) * np.dtype(str(a.dtype).rsplit(".", 1)[-1]).itemsize)
+        row = max(1, math.prod(shape[1:]) * _itemsize(a))
         step = -(-n // max(16, SAMPLE_BYTES // row))
         sample = [host_array(a[::step, ...]), host_array(a[n - 1:, ...])]
     else:
         sample = [host_array(a)]
     h = hashlib.blake2b(digest_size=8)
-    h.update(repr((shape, str(a.dtype))).encode())
+    h.update(repr((shape, str(a.dtype).rsplit(".", 1)[-1])).encode())
     for part in sample:
         h.update(np.ascontiguousarray(part).tobytes())
     return h.hexdigest()
+
+
+def _itemsize(a) -> int:
+    """Bytes per element of ``a`` (any namespace's array; 8 where none can tell)."""
+    size = getattr(a, "itemsize", None)
+    if size is not None:
+        return int(size)
+    try:
+        return np.dtype(str(a.dtype).rsplit(".", 1)[-1]).itemsize
+    except TypeError:
+        return 8
 
 
 def describe(value):

@@ -100,10 +100,11 @@ class World:
         return out
 
     def wait(self, request, what: str) -> None:
-        """Wait for a non-blocking collective: at once while it is quick, then yielding
-        the processor; after :data:`NOTICE_AFTER` seconds a notice on stderr, and after
-        ``timeout`` seconds the job ends (the other ranks are gone or elsewhere, and
-        would never come)."""
+        """Wait for a non-blocking collective: polled, yielding the processor between
+        polls (sleeping up to 10 ms once it has taken 0.1 s, so a waiting rank leaves
+        shared cores to the others); after :data:`NOTICE_AFTER` seconds a notice on
+        stderr, and after ``timeout`` seconds the job ends (the other ranks are gone or
+        elsewhere, and would never come)."""
         started = time.monotonic()
         pause, noticed = 0.0, False
         while not request.Test():
@@ -118,9 +119,11 @@ class World:
                 noticed = True
                 sys.stderr.write(f"gpunn: rank {self.rank} of {self.size} has waited "
                                  f"{waited:.0f} s for the other ranks to {what}\n")
-            if waited > 0.002:  # past a quick exchange: stop spinning on shared cores
+            # The first 0.1 s, as a blocking exchange would (ranks a step apart meet
+            # at once); then a growing pause, which a long wait (a slow rank) can afford.
+            if waited > 0.1:
                 pause = min(0.01, max(1e-4, pause * 2))
-                time.sleep(pause)
+            time.sleep(pause)
 
     def broadcast(self, obj, root: int = 0):
         """A small picklable object from ``root`` to every rank."""

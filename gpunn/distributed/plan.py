@@ -3,6 +3,11 @@
 :class:`Local` (one process) changes nothing. :class:`Plan` (several) makes each rank
 train on its share of every global batch and keeps the ranks equal:
 
+- **Agreement.** A plan exists only once the ranks agree on everything that must be equal
+  (:mod:`.agreement`: settings, model, loss, optimiser, callbacks, data), or every rank
+  has refused; the optimiser is agreed again at each epoch's start. An error that leaves
+  ``fit`` on one rank alone ends the job (:meth:`Plan.guard`).
+
 - **Data order.** Every rank draws the same permutation of all ``N`` rows from the one
   shared generator (as a single process would); global batch ``k`` is rows
   ``perm[k*B:(k+1)*B]`` and rank ``r`` takes the contiguous piece
