@@ -372,6 +372,13 @@ def test_divergence_is_decided_on_the_reduced_loss_by_every_rank(decisions):
     assert r0 == r1 and "at epoch 1, step 4" in r0[0]
 
 
+def test_a_divergence_rolls_every_rank_back_to_the_same_epoch(decisions):
+    """Ranks whose snapshot cadence differs (a GPU's free memory decides it) take the
+    shortest: after a divergence in epoch 3 every rank is back at its start, equal."""
+    r0, r1 = _said(decisions[0], "rollback")
+    assert r0 == r1 and r0[0].startswith("epochs 2 ")
+
+
 def test_a_single_process_checkpoint_resumes_on_two_ranks_as_if_uninterrupted(decisions):
     out, _ = decisions
     model, _ = cases.train("adam", epochs=4)
