@@ -76,7 +76,8 @@ class World:
         if self.distributed:
             from mpi4py import MPI
 
-            self.wait(self.comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM), "sum an epoch")
+            self.wait(self.comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM),
+                      "sum the epoch's figures")
         return buf
 
     def any(self, flag) -> bool:
@@ -88,6 +89,16 @@ class World:
         buf = np.array([1 if flag else 0], dtype=np.int32)
         self.wait(self.comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.MAX), "decide a stop")
         return bool(buf[0])
+
+    def least(self, value: int) -> int:
+        """The smallest of the ranks' ``value`` (every rank gets the same answer)."""
+        if not self.distributed:
+            return int(value)
+        from mpi4py import MPI
+
+        buf = np.array([value], dtype=np.int64)
+        self.wait(self.comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.MIN), "agree on a number")
+        return int(buf[0])
 
     def allgather_bytes(self, buf, what: str) -> np.ndarray:
         """Every rank's ``buf`` (1-D uint8, the same length on every rank), one row per

@@ -80,6 +80,10 @@ class Local:
     def any(self, flag) -> bool:
         return bool(flag)
 
+    def least(self, value: int) -> int:
+        """The smallest of the ranks' ``value``: the value itself, alone."""
+        return value
+
     def training(self, model):
         return contextlib.nullcontext()
 
@@ -276,6 +280,10 @@ class Plan(Local):
 
     def any(self, flag) -> bool:
         return self.world.any(flag)
+
+    def least(self, value: int) -> int:
+        """The smallest of the ranks' ``value``, on every rank."""
+        return self.world.least(value)
 
     def agree(self, terms: dict, what: str) -> None:
         """The ranks hold equal ``terms`` (e.g. the optimiser's hyper-parameters, which a

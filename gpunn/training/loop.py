@@ -215,12 +215,14 @@ class Trainer:
             self._reattach()
         # A copy to roll back to (on the GPU when it fits); taken every epoch while its
         # bytes are under ~5% of an epoch's traffic (always on the CPU), less often for big
-        # models (decided from sizes: the same cadence on every rank).
+        # models. Whether it fits on a GPU depends on that GPU's free memory, so the ranks
+        # take the shortest cadence of them all: a divergence rolls every rank back to the
+        # same epoch.
         if self.on_divergence != "off" and (self.snapshot is None
                                             or epoch - self.snapshot.epoch >= self.every):
             self.snapshot = Snapshot(model, self.stepper, epoch)
-            self.every = self.snapshot.epochs_between(
-                self.dist.steps(int(X.shape[0]), self.batch_size))
+            self.every = self.dist.least(self.snapshot.epochs_between(
+                self.dist.steps(int(X.shape[0]), self.batch_size)))
         try:
             sums = self.dist.reduce_epoch(self._steps(X, T, W, streaming, interrupted))
         except MemoryError as exc:
