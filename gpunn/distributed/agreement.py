@@ -158,6 +158,7 @@ def fit_terms(config, model, loss, optimizer, metrics, callbacks, data, seed,
     terms["optimizer"] = describe(optimizer)
     terms["metrics"] = tuple(getattr(m, "name", _qualified(m)) for m in metrics)
     terms["callbacks"] = describe(list(callbacks))
+    terms["batch source"] = _qualified(data)  # the kind of order (batch_source=)
     terms["X"] = describe(data.X)
     terms["y"] = describe(data.T)
     terms["sample_weight"] = describe(data.W)
