@@ -394,18 +394,20 @@ def test_only_rank_0_prints_and_writes_files(decisions):
     assert [p.name for p in out.glob("model-*")] == ["model-0.npz"]
 
 
-def test_the_cpu_fallback_notice_is_printed_once_for_the_job(tmp_path):
-    """``device="auto"`` without a GPU: rank 0 says so; the other ranks stay quiet."""
+def test_the_cpu_fallback_notice_and_a_summary_are_printed_once_for_the_job(tmp_path):
+    """``device="auto"`` without a GPU: rank 0 says so, and prints the model's summary;
+    the other ranks stay quiet."""
     mpi_launch.mpiexec()
     script = tmp_path / "auto.py"
     script.write_text("import os\nimport sys\n\n"
                       "os.environ.pop('GPUNN_DEVICE', None)\n"
                       "sys.modules['cupy'] = None  # as on a machine without CuPy\n"
                       "import gpunn as gn\n\n"
-                      "gn.Sequential([gn.Dense(2, 1)], device='auto')\n")
+                      "gn.Sequential([gn.Dense(2, 1)], device='auto').summary()\n")
     proc = mpi_launch.launch([script])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr.count("DeviceFallbackWarning") == 1, proc.stderr[-2000:]
+    assert proc.stdout.count("total parameters: 3") == 1, proc.stdout
 
 
 @pytest.mark.parametrize("mode,module", [("die", False), ("exit", True), ("caught", False)])

@@ -149,8 +149,12 @@ def interrupt_flag():
         if pressed:
             raise KeyboardInterrupt
         pressed.append(True)
-        print("\ngpunn: stopping after the current step (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
+        from ..distributed import joined
+
+        world = joined()
+        if world is None or world.rank == 0:  # a launcher sends Ctrl-C to every rank
+            print("\ngpunn: stopping after the current step (Ctrl-C again to abort)",
+                  file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
