@@ -213,6 +213,19 @@ def test_what_the_ranks_need_not_agree_on_says_why():
     assert set(per_rank) == {"verbose", "dist"} and all(per_rank.values())
 
 
+def test_every_argument_of_fit_is_agreed_or_says_why_it_need_not_be():
+    import inspect
+
+    from gpunn.distributed.agreement import AGREED_ARGUMENTS, PER_RANK_ARGUMENTS
+    from gpunn.training import fit
+
+    arguments = set(inspect.signature(fit).parameters) - {"model"}
+    assert set(AGREED_ARGUMENTS) | set(PER_RANK_ARGUMENTS) == arguments
+    assert not set(AGREED_ARGUMENTS) & set(PER_RANK_ARGUMENTS)
+    assert set(AGREED_ARGUMENTS.values()) <= set(_terms())
+    assert all(PER_RANK_ARGUMENTS.values())
+
+
 def _optimizer_settings():
     for name, cls in sorted(gn.optim.OPTIMIZERS.items()):
         for key in cls().hyper():

@@ -42,6 +42,23 @@ class RanksDisagree(ValueError):
     collective = True
 
 
+#: Each argument of ``fit`` and the term of :func:`fit_terms` that carries it (a test
+#: checks that every argument is here or in :data:`PER_RANK_ARGUMENTS`).
+AGREED_ARGUMENTS = {
+    "X": "X", "y": "y", "loss": "loss", "optimizer": "optimizer", "epochs": "epochs",
+    "batch_size": "batch_size", "validation_data": "validation_data",
+    "shuffle": "shuffle", "seed": "seed", "metrics": "metrics", "callbacks": "callbacks",
+    "on_divergence": "on_divergence", "resume_from": "checkpoint",
+    "sample_weight": "sample_weight", "class_weight": "sample_weight",
+    "batch_source": "batch source",
+}
+#: The arguments of ``fit`` that may differ between ranks, and why.
+PER_RANK_ARGUMENTS = {
+    "verbose": "output only: ranks other than 0 print nothing",
+    "device_data": "where a rank keeps the rows (device or host memory) changes no value",
+}
+
+
 # ------------------------------------------------------------------ describing values
 def fingerprint(a) -> str:
     """A short hash of array ``a``'s shape, dtype and a strided sample of its rows (the
