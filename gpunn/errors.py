@@ -94,6 +94,15 @@ class TrainingDiverged(GpunnError, FloatingPointError):
                          "on_divergence='skip'")
 
 
+class RanksDisagree(GpunnError, ValueError):
+    """The ranks of a distributed ``fit`` (``mpiexec``) were given different settings or
+    data, or one rank refused its arguments: raised on every rank at once, before any
+    step, naming what differs and each rank's value."""
+
+    #: Raised on every rank at the same point: the ranks stay in step.
+    collective = True
+
+
 class DeviceMemoryError(GpunnError, MemoryError):
     """The device ran out of memory during training or inference."""
 

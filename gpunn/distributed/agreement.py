@@ -28,18 +28,11 @@ import pickle
 import numpy as np
 
 from ..backend.ops import host_array
+from ..errors import RanksDisagree
 
 #: Bytes of an array that its fingerprint reads at most: every row of a small dataset,
 #: evenly strided rows of a large one (the last row included, at least 16 rows).
 SAMPLE_BYTES = 4 * 2**20
-
-
-class RanksDisagree(ValueError):
-    """The ranks of one distributed ``fit`` were given different settings or data (or one
-    rank refused its arguments): raised on every rank at once, before any step."""
-
-    #: Raised on every rank at the same point: the ranks stay in step.
-    collective = True
 
 
 #: Each argument of ``fit`` and the term of :func:`fit_terms` that carries it (a test
