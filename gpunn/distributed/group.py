@@ -123,8 +123,9 @@ class World:
             if waited > self.timeout:
                 sys.stderr.write(
                     f"gpunn: rank {self.rank} of {self.size} waited {waited:.0f} s for the "
-                    f"other ranks to {what}; they left, failed or run other code. Aborting "
-                    f"the job (GPUNN_DIST_TIMEOUT sets the wait, now {self.timeout:g} s)\n")
+                    f"other ranks to {what}; they left, failed or are running other code. "
+                    f"Aborting the job (GPUNN_DIST_TIMEOUT sets the wait, now "
+                    f"{self.timeout:g} s)\n")
                 self.abort(1)
             if not noticed and waited > min(NOTICE_AFTER, self.timeout / 2):
                 noticed = True
