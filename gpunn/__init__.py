@@ -12,6 +12,7 @@ from .errors import (
     DeviceMemoryError,
     DeviceUnavailableError,
     GpunnError,
+    RanksDisagree,
     TrainingDiverged,
 )
 from .files import ModelFileError, load
@@ -56,7 +57,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend", "get_backend", "available_devices", "to_numpy", "from_dlpack",
     "GpunnError", "DeviceUnavailableError", "DeviceFallbackWarning", "TrainingDiverged",
-    "DeviceMemoryError",
+    "DeviceMemoryError", "RanksDisagree",
     "Layer", "Dense", "Dropout", "ActivationLayer", "Identity", "Linear", "Sigmoid", "Tanh",
     "BinaryStep", "ReLU", "LeakyReLU", "Softmax", "ELU", "GELU", "Softplus",
     "Block", "Residual", "register_layer", "Flatten", "Reshape",

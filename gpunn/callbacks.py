@@ -194,6 +194,12 @@ class EarlyStopping(Callback):
         self.restore_best_weights = flag(restore_best_weights,
                                          "EarlyStopping restore_best_weights")
 
+    def config(self) -> dict:
+        """What decides the stop (the ranks of a distributed fit must agree on it)."""
+        return {"monitor": self._monitor.monitor, "mode": self._monitor.mode,
+                "patience": self.patience, "min_delta": self._monitor.min_delta,
+                "restore_best_weights": self.restore_best_weights}
+
     def on_train_begin(self, model):
         self._monitor.reset()
         self.wait, self.best_epoch, self.stopped_epoch, self._best = 0, 0, 0, None

@@ -369,7 +369,12 @@ def cmd_info(args) -> int:
     print(f"  cuda: {state}{status.reason}")
     mpi = ("installed" if importlib.util.find_spec("mpi4py") is not None
            else 'not installed (pip install "gpunn[distributed]")')
-    print(f"distributed: {distributed.init().describe()}; mpi4py {mpi}")
+    world = distributed.init()
+    # Under a launcher rank 0 prints every rank's line (the others print nothing).
+    lines = world.comm.gather(world.describe(), root=0) if world.distributed else \
+        [world.describe()]
+    for line in lines or []:
+        print(f"distributed: {line}; mpi4py {mpi}")
     return 0
 
 
@@ -401,14 +406,29 @@ def main(argv=None) -> int:
     return code
 
 
+#: The commands every rank of an MPI launch runs: training, and info (each rank's line,
+#: printed by rank 0). The others (predict, export, devices, bench) run on rank 0 alone:
+#: one set of predictions, one file, one listing.
+EVERY_RANK = ("train", "info")
+
+
 def _run(args) -> int:
     commands = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
                 "devices": cmd_devices, "bench": cmd_bench, "export": _cli_export.run}
     try:
-        # SIGTERM (docker stop, timeout, Slurm, systemd) ends the command as Ctrl-C does:
-        # an exception where it was, so a file being written takes its temporary file away.
+        # Under a launcher every rank joins first (joining is collective); then nothing
+        # but rank 0 writes to standard output. SIGTERM (docker stop, timeout, Slurm,
+        # systemd) ends the command as Ctrl-C does: an exception where it was, so a file
+        # being written takes its temporary file away.
+        world = distributed.init() if distributed.launched() else None
         with terminate_as_exception():
-            code = commands[args.command](args)
+            if world is None or world.rank == 0:
+                code = commands[args.command](args)
+            elif args.command not in EVERY_RANK:
+                code = 0
+            else:
+                with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+                    code = commands[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
     except Terminated:

@@ -78,6 +78,10 @@ class TrainingDiverged(GpunnError, FloatingPointError):
         Where the first non-finite loss appeared (both counted from 1).
     """
 
+    #: Under several ranks it is decided on the loss summed over the ranks, so every rank
+    #: raises it after the same step (gpunn.distributed.plan.Plan.guard lets it through).
+    collective = True
+
     def __init__(self, epoch: int, step: int, lr: float | None = None,
                  restored_epoch: int | None = None):
         self.epoch, self.step = epoch, step
@@ -88,6 +92,15 @@ class TrainingDiverged(GpunnError, FloatingPointError):
                          f"the start of epoch {self.restored_epoch}. Try a lower learning "
                          f"rate{hint}, gradient clipping (clip_norm=...), or "
                          "on_divergence='skip'")
+
+
+class RanksDisagree(GpunnError, ValueError):
+    """The ranks of a distributed ``fit`` (``mpiexec``) were given different settings or
+    data, or one rank refused its arguments: raised on every rank at once, before any
+    step, naming what differs and each rank's value."""
+
+    #: Raised on every rank at the same point: the ranks stay in step.
+    collective = True
 
 
 class DeviceMemoryError(GpunnError, MemoryError):

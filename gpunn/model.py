@@ -185,7 +185,8 @@ class Sequential(Block):
 
     def summary(self, print_fn=print) -> str:
         """A table of layers (nested ones indented, with their paths), output shapes and
-        parameter counts; printed and returned."""
+        parameter counts; printed and returned. Under several ranks (``mpiexec``) only
+        rank 0 prints it with the default ``print`` (every rank holds the same model)."""
         rows = [("layer", "type", "output", "params")]
 
         def visit(block, shape, depth):
@@ -206,7 +207,7 @@ class Sequential(Block):
         lines.insert(1, "-" * len(lines[0]))
         lines.append(f"total parameters: {self.count_params():,} on {self.backend.describe()}")
         text = "\n".join(lines)
-        if print_fn is not None:
+        if print_fn is not None and (print_fn is not print or _distributed.is_root()):
             print_fn(text)
         return text
 

@@ -54,10 +54,11 @@ def environment(threads: int = 1) -> dict:
 
 
 def launch(args, ranks: int = 2, cwd=None, module: bool = True,
-           timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
+           timeout: int = TIMEOUT, env=None) -> subprocess.CompletedProcess:
     """Run ``args`` (a script and its arguments, or a command when ``module`` is False) on
-    ``ranks`` ranks; the completed process (never raises on a non-zero exit)."""
+    ``ranks`` ranks, with ``env`` added to their environment; the completed process
+    (never raises on a non-zero exit)."""
     cmd = mpiexec() + ["-n", str(ranks)]
     cmd += [sys.executable, "-m", "mpi4py", *map(str, args)] if module else list(args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env=environment(), cwd=cwd)
+                          env={**environment(), **(env or {})}, cwd=cwd)

@@ -20,6 +20,7 @@ from gpunn.training import batches
 
 sys.path.insert(0, str(Path(__file__).parent / "distributed"))
 import cases  # noqa: E402
+import disagree  # noqa: E402
 import mpi_launch  # noqa: E402
 
 HERE = Path(__file__).parent / "distributed"
@@ -148,6 +149,141 @@ def test_gradients_are_scaled_by_the_share_then_summed():
     assert np.array_equal(engine.calls[0][1:], [0.25] * 3)
 
 
+# ---------------------------------------------------------------------- agreement
+def _terms(**change):
+    """fit_terms of a small fit, with ``change`` applied to its FitConfig."""
+    import dataclasses
+
+    from gpunn.distributed.agreement import fit_terms
+    from gpunn.training.loop import FitConfig
+
+    backend = gn.get_backend("cpu", dtype="float64", seed=0)
+    X, y = cases.data(40)
+    net = cases.model(0.0)
+    data = batches.source(backend, X, np.eye(3)[y], batch_size=8)
+    config = dataclasses.replace(FitConfig(2, 8), **change)
+    return fit_terms(config, net, gn.losses.get("categorical_crossentropy"),
+                     gn.optim.Adam(lr=1e-2), [], [], data, 3)
+
+
+def _other(value):
+    """A value of ``value``'s kind that differs from it (a FitConfig field's)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if value == "raise":
+        return "stop"
+    if value is None:  # the validation set
+        return (np.zeros((4, 5)), np.zeros((4, 3)), False, None)
+    raise AssertionError(f"no other value known for {value!r}: teach _other this kind, so "
+                         "the agreement of the new FitConfig field is tested")
+
+
+def _agreed_fields():
+    import dataclasses
+
+    from gpunn.training.loop import FitConfig
+
+    return [f for f in dataclasses.fields(FitConfig) if "per_rank" not in f.metadata]
+
+
+@pytest.mark.parametrize("field", _agreed_fields(), ids=lambda f: f.name)
+def test_the_ranks_agree_on_every_setting_of_fit(field):
+    """Every FitConfig field (one added later included) is among what the ranks compare,
+    and a difference in it is named in the one sentence every rank raises."""
+    from gpunn.distributed.agreement import disagreement
+    from gpunn.training.loop import FitConfig
+
+    default = FitConfig(2, 8)
+    mine, theirs = _terms(), _terms(**{field.name: _other(getattr(default, field.name))})
+    name = field.metadata.get("argument", field.name)
+    assert mine[name] != theirs[name]
+    message = disagreement([(mine, None), (theirs, None)])
+    assert message.startswith(f"ranks disagree on {name}: rank 0 has ")
+
+
+def test_what_the_ranks_need_not_agree_on_says_why():
+    import dataclasses
+
+    from gpunn.training.loop import FitConfig
+
+    per_rank = {f.name: f.metadata["per_rank"] for f in dataclasses.fields(FitConfig)
+                if "per_rank" in f.metadata}
+    assert set(per_rank) == {"verbose", "dist", "resumed"} and all(per_rank.values())
+
+
+def test_every_argument_of_fit_is_agreed_or_says_why_it_need_not_be():
+    import inspect
+
+    from gpunn.distributed.agreement import AGREED_ARGUMENTS, PER_RANK_ARGUMENTS
+    from gpunn.training import fit
+
+    arguments = set(inspect.signature(fit).parameters) - {"model"}
+    assert set(AGREED_ARGUMENTS) | set(PER_RANK_ARGUMENTS) == arguments
+    assert not set(AGREED_ARGUMENTS) & set(PER_RANK_ARGUMENTS)
+    assert set(AGREED_ARGUMENTS.values()) <= set(_terms())
+    assert all(PER_RANK_ARGUMENTS.values())
+
+
+def _optimizer_settings():
+    for name, cls in sorted(gn.optim.OPTIMIZERS.items()):
+        for key in cls().hyper():
+            yield pytest.param(cls, key, id=f"{name}-{key}")
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if value is None:
+        return 0.5
+    if isinstance(value, (list, tuple)):
+        return type(value)(v * 0.5 for v in value)
+    return value * 0.5 if value else 0.25
+
+
+@pytest.mark.parametrize("cls,key", list(_optimizer_settings()))
+def test_the_ranks_agree_on_every_optimizer_setting(cls, key):
+    """Each hyper-parameter of each registered optimiser (the learning rate among them)
+    changes what the ranks compare: a rank with another value is refused."""
+    from gpunn.distributed.agreement import describe
+
+    hyper = cls().hyper()
+    try:
+        other = cls(**{**hyper, key: _changed(hyper[key])})
+    except ValueError:  # valid only beside other non-zero settings (nesterov: momentum)
+        hyper = {k: 0.25 if v == 0 and not isinstance(v, bool) else v
+                 for k, v in hyper.items()}
+        other = cls(**{**hyper, key: _changed(hyper[key])})
+    base = cls(**hyper)
+    assert describe(base) != describe(other)
+    assert describe(base) == describe(cls(**hyper))
+
+
+def test_a_disagreement_names_the_item_and_each_ranks_value():
+    from gpunn.distributed.agreement import disagreement
+
+    a, b = _terms(), _terms(epochs=5)
+    assert disagreement([(a, None), (a, None)]) is None
+    assert disagreement([(a, None), (b, None), (a, None)]).startswith(
+        "ranks disagree on epochs: rank 0 has 2, rank 1 has 5, rank 2 has 2;")
+    assert disagreement([(a, None), (None, "epochs: expected a positive integer")]) == \
+        "rank 1 of 2 refused fit: epochs: expected a positive integer"
+
+
+def test_the_data_fingerprint_sees_a_changed_row_of_a_dataset_it_reads_whole():
+    from gpunn.distributed.agreement import fingerprint
+
+    X = np.arange(5000.0).reshape(1000, 5)  # 40 kB: within the sample, every row read
+    assert fingerprint(X) == fingerprint(X.copy())
+    for row in (0, 500, 999):
+        Y = X.copy()
+        Y[row, 2] += 1
+        assert fingerprint(X) != fingerprint(Y)
+    assert fingerprint(X[:999]) != fingerprint(X)  # the row count
+    assert fingerprint(X.astype(np.float32)) != fingerprint(X)  # the dtype
+
+
 # ---------------------------------------------------------------------- launched
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
@@ -169,6 +305,45 @@ def test_two_ranks_at_half_batch_equal_one_process_at_the_whole_batch(two_ranks,
     assert np.array_equal(ranks[0]["params"], ranks[1]["params"])  # ranks never drift
     assert np.max(np.abs(ranks[0]["params"] - reference)) < 1e-10
     assert np.allclose(ranks[0]["loss"], hist.history["loss"], rtol=0, atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory):
+    """Every case of tests/distributed/disagree.py on 2 ranks: what each rank raised."""
+    mpi_launch.mpiexec()
+    out = tmp_path_factory.mktemp("refusals")
+    proc = mpi_launch.launch([HERE / "disagree.py", out])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    said = []
+    for rank in range(2):
+        lines = (out / f"refusals-rank{rank}.txt").read_text().splitlines()
+        said.append(dict(line.split(": ", 1) for line in lines))
+    return said
+
+
+@pytest.mark.parametrize("name", list(disagree.CASES))
+def test_ranks_that_disagree_are_refused_on_every_rank_before_training(refusals, name):
+    """Different epochs, batch size, rows, shards, targets, learning rate, optimiser,
+    loss, validation data, shuffling, seed, weights, stopping rule or architecture on one
+    rank: every rank raises one sentence naming what differs and each rank's value, with
+    nothing changed; a rank whose own checks fail raises its error and the others say so.
+    Then the next case starts in step (no rank waits on another)."""
+    expected = disagree.CASES[name][2]
+    said = [refusals[rank][name] for rank in range(2)]
+    refused = [1] if name == "refused" else []
+    for rank in range(2):
+        text, state = said[rank].split(" | ")
+        if rank in refused:
+            assert text.startswith("ValueError: epochs:"), text
+            continue
+        assert text.startswith(f"RanksDisagree: {expected}"), text
+        if name == "lr_mid_training":  # refused at epoch 2's start: epoch 1 done alike
+            assert "ranks disagree on optimizer" in text and "epoch 2" in text
+        else:
+            assert "unchanged=True" in state, state
+    checksums = [s.split("checksum=")[1] for s in said]
+    if name in ("lr_mid_training",):
+        assert checksums[0] == checksums[1]
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +385,13 @@ def test_divergence_is_decided_on_the_reduced_loss_by_every_rank(decisions):
     assert r0 == r1 and "at epoch 1, step 4" in r0[0]
 
 
+def test_a_divergence_rolls_every_rank_back_to_the_same_epoch(decisions):
+    """Ranks whose snapshot cadence differs (a GPU's free memory decides it) take the
+    shortest: after a divergence in epoch 3 every rank is back at its start, equal."""
+    r0, r1 = _said(decisions[0], "rollback")
+    assert r0 == r1 and r0[0].startswith("epochs 2 ")
+
+
 def test_a_single_process_checkpoint_resumes_on_two_ranks_as_if_uninterrupted(decisions):
     out, _ = decisions
     model, _ = cases.train("adam", epochs=4)
@@ -225,25 +407,28 @@ def test_only_rank_0_prints_and_writes_files(decisions):
     assert [p.name for p in out.glob("model-*")] == ["model-0.npz"]
 
 
-def test_the_cpu_fallback_notice_is_printed_once_for_the_job(tmp_path):
-    """``device="auto"`` without a GPU: rank 0 says so; the other ranks stay quiet."""
+def test_the_cpu_fallback_notice_and_a_summary_are_printed_once_for_the_job(tmp_path):
+    """``device="auto"`` without a GPU: rank 0 says so, and prints the model's summary;
+    the other ranks stay quiet."""
     mpi_launch.mpiexec()
     script = tmp_path / "auto.py"
     script.write_text("import os\nimport sys\n\n"
                       "os.environ.pop('GPUNN_DEVICE', None)\n"
                       "sys.modules['cupy'] = None  # as on a machine without CuPy\n"
                       "import gpunn as gn\n\n"
-                      "gn.Sequential([gn.Dense(2, 1)], device='auto')\n")
+                      "gn.Sequential([gn.Dense(2, 1)], device='auto').summary()\n")
     proc = mpi_launch.launch([script])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr.count("DeviceFallbackWarning") == 1, proc.stderr[-2000:]
+    assert proc.stdout.count("total parameters: 3") == 1, proc.stdout
 
 
-@pytest.mark.parametrize("mode,module", [("die", False), ("exit", True)])
+@pytest.mark.parametrize("mode,module", [("die", False), ("exit", True), ("caught", False)])
 @pytest.mark.slow
 def test_a_rank_that_dies_ends_the_job_instead_of_hanging_it(tmp_path, mode, module):
-    """An uncaught exception (gpunn's own hook, without ``-m mpi4py``) or a rank that
-    exits mid-training: the others are ended, non-zero, well within the timeout."""
+    """An uncaught exception (gpunn's own hook, without ``-m mpi4py``), a rank that exits
+    mid-training, or an error leaving fit on one rank that its script catches: the others
+    are ended, non-zero, well within the timeout."""
     import time
 
     started = time.monotonic()
@@ -251,9 +436,33 @@ def test_a_rank_that_dies_ends_the_job_instead_of_hanging_it(tmp_path, mode, mod
     proc = mpi_launch.launch(args if module else [sys.executable, *args], module=module)
     assert proc.returncode != 0
     assert time.monotonic() - started < mpi_launch.TIMEOUT / 2
-    if mode == "die":
+    if mode != "exit":
         assert "rank 1 fails on purpose" in proc.stderr
         assert "gpunn: rank 1 of 2 failed; aborting the job" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_rank_that_never_comes_to_fit_ends_the_job_after_the_timeout(tmp_path):
+    """Rank 1 ends without calling fit: rank 0 waits GPUNN_DIST_TIMEOUT seconds at the
+    start of fit, says what it waited for, and ends the job."""
+    import time
+
+    started = time.monotonic()
+    proc = mpi_launch.launch([sys.executable, HERE / "control.py", tmp_path, "absent"],
+                             module=False, env={"GPUNN_DIST_TIMEOUT": "3"})
+    assert proc.returncode != 0
+    assert time.monotonic() - started < mpi_launch.TIMEOUT / 2
+    assert "gpunn: rank 0 of 2 waited 3 s for the other ranks to start fit" in proc.stderr
+
+
+def test_a_bad_timeout_is_named():
+    from gpunn.distributed import group
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPUNN_DIST_TIMEOUT", "soon")
+        with pytest.raises(ValueError, match="GPUNN_DIST_TIMEOUT: expected a positive "
+                                             "number of seconds, got 'soon'"):
+            group._timeout()
 
 
 def _table(path, rows=400):
@@ -273,8 +482,15 @@ def test_the_command_line_trains_on_two_ranks_reading_and_writing_once(tmp_path)
     proc = mpi_launch.launch(cmd, module=False, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("epoch 2/2") == 1 and proc.stdout.count("saved: m.npz") == 1
+    assert proc.stdout.count("done: 2 epochs") == 1
     assert proc.stderr.count("note: task: binary") == 1  # rank 0 alone read the table
     assert gn.load(tmp_path / "m.npz").count_params() > 0
+    # Predictions under the launcher: one set, from rank 0 (not one per rank).
+    proc = mpi_launch.launch([sys.executable, "-m", "gpunn.cli", "predict", "m.npz",
+                              "--data", "t.csv"], module=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("label,") and len(lines) == 401
 
 
 @pytest.mark.slow
@@ -292,8 +508,10 @@ def test_a_command_line_mistake_ends_every_rank_with_one_line(tmp_path):
 def test_info_names_the_distributed_set_up(tmp_path):
     proc = mpi_launch.launch([sys.executable, "-m", "gpunn.cli", "info"], module=False)
     assert proc.returncode == 0, proc.stderr
-    for rank in (0, 1):
-        assert f"distributed: world size 2, rank {rank} (local {rank} of 2)" in proc.stdout
+    for rank in (0, 1):  # rank 0 prints each rank's line; the rest of info once
+        assert proc.stdout.count(f"distributed: world size 2, rank {rank} (local {rank} "
+                                 "of 2)") == 1
+    assert proc.stdout.count("numpy ") == 1
 
 
 def test_a_model_built_under_a_launcher_joins_the_job_first(monkeypatch):

@@ -3,8 +3,11 @@
 The ChainerMN/Horovod design on proven engines: the same model on every rank, parameters
 broadcast from rank 0 when ``fit`` starts, and the gradients averaged by one all-reduce
 over the model's flat gradient buffer each step, through MPI (mpi4py, host memory) or, for
-CuPy models, NCCL (``cupy.cuda.nccl``, its unique id sent over MPI). Rank 0 alone prints,
-draws progress and writes files; decisions that end training are collective.
+CuPy models, NCCL (``cupy.cuda.nccl``, its unique id sent over MPI). Every rank calls
+``fit`` alike with the whole dataset: the ranks agree on that first, and refuse together
+what differs (:mod:`.agreement`). Rank 0 alone prints, draws progress and writes files;
+decisions that end training are collective, and no rank waits for ever on another
+(``$GPUNN_DIST_TIMEOUT``, :mod:`.group`).
 
 A script needs no change: ``fit`` notices an MPI launch from the launcher's environment and
 initialises itself. Call :func:`init` first in scripts that train on GPUs, so each rank

@@ -3,6 +3,11 @@
 :class:`Local` (one process) changes nothing. :class:`Plan` (several) makes each rank
 train on its share of every global batch and keeps the ranks equal:
 
+- **Agreement.** A plan exists only once the ranks agree on everything that must be equal
+  (:mod:`.agreement`: settings, model, loss, optimiser, callbacks, data), or every rank
+  has refused; the optimiser is agreed again at each epoch's start. An error that leaves
+  ``fit`` on one rank alone ends the job (:meth:`Plan.guard`).
+
 - **Data order.** Every rank draws the same permutation of all ``N`` rows from the one
   shared generator (as a single process would); global batch ``k`` is rows
   ``perm[k*B:(k+1)*B]`` and rank ``r`` takes the contiguous piece
@@ -33,6 +38,7 @@ import numpy as np
 
 from ..backend.ops import host_array
 from ..optim.wrappers import OptimizerWrapper
+from .agreement import agree
 
 
 class Local:
@@ -74,7 +80,18 @@ class Local:
     def any(self, flag) -> bool:
         return bool(flag)
 
+    def least(self, value: int) -> int:
+        """The smallest of the ranks' ``value``: the value itself, alone."""
+        return value
+
     def training(self, model):
+        return contextlib.nullcontext()
+
+    def agree(self, terms: dict, what: str) -> None:
+        """Nothing to agree with."""
+
+    def guard(self):
+        """What an error leaving ``fit`` does to the other ranks: nothing, alone."""
         return contextlib.nullcontext()
 
 
@@ -264,6 +281,31 @@ class Plan(Local):
     def any(self, flag) -> bool:
         return self.world.any(flag)
 
+    def least(self, value: int) -> int:
+        """The smallest of the ranks' ``value``, on every rank."""
+        return self.world.least(value)
+
+    def agree(self, terms: dict, what: str) -> None:
+        """The ranks hold equal ``terms`` (e.g. the optimiser's hyper-parameters, which a
+        callback may change between epochs), or every rank raises RanksDisagree."""
+        agree(self.world, terms, None, what)
+
+    @contextlib.contextmanager
+    def guard(self):
+        """An error that leaves ``fit`` on this rank alone ends the job: the other ranks
+        would wait for it in their next collective for ever. Errors every rank raises at
+        the same point (``collective``: divergence decided on the reduced loss, ranks
+        that disagree) leave normally."""
+        try:
+            yield
+        except Exception as exc:
+            if not getattr(exc, "collective", False):
+                self.world.fail(exc)
+            raise
+        except BaseException as exc:  # a second Ctrl-C, on this rank alone
+            self.world.fail(exc)
+            raise
+
     @contextlib.contextmanager
     def training(self, model):
         """While training: random draws of a step sized by this rank's rows are drawn
@@ -332,28 +374,56 @@ def _namespace(a):
     return array_api_compat.array_namespace(a)
 
 
-def for_fit(model, batch_size: int):
-    """The plan of one ``fit``: :data:`LOCAL` unless several ranks train together.
+def check_batch(batch_size: int) -> None:
+    """``batch_size`` splits evenly over the ranks (a check of this rank's own, made
+    before the agreement like the other argument checks)."""
+    from . import world as current_world
+
+    size = current_world().size
+    if size > 1 and batch_size % size:
+        raise ValueError(f"batch_size: expected a multiple of the {size} ranks (the "
+                         f"global batch is split evenly), got {batch_size}")
+
+
+def is_root() -> bool:
+    """Whether this process prints and writes files (rank 0, or the only process)."""
+    from . import world as current_world
+
+    return current_world().rank == 0
+
+
+def refuse(exc: BaseException) -> None:
+    """This rank's checks of ``fit``'s arguments failed: under several ranks the others,
+    waiting in the agreement, are told and refuse too (the caller raises ``exc``)."""
+    from . import world as current_world
+
+    world = current_world()
+    if world.distributed:
+        agree(world, None, exc, "fit")
+
+
+def for_fit(model, terms: dict):
+    """The plan of one ``fit``: :data:`LOCAL` unless several ranks train together, and
+    then only once the ranks agree on ``terms`` (:func:`.agreement.fit_terms`).
 
     Raises
     ------
+    RanksDisagree
+        On every rank: the ranks' terms differ, or a rank refused its arguments.
     ValueError
-        ``batch_size`` not a multiple of the number of ranks; a 16-bit model on MPI;
-        ranks whose models differ in size or device kind.
+        A 16-bit model on MPI (on every rank: the ranks agree on the dtype).
     """
     from . import world as current_world
 
     world = current_world()
     if not world.distributed:
         return LOCAL
-    if batch_size % world.size:
-        raise ValueError(f"batch_size: expected a multiple of the {world.size} ranks (the "
-                         f"global batch is split evenly), got {batch_size}")
-    engine = world.engine_for(model.backend)
-    kinds = world.comm.allgather((model.backend.library, model.count_params()))
-    if len(set(kinds)) > 1:
-        raise ValueError(f"model: every rank must train the same model on the same kind "
-                         f"of device, got (library, parameters) per rank {kinds}")
+    agree(world, terms, None, "fit")
+    try:  # NCCL's set-up is collective: a rank failing in it alone ends the job
+        engine = world.engine_for(model.backend)
+    except Exception as exc:
+        world.fail(exc)
+        raise
     if engine.name == "mpi" and model.dtype not in ("float32", "float64"):
         raise ValueError(f"dtype: distributed training over MPI sums float32 or float64 "
                          f"gradients, got {model.dtype}; use NCCL on GPUs or float32")

@@ -10,14 +10,18 @@ chooses what was left out), places the data (:mod:`.batches`), attaches the opti
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
+from types import SimpleNamespace
 
+from .. import distributed as _distributed
 from .. import losses as _losses
 from .. import optim as _optim
 from ..atomic import check_outputs
 from ..backend.ops import require_finite
 from ..callbacks import EpochLogger, History, ProgressBar
 from ..distributed import plan as _plan
+from ..distributed.agreement import fit_terms
 from ..layers import positive_int as _positive_int
 from . import batches
 from .arguments import (
@@ -133,18 +137,67 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         completed epochs; the model is put back at the end of the last of them (with
         its optimiser), so a file saved then is consistent, and stays usable.
     """
-    # Everything is validated before any state (parameters, optimiser, RNG) changes.
+    # Everything is validated before any state (parameters, optimiser, RNG) changes; under
+    # several ranks a rank whose checks fail tells the others, so every rank refuses.
+    try:
+        run = _prepare(model, X, y, loss, optimizer, epochs, batch_size, validation_data,
+                       shuffle, verbose, seed, metrics, device_data, callbacks,
+                       on_divergence, resume_from, sample_weight, class_weight,
+                       batch_source)
+    except Exception as exc:
+        _plan.refuse(exc)
+        raise
+    # The ranks agree on everything that must be equal before anything changes.
+    dist = _plan.for_fit(model, run.terms)
+    config, resume, optimizer, loss = run.config, run.resume, run.optimizer, run.loss
+    callbacks = run.callbacks
+    with model.backend.context(), dist.guard():
+        history = History()
+        if resume is not None:
+            optimizer, history, _ = restore_checkpoint(model, resume)
+        if seed is not None and resume is None:
+            model.backend.random.seed(seed)
+        if dist is not _plan.LOCAL:
+            dist.start(model, seed)  # every rank from rank 0's weights and generator
+        amp = _attach(model, optimizer)
+        model.optimizer, model.loss = optimizer, loss
+        model.metrics = [m.name for m in run.metrics]
+        callbacks += [history] + _loggers(int(run.data.X.shape[0]), config.epochs,
+                                          config.batch_size, config.verbose, dist)
+        config = dataclasses.replace(config, dist=dist)
+        trainer = Trainer(model, loss, optimizer, run.metrics, amp, config, callbacks,
+                          history)
+        # Under loss scaling an overflow is an expected event that skips the step.
+        quiet = model.backend.overflow_expected() if amp else contextlib.nullcontext()
+        with quiet, interrupt_flag() as interrupted:
+            return trainer.run(run.data, interrupted)
+
+
+def _prepare(model, X, y, loss, optimizer, epochs, batch_size, validation_data, shuffle,
+             verbose, seed, metrics, device_data, callbacks, on_divergence, resume_from,
+             sample_weight, class_weight, batch_source) -> SimpleNamespace:
+    """fit's arguments checked and its data placed, changing nothing: ``config``
+    (a :class:`FitConfig` without its plan), ``loss``, ``optimizer``, ``metrics``,
+    ``callbacks`` (this rank's), ``data``, ``resume`` (the checkpoint read, or None) and
+    ``terms``, what the ranks must agree on (:func:`gpunn.distributed.agreement.fit_terms`)."""
     epochs, batch_size = check_settings(epochs, batch_size, verbose, shuffle, on_divergence,
                                         seed, device_data)
+    _plan.check_batch(batch_size)
     resume = read_checkpoint(model, resume_from) if resume_from is not None else None
     loss = choose_loss(model, loss, resume)
     check_resumed(model, resume, resume_from, loss, optimizer)
     optimizer = choose_optimizer(model, optimizer)
+    if resume is not None:  # restored once the ranks agree; it replaces the one given
+        optimizer = resume.optimizer
     metric_objs = metrics_for(loss, metrics if metrics is not None or loss is not model.loss
                               else (model.metrics or None))
     callbacks = check_callbacks(callbacks)
     check_monitors(callbacks, metric_objs, validation_data is not None, on_divergence)
-    dist, verbose, callbacks = _ranks(model, batch_size, verbose, callbacks)
+    # Every rank runs the callbacks that decide (the agreement compares them); rank 0
+    # alone prints and runs those that write files.
+    shared = [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
+    if not _plan.is_root():
+        verbose, callbacks = 0, shared
     # Checkpoint folders exist and are writable before the first step (created if missing).
     # (Writing over the checkpoint resumed from is fine: it was read above.)
     # The names themselves are tried, the last epoch's too (the longest a field makes).
@@ -162,28 +215,19 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
                                                         shuffle, streaming))
         val = validation_set(model, validation_data, loss, device_data, prep)
         check_precision(model)
-        history, start = History(), 1
-        if resume is not None:
-            optimizer, history, start = restore_checkpoint(model, resume)
-        if seed is not None and resume is None:
-            model.backend.random.seed(seed)
-        if dist is not _plan.LOCAL:
-            dist.start(model, seed)  # every rank from rank 0's weights and generator
-        amp = _attach(model, optimizer)
-        model.optimizer, model.loss = optimizer, loss
-        model.metrics = [m.name for m in metric_objs]
-        callbacks += [history] + _loggers(int(X.shape[0]), epochs, batch_size, verbose, dist)
+        start = 1 if resume is None else int(resume.training["epoch"]) + 1
         resumed = None if resume is None else (
             resume.training.get("callbacks") or {}, resume_from)
-        config = FitConfig(epochs, batch_size, bool(shuffle), int(verbose), on_divergence, val,
-                           start, dist, weighted=W is not None, labels=T.ndim == 1,
+        config = FitConfig(epochs, batch_size, bool(shuffle), int(verbose), on_divergence,
+                           val, start, weighted=W is not None, labels=T.ndim == 1,
                            resumed=resumed)
-        trainer = Trainer(model, loss, optimizer, metric_objs, amp, config, callbacks,
-                          history)
-        # Under loss scaling an overflow is an expected event that skips the step.
-        quiet = model.backend.overflow_expected() if amp else contextlib.nullcontext()
-        with quiet, interrupt_flag() as interrupted:
-            return trainer.run(data, interrupted)
+        terms = {}
+        if _distributed.size() > 1:  # what one process never needs (a few strided host reads)
+            terms = fit_terms(config, model, loss, optimizer, metric_objs, shared, data,
+                              seed, resume)
+    return SimpleNamespace(config=config, loss=loss, optimizer=optimizer,
+                           metrics=metric_objs, callbacks=callbacks, data=data,
+                           resume=resume, terms=terms)
 
 
 def _loggers(n: int, epochs: int, batch_size: int, verbose, dist) -> list:
@@ -193,15 +237,6 @@ def _loggers(n: int, epochs: int, batch_size: int, verbose, dist) -> list:
     bar = [ProgressBar(dist.local_rows(n, batch_size), batch_size // dist.size, epochs)] \
         if verbose == 1 and sys.stdout.isatty() else []
     return [EpochLogger(n, epochs)] + bar
-
-
-def _ranks(model, batch_size, verbose, callbacks):
-    """The distributed plan; on ranks other than 0 (an MPI launch) nothing printed and no
-    callback that writes files."""
-    dist = _plan.for_fit(model, batch_size)
-    if dist.is_root:
-        return dist, verbose, callbacks
-    return dist, 0, [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
 
 
 def evaluate(model, X, y, loss=None, batch_size: int = 1024, metrics=None,

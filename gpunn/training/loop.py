@@ -11,11 +11,12 @@ epoch: no step waits on the host. A fit's settings arrive checked, as a :class:`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import metrics as _metrics
 from ..callbacks import Callback, configured_lr
 from ..distributed import plan as _plan
+from ..distributed.agreement import describe
 from ..errors import DeviceMemoryError
 from ..losses import LossResult
 from ..optim import LossScaleOptimizer, SkipNonFinite
@@ -47,19 +48,28 @@ class FitConfig:
         The targets are integer class labels (not rows).
     resumed : tuple or None
         ``(callback states, path)`` of the checkpoint a resumed fit continues from.
+
+    Under several ranks every field must be equal on every rank, and the ranks agree on
+    them before training (gpunn.distributed.agreement.fit_terms), except the fields whose
+    metadata says ``per_rank`` and why (``argument``: the name the agreement's messages
+    give a field, that of the argument of ``fit`` it comes from).
     """
 
     epochs: int
     batch_size: int
     shuffle: bool = True
-    verbose: int = 0
+    verbose: int = field(default=0, metadata={
+        "per_rank": "output only: ranks other than 0 print nothing"})
     on_divergence: str = "raise"
-    val: tuple | None = None
-    start: int = 1
-    dist: object = _plan.LOCAL
-    weighted: bool = False
-    labels: bool = True
-    resumed: tuple | None = None
+    val: tuple | None = field(default=None, metadata={"argument": "validation_data"})
+    start: int = field(default=1, metadata={"argument": "first epoch (resume_from)"})
+    dist: object = field(default=_plan.LOCAL, metadata={
+        "per_rank": "the ranks' plan itself, made once they agree"})
+    weighted: bool = field(default=False, metadata={"argument": "sample weights"})
+    labels: bool = field(default=True, metadata={"argument": "targets as class labels"})
+    resumed: tuple | None = field(default=None, metadata={
+        "per_rank": "the resumed checkpoint's callback states and path; the ranks agree on "
+                    "its epoch (start)"})
 
 
 class Trainer:
@@ -188,6 +198,9 @@ class Trainer:
         for epoch in range(self.start, self.epochs + 1):
             for cb in self.callbacks:
                 cb.on_epoch_begin(model, epoch)
+            # Callbacks may have changed the optimiser (a learning-rate schedule): the
+            # ranks must step with the same one, or their replicas drift apart.
+            self.dist.agree({"optimizer": describe(self.optimizer)}, f"epoch {epoch}")
             logs = self._epoch(epoch, X, T, W, streaming, interrupted)
             if logs is None:
                 break
@@ -211,12 +224,14 @@ class Trainer:
             self._reattach()
         # A copy to roll back to (on the GPU when it fits); taken every epoch while its
         # bytes are under ~5% of an epoch's traffic (always on the CPU), less often for big
-        # models (decided from sizes: the same cadence on every rank).
+        # models. Whether it fits on a GPU depends on that GPU's free memory, so the ranks
+        # take the shortest cadence of them all: a divergence rolls every rank back to the
+        # same epoch.
         if self.on_divergence != "off" and (self.snapshot is None
                                             or epoch - self.snapshot.epoch >= self.every):
             self.snapshot = Snapshot(model, self.stepper, epoch)
-            self.every = self.snapshot.epochs_between(
-                self.dist.steps(int(X.shape[0]), self.batch_size))
+            self.every = self.dist.least(self.snapshot.epochs_between(
+                self.dist.steps(int(X.shape[0]), self.batch_size)))
         try:
             sums = self.dist.reduce_epoch(self._steps(X, T, W, streaming, interrupted))
         except MemoryError as exc:

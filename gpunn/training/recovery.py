@@ -86,8 +86,9 @@ class Snapshot:
         return snap
 
     def epochs_between(self, steps: int) -> int:
-        """Epochs between snapshots, decided from sizes (the same on every rank and every
-        run, unlike a timing): an epoch reads and writes the parameters, gradients and
+        """Epochs between snapshots, decided from sizes and, on a GPU, whether the copy
+        fits in its free memory (not a timing; the ranks of a distributed fit take the
+        smallest of theirs): an epoch reads and writes the parameters, gradients and
         optimiser state a few times per step, a snapshot copies them once (a copy to host
         memory counting :attr:`HOST_COPY_COST` times); snapshots stay under ~5% of an
         epoch's memory traffic. Every epoch on the CPU and for GPU snapshots kept on the
@@ -178,8 +179,12 @@ def interrupt_flag():
         if pressed:
             raise KeyboardInterrupt
         pressed.append(True)
-        print("\ngpunn: stopping after the current step (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
+        from ..distributed import joined
+
+        world = joined()
+        if world is None or world.rank == 0:  # a launcher sends Ctrl-C to every rank
+            print("\ngpunn: stopping after the current step (Ctrl-C again to abort)",
+                  file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

@@ -60,6 +60,28 @@ if mode == "decisions":
                    batch_size=32, verbose=0, seed=3)
     except gn.TrainingDiverged as exc:
         report("diverged", text=str(exc))
+
+    class Poison(gn.callbacks.Callback):
+        """NaN weights on every rank after epoch 3's second step: the loss diverges."""
+
+        def on_epoch_begin(self, model, epoch):
+            self.epoch = epoch
+
+        def on_batch_end(self, model, batch, rows, loss_sum):
+            if self.epoch == 3 and batch == 1:
+                model.parameters()[0][...] = float("nan")
+
+    # The snapshot cadence differs by rank (as GPUs with different free memory make it):
+    # the ranks must still roll back to the same epoch.
+    from gpunn.training import recovery
+
+    own = recovery.Snapshot.epochs_between
+    recovery.Snapshot.epochs_between = lambda self, steps: 1 if rank == 0 else 3
+    try:
+        report("rollback", *train("adam", epochs=4, on_divergence="stop",
+                                  callbacks=[Poison()]))
+    finally:
+        recovery.Snapshot.epochs_between = own
     net, hist = train("adam", epochs=4, resume_from=os.path.join(out, "single.npz"),
                       optimizer=None)
     report("resumed", net, hist)
@@ -74,3 +96,14 @@ elif mode == "die":
     train("adam", epochs=50, callbacks=[OnRank(fail, epoch=2)])
 elif mode == "exit":
     train("adam", epochs=50, callbacks=[OnRank(lambda m: os._exit(3), epoch=2)])
+elif mode == "caught":
+    def fail(m):
+        raise RuntimeError("rank 1 fails on purpose")
+
+    try:  # the error is caught on rank 1: rank 0 must not wait for it for ever
+        train("adam", epochs=50, callbacks=[OnRank(fail, epoch=2)])
+    except RuntimeError:
+        pass
+elif mode == "absent":
+    if rank == 0:  # rank 1 never calls fit (it ends at once)
+        train("adam", epochs=3)
