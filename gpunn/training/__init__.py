@@ -15,7 +15,6 @@ import sys
 from .. import losses as _losses
 from .. import optim as _optim
 from ..atomic import check_outputs
-from ..backend.ops import all_finite
 from ..callbacks import EpochLogger, History, ProgressBar
 from ..distributed import plan as _plan
 from ..layers import positive_int as _positive_int
@@ -240,8 +239,11 @@ def predict(model, X, batch_size: int = 4096):
     with backend.context():
         placement = batches.placement(model, X, None)
         X = batches.as_input(model, X, backend=placement)
-        if not all_finite(placement.xp, X):
+        if not batches.finite(placement, X):
             raise ValueError("X: contains NaN or Inf")
+        batches.check_preprocessable(X, model.preprocessor, "X")
+        if isinstance(X, batches.SparseRows):
+            batch_size = X.chunk(batch_size)
         if model.preprocessor is not None:
             X = model.preprocessor.transform(X, placement)
         streaming = not backend.owns(X)
