@@ -210,6 +210,9 @@ def _load(tmp_path, content, **options):
 REFUSED = [
     ("names equal once stripped", "x,x ,y\n" + _rows(lambda i: f"{X1B[i]},{i % 3},{CLSB[i]}"),
      {}, "duplicate column names in the header: x"),
+    ("a name repeated after x.1",
+     "x,x.1,x,y\n" + _rows(lambda i: f"{X1B[i]},{i % 3},{i % 5},{CLSB[i]}"), {},
+     "duplicate column names in the header: x"),
     ("unknown encoding", "x,y\n1,a\n2,b\n", {"encoding": "nonsense"},
      "--encoding: unknown encoding 'nonsense'"),
     ("UTF-16 file", ("x,y\n" + _rows(lambda i: f"{X1B[i]},{CLSB[i]}")).encode("utf-16"), {},
@@ -452,3 +455,21 @@ def test_parquet_timestamps_outside_pandas_nanosecond_range(tmp_path):
     data = tables.load_file(tmp_path / "d.parquet", "y")
     expected = (datetime.date(1500, 1, 2) - datetime.date(1970, 1, 1)).days
     assert data.X[0, 0] == np.float32(expected)
+
+
+def test_x_and_x_dot_1_are_two_columns(tmp_path):
+    """pandas renames a repeated 'x' to 'x.1': a real column 'x.1' is no repeat."""
+    data = _load(tmp_path, "x,x.1,y\n" + _rows(lambda i: f"{X1B[i]},{i % 3},{CLSB[i]}"))
+    assert data.feature_names == ["x", "x.1"]
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"", b"\x80\x04K\x01.", b"x,y\n1,2\n"])
+def test_a_file_that_is_no_npz_is_said_so(tmp_path, content):
+    path = tmp_path / "d.npz"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError) as info:
+        tables.load_file(path)
+    text = str(info.value)
+    assert "d.npz: not an .npz archive" in text, text
+    # Only a pickle is called one (NumPy calls anything it cannot read "pickled data").
+    assert ("a Python pickle" in text) == content.startswith(b"\x80"), text
