@@ -377,7 +377,9 @@ def test_sparse_input_trains_as_its_dense_form(solver, early_stopping, fmt):
               batch_size=32, early_stopping=early_stopping, dtype="float64")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        sparse, dense = MLPClassifier(**kw).fit(X, y), MLPClassifier(**kw).fit(X.toarray(), y)
+        sw = np.random.default_rng(1).uniform(0.5, 2.0, size=len(y))
+        sparse = MLPClassifier(**kw).fit(X, y, sample_weight=sw)
+        dense = MLPClassifier(**kw).fit(X.toarray(), y, sample_weight=sw)
     for a, b in zip(sparse.coefs_ + sparse.intercepts_, dense.coefs_ + dense.intercepts_):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(sparse.predict_proba(X), dense.predict_proba(X.toarray()),
