@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import csv
 import importlib.util
+import math
 import os
 import platform
 import sys
@@ -23,7 +24,8 @@ from . import losses as _losses
 from . import optim as _optim
 from .activations import ACTIVATIONS
 from .atomic import Terminated, atomic_path, check_outputs, terminate_as_exception
-from .backend import available_devices, cuda_status, get_backend, to_numpy
+from .backend import available_devices, cuda_status, get_backend, parse_device, to_numpy
+from .backend.random import check_seed
 from .data import builtin as _builtin
 from .data import tables as _ds
 from .distributed.data import load_once
@@ -42,6 +44,9 @@ TASK_LOSS = {"binary": "binary_crossentropy", "multiclass": "categorical_crossen
              "regression": "mse"}
 
 
+# Every flag's value is checked by its argparse type, where the flag is known: the error
+# then names the flag ("argument --seed: ..."), never the parameter it becomes deeper in
+# ("seed:", "Adam lr:", "device:").
 def _positive(kind, zero=False):
     def parse(text):
         try:
@@ -50,6 +55,8 @@ def _positive(kind, zero=False):
             raise argparse.ArgumentTypeError(
                 f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
                 from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if value < 0 or (value == 0 and not zero):
             sign = "a non-negative" if zero else "a positive"
             raise argparse.ArgumentTypeError(f"expected {sign} number, got {text!r}")
@@ -68,12 +75,33 @@ def _fraction(text):
     return value
 
 
-def _layers(text):
+def _seed(text):
     try:
-        sizes = [int(s) for s in text.split(",") if s.strip()] if text.strip() else []
+        return check_seed(int(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated sizes like 128,64, got "
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63), got "
                                          f"{text!r}") from None
+
+
+def _device(text):
+    try:
+        parse_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _layers(text):
+    # No hidden layer (a linear model) only when asked: an empty value is a mistake (an
+    # unset shell variable), not a request.
+    if text.strip().lower() == "none":
+        return []
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes like 128,64 (or "
+                                         f"'none' for no hidden layer), got {text!r}") \
+            from None
     if any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
     return sizes
@@ -118,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--task", choices=_ds.TASKS, help="override the inferred task")
     train.add_argument("--data-dir", help="folder holding the (fashion-)mnist IDX files")
     train.add_argument("--layers", type=_layers, metavar="SIZES", help="hidden layer sizes, "
-                       f"e.g. 128,64 (default: 64,64 for --data; {_PER_SET})")
+                       f"e.g. 128,64, or none (default: 64,64 for --data; {_PER_SET})")
     train.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS),
                        help="activation of the hidden layers (default: relu)")
     train.add_argument("--arch", metavar="FILE.json", help="the network instead of "
@@ -139,11 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive(int), default=64, help="rows per step")
     train.add_argument("--val-split", type=_fraction, default=0.2,
                        help="fraction held out for validation")
-    train.add_argument("--device", default=None, help=_DEVICE)
+    train.add_argument("--device", type=_device, default=None, help=_DEVICE)
     train.add_argument("--dtype", default="float32", choices=["float32", "float64",
                                                               "float16", "bfloat16"],
                        help="precision of the parameters")
-    train.add_argument("--seed", type=int, default=0,
+    train.add_argument("--seed", type=_seed, default=0,
                        help="seed of the split, the initial weights and the shuffling")
     train.add_argument("--no-standardize", action="store_true",
                        help="feed features as they are (default: standardise them)")
@@ -167,7 +195,7 @@ def _other_commands(sub) -> None:
                          help="a CSV or Parquet file with the training features")
     predict.add_argument("--out", help="write predictions here (default, or -: standard "
                          "output)")
-    predict.add_argument("--device", default=None, help=_DEVICE)
+    predict.add_argument("--device", type=_device, default=None, help=_DEVICE)
     _cli_data.add_reading_arguments(predict, training=False)
 
     _cli_export.build_parser(sub.add_parser("export", help="write a saved model as ONNX"))

@@ -35,14 +35,18 @@ def add_reading_arguments(parser, training: bool) -> None:
     group.add_argument("--sep", type=_one_char, default=None,
                        help="field delimiter (default: detected among , ; tab |)")
     group.add_argument("--encoding", default="utf-8", help="text encoding of the file")
+    if not training:
+        # Kept so that the refusal names them (see _options), not argparse's "unrecognized".
+        group.add_argument("--decimal", type=_one_char, default=None, help=argparse.SUPPRESS)
+        group.add_argument("--thousands", type=_one_char, default=None,
+                           help=argparse.SUPPRESS)
+        return
     group.add_argument("--decimal", type=_one_char, default=None,
                        help="decimal mark of numbers written as text, e.g. ',' for 3,5 "
                        "(default: detected per column)")
     group.add_argument("--thousands", type=_one_char, default=None,
                        help="thousands separator, e.g. ',' for 1,000 (default: detected "
                        "per column)")
-    if not training:
-        return
     group.add_argument("--impute", choices=_cols.IMPUTE, default=None,
                        help="fill missing feature values (text columns: most frequent "
                        "category) or drop their rows (default: refuse them)")
@@ -58,6 +62,13 @@ def _options(args, training: bool):
     read = {"sep": args.sep, "encoding": args.encoding, "decimal": args.decimal,
             "thousands": args.thousands}
     if not training:
+        # Each column's numbers are read with the separators recorded at training; a flag
+        # here could only disagree with them.
+        for flag in ("decimal", "thousands"):
+            if getattr(args, flag) is not None:
+                raise _ds.DatasetError(f"--{flag}: predict reads each column's numbers as "
+                                       "training did (recorded in the model file); leave "
+                                       f"--{flag} out")
         return _ds.ReadOptions(**read)
     return _ds.TableOptions(**read, impute=args.impute, drop=tuple(args.drop),
                             features=args.features, dates=args.dates)

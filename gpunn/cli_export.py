@@ -3,11 +3,31 @@ described at :mod:`gpunn.files.onnx_export`)."""
 
 from __future__ import annotations
 
+import argparse
 import warnings
 
 from .atomic import check_outputs
 from .backend import NumpyBackend
 from .files import onnx_export
+
+
+def _opset(text):
+    """``--opset``, checked as the flag is read (the error names the flag): from
+    ``MIN_OPSET`` to the newest the installed onnx knows (without onnx, the export itself
+    then says how to install it)."""
+    try:
+        newest = onnx_export.require().defs.onnx_opset_version()
+    except ImportError:
+        newest = None
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < onnx_export.MIN_OPSET or (newest and value > newest):
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from {onnx_export.MIN_OPSET}"
+            + (f" to {newest}" if newest else " on") + f", got {text!r}")
+    return value
 
 
 def build_parser(parser) -> None:
@@ -17,7 +37,7 @@ def build_parser(parser) -> None:
     parser.add_argument("--onnx", required=True, metavar="OUT.onnx",
                         help="write the model here as an ONNX graph (float32, symbolic "
                         "batch size, the stored standardisation included)")
-    parser.add_argument("--opset", type=int, default=onnx_export.DEFAULT_OPSET,
+    parser.add_argument("--opset", type=_opset, default=onnx_export.DEFAULT_OPSET,
                         help=f"ONNX operator set, {onnx_export.MIN_OPSET} or newer "
                         f"(default {onnx_export.DEFAULT_OPSET})")
 

@@ -131,7 +131,12 @@ BAD = [["--epochs", "0"], ["--epochs", "-3"], ["--lr", "nan-ish"], ["--batch-siz
        ["--val-split", "2"], ["--dataset", "nope"], ["--data", "/no/such/file.csv"],
        ["--layers", "12,,x"], ["--device", "quantum"], ["--dtype", "int8"],
        ["--loss", "hinge"], ["--optimizer", "lbfgs"], ["--seed", "-1"],
-       ["--activation", "swishy"], ["--task", "ranking"], ["--save", "/proc/self/x.npz"]]
+       ["--activation", "swishy"], ["--task", "ranking"], ["--save", "/proc/self/x.npz"],
+       ["--seed", str(2**64)], ["--seed", "2**64"], ["--lr", "nan"], ["--lr", "inf"],
+       ["--lr", "1e400"], ["--layers", ""], ["--layers", "64,,32"], ["--layers", ","],
+       ["--device", "gpu"], ["--device", "cuda:x"], ["--patience", "-1"]]
+#: The values of flags (not files: a refused file is named by its path).
+FLAG_VALUES = [b for b in BAD if b[0] not in ("--data", "--save")]
 FINE = [["--epochs", "1"], ["--quiet"], ["--dataset", "xor"], ["--layers", "4"],
         ["--batch-size", "8"], ["--val-split", "0.3"], ["--no-standardize"],
         ["--optimizer", "sgd"], ["--lr", "0.1"], ["--device", "cpu"]]
@@ -150,6 +155,30 @@ def test_fuzzed_command_lines_fail_in_one_line(run_cli, bad, fine, rnd):
     assert code == 2, (argv, code, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err, (argv, err)
+
+
+@pytest.mark.parametrize("bad", FLAG_VALUES, ids=[" ".join(b) for b in FLAG_VALUES])
+def test_a_refused_value_names_its_flag(run_cli, bad):
+    """Each value is checked where the flag is read, so the one-line error names the
+    flag (not the parameter it becomes deep inside: 'seed:', 'Adam lr:', 'device:')."""
+    code, _, err = run_cli("train", "--epochs", "1", *bad)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"argument {bad[0]}:" in err or f"{bad[0]}:" in err, err
+
+
+def test_predict_device_is_named(run_cli, tmp_path):
+    code, _, err = run_cli("predict", tmp_path / "m.npz", "--data", tmp_path / "x.csv",
+                           "--device", "gpu")
+    assert code == 2 and "--device" in err, err
+
+
+def test_no_hidden_layers_only_when_asked(run_cli, tmp_path):
+    code, _, err = run_cli("train", "--dataset", "xor", "--epochs", "1", "--layers", "")
+    assert code == 2 and "--layers" in err and "none" in err, err
+    code, out, err = run_cli("train", "--dataset", "xor", "--epochs", "1", "--layers",
+                             "none", "--quiet")
+    assert code == 0, err
+    assert "network: 2-1 " in err, err
 
 
 @pytest.mark.parametrize("argv,match", [

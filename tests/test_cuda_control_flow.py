@@ -80,6 +80,32 @@ def test_cuda_1_keeps_everything_on_gpu_1(fake, dtype, device_data):
     model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0)
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_sparse_rows_stream_through_the_pinned_buffers(fake, shuffle):
+    """A SciPy sparse dataset streams to the GPU as dense batches of its rows (read one
+    batch ahead into the pinned buffers), and trains as its dense form does."""
+    sp = pytest.importorskip("scipy.sparse")
+    from gpunn.backend.cupy_backend import CupyBackend
+    from gpunn.training.batches import SparseRows
+
+    X = sp.random(100, 6, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    y = np.random.default_rng(0).integers(0, 3, 100)
+    order = np.random.default_rng(1).permutation(100) if shuffle else None
+    be = CupyBackend(0, seed=0)
+    got = np.concatenate([gn.to_numpy(xb).copy() for xb, _ in
+                          be.batches(SparseRows(X, np.float32), y, order, 16)])
+    np.testing.assert_array_equal(got, X.toarray()[np.arange(100) if order is None
+                                                   else order])
+    nets = [gn.Sequential([gn.Dense(6, 8, activation="tanh"),
+                           gn.Dense(8, 3, activation="softmax")], device="cuda:0", seed=0)
+            for _ in range(2)]
+    for net, data in zip(nets, (X, X.toarray())):
+        net.fit(data, y, loss="cross_entropy", epochs=2, batch_size=16, verbose=0, seed=2,
+                shuffle=shuffle, device_data=False)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        np.testing.assert_allclose(gn.to_numpy(a), gn.to_numpy(b), rtol=1e-6)
+
+
 def test_layers_built_alone_on_cuda_1(fake):
     from gpunn.backend.cupy_backend import CupyBackend
 

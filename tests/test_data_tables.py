@@ -210,6 +210,9 @@ def _load(tmp_path, content, **options):
 REFUSED = [
     ("names equal once stripped", "x,x ,y\n" + _rows(lambda i: f"{X1B[i]},{i % 3},{CLSB[i]}"),
      {}, "duplicate column names in the header: x"),
+    ("a name repeated after x.1",
+     "x,x.1,x,y\n" + _rows(lambda i: f"{X1B[i]},{i % 3},{i % 5},{CLSB[i]}"), {},
+     "duplicate column names in the header: x"),
     ("unknown encoding", "x,y\n1,a\n2,b\n", {"encoding": "nonsense"},
      "--encoding: unknown encoding 'nonsense'"),
     ("UTF-16 file", ("x,y\n" + _rows(lambda i: f"{X1B[i]},{CLSB[i]}")).encode("utf-16"), {},
@@ -322,3 +325,151 @@ def test_an_infinite_target_is_refused_as_such_and_column_errors_name_the_file(t
                                       for i in range(30)))
     with pytest.raises(DatasetError, match=r"^.*stray.csv: column 'x' holds numbers"):
         load_file(path, "y")
+
+
+# ---------------------------------------------------------------- prediction reads as training
+# Each column trained on one written form of its numbers or dates; at prediction a cell of
+# another form is refused with its row and column (never read with the separators dropped,
+# nor a date guessed in another order).
+_TRAINED = {
+    "thousands ','": ("price,y\n" + _rows(lambda i: f'"{1000 + 137 * i:,}",{CLSB[i]}'),
+                      "price"),
+    "decimal ','": ("x;y\n" + _rows(lambda i: f"{X1B[i]:.3f}".replace(".", ",")
+                                    + f";{CLSB[i]}"), "x"),
+    "ISO dates": ("d,y\n" + _rows(lambda i: f"2024-03-{i % 28 + 1:02d},{CLSB[i]}"), "d"),
+    "month-first dates": ("d,y\n" + _rows(lambda i: f"03/{i % 28 + 1:02d}/2024,{CLSB[i]}"),
+                          "d"),
+    "plain numbers": ("x,y\n" + _rows(lambda i: f"{X1B[i]},{CLSB[i]}"), "x"),
+}
+PREDICT_GOOD = [
+    ("thousands ','", '"2,500"', 2500.0), ("thousands ','", "900", 900.0),
+    ("thousands ','", '"12,345.5"', 12345.5), ("decimal ','", '"1,5"', 1.5),
+    ("decimal ','", "-3", -3.0), ("plain numbers", "1e3", 1000.0),
+]
+PREDICT_REFUSED = [
+    ("thousands ','", '"2,5"'), ("thousands ','", '"2.500,00"'), ("thousands ','", '"1,2,3"'),
+    ("thousands ','", '"1,0000"'), ("thousands ','", '",500"'),
+    ("decimal ','", "1.5"), ("decimal ','", "1.500"), ("decimal ','", '"1,5,0"'),
+    ("ISO dates", "01/03/2024"), ("ISO dates", "13/03/2024"),
+    ("month-first dates", "13/03/2024"), ("month-first dates", "2024-02-30"),
+    ("plain numbers", '"1,5"'), ("plain numbers", '"1,000"'),
+]
+
+
+def _trained(tmp_path, kind):
+    content, column = _TRAINED[kind]
+    return _load(tmp_path, content), column
+
+
+def _predict_file(tmp_path, column, cell, sep=","):
+    path = tmp_path / "new.csv"
+    path.write_text(f"{column}\n{cell if sep == ',' else cell.strip(chr(34))}\n")
+    return path
+
+
+@pytest.mark.parametrize("kind,cell,value", PREDICT_GOOD, ids=[f"{k}: {c}" for k, c, _ in
+                                                               PREDICT_GOOD])
+def test_predict_reads_numbers_of_the_training_form(tmp_path, kind, cell, value):
+    data, column = _trained(tmp_path, kind)
+    X, _ = tables.read_features(_predict_file(tmp_path, column, cell), data.columns)
+    assert X[0, 0] == np.float32(value)
+
+
+@pytest.mark.parametrize("kind,cell", PREDICT_REFUSED, ids=[f"{k}: {c}" for k, c in
+                                                            PREDICT_REFUSED])
+def test_predict_refuses_cells_of_another_form(tmp_path, kind, cell):
+    data, column = _trained(tmp_path, kind)
+    path = tmp_path / "new.csv"
+    good = {"ISO dates": "2024-03-05", "month-first dates": "03/05/2024"}.get(kind, "7")
+    path.write_text(f"{column}\n{good}\n{cell}\n")
+    with pytest.raises(DatasetError) as info:
+        tables.read_features(path, data.columns)
+    text = str(info.value)
+    assert f"column {column!r}" in text and repr(cell.strip('"')) in text, text
+    assert "1 row (data row 2)" in text and "\n" not in text, text
+
+
+def test_predict_refuses_separator_flags_and_names_the_cell(tmp_path, run_cli):
+    train = tmp_path / "train.csv"
+    train.write_text(_TRAINED["thousands ','"][0])
+    model = tmp_path / "m.npz"
+    code, _, err = run_cli("train", "--data", train, "--target", "y", "--epochs", "1",
+                           "--save", model, "--quiet")
+    assert code == 0, err
+    new = tmp_path / "new.csv"
+    new.write_text('price\n"1,000"\n"2,5"\n')
+    code, out, err = run_cli("predict", model, "--data", new)
+    assert code == 2 and out == "", err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "column 'price' was numeric in training" in err and "'2,5' in 1 row (data row 2)" \
+        in err, err
+    code, _, err = run_cli("predict", model, "--data", new, "--thousands", ",")
+    assert code == 2 and "--thousands: predict reads each column's numbers as training did" \
+        in err, err
+
+
+def test_separator_flags_at_training_are_applied_strictly(tmp_path):
+    """pandas drops a given thousands separator wherever it stands; the column's pattern
+    does not."""
+    data = _load(tmp_path, "x;y\n" + _rows(lambda i: f"{1 + i}.{i % 10:03d},5;{CLSB[i]}"),
+                 thousands=".", decimal=",")
+    assert data.X[1, 0] == np.float32(2001.5)
+    with pytest.raises(DatasetError, match="column 'x'"):
+        _load(tmp_path, "x;y\n" + _rows(lambda i: f"{1000 + i},{i % 10};{CLSB[i]}")
+              + "2.5;no\n", thousands=".", decimal=",", features=("x",))
+
+
+# ---------------------------------------------------------------------- valid files, read
+def test_a_text_cell_beyond_the_csv_modules_field_limit(tmp_path):
+    """The csv module stops at 128 KiB per field (it checks short rows when a cell is
+    empty)."""
+    data = _load(tmp_path, "note,x,y\n" + _rows(
+        lambda i: f"{'a' * 200_000 if i == 0 else 'n' + str(i % 3)},"
+                  f"{'' if i == 3 else X1B[i]},{CLSB[i]}"), impute="mean")
+    assert data.X.shape[0] == N
+
+
+@pytest.mark.parametrize("year", [1, 1500, 1677, 2262, 2500, 9999])
+def test_dates_outside_pandas_nanosecond_range(tmp_path, year):
+    import datetime
+
+    data = _load(tmp_path, "d,y\n" + _rows(lambda i: f"{year:04d}-03-{i % 28 + 1:02d},"
+                                                    f"{CLSB[i]}"))
+    expected = (datetime.date(year, 3, 1) - datetime.date(1970, 1, 1)).days
+    assert data.X[0, 0] == np.float32(expected)
+    new = tmp_path / "new.csv"
+    new.write_text(f"d\n{year:04d}-03-01T12:00:00+01:00\n")
+    X, _ = tables.read_features(new, data.columns)
+    assert X[0, 0] == np.float32(expected + 11 / 24)
+
+
+def test_parquet_timestamps_outside_pandas_nanosecond_range(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import datetime
+
+    import pyarrow.parquet as pq
+
+    stamps = [datetime.datetime(1500 + 40 * i, 1, 2) for i in range(N)]
+    pq.write_table(pa.table({"d": pa.array(stamps, pa.timestamp("ms")),
+                             "y": list(CLSB)}), tmp_path / "d.parquet")
+    data = tables.load_file(tmp_path / "d.parquet", "y")
+    expected = (datetime.date(1500, 1, 2) - datetime.date(1970, 1, 1)).days
+    assert data.X[0, 0] == np.float32(expected)
+
+
+def test_x_and_x_dot_1_are_two_columns(tmp_path):
+    """pandas renames a repeated 'x' to 'x.1': a real column 'x.1' is no repeat."""
+    data = _load(tmp_path, "x,x.1,y\n" + _rows(lambda i: f"{X1B[i]},{i % 3},{CLSB[i]}"))
+    assert data.feature_names == ["x", "x.1"]
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"", b"\x80\x04K\x01.", b"x,y\n1,2\n"])
+def test_a_file_that_is_no_npz_is_said_so(tmp_path, content):
+    path = tmp_path / "d.npz"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError) as info:
+        tables.load_file(path)
+    text = str(info.value)
+    assert "d.npz: not an .npz archive" in text, text
+    # Only a pickle is called one (NumPy calls anything it cannot read "pickled data").
+    assert ("a Python pickle" in text) == content.startswith(b"\x80"), text

@@ -458,3 +458,28 @@ def test_a_batch_source_must_make_batches():
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p, b)
     assert model.optimizer is None
+
+
+def test_sparse_inputs_stream_as_dense_batches():
+    """A SciPy sparse X is a kind of host data: batches are its rows made dense, so fit,
+    evaluate and predict equal those on the dense array; a preprocessor (which would
+    centre it, making it dense) is refused by name."""
+    sp = pytest.importorskip("scipy.sparse")
+    X = sp.random(96, 7, density=0.2, format="csr", random_state=0, dtype=np.float64)
+    y = (np.asarray(X.sum(axis=1)).ravel() > 0.3).astype(np.float64)
+    nets = [gn.Sequential.from_architecture(
+        [{"input_dim": 7, "output_dim": 5, "activation": "tanh"},
+         {"input_dim": 5, "output_dim": 1, "activation": "sigmoid"}], seed=0,
+        device="cpu", dtype="float64") for _ in range(2)]
+    for net, data in zip(nets, (X, X.toarray())):
+        net.fit(data, y, loss="binary_crossentropy", epochs=2, batch_size=16, verbose=0,
+                seed=3, validation_data=(data, y))
+    np.testing.assert_allclose(gn.to_numpy(nets[0].predict(X)),
+                               gn.to_numpy(nets[1].predict(X.toarray())), rtol=1e-12)
+    assert nets[0].evaluate(X, y) == pytest.approx(nets[1].evaluate(X.toarray(), y))
+    from gpunn.preprocessing import Standardizer
+
+    nets[0].preprocessor = Standardizer().fit(X.toarray())
+    with pytest.raises(ValueError, match="X: sparse input cannot go through the model's "
+                                         "preprocessor"):
+        nets[0].predict(X)

@@ -18,10 +18,27 @@ from .ops import DLPACK_CPU, DLPACK_CUDA, DLPACK_CUDA_HOST, array_context, dlpac
 from .random import check_seed
 
 __all__ = ["Backend", "NumpyBackend", "fast_update_for", "get_backend", "available_devices",
-           "to_numpy", "from_dlpack", "resolve_device", "cuda_status", "array_context"]
+           "to_numpy", "from_dlpack", "parse_device", "resolve_device", "cuda_status",
+           "array_context"]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
 _fallback_noticed = False
+
+
+def parse_device(spec: str) -> tuple[str, str | None]:
+    """``(kind, index)`` of a device string: ``"auto"``, ``"cpu"``, ``"cuda"`` or
+    ``"cuda:N"`` (case and surrounding spaces ignored); the index is None or digits.
+
+    Raises
+    ------
+    ValueError
+        Any other string, said with what is expected (no "device:" prefix: the caller
+        names where the string came from, an argument or a command-line flag).
+    """
+    match = _DEVICE_RE.match(spec.strip().lower())
+    if not match or (match.group(1) != "cuda" and match.group(2) is not None):
+        raise ValueError(f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
+    return match.group(1), match.group(2)
 
 
 def resolve_device(spec: str | None = None) -> tuple[str, str]:
@@ -54,13 +71,11 @@ def resolve_device(spec: str | None = None) -> tuple[str, str]:
     if not isinstance(spec, str):
         raise TypeError(f"device: expected a str, a Backend or an array namespace, got "
                         f"{describe(spec)}")
-    text = spec.strip().lower()
-    match = _DEVICE_RE.match(text)
-    if not match or (match.group(1) != "cuda" and match.group(2) is not None):
+    try:
+        kind, index = parse_device(spec)
+    except ValueError as exc:
         where = " (from GPUNN_DEVICE)" if source == "GPUNN_DEVICE" else ""
-        raise ValueError(f"device{where}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', "
-                         f"got {spec!r}")
-    kind, index = match.group(1), match.group(2)
+        raise ValueError(f"device{where}: {exc}") from None
     if kind == "cpu":
         return "cpu", f"requested ({source})" if source != "default" else "requested"
     status = cuda_status()

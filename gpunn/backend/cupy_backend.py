@@ -305,8 +305,10 @@ class CupyBackend(Backend):
                     pin = pins[slot][:rows]
                     if order is None:
                         pin[...] = a[lo:hi]
-                    else:
+                    elif isinstance(a, np.ndarray):
                         np.take(a, order[lo:hi], axis=0, out=pin)
+                    else:  # rows of a host source read by indexing (a sparse matrix's)
+                        pin[...] = a[order[lo:hi]]
                     devs[slot][:rows].set(pin, stream=side)
                 copied[slot] = side.record()
                 return rows

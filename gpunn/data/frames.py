@@ -8,7 +8,9 @@ well (quoting, encodings, BOMs, CRLF, decimal commas, thousands separators) is t
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,11 @@ class ReadOptions:
         column when None.
     thousands : str or None
         Thousands separator (``","`` for ``1,000``); detected per column when None.
+
+    The two marks are never handed to pandas (which drops a thousands separator wherever
+    it stands: ``2,5`` would be 25): cells holding them stay text, and
+    :mod:`gpunn.data.columns` reads each such column against a strict pattern, the same
+    one at training and at prediction.
     """
 
     sep: str | None = None
@@ -91,7 +98,6 @@ def read_frame(path, options: ReadOptions | None = None, text=()):
     sep = options.sep or _sniff(path, options.encoding)
     try:
         frame = pd.read_csv(path, sep=sep, encoding=options.encoding,
-                            decimal=options.decimal or ".", thousands=options.thousands,
                             na_values=NA_VALUES, keep_default_na=False,
                             skipinitialspace=True, dtype_backend="numpy_nullable",
                             dtype={name: "string" for name in text} or None)
@@ -109,6 +115,28 @@ def read_frame(path, options: ReadOptions | None = None, text=()):
         raise DatasetError(f"{path}: cannot read as CSV ({exc})") from None
     _check_shape(path, frame, sep, options.encoding)
     return frame, sep
+
+
+@contextlib.contextmanager
+def _no_field_limit():
+    """The csv module without its 128 KiB field limit (a long text cell is valid)."""
+    old = csv.field_size_limit()
+    # The C long the module stores the limit in may be 32-bit (Windows).
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _header(path: Path, sep: str, encoding: str) -> list:
+    """The header row's names as written (pandas renames a repeated ``x`` to ``x.1``,
+    which cannot be told from a real column ``x.1``)."""
+    with _no_field_limit(), open(path, encoding=encoding, newline="") as fh:
+        for row in csv.reader(fh, delimiter=sep):
+            if any(cell.strip() for cell in row):
+                return [cell.strip().lstrip("\ufeff").strip() for cell in row]
+    return []
 
 
 def _check_options(options: ReadOptions) -> None:
@@ -197,10 +225,8 @@ def _check_shape(path: Path, frame, sep: str, encoding: str) -> None:
     names = [str(c) for c in frame.columns]
     if any(n.startswith("Unnamed: ") for n in names) and len(frame) == 0:
         raise DatasetError(f"{path}: empty file; expected a header row and data rows")
-    stripped = [n.strip() for n in names]
-    dupes = sorted({n.rsplit(".", 1)[0] for n in names if "." in n
-                    and n.rsplit(".", 1)[1].isdigit() and n.rsplit(".", 1)[0] in names}
-                   | {n for n in stripped if stripped.count(n) > 1})
+    written = [n for n in _header(path, sep, encoding) if n]
+    dupes = sorted({n for n in written if written.count(n) > 1})
     if dupes:
         raise DatasetError(f"{path}: duplicate column names in the header: "
                            f"{', '.join(dupes)}")
@@ -220,7 +246,7 @@ def _short_line(path: Path, sep: str, encoding: str, width: int):
     Only called when some cell is missing: pandas fills a short row with NA, which must
     not pass for missing values.
     """
-    with open(path, encoding=encoding, newline="") as fh:
+    with _no_field_limit(), open(path, encoding=encoding, newline="") as fh:
         reader = csv.reader(fh, delimiter=sep)
         for row in reader:
             if len(row) < width and any(cell.strip() for cell in row):

@@ -347,6 +347,11 @@ def read_features(path, columns: list, options: ReadOptions | None = None):
 
 
 def _read_npz(path: Path, target: str | None):
+    from ..files.format import not_npz
+
+    problem = not_npz(path)
+    if problem is not None:
+        raise DatasetError(f"{path}: not an .npz archive of arrays X and y ({problem})")
     try:
         with np.load(path, allow_pickle=False) as archive:
             key = target or "y"

@@ -50,6 +50,32 @@ class ModelFileError(GpunnError, ValueError):
     """A model file that is not a valid gpunn model (or cannot be read)."""
 
 
+#: How an .npz archive (a zip file) and a NumPy .npy file begin.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def not_npz(path) -> str | None:
+    """Why the file at ``path`` cannot be an .npz archive, judged by its first bytes
+    (NumPy's own error calls anything that is not a zip or .npy file "pickled data"), or
+    None when it begins as one (or cannot be read: opening it says why)."""
+    if isinstance(path, io.BytesIO):  # model bytes (pickling, dumps/loads)
+        head = path.getvalue()[:16]
+    else:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(16)
+        except OSError:
+            return None
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_NPY_MAGIC):
+        return None
+    if not head:
+        return "the file is empty"
+    if head[:1] == b"\x80":  # pickle protocol 2 and later
+        return "a Python pickle, which is never loaded"
+    return f"it begins {head!r}, not as a zip archive does"
+
+
 def _fail(path, what: str):
     where = "model bytes" if isinstance(path, io.BytesIO) else os.fspath(path)
     raise ModelFileError(f"{where}: {what}")
@@ -70,6 +96,9 @@ def _read(path):
             return SafetensorsArchive(path)
         except SafetensorsError as exc:
             _fail(path, f"not a readable gpunn .safetensors file ({exc})")
+    problem = not_npz(path)
+    if problem is not None:
+        _fail(path, f"not a readable .npz archive, so not a gpunn model file ({problem})")
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:

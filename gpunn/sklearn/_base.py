@@ -51,6 +51,7 @@ from ..layers import Dense, Dropout
 from ..model import Sequential
 from . import _losses, _training
 from ._params import HIDDEN as _HIDDEN
+from ._params import dense as _densified
 
 _STOCHASTIC = ("sgd", "adam")
 
@@ -277,7 +278,8 @@ class BaseMLP(BaseEstimator):
 
         model = self.model_
         be = model.backend
-        Xd, Yd, wd = self._device(X, Y, sw)
+        # A full-batch method: its every evaluation takes all rows at once, dense.
+        Xd, Yd, wd = self._device(_densified(X), Y, sw)
         loss, penalty = self._objective()
         if penalty is not None:
             penalty.scale = 1.0 / (X.shape[0] if sw is None else float(np.sum(sw)))
@@ -341,5 +343,7 @@ class BaseMLP(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
-        tags.input_tags.sparse = True  # densified: the network's matmuls are dense
+        # Kept sparse; the stochastic solvers densify one batch at a time, L-BFGS (full
+        # batch) all of it.
+        tags.input_tags.sparse = True
         return tags

@@ -19,7 +19,7 @@ from sklearn.utils.validation import (
 )
 
 from ._base import _STOCHASTIC, BaseMLP
-from ._params import check_params, dense
+from ._params import check_params
 from ._params import sample_weight as sample_weight_checked
 
 _DOC_PARAMS = """
@@ -166,7 +166,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             self.out_activation_ = "softmax" if self._label_binarizer.y_type_ == \
                 "multiclass" else "logistic"
         sw = sample_weight_checked(self, sample_weight, X)
-        return dense(X), Y, sw, first, sizes
+        return X, Y, sw, first, sizes
 
     def fit(self, X, y, sample_weight=None):
         """Train on ``X (n_samples, n_features)`` and labels ``y (n_samples,)`` (or a
@@ -201,15 +201,15 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def predict(self, X):
         """The predicted class of each sample (or label indicators when multilabel)."""
         check_is_fitted(self, "model_")
-        X = dense(validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
-                                accept_sparse=["csr", "csc"]))
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
+                          accept_sparse=["csr", "csc"])
         return self._labels(self._forward(X))
 
     def predict_proba(self, X):
         """Class probabilities ``(n_samples, n_classes)`` in ``classes_`` order."""
         check_is_fitted(self, "model_")
-        X = dense(validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
-                                accept_sparse=["csr", "csc"]))
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
+                          accept_sparse=["csr", "csc"])
         p = self._forward(X)
         return np.hstack([1.0 - p, p]) if p.shape[1] == 1 else p
 
@@ -271,7 +271,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
         Y = np.asarray(y, dtype=X.dtype).reshape(len(y), -1)
         sw = sample_weight_checked(self, sample_weight, X)
-        return dense(X), Y, sw, first, sizes
+        return X, Y, sw, first, sizes
 
     def fit(self, X, y, sample_weight=None):
         """Train on ``X (n_samples, n_features)`` and targets ``y (n_samples,)`` or
@@ -296,8 +296,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     def predict(self, X):
         """Predicted targets, ``(n_samples,)`` or ``(n_samples, n_targets)``."""
         check_is_fitted(self, "model_")
-        X = dense(validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
-                                accept_sparse=["csr", "csc"]))
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
+                          accept_sparse=["csr", "csc"])
         return self._decode(self._forward(X))
 
     def __sklearn_tags__(self):

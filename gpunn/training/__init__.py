@@ -282,7 +282,14 @@ def predict(model, X, batch_size: int = 4096):
         placement = batches.placement(model, X, None)
         given = X
         X = batches.as_input(model, X, backend=placement)
-        require_finite(placement.xp, X, "X", given)
+        if isinstance(X, batches.SparseRows):
+            if not X.finite():
+                raise ValueError("X: contains NaN or Inf")
+        else:
+            require_finite(placement.xp, X, "X", given)
+        batches.check_preprocessable(X, model.preprocessor, "X")
+        if isinstance(X, batches.SparseRows):
+            batch_size = X.chunk(batch_size)
         if model.preprocessor is not None:
             X = model.preprocessor.transform(X, placement)
         streaming = not backend.owns(X)

@@ -18,10 +18,93 @@ from ..backend import NumpyBackend, host_array
 from ..backend.ops import DLPACK_CUDA, dlpack_device, require_finite
 from ..errors import describe
 
+#: The most host memory one batch of a sparse matrix densifies into at prediction.
+SPARSE_CHUNK_BYTES = 64 << 20
+
+
+def is_sparse(x) -> bool:
+    """Whether ``x`` is a SciPy sparse matrix or array (told without importing SciPy)."""
+    return type(x).__module__.startswith("scipy.sparse") and hasattr(x, "tocsr")
+
+
+class SparseRows:
+    """A SciPy sparse matrix kept sparse in host memory and read by rows as dense
+    batches: indexing with a slice or row indices gives those rows as a dense
+    ``(rows, features)`` array, written into one buffer reused from batch to batch (valid
+    until the next read, as every data source's batch is).
+
+    So a dataset costs its non-zeros, and a step ``batch x features``: a 200,000 x 50,000
+    matrix of 200,000 non-zeros trains in megabytes where its dense form needs 75 GiB.
+
+    Parameters
+    ----------
+    matrix : scipy.sparse matrix or array, 2-D
+    dtype : dtype
+        Of the batches (the model's, so that moving them to the device copies nothing).
+    """
+
+    ndim = 2
+
+    def __init__(self, matrix, dtype):
+        # CSR: a batch's rows are contiguous runs of the stored values.
+        self.matrix = matrix.tocsr().astype(dtype, copy=False)
+        self.shape, self.dtype = tuple(self.matrix.shape), np.dtype(dtype)
+        self.nbytes = int(self.matrix.data.nbytes + self.matrix.indices.nbytes
+                          + self.matrix.indptr.nbytes)
+        self._buffer = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        rows = self.matrix[idx]
+        k = rows.shape[0]
+        if self._buffer is None or self._buffer.shape[0] < k:
+            self._buffer = np.empty((k, self.shape[1]), dtype=self.dtype)
+        out = self._buffer[:k]
+        out.fill(0)  # SciPy adds the stored values into `out`
+        rows.toarray(out=out)
+        return out
+
+    def finite(self) -> bool:
+        """No NaN or Inf among the stored values (the others are zeros)."""
+        return bool(np.isfinite(self.matrix.data).all())
+
+    def chunk(self, batch_size: int) -> int:
+        """Rows per batch at prediction: ``batch_size`` or fewer, so that a dense batch
+        stays within :data:`SPARSE_CHUNK_BYTES`."""
+        per_row = max(1, self.shape[1] * self.dtype.itemsize)
+        return max(1, min(batch_size, SPARSE_CHUNK_BYTES // per_row))
+
+
+def _sparse_input(model, x, what: str, backend):
+    """A sparse ``x`` as :class:`SparseRows` of the model's dtype, its shape checked."""
+    shape = model.input_shape()
+    if x.ndim != 2 or (shape is not None and len(shape) != 1):
+        wanted = "a 2-D array (samples, features)" if shape is None or len(shape) == 1 \
+            else f"a {1 + len(shape)}-D array (samples, {', '.join(map(str, shape))})"
+        raise ValueError(f"{what}: expected {wanted}, got {describe(x)}")
+    if shape is not None and x.shape[1] != shape[0]:
+        raise ValueError(f"{what}: the first layer {model.leaves()[0].label} expects "
+                         f"{shape[0]} features, got {describe(x)}")
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{what}: expected a numeric array, got {describe(x)}")
+    return SparseRows(x, backend.dtype)
+
+
+def check_preprocessable(X, preprocessor, what: str) -> None:
+    """Refuse sparse input under a preprocessor: centring would make it dense."""
+    if preprocessor is not None and isinstance(X, SparseRows):
+        raise ValueError(f"{what}: sparse input cannot go through the model's "
+                         f"preprocessor ({type(preprocessor).__name__}), which would make it "
+                         "dense; standardise without centring beforehand (e.g. scikit-learn's "
+                         "MaxAbsScaler) and train without one")
+
 
 def as_input(model, x, what: str = "X", backend=None):
     """``x`` on ``backend`` (default the model's) as a float array ``(batch,
-    *input_shape)`` of the model's per-sample input shape.
+    *input_shape)`` of the model's per-sample input shape; a SciPy sparse ``x`` as
+    :class:`SparseRows` in host memory instead (densified a batch at a time).
 
     Raises
     ------
@@ -29,6 +112,8 @@ def as_input(model, x, what: str = "X", backend=None):
         Naming ``what``, what was expected and what was given.
     """
     backend = backend or model.backend
+    if is_sparse(x):
+        return _sparse_input(model, x, what, backend)
     try:
         x = backend.asarray(x)
     except (TypeError, ValueError) as exc:
@@ -52,6 +137,8 @@ def as_input(model, x, what: str = "X", backend=None):
 def placement(model, X, device_data):
     """The backend a dataset should live on: the model's, or a host NumPy one to stream
     from when it does not fit on the device (or ``device_data=False``)."""
+    if is_sparse(X):  # stays sparse in host memory, streamed as dense batches
+        return NumpyBackend(dtype=model.backend.dtype_name)
     if device_data is None:
         if model.backend.owns(X) or _on_gpu_of(model.backend, X):
             return model.backend
@@ -89,7 +176,11 @@ def as_dataset(model, X, y, loss, what: str = "", device_data=None, preprocessor
     X = as_input(model, X, xs, backend)
     if X.shape[0] == 0:
         raise ValueError(f"{xs}: expected at least one sample, got {describe(X)}")
-    require_finite(backend.xp, X, xs, given)
+    if isinstance(X, SparseRows):
+        if not X.finite():
+            raise ValueError(f"{xs}: contains NaN or Inf")
+    else:
+        require_finite(backend.xp, X, xs, given)
     n = int(X.shape[0])
     shape = _shape(y)
     if shape is None or len(shape) not in (1, 2) or shape[0] != n:
@@ -97,6 +188,7 @@ def as_dataset(model, X, y, loss, what: str = "", device_data=None, preprocessor
                          f"{describe(y)}")
     T = loss.prepare_target(backend, y, model.output_dim, ys)
     preprocessor = preprocessor if preprocessor is not None else model.preprocessor
+    check_preprocessable(X, preprocessor, xs)
     if preprocessor is not None:
         X = preprocessor.transform(X, backend)
     return X, T, backend is not model.backend
