@@ -499,10 +499,12 @@ class Backend(FastUpdates):
         -------
         y : (batch, channels, *out)
             ``out = (spatial - kernel) // stride + 1`` per axis.
-        arg : (batch * channels, L) integer array, or None
-            For ``"max"``, where each window's first maximum lies in it (row-major over
-            the kernel; ``L`` windows per channel, row-major), what
-            :meth:`pool_backward` routes the gradient by; None for ``"avg"``.
+        arg : integer array, or None
+            For ``"max"``, where each window's first maximum lies in it (its index in
+            the window, row-major over the kernel), what :meth:`pool_backward` routes the
+            gradient by: here ``(batch * channels, L)``, ``L`` windows per channel
+            (row-major); a backend may lay it out otherwise (only its own
+            :meth:`pool_backward` reads it). None for ``"avg"``.
         """
         xp = self.xp
         n, c, spatial = int(x.shape[0]), int(x.shape[1]), tuple(int(d) for d in x.shape[2:])

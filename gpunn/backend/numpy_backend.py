@@ -180,6 +180,60 @@ class NumpyBackend(Backend):
         return gW, gb, _slabs_to_image(np.matmul(g, per_offset), cache.x_shape,
                                        W.shape[2:], stride, padding)
 
+    def pool_forward(self, x, kind, kernel, stride):
+        if x.dtype not in (np.float32, np.float64):
+            return super().pool_forward(x, kind, kernel, stride)
+        # One elementwise pass per kernel offset over strided views of the input, into
+        # arrays laid out as the input is (channels last after a convolution): no window
+        # matrix, no reduction over a short middle axis (4x faster for LeNet's pools).
+        out = tuple((d - k) // s + 1 for d, k, s in zip(x.shape[2:], kernel, stride))
+        slabs = _window_slabs(x, kernel, stride, out)
+        y = np.empty_like(next(iter(slabs)))
+        np.copyto(y, slabs[0])
+        if kind != "max":
+            for slab in slabs[1:]:
+                y += slab
+            y *= y.dtype.type(1.0 / len(slabs))
+            return y, None
+        # The window index of each first maximum: a later offset takes over only where it
+        # is strictly greater (ties keep the first, as argmax and PyTorch do), and its
+        # index exceeds every earlier one, so a maximum records it.
+        index = np.uint8 if len(slabs) < 256 else np.intp
+        arg = np.zeros_like(y, dtype=index)
+        better, mark = np.empty_like(y, dtype=bool), np.empty_like(arg)
+        for k, slab in enumerate(slabs[1:], start=1):
+            np.greater(slab, y, out=better)
+            np.maximum(y, slab, out=y)  # a NaN propagates, as in PyTorch
+            np.multiply(better, index(k), out=mark)
+            np.maximum(arg, mark, out=arg)
+        return y, arg
+
+    def pool_backward(self, grad, arg, kind, shape, kernel, stride):
+        if grad.dtype not in (np.float32, np.float64) or \
+                (arg is not None and arg.shape != grad.shape):  # the generic layout
+            return super().pool_backward(grad, arg, kind, shape, kernel, stride)
+        out = tuple(grad.shape[2:])
+        like = grad if arg is None else arg
+        # The gradient image laid out as the forward arrays are (the input's layout).
+        order = sorted(range(like.ndim), key=lambda i: -like.strides[i])
+        gx = np.zeros([shape[i] for i in order], grad.dtype).transpose(np.argsort(order))
+        slabs = _window_slabs(gx, kernel, stride, out)
+        # Windows side by side (stride >= kernel) write each input value once.
+        tiles = all(s >= k for s, k in zip(stride, kernel))
+        if kind != "max":
+            g = grad * grad.dtype.type(1.0 / len(slabs))
+            for slab in slabs:
+                slab += g
+            return gx
+        hit = np.empty_like(arg, dtype=bool)
+        for k, slab in enumerate(slabs):
+            np.equal(arg, k, out=hit)
+            if tiles:
+                np.multiply(grad, hit, out=slab)
+            else:
+                slab += grad * hit
+        return gx
+
     def im2col(self, x, kernel, stride, padding):
         # One strided view of every window (no copy), then a single copy into the patch
         # matrix; its inner axis runs along an input row, so the copy reads rows in order
@@ -288,6 +342,14 @@ class _ConvRows:
 
     def __init__(self, x_shape, rows, padded, z, y):
         self.x_shape, self.rows, self.padded, self.z, self.y = x_shape, rows, padded, z, y
+
+
+def _window_slabs(x, kernel, stride, out) -> list:
+    """For each kernel offset (row-major), the strided view ``(N, C, *out)`` of ``x (N,
+    C, *spatial)`` that the windows' entries at that offset make."""
+    return [x[(slice(None), slice(None)) + tuple(
+        slice(o, o + s * (m - 1) + 1, s) for o, s, m in zip(offset, stride, out))]
+        for offset in itertools.product(*(range(k) for k in kernel))]
 
 
 def _kernel_last(W):
