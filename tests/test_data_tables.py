@@ -55,10 +55,12 @@ CASES = [
      (1, "binary", 2, ["dropped 1 row(s)"])),
     ("thousands separators in quotes",
      "income,y\n" + _rows(lambda i: f'"{1000 + i * 137:,}",{CLS[i]}'), {},
-     (1, "binary", 2, ["text like '1,000' read as numbers (thousands separator ',')"])),
+     (1, "binary", 2, ["numbers in this file are read with decimal mark '.' (no cell says "
+                       "otherwise), thousands separator ',', in every column"])),
     ("semicolons and decimal commas",
      "x;z;y\n" + _rows(lambda i: f"{X1[i]:.3f};{i % 5}".replace(".", ",") + f";{CLS[i]}"),
-     {}, (2, "binary", 2, ["read as numbers (decimal mark ',')"])),
+     {}, (2, "binary", 2, ["read with decimal mark ',' (column 'x' holds '0,126'), in "
+                       "every column"])),
     ("dates become days", "when,y\n" + _rows(lambda i: f"2024-03-{i % 28 + 1:02d},{CLS[i]}"),
      {}, (1, "binary", 2, ["'when': dates, used as days since 1970-01-01"])),
     ("dates dropped on request",
@@ -473,3 +475,62 @@ def test_a_file_that_is_no_npz_is_said_so(tmp_path, content):
     assert "d.npz: not an .npz archive" in text, text
     # Only a pickle is called one (NumPy calls anything it cannot read "pickled data").
     assert ("a Python pickle" in text) == content.startswith(b"\x80"), text
+
+
+# ---------------------------------------------------------------- the file's number convention
+def german(value: float, places: int) -> str:
+    """``value`` as a German spreadsheet writes it: ``1.270,0``, ``14,23``, ``1.065``."""
+    return f"{value:,.{places}f}".replace(",", "_").replace(".", ",").replace("_", ".")
+
+
+def german_wine(path, rows=None):
+    """scikit-learn's wine data written by a German spreadsheet (``;`` fields, decimal
+    comma, ``.`` between thousands, proline as integers: ``1.065`` beside ``735``);
+    returns the true feature values."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    wine = datasets.load_wine()
+    X, y = wine.data[rows] if rows is not None else wine.data, wine.target
+    y = y[rows] if rows is not None else y
+    names = [n.replace("/", "_") for n in wine.feature_names]
+    places = [0 if n == "proline" else 1 if n == "magnesium" else 2 for n in names]
+    X = np.round(X, 2)
+    lines = [";".join(names + ["cultivar"])]
+    lines += [";".join([german(v, p) for v, p in zip(row, places)] + [str(t)])
+              for row, t in zip(X, y)]
+    path.write_text("\n".join(lines) + "\n")
+    return X
+
+
+@pytest.mark.parametrize("flags", [{}, {"decimal": ","}, {"thousands": "."}],
+                         ids=["detected", "--decimal , alone", "--thousands . alone"])
+def test_a_german_spreadsheet_is_read_by_one_convention(tmp_path, flags):
+    """``1.065`` beside ``735`` in a file of ``14,23`` is 1065: the convention belongs to
+    the file, is said once, and each flag fixes only its own part of it."""
+    path = tmp_path / "wine.csv"
+    truth = german_wine(path)
+    data = tables.load_file(path, "cultivar", options=TableOptions(**flags))
+    np.testing.assert_allclose(data.X, truth, rtol=1e-6)
+    said = [n for n in data.notices if "decimal mark" in n]
+    assert len(said) == 1 and "decimal mark ','" in said[0] and \
+        "thousands separator '.'" in said[0], data.notices
+    assert not any("one-hot" in n or "left out" in n for n in data.notices), data.notices
+    X, _ = tables.read_features(path, data.columns)
+    np.testing.assert_allclose(X, truth, rtol=1e-6)
+
+
+def test_thousands_and_decimal_in_one_cell(tmp_path):
+    data = _load(tmp_path, "m;p;y\n" + _rows(
+        lambda i: f"{german(1270 + i * 7.5, 1)};{german(700 + i * 13, 0)};{CLSB[i]}"))
+    assert data.X[0].tolist() == [1270.0, 700.0] and data.X[30, 1] == 1090.0
+
+
+def test_a_column_that_contradicts_the_files_convention_names_its_cells(tmp_path):
+    content = "a;b;y\n" + _rows(lambda i: f"{german(X1B[i] + 10, 2)};"
+                               f"{'2.5' if i in (3, 8) else german(i, 1)};{CLSB[i]}")
+    with pytest.raises(DatasetError, match=r"column 'b': '2.5' in 2 rows \(data row 4, 9\) "
+                                           r"is written with decimal mark '.', but this "
+                                           r"file's numbers use ','") as info:
+        _load(tmp_path, content)
+    assert "column 'a' holds" in str(info.value)
+    with pytest.raises(DatasetError, match="column 'b'"):
+        _load(tmp_path, content, decimal=",")

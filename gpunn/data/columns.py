@@ -57,22 +57,160 @@ def _rows(mask, n=5) -> str:
 #: A number as written in a column read without separators (what pandas reads as one).
 _PLAIN = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity)",
                     re.IGNORECASE)
+#: Spaces written between groups of three digits: plain, no-break and narrow no-break
+#: (French and Swiss spreadsheets); a thousands separator of " " stands for any of them.
+_SPACES = " \u00a0\u202f"
+#: Currency symbols read as part of a number, before or after it.
+CURRENCIES = "$€£"
+#: The minus sign typesetting programs write (U+2212), read as "-".
+_MINUS = "\u2212"
+_OTHER = {",": ".", ".": ","}
 
 
 def number_pattern(parse: dict | None):
     """The one form a column's numbers may take, as a compiled regular expression.
 
-    ``parse`` is the column's recorded reading (``{"thousands", "decimal"}``, None for
-    plain numbers). With a thousands separator, groups after the first have exactly three
-    digits (``1,000`` and ``12,345.5``, never ``2,5`` or ``1,2,3``); the decimal mark is
-    the only one allowed (``1.5`` is no number of a decimal-comma column).
+    ``parse`` is the column's recorded reading, None for plain numbers, else a dict of
+    ``thousands`` and ``decimal`` (the file's convention), and optionally ``currency``
+    (a symbol allowed before or after the number) and ``percent`` (every cell ends in
+    ``%``). With a thousands separator, groups after the first have exactly three digits
+    (``1,000`` and ``12,345.5``, never ``2,5`` or ``1,2,3``); the decimal mark is the only
+    one allowed (``1.5`` is no number of a decimal-comma column).
     """
     if not parse:
         return _PLAIN
     thousands, decimal = parse.get("thousands"), parse.get("decimal") or "."
-    whole = (rf"[1-9]\d{{0,2}}(?:{re.escape(thousands)}\d{{3}})+|\d+" if thousands
-             else r"\d+")
-    return re.compile(rf"[+-]?(?:{whole})(?:{re.escape(decimal)}\d+)?")
+    sep = f"[{_SPACES}]" if thousands == " " else re.escape(thousands or "")
+    whole = rf"[1-9]\d{{0,2}}(?:{sep}\d{{3}})+|\d+" if thousands else r"\d+"
+    number = rf"[+\-{_MINUS}]?(?:{whole})(?:{re.escape(decimal)}\d+)?"
+    if parse.get("currency"):
+        cur = re.escape(parse["currency"])
+        number = rf"[+\-{_MINUS}]?(?:{cur}\s?{number}|{number}\s?{cur}|{number})"
+    if parse.get("percent"):
+        number = rf"{number}\s?%"
+    return re.compile(number)
+
+
+def _shown_decimal(cell: str):
+    """The decimal mark a number cell shows: ``","`` for ``14,23`` or ``1.270,0``, ``"."``
+    for ``2.5`` or ``1,234.5``, None when either reading fits (``1.065``, ``735``) and
+    ``""`` when it is no number in either reading."""
+    core = cell.strip().strip(CURRENCIES + "%").strip()
+    readings = [d for d in (".", ",") if number_pattern(
+        {"thousands": _OTHER[d], "decimal": d}).fullmatch(core)
+        or number_pattern({"thousands": " ", "decimal": d}).fullmatch(core)]
+    return readings[0] if len(readings) == 1 else (None if readings else "")
+
+
+def file_convention(pd, frame, sep, options):
+    """The file's way of writing numbers, decided once from every column's cells.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The file's columns as text (as written).
+    sep : str or None
+        The field delimiter: a ``;`` file whose cells never say is read with a decimal
+        comma, as European spreadsheets write them.
+    options : ReadOptions-like
+        ``decimal`` and ``thousands`` given by the user fix their part; the rest is
+        detected.
+
+    Returns
+    -------
+    convention : dict
+        ``{"thousands": str or None, "decimal": str}``; a thousands separator no cell
+        holds is None (so ``1.500`` is refused, not read as 1500, in a decimal-comma
+        column).
+    note : str or None
+        The decision in words, when it is not plain ``1234.5``.
+
+    A column whose cells show the other decimal mark (``2.5`` in a ``14,23`` file) is an
+    error naming its cells: reading it either way would misread some column.
+    """
+    votes = {}  # column -> (marks shown per cell, as a Series)
+    for name in frame.columns:
+        text = frame[name].dropna().astype(str).str.strip()
+        if text.empty or text.str.match(_DATE.pattern).all():
+            continue
+        shown = text.map(_shown_decimal)
+        if (shown == "").any():  # not a column of numbers: no evidence either way
+            continue
+        votes[name] = shown
+    decimal, why = options.decimal, "given by --decimal"
+    if decimal is None and options.thousands in _OTHER:
+        decimal, why = _OTHER[options.thousands], "given by --thousands"
+    if decimal is None:
+        counts = {d: [n for n, s in votes.items() if (s == d).any()] for d in (".", ",")}
+        if len(counts[","]) != len(counts["."]):
+            decimal = "," if len(counts[","]) > len(counts["."]) else "."
+            name = counts[decimal][0]
+            cell = frame[name].dropna().astype(str).str.strip()[votes[name] == decimal]
+            why = f"column {name!r} holds {cell.iloc[0]!r}"
+        else:
+            decimal = "," if sep == ";" else "."
+            why = ("no cell says; ';'-separated files write a decimal comma" if sep == ";"
+                   else "no cell says otherwise")
+    for name, shown in votes.items():
+        wrong = shown == _OTHER[decimal]
+        if wrong.any():
+            mask = frame[name].index.isin(shown.index[wrong.to_numpy()])
+            cell = frame[name][mask].astype(str).iloc[0].strip()
+            raise DatasetError(
+                f"column {name!r}: {cell!r} in {_rows(mask)} is written with decimal mark "
+                f"{_OTHER[decimal]!r}, but this file's numbers use {decimal!r} ({why}); "
+                "correct those cells, or pass --decimal if that is wrong")
+    thousands = options.thousands
+    if thousands is None:
+        cells = pd.concat([frame[n].dropna().astype(str) for n in votes]) if votes else \
+            pd.Series([], dtype=str)
+        if cells.str.contains(re.escape(_OTHER[decimal]), regex=True).any():
+            thousands = _OTHER[decimal]
+        elif cells.str.strip().str.contains(rf"\d[{_SPACES}]\d{{3}}", regex=True).any():
+            thousands = " "
+    convention = {"thousands": thousands, "decimal": decimal}
+    if decimal == "." and thousands is None:
+        return convention, None
+    how = f"decimal mark {decimal!r} ({why})"
+    if thousands:
+        named = "a space" if thousands == " " else repr(thousands)
+        how += f", thousands separator {named}"
+    return convention, f"numbers in this file are read with {how}, in every column"
+
+
+def number_form(text: list, convention: dict):
+    """The column's ``parse`` (the file's convention plus the currency symbol and percent
+    sign its cells carry) when every cell is a number of it, else None; None too for
+    plain numbers (``1234.5``), which need no recorded form."""
+    form = dict(convention)
+    symbols = {c for v in text for c in v if c in CURRENCIES}
+    if len(symbols) == 1:
+        form["currency"] = symbols.pop()
+    if text and all(v.endswith("%") for v in text):
+        form["percent"] = True
+    plain = form == {"thousands": None, "decimal": "."} and not any(_MINUS in v for v in text)
+    pattern = number_pattern(form)
+    if plain or not all(pattern.fullmatch(v) for v in text):
+        return None
+    return form
+
+
+def describe_form(text: list, form: dict) -> str | None:
+    """What a column's cells carry beyond the file's convention, in words (None if
+    nothing): ``"'$1,234.56' read as 1234.56 (currency '$')"``."""
+    extras = []
+    if form.get("currency"):
+        extras.append(f"currency {form['currency']!r} dropped")
+    if form.get("percent"):
+        extras.append("percentages read as fractions (12.3% is 0.123)")
+    if form.get("thousands") == " ":
+        extras.append("spaces between digit groups are thousands separators")
+    if any(_MINUS in v for v in text):
+        extras.append("'\u2212' read as a minus sign")
+    if not extras:
+        return None
+    example = next((v for v in text if not v.replace(".", "").isdigit()), text[0])
+    return f"text like {example!r} read as numbers ({'; '.join(extras)})"
 
 
 def _separators(values: list, thousands, decimal, sep=None):
@@ -120,21 +258,27 @@ def not_numbers(text, parse: dict | None):
 
 
 def parse_numbers(pd, series, parse: dict | None):
-    """Float64 values of a text column read with ``parse`` separators, NaN where missing,
+    """Float64 values of a text column read with its ``parse`` form, NaN where missing,
     or None when some present cell is not of the column's pattern
-    (:func:`number_pattern`)."""
+    (:func:`number_pattern`). Percentages are fractions: ``12.3%`` is 0.123."""
     text = series.astype("string").str.strip()
     if not_numbers(text, parse).any():
         return None
     if parse:
-        if parse.get("thousands"):
+        text = text.str.replace(_MINUS, "-", regex=False)
+        for symbol in (parse.get("currency"), "%" if parse.get("percent") else None):
+            if symbol:
+                text = text.str.replace(symbol, "", regex=False)
+        text = text.str.replace(f"[{_SPACES}]", "", regex=True)
+        if parse.get("thousands") and parse["thousands"] != " ":
             text = text.str.replace(parse["thousands"], "", regex=False)
         if (parse.get("decimal") or ".") != ".":
             text = text.str.replace(parse["decimal"], ".", regex=False)
     values = pd.to_numeric(text, errors="coerce")
     if bool((values.isna() & text.notna()).any()):
         return None
-    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    values = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return values / 100 if parse and parse.get("percent") else values
 
 
 def day_first(pd, series):
@@ -276,34 +420,85 @@ def _decide(pd, name, series, n: int, options, chosen: bool):
     if pd.api.types.is_bool_dtype(series):
         return spec, None
     if pd.api.types.is_numeric_dtype(series):
-        values = present.to_numpy(dtype=np.float64)
-        integral = bool(np.all(values == np.round(values)))
-        if judge and integral and distinct == n and (present.is_monotonic_increasing
-                                                     or present.is_monotonic_decreasing):
-            return None, (f"column {name!r}: left out (ID-like: a different integer in every "
-                          "row, in order); pass --features to keep it")
-        return spec, None
+        return (None, _id_like(name)) if judge and _in_order(present, n) else (spec, None)
     if pd.api.types.is_datetime64_any_dtype(series) or not _is_text(pd, series):
         return _dates(pd, name, series, spec, options)
     text = present.astype(str).str.strip().tolist()
-    seps = _separators(text, options.thousands, options.decimal, options.sep)
-    if seps is not None and parse_numbers(pd, series, dict(zip(("thousands", "decimal"),
-                                                                seps))) is not None:
-        spec["parse"] = {"thousands": seps[0], "decimal": seps[1]}
-        return spec, f"column {name!r}: {describe_numbers(text, seps)}"
-    if seps is None and parse_numbers(pd, series, None) is not None:
+    if all(v.isdigit() for v in text) and any(len(v) > 1 and v[0] == "0" for v in text):
+        # Zip codes, account numbers: "02134" is a code, not the quantity 2134.
+        return _categories(name, spec, text, distinct, n, chosen,
+                           "digits with leading zeros "
+                           f"({next(v for v in text if v[0] == '0')!r}): codes, not "
+                           "quantities")
+    form = number_form(text, {"thousands": options.thousands,
+                              "decimal": options.decimal or "."})
+    values = None if form is None else parse_numbers(pd, series, form)
+    if values is not None:
+        # Row numbers re-read from a decimal-comma file's text are still row numbers.
+        if judge and all(v.isdigit() for v in text) and _in_order(
+                pd.Series(values[~np.isnan(values)]), n):
+            return None, _id_like(name)
+        spec["parse"] = form
+        told = describe_form(text, form)
+        return spec, (f"column {name!r}: {told}" if told else None)
+    if form is None and parse_numbers(pd, series, None) is not None:
         return spec, f"column {name!r}: numbers beyond 64-bit integers, read as floating point"
     if _date_like(present) and parse_dates(pd, series, day_first(pd, series)) is not None:
         return _dates(pd, name, series, spec, options)
+    why = _why_not_numbers(text)
     refuse_stray_text(pd, f"column {name!r}", series, options)
     if judge and distinct == n:
-        return None, (f"column {name!r}: left out (ID-like: a different text in every row); "
-                      "pass --features to keep it")
-    if distinct > MAX_CATEGORIES and distinct > n / 2:
+        return None, (f"column {name!r}: left out (ID-like: a different text in every row"
+                      f"{why}); pass --features to keep it")
+    return _categories(name, spec, text, distinct, n, chosen, "text", why)
+
+
+def _in_order(present, n: int) -> bool:
+    """A different integer in every row, in order: a row number, not a measurement."""
+    values = present.to_numpy(dtype=np.float64)
+    return bool(np.all(values == np.round(values))) and present.nunique() == n and (
+        present.is_monotonic_increasing or present.is_monotonic_decreasing)
+
+
+def _id_like(name) -> str:
+    return (f"column {name!r}: left out (ID-like: a different integer in every row, in "
+            "order); pass --features to keep it")
+
+
+#: A column one-hot encoded into more features than this gets a note saying so.
+WIDE = 50
+
+
+def _categories(name, spec, text, distinct, n, chosen, what, why=""):
+    """A text column one-hot encoded, or left out as free text (unless ``--features``
+    names it), with the notice; ``what`` the column is, ``why`` not numbers."""
+    if distinct > MAX_CATEGORIES and distinct > n / 2 and not chosen:
         return None, (f"column {name!r}: left out (free text: {distinct} distinct values in "
-                      f"{n} rows)")
+                      f"{n} rows{why}); pass --features to keep it as categories")
     spec.update(kind="categorical", categories=sorted(set(text)))
-    return spec, (f"column {name!r}: text, one-hot encoded ({distinct} categories)")
+    note = f"column {name!r}: {what}{why}, one-hot encoded ({distinct} categories"
+    if distinct > WIDE:
+        note += (f": {distinct} features from {n} rows, most categories seen in few rows; "
+                 "--drop it if it is an identifier")
+    return spec, note + (", kept as --features names it)" if chosen else ")")
+
+
+def _why_not_numbers(text: list) -> str:
+    """Why a column of mostly numbers is text after all (``""`` when most cells are no
+    numbers at all): mixed currencies or percent signs, or the first cell that is no
+    number of any form."""
+    shown = [_shown_decimal(v) for v in text]
+    if sum(s != "" for s in shown) < 0.5 * len(text):
+        return ""
+    symbols = {c for v in text for c in v if c in CURRENCIES}
+    if len(symbols) > 1:
+        return f"; not numbers: currencies {' and '.join(sorted(symbols))} mixed"
+    if 0 < sum(v.endswith("%") for v in text) < len(text):
+        return "; not numbers: some cells end in '%' and others do not"
+    bad = next((v for v, s in zip(text, shown) if s == ""), None)
+    if bad is not None:
+        return f"; not numbers: {_short(bad)!r} is no number of any form"
+    return ""
 
 
 def refuse_stray_text(pd, what: str, series, options=None) -> None:
