@@ -122,9 +122,7 @@ def _column_ok(c) -> bool:
     parse = c.get("parse")
     if kind == "datetime" and parse is not None:
         return parse == {"dayfirst": True} or parse == {"dayfirst": False}
-    if parse is not None and not (isinstance(parse, dict) and set(parse) <= {
-            "thousands", "decimal"} and all(v is None or (isinstance(v, str) and len(v) == 1)
-                                            for v in parse.values())):
+    if parse is not None and not _number_form_ok(parse):
         return False
     fill = c.get("fill")
     if fill is None:
@@ -135,6 +133,18 @@ def _column_ok(c) -> bool:
             fill == fill and abs(fill) != float("inf")
     return isinstance(fill, list) and len(fill) == width and all(
         v in (0, 1) and not isinstance(v, bool) for v in fill)
+
+
+def _number_form_ok(parse) -> bool:
+    """A numeric column's ``parse``: separators of one character, a known currency
+    symbol, ``percent`` true (see gpunn.data.columns.number_pattern)."""
+    if not (isinstance(parse, dict) and set(parse) <= {"thousands", "decimal", "currency",
+                                                       "percent"}):
+        return False
+    marks = all(parse.get(k) is None or (isinstance(parse[k], str) and len(parse[k]) == 1)
+                for k in ("thousands", "decimal"))
+    return marks and parse.get("currency") in (None, *_cols.CURRENCIES) and \
+        parse.get("percent") in (None, True)
 
 
 def checked_extra(path, extra: dict, n_out=None) -> dict:

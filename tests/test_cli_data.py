@@ -408,3 +408,29 @@ def test_predict_refuses_to_label_non_finite_outputs(tmp_path, run_cli):
     code, out, err = run_cli("predict", str(crafted), "--data", str(csv))
     assert code == 2 and "NaN or infinite" in err and len(err.strip().splitlines()) == 1, err
     assert out == ""
+
+
+def test_a_german_spreadsheet_through_train_and_predict(tmp_path):
+    """scikit-learn's wine data as a German spreadsheet writes it: one note for the file's
+    convention, no column turned into categories or left out, and predict reading the
+    prices and proline of a new file the same way."""
+    from test_data_tables import german_wine
+
+    path = tmp_path / "wine.csv"
+    german_wine(path)
+    model = tmp_path / "m.npz"
+    run = _gpunn("train", "--data", path, "--target", "cultivar", "--epochs", "40",
+                 "--save", model, "--seed", "0")
+    assert run.returncode == 0, run.stderr
+    notes = [line for line in run.stderr.splitlines() if line.startswith("note:")]
+    assert notes[0] == ("note: numbers in this file are read with decimal mark ',' (column "
+                        "'alcohol' holds '14,23'), thousands separator '.', in every column")
+    assert not any("one-hot" in n or "left out" in n for n in notes), notes
+    out = tmp_path / "p.csv"
+    run = _gpunn("predict", model, "--data", path, "--out", out)
+    assert run.returncode == 0, run.stderr
+    import pandas as pd
+
+    truth = pd.read_csv(path, sep=";")["cultivar"].astype(str)
+    predicted = pd.read_csv(out).iloc[:, 0].astype(str)
+    assert (predicted == truth).mean() > 0.9

@@ -534,3 +534,45 @@ def test_a_column_that_contradicts_the_files_convention_names_its_cells(tmp_path
     assert "column 'a' holds" in str(info.value)
     with pytest.raises(DatasetError, match="column 'b'"):
         _load(tmp_path, content, decimal=",")
+
+
+# ---------------------------------------------------------------- currency, percent, spaces
+NBSP, MINUS = "\u00a0", "\u2212"
+NUMBER_FORMS = [
+    ("dollars", lambda i: f'"${1000 + 37 * i:,}.56"', 1000.56, "currency '$' dropped"),
+    ("euros after", lambda i: f"{german(1000 + 37 * i + 0.5, 2)} €", 1000.5,
+     "currency '€' dropped"),
+    ("pounds", lambda i: f"£{i + 1}", 1.0, "currency '£' dropped"),
+    ("space thousands", lambda i: f"1 {311 + i}", 1311.0,
+     "spaces between digit groups are thousands separators"),
+    ("no-break space thousands", lambda i: f"1{NBSP}{311 + i}", 1311.0,
+     "spaces between digit groups are thousands separators"),
+    ("Unicode minus", lambda i: f"{MINUS}1.{5 + i}", -1.5, "'\u2212' read as a minus sign"),
+    ("percent", lambda i: f"{12.3 + i}%", 0.123,
+     "percentages read as fractions (12.3% is 0.123)"),
+]
+
+
+@pytest.mark.parametrize("name,cell,first,note", NUMBER_FORMS,
+                         ids=[c[0] for c in NUMBER_FORMS])
+def test_written_number_forms_are_numbers_with_a_note(tmp_path, name, cell, first, note):
+    sep = ";" if "euros" in name else ","
+    data = _load(tmp_path, f"x{sep}y\n" + _rows(lambda i: f"{cell(i)}{sep}{CLSB[i]}"))
+    assert data.X.shape == (N, 1) and data.X[0, 0] == np.float32(first), data.notices
+    assert any("column 'x': text like" in n and note in n for n in data.notices), \
+        data.notices
+    new = tmp_path / "new.csv"
+    new.write_text(f"x{sep}y\n{cell(0)}{sep}yes\n")
+    X, _ = tables.read_features(new, data.columns)
+    assert X[0, 0] == np.float32(first)
+
+
+@pytest.mark.parametrize("cells,why", [
+    (lambda i: f"${i + 1}" if i % 2 else f"€{i + 1}", "currencies $ and € mixed"),
+    (lambda i: f"{i + 1}%" if i % 2 else f"{i + 1}", "some cells end in '%' and others do not"),
+    (lambda i: f"{i + 1}.{i}.{i}" if i % 2 else f"{i + 1}", "is no number of any form"),
+], ids=["mixed currencies", "percent in some cells", "dotted codes"])
+def test_a_column_of_almost_numbers_says_why_it_is_not(tmp_path, cells, why):
+    data = _load(tmp_path, "x,z,y\n" + _rows(lambda i: f"{cells(i)},{X1B[i]},{CLSB[i]}"))
+    said = next(n for n in data.notices if "column 'x'" in n)
+    assert why in said and "ID-like" not in said, said

@@ -447,9 +447,13 @@ def _decide(pd, name, series, n: int, options, chosen: bool):
         return _dates(pd, name, series, spec, options)
     why = _why_not_numbers(text)
     refuse_stray_text(pd, f"column {name!r}", series, options)
+    if judge and distinct == n and why:  # numbers but for their writing: no identifier
+        return None, (f"column {name!r}: left out ({why[2:]}; as text, a different value "
+                      "in every row); correct those cells, or pass --features to keep it "
+                      "as categories")
     if judge and distinct == n:
-        return None, (f"column {name!r}: left out (ID-like: a different text in every row"
-                      f"{why}); pass --features to keep it")
+        return None, (f"column {name!r}: left out (ID-like: a different text in every row); "
+                      "pass --features to keep it")
     return _categories(name, spec, text, distinct, n, chosen, "text", why)
 
 
