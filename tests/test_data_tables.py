@@ -576,3 +576,84 @@ def test_a_column_of_almost_numbers_says_why_it_is_not(tmp_path, cells, why):
     data = _load(tmp_path, "x,z,y\n" + _rows(lambda i: f"{cells(i)},{X1B[i]},{CLSB[i]}"))
     said = next(n for n in data.notices if "column 'x'" in n)
     assert why in said and "ID-like" not in said, said
+
+
+# ---------------------------------------------------------------- dates as they are written
+@pytest.mark.parametrize("cell,first", [
+    (lambda i: f"{i % 28 + 1:02d}.08.2019", 18109.0),
+    (lambda i: f"{i % 28 + 1} Aug 2019", 18109.0),
+    (lambda i: f"{i % 28 + 1} August 2019", 18109.0),
+    (lambda i: f"2019-08-{i % 28 + 1:02d} 10:15 PM", 18109.0 + 22.25 / 24),
+    (lambda i: f"2019-08-{i % 28 + 1:02d} 12:00 AM", 18109.0),
+], ids=["dd.mm.yyyy", "29 Aug 2019", "29 August 2019", "10:15 PM", "12:00 AM"])
+def test_dates_as_spreadsheets_write_them(tmp_path, cell, first):
+    data = _load(tmp_path, "d,y\n" + _rows(lambda i: f"{cell(i)},{CLSB[i]}"))
+    assert data.columns[0]["kind"] == "datetime", data.notices
+    assert data.X[0, 0] == np.float32(first)
+    new = tmp_path / "new.csv"
+    new.write_text(f"d\n{cell(0)}\n")
+    assert tables.read_features(new, data.columns)[0][0, 0] == np.float32(first)
+
+
+def test_date_format_reads_the_rest_and_predict_keeps_it(tmp_path):
+    content = "d,y\n" + _rows(lambda i: f"2019{8 + i % 2:02d}{i % 28 + 1:02d},{CLSB[i]}")
+    data = _load(tmp_path, content, date_format="%Y%m%d")
+    assert data.columns[0]["parse"] == {"format": "%Y%m%d"} and data.X[0, 0] == 18109.0
+    assert "dates written as '%Y%m%d' (--date-format)" in " ".join(data.notices)
+    new = tmp_path / "new.csv"
+    new.write_text("d\n20190901\n2019-09-01\n")
+    with pytest.raises(DatasetError, match=r"'2019-09-01' in 1 row \(data row 2\), not of "
+                                           r"its forms \(--date-format '%Y%m%d'\)"):
+        tables.read_features(new, data.columns)
+    with pytest.raises(DatasetError, match="--date-format: expected a strptime format"):
+        _load(tmp_path, content, date_format="yyyymmdd")
+
+
+# ---------------------------------------------------------------- what the user names and means
+def test_features_keeps_a_named_free_text_column(tmp_path):
+    content = "note,x,y\n" + "".join(f"comment {i * 2 // 3},{i % 7},{i % 2}\n"
+                                     for i in range(300))
+    assert "'note': left out (free text" in " ".join(_load(tmp_path, content).notices)
+    data = _load(tmp_path, content, features=("note", "x"))
+    assert [c["name"] for c in data.columns] == ["note", "x"]
+    assert "200 categories: 200 features from 300 rows" in " ".join(data.notices)
+    assert "kept as --features names it" in " ".join(data.notices), data.notices
+
+
+def test_na_values_add_missing_words_used_at_predict(tmp_path):
+    content = "x,y\n" + _rows(lambda i: f"{'missing' if i == 4 else X1B[i]},{CLSB[i]}")
+    data = _load(tmp_path, content, na_values=("missing",), impute="mean")
+    assert data.columns[0]["kind"] == "numeric" and not np.isnan(data.X).any()
+    new = tmp_path / "new.csv"
+    new.write_text("x\n1.5\nmissing\n")
+    X, notes = tables.read_features(new, data.columns)
+    assert X[0, 0] == 1.5 and "filled as in training" in " ".join(notes)
+
+
+def test_gzipped_csv_is_read(tmp_path):
+    import gzip
+
+    path = tmp_path / "data.csv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("x;y\n" + _rows(lambda i: f"{german(X1B[i], 3)};{CLSB[i]}"))
+    data = tables.load_file(path, "y")
+    assert data.X[0, 0] == np.float32(X1B[0])
+    assert tables.read_features(path, data.columns)[0][0, 0] == np.float32(X1B[0])
+
+
+def test_zip_codes_with_leading_zeros_stay_codes(tmp_path):
+    data = _load(tmp_path, "zip,x,y\n" + _rows(
+        lambda i: f"0{2134 + i % 5},{X1B[i]},{CLSB[i]}"))
+    spec = data.columns[0]
+    assert spec["kind"] == "categorical" and spec["categories"][0] == "02134"
+    assert "digits with leading zeros ('02134'): codes, not quantities" in \
+        " ".join(data.notices)
+
+
+def test_a_wide_one_hot_encoding_is_said(tmp_path):
+    n = 2000
+    path = tmp_path / "wide.csv"
+    path.write_text("town,y\n" + "".join(f"t{i % 868},{i % 2}\n" for i in range(n)))
+    data = tables.load_file(path, "y")
+    assert data.X.shape == (n, 868)
+    assert "868 features from 2000 rows" in " ".join(data.notices), data.notices

@@ -28,14 +28,23 @@ IMPUTE = ("mean", "median", "most_frequent", "drop")
 MAX_CATEGORIES = 100
 #: ID-like and constant columns are only judged from this many rows on.
 MIN_ROWS_TO_JUDGE = 10
-#: The written forms of a date (or date-time) cell: ``yyyy-mm-dd``, ``yyyy/mm/dd`` or
-#: ``a/b/yyyy`` (``a/b/yy``; day or month first, decided per column), then an optional time
-#: and UTC offset. One pattern decides at training whether a column holds dates and reads
-#: each cell, at training and at prediction.
+#: The written forms of a date (or date-time) cell: ``yyyy-mm-dd``, ``yyyy/mm/dd``,
+#: ``a/b/yyyy`` (``a/b/yy``; day or month first, decided per column), ``dd.mm.yyyy`` (day
+#: first, as German and Russian spreadsheets write it) or ``29 Aug 2019`` (English month
+#: names, abbreviated or not), then an optional time (with ``AM``/``PM`` or not) and UTC
+#: offset. One pattern decides at training whether a column holds dates and reads each
+#: cell, at training and at prediction.
 _DATE = re.compile(r"^\s*(?:(?P<Y>\d{4})(?P<ys>[-/])(?P<M>\d{1,2})(?P=ys)(?P<D>\d{1,2})"
-                   r"|(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<y>\d{4}|\d{2}))"
+                   r"|(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<y>\d{4}|\d{2})"
+                   r"|(?P<dd>\d{1,2})\.(?P<dm>\d{1,2})\.(?P<dy>\d{4})"
+                   r"|(?P<nd>\d{1,2})[ -](?P<nm>[A-Za-z]{3,9})\.?[ -](?P<ny>\d{4}))"
                    r"(?:[ T](?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<s>\d{2}(?:\.\d+)?))?\s*"
-                   r"(?P<z>Z|[+-]\d{2}:?\d{2})?)?\s*$")
+                   r"(?P<ap>[AaPp]\.?[Mm]\.?)?\s*(?P<z>Z|[+-]\d{2}:?\d{2})?)?\s*$")
+_MONTHS = {name: i + 1 for i, names in enumerate(
+    [("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
+     ("may",), ("jun", "june"), ("jul", "july"), ("aug", "august"),
+     ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
+     ("dec", "december")]) for name in names}
 _SLASH = r"^\s*(\d{1,2})/(\d{1,2})/\d{2,4}"
 _DAY_FIRST = r"^\s*(1[3-9]|[23]\d)/"
 _MONTH_FIRST = r"^\s*\d{1,2}/(1[3-9]|[23]\d)/"
@@ -323,7 +332,9 @@ def date_days(pd, series, dayfirst=None):
     text = series.astype("string")
     present = text.notna().to_numpy(dtype=bool)
     parts = text.str.extract(_DATE.pattern)
-    matched = parts["ys"].notna().to_numpy(dtype=bool) | parts["a"].notna().to_numpy(dtype=bool)
+    matched = np.zeros(len(text), dtype=bool)
+    for first in ("ys", "a", "dd", "nd"):
+        matched |= parts[first].notna().to_numpy(dtype=bool)
 
     def num(col, default=np.nan):
         return pd.to_numeric(parts[col], errors="coerce").to_numpy(
@@ -333,17 +344,29 @@ def date_days(pd, series, dayfirst=None):
     a, b, y = num("a"), num("b"), num("y")
     y = np.where(y < 100, np.where(y < 69, 2000 + y, 1900 + y), y)
     day_a = bool(dayfirst)
-    year = np.where(slash, y, num("Y"))
-    month = np.where(slash, b if day_a else a, num("M"))
-    day = np.where(slash, a if day_a else b, num("D"))
+    dotted = parts["dd"].notna().to_numpy(dtype=bool)
+    named = parts["nd"].notna().to_numpy(dtype=bool)
+    name = parts["nm"].str.lower().map(_MONTHS)
+    year = np.select([slash, dotted, named], [y, num("dy"), num("ny")], num("Y"))
+    month = np.select([slash, dotted, named],
+                      [b if day_a else a, num("dm"),
+                       pd.to_numeric(name).to_numpy(dtype=np.float64, na_value=np.nan)],
+                      num("M"))
+    day = np.select([slash, dotted, named], [a if day_a else b, num("dd"), num("nd")],
+                    num("D"))
     hour, minute, second = num("h", 0.0), num("mi", 0.0), num("s", 0.0)
+    # 12-hour clock: 12 AM is midnight, 12 PM noon; hours 0 and 13-23 take no AM/PM.
+    noon = parts["ap"].str.lower().str.startswith("p").to_numpy(dtype=bool, na_value=False)
+    clock = parts["ap"].notna().to_numpy(dtype=bool)
+    bad_clock = clock & ((hour < 1) | (hour > 12))
+    hour = np.where(clock, hour % 12 + 12 * noon, hour)
     offset = np.zeros(len(text))
     zone = parts["z"].fillna("Z").to_numpy(dtype=object)
     for i in np.flatnonzero(zone != "Z"):
         z = zone[i].replace(":", "")
         offset[i] = (1 if z[0] == "+" else -1) * (int(z[1:3]) * 60 + int(z[3:5]))
     ok = matched & (month >= 1) & (month <= 12) & (day >= 1) & (hour < 24) & \
-        (minute < 60) & (second < 60)
+        (minute < 60) & (second < 60) & ~bad_clock
     if dayfirst is None:
         ok &= ~slash
     months = np.where(ok, (year - 1970) * 12 + month - 1, 0).astype(np.int64)
@@ -353,6 +376,30 @@ def date_days(pd, series, dayfirst=None):
     days = start + day - 1 + (hour * 3600 + minute * 60 + second - offset * 60) / 86400
     days = np.where(ok, days, np.nan)
     return days, present & ~ok
+
+
+def format_days(pd, series, fmt: str):
+    """Days since 1970-01-01 of a text column's dates written as ``fmt`` (a
+    :func:`datetime.datetime.strptime` format, ``--date-format``); returns ``(days, bad)``
+    as :func:`date_days` does. A date with a UTC offset (``%z``) is read in UTC."""
+    import datetime as dt
+
+    text = series.astype("string").str.strip()
+    days = np.full(len(text), np.nan)
+    bad = np.zeros(len(text), dtype=bool)
+    epoch = dt.datetime(1970, 1, 1)
+    for i, cell in enumerate(text.tolist()):
+        if cell is None or cell is pd.NA:
+            continue
+        try:
+            when = dt.datetime.strptime(cell, fmt)
+        except ValueError:
+            bad[i] = True
+            continue
+        if when.tzinfo is not None:
+            when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        days[i] = (when - epoch) / dt.timedelta(days=1)
+    return days, bad
 
 
 def parse_dates(pd, series, dayfirst=None):
@@ -393,6 +440,10 @@ def plan(pd, frame, options, keep=None) -> tuple[list, list]:
         ``{"name", "kind", "categories", "parse"}`` per kept column, in file order.
     notices : list of str
     """
+    fmt = getattr(options, "date_format", None)
+    if fmt is not None and "%" not in fmt:
+        raise DatasetError(f"--date-format: expected a strptime format such as '%d.%m.%Y' "
+                           f"or '%Y%m%d', got {fmt!r}")
     specs, notices, n = [], [], len(frame)
     for name in frame.columns:
         spec, note = _decide(pd, name, frame[name], n, options, name in (keep or ()))
@@ -400,6 +451,8 @@ def plan(pd, frame, options, keep=None) -> tuple[list, list]:
             notices.append(note)
         if spec is not None:
             specs.append(spec)
+    if fmt is not None and not any("format" in (s["parse"] or {}) for s in specs):
+        notices.append(f"--date-format {fmt!r}: no column's every cell is a date of it")
     return specs, notices
 
 
@@ -419,6 +472,22 @@ def _decide(pd, name, series, n: int, options, chosen: bool):
     spec = {"name": name, "kind": "numeric", "categories": None, "parse": None}
     if pd.api.types.is_bool_dtype(series):
         return spec, None
+    fmt = getattr(options, "date_format", None)
+    if fmt and not pd.api.types.is_datetime64_any_dtype(series):
+        days, bad = format_days(pd, present.astype(str), fmt)
+        if not bad.any():
+            if getattr(options, "dates", "numeric") == "drop":
+                return None, f"column {name!r}: left out (dates, --dates drop)"
+            spec.update(kind="datetime", parse={"format": fmt})
+            return spec, (f"column {name!r}: dates written as {fmt!r} (--date-format), used "
+                          "as days since 1970-01-01")
+        if bad.mean() <= 0.1:  # dates of the format but for a few cells: typos
+            rows = np.zeros(n, dtype=bool)
+            rows[np.flatnonzero(series.notna().to_numpy(dtype=bool))[bad]] = True
+            cell = present.astype(str).iloc[int(np.argmax(bad))]
+            raise DatasetError(f"column {name!r} holds dates of --date-format {fmt!r} but "
+                               f"{_short(cell)!r} in {_rows(rows)}; correct those cells or "
+                               "leave them empty (missing)")
     if pd.api.types.is_numeric_dtype(series):
         return (None, _id_like(name)) if judge and _in_order(present, n) else (spec, None)
     if pd.api.types.is_datetime64_any_dtype(series) or not _is_text(pd, series):
@@ -551,13 +620,17 @@ def _dates(pd, name, series, spec, options):
         spec["parse"] = {"dayfirst": order}
     how = {True: ", read day first (13/04/2024 is 13 April)",
            False: ", read month first (04/13/2024 is 13 April)"}.get(order, "")
+    if order is None and series.dropna().astype(str).str.match(r"\s*\d{1,2}\.").any():
+        how = ", read day first (13.04.2024 is 13 April)"
     return spec, f"column {name!r}: dates{how}, used as days since 1970-01-01"
 
 
 def complete(spec: dict) -> dict:
-    """A model file's column spec with its optional keys (``parse``, ``fill``) present."""
+    """A model file's column spec with its optional keys (``parse``, ``fill``,
+    ``na_values``) present."""
     return {"name": spec["name"], "kind": spec["kind"], "categories": spec["categories"],
-            "parse": spec.get("parse"), "fill": spec.get("fill")}
+            "parse": spec.get("parse"), "fill": spec.get("fill"),
+            "na_values": spec.get("na_values")}
 
 
 # ---------------------------------------------------------------------- encoding
@@ -586,10 +659,13 @@ def column_values(pd, series, spec: dict, where: str):
             return parse_dates(pd, series), 0
         order = parse.get("dayfirst") if parse else None
         text = series.astype("string").str.strip()
-        values, bad = date_days(pd, text, order)
+        fmt = parse.get("format") if parse else None
+        values, bad = format_days(pd, text, fmt) if fmt else date_days(pd, text, order)
         if bad.any():
-            forms = ("yyyy-mm-dd" if order is None else
-                     f"yyyy-mm-dd or {'dd/mm/yyyy' if order else 'mm/dd/yyyy'}")
+            forms = (f"--date-format {fmt!r}" if fmt else
+                     "yyyy-mm-dd, dd.mm.yyyy, 29 Aug 2019" if order is None else
+                     f"yyyy-mm-dd, dd.mm.yyyy, 29 Aug 2019 or "
+                     f"{'dd/mm/yyyy' if order else 'mm/dd/yyyy'}")
             raise DatasetError(f"{where}: column {name!r} held dates in training but holds "
                                f"{_short(text[bad].iloc[0])!r} in {_rows(bad)}, not of its "
                                f"forms ({forms}) or no such day")

@@ -21,6 +21,7 @@ from .frames import (
     ReadOptions,
     pandas,
     read_frame,
+    table_suffix,
 )
 
 TASKS = ("binary", "multiclass", "regression")
@@ -46,12 +47,16 @@ class TableOptions(ReadOptions):
     features : tuple of str or None
         The only columns to use (kept even when they look like IDs).
     dates : {"numeric", "drop"}
+    date_format : str or None
+        A :func:`~datetime.datetime.strptime` format (``--date-format``): a column whose
+        every cell is a date of it is read as dates (days since 1970-01-01).
     """
 
     impute: str | None = None
     drop: tuple = ()
     features: tuple | None = None
     dates: str = "numeric"
+    date_format: str | None = None
 
 
 @dataclass
@@ -329,6 +334,9 @@ def _read_table(path: Path, target: str, options: TableOptions):
     except DatasetError as exc:  # the column rules name column and row; add the file
         raise DatasetError(f"{path}: {exc}") from None
     notices += told
+    for spec in specs:  # the file's missing-value words are the column's, at predict too
+        if options.na_values:
+            spec["na_values"] = list(options.na_values)
     if not specs:
         raise DatasetError(f"{path}: no usable feature columns besides the target "
                            f"{target!r}" + (f" ({'; '.join(told)})" if told else ""))
@@ -356,6 +364,9 @@ def read_features(path, columns: list, options: ReadOptions | None = None):
     path, options = Path(path), options or ReadOptions()
     pd = pandas()
     specs = [_cols.complete(c) for c in columns]
+    missing_words = sorted({w for s in specs for w in s["na_values"] or ()})
+    options = dataclasses.replace(options, na_values=tuple(
+        dict.fromkeys([*missing_words, *options.na_values])))
     frame, _ = read_frame(path, options, text=[s["name"] for s in specs
                                                if s["kind"] != "numeric" or s["parse"]])
     missing = [s["name"] for s in specs if s["name"] not in frame.columns]
@@ -418,7 +429,7 @@ def load_file(path, target: str | None = None, task: str | None = None,
     """A CSV/Parquet table (header row, ``target`` column) or an NPZ (arrays ``X`` and
     ``y``, or the array named ``target``) as a :class:`Dataset`."""
     path, options = Path(path), options or TableOptions()
-    suffix = path.suffix.lower()
+    suffix = table_suffix(path)
     notices = []
     if suffix == ".npz":
         X, y_raw, columns, target = _read_npz(path, target)
@@ -428,7 +439,7 @@ def load_file(path, target: str | None = None, task: str | None = None,
         X, y_raw, columns, notices = _read_table(path, target, options)
     else:
         raise DatasetError(f"{path}: unsupported file type {suffix!r}; expected .csv, .tsv, "
-                           ".txt, .parquet or .npz")
+                           ".txt (each also gzipped: .csv.gz), .parquet or .npz")
     inferred, reason = infer_task(y_raw)
     if task is not None and task != inferred:
         reason = f"set by --task; the target alone suggests {inferred}"
