@@ -56,7 +56,8 @@ CASES = [
     ("thousands separators in quotes",
      "income,y\n" + _rows(lambda i: f'"{1000 + i * 137:,}",{CLS[i]}'), {},
      (1, "binary", 2, ["numbers in this file are read with decimal mark '.' (no cell says "
-                       "otherwise), thousands separator ',', in every column"])),
+                       "otherwise; other files a decimal point), thousands separator ',', "
+                       "in every column"])),
     ("semicolons and decimal commas",
      "x;z;y\n" + _rows(lambda i: f"{X1[i]:.3f};{i % 5}".replace(".", ",") + f";{CLS[i]}"),
      {}, (2, "binary", 2, ["read with decimal mark ',' (column 'x' holds '0,126'), in "

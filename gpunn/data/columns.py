@@ -158,8 +158,11 @@ def file_convention(pd, frame, sep, options):
             why = f"column {name!r} holds {cell.iloc[0]!r}"
         else:
             decimal = "," if sep == ";" else "."
-            why = ("no cell says; ';'-separated files write a decimal comma" if sep == ";"
-                   else "no cell says otherwise")
+            rule = ("';'-separated files write a decimal comma" if sep == ";"
+                    else "other files a decimal point")
+            why = (f"as many columns show ',' as '.' ({', '.join(map(repr, counts[',']))} "
+                   f"against {', '.join(map(repr, counts['.']))}); {rule}"
+                   if counts[","] else f"no cell says otherwise; {rule}")
     for name, shown in votes.items():
         wrong = shown == _OTHER[decimal]
         if wrong.any():
