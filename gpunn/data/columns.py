@@ -17,6 +17,7 @@ value is part of the column's spec.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -88,14 +89,21 @@ def number_pattern(parse: dict | None):
     """
     if not parse:
         return _PLAIN
-    thousands, decimal = parse.get("thousands"), parse.get("decimal") or "."
+    return _compiled(parse.get("thousands"), parse.get("decimal") or ".",
+                     parse.get("currency"), bool(parse.get("percent")))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(thousands, decimal, currency, percent):
+    """:func:`number_pattern`'s expression, compiled once per form (it is asked for each
+    cell when a file's convention is decided)."""
     sep = f"[{_SPACES}]" if thousands == " " else re.escape(thousands or "")
     whole = rf"[1-9]\d{{0,2}}(?:{sep}\d{{3}})+|\d+" if thousands else r"\d+"
     number = rf"[+\-{_MINUS}]?(?:{whole})(?:{re.escape(decimal)}\d+)?"
-    if parse.get("currency"):
-        cur = re.escape(parse["currency"])
+    if currency:
+        cur = re.escape(currency)
         number = rf"[+\-{_MINUS}]?(?:{cur}\s?{number}|{number}\s?{cur}|{number})"
-    if parse.get("percent"):
+    if percent:
         number = rf"{number}\s?%"
     return re.compile(number)
 
@@ -142,7 +150,7 @@ def file_convention(pd, frame, sep, options):
         text = frame[name].dropna().astype(str).str.strip()
         if text.empty or text.str.match(_DATE.pattern).all():
             continue
-        shown = text.map(_shown_decimal)
+        shown = text.map({v: _shown_decimal(v) for v in text.unique()})
         if (shown == "").any():  # not a column of numbers: no evidence either way
             continue
         votes[name] = shown
