@@ -58,7 +58,8 @@ def add_reading_arguments(parser, training: bool) -> None:
     group.add_argument("--drop", type=_column_list, default=(), metavar="COL,...",
                        help="columns to leave out")
     group.add_argument("--features", type=_column_list, default=None, metavar="COL,...",
-                       help="the only columns to use as features")
+                       help="the only columns to use as features, each kept (one that "
+                       "looks like an ID or free text is used as it is or as categories)")
     group.add_argument("--dates", choices=("numeric", "drop"), default="numeric",
                        help="date columns (2019-08-29, 29.08.2019, 29 Aug 2019, 08/29/2019, "
                        "with a time or not): days since 1970-01-01, or left out")
