@@ -35,6 +35,10 @@ def add_reading_arguments(parser, training: bool) -> None:
     group.add_argument("--sep", type=_one_char, default=None,
                        help="field delimiter (default: detected among , ; tab |)")
     group.add_argument("--encoding", default="utf-8", help="text encoding of the file")
+    group.add_argument("--na-values", type=_column_list, default=(), metavar="WORD,...",
+                       help="more cells that mean 'missing', besides empty, NA, N/A, NaN, "
+                       "null, ? and #N/A" + ("" if training else " (those of training are "
+                                              "recorded in the model file)"))
     if not training:
         # Kept so that the refusal names them (see _options), not argparse's "unrecognized".
         group.add_argument("--decimal", type=_one_char, default=None, help=argparse.SUPPRESS)
@@ -42,25 +46,31 @@ def add_reading_arguments(parser, training: bool) -> None:
                            help=argparse.SUPPRESS)
         return
     group.add_argument("--decimal", type=_one_char, default=None,
-                       help="decimal mark of numbers written as text, e.g. ',' for 3,5 "
-                       "(default: detected per column)")
+                       help="decimal mark of the file's numbers, e.g. ',' for 3,5 "
+                       "(default: detected from every column, said in one note; the "
+                       "thousands separator is still detected)")
     group.add_argument("--thousands", type=_one_char, default=None,
-                       help="thousands separator, e.g. ',' for 1,000 (default: detected "
-                       "per column)")
+                       help="thousands separator of the file's numbers, e.g. '.' for "
+                       "1.000 or ' ' for any space (default: detected from every column)")
     group.add_argument("--impute", choices=_cols.IMPUTE, default=None,
                        help="fill missing feature values (text columns: most frequent "
                        "category) or drop their rows (default: refuse them)")
     group.add_argument("--drop", type=_column_list, default=(), metavar="COL,...",
                        help="columns to leave out")
     group.add_argument("--features", type=_column_list, default=None, metavar="COL,...",
-                       help="the only columns to use as features")
+                       help="the only columns to use as features, each kept (one that "
+                       "looks like an ID or free text is used as it is or as categories)")
     group.add_argument("--dates", choices=("numeric", "drop"), default="numeric",
-                       help="date columns: days since 1970-01-01, or left out")
+                       help="date columns (2019-08-29, 29.08.2019, 29 Aug 2019, 08/29/2019, "
+                       "with a time or not): days since 1970-01-01, or left out")
+    group.add_argument("--date-format", default=None, metavar="FORMAT",
+                       help="read columns of dates written another way, as a strptime "
+                       "format, e.g. '%%Y%%m%%d' or '%%d-%%b-%%y'")
 
 
 def _options(args, training: bool):
     read = {"sep": args.sep, "encoding": args.encoding, "decimal": args.decimal,
-            "thousands": args.thousands}
+            "thousands": args.thousands, "na_values": tuple(args.na_values)}
     if not training:
         # Each column's numbers are read with the separators recorded at training; a flag
         # here could only disagree with them.
@@ -71,16 +81,19 @@ def _options(args, training: bool):
                                        f"--{flag} out")
         return _ds.ReadOptions(**read)
     return _ds.TableOptions(**read, impute=args.impute, drop=tuple(args.drop),
-                            features=args.features, dates=args.dates)
+                            features=args.features, dates=args.dates,
+                            date_format=args.date_format)
 
 
 def load_training_data(args) -> _ds.Dataset:
     """The data ``gpunn train`` was pointed at: a file or a built-in dataset."""
     if args.data:
         return _ds.load_file(args.data, args.target, args.task, _options(args, True))
-    for flag in ("target", "features", "impute", "sep", "decimal", "thousands"):
+    for flag in ("target", "features", "impute", "sep", "decimal", "thousands", "na_values",
+                 "date_format"):
         if getattr(args, flag, None):
-            raise _ds.DatasetError(f"--{flag} only applies with --data FILE")
+            raise _ds.DatasetError(f"--{flag.replace('_', '-')} only applies with --data "
+                                   "FILE")
     if args.drop:
         raise _ds.DatasetError("--drop only applies with --data FILE")
     data = _builtin.load_builtin(args.dataset or "spirals", seed=args.seed,
@@ -120,11 +133,14 @@ def _column_ok(c) -> bool:
     if kind not in _KINDS or (kind == "categorical") != (cats is not None):
         return False
     parse = c.get("parse")
+    words = c.get("na_values")
+    if words is not None and not (isinstance(words, list) and all(
+            isinstance(w, str) for w in words)):
+        return False
     if kind == "datetime" and parse is not None:
-        return parse == {"dayfirst": True} or parse == {"dayfirst": False}
-    if parse is not None and not (isinstance(parse, dict) and set(parse) <= {
-            "thousands", "decimal"} and all(v is None or (isinstance(v, str) and len(v) == 1)
-                                            for v in parse.values())):
+        return parse in ({"dayfirst": True}, {"dayfirst": False}) or (
+            set(parse) == {"format"} and isinstance(parse["format"], str))
+    if parse is not None and not _number_form_ok(parse):
         return False
     fill = c.get("fill")
     if fill is None:
@@ -135,6 +151,18 @@ def _column_ok(c) -> bool:
             fill == fill and abs(fill) != float("inf")
     return isinstance(fill, list) and len(fill) == width and all(
         v in (0, 1) and not isinstance(v, bool) for v in fill)
+
+
+def _number_form_ok(parse) -> bool:
+    """A numeric column's ``parse``: separators of one character, a known currency
+    symbol, ``percent`` true (see gpunn.data.columns.number_pattern)."""
+    if not (isinstance(parse, dict) and set(parse) <= {"thousands", "decimal", "currency",
+                                                       "percent"}):
+        return False
+    marks = all(parse.get(k) is None or (isinstance(parse[k], str) and len(parse[k]) == 1)
+                for k in ("thousands", "decimal"))
+    return marks and parse.get("currency") in (None, *_cols.CURRENCIES) and \
+        parse.get("percent") in (None, True)
 
 
 def checked_extra(path, extra: dict, n_out=None) -> dict:

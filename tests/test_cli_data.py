@@ -408,3 +408,60 @@ def test_predict_refuses_to_label_non_finite_outputs(tmp_path, run_cli):
     code, out, err = run_cli("predict", str(crafted), "--data", str(csv))
     assert code == 2 and "NaN or infinite" in err and len(err.strip().splitlines()) == 1, err
     assert out == ""
+
+
+def test_a_german_spreadsheet_through_train_and_predict(tmp_path):
+    """scikit-learn's wine data as a German spreadsheet writes it: one note for the file's
+    convention, no column turned into categories or left out, and predict reading the
+    prices and proline of a new file the same way."""
+    from test_data_tables import german_wine
+
+    path = tmp_path / "wine.csv"
+    german_wine(path)
+    model = tmp_path / "m.npz"
+    run = _gpunn("train", "--data", path, "--target", "cultivar", "--epochs", "40",
+                 "--save", model, "--seed", "0")
+    assert run.returncode == 0, run.stderr
+    notes = [line for line in run.stderr.splitlines() if line.startswith("note:")]
+    assert notes[0] == ("note: numbers in this file are read with decimal mark ',' (column "
+                        "'alcohol' holds '14,23'), thousands separator '.', in every column")
+    assert not any("one-hot" in n or "left out" in n for n in notes), notes
+    out = tmp_path / "p.csv"
+    run = _gpunn("predict", model, "--data", path, "--out", out)
+    assert run.returncode == 0, run.stderr
+    import pandas as pd
+
+    truth = pd.read_csv(path, sep=";")["cultivar"].astype(str)
+    predicted = pd.read_csv(out).iloc[:, 0].astype(str)
+    assert (predicted == truth).mean() > 0.9
+
+
+def test_reading_flags_from_the_command_line(tmp_path):
+    """--date-format, --na-values and a gzipped file, through train and predict as a user
+    types them; --help describes each."""
+    rows = ["day;price;rate;y"]
+    for i in range(120):
+        price = "unknown" if i == 7 else f"{1000 + 13 * i:,}".replace(",", ".") + ",50 €"
+        rows.append(f"2019{8 + i % 3:02d}{i % 28 + 1:02d};{price};{i % 40},5%;{i % 2}")
+    path = tmp_path / "sales.csv.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write("\n".join(rows) + "\n")
+    model = tmp_path / "m.npz"
+    run = _gpunn("train", "--data", path, "--target", "y", "--epochs", "2", "--save", model,
+                 "--date-format", "%Y%m%d", "--na-values", "unknown", "--impute", "median")
+    assert run.returncode == 0, run.stderr
+    for said in ("decimal mark ','", "thousands separator '.'",
+                 "column 'day': dates written as '%Y%m%d' (--date-format)",
+                 "currency '€' dropped", "percentages read as fractions",
+                 "'price': 1 missing value(s) filled with the median"):
+        assert said in run.stderr, (said, run.stderr)
+    new = tmp_path / "new.csv.gz"
+    with gzip.open(new, "wt", encoding="utf-8") as fh:
+        fh.write("day;price;rate\n20190901;1.234,50 €;3,5%\n20190902;unknown;1%\n")
+    out = tmp_path / "p.csv"
+    run = _gpunn("predict", model, "--data", new, "--out", out)
+    assert run.returncode == 0 and "filled as in training" in run.stderr, run.stderr
+    assert len(out.read_text().splitlines()) == 3
+    helped = _gpunn("train", "--help").stdout
+    for flag in ("--date-format", "--na-values", "--decimal", "--thousands"):
+        assert flag in helped

@@ -55,10 +55,13 @@ CASES = [
      (1, "binary", 2, ["dropped 1 row(s)"])),
     ("thousands separators in quotes",
      "income,y\n" + _rows(lambda i: f'"{1000 + i * 137:,}",{CLS[i]}'), {},
-     (1, "binary", 2, ["text like '1,000' read as numbers (thousands separator ',')"])),
+     (1, "binary", 2, ["numbers in this file are read with decimal mark '.' (no cell says "
+                       "otherwise; other files a decimal point), thousands separator ',', "
+                       "in every column"])),
     ("semicolons and decimal commas",
      "x;z;y\n" + _rows(lambda i: f"{X1[i]:.3f};{i % 5}".replace(".", ",") + f";{CLS[i]}"),
-     {}, (2, "binary", 2, ["read as numbers (decimal mark ',')"])),
+     {}, (2, "binary", 2, ["read with decimal mark ',' (column 'x' holds '0,126'), in "
+                       "every column"])),
     ("dates become days", "when,y\n" + _rows(lambda i: f"2024-03-{i % 28 + 1:02d},{CLS[i]}"),
      {}, (1, "binary", 2, ["'when': dates, used as days since 1970-01-01"])),
     ("dates dropped on request",
@@ -473,3 +476,185 @@ def test_a_file_that_is_no_npz_is_said_so(tmp_path, content):
     assert "d.npz: not an .npz archive" in text, text
     # Only a pickle is called one (NumPy calls anything it cannot read "pickled data").
     assert ("a Python pickle" in text) == content.startswith(b"\x80"), text
+
+
+# ---------------------------------------------------------------- the file's number convention
+def german(value: float, places: int) -> str:
+    """``value`` as a German spreadsheet writes it: ``1.270,0``, ``14,23``, ``1.065``."""
+    return f"{value:,.{places}f}".replace(",", "_").replace(".", ",").replace("_", ".")
+
+
+def german_wine(path, rows=None):
+    """scikit-learn's wine data written by a German spreadsheet (``;`` fields, decimal
+    comma, ``.`` between thousands, proline as integers: ``1.065`` beside ``735``);
+    returns the true feature values."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    wine = datasets.load_wine()
+    X, y = wine.data[rows] if rows is not None else wine.data, wine.target
+    y = y[rows] if rows is not None else y
+    names = [n.replace("/", "_") for n in wine.feature_names]
+    places = [0 if n == "proline" else 1 if n == "magnesium" else 2 for n in names]
+    X = np.round(X, 2)
+    lines = [";".join(names + ["cultivar"])]
+    lines += [";".join([german(v, p) for v, p in zip(row, places)] + [str(t)])
+              for row, t in zip(X, y)]
+    path.write_text("\n".join(lines) + "\n")
+    return X
+
+
+@pytest.mark.parametrize("flags", [{}, {"decimal": ","}, {"thousands": "."}],
+                         ids=["detected", "--decimal , alone", "--thousands . alone"])
+def test_a_german_spreadsheet_is_read_by_one_convention(tmp_path, flags):
+    """``1.065`` beside ``735`` in a file of ``14,23`` is 1065: the convention belongs to
+    the file, is said once, and each flag fixes only its own part of it."""
+    path = tmp_path / "wine.csv"
+    truth = german_wine(path)
+    data = tables.load_file(path, "cultivar", options=TableOptions(**flags))
+    np.testing.assert_allclose(data.X, truth, rtol=1e-6)
+    said = [n for n in data.notices if "decimal mark" in n]
+    assert len(said) == 1 and "decimal mark ','" in said[0] and \
+        "thousands separator '.'" in said[0], data.notices
+    assert not any("one-hot" in n or "left out" in n for n in data.notices), data.notices
+    X, _ = tables.read_features(path, data.columns)
+    np.testing.assert_allclose(X, truth, rtol=1e-6)
+
+
+def test_thousands_and_decimal_in_one_cell(tmp_path):
+    data = _load(tmp_path, "m;p;y\n" + _rows(
+        lambda i: f"{german(1270 + i * 7.5, 1)};{german(700 + i * 13, 0)};{CLSB[i]}"))
+    assert data.X[0].tolist() == [1270.0, 700.0] and data.X[30, 1] == 1090.0
+
+
+def test_a_column_that_contradicts_the_files_convention_names_its_cells(tmp_path):
+    content = "a;b;y\n" + _rows(lambda i: f"{german(X1B[i] + 10, 2)};"
+                               f"{'2.5' if i in (3, 8) else german(i, 1)};{CLSB[i]}")
+    with pytest.raises(DatasetError, match=r"column 'b': '2.5' in 2 rows \(data row 4, 9\) "
+                                           r"is written with decimal mark '.', but this "
+                                           r"file's numbers use ','") as info:
+        _load(tmp_path, content)
+    assert "column 'a' holds" in str(info.value)
+    with pytest.raises(DatasetError, match="column 'b'"):
+        _load(tmp_path, content, decimal=",")
+
+
+# ---------------------------------------------------------------- currency, percent, spaces
+NBSP, MINUS = "\u00a0", "\u2212"
+NUMBER_FORMS = [
+    ("dollars", lambda i: f'"${1000 + 37 * i:,}.56"', 1000.56, "currency '$' dropped"),
+    ("euros after", lambda i: f"{german(1000 + 37 * i + 0.5, 2)} €", 1000.5,
+     "currency '€' dropped"),
+    ("pounds", lambda i: f"£{i + 1}", 1.0, "currency '£' dropped"),
+    ("space thousands", lambda i: f"1 {311 + i}", 1311.0,
+     "spaces between digit groups are thousands separators"),
+    ("no-break space thousands", lambda i: f"1{NBSP}{311 + i}", 1311.0,
+     "spaces between digit groups are thousands separators"),
+    ("Unicode minus", lambda i: f"{MINUS}1.{5 + i}", -1.5, "'\u2212' read as a minus sign"),
+    ("percent", lambda i: f"{12.3 + i}%", 0.123,
+     "percentages read as fractions (12.3% is 0.123)"),
+]
+
+
+@pytest.mark.parametrize("name,cell,first,note", NUMBER_FORMS,
+                         ids=[c[0] for c in NUMBER_FORMS])
+def test_written_number_forms_are_numbers_with_a_note(tmp_path, name, cell, first, note):
+    sep = ";" if "euros" in name else ","
+    data = _load(tmp_path, f"x{sep}y\n" + _rows(lambda i: f"{cell(i)}{sep}{CLSB[i]}"))
+    assert data.X.shape == (N, 1) and data.X[0, 0] == np.float32(first), data.notices
+    assert any("column 'x': text like" in n and note in n for n in data.notices), \
+        data.notices
+    new = tmp_path / "new.csv"
+    new.write_text(f"x{sep}y\n{cell(0)}{sep}yes\n")
+    X, _ = tables.read_features(new, data.columns)
+    assert X[0, 0] == np.float32(first)
+
+
+@pytest.mark.parametrize("cells,why", [
+    (lambda i: f"${i + 1}" if i % 2 else f"€{i + 1}", "currencies $ and € mixed"),
+    (lambda i: f"{i + 1}%" if i % 2 else f"{i + 1}", "some cells end in '%' and others do not"),
+    (lambda i: f"{i + 1}.{i}.{i}" if i % 2 else f"{i + 1}", "is no number of any form"),
+], ids=["mixed currencies", "percent in some cells", "dotted codes"])
+def test_a_column_of_almost_numbers_says_why_it_is_not(tmp_path, cells, why):
+    data = _load(tmp_path, "x,z,y\n" + _rows(lambda i: f"{cells(i)},{X1B[i]},{CLSB[i]}"))
+    said = next(n for n in data.notices if "column 'x'" in n)
+    assert why in said and "ID-like" not in said, said
+
+
+# ---------------------------------------------------------------- dates as they are written
+@pytest.mark.parametrize("cell,first", [
+    (lambda i: f"{i % 28 + 1:02d}.08.2019", 18109.0),
+    (lambda i: f"{i % 28 + 1} Aug 2019", 18109.0),
+    (lambda i: f"{i % 28 + 1} August 2019", 18109.0),
+    (lambda i: f"2019-08-{i % 28 + 1:02d} 10:15 PM", 18109.0 + 22.25 / 24),
+    (lambda i: f"2019-08-{i % 28 + 1:02d} 12:00 AM", 18109.0),
+], ids=["dd.mm.yyyy", "29 Aug 2019", "29 August 2019", "10:15 PM", "12:00 AM"])
+def test_dates_as_spreadsheets_write_them(tmp_path, cell, first):
+    data = _load(tmp_path, "d,y\n" + _rows(lambda i: f"{cell(i)},{CLSB[i]}"))
+    assert data.columns[0]["kind"] == "datetime", data.notices
+    assert data.X[0, 0] == np.float32(first)
+    new = tmp_path / "new.csv"
+    new.write_text(f"d\n{cell(0)}\n")
+    assert tables.read_features(new, data.columns)[0][0, 0] == np.float32(first)
+
+
+def test_date_format_reads_the_rest_and_predict_keeps_it(tmp_path):
+    content = "d,y\n" + _rows(lambda i: f"2019{8 + i % 2:02d}{i % 28 + 1:02d},{CLSB[i]}")
+    data = _load(tmp_path, content, date_format="%Y%m%d")
+    assert data.columns[0]["parse"] == {"format": "%Y%m%d"} and data.X[0, 0] == 18109.0
+    assert "dates written as '%Y%m%d' (--date-format)" in " ".join(data.notices)
+    new = tmp_path / "new.csv"
+    new.write_text("d\n20190901\n2019-09-01\n")
+    with pytest.raises(DatasetError, match=r"'2019-09-01' in 1 row \(data row 2\), not of "
+                                           r"its forms \(--date-format '%Y%m%d'\)"):
+        tables.read_features(new, data.columns)
+    with pytest.raises(DatasetError, match="--date-format: expected a strptime format"):
+        _load(tmp_path, content, date_format="yyyymmdd")
+
+
+# ---------------------------------------------------------------- what the user names and means
+def test_features_keeps_a_named_free_text_column(tmp_path):
+    content = "note,x,y\n" + "".join(f"comment {i * 2 // 3},{i % 7},{i % 2}\n"
+                                     for i in range(300))
+    assert "'note': left out (free text" in " ".join(_load(tmp_path, content).notices)
+    data = _load(tmp_path, content, features=("note", "x"))
+    assert [c["name"] for c in data.columns] == ["note", "x"]
+    assert "200 categories: 200 features from 300 rows" in " ".join(data.notices)
+    assert "kept as --features names it" in " ".join(data.notices), data.notices
+
+
+def test_na_values_add_missing_words_used_at_predict(tmp_path):
+    content = "x,y\n" + _rows(lambda i: f"{'missing' if i == 4 else X1B[i]},{CLSB[i]}")
+    data = _load(tmp_path, content, na_values=("missing",), impute="mean")
+    assert data.columns[0]["kind"] == "numeric" and not np.isnan(data.X).any()
+    new = tmp_path / "new.csv"
+    new.write_text("x\n1.5\nmissing\n")
+    X, notes = tables.read_features(new, data.columns)
+    assert X[0, 0] == 1.5 and "filled as in training" in " ".join(notes)
+
+
+def test_gzipped_csv_is_read(tmp_path):
+    import gzip
+
+    path = tmp_path / "data.csv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("x;y\n" + _rows(lambda i: f"{german(X1B[i], 3)};{CLSB[i]}"))
+    data = tables.load_file(path, "y")
+    assert data.X[0, 0] == np.float32(X1B[0])
+    assert tables.read_features(path, data.columns)[0][0, 0] == np.float32(X1B[0])
+
+
+def test_zip_codes_with_leading_zeros_stay_codes(tmp_path):
+    data = _load(tmp_path, "zip,x,y\n" + _rows(
+        lambda i: f"0{2134 + i % 5},{X1B[i]},{CLSB[i]}"))
+    spec = data.columns[0]
+    assert spec["kind"] == "categorical" and spec["categories"][0] == "02134"
+    assert "digits with leading zeros ('02134'): codes, not quantities" in \
+        " ".join(data.notices)
+
+
+def test_a_wide_one_hot_encoding_is_said(tmp_path):
+    n = 2000
+    path = tmp_path / "wide.csv"
+    path.write_text("town,y\n" + "".join(f"t{i % 868},{i % 2}\n" for i in range(n)))
+    data = tables.load_file(path, "y")
+    assert data.X.shape == (n, 868)
+    assert "868 features from 2000 rows" in " ".join(data.notices), data.notices

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import gzip
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from ..errors import GpunnError
 NA_VALUES = ["", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "null", "NULL", "?", "#N/A",
              "<NA>"]
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+#: A text table compressed with gzip (``data.csv.gz``) reads as the table itself.
+GZIP_SUFFIX = ".gz"
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _SNIFF_BYTES = 64 * 1024
 
@@ -39,10 +42,13 @@ class ReadOptions:
         Field delimiter; sniffed among ``, ; TAB |`` when None.
     encoding : str
     decimal : str or None
-        Decimal mark of numbers written as text (``","`` for ``3,5``); detected per
-        column when None.
+        Decimal mark of numbers written as text (``","`` for ``3,5``); detected from the
+        whole file when None.
     thousands : str or None
-        Thousands separator (``","`` for ``1,000``); detected per column when None.
+        Thousands separator (``","`` for ``1,000``, ``" "`` for any space); detected from
+        the whole file when None.
+    na_values : tuple of str
+        Cells that mean "missing" besides :data:`NA_VALUES` (``--na-values``).
 
     The two marks are never handed to pandas (which drops a thousands separator wherever
     it stands: ``2,5`` would be 25): cells holding them stay text, and
@@ -54,6 +60,23 @@ class ReadOptions:
     encoding: str = "utf-8"
     decimal: str | None = None
     thousands: str | None = None
+    na_values: tuple = ()
+
+
+def table_suffix(path) -> str:
+    """The type of a table file by its name: ``.csv`` for ``data.csv`` and for
+    ``data.csv.gz`` (gzip-compressed)."""
+    path = Path(path)
+    if path.suffix.lower() == GZIP_SUFFIX:
+        return Path(path.stem).suffix.lower()
+    return path.suffix.lower()
+
+
+def _open(path: Path, mode: str = "r", **kwargs):
+    """``open``, decompressing a ``.gz`` file."""
+    if path.suffix.lower() == GZIP_SUFFIX:
+        return gzip.open(path, mode if "b" in mode else mode + "t", **kwargs)
+    return open(path, mode, **kwargs)
 
 
 def pandas():
@@ -84,10 +107,10 @@ def read_frame(path, options: ReadOptions | None = None, text=()):
         The delimiter used (None for Parquet).
     """
     path, options = Path(path), options or ReadOptions()
-    suffix = path.suffix.lower()
+    suffix = table_suffix(path)
     if suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
         raise DatasetError(f"{path}: unsupported file type {suffix!r}; expected .csv, .tsv, "
-                           ".txt, .parquet or .npz")
+                           ".txt (each also gzipped: .csv.gz), .parquet or .npz")
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
     pd = pandas()
@@ -98,7 +121,8 @@ def read_frame(path, options: ReadOptions | None = None, text=()):
     sep = options.sep or _sniff(path, options.encoding)
     try:
         frame = pd.read_csv(path, sep=sep, encoding=options.encoding,
-                            na_values=NA_VALUES, keep_default_na=False,
+                            na_values=NA_VALUES + list(options.na_values),
+                            keep_default_na=False,
                             skipinitialspace=True, dtype_backend="numpy_nullable",
                             dtype={name: "string" for name in text} or None)
     except UnicodeDecodeError as exc:
@@ -111,7 +135,7 @@ def read_frame(path, options: ReadOptions | None = None, text=()):
                            ) from None
     except pd.errors.ParserError as exc:
         raise DatasetError(f"{path}: {_parser_message(exc, sep)}") from None
-    except (OSError, ValueError, LookupError) as exc:
+    except (OSError, ValueError, LookupError, EOFError) as exc:
         raise DatasetError(f"{path}: cannot read as CSV ({exc})") from None
     _check_shape(path, frame, sep, options.encoding)
     return frame, sep
@@ -132,7 +156,7 @@ def _no_field_limit():
 def _header(path: Path, sep: str, encoding: str) -> list:
     """The header row's names as written (pandas renames a repeated ``x`` to ``x.1``,
     which cannot be told from a real column ``x.1``)."""
-    with _no_field_limit(), open(path, encoding=encoding, newline="") as fh:
+    with _no_field_limit(), _open(path, encoding=encoding, newline="") as fh:
         for row in csv.reader(fh, delimiter=sep):
             if any(cell.strip() for cell in row):
                 return [cell.strip().lstrip("\ufeff").strip() for cell in row]
@@ -146,6 +170,9 @@ def _check_options(options: ReadOptions) -> None:
     except (LookupError, TypeError):
         raise DatasetError(f"--encoding: unknown encoding {options.encoding!r} (e.g. utf-8, "
                            "latin-1, cp1252, utf-16)") from None
+    bad = next((v for v in options.na_values if not isinstance(v, str)), None)
+    if bad is not None:
+        raise DatasetError(f"--na-values: expected text, got {bad!r}")
     for flag, value in (("--sep", options.sep), ("--decimal", options.decimal),
                         ("--thousands", options.thousands)):
         if value is not None and (not isinstance(value, str) or len(value) != 1):
@@ -157,9 +184,9 @@ def _check_options(options: ReadOptions) -> None:
 def _check_text(path: Path, encoding: str) -> None:
     """A UTF-16 file read as UTF-8, or a binary file, said as such (not as a short row)."""
     try:
-        with open(path, "rb") as fh:
+        with _open(path, "rb") as fh:
             head = fh.read(_SNIFF_BYTES)
-    except OSError as exc:
+    except (OSError, EOFError) as exc:
         raise DatasetError(f"{path}: cannot read ({exc})") from None
     if codecs.lookup(encoding).name.startswith("utf-16"):
         return
@@ -190,14 +217,14 @@ def _read_parquet(pd, path: Path):
 def _sniff(path: Path, encoding: str) -> str:
     """The delimiter of the first lines, among ``, ; TAB |`` (comma when unsure)."""
     try:
-        with open(path, encoding=encoding, errors="replace", newline="") as fh:
+        with _open(path, encoding=encoding, errors="replace", newline="") as fh:
             sample = fh.read(_SNIFF_BYTES)
-    except OSError as exc:
+    except (OSError, EOFError) as exc:
         raise DatasetError(f"{path}: cannot read ({exc})") from None
     lines = [line for line in sample.splitlines() if line.strip()]
     if len(sample) == _SNIFF_BYTES and len(lines) > 1:
         lines = lines[:-1]  # the last line may be cut
-    if path.suffix.lower() == ".tsv":
+    if table_suffix(path) == ".tsv":
         return "\t"
     try:
         return csv.Sniffer().sniff("\n".join(lines[:50]), delimiters=",;\t|").delimiter
@@ -246,7 +273,7 @@ def _short_line(path: Path, sep: str, encoding: str, width: int):
     Only called when some cell is missing: pandas fills a short row with NA, which must
     not pass for missing values.
     """
-    with _no_field_limit(), open(path, encoding=encoding, newline="") as fh:
+    with _no_field_limit(), _open(path, encoding=encoding, newline="") as fh:
         reader = csv.reader(fh, delimiter=sep)
         for row in reader:
             if len(row) < width and any(cell.strip() for cell in row):

@@ -21,6 +21,7 @@ from .frames import (
     ReadOptions,
     pandas,
     read_frame,
+    table_suffix,
 )
 
 TASKS = ("binary", "multiclass", "regression")
@@ -46,12 +47,16 @@ class TableOptions(ReadOptions):
     features : tuple of str or None
         The only columns to use (kept even when they look like IDs).
     dates : {"numeric", "drop"}
+    date_format : str or None
+        A :func:`~datetime.datetime.strptime` format (``--date-format``): a column whose
+        every cell is a date of it is read as dates (days since 1970-01-01).
     """
 
     impute: str | None = None
     drop: tuple = ()
     features: tuple | None = None
     dates: str = "numeric"
+    date_format: str | None = None
 
 
 @dataclass
@@ -194,13 +199,13 @@ def _target(pd, frame, target: str, path, sep, options):
     notices = []
     if _cols._is_text(pd, series):
         text = series.astype("string").str.strip()
-        seps = _cols._separators(text.dropna().tolist(), options.thousands, options.decimal,
-                                 sep)
-        numbers = None if seps is None else _cols.parse_numbers(
-            pd, text, dict(zip(("thousands", "decimal"), seps)))
+        values = text.dropna().tolist()
+        form = _cols.number_form(values, {"thousands": options.thousands,
+                                          "decimal": options.decimal or "."})
+        numbers = None if form is None else _cols.parse_numbers(pd, text, form)
         if numbers is not None:
-            notices.append(f"target {target!r}: "
-                           f"{_cols.describe_numbers(text.dropna().tolist(), seps)}")
+            told = _cols.describe_form(values, form)
+            notices += [f"target {target!r}: {told}"] if told else []
             return numbers, np.isnan(numbers), notices
         _cols.refuse_stray_text(pd, f"{path}: target {target!r}", text)
         values = text.to_numpy(dtype=object, na_value=None)
@@ -276,12 +281,44 @@ def _missing(path, frame, specs, X, missing_y, target, options):
     return X, keep, notices
 
 
+def _convention(pd, path: Path, frame, options: TableOptions, target: str):
+    """Options holding the file's number convention (decided once from every column's
+    cells, :func:`gpunn.data.columns.file_convention`), and its notice.
+
+    pandas reads ``1.065`` as 1.065 whatever the file means; where the convention is a
+    decimal comma, the columns pandas read as numbers are read again from their text
+    (``1.065`` beside ``735`` is 1065), and integers with leading zeros (``02134``) are
+    kept as written, being codes. ``frame`` is changed in place.
+    """
+    used = [c for c in frame.columns if c not in options.drop
+            and (options.features is None or c in options.features or c == target)]
+    if options.sep is None:  # Parquet: only its text columns are written numbers
+        raw = frame[[c for c in used if _cols._is_text(pd, frame[c])]]
+    else:
+        raw = read_frame(path, options, text=list(frame.columns))[0][used]
+    try:
+        convention, note = _cols.file_convention(pd, raw, options.sep, options)
+    except DatasetError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
+    for name in raw.columns:
+        series = frame[name]
+        if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            continue
+        text = raw[name].dropna().str.strip()
+        zeros = bool(text.str.fullmatch(r"\d+").all() and text.str.match(r"0\d").any())
+        if convention["decimal"] != "." or zeros:
+            frame[name] = raw[name]
+    return dataclasses.replace(options, **convention), [note] if note else []
+
+
 def _read_table(path: Path, target: str, options: TableOptions):
     """X, raw target, column specs and notices of a CSV or Parquet file."""
     pd = pandas()
     frame, sep = read_frame(path, options)
     options = dataclasses.replace(options, sep=sep)  # what was used, sniffed or given
-    y_raw, missing_y, notices = _target(pd, frame, target, path, sep, options)
+    options, notices = _convention(pd, path, frame, options, target)
+    y_raw, missing_y, more = _target(pd, frame, target, path, sep, options)
+    notices += more
     if options.features is not None:
         chosen = _names(options.features, frame, path, "--features")
         if target in chosen:
@@ -297,6 +334,9 @@ def _read_table(path: Path, target: str, options: TableOptions):
     except DatasetError as exc:  # the column rules name column and row; add the file
         raise DatasetError(f"{path}: {exc}") from None
     notices += told
+    for spec in specs:  # the file's missing-value words are the column's, at predict too
+        if options.na_values:
+            spec["na_values"] = list(options.na_values)
     if not specs:
         raise DatasetError(f"{path}: no usable feature columns besides the target "
                            f"{target!r}" + (f" ({'; '.join(told)})" if told else ""))
@@ -324,6 +364,9 @@ def read_features(path, columns: list, options: ReadOptions | None = None):
     path, options = Path(path), options or ReadOptions()
     pd = pandas()
     specs = [_cols.complete(c) for c in columns]
+    missing_words = sorted({w for s in specs for w in s["na_values"] or ()})
+    options = dataclasses.replace(options, na_values=tuple(
+        dict.fromkeys([*missing_words, *options.na_values])))
     frame, _ = read_frame(path, options, text=[s["name"] for s in specs
                                                if s["kind"] != "numeric" or s["parse"]])
     missing = [s["name"] for s in specs if s["name"] not in frame.columns]
@@ -386,7 +429,7 @@ def load_file(path, target: str | None = None, task: str | None = None,
     """A CSV/Parquet table (header row, ``target`` column) or an NPZ (arrays ``X`` and
     ``y``, or the array named ``target``) as a :class:`Dataset`."""
     path, options = Path(path), options or TableOptions()
-    suffix = path.suffix.lower()
+    suffix = table_suffix(path)
     notices = []
     if suffix == ".npz":
         X, y_raw, columns, target = _read_npz(path, target)
@@ -396,7 +439,7 @@ def load_file(path, target: str | None = None, task: str | None = None,
         X, y_raw, columns, notices = _read_table(path, target, options)
     else:
         raise DatasetError(f"{path}: unsupported file type {suffix!r}; expected .csv, .tsv, "
-                           ".txt, .parquet or .npz")
+                           ".txt (each also gzipped: .csv.gz), .parquet or .npz")
     inferred, reason = infer_task(y_raw)
     if task is not None and task != inferred:
         reason = f"set by --task; the target alone suggests {inferred}"
