@@ -84,6 +84,9 @@ class Metric:
     """
 
     name = "metric"
+    #: What the metric scores, ``"classification"`` or ``"regression"`` (``fit`` refuses
+    #: one of the other kind than its loss); None: either.
+    task = None
 
     def prepare(self, xp, target, weight=None):
         """What :meth:`result` needs from a dataset's whole target ``(N, outputs)`` or
@@ -111,6 +114,7 @@ class Metric:
 
 class Accuracy(Metric):
     name = "accuracy"
+    task = "classification"
 
     def batch(self, xp, pred, target, weight=None):
         if weight is None:
@@ -120,6 +124,7 @@ class Accuracy(Metric):
 
 class MSE(Metric):
     name = "mse"
+    task = "regression"
 
     def batch(self, xp, pred, target, weight=None):
         d = pred - xp.reshape(target, pred.shape)
@@ -130,6 +135,7 @@ class MSE(Metric):
 
 class MAE(Metric):
     name = "mae"
+    task = "regression"
 
     def batch(self, xp, pred, target, weight=None):
         d = xp.abs(pred - xp.reshape(target, pred.shape))
@@ -145,6 +151,7 @@ class R2(Metric):
     else 0, as scikit-learn's."""
 
     name = "r2"
+    task = "regression"
 
     def prepare(self, xp, target, weight=None):
         """The total sum of squares ``SS_tot`` of ``target`` (a host float)."""
@@ -173,6 +180,8 @@ class R2(Metric):
 
 
 METRICS = {"accuracy": Accuracy, "acc": Accuracy, "mse": MSE, "mae": MAE, "r2": R2}
+#: The metrics' names, without aliases, in the order messages list them.
+NAMES = ("accuracy", "mse", "mae", "r2")
 
 
 def get(name) -> Metric:

@@ -98,7 +98,48 @@ def metrics_for(loss, metrics) -> list:
         metrics = list(loss.default_metrics)
     if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
         raise ValueError(f"metrics: expected a list of names, got {describe(metrics)}")
-    return [_metrics.get(m) for m in metrics]
+    objs = [_metrics.get(m) for m in metrics]
+    task = "classification" if getattr(loss, "classification", False) else "regression"
+    for given, m in zip(metrics, objs):
+        # A metric of the other kind would score nonsense or fail deep inside NumPy on
+        # the targets' shape: name it and what fits this loss instead.
+        wants = getattr(m, "task", None)
+        if wants is not None and wants != task:
+            fits = ", ".join(k for k in _metrics.NAMES if _metrics.METRICS[k].task == task)
+            name = given if isinstance(given, str) else m.name
+            raise ValueError(f"metrics: {name!r} scores a "
+                             f"{'classifier' if wants == 'classification' else 'regression'}"
+                             f"; loss {loss.name!r} trains a "
+                             f"{'classifier' if task == 'classification' else 'regression'}"
+                             f", whose metrics are {fits}")
+    return objs
+
+
+def split_rows(fraction, n: int | None):
+    """Where ``validation_split=fraction`` cuts ``n`` rows: the first row of the
+    validation part (Keras' rule: the last fraction, before any shuffling), or None when
+    ``fraction`` is None (``n`` None: check the fraction alone).
+
+    Raises
+    ------
+    ValueError
+        A fraction outside (0, 1), or one that leaves either part empty.
+    """
+    if fraction is None:
+        return None
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
+            or not 0 < fraction < 1:
+        raise ValueError(f"validation_split: expected a fraction in (0, 1), got {fraction!r}")
+    if n is None:
+        return None
+    at = int(np.ceil(n * (1 - float(fraction))))
+    if at >= n:
+        raise ValueError(f"validation_split={fraction!r} of {n} rows leaves no validation "
+                         "row; give a larger fraction")
+    if at <= 0:
+        raise ValueError(f"validation_split={fraction!r} of {n} rows leaves no training "
+                         "row; give a smaller fraction")
+    return at
 
 
 def check_callbacks(callbacks) -> list:
