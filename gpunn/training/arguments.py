@@ -11,7 +11,7 @@ from .. import losses as _losses
 from .. import metrics as _metrics
 from .. import optim as _optim
 from ..backend.random import check_seed
-from ..callbacks import Callback
+from ..callbacks import Callback, keras_style
 from ..errors import describe, user_stacklevel
 from ..layers import positive_int as _positive_int
 from . import batches
@@ -149,17 +149,25 @@ def check_callbacks(callbacks) -> list:
     if callbacks is not None and not isinstance(callbacks, (list, tuple)):
         raise TypeError(f"callbacks: expected a list of gpunn.callbacks.Callback, got "
                         f"{describe(callbacks)}")
-    callbacks = list(callbacks or [])
-    for i, cb in enumerate(callbacks):
-        if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks[{i}]: expected a gpunn.callbacks.Callback, got "
-                            f"{describe(cb)}")
-    return callbacks
+    checked = []
+    for i, cb in enumerate(callbacks or []):
+        # A callback written for Keras (on_epoch_end(self, epoch, logs), self.model) runs
+        # through an adapter; a hook that fits neither style is named with both.
+        try:
+            run = keras_style(cb)
+        except TypeError as exc:
+            raise TypeError(f"callbacks[{i}]: {exc}") from None
+        if run is None:
+            raise TypeError(f"callbacks[{i}]: expected a gpunn.callbacks.Callback (hooks "
+                            "such as on_epoch_end(self, model, epoch, logs)) or a Keras-style "
+                            f"callback (on_epoch_end(self, epoch, logs)), got {describe(cb)}")
+        checked.append(run)
+    return checked
 
 
 def check_monitors(callbacks, metrics, validating: bool, on_divergence: str) -> None:
     """Callbacks that watch a log must watch one this fit will write (before training)."""
-    from ..callbacks import LearningRateSchedule
+    from ..callbacks import LearningRateSchedule, ReduceLROnPlateau
 
     logged = ["loss"] + [m.name for m in metrics]
     logged += [f"val_{k}" for k in logged] if validating else []
@@ -168,7 +176,7 @@ def check_monitors(callbacks, metrics, validating: bool, on_divergence: str) -> 
     ranked = sorted(range(len(callbacks)), key=lambda i: getattr(callbacks[i], "order", 0))
     for i in ranked:
         cb = callbacks[i]
-        if isinstance(cb, LearningRateSchedule) and "lr" not in logged:
+        if isinstance(cb, (LearningRateSchedule, ReduceLROnPlateau)) and "lr" not in logged:
             logged.append("lr")
         monitor = getattr(getattr(cb, "_monitor", None), "monitor", None)
         if monitor is None or not getattr(cb, "watches_logs", True):
