@@ -129,8 +129,8 @@ def _check(value, what, kind=numbers.Real, low=None, low_open=False):
         ok = value > low if low_open else value >= low
     if not ok:
         bound = "" if low is None else f" {'>' if low_open else '>='} {low}"
-        raise ValueError(f"{what}: expected a {'number' if kind is numbers.Real else 'integer'}"
-                         f"{bound}, got {value!r}")
+        kind_name = "a number" if kind is numbers.Real else "an integer"
+        raise ValueError(f"{what}: expected {kind_name}{bound}, got {value!r}")
     return value
 
 
