@@ -446,6 +446,21 @@ class LearningRateSchedule(Callback):
     not what a schedule set last; :func:`configured_lr`), taken afresh at each fit and
     kept in checkpoints, so a resumed run follows the same rates as an uninterrupted one.
     The rate used is logged as ``lr``.
+
+    Parameters
+    ----------
+    schedule : callable
+        ``schedule(epoch, base_lr) -> lr``: ``epoch`` an int counted from 0, ``base_lr``
+        a float; it returns a positive finite number. That it takes exactly these two
+        arguments is checked here, before any training (Keras' ``LearningRateScheduler``
+        passes ``(epoch, lr)``, the rate of the previous epoch: here the second argument
+        is the base rate, so a schedule needs no state).
+
+    Raises
+    ------
+    ValueError
+        ``schedule`` is not callable with two arguments (here), or returns a rate that is
+        not positive and finite (at the epoch it does).
     """
 
     def __init__(self, schedule):
@@ -782,7 +797,12 @@ class KerasStyle(Callback):
             getattr(self.callback, hook)(*keras_args)
 
     def on_train_begin(self, model):
-        self.callback.model = model
+        # Keras' own Callback keeps the model behind set_model (its `model` a property).
+        setter = getattr(self.callback, "set_model", None)
+        if callable(setter):
+            setter(model)
+        else:
+            self.callback.model = model
         self._call("on_train_begin", (model,), ({},))
 
     def on_epoch_begin(self, model, epoch):

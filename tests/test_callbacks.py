@@ -425,3 +425,30 @@ def test_a_hook_of_neither_style_is_refused_showing_gpunns_signature():
             "model, epoch, logs) or Keras' on_epoch_end(self, epoch, logs=None)")):
         model.fit(X, y, loss="bce", epochs=1, verbose=0, callbacks=[Odd()])
     assert model.optimizer is None
+
+
+def test_a_keras_style_batch_hook_gets_the_running_loss():
+    losses = []
+
+    class Batches:
+        def on_train_batch_end(self, batch, logs=None):
+            losses.append((batch, logs["loss"]))
+
+    model, X, y, _ = _setup()
+    model.fit(X[:64], y[:64], loss="bce", epochs=1, batch_size=32, verbose=0,
+              callbacks=[Batches()])
+    assert [b for b, _ in losses] == [0, 1] and all(math.isfinite(v) for _, v in losses)
+
+
+def test_set_model_is_used_where_a_callback_has_it():
+    class WithSetter:
+        def set_model(self, model):
+            self.given = model
+
+        def on_epoch_end(self, epoch, logs=None):
+            pass
+
+    model, X, y, _ = _setup()
+    cb = WithSetter()
+    model.fit(X[:32], y[:32], loss="bce", epochs=1, verbose=0, callbacks=[cb])
+    assert cb.given is model
