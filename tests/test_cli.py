@@ -321,3 +321,24 @@ def test_typos_get_a_did_you_mean(run_cli, argv, hint):
 def test_an_unknown_word_far_from_every_choice_gets_no_guess(run_cli):
     code, _, err = run_cli("xyzzy")
     assert code == 2 and "did you mean" not in err
+
+
+def test_plot_names_a_folder_or_a_png_file_in_every_command():
+    from gpunn.plot import figure_paths
+
+    assert figure_paths("figs", ["history", "decision_boundary"]) == [
+        os.path.join("figs", "history.png"), os.path.join("figs", "decision_boundary.png")]
+    assert figure_paths("out/run.PNG", ["history", "decision_boundary"]) == [
+        "out/run.PNG", "out/run-decision_boundary.png"]
+    assert figure_paths("b.png", ["bench"]) == ["b.png"]
+
+
+@pytest.mark.parametrize("argv", [["train", "--dataset", "xor", "--epochs", "1"],
+                                  ["bench", "--device", "cpu", "--sizes", "micro"]])
+def test_plot_without_matplotlib_is_refused_before_any_work(run_cli, monkeypatch, tmp_path,
+                                                            argv):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    code, out, err = run_cli(*argv, "--plot", tmp_path / "figs")
+    assert code == 2 and 'pip install "gpunn[plot]"' in err, err
+    assert "epoch" not in out and "samples/s" not in out
+    assert not (tmp_path / "figs").exists()
