@@ -280,3 +280,18 @@ def test_validation_split_splits_sample_weights_and_weighs_classes_on_training_r
                sample_weight=w[:21], validation_data=(Xr[21:], yr[21:], w[21:]))
     for key in h1.history:
         np.testing.assert_allclose(h1.history[key], h2.history[key], rtol=1e-6)
+
+
+def test_a_custom_loss_says_its_kind_through_classification():
+    class Squared(gn.losses.Loss):
+        name = "squared"
+
+        def _value_and_grad(self, xp, pred, target, share=None):
+            d = pred - xp.reshape(target, pred.shape)
+            return xp.mean(d * d), 2 * d / d.size
+
+    model = mlp(2, 4, 1, output="sigmoid")
+    with pytest.raises(ValueError, match=r"Squared.classification = False says which"):
+        model.fit(X, Y, loss=Squared(), metrics=["accuracy"], epochs=1, verbose=0)
+    Squared.classification = True
+    model.fit(X, Y, loss=Squared(), metrics=["accuracy", "f1"], epochs=1, verbose=0)

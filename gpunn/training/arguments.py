@@ -111,8 +111,16 @@ def metrics_for(loss, metrics) -> list:
                              f"{'classifier' if wants == 'classification' else 'regression'}"
                              f"; loss {loss.name!r} trains a "
                              f"{'classifier' if task == 'classification' else 'regression'}"
-                             f", whose metrics are {fits}")
+                             f", whose metrics are {fits}{_kind_hint(loss)}")
     return objs
+
+
+def _kind_hint(loss) -> str:
+    """For a loss of the user's own: where its kind comes from."""
+    if type(loss).__module__.startswith("gpunn."):
+        return ""
+    return (f" ({type(loss).__name__}.classification = "
+            f"{bool(getattr(loss, 'classification', False))} says which)")
 
 
 def split_rows(fraction, n: int | None):
