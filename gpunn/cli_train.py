@@ -158,7 +158,8 @@ LR_SCHEDULE_HELP = (
     "epochs, e.g. step:10:0.5), exp:FACTOR (multiply by FACTOR each epoch, e.g. exp:0.95), "
     "cosine or cosine:MIN_LR (cosine annealing from --lr to MIN_LR over --epochs), "
     "plateau:PATIENCE:FACTOR (multiply by FACTOR after PATIENCE epochs without a lower "
-    "validation loss, e.g. plateau:5:0.5); default: constant")
+    "validation loss, the training loss with --val-split 0, e.g. plateau:5:0.5); default: "
+    "constant")
 
 #: Each --lr-schedule kind: its numbers' names and types.
 _SCHEDULES = {"step": (("EVERY", int), ("FACTOR", float)), "exp": (("FACTOR", float),),

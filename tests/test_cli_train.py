@@ -392,6 +392,10 @@ def test_a_plateau_schedule_watches_the_validation_loss(tmp_path, run_cli):
                              str(tmp_path / "h.csv"))
     assert code == 0, err
     assert "lr" in (tmp_path / "h.csv").read_text().splitlines()[0]
+    # Without validation rows it watches the training loss (val_loss would not exist).
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "2", "--device",
+                             "cpu", "--lr-schedule", "plateau:1:0.5", "--val-split", "0")
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("value,match", [
