@@ -92,14 +92,20 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         Reseeds shuffling and dropout.
     metrics : list of str, optional
         Default: those of the previous ``fit`` while its loss is kept, else the loss's
-        (``["accuracy"]`` for cross-entropies, ``["mae"]`` otherwise).
+        (``["accuracy"]`` for cross-entropies, ``["mae"]`` otherwise). Classifiers:
+        ``"accuracy"``, ``"precision"``, ``"recall"``, ``"f1"`` (of the positive class
+        for one sigmoid output, the macro mean over classes for softmax) and ``"auc"``
+        (ROC area from 200 thresholds; one-vs-rest macro for softmax); regressions:
+        ``"mse"``, ``"mae"``, ``"r2"``. A metric of the other kind is refused.
     device_data : bool, optional
         Keep the dataset on the model's device (True) or in host memory, streaming
         batches to the device (False). Default: on the device when it fits (within 80%
         of free GPU memory; batches are gathered from it, never a shuffled copy); always
         on the CPU.
     callbacks : list of gpunn.callbacks.Callback, optional
-        Early stopping, checkpoints, learning-rate schedules, your own.
+        Early stopping, checkpoints, learning-rate schedules, ReduceLROnPlateau, CSVLogger,
+        your own; a callback written for Keras (``on_epoch_end(self, epoch, logs)``,
+        ``self.model``) runs through :class:`gpunn.callbacks.KerasStyle`.
     on_divergence : {"raise", "stop", "skip", "off"}, default "raise"
         What a NaN or infinite loss does. It is noticed at the epoch's one host read
         (no per-step sync); "raise" puts the parameters and optimiser back to the start
