@@ -373,7 +373,8 @@ RESUMABLE = {
     "ReduceLROnPlateau": lambda d: cbs.ReduceLROnPlateau(factor=0.5, patience=1),
     "CSVLogger": lambda d: cbs.CSVLogger(str(d / "log.csv")),
 }
-#: Added by fit itself, holding no state a run continues from (History is restored apart).
+#: Added by fit itself, holding no state a run continues from (History is restored apart),
+#: and the adapter fit puts around a Keras-style callback (whose state is the callback's).
 FIT_ADDS = {"History", "EpochLogger", "ProgressBar", "KerasStyle", "_KerasStyleBatches"}
 
 
