@@ -1,5 +1,5 @@
 """Training callbacks: history, the epoch line, progress bar, early stopping, checkpoints,
-learning-rate schedules.
+learning-rate schedules, ReduceLROnPlateau and a CSV log.
 
 A callback is any subclass of :class:`Callback` passed to ``fit(callbacks=[...])``; it
 overrides the hooks it needs. ``fit`` itself adds :class:`History` (what it returns),
@@ -11,6 +11,7 @@ host sync) is the callback's choice.
 
 from __future__ import annotations
 
+import csv
 import inspect
 import math
 import numbers
@@ -128,8 +129,8 @@ def _check(value, what, kind=numbers.Real, low=None, low_open=False):
         ok = value > low if low_open else value >= low
     if not ok:
         bound = "" if low is None else f" {'>' if low_open else '>='} {low}"
-        raise ValueError(f"{what}: expected a {'number' if kind is numbers.Real else 'integer'}"
-                         f"{bound}, got {value!r}")
+        kind_name = "a number" if kind is numbers.Real else "an integer"
+        raise ValueError(f"{what}: expected {kind_name}{bound}, got {value!r}")
     return value
 
 
@@ -181,14 +182,18 @@ class EarlyStopping(Callback):
         step and epoch counters of that moment (kept as a copy, on the device when it
         fits), so a file saved then resumes from the best epoch; prints which epoch it
         restored (``restored_epoch``).
+    verbose : int, default 1
+        1 prints (on rank 0) the epoch it stopped after, and which epoch's weights it
+        restored; 0 prints nothing.
     """
 
     #: Print the line naming the restored epoch.
     announce = True
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best_weights: bool = False):
+                 mode: str = "auto", restore_best_weights: bool = False, verbose: int = 1):
         self.patience = _check(patience, "EarlyStopping patience", numbers.Integral, 0)
+        self.verbose = _verbose(verbose, "EarlyStopping")
         _check(min_delta, "EarlyStopping min_delta", low=0)
         self._monitor = _Monitor("EarlyStopping", monitor, mode, float(min_delta))
         self.restore_best_weights = flag(restore_best_weights,
@@ -254,10 +259,15 @@ class EarlyStopping(Callback):
                           f"by a roll-back to epoch {last}; keeping those weights",
                           UserWarning, stacklevel=2)
             best = None
+        if self.stopped_epoch and self.announce and self.verbose and _root():
+            print(f"{type(self).__name__}: stopped after epoch {self.stopped_epoch}: "
+                  f"{self._monitor.monitor} did not improve for {self.wait} epoch"
+                  f"{'s' * (self.wait != 1)} (best {self.best:.4g} at epoch "
+                  f"{self.best_epoch})", flush=True)
         if self.restore_best_weights and best is not None and best.epoch != last:
             best.restore()
             self.restored_epoch = best.epoch
-            if self.announce:
+            if self.announce and self.verbose and _root():
                 print(f"{type(self).__name__}: restored the weights of epoch {best.epoch} (best "
                       f"{self._monitor.monitor} {self.best:.4g}) with its optimiser state "
                       "and epoch counter", flush=True)
@@ -305,6 +315,19 @@ class EarlyStopping(Callback):
     @property
     def best(self) -> float:
         return self._monitor.best
+
+
+def _verbose(verbose, owner: str) -> int:
+    if verbose not in (0, 1, True, False):
+        raise ValueError(f"{owner} verbose: expected 0 or 1, got {verbose!r}")
+    return int(verbose)
+
+
+def _root() -> bool:
+    """This process prints: rank 0 of several, or the only one."""
+    from . import distributed
+
+    return distributed.is_root()
 
 
 #: EarlyStopping's best copy is the model as a resumed fit starts: taken then.
@@ -423,6 +446,21 @@ class LearningRateSchedule(Callback):
     not what a schedule set last; :func:`configured_lr`), taken afresh at each fit and
     kept in checkpoints, so a resumed run follows the same rates as an uninterrupted one.
     The rate used is logged as ``lr``.
+
+    Parameters
+    ----------
+    schedule : callable
+        ``schedule(epoch, base_lr) -> lr``: ``epoch`` an int counted from 0, ``base_lr``
+        a float; it returns a positive finite number. That it takes exactly these two
+        arguments is checked here, before any training (Keras' ``LearningRateScheduler``
+        passes ``(epoch, lr)``, the rate of the previous epoch: here the second argument
+        is the base rate, so a schedule needs no state).
+
+    Raises
+    ------
+    ValueError
+        ``schedule`` is not callable with two arguments (here), or returns a rate that is
+        not positive and finite (at the epoch it does).
     """
 
     def __init__(self, schedule):
@@ -482,6 +520,324 @@ class CosineDecay(LearningRateSchedule):
             return max(min_lr + 0.5 * (lr0 - min_lr) * (1 + math.cos(math.pi * t)), 1e-12)
 
         super().__init__(cosine)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the optimiser's learning rate by ``factor`` when ``monitor`` has not
+    improved for ``patience`` epochs (Keras' callback of the same name).
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+    factor : float in (0, 1), default 0.1
+        ``new_lr = max(lr * factor, min_lr)``.
+    patience : int >= 0, default 10
+        Epochs without improvement before a reduction.
+    min_delta : float >= 0, default 1e-4
+        Smallest change that counts as an improvement.
+    mode : {"auto", "min", "max"}
+        As for :class:`EarlyStopping`.
+    cooldown : int >= 0, default 0
+        Epochs to wait after a reduction before counting again.
+    min_lr : float >= 0, default 0
+        The rate is never reduced below this.
+    verbose : int, default 0
+        1 prints (on rank 0) each reduction.
+
+    The rate is logged as ``lr``. Best value, counts and the rate set are kept in
+    checkpoints (the rate also with the optimiser), so a resumed run reduces when the
+    uninterrupted one would.
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 min_delta: float = 1e-4, mode: str = "auto", cooldown: int = 0,
+                 min_lr: float = 0.0, verbose: int = 0):
+        _check(factor, "ReduceLROnPlateau factor", low=0, low_open=True)
+        if not factor < 1:
+            raise ValueError(f"ReduceLROnPlateau factor: expected a number in (0, 1), got "
+                             f"{factor!r} (it multiplies the rate)")
+        self.factor = float(factor)
+        self.patience = _check(patience, "ReduceLROnPlateau patience", numbers.Integral, 0)
+        self.cooldown = _check(cooldown, "ReduceLROnPlateau cooldown", numbers.Integral, 0)
+        self.min_lr = float(_check(min_lr, "ReduceLROnPlateau min_lr", low=0))
+        _check(min_delta, "ReduceLROnPlateau min_delta", low=0)
+        self._monitor = _Monitor("ReduceLROnPlateau", monitor, mode, float(min_delta))
+        self.verbose = _verbose(verbose, "ReduceLROnPlateau")
+        self.wait = self.cooldown_left = 0
+
+    def config(self) -> dict:
+        """What decides a reduction (the ranks of a distributed fit must agree on it)."""
+        return {"monitor": self._monitor.monitor, "mode": self._monitor.mode,
+                "factor": self.factor, "patience": self.patience,
+                "min_delta": self._monitor.min_delta, "cooldown": self.cooldown,
+                "min_lr": self.min_lr}
+
+    def on_train_begin(self, model):
+        self._monitor.reset()
+        self.wait = self.cooldown_left = 0
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "wait": self.wait, "cooldown_left": self.cooldown_left}
+
+    def load_state(self, state: dict) -> None:
+        self._monitor.best = _number(state, "best", self)
+        self.wait = int(_number(state, "wait", self))
+        self.cooldown_left = int(_number(state, "cooldown_left", self))
+
+    def on_epoch_end(self, model, epoch, logs):
+        value = self._monitor.value(logs)
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.wait = 0
+        if self._monitor.improved(value):
+            self.wait = 0
+        elif self.cooldown_left == 0:
+            self.wait += 1
+            opt = model.optimizer
+            if self.wait >= max(self.patience, 1) and opt.lr > self.min_lr:
+                new = max(opt.lr * self.factor, self.min_lr)
+                if self.verbose and _root():
+                    print(f"ReduceLROnPlateau: epoch {epoch}: {self._monitor.monitor} did "
+                          f"not improve for {self.wait} epochs; lr {opt.lr:.4g} -> "
+                          f"{new:.4g}", flush=True)
+                opt.lr = new
+                self.wait, self.cooldown_left = 0, self.cooldown
+        logs["lr"] = model.optimizer.lr
+
+    @property
+    def best(self) -> float:
+        return self._monitor.best
+
+
+class CSVLogger(Callback):
+    """Write each epoch's logs as a row of a CSV file: ``epoch`` then the logs' columns
+    (loss, metrics, val_*, lr), as Keras' ``CSVLogger``.
+
+    Parameters
+    ----------
+    path : str
+        The file; its folder is created if missing, and it is tried before training.
+    separator : str, default ","
+    append : bool, default False
+        Add to an existing file (no second header) instead of replacing it. A fit resumed
+        from a checkpoint appends in any case, after the rows of the epochs it kept.
+
+    Under several ranks only rank 0 writes. Each row is flushed as it is written, so the
+    file can be followed during training.
+    """
+
+    #: After the other callbacks, so what they add to the logs (``lr``) is written, but
+    #: before checkpoints (100), so a checkpoint counts this epoch's row as written.
+    order = 99
+    rank_zero_only = True
+
+    def __init__(self, path, separator: str = ",", append: bool = False):
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise ValueError(f"CSVLogger path: expected a file name, got {path!r}")
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"CSVLogger separator: expected one character, got "
+                             f"{separator!r}")
+        self.path, self.separator = os.fspath(path), separator
+        self.append = flag(append, "CSVLogger append")
+        self._file = self._writer = None
+        self._keys: list | None = None
+        self._resumed = False
+        self.rows = 0
+
+    def outputs(self) -> list:
+        """The file this callback writes (fit checks its folder before training)."""
+        return [self.path]
+
+    def on_train_begin(self, model):
+        self._close()
+        self._keys, self._resumed, self.rows = None, False, 0
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state(self, state: dict) -> None:
+        # A resumed fit continues the file the interrupted one wrote.
+        self.rows = int(_number(state, "rows", self))
+        self._resumed = True
+
+    def on_epoch_end(self, model, epoch, logs):
+        if self._writer is None:
+            append = (self.append or self._resumed) and os.path.exists(self.path)
+            if append:
+                with open(self.path, newline="") as f:
+                    header = next(csv.reader(f, delimiter=self.separator), None)
+                self._keys = header[1:] if header else None
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            self._file = open(self.path, "a" if append else "w", newline="")
+            self._writer = csv.writer(self._file, delimiter=self.separator,
+                                      lineterminator="\n")
+            if self._keys is None:
+                self._keys = list(logs)
+                self._writer.writerow(["epoch"] + self._keys)
+        self._writer.writerow([epoch] + [_cell(logs.get(k)) for k in self._keys])
+        self._file.flush()
+        self.rows += 1
+
+    def on_train_end(self, model, history):
+        self._close()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file = self._writer = None
+
+
+def _cell(value) -> str:
+    """A log value as CSV text: repr-exact floats, empty where an epoch lacks it."""
+    return "" if value is None else repr(float(value))
+
+
+#: The arguments of each Keras hook after ``self`` (what a Keras-style callback defines).
+KERAS_HOOKS = {"on_train_begin": ("logs",), "on_train_end": ("logs",),
+               "on_epoch_begin": ("epoch", "logs"), "on_epoch_end": ("epoch", "logs"),
+               "on_batch_end": ("batch", "logs"), "on_train_batch_end": ("batch", "logs")}
+#: gpunn's: what the same hooks take here.
+GPUNN_HOOKS = {"on_train_begin": ("model",), "on_train_end": ("model", "history"),
+               "on_epoch_begin": ("model", "epoch"), "on_epoch_end": ("model", "epoch", "logs"),
+               "on_batch_end": ("model", "batch", "rows", "loss_sum")}
+
+
+def hook_styles(cb) -> dict:
+    """``{hook: "gpunn" or "keras"}`` for the hooks ``cb`` defines itself.
+
+    A hook is Keras-style when its first argument is named as Keras names it (``epoch``,
+    ``batch``, ``logs``), or when it takes Keras' arguments and not gpunn's.
+
+    Raises
+    ------
+    TypeError
+        A hook that takes neither, naming both signatures.
+    """
+    styles = {}
+    for hook, keras in KERAS_HOOKS.items():
+        fn = getattr(cb, hook, None)
+        if fn is None or getattr(type(cb), hook, None) is getattr(Callback, hook, None):
+            continue
+        if not callable(fn):
+            continue
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):  # no signature to read: take it as gpunn's
+            styles[hook] = "gpunn"
+            continue
+        names = [p.name for p in sig.parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        ours = GPUNN_HOOKS.get(hook)
+        if names[:1] and names[0] in ("epoch", "batch", "logs"):
+            styles[hook] = "keras"
+        elif ours is not None and _binds(sig, len(ours)):
+            styles[hook] = "gpunn"
+        elif _binds(sig, len(keras)) or _binds(sig, len(keras) - 1):
+            styles[hook] = "keras"
+        else:
+            want = (f"gpunn's {hook}(self, {', '.join(ours)}) or " if ours else "")
+            raise TypeError(f"{type(cb).__name__}.{hook}{sig}: expected {want}Keras' "
+                            f"{hook}(self, {', '.join(keras)}=None)")
+    return styles
+
+
+def _binds(sig, n: int) -> bool:
+    try:
+        sig.bind(*range(n))
+    except TypeError:
+        return False
+    return True
+
+
+class KerasStyle(Callback):
+    """Runs a callback written for Keras: its hooks get Keras' arguments (``epoch``
+    counted from 0, a ``logs`` dict) and ``self.model`` is the model being trained
+    (``self.model.stop_training = True`` stops, as in Keras). ``fit`` wraps such a
+    callback itself; hooks written gpunn's way are called gpunn's way.
+
+    Parameters
+    ----------
+    callback : object
+        A :class:`Callback` subclass or any object with Keras-style hooks.
+    styles : dict, optional
+        :func:`hook_styles` of ``callback`` (worked out when not given).
+    """
+
+    def __init__(self, callback, styles: dict | None = None):
+        self.callback = callback
+        self.styles = hook_styles(callback) if styles is None else styles
+        self.order = getattr(callback, "order", 0)
+
+    def __getattr__(self, name):
+        # What fit looks for on a callback (outputs, rank_zero_only, _monitor, ...) is
+        # the wrapped one's.
+        if name == "callback":
+            raise AttributeError(name)
+        return getattr(self.callback, name)
+
+    def config(self):
+        from .distributed.agreement import describe
+
+        return describe(self.callback)
+
+    def state_dict(self) -> dict:
+        fn = getattr(self.callback, "state_dict", None)
+        return fn() if callable(fn) else {}
+
+    def load_state(self, state: dict) -> None:
+        fn = getattr(self.callback, "load_state", None)
+        if callable(fn):
+            fn(state)
+
+    def _call(self, hook, gpunn_args, keras_args):
+        style = self.styles.get(hook)
+        if style == "gpunn":
+            getattr(self.callback, hook)(*gpunn_args)
+        elif style == "keras":
+            getattr(self.callback, hook)(*keras_args)
+
+    def on_train_begin(self, model):
+        # Keras' own Callback keeps the model behind set_model (its `model` a property).
+        setter = getattr(self.callback, "set_model", None)
+        if callable(setter):
+            setter(model)
+        else:
+            self.callback.model = model
+        self._call("on_train_begin", (model,), ({},))
+
+    def on_epoch_begin(self, model, epoch):
+        self._call("on_epoch_begin", (model, epoch), (epoch - 1, {}))
+
+    def on_epoch_end(self, model, epoch, logs):
+        self._call("on_epoch_end", (model, epoch, logs), (epoch - 1, logs))
+
+    def on_train_end(self, model, history):
+        self._call("on_train_end", (model, history),
+                   ({k: v[-1] for k, v in history.history.items() if v},))
+
+
+class _KerasStyleBatches(KerasStyle):
+    """A :class:`KerasStyle` whose callback has a batch hook (the loop calls only those
+    that do: reading the loss for Keras' ``logs`` is a host sync per step)."""
+
+    def on_batch_end(self, model, batch, rows, loss_sum):
+        if self.styles.get("on_batch_end") == "gpunn":
+            self.callback.on_batch_end(model, batch, rows, loss_sum)
+            return
+        hook = "on_train_batch_end" if "on_train_batch_end" in self.styles else "on_batch_end"
+        getattr(self.callback, hook)(batch, {"loss": float(loss_sum) / max(rows, 1)})
+
+
+def keras_style(callback):
+    """``callback`` as fit runs it: itself when its hooks are gpunn's, else wrapped in
+    :class:`KerasStyle`; None when it has no hook at all."""
+    styles = hook_styles(callback)
+    if isinstance(callback, Callback) and "keras" not in styles.values():
+        return callback
+    if not styles:
+        return None
+    batches = {"on_batch_end", "on_train_batch_end"} & set(styles)
+    return (_KerasStyleBatches if batches else KerasStyle)(callback, styles)
 
 
 class ProgressBar(Callback):

@@ -22,14 +22,16 @@ from . import cli_export as _cli_export
 from . import cli_train as _train
 from . import losses as _losses
 from . import optim as _optim
+from . import plot as _plot
 from .activations import ACTIVATIONS
 from .atomic import Terminated, atomic_path, check_outputs, terminate_as_exception
 from .backend import available_devices, cuda_status, get_backend, parse_device, to_numpy
 from .backend.random import check_seed
+from .callbacks import CSVLogger, History
 from .data import builtin as _builtin
 from .data import tables as _ds
 from .distributed.data import load_once
-from .errors import DeviceFallbackWarning, GpunnError
+from .errors import DeviceFallbackWarning, GpunnError, TrainingDiverged
 from .files.safetensors_format import _library as require_safetensors
 from .files.safetensors_format import is_safetensors
 from .model import Sequential
@@ -126,7 +128,44 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}{_did_you_mean(message)} "
+                     f"(see {self.prog} --help)\n")
+
+
+def close_match(word: str, choices) -> str | None:
+    """The choice ``word`` most likely misspells, or None (difflib: argparse's own
+    suggestions, ``suggest_on_error``, arrive only with Python 3.14)."""
+    import difflib
+
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _did_you_mean(message: str) -> str:
+    """"; did you mean 'train'?" for argparse's "invalid choice: 'trian' (choose from
+    ...)", else nothing."""
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return ""
+    guess = close_match(found.group(1), re.findall(r"'([^']*)'", found.group(2)))
+    return f"; did you mean {guess!r}?" if guess else ""
+
+
+def unknown_flags(parser, command: str | None, extra: list[str]) -> str:
+    """argparse's "unrecognized arguments: ..." with, for each misspelt flag, the flag of
+    ``command`` it most likely means."""
+    sub = getattr(parser, "commands", {}).get(command)
+    flags = list(getattr(sub, "_option_string_actions", {})) if sub is not None else []
+    hints = []
+    for token in extra:
+        name = token.split("=", 1)[0]
+        guess = close_match(name, flags) if name.startswith("-") else None
+        if guess:
+            hints.append(f"{name}: did you mean {guess}?")
+    return f"unrecognized arguments: {' '.join(extra)}" + (
+        f" ({'; '.join(hints)})" if hints else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "CuPy (CUDA GPU).")
     parser.add_argument("--version", action="version", version=f"gpunn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.commands = sub.choices  # each command's parser, for the flags' suggestions
 
     train = sub.add_parser("train", help="train a network on your data or a built-in set",
                            description="Train on --data FILE --target COLUMN, or on "
@@ -175,12 +215,29 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed of the split, the initial weights and the shuffling")
     train.add_argument("--no-standardize", action="store_true",
                        help="feed features as they are (default: standardise them)")
+    train.add_argument("--dropout", type=_fraction, metavar="RATE", help="a Dropout of "
+                       "this rate after each hidden layer (not with --arch)")
+    train.add_argument("--weight-decay", type=_positive(float, zero=True), default=0.0,
+                       metavar="L2", help="the optimiser's weight decay")
+    train.add_argument("--clip-norm", type=_positive(float), metavar="NORM",
+                       help="clip the gradients' global norm to NORM (default: no clipping)")
+    train.add_argument("--lr-schedule", type=_train.lr_schedule, metavar="SCHEDULE",
+                       help=_train.LR_SCHEDULE_HELP)
+    train.add_argument("--on-divergence", choices=["raise", "stop", "skip"], default="raise",
+                       help="when the loss becomes NaN or infinite: raise (an error; with "
+                       "--save the best epoch before it is still saved), stop (end "
+                       "training there and save as usual) or skip (drop each such step)")
+    train.add_argument("--class-weight", choices=["balanced"], help="weigh each class by "
+                       "n_rows / (n_classes * its rows), as scikit-learn's "
+                       "class_weight='balanced' (classification only)")
+    train.add_argument("--log", metavar="FILE.csv", help="write each epoch's loss, metrics "
+                       "and learning rate as a row of this CSV file")
     train.add_argument("--save", help="write the trained model here (.npz, .safetensors)")
-    train.add_argument("--plot", help="write loss/metric curves (and the decision "
-                       "boundary of 2-D data) as PNG files into this folder")
+    train.add_argument("--plot", metavar="PATH", help="loss/metric curves (history) and, "
+                       f"for 2-D data, the decision boundary: {_plot.PLOT_HELP}")
     train.add_argument("--quiet", action="store_true", help="print only the summary (the "
-                       "done: and saved: lines); device, data and network lines go to "
-                       "stderr")
+                       "done: and saved: lines); device, data, network and plots lines go "
+                       "to stderr")
     _cli_data.add_reading_arguments(train, training=True)
 
     _other_commands(sub)
@@ -242,8 +299,9 @@ def cmd_train(args) -> int:
 
 
 def _train_rank(args, world) -> int:
-    if args.arch and (args.layers is not None or args.activation):
-        given = "--layers" if args.layers is not None else "--activation"
+    if args.arch and (args.layers is not None or args.activation or args.dropout):
+        given = ("--layers" if args.layers is not None else
+                 "--activation" if args.activation else "--dropout")
         raise ValueError(f"--arch {args.arch} describes the whole network, so {given} cannot "
                          "be given with it; put the sizes and activations in the file")
     if world.rank == 0:
@@ -256,6 +314,9 @@ def _train_rank(args, world) -> int:
     name = args.dataset or (os.path.basename(args.data) if args.data else "spirals")
     (X, y), val = _split(data, args.val_split, args.seed)
     task = data.task
+    if args.class_weight and task == "regression":
+        raise ValueError(f"--class-weight {args.class_weight}: the task is regression (no "
+                         "classes to weigh); leave it out, or set --task")
     outputs = (1 if task == "binary" else len(data.classes)) if task != "regression" else (
         1 if data.y.ndim == 1 else data.y.shape[1])
     loss = args.loss or TASK_LOSS[task]
@@ -273,18 +334,40 @@ def _train_rank(args, world) -> int:
     model.extra = {"task": task, "classes": data.classes, "target": data.target,
                    "feature_names": data.feature_names, "columns": data.columns,
                    "dataset": name}
-    optimizer = _optim.get(args.optimizer, lr=args.lr)
+    optimizer = _optim.get(args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                           clip_norm=args.clip_norm)
     # --quiet: standard output is the summary alone; what runs where goes to stderr.
     info = sys.stderr if args.quiet else sys.stdout
-    print(f"device: {backend.describe()} [{backend.reason}]", file=info)
+    print(device_line(backend, world), file=info)
     print("\n".join(_train.header(name, data, len(X), len(val[0]) if val else 0, network,
                                   model.count_params(), loss, args.optimizer, args.lr)),
           file=info)
     best = _train.BestEpoch(loss, val is not None, args.patience, args.epochs)
+    # The epochs fit completes, kept here: a divergence raised from fit still leaves them.
+    done = History()
+    callbacks = [best, done] + _train.schedule_callbacks(args.lr_schedule, args.epochs,
+                                                          val is not None)
+    if args.log:
+        callbacks.append(CSVLogger(args.log))
     start = time.perf_counter()
-    hist = model.fit(X, y, loss=loss, optimizer=optimizer, epochs=args.epochs,
-                     batch_size=args.batch_size, validation_data=val, callbacks=[best],
-                     verbose=0 if args.quiet else 1, seed=args.seed)
+    failure = None
+    try:
+        # "stop" is done here, as "raise" is: the message then names flags, not arguments.
+        hist = model.fit(X, y, loss=loss, optimizer=optimizer, epochs=args.epochs,
+                         batch_size=args.batch_size, validation_data=val, callbacks=callbacks,
+                         verbose=0 if args.quiet else 1, seed=args.seed,
+                         on_divergence="skip" if args.on_divergence == "skip" else "raise",
+                         class_weight=args.class_weight)
+    except TrainingDiverged as exc:
+        failure = _train.diverged_message(exc, args)
+        if not done.epoch:  # nothing good to keep
+            raise ValueError(failure) from None
+        for cb in callbacks:  # as fit ends: back to the best epoch before it, files closed
+            cb.on_train_end(model, done)
+        hist = done
+        if args.on_divergence == "stop":
+            print(f"stopped: {failure}", file=info)
+            failure = None
     if not hist.epoch:  # Ctrl-C before the first epoch ended
         raise KeyboardInterrupt
     summary = best.summary(hist, time.perf_counter() - start, backend.name)
@@ -297,8 +380,20 @@ def _train_rank(args, world) -> int:
         print(best.saved(_model_path(args.save), hist))
     if args.plot and world.rank == 0:
         _train.plots(args.plot, model, hist, data,
-                     _train.title(name, network, args.optimizer, args.lr), best)
+                     _train.title(name, network, args.optimizer, args.lr), best, file=info)
+    if failure is not None:  # after saving what was good: still an error
+        raise ValueError(failure)
     return 0
+
+
+def device_line(backend, world) -> str:
+    """The ``device:`` line; under ``mpiexec`` it says how many ranks train (each on its
+    own device where there are several)."""
+    line = f"device: {backend.describe()} [{backend.reason}]"
+    if getattr(world, "size", 1) > 1:
+        line += (f"; {world.size} ranks (mpiexec), each training on its share of every "
+                 "batch")
+    return line
 
 
 def _widths_model(args, name, n_features, outputs, task, backend):
@@ -307,18 +402,18 @@ def _widths_model(args, name, n_features, outputs, task, backend):
     widths = [n_features, *hidden, outputs]
     out_act = {"binary": "sigmoid", "multiclass": "softmax", "regression": None}[task]
     arch = [{"input_dim": a, "output_dim": b, "activation": args.activation or "relu"}
+            | ({"dropout": args.dropout} if args.dropout else {})
             for a, b in zip(widths[:-2], widths[1:-1])]
     arch.append({"input_dim": widths[-2], "output_dim": widths[-1], "activation": out_act})
     return Sequential.from_architecture(arch, device=backend, seed=args.seed), widths
 
 
 def _check_destinations(args) -> None:
-    check_outputs([_model_path(args.save)] if args.save else [], [args.data],
-                  [args.plot] if args.plot else [])
-    if args.plot:  # before training, not after it
-        from .plot import _pyplot
-
-        _pyplot()
+    # matplotlib too: before training, not after it.
+    figures = _plot.plot_outputs(args.plot, _train.FIGURES)
+    folders = [args.plot] if args.plot and figures[0] != args.plot else []
+    check_outputs(([_model_path(args.save)] if args.save else []) + figures
+                  + ([args.log] if args.log else []), [args.data], folders)
     if args.save and is_safetensors(_model_path(args.save)):  # the same: the library now
         require_safetensors()
 
@@ -422,11 +517,14 @@ def cmd_bench(args) -> int:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # bare `gpunn`: what it can do
+        parser.print_help()
+        return 0
     args, extra = parser.parse_known_args(argv)
     if args.command == "bench":
         args.bench_args = extra  # read by the benchmark's own parser
     elif extra:
-        parser.parse_args(argv)  # the usual error for unrecognised arguments
+        parser.error(unknown_flags(parser, args.command, extra))
     code = _run(args)
     joined = distributed.joined()  # None when joining failed (mpiexec without mpi4py)
     if code and joined is not None and joined.distributed:

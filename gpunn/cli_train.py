@@ -1,11 +1,13 @@
 """What ``gpunn train`` does around ``fit``: the lines it prints, keeping the best epoch (the
-one it saves) and its pictures."""
+one it saves), its learning-rate schedules, what it says when training diverges, and its
+pictures."""
 
 from __future__ import annotations
 
+import argparse
 import math
-import os
 
+from . import callbacks as _callbacks
 from . import losses as _losses
 from .callbacks import EarlyStopping
 
@@ -128,19 +130,108 @@ class BestEpoch(EarlyStopping):
         return f"saved: {path} (epoch {self.best_epoch} of {last}, best {self.key}{rows})"
 
 
-def plots(folder, model, hist, data, title: str, best: BestEpoch) -> None:
-    """The history figure, and the decision boundary of 2-D classification data."""
+#: The figures of ``--plot``, the main one first (:func:`gpunn.plot.figure_paths`).
+FIGURES = ["history", "decision_boundary"]
+
+
+def plots(target, model, hist, data, title: str, best: BestEpoch, file=None) -> None:
+    """The history figure, and the decision boundary of 2-D classification data, where
+    ``--plot target`` (a folder or a .png file) puts them."""
+    import os
+
     from . import plot
 
-    os.makedirs(folder, exist_ok=True)
-    written = [os.path.join(folder, "history.png")]
-    plot.history(hist, written[0], title=title, best_epoch=best.best_epoch or None,
+    paths = plot.figure_paths(target, FIGURES)
+    os.makedirs(os.path.dirname(paths[0]) or ".", exist_ok=True)
+    written = [paths[0]]
+    plot.history(hist, paths[0], title=title, best_epoch=best.best_epoch or None,
                  monitor=best.key)
     if data.X.shape[1] == 2 and data.task != "regression":
-        written.append(os.path.join(folder, "decision_boundary.png"))
-        plot.decision_boundary(model, data.X, data.y, written[-1], data.classes,
+        written.append(paths[1])
+        plot.decision_boundary(model, data.X, data.y, paths[1], data.classes,
                                feature_names=data.feature_names, title=title)
-    print(f"plots: {', '.join(written)}")
+    print(f"plots: {', '.join(written)}", file=file)
+
+
+LR_SCHEDULE_HELP = (
+    "how the learning rate changes: step:EVERY:FACTOR (multiply by FACTOR every EVERY "
+    "epochs, e.g. step:10:0.5), exp:FACTOR (multiply by FACTOR each epoch, e.g. exp:0.95), "
+    "cosine or cosine:MIN_LR (cosine annealing from --lr to MIN_LR over --epochs), "
+    "plateau:PATIENCE:FACTOR (multiply by FACTOR after PATIENCE epochs without a lower "
+    "validation loss, the training loss with --val-split 0, e.g. plateau:5:0.5); default: "
+    "constant")
+
+#: Each --lr-schedule kind: its numbers' names and types.
+_SCHEDULES = {"step": (("EVERY", int), ("FACTOR", float)), "exp": (("FACTOR", float),),
+              "cosine": (("MIN_LR", float),), "plateau": (("PATIENCE", int),
+                                                          ("FACTOR", float))}
+
+
+def lr_schedule(text: str):
+    """``--lr-schedule``'s value as ``(kind, numbers)``, checked (argparse type: its
+    errors name the flag)."""
+    kind, *parts = text.strip().lower().split(":")
+    fields = _SCHEDULES.get(kind)
+    if fields is None:
+        raise argparse.ArgumentTypeError(f"unknown schedule {kind!r} in {text!r}; expected "
+                                         "step:EVERY:FACTOR, exp:FACTOR, cosine[:MIN_LR] or "
+                                         "plateau:PATIENCE:FACTOR")
+    optional = kind == "cosine"
+    if len(parts) != len(fields) and not (optional and not parts):
+        form = f"{kind}:" + ":".join(name for name, _ in fields)
+        raise argparse.ArgumentTypeError(f"expected {form}{' or cosine' if optional else ''}"
+                                         f", got {text!r}")
+    try:
+        numbers = tuple(cast(part) for part, (_, cast) in zip(parts, fields))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers after {kind}: (e.g. "
+                                         f"{LR_SCHEDULE_HELP.split('e.g. ')[1].split(')')[0]}"
+                                         f"), got {text!r}") from None
+    for (name, _), value in zip(fields, numbers):
+        # Checked here, in the syntax's own names (the callbacks' errors name Python's).
+        low, why = {"EVERY": (1, "a positive integer"), "PATIENCE": (0, "an integer >= 0"),
+                    "MIN_LR": (0, "a number >= 0")}.get(name, (None, "a number > 0"))
+        bad = (not math.isfinite(value) or value < low) if low is not None else \
+            not (math.isfinite(value) and value > 0)
+        if kind == "plateau" and name == "FACTOR" and value >= 1:
+            bad, why = True, "a number in (0, 1)"
+        if bad:
+            raise argparse.ArgumentTypeError(f"{name}: expected {why}, got {value!r} (in "
+                                             f"{text!r})")
+    return kind, numbers
+
+
+def _make_schedule(spec, epochs: int, validating: bool):
+    kind, numbers = spec
+    if kind == "step":
+        return _callbacks.StepDecay(step_size=numbers[0], gamma=numbers[1])
+    if kind == "exp":
+        return _callbacks.ExponentialDecay(gamma=numbers[0])
+    if kind == "cosine":
+        return _callbacks.CosineDecay(epochs=epochs, min_lr=numbers[0] if numbers else 0.0)
+    return _callbacks.ReduceLROnPlateau(monitor="val_loss" if validating else "loss",
+                                        factor=numbers[1], patience=numbers[0])
+
+
+def schedule_callbacks(spec, epochs: int, validating: bool) -> list:
+    """The callback of ``--lr-schedule`` (none without it); a plateau watches the
+    validation loss, or the training loss with ``--val-split 0``."""
+    return [] if spec is None else [_make_schedule(spec, epochs, validating)]
+
+
+def diverged_message(exc, args) -> str:
+    """What a divergence says on the command line: where, what was kept, and what to try
+    among the flags of ``gpunn train`` (Python's message names fit's arguments)."""
+    tries = [f"a lower --lr (now {args.lr:g})"]
+    if args.clip_norm is None:
+        tries.append("--clip-norm 1")
+    else:
+        tries.append(f"a lower --clip-norm (now {args.clip_norm:g})")
+    tries.append("--on-divergence skip")
+    kept = ("; --save keeps the best epoch before it" if args.save and exc.epoch > 1
+            else "")
+    return (f"training diverged: the loss became NaN or infinite at epoch {exc.epoch}, "
+            f"step {exc.step}{kept}. Try {', '.join(tries[:-1])} or {tries[-1]}")
 
 
 def title(name: str, widths, optimizer: str, lr: float) -> str:

@@ -1,10 +1,13 @@
-"""Metrics: accuracy (binary and multiclass), MSE, MAE, R².
+"""Metrics: accuracy, precision, recall, F1 and ROC AUC (binary and multiclass), MSE, MAE,
+R².
 
 The functions take arrays of any namespace and return Python floats. The ``Metric``
 objects used inside ``fit`` accumulate on the device batch by batch and are read once
-per epoch (no host sync per step). With sample weights ``w`` every metric is the weighted
-average of its per-sample value (``sum(w * correct) / sum(w)`` for accuracy), and R² is
-scikit-learn's ``r2_score(sample_weight=w)`` (pooled over outputs).
+per epoch (no host sync per step): a sum per batch, 0-d for most, a fixed-shape array of
+counts for the ratios of counts (precision, recall, F1, AUC). With sample weights ``w``
+every metric is the weighted average of its per-sample value (``sum(w * correct) /
+sum(w)`` for accuracy; weighted counts for the ratios), and R² is scikit-learn's
+``r2_score(sample_weight=w)`` (pooled over outputs).
 """
 
 from __future__ import annotations
@@ -84,6 +87,9 @@ class Metric:
     """
 
     name = "metric"
+    #: What the metric scores, ``"classification"`` or ``"regression"`` (``fit`` refuses
+    #: one of the other kind than its loss); None: either.
+    task = None
 
     def prepare(self, xp, target, weight=None):
         """What :meth:`result` needs from a dataset's whole target ``(N, outputs)`` or
@@ -91,7 +97,9 @@ class Metric:
         return None
 
     def batch(self, xp, pred, target, weight=None):
-        """Sum of the per-sample statistic over a batch, as a 0-d device array.
+        """Sum of the per-sample statistic over a batch, as a 0-d device array (or an
+        array of counts whose shape depends only on the width of ``pred``: the batches'
+        arrays add up element-wise).
 
         Parameters
         ----------
@@ -102,8 +110,9 @@ class Metric:
         """
         raise NotImplementedError
 
-    def result(self, total: float, n: float, prepared=None) -> float:
-        """The metric value from the sum of :meth:`batch` over a dataset of ``n``
+    def result(self, total, n: float, prepared=None) -> float:
+        """The metric value from the sum of :meth:`batch` (a float; a float64 NumPy array
+        for counts) over a dataset of ``n``
         samples (the sum of their weights when weighted) and what :meth:`prepare`
         returned for it."""
         return total / n
@@ -111,6 +120,7 @@ class Metric:
 
 class Accuracy(Metric):
     name = "accuracy"
+    task = "classification"
 
     def batch(self, xp, pred, target, weight=None):
         if weight is None:
@@ -120,6 +130,7 @@ class Accuracy(Metric):
 
 class MSE(Metric):
     name = "mse"
+    task = "regression"
 
     def batch(self, xp, pred, target, weight=None):
         d = pred - xp.reshape(target, pred.shape)
@@ -130,6 +141,7 @@ class MSE(Metric):
 
 class MAE(Metric):
     name = "mae"
+    task = "regression"
 
     def batch(self, xp, pred, target, weight=None):
         d = xp.abs(pred - xp.reshape(target, pred.shape))
@@ -145,6 +157,7 @@ class R2(Metric):
     else 0, as scikit-learn's."""
 
     name = "r2"
+    task = "regression"
 
     def prepare(self, xp, target, weight=None):
         """The total sum of squares ``SS_tot`` of ``target`` (a host float)."""
@@ -172,11 +185,141 @@ class R2(Metric):
         return 1.0 if total == 0 else 0.0
 
 
-METRICS = {"accuracy": Accuracy, "acc": Accuracy, "mse": MSE, "mae": MAE, "r2": R2}
+def _class_columns(xp, pred, target):
+    """``(guess, truth)``: ``(N, C)`` 0/1 arrays in the dtype of ``pred``, one column per
+    class (C of a softmax output; one column, the positive class, of one sigmoid
+    output)."""
+    import array_api_compat
+
+    if pred.ndim == 2 and pred.shape[1] > 1:
+        c = pred.shape[1]
+        classes = xp.reshape(xp.arange(c, device=array_api_compat.device(pred)), (1, -1))
+        truth = xp.argmax(target, axis=1) if target.ndim == 2 else target
+        g = xp.reshape(xp.argmax(pred, axis=1), (-1, 1)) == classes
+        t = xp.reshape(xp.astype(truth, classes.dtype), (-1, 1)) == classes
+    else:
+        g = xp.reshape(pred, (-1, 1)) >= 0.5
+        t = xp.reshape(xp.astype(target, pred.dtype), (-1, 1)) >= 0.5  # labels may be ints
+    dtype = _count_dtype(xp, pred)
+    return xp.astype(g, dtype), xp.astype(t, dtype)
+
+
+def _count_dtype(xp, pred):
+    """What counts are summed in: the output's float32 or float64; float32 for 16-bit
+    outputs (float16 counts exactly only to 2048, bfloat16 to 256)."""
+    return pred.dtype if pred.dtype in (xp.float32, xp.float64) else xp.float32
+
+
+class _Counts(Metric):
+    """Precision, recall and F1 from per-class counts summed over batches: true
+    positives, predicted and actual rows of each class, ``(3, C)`` (weighted: their
+    weights). Binary (one sigmoid output): of the positive class; multiclass: the
+    unweighted mean over classes ("macro", scikit-learn's ``average="macro"``). A class
+    never predicted (or never present) scores 0 there, as scikit-learn's
+    ``zero_division=0``."""
+
+    task = "classification"
+
+    def batch(self, xp, pred, target, weight=None):
+        g, t = _class_columns(xp, pred, target)
+        hit = g * t
+        if weight is not None:
+            w = _column(xp, weight, g)
+            g, t, hit = g * w, t * w, hit * w
+        return xp.stack([xp.sum(hit, axis=0), xp.sum(g, axis=0), xp.sum(t, axis=0)])
+
+    def result(self, total, n, prepared=None):
+        tp, predicted, actual = np.asarray(total, dtype=np.float64).reshape(3, -1)
+        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+        both = precision + recall
+        f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
+        return float(np.mean({"precision": precision, "recall": recall,
+                              "f1": f1}[self.name]))
+
+
+class Precision(_Counts):
+    """``tp / (tp + fp)``; macro over classes for a softmax output."""
+
+    name = "precision"
+
+
+class Recall(_Counts):
+    """``tp / (tp + fn)``; macro over classes for a softmax output."""
+
+    name = "recall"
+
+
+class F1(_Counts):
+    """The harmonic mean of precision and recall (per class, then the macro mean over
+    classes for a softmax output)."""
+
+    name = "f1"
+
+
+class AUC(Metric):
+    """Area under the ROC curve, from counts at :attr:`thresholds` evenly spaced scores
+    in [0, 1] (as Keras' ``AUC``: within about 1/thresholds of the exact area). Binary: of
+    the one sigmoid output; multiclass: each softmax column one class against the rest,
+    then the mean over classes (scikit-learn's ``roc_auc_score(multi_class="ovr",
+    average="macro")``). Counts are ``(C, 2, thresholds)``: the positive and the negative
+    rows (weights) scored at or above each threshold. A class absent from the data, or
+    present in every row, has no curve: the result is then NaN."""
+
+    name = "auc"
+    task = "classification"
+    thresholds = 200
+
+    def batch(self, xp, pred, target, weight=None):
+        import array_api_compat
+
+        _, t = _class_columns(xp, pred, target)  # (N, C): each row's class
+        scores = pred if pred.ndim == 2 else xp.reshape(pred, (-1, 1))
+        dtype = _count_dtype(xp, pred)
+        scores = xp.astype(scores, dtype)
+        cut = xp.linspace(0.0, 1.0, self.thresholds, dtype=dtype,
+                          device=array_api_compat.device(pred))
+        above = xp.astype(xp.reshape(scores, scores.shape + (1,)) >= cut, dtype)
+        pos = xp.reshape(t, t.shape + (1,))
+        neg = 1 - pos
+        if weight is not None:
+            w = xp.reshape(xp.astype(weight, dtype), (-1, 1, 1))
+            pos, neg = pos * w, neg * w
+        return xp.stack([xp.sum(above * pos, axis=0), xp.sum(above * neg, axis=0)], axis=1)
+
+    def result(self, total, n, prepared=None):
+        counts = np.asarray(total, dtype=np.float64).reshape(-1, 2, self.thresholds)
+        areas = []
+        for tp, fp in counts:
+            p, q = tp[0], fp[0]  # every row scores >= 0: all positives, all negatives
+            if p <= 0 or q <= 0:
+                areas.append(np.nan)
+                continue
+            # The curve from (1, 1) at threshold 0 down to (0, 0) past the last one.
+            tpr = np.concatenate([tp / p, [0.0]])
+            fpr = np.concatenate([fp / q, [0.0]])
+            areas.append(float(np.sum((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2)))
+        return float(np.mean(areas))
+
+
+METRICS = {"accuracy": Accuracy, "acc": Accuracy, "mse": MSE, "mae": MAE, "r2": R2,
+           "precision": Precision, "recall": Recall, "f1": F1, "auc": AUC}
+#: The metrics' names, without aliases, in the order messages list them.
+NAMES = ("accuracy", "precision", "recall", "f1", "auc", "mse", "mae", "r2")
+
+
+def host_value(total):
+    """A metric's device sum read to the host: a float for a 0-d sum, else a float64
+    NumPy array (counts)."""
+    from .backend import host_array
+
+    value = np.asarray(host_array(total), dtype=np.float64)
+    return float(value) if value.ndim == 0 else value
 
 
 def get(name) -> Metric:
-    """A fresh metric object by name (``accuracy``, ``mse``, ``mae``, ``r2``)."""
+    """A fresh metric object by name (``accuracy``, ``precision``, ``recall``, ``f1``,
+    ``auc``, ``mse``, ``mae``, ``r2``)."""
     return lookup("metric", name, METRICS, Metric)
 
 
@@ -195,7 +338,7 @@ def compute(metric, y_true, y_pred, sample_weight=None) -> float:
             host = check_sample_weight(sample_weight, n)
             n = float(host.sum())
             w = xp.asarray(host.astype(_host_dtype(y_pred)), device=_device(y_pred))
-        return m.result(float(m.batch(xp, y_pred, y_true, w)), n,
+        return m.result(host_value(m.batch(xp, y_pred, y_true, w)), n,
                         m.prepare(xp, y_true, w))
 
 

@@ -319,13 +319,14 @@ class Sequential(Block):
             validation_data=None, shuffle: bool = True, verbose: int = 1,
             seed: int | None = None, metrics=None, device_data: bool | None = None,
             callbacks=None, on_divergence: str = "raise", resume_from=None,
-            sample_weight=None, class_weight=None, batch_source=None) -> History:
+            sample_weight=None, class_weight=None, batch_source=None,
+            validation_split=None) -> History:
         """Train the model; returns a :class:`History`. Every argument is described at
         :func:`gpunn.training.fit`, which this calls."""
         return _training.fit(self, X, y, loss, optimizer, epochs, batch_size,
                              validation_data, shuffle, verbose, seed, metrics, device_data,
                              callbacks, on_divergence, resume_from, sample_weight,
-                             class_weight, batch_source)
+                             class_weight, batch_source, validation_split)
 
     def evaluate(self, X, y, loss=None, batch_size: int = 1024, metrics=None,
                  sample_weight=None) -> dict:

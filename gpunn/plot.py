@@ -28,6 +28,40 @@ def _pyplot():
     return plt
 
 
+#: What ``--plot`` means in every command, for its help text.
+PLOT_HELP = ("a folder (the figures are written into it, created if missing) or a .png "
+             "file (the command's main figure; any other is written beside it, its name "
+             "added: run.png, run-decision_boundary.png); needs matplotlib")
+
+
+def figure_paths(target: str, names: list[str]) -> list[str]:
+    """Where ``--plot target`` puts figures ``names`` (the first the main one): inside the
+    folder ``target`` as ``name.png``, or, when ``target`` is a ``.png`` file, the first
+    there and the others beside it as ``stem-name.png``."""
+    import os
+
+    if target.lower().endswith(".png"):
+        stem = target[:-4]
+        return [target] + [f"{stem}-{name}.png" for name in names[1:]]
+    return [os.path.join(target, f"{name}.png") for name in names]
+
+
+def plot_outputs(target: str | None, names: list[str]) -> list[str]:
+    """The files ``--plot target`` will write (:func:`figure_paths`; none without it),
+    after checking that matplotlib is importable: a command calls it before any work and
+    checks the paths with its other outputs.
+
+    Raises
+    ------
+    ImportError
+        Saying what to install.
+    """
+    if not target:
+        return []
+    _pyplot()
+    return figure_paths(target, names)
+
+
 def _save(plt, fig, path, dpi=110):
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")

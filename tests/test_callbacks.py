@@ -298,3 +298,157 @@ def test_a_checkpoint_name_too_long_for_some_epoch_is_refused_before_training(
     assert str(tmp_path) in str(info.value)  # the user's path, formatted
     assert model.optimizer is None  # refused before training
     assert list(tmp_path.iterdir()) == []
+
+
+def test_early_stopping_says_when_it_stopped_and_which_epoch_it_restored(capsys):
+    model, X, y, val = _setup()
+    stop = cbs.EarlyStopping(patience=2, restore_best_weights=True)
+    model.fit(X, y, loss="bce", optimizer=gn.optim.SGD(lr=2.0, momentum=0.9), epochs=100,
+              validation_data=val, callbacks=[stop], verbose=0)
+    out = capsys.readouterr().out
+    assert f"EarlyStopping: stopped after epoch {stop.stopped_epoch}: val_loss did not " \
+           f"improve for 2 epochs (best {stop.best:.4g} at epoch {stop.best_epoch})" in out
+    assert f"restored the weights of epoch {stop.best_epoch}" in out
+    quiet = cbs.EarlyStopping(patience=2, verbose=0)
+    model.fit(X, y, loss="bce", optimizer=gn.optim.SGD(lr=2.0, momentum=0.9), epochs=100,
+              validation_data=val, callbacks=[quiet], verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("cooldown,expected", [
+    (0, [1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125]),
+    (2, [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25])])
+def test_reduce_lr_on_plateau_multiplies_the_rate_after_patience_epochs(cooldown, expected):
+    class Model:
+        optimizer = gn.optim.SGD(lr=1.0)
+
+    cb, model = cbs.ReduceLROnPlateau(factor=0.5, patience=2, cooldown=cooldown,
+                                      min_lr=0.1), Model()
+    cb.on_train_begin(model)
+    rates = []
+    for epoch, value in enumerate([1.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1], start=1):
+        logs = {"val_loss": value}
+        cb.on_epoch_end(model, epoch, logs)
+        rates.append(logs["lr"])
+    assert rates == expected
+    for _ in range(20):
+        cb.on_epoch_end(model, 9, {"val_loss": 2.0})
+    assert model.optimizer.lr == 0.1  # never below min_lr
+
+
+def test_reduce_lr_on_plateau_in_fit_logs_lr_and_is_checked(capsys):
+    model, X, y, val = _setup()
+    cb = cbs.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, verbose=1)
+    hist = model.fit(X, y, loss="bce", optimizer=gn.optim.SGD(lr=2.0, momentum=0.9),
+                     epochs=8, callbacks=[cb], verbose=0)
+    assert hist.history["lr"][0] <= 2.0 and min(hist.history["lr"]) < 2.0
+    assert "ReduceLROnPlateau: epoch" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"ReduceLROnPlateau\): monitor 'val_loss' will "
+                                         r"not be logged"):
+        model.fit(X, y, loss="bce", epochs=1, verbose=0, callbacks=[cbs.ReduceLROnPlateau()])
+    for bad, match in [({"factor": 1.0}, r"factor: expected a number in \(0, 1\)"),
+                       ({"patience": -1}, "patience"), ({"min_lr": -1.0}, "min_lr")]:
+        with pytest.raises(ValueError, match=match):
+            cbs.ReduceLROnPlateau(**bad)
+
+
+def test_csv_logger_writes_a_row_per_epoch(tmp_path):
+    import csv
+
+    model, X, y, val = _setup()
+    path = tmp_path / "logs" / "history.csv"
+    hist = model.fit(X, y, loss="bce", epochs=3, validation_data=val, verbose=0,
+                     callbacks=[cbs.StepDecay(step_size=1, gamma=0.5),
+                                cbs.CSVLogger(str(path))])
+    rows = list(csv.reader(path.open()))
+    assert rows[0] == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
+    assert [int(r[0]) for r in rows[1:]] == [1, 2, 3]
+    assert [float(r[1]) for r in rows[1:]] == hist.history["loss"]
+    assert [float(r[5]) for r in rows[1:]] == hist.history["lr"]
+
+
+def test_csv_logger_destination_is_checked_before_training(tmp_path):
+    model, X, y, _ = _setup()
+    (tmp_path / "file").write_text("")
+    with pytest.raises((OSError, ValueError), match="file"):
+        model.fit(X, y, loss="bce", epochs=1, verbose=0,
+                  callbacks=[cbs.CSVLogger(str(tmp_path / "file" / "h.csv"))])
+    assert model.optimizer is None
+
+
+def test_a_resumed_fit_continues_the_csv_log(tmp_path):
+    model, X, y, _ = _setup()
+    fit = dict(loss="bce", verbose=0, seed=0, optimizer=gn.optim.SGD(lr=0.1))
+    model.fit(X, y, epochs=4, callbacks=[cbs.CSVLogger(str(tmp_path / "straight.csv"))],
+              **fit)
+    first, X, y, _ = _setup()
+    first.fit(X, y, epochs=2, callbacks=[cbs.CSVLogger(str(tmp_path / "run.csv")),
+                                         cbs.ModelCheckpoint(str(tmp_path / "c.npz"))], **fit)
+    again, X, y, _ = _setup()
+    again.fit(X, y, epochs=4, loss="bce", verbose=0, resume_from=str(tmp_path / "c.npz"),
+              callbacks=[cbs.CSVLogger(str(tmp_path / "run.csv"))])
+    assert (tmp_path / "run.csv").read_text() == (tmp_path / "straight.csv").read_text()
+
+
+def test_a_keras_style_callback_runs_with_self_model_and_logs():
+    seen = []
+
+    class KerasLike(cbs.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append(("begin", self.model is not None))
+
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, round(logs["loss"], 6) == round(logs["loss"], 6)))
+            if epoch == 1:
+                self.model.stop_training = True
+
+    class Plain:  # not even a gpunn Callback, as a Keras user writes one
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(("plain", epoch, sorted(logs)))
+
+    model, X, y, _ = _setup()
+    hist = model.fit(X[:64], y[:64], loss="bce", epochs=5, verbose=0,
+                     callbacks=[KerasLike(), Plain()])
+    assert hist.epoch == [1, 2]  # Keras counts epochs from 0: its epoch 1 is our second
+    assert seen == [("begin", True), (0, True), ("plain", 0, ["accuracy", "loss"]),
+                    (1, True), ("plain", 1, ["accuracy", "loss"])]
+
+
+def test_a_hook_of_neither_style_is_refused_showing_gpunns_signature():
+    class Odd(cbs.Callback):
+        def on_epoch_end(self, a, b, c, d):
+            pass
+
+    model, X, y, _ = _setup()
+    with pytest.raises(TypeError, match=re.escape(
+            "callbacks[0]: Odd.on_epoch_end(a, b, c, d): expected gpunn's on_epoch_end(self, "
+            "model, epoch, logs) or Keras' on_epoch_end(self, epoch, logs=None)")):
+        model.fit(X, y, loss="bce", epochs=1, verbose=0, callbacks=[Odd()])
+    assert model.optimizer is None
+
+
+def test_a_keras_style_batch_hook_gets_the_running_loss():
+    losses = []
+
+    class Batches:
+        def on_train_batch_end(self, batch, logs=None):
+            losses.append((batch, logs["loss"]))
+
+    model, X, y, _ = _setup()
+    model.fit(X[:64], y[:64], loss="bce", epochs=1, batch_size=32, verbose=0,
+              callbacks=[Batches()])
+    assert [b for b, _ in losses] == [0, 1] and all(math.isfinite(v) for _, v in losses)
+
+
+def test_set_model_is_used_where_a_callback_has_it():
+    class WithSetter:
+        def set_model(self, model):
+            self.given = model
+
+        def on_epoch_end(self, epoch, logs=None):
+            pass
+
+    model, X, y, _ = _setup()
+    cb = WithSetter()
+    model.fit(X[:32], y[:32], loss="bce", epochs=1, verbose=0, callbacks=[cb])
+    assert cb.given is model

@@ -295,3 +295,50 @@ def test_sigterm_while_writing_leaves_no_temporary_file(command, tmp_path, train
     assert code == 143, err
     assert "gpunn: terminated" in err and "Traceback" not in err
     assert os.listdir(out_dir) == []  # neither the file nor its temporary one
+
+
+def test_bare_gpunn_shows_the_help(run_cli):
+    code, out, err = run_cli()
+    assert code == 0 and err == ""
+    assert out.startswith("usage: gpunn") and "train" in out and "predict" in out
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["trian"], "invalid choice: 'trian' (choose from 'train', 'predict', 'export', 'info', "
+                "'devices', 'bench'); did you mean 'train'?"),
+    (["train", "--optimizer", "adma"], "did you mean 'adam'?"),
+    (["train", "--epochss", "3"], "unrecognized arguments: --epochss 3 (--epochss: did you "
+                                  "mean --epochs?)"),
+    (["train", "--lr-shedule=cosine"], "(--lr-shedule: did you mean --lr-schedule?)"),
+    (["predict", "m.npz", "--data", "d.csv", "--outt", "p.csv"], "did you mean --out?"),
+])
+def test_typos_get_a_did_you_mean(run_cli, argv, hint):
+    code, out, err = run_cli(*argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert hint in err, err
+
+
+def test_an_unknown_word_far_from_every_choice_gets_no_guess(run_cli):
+    code, _, err = run_cli("xyzzy")
+    assert code == 2 and "did you mean" not in err
+
+
+def test_plot_names_a_folder_or_a_png_file_in_every_command():
+    from gpunn.plot import figure_paths
+
+    assert figure_paths("figs", ["history", "decision_boundary"]) == [
+        os.path.join("figs", "history.png"), os.path.join("figs", "decision_boundary.png")]
+    assert figure_paths("out/run.PNG", ["history", "decision_boundary"]) == [
+        "out/run.PNG", "out/run-decision_boundary.png"]
+    assert figure_paths("b.png", ["bench"]) == ["b.png"]
+
+
+@pytest.mark.parametrize("argv", [["train", "--dataset", "xor", "--epochs", "1"],
+                                  ["bench", "--device", "cpu", "--sizes", "micro"]])
+def test_plot_without_matplotlib_is_refused_before_any_work(run_cli, monkeypatch, tmp_path,
+                                                            argv):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    code, out, err = run_cli(*argv, "--plot", tmp_path / "figs")
+    assert code == 2 and 'pip install "gpunn[plot]"' in err, err
+    assert "epoch" not in out and "samples/s" not in out
+    assert not (tmp_path / "figs").exists()

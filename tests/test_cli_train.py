@@ -338,3 +338,148 @@ def test_predict_out_dash_is_standard_output(tmp_path, run_cli, monkeypatch):
     assert code == 0, err
     assert not (tmp_path / "-").exists()
     assert len(list(csv.reader(io.StringIO(out)))) == 41
+
+
+# ---------------------------------------------------------------------- training flags
+def test_quiet_sends_the_plots_line_to_stderr_too(tmp_path, run_cli):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (gpunn[plot])")
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "1", "--quiet",
+                             "--save", str(tmp_path / "m.npz"), "--plot", str(tmp_path / "p"))
+    assert code == 0
+    assert [line.split(":")[0] for line in out.splitlines()] == ["done", "saved"]
+    assert "plots:" in err
+
+
+def test_regularisation_flags_reach_the_model_and_optimiser(tmp_path, run_cli):
+    path = tmp_path / "m.npz"
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "2", "--device", "cpu",
+                             "--dropout", "0.2", "--weight-decay", "0.001", "--clip-norm",
+                             "2", "--class-weight", "balanced", "--save", str(path))
+    assert code == 0, err
+    model = gn.load(path, device="cpu")
+    assert [type(layer).__name__ for layer in model.layers].count("Dropout") == 4
+    assert model.optimizer.weight_decay == 0.001 and model.optimizer.clip_norm == 2.0
+    code, _, err = run_cli("train", "--dataset", "moons", "--epochs", "1", "--arch",
+                           str(tmp_path / "a.json"), "--dropout", "0.1")
+    assert code == 2 and "--dropout cannot be given with it" in err
+    code, _, err = run_cli("train", "--dataset", "mnist1d", "--task", "regression",
+                           "--epochs", "1", "--class-weight", "balanced")
+    assert code == 2 and "--class-weight balanced: the task is regression" in err
+
+
+@pytest.mark.parametrize("schedule,rates", [
+    ("step:2:0.5", [0.01, 0.01, 0.005, 0.005]),
+    ("exp:0.5", [0.01, 0.005, 0.0025, 0.00125]),
+    ("cosine", [0.01, 0.0085355, 0.005, 0.0014645]),
+])
+def test_lr_schedule_and_the_csv_log(tmp_path, run_cli, schedule, rates):
+    import csv
+
+    log = tmp_path / "logs" / "history.csv"
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "4", "--device",
+                             "cpu", "--lr-schedule", schedule, "--log", str(log))
+    assert code == 0, err
+    rows = list(csv.DictReader(log.open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert [float(r["lr"]) for r in rows] == pytest.approx(rates, rel=1e-4)
+    assert [float(r["val_loss"]) for r in rows] == pytest.approx(_epochs(out, "val_loss"),
+                                                                 abs=6e-5)
+
+
+def test_a_plateau_schedule_watches_the_validation_loss(tmp_path, run_cli):
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "3", "--device",
+                             "cpu", "--lr-schedule", "plateau:1:0.5", "--log",
+                             str(tmp_path / "h.csv"))
+    assert code == 0, err
+    assert "lr" in (tmp_path / "h.csv").read_text().splitlines()[0]
+    # Without validation rows it watches the training loss (val_loss would not exist).
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "2", "--device",
+                             "cpu", "--lr-schedule", "plateau:1:0.5", "--val-split", "0")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("value,match", [
+    ("step:10", r"expected step:EVERY:FACTOR, got 'step:10'"),
+    ("warm:5", r"unknown schedule 'warm'"),
+    ("step:0:0.5", r"EVERY: expected a positive integer, got 0"),
+    ("plateau:3:2", r"FACTOR: expected a number in \(0, 1\)"),
+    ("exp:x", r"expected numbers after exp:"),
+])
+def test_a_bad_lr_schedule_is_one_line_naming_the_flag(run_cli, value, match):
+    code, _, err = run_cli("train", "--lr-schedule", value)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert re.search(r"argument --lr-schedule: " + match, err), err
+
+
+def _explode_at(epoch):
+    class Explode(gn.callbacks.Callback):
+        def on_epoch_begin(self, model, e):
+            if e == epoch:
+                model.optimizer.lr = 1e12
+
+    return lambda spec, epochs, validating: [Explode()]
+
+
+def test_a_divergence_saves_the_best_epoch_before_it_and_names_flags(tmp_path, run_cli,
+                                                                      monkeypatch):
+    from gpunn import cli_train
+
+    monkeypatch.setattr(cli_train, "schedule_callbacks", _explode_at(4))
+    path = tmp_path / "m.npz"
+    with np.errstate(all="ignore"):
+        code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "6", "--device",
+                                 "cpu", "--save", str(path), "--optimizer", "sgd", "--lr",
+                                 "0.1")
+    assert code == 2
+    message = err.strip().splitlines()[-1]
+    assert "training diverged: the loss became NaN or infinite at epoch 4" in message
+    assert "--lr (now 0.1)" in message and "--clip-norm 1" in message
+    assert "--on-divergence skip" in message and "--save keeps the best epoch" in message
+    assert "clip_norm=" not in message and "on_divergence=" not in message
+    assert "saved:" in out
+    model = gn.load(path, device="cpu")
+    assert 1 <= model.train_state["epoch"] <= 3
+    assert all(np.isfinite(gn.to_numpy(p)).all() for p in model.parameters())
+
+
+def test_on_divergence_stop_ends_training_there_and_succeeds(tmp_path, run_cli, monkeypatch):
+    from gpunn import cli_train
+
+    monkeypatch.setattr(cli_train, "schedule_callbacks", _explode_at(3))
+    with np.errstate(all="ignore"):
+        code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "6", "--device",
+                                 "cpu", "--on-divergence", "stop", "--save",
+                                 str(tmp_path / "m.npz"))
+    assert code == 0, err
+    assert "stopped: training diverged" in out and "done: 2 epochs" in out
+    assert "saved:" in out
+
+
+def test_a_divergence_in_the_first_epoch_saves_nothing(tmp_path, run_cli, monkeypatch):
+    from gpunn import cli_train
+
+    monkeypatch.setattr(cli_train, "schedule_callbacks", _explode_at(1))
+    with np.errstate(all="ignore"):
+        code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "3", "--device",
+                                 "cpu", "--save", str(tmp_path / "m.npz"))
+    assert code == 2 and "diverged" in err and not (tmp_path / "m.npz").exists()
+
+
+def test_plot_is_a_folder_or_a_png_file(tmp_path, run_cli):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (gpunn[plot])")
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "1", "--plot",
+                             str(tmp_path / "run.png"))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-decision_boundary.png",
+                                                          "run.png"]
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "1", "--plot",
+                             str(tmp_path / "figs"))
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "decision_boundary.png", "history.png"]
+
+
+def test_the_device_line_says_how_many_ranks_train():
+    backend = SimpleNamespace(describe=lambda: "cpu (NumPy)", reason="asked")
+    assert cli.device_line(backend, SimpleNamespace(size=1)) == "device: cpu (NumPy) [asked]"
+    assert "; 4 ranks (mpiexec)" in cli.device_line(backend, SimpleNamespace(size=4))

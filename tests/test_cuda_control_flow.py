@@ -66,7 +66,7 @@ def test_cuda_1_keeps_everything_on_gpu_1(fake, dtype, device_data):
     assert model.device == "cuda:1"
     hist = model.fit(X, y, loss="cross_entropy", optimizer="adam", epochs=2, batch_size=32,
                      validation_data=(X[:20], y[:20]), verbose=0, device_data=device_data,
-                     metrics=["accuracy"])
+                     metrics=["accuracy", "f1", "auc"])  # counts made on GPU 1 too
     assert np.all(np.isfinite(hist.history["loss"]))
     arrays = model.parameters() + model.gradients()
     arrays += [v for s in model.optimizer.state for v in s.values()]
@@ -74,7 +74,7 @@ def test_cuda_1_keeps_everything_on_gpu_1(fake, dtype, device_data):
         arrays += list(model._amp.master) + [model._amp.scale]
     assert arrays and {_device_of(a) for a in arrays} == {1}
     assert _device_of(model.predict(X)) == 1
-    assert set(model.evaluate(X, y)) == {"loss", "accuracy"}
+    assert set(model.evaluate(X, y)) == {"loss", "accuracy", "f1", "auc"}
     model.to("cuda:0")
     assert {_device_of(a) for a in model.parameters() + model.gradients()} == {0}
     model.fit(X, y, loss="cross_entropy", epochs=1, verbose=0)

@@ -305,6 +305,8 @@ def test_two_ranks_at_half_batch_equal_one_process_at_the_whole_batch(two_ranks,
     assert np.array_equal(ranks[0]["params"], ranks[1]["params"])  # ranks never drift
     assert np.max(np.abs(ranks[0]["params"] - reference)) < 1e-10
     assert np.allclose(ranks[0]["loss"], hist.history["loss"], rtol=0, atol=1e-10)
+    for key in ("f1", "auc", "val_f1", "val_auc"):  # counts summed over the ranks
+        assert np.allclose(ranks[0][key], hist.history[key], rtol=0, atol=1e-9), key
 
 
 @pytest.fixture(scope="module")
@@ -544,3 +546,17 @@ def test_gpunn_under_mpiexec_without_mpi4py_is_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mpi4py is not installed" in err
     assert 'pip install "gpunn[distributed]"' in err and distributed.joined() is None
+
+
+def test_the_epoch_sums_of_metrics_of_counts_are_summed_over_ranks_in_shape():
+    """Precision, recall, F1 and AUC sum arrays of counts: one exchange carries them
+    flattened with the scalars, and each comes back in its shape."""
+    plan = dplan.Plan(FakeWorld(0, 2), SumEngine(2))
+    counts = np.arange(6, dtype=np.float64).reshape(3, 2)
+    total, metric_sums, step_losses, extra, seen = plan.reduce_epoch(
+        (np.float64(1.5), [np.float64(2.0), None, counts], np.array([0.5, 1.0]),
+         (None, np.float64(3.0)), 7))
+    assert total == 3.0 and metric_sums[0] == 4.0 and metric_sums[1] is None
+    np.testing.assert_array_equal(metric_sums[2], 2 * counts)
+    np.testing.assert_array_equal(step_losses, [1.0, 2.0])
+    assert extra == (None, 6.0) and seen == 14

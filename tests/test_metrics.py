@@ -110,3 +110,71 @@ def test_r2_of_constant_targets_is_defined_as_scikit_learns():
     hist = model.fit(X, y, loss="mse", epochs=2, metrics=["r2"], verbose=0,
                      validation_data=(X, y))
     assert all(np.isfinite(hist.history["r2"])) and all(np.isfinite(hist.history["val_r2"]))
+
+
+@pytest.mark.parametrize("name,score", [
+    ("precision", lambda m, y, p, w, multi: m.precision_score(
+        y, p.argmax(1) if multi else p[:, 0] >= 0.5, average="macro" if multi else "binary",
+        sample_weight=w, zero_division=0)),
+    ("recall", lambda m, y, p, w, multi: m.recall_score(
+        y, p.argmax(1) if multi else p[:, 0] >= 0.5, average="macro" if multi else "binary",
+        sample_weight=w, zero_division=0)),
+    ("f1", lambda m, y, p, w, multi: m.f1_score(
+        y, p.argmax(1) if multi else p[:, 0] >= 0.5, average="macro" if multi else "binary",
+        sample_weight=w, zero_division=0)),
+])
+@pytest.mark.parametrize("multi", [False, True], ids=["binary", "multiclass"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_precision_recall_f1_equal_scikit_learns(backend, name, score, multi, weighted):
+    """Binary: of the positive class; multiclass: the macro mean over classes."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 4 if multi else 2, 80)
+    p = rng.uniform(size=(80, 4 if multi else 1))
+    p[: 40, 0] += y[:40] == 0  # better than chance, not perfect
+    w = rng.uniform(0.0, 2.0, 80) if weighted else None
+    got = gn.metrics.compute(name, y, backend.asarray(p.astype(np.float32)),
+                             sample_weight=w)
+    assert got == pytest.approx(score(metrics, y, p.astype(np.float32), w, multi), abs=1e-5)
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["binary", "multiclass"])
+def test_auc_is_scikit_learns_within_its_thresholds(backend, multi):
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 3 if multi else 2, 400)
+    if multi:
+        logits = rng.normal(size=(400, 3)) + 1.5 * np.eye(3)[y]
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        exact = metrics.roc_auc_score(y, p, multi_class="ovr", average="macro")
+    else:
+        p = 1 / (1 + np.exp(-(rng.normal(size=400) + 1.5 * (2 * y - 1))))[:, None]
+        exact = metrics.roc_auc_score(y, p[:, 0])
+    got = gn.metrics.compute("auc", y, backend.asarray(p.astype(np.float32)))
+    assert got == pytest.approx(exact, abs=5e-3)
+
+
+def test_metrics_of_counts_accumulate_over_batches_and_validation_in_fit():
+    """Logged per epoch from counts summed over the steps (no host read per step):
+    evaluate, fit's training figures at batch_size=N and its validation agree."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    X, y = gn.data.make_moons(300, noise=0.3, seed=0)
+    model = gn.Sequential([gn.Dense(2, 16, activation="tanh"),
+                           gn.Dense(16, 1, activation="sigmoid")], device="cpu", seed=0)
+    names = ["accuracy", "precision", "recall", "f1", "auc"]
+    hist = model.fit(X, y, loss="bce", epochs=3, batch_size=32, metrics=names, verbose=0,
+                     validation_data=(X, y))
+    assert set(names) | {f"val_{n}" for n in names} <= set(hist.history)
+    scores = model.evaluate(X, y)
+    p = gn.to_numpy(model.predict(X))[:, 0]
+    assert scores["f1"] == pytest.approx(metrics.f1_score(y, p >= 0.5), abs=1e-6)
+    assert scores["auc"] == pytest.approx(metrics.roc_auc_score(y, p), abs=5e-3)
+    assert hist.history["val_f1"][-1] == pytest.approx(scores["f1"], abs=1e-6)
+
+
+def test_auc_of_a_multiclass_fit_is_one_vs_rest():
+    X, y = gn.data.make_moons(200, seed=1)
+    model = gn.Sequential([gn.Dense(2, 8, activation="tanh"),
+                           gn.Dense(8, 2, activation="softmax")], device="cpu", seed=0)
+    hist = model.fit(X, y, loss="cross_entropy", epochs=2, metrics=["auc", "f1"], verbose=0)
+    assert 0 <= hist.history["auc"][-1] <= 1 and 0 <= hist.history["f1"][-1] <= 1

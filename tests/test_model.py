@@ -265,7 +265,7 @@ def test_fit_keeps_its_positional_signature():
     assert names == ["self", "X", "y", "loss", "optimizer", "epochs", "batch_size",
                      "validation_data", "shuffle", "verbose", "seed", "metrics",
                      "device_data", "callbacks", "on_divergence", "resume_from",
-                     "sample_weight", "class_weight", "batch_source"]
+                     "sample_weight", "class_weight", "batch_source", "validation_split"]
     X, y = gn.data.make_moons(64, seed=0)
     model = gn.Sequential([gn.Dense(2, 1, activation="sigmoid")], device="cpu", seed=0)
     hist = model.fit(X, y, "bce", "sgd", 2, 16, (X, y), False, 0)

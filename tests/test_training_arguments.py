@@ -49,7 +49,16 @@ FIT_CASES = [
     ("bad verbose", {"verbose": 5}, 1, "verbose: expected 0, 1 or 2"),
     ("bad validation_data", {"validation_data": X}, 1, "validation_data: expected a pair"),
     ("NaN in validation X", {"validation_data": (NAN_X, Y)}, 1, "val_X: contains NaN"),
-    ("unknown metric", {"metrics": ["f1"]}, 1, "unknown metric 'f1'"),
+    ("unknown metric", {"metrics": ["f2"]}, 1, "unknown metric 'f2'"),
+    ("regression metric on a classifier", {"metrics": ["mae"]}, 1,
+     r"metrics: 'mae' scores a regression.*binary_crossentropy.*accuracy"),
+    ("validation_split with validation_data", {"validation_split": 0.2,
+                                               "validation_data": (X, Y)}, 1,
+     "validation_split and validation_data: give one"),
+    ("validation_split of 1", {"validation_split": 1.0}, 1,
+     r"validation_split: expected a fraction in \(0, 1\), got 1.0"),
+    ("validation_split leaving no validation row", {"validation_split": 0.01}, 1,
+     r"validation_split=0.01 of 20 rows leaves no validation row"),
     ("string X", {"X": [["a", "b"]] * 20}, 1, "X: expected a numeric array"),
 ]
 
@@ -117,7 +126,7 @@ API_CASES = [
     ("one-hot width", _fit(y=np.eye(4)[np.arange(40) % 4]), r"\(N,\) or \(N, 3\)"),
     ("unknown loss", _fit(loss="hinge"), "unknown loss 'hinge'; expected one of"),
     ("unknown optimizer", _fit(optimizer="lbfgs"), "unknown optimizer 'lbfgs'"),
-    ("unknown metric", _fit(metrics=["f1"]), "unknown metric 'f1'"),
+    ("unknown metric", _fit(metrics=["f2"]), "unknown metric 'f2'"),
     ("zero epochs", _fit(epochs=0), "epochs: expected a positive integer, got 0"),
     ("batch size 0", _fit(batch_size=0), "batch_size: expected a positive integer, got 0"),
     ("verbose 7", _fit(verbose=7), "verbose: expected 0, 1 or 2, got 7"),
@@ -228,3 +237,61 @@ def test_a_parameter_replaced_with_the_wrong_shape_is_named(binary_classifier):
 def test_flags_must_be_booleans(make):
     with pytest.raises(ValueError, match="expected True or False"):
         make()
+
+
+def test_accuracy_on_a_regression_is_refused_naming_the_metric():
+    model = mlp(2, 4, 1)
+    with pytest.raises(ValueError, match=r"metrics: 'accuracy' scores a classifier.*"
+                                         r"loss 'mse'.*mae"):
+        model.fit(X, X[:, 0], loss="mse", metrics=["accuracy"], epochs=1, verbose=0)
+
+
+def test_mae_on_a_softmax_classifier_names_the_metric_not_a_reshape():
+    model = mlp(2, 4, 3, output="softmax")
+    with pytest.raises(ValueError, match=r"metrics: 'mae' scores a regression"):
+        model.fit(X, Y, loss="cross_entropy", metrics=["accuracy", "mae"], epochs=1,
+                  verbose=0)
+
+
+def test_validation_split_holds_out_the_last_rows_before_shuffling():
+    # Keras' rule: the last fraction of the rows, as given, is the validation set.
+    rng = np.random.default_rng(3)
+    Xr = rng.standard_normal((50, 2)).astype(np.float32)
+    yr = (Xr[:, 0] > 0).astype(np.float32)
+    split = mlp(2, 4, 1, output="sigmoid")
+    given = mlp(2, 4, 1, output="sigmoid")
+    h1 = split.fit(Xr, yr, loss="bce", epochs=2, seed=0, verbose=0, validation_split=0.2)
+    h2 = given.fit(Xr[:40], yr[:40], loss="bce", epochs=2, seed=0, verbose=0,
+                   validation_data=(Xr[40:], yr[40:]))
+    assert h1.history.keys() == h2.history.keys() and "val_loss" in h1.history
+    for key in h1.history:
+        np.testing.assert_allclose(h1.history[key], h2.history[key], rtol=1e-6)
+
+
+def test_validation_split_splits_sample_weights_and_weighs_classes_on_training_rows():
+    rng = np.random.default_rng(4)
+    Xr = rng.standard_normal((30, 2)).astype(np.float32)
+    yr = (Xr[:, 0] > 0).astype(np.float32)
+    w = rng.uniform(0.5, 2, 30)
+    a, b = mlp(2, 4, 1, output="sigmoid"), mlp(2, 4, 1, output="sigmoid")
+    h1 = a.fit(Xr, yr, loss="bce", epochs=2, seed=0, verbose=0, validation_split=0.3,
+               sample_weight=w)
+    h2 = b.fit(Xr[:21], yr[:21], loss="bce", epochs=2, seed=0, verbose=0,
+               sample_weight=w[:21], validation_data=(Xr[21:], yr[21:], w[21:]))
+    for key in h1.history:
+        np.testing.assert_allclose(h1.history[key], h2.history[key], rtol=1e-6)
+
+
+def test_a_custom_loss_says_its_kind_through_classification():
+    class Squared(gn.losses.Loss):
+        name = "squared"
+
+        def _value_and_grad(self, xp, pred, target, share=None):
+            d = pred - xp.reshape(target, pred.shape)
+            return xp.mean(d * d), 2 * d / d.size
+
+    model = mlp(2, 4, 1, output="sigmoid")
+    with pytest.raises(ValueError, match=r"Squared.classification = False says which"):
+        model.fit(X, Y, loss=Squared(), metrics=["accuracy"], epochs=1, verbose=0)
+    Squared.classification = True
+    model.fit(X, Y, loss=Squared(), metrics=["accuracy", "f1"], epochs=1, verbose=0)

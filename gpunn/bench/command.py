@@ -10,6 +10,7 @@ import sys
 from dataclasses import asdict
 
 from ..atomic import check_outputs, write_text
+from ..plot import PLOT_HELP, plot_outputs
 from .impls import IMPLS, usable, why_unusable
 from .measure import measure
 from .report import _opt, environment, markdown, plot
@@ -99,7 +100,8 @@ def build_parser(parser=None) -> argparse.ArgumentParser:
                         "(rewritten after every row: a killed run keeps what it measured)")
     parser.add_argument("--markdown", help="write the markdown table to this file (also "
                         "after every row)")
-    parser.add_argument("--plot", help="write a PNG chart here (needs matplotlib)")
+    parser.add_argument("--plot", metavar="PATH", help="a bar chart of samples/s (bench.png "
+                        f"in a folder): {PLOT_HELP}")
     parser.add_argument("--profile-dir", help="GPU: write each CuPy step's CUDA graph "
                         "(DOT) here, to see which kernels a step launches")
     return parser
@@ -192,8 +194,11 @@ def run(args) -> int:
         from .scaling import run_scaling
 
         return run_scaling(args, _Device(names[0]))
-    check_outputs([args.json, args.markdown, args.plot],
-                  folders=[args.profile_dir] if args.profile_dir else [])
+    # --plot: a folder or a .png file, as in every command; matplotlib checked now.
+    chart = plot_outputs(args.plot, ["bench"])
+    check_outputs([args.json, args.markdown] + chart,
+                  folders=([args.profile_dir] if args.profile_dir else [])
+                  + ([args.plot] if chart and chart[0] != args.plot else []))
     sizes = [s for s in args.sizes.split(",") if s]
     impls = [i for i in args.impls.split(",") if i]
     problem = _argument_problem(args, sizes, impls)
@@ -230,8 +235,8 @@ def run(args) -> int:
     table = _report(args, rows, env, peaks, notes)
     print()
     print(table)
-    if args.plot and not plot(rows, args.plot, missing):
-        print("gpunn bench: matplotlib not installed, no plot written", file=sys.stderr)
+    if chart:
+        plot(rows, chart[0], missing)
     return 0
 
 

@@ -44,6 +44,8 @@ AGREED_ARGUMENTS = {
     "on_divergence": "on_divergence", "resume_from": "checkpoint",
     "sample_weight": "sample_weight", "class_weight": "sample_weight",
     "batch_source": "batch source",
+    # The held-out rows are the validation set's, agreed with it.
+    "validation_split": "validation_data",
 }
 #: The arguments of ``fit`` that may differ between ranks, and why.
 PER_RANK_ARGUMENTS = {

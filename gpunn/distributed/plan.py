@@ -254,16 +254,22 @@ class Plan(Local):
         total, metric_sums, step_losses, (dropped, valid), seen = sums
         have = [s is not None for s in metric_sums]
         extra = [dropped, valid]
-        scalars = [total] + [s for s in metric_sums if s is not None] + \
-                  [e for e in extra if e is not None]
-        host = np.concatenate([np.asarray([float(v) for v in scalars]),
-                               host_array(step_losses).astype(np.float64), [seen]])
+        # Metrics of counts (precision, AUC) sum arrays: flattened here, shaped back after.
+        parts = [np.asarray(host_array(v), dtype=np.float64) for v in
+                 [total] + [s for s in metric_sums if s is not None]
+                 + [e for e in extra if e is not None]]
+        host = np.concatenate([p.ravel() for p in parts]
+                              + [host_array(step_losses).astype(np.float64), [seen]])
         out = self.world.sum(host)
-        k = len(scalars)
-        values = iter(out[1:k])
-        metric_sums = [np.float64(next(values)) if h else None for h in have]
-        extra = [np.float64(next(values)) if e is not None else None for e in extra]
-        return (np.float64(out[0]), metric_sums, out[k:-1], tuple(extra), int(out[-1]))
+        summed, at = [], 0
+        for p in parts:
+            piece = out[at:at + p.size].reshape(p.shape)
+            summed.append(np.float64(piece) if p.ndim == 0 else piece)
+            at += p.size
+        values = iter(summed[1:])
+        metric_sums = [next(values) if h else None for h in have]
+        extra = [next(values) if e is not None else None for e in extra]
+        return (summed[0], metric_sums, out[at:-1], tuple(extra), int(out[-1]))
 
     def rows_of(self, X, T, W=None):
         """This rank's contiguous share of a validation set."""

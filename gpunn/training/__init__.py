@@ -35,6 +35,7 @@ from .arguments import (
     data_source,
     metrics_for,
     output_activation,
+    split_rows,
     validation_set,
 )
 from .evaluation import evaluate_arrays, inference_memory
@@ -52,7 +53,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         validation_data=None, shuffle: bool = True, verbose: int = 1,
         seed: int | None = None, metrics=None, device_data: bool | None = None,
         callbacks=None, on_divergence: str = "raise", resume_from=None, sample_weight=None,
-        class_weight=None, batch_source=None) -> History:
+        class_weight=None, batch_source=None, validation_split=None) -> History:
     """Train ``model``.
 
     Parameters
@@ -78,6 +79,11 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         hyper-parameters; pass an object to set them.
     epochs, batch_size : int > 0
     validation_data : (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+    validation_split : float in (0, 1), optional
+        As in Keras: hold out the last ``validation_split`` of the rows as given (before
+        any shuffling; ``ceil(N * (1 - validation_split))`` rows train) with their
+        sample weights, instead of ``validation_data`` (giving both is refused).
+        ``class_weight="balanced"`` counts the training rows only.
     shuffle : bool, default True
         Reshuffle on the device every epoch.
     verbose : int, default 1
@@ -86,14 +92,20 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         Reseeds shuffling and dropout.
     metrics : list of str, optional
         Default: those of the previous ``fit`` while its loss is kept, else the loss's
-        (``["accuracy"]`` for cross-entropies, ``["mae"]`` otherwise).
+        (``["accuracy"]`` for cross-entropies, ``["mae"]`` otherwise). Classifiers:
+        ``"accuracy"``, ``"precision"``, ``"recall"``, ``"f1"`` (of the positive class
+        for one sigmoid output, the macro mean over classes for softmax) and ``"auc"``
+        (ROC area from 200 thresholds; one-vs-rest macro for softmax); regressions:
+        ``"mse"``, ``"mae"``, ``"r2"``. A metric of the other kind is refused.
     device_data : bool, optional
         Keep the dataset on the model's device (True) or in host memory, streaming
         batches to the device (False). Default: on the device when it fits (within 80%
         of free GPU memory; batches are gathered from it, never a shuffled copy); always
         on the CPU.
     callbacks : list of gpunn.callbacks.Callback, optional
-        Early stopping, checkpoints, learning-rate schedules, your own.
+        Early stopping, checkpoints, learning-rate schedules, ReduceLROnPlateau, CSVLogger,
+        your own; a callback written for Keras (``on_epoch_end(self, epoch, logs)``,
+        ``self.model``) runs through :class:`gpunn.callbacks.KerasStyle`.
     on_divergence : {"raise", "stop", "skip", "off"}, default "raise"
         What a NaN or infinite loss does. It is noticed at the epoch's one host read
         (no per-step sync); "raise" puts the parameters and optimiser back to the start
@@ -143,7 +155,7 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         run = _prepare(model, X, y, loss, optimizer, epochs, batch_size, validation_data,
                        shuffle, verbose, seed, metrics, device_data, callbacks,
                        on_divergence, resume_from, sample_weight, class_weight,
-                       batch_source)
+                       batch_source, validation_split)
     except Exception as exc:
         _plan.refuse(exc)
         raise
@@ -175,13 +187,19 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
 
 def _prepare(model, X, y, loss, optimizer, epochs, batch_size, validation_data, shuffle,
              verbose, seed, metrics, device_data, callbacks, on_divergence, resume_from,
-             sample_weight, class_weight, batch_source) -> SimpleNamespace:
+             sample_weight, class_weight, batch_source,
+             validation_split=None) -> SimpleNamespace:
     """fit's arguments checked and its data placed, changing nothing: ``config``
     (a :class:`FitConfig` without its plan), ``loss``, ``optimizer``, ``metrics``,
     ``callbacks`` (this rank's), ``data``, ``resume`` (the checkpoint read, or None) and
     ``terms``, what the ranks must agree on (:func:`gpunn.distributed.agreement.fit_terms`)."""
     epochs, batch_size = check_settings(epochs, batch_size, verbose, shuffle, on_divergence,
                                         seed, device_data)
+    if validation_split is not None and validation_data is not None:
+        raise ValueError("validation_split and validation_data: give one (validation_split "
+                         f"holds out the last rows of X), got validation_split="
+                         f"{validation_split!r} and validation_data")
+    split_rows(validation_split, None)  # the fraction itself, before the data is read
     _plan.check_batch(batch_size)
     resume = read_checkpoint(model, resume_from) if resume_from is not None else None
     loss = choose_loss(model, loss, resume)
@@ -192,7 +210,8 @@ def _prepare(model, X, y, loss, optimizer, epochs, batch_size, validation_data, 
     metric_objs = metrics_for(loss, metrics if metrics is not None or loss is not model.loss
                               else (model.metrics or None))
     callbacks = check_callbacks(callbacks)
-    check_monitors(callbacks, metric_objs, validation_data is not None, on_divergence)
+    check_monitors(callbacks, metric_objs,
+                   validation_data is not None or validation_split is not None, on_divergence)
     # Every rank runs the callbacks that decide (the agreement compares them); rank 0
     # alone prints and runs those that write files.
     shared = [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
@@ -210,10 +229,15 @@ def _prepare(model, X, y, loss, optimizer, epochs, batch_size, validation_data, 
     with model.backend.context():
         X, T, streaming = batches.as_dataset(model, X, y, loss, device_data=device_data,
                                              preprocessor=prep)
-        W = as_weights(model, T, streaming, loss, sample_weight, class_weight)
+        at = split_rows(validation_split, int(X.shape[0]))
+        if at is None:
+            W = as_weights(model, T, streaming, loss, sample_weight, class_weight)
+            val = validation_set(model, validation_data, loss, device_data, prep)
+        else:
+            X, T, W, val = _held_out(model, X, T, streaming, loss, at, sample_weight,
+                                     class_weight)
         data = data_source(batch_source, batches.source(model.backend, X, T, W, batch_size,
                                                         shuffle, streaming))
-        val = validation_set(model, validation_data, loss, device_data, prep)
         check_precision(model)
         start = 1 if resume is None else int(resume.training["epoch"]) + 1
         resumed = None if resume is None else (
@@ -228,6 +252,25 @@ def _prepare(model, X, y, loss, optimizer, epochs, batch_size, validation_data, 
     return SimpleNamespace(config=config, loss=loss, optimizer=optimizer,
                            metrics=metric_objs, callbacks=callbacks, data=data,
                            resume=resume, terms=terms)
+
+
+def _held_out(model, X, T, streaming, loss, at, sample_weight, class_weight):
+    """``validation_split``: the placed rows cut at row ``at`` into training rows
+    ``(X, T, W)`` and a validation set ``(X, T, streaming, W)`` as
+    :func:`~.arguments.validation_set` makes. Sample weights follow their rows; class
+    weights (balanced ones counted on the training rows) apply to the training rows
+    only, as with ``validation_data``."""
+    from ..metrics import check_sample_weight
+
+    n = int(X.shape[0])
+    sw = None if sample_weight is None else check_sample_weight(sample_weight, n)
+    X_fit, X_val = batches.split_rows(X, at)
+    T_fit, T_val = T[:at], T[at:]
+    W = as_weights(model, T_fit, streaming, loss, None if sw is None else sw[:at],
+                   class_weight)
+    W_val = None if sw is None else as_weights(model, T_val, streaming, loss, sw[at:],
+                                               what="val_")
+    return X_fit, T_fit, W, (X_val, T_val, streaming, W_val)
 
 
 def _loggers(n: int, epochs: int, batch_size: int, verbose, dist) -> list:

@@ -11,7 +11,7 @@ from .. import losses as _losses
 from .. import metrics as _metrics
 from .. import optim as _optim
 from ..backend.random import check_seed
-from ..callbacks import Callback
+from ..callbacks import Callback, keras_style
 from ..errors import describe, user_stacklevel
 from ..layers import positive_int as _positive_int
 from . import batches
@@ -98,7 +98,56 @@ def metrics_for(loss, metrics) -> list:
         metrics = list(loss.default_metrics)
     if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
         raise ValueError(f"metrics: expected a list of names, got {describe(metrics)}")
-    return [_metrics.get(m) for m in metrics]
+    objs = [_metrics.get(m) for m in metrics]
+    task = "classification" if getattr(loss, "classification", False) else "regression"
+    for given, m in zip(metrics, objs):
+        # A metric of the other kind would score nonsense or fail deep inside NumPy on
+        # the targets' shape: name it and what fits this loss instead.
+        wants = getattr(m, "task", None)
+        if wants is not None and wants != task:
+            fits = ", ".join(k for k in _metrics.NAMES if _metrics.METRICS[k].task == task)
+            name = given if isinstance(given, str) else m.name
+            raise ValueError(f"metrics: {name!r} scores a "
+                             f"{'classifier' if wants == 'classification' else 'regression'}"
+                             f"; loss {loss.name!r} trains a "
+                             f"{'classifier' if task == 'classification' else 'regression'}"
+                             f", whose metrics are {fits}{_kind_hint(loss)}")
+    return objs
+
+
+def _kind_hint(loss) -> str:
+    """For a loss of the user's own: where its kind comes from."""
+    if type(loss).__module__.startswith("gpunn."):
+        return ""
+    return (f" ({type(loss).__name__}.classification = "
+            f"{bool(getattr(loss, 'classification', False))} says which)")
+
+
+def split_rows(fraction, n: int | None):
+    """Where ``validation_split=fraction`` cuts ``n`` rows: the first row of the
+    validation part (Keras' rule: the last fraction, before any shuffling), or None when
+    ``fraction`` is None (``n`` None: check the fraction alone).
+
+    Raises
+    ------
+    ValueError
+        A fraction outside (0, 1), or one that leaves either part empty.
+    """
+    if fraction is None:
+        return None
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
+            or not 0 < fraction < 1:
+        raise ValueError(f"validation_split: expected a fraction in (0, 1), got {fraction!r}")
+    if n is None:
+        return None
+    at = int(np.ceil(n * (1 - float(fraction))))
+    if at >= n:
+        raise ValueError(f"validation_split={fraction!r} of {n} rows leaves no validation "
+                         "row; give a larger fraction")
+    if at <= 0:
+        raise ValueError(f"validation_split={fraction!r} of {n} rows leaves no training "
+                         "row; give a smaller fraction")
+    return at
 
 
 def check_callbacks(callbacks) -> list:
@@ -108,17 +157,25 @@ def check_callbacks(callbacks) -> list:
     if callbacks is not None and not isinstance(callbacks, (list, tuple)):
         raise TypeError(f"callbacks: expected a list of gpunn.callbacks.Callback, got "
                         f"{describe(callbacks)}")
-    callbacks = list(callbacks or [])
-    for i, cb in enumerate(callbacks):
-        if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks[{i}]: expected a gpunn.callbacks.Callback, got "
-                            f"{describe(cb)}")
-    return callbacks
+    checked = []
+    for i, cb in enumerate(callbacks or []):
+        # A callback written for Keras (on_epoch_end(self, epoch, logs), self.model) runs
+        # through an adapter; a hook that fits neither style is named with both.
+        try:
+            run = keras_style(cb)
+        except TypeError as exc:
+            raise TypeError(f"callbacks[{i}]: {exc}") from None
+        if run is None:
+            raise TypeError(f"callbacks[{i}]: expected a gpunn.callbacks.Callback (hooks "
+                            "such as on_epoch_end(self, model, epoch, logs)) or a Keras-style "
+                            f"callback (on_epoch_end(self, epoch, logs)), got {describe(cb)}")
+        checked.append(run)
+    return checked
 
 
 def check_monitors(callbacks, metrics, validating: bool, on_divergence: str) -> None:
     """Callbacks that watch a log must watch one this fit will write (before training)."""
-    from ..callbacks import LearningRateSchedule
+    from ..callbacks import LearningRateSchedule, ReduceLROnPlateau
 
     logged = ["loss"] + [m.name for m in metrics]
     logged += [f"val_{k}" for k in logged] if validating else []
@@ -127,7 +184,7 @@ def check_monitors(callbacks, metrics, validating: bool, on_divergence: str) -> 
     ranked = sorted(range(len(callbacks)), key=lambda i: getattr(callbacks[i], "order", 0))
     for i in ranked:
         cb = callbacks[i]
-        if isinstance(cb, LearningRateSchedule) and "lr" not in logged:
+        if isinstance(cb, (LearningRateSchedule, ReduceLROnPlateau)) and "lr" not in logged:
             logged.append("lr")
         monitor = getattr(getattr(cb, "_monitor", None), "monitor", None)
         if monitor is None or not getattr(cb, "watches_logs", True):

@@ -160,6 +160,13 @@ def _on_gpu_of(backend, X) -> bool:
     return backend.library == "cupy" and dlpack_device(X) == (DLPACK_CUDA, backend.index)
 
 
+def split_rows(X, at: int):
+    """``X[:at]`` and ``X[at:]``: views of a placed array, or two :class:`SparseRows`."""
+    if isinstance(X, SparseRows):
+        return (SparseRows(X.matrix[:at], X.dtype), SparseRows(X.matrix[at:], X.dtype))
+    return X[:at], X[at:]
+
+
 def as_dataset(model, X, y, loss, what: str = "", device_data=None, preprocessor=None):
     """Check and place ``(X, y)`` for ``loss``: inputs finite and of the right width,
     one target per row, targets as the loss wants them (``loss.prepare_target``), the

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
+
 from ..distributed import plan as _plan
 from ..errors import DeviceMemoryError
+from ..metrics import host_value
 from . import batches as _batches
 
 
@@ -37,7 +40,14 @@ def evaluate_arrays(model, X, T, streaming, loss, metrics, batch_size,
             for i, m in enumerate(metrics):
                 sums[i] = sums[i] + cast_like(xp, m.batch(xp, output, tb, wb), total)
     model.forget()
-    total, *sums = dist.sum_floats([float(total)] + [float(s) for s in sums])
+    # One exchange of every sum, counts flattened (and shaped back after).
+    host = [np.asarray(host_value(s)) for s in sums]
+    flat = dist.sum_floats([float(total)] + [float(v) for h in host for v in h.ravel()])
+    total, at, sums = flat[0], 1, []
+    for h in host:
+        part = np.asarray(flat[at:at + h.size], dtype=np.float64).reshape(h.shape)
+        sums.append(float(part) if part.ndim == 0 else part)
+        at += h.size
     result = {"loss": total / n + (float(reg) if reg is not None else 0.0)}
     result.update({m.name: m.result(s, n, p) for m, s, p in zip(metrics, sums, prepared)})
     return result

@@ -271,7 +271,7 @@ class Trainer:
             return None
         nan = float("nan")
         logs = {"loss": total_host / n if n else nan}
-        logs.update({m.name: m.result(float(s), n, p) if n else nan
+        logs.update({m.name: m.result(_metrics.host_value(s), n, p) if n else nan
                      for m, s, p in zip(self.metrics, metric_sums, self.prepared)})
         if self.skip:
             logs["skipped"] = float(dropped) if dropped is not None else 0.0
@@ -289,7 +289,8 @@ class Trainer:
         mass = n * seen / max(int(self.data.X.shape[0]), 1) if self.weighted else seen
         nan = float("nan")
         logs = {"loss": float(total) / mass if mass else nan}
-        logs.update({m.name: m.result(float(s), mass, p) if mass and s is not None else nan
+        logs.update({m.name: m.result(_metrics.host_value(s), mass, p)
+                     if mass and s is not None else nan
                      for m, s, p in zip(self.metrics, metric_sums, self.prepared)})
         logs.update({k: nan for k in self.history.history if k not in logs})
         self.history.append(epoch, logs)
@@ -338,8 +339,9 @@ class Trainer:
                 if i == fused_at and head.wrote_metric():
                     continue
                 count = m.batch(xp, output, tb, wb)
-                if metric_steps[i] is None:
-                    metric_steps[i] = backend.zeros((steps,), dtype=count.dtype)
+                if metric_steps[i] is None:  # a metric of counts sums an array per step
+                    metric_steps[i] = backend.zeros((steps,) + tuple(count.shape),
+                                                    dtype=count.dtype)
                 metric_steps[i][batch] = count
             if self.per_batch:  # a running sum only for callbacks that look at it
                 weight = None if wb is None else step_weights[batch]
@@ -376,7 +378,8 @@ class Trainer:
         metric_vals = [cast_like(xp, buf[:done], losses) if buf is not None else None
                        for buf in metric_steps]
         if 0 in counts:  # a rank's weight-0 stand-in row counts toward no metric
-            metric_vals = [None if v is None else xp.where(rows > 0, v, xp.zeros_like(v))
+            metric_vals = [None if v is None else xp.where(_per_step(xp, rows > 0, v), v,
+                                                           xp.zeros_like(v))
                            for v in metric_vals]
         weights = rows if step_weights is None else step_weights[:done]
         dropped = valid = None
@@ -385,8 +388,15 @@ class Trainer:
             dropped = xp.sum(xp.astype(xp.logical_not(finite), xp.int64))
             valid = xp.sum(xp.where(finite, weights, xp.zeros_like(weights)))
             losses = xp.where(finite, losses, xp.zeros_like(losses))
-            metric_vals = [None if v is None else xp.where(finite, v, xp.zeros_like(v))
+            metric_vals = [None if v is None else xp.where(_per_step(xp, finite, v), v,
+                                                           xp.zeros_like(v))
                            for v in metric_vals]
         total = xp.sum(losses * weights)
-        sums = [None if v is None else xp.sum(v) for v in metric_vals]
+        sums = [None if v is None else xp.sum(v, axis=0) for v in metric_vals]
         return total, sums, step_losses, (dropped, valid)
+
+
+def _per_step(xp, flags, like):
+    """``flags (steps,)`` shaped to select the steps of ``like``, ``(steps,)`` or
+    ``(steps, *counts)``."""
+    return xp.reshape(flags, (-1,) + (1,) * (like.ndim - 1))

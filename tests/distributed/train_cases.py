@@ -19,4 +19,5 @@ for name in (sys.argv[2:] or CASES):
     model, hist = train(name)
     params = gn.to_numpy(model.store.flat[0])
     np.savez(os.path.join(out, f"{name}-rank{world.rank}.npz"), params=params,
-             loss=np.array(hist.history["loss"]), epochs=np.array(hist.epoch))
+             loss=np.array(hist.history["loss"]), epochs=np.array(hist.epoch),
+             **{k: np.array(hist.history[k]) for k in ("f1", "auc", "val_f1", "val_auc")})
