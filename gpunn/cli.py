@@ -159,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", default="adam", choices=sorted(_optim.OPTIMIZERS),
                        help="the optimiser")
     train.add_argument("--lr", type=_positive(float), default=0.01, help="learning rate")
-    train.add_argument("--epochs", type=_positive(int), default=30, help="passes over the data")
+    train.add_argument("--epochs", type=_positive(int), default=None,
+                       help="passes over the data (default: 30, or more for a small data "
+                       "set: enough for 1,000 optimiser steps, at most 200)")
     train.add_argument("--patience", type=_positive(int, zero=True), metavar="N",
                        help="stop after N epochs without improvement of the validation metric "
                        "(training metric with --val-split 0); with or without it, the best "
@@ -270,6 +272,12 @@ def _train_rank(args, world) -> int:
         from .preprocessing import Standardizer
 
         model.preprocessor = Standardizer().fit(X)
+        if task == "regression":
+            # Targets in dollars or grams make a loss of 1e10 and outputs that start a
+            # million times too small: the network learns standardised targets, and the
+            # model file turns its outputs back (predict, the ONNX graph).
+            model.target_scaler = Standardizer().fit(y.reshape(len(y), -1))
+            _cli_data.tell([_train.scaling_note(model.target_scaler, data.target)])
     model.extra = {"task": task, "classes": data.classes, "target": data.target,
                    "feature_names": data.feature_names, "columns": data.columns,
                    "dataset": name}
@@ -280,7 +288,10 @@ def _train_rank(args, world) -> int:
     print("\n".join(_train.header(name, data, len(X), len(val[0]) if val else 0, network,
                                   model.count_params(), loss, args.optimizer, args.lr)),
           file=info)
-    best = _train.BestEpoch(loss, val is not None, args.patience, args.epochs)
+    if args.epochs is None:
+        args.epochs = _train.default_epochs(len(X), args.batch_size)
+    best = _train.BestEpoch(loss, val is not None, args.patience, args.epochs,
+                            standardised=model.target_scaler is not None)
     start = time.perf_counter()
     hist = model.fit(X, y, loss=loss, optimizer=optimizer, epochs=args.epochs,
                      batch_size=args.batch_size, validation_data=val, callbacks=[best],
@@ -288,13 +299,21 @@ def _train_rank(args, world) -> int:
     if not hist.epoch:  # Ctrl-C before the first epoch ended
         raise KeyboardInterrupt
     summary = best.summary(hist, time.perf_counter() - start, backend.name)
-    if data.X_test is not None:  # with the best epoch's weights, those saved
+    if data.X_test is not None and task != "regression":  # the best epoch's weights
         test = model.evaluate(data.X_test, data.y_test)[best.metric]
         summary += f"; test {best.metric} {test:.4f}"
     print(summary)
+    scores = {}
+    if task == "regression":  # in the target's units, whatever the network learnt in
+        for label, rows in (("validation", val), ("test", (data.X_test, data.y_test))):
+            if rows is not None and rows[0] is not None:
+                scores[label] = _train.regression_scores(model, *rows)
+                print(_train.scores_line(label, scores[label]))
     if args.save:  # the best epoch's weights, optimiser and counters: resumable from there
         model.save(args.save)  # rank 0 alone writes
         print(best.saved(_model_path(args.save), hist))
+    for line in _train.advice(hist, best, scores.get("validation")):
+        print(f"warning: {line}", file=sys.stderr)
     if args.plot and world.rank == 0:
         _train.plots(args.plot, model, hist, data,
                      _train.title(name, network, args.optimizer, args.lr), best)

@@ -45,6 +45,13 @@ class Sequential(Block):
         Those of the last ``fit`` (or of a loaded file).
     preprocessor : optional
         Applied to X by fit, evaluate and predict (e.g. a fitted Standardizer).
+    target_scaler : Standardizer, optional
+        Regression targets in standardised units: ``fit`` and ``evaluate`` standardise
+        the ``y`` they are given with it (their loss and metrics are then in standardised
+        units), and ``predict`` (and the ONNX export) turn the network's outputs back into
+        the targets' own units. ``gpunn train`` sets one for regression unless
+        ``--no-standardize``; set your own with ``Standardizer().fit(y.reshape(len(y),
+        -1))``.
     extra : dict
         JSON-serialisable data saved with the model (class labels, task, ...).
     train_state : dict or None
@@ -76,6 +83,7 @@ class Sequential(Block):
         self.optimizer = self.loss = None
         self.metrics: list[str] = []
         self.preprocessor = None
+        self.target_scaler = None
         self.extra: dict = {}
         self.stop_training = False
         self.train_state = None

@@ -281,3 +281,16 @@ def test_without_onnx_the_install_line_is_given(monkeypatch, tmp_path, capsys):
                      str(tmp_path / "m.onnx")]) == 2
     assert capsys.readouterr().err == ('gpunn: error: ONNX export needs the onnx package: '
                                        'pip install "gpunn[onnx]"\n')
+
+
+def test_a_target_scaling_is_undone_in_the_graph(tmp_path):
+    X = _inputs()
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) * 1e4 + 2e5
+    model = gn.Sequential([gn.Dense(4, 8, activation="tanh"), gn.Dense(8, 1)], device="cpu",
+                          seed=0)
+    model.preprocessor = _standardizer(X)
+    model.target_scaler = gn.preprocessing.Standardizer().fit(y.reshape(-1, 1))
+    model.to_onnx(tmp_path / "m.onnx")
+    expected = gn.to_numpy(model.predict(X))
+    assert abs(float(np.mean(expected)) - 2e5) < 1e5  # in the target's units
+    np.testing.assert_allclose(_run(tmp_path / "m.onnx", X), expected, rtol=1e-5, atol=0.05)
