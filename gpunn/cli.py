@@ -1,10 +1,9 @@
-"""The ``gpunn`` command line: train, predict, export, info, devices, bench."""
+"""The ``gpunn`` command line: train, predict, evaluate, export, info, devices, bench."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import importlib.util
 import math
 import os
@@ -19,12 +18,13 @@ from . import __version__, distributed
 from . import cli_arch as _arch
 from . import cli_data as _cli_data
 from . import cli_export as _cli_export
+from . import cli_predict as _cli_predict
 from . import cli_train as _train
 from . import losses as _losses
 from . import optim as _optim
 from .activations import ACTIVATIONS
-from .atomic import Terminated, atomic_path, check_outputs, terminate_as_exception
-from .backend import available_devices, cuda_status, get_backend, parse_device, to_numpy
+from .atomic import Terminated, check_outputs, terminate_as_exception
+from .backend import available_devices, cuda_status, get_backend, parse_device
 from .backend.random import check_seed
 from .data import builtin as _builtin
 from .data import tables as _ds
@@ -191,15 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _other_commands(sub) -> None:
     """The parsers of predict, export, info, devices and bench."""
-    predict = sub.add_parser("predict", help="predict with a saved model")
-    predict.add_argument("model", help="a model file written by gpunn train --save")
-    predict.add_argument("--data", required=True,
-                         help="a CSV or Parquet file with the training features")
-    predict.add_argument("--out", help="write predictions here (default, or -: standard "
-                         "output)")
-    predict.add_argument("--device", type=_device, default=None, help=_DEVICE)
-    _cli_data.add_reading_arguments(predict, training=False)
-
+    _cli_predict.add_parsers(sub, _device, _DEVICE)
     _cli_export.build_parser(sub.add_parser("export", help="write a saved model as ONNX"))
     sub.add_parser("info", help="versions, GPUs, and which devices are usable and why")
     sub.add_parser("devices", help="list usable devices and why CUDA is or is not usable")
@@ -343,51 +335,11 @@ def _check_destinations(args) -> None:
 
 
 def cmd_predict(args) -> int:
-    from .files import load
+    return _cli_predict.cmd_predict(args, _backend(args.device))
 
-    if args.out == "-":  # the usual spelling of standard output
-        args.out = None
-    check_outputs([args.out] if args.out else [], [args.model, args.data])
-    backend = _backend(args.device)
-    model = load(args.model, device=backend)
-    extra = _cli_data.checked_extra(args.model, model.extra, model.output_dim)
-    columns = extra.get("columns") or None
-    if not columns:
-        raise _ds.DatasetError(f"{args.model}: was not trained from a CSV file (no column "
-                               "names saved); load it in Python and call model.predict")
-    X = _cli_data.predict_features(args.data, args, columns)
-    with np.errstate(over="ignore", invalid="ignore"):  # checked below, in one line
-        proba = np.asarray(to_numpy(model.predict(X)), dtype=np.float64)
-    bad = np.flatnonzero(~np.all(np.isfinite(proba), axis=1))
-    if bad.size:  # argmax and >= 0.5 would label a NaN row as the first class
-        raise ValueError(f"{args.model}: the model's outputs are NaN or infinite for "
-                         f"{bad.size} of {proba.shape[0]} rows (the first is row "
-                         f"{int(bad[0]) + 1} of {args.data}): the network overflows "
-                         f"{model.dtype} on this data; nothing was written")
-    task, classes = extra.get("task"), extra.get("classes") or []
-    target = extra.get("target", "prediction")
-    if task == "binary":
-        header = [target, f"p_{classes[1]}" if len(classes) == 2 else "probability"]
-        rows = [[classes[int(p >= 0.5)] if len(classes) == 2 else int(p >= 0.5), f"{p:.6g}"]
-                for p in proba[:, 0]]
-    elif task == "multiclass":
-        header = [target] + [f"p_{c}" for c in classes]
-        rows = [[classes[int(np.argmax(p))]] + [f"{v:.6g}" for v in p] for p in proba]
-    else:
-        header = [target] if proba.shape[1] == 1 else [f"{target}_{i}"
-                                                       for i in range(proba.shape[1])]
-        rows = [[f"{v:.6g}" for v in p] for p in proba]
-    if not args.out:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(header)
-        writer.writerows(rows)
-        return 0
-    with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    print(f"wrote {len(rows)} predictions to {args.out}", file=sys.stderr)
-    return 0
+
+def cmd_evaluate(args) -> int:
+    return _cli_predict.cmd_evaluate(args, _backend(args.device))
 
 
 def cmd_info(args) -> int:
@@ -454,13 +406,14 @@ def main(argv=None) -> int:
 
 
 #: The commands every rank of an MPI launch runs: training, and info (each rank's line,
-#: printed by rank 0). The others (predict, export, devices, bench) run on rank 0 alone:
-#: one set of predictions, one file, one listing.
+#: printed by rank 0). The others (predict, evaluate, export, devices, bench) run on rank
+#: 0 alone: one set of predictions, one file, one listing.
 EVERY_RANK = ("train", "info")
 
 
 def _run(args) -> int:
-    commands = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
+    commands = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate,
+                "info": cmd_info,
                 "devices": cmd_devices, "bench": cmd_bench, "export": _cli_export.run}
     try:
         # Under a launcher every rank joins first (joining is collective); then nothing
