@@ -146,3 +146,37 @@ def test_evaluate_errors_are_one_line(tmp_path, run_cli, table):
     code, out, err = run_cli("evaluate", model, "--data", tmp_path / "odd.csv")
     assert code == 2 and err.count("\n") == 1 and "['maybe'] are not among" in err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------- from Python
+def test_a_cli_model_predicts_on_a_dataframe_of_raw_columns(tmp_path, run_cli, table):
+    model = _train(run_cli, tmp_path, "--data", tmp_path / "t.csv", "--target", "label",
+                   "--drop", "id")
+    code, out, err = run_cli("predict", model, "--data", tmp_path / "t.csv")
+    from_cli = pd.read_csv(__import__("io").StringIO(out))["p_yes"].to_numpy()
+    loaded = gn.load(model, device="cpu")
+    raw = pd.read_csv(tmp_path / "t.csv")  # text, numbers, the target: as a user has it
+    proba = gn.to_numpy(loaded.predict(raw))[:, 0]
+    np.testing.assert_allclose(proba, from_cli, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"missing feature column\(s\) \['colour'\]"):
+        loaded.predict(raw.drop(columns="colour"))
+
+
+def test_export_names_the_encoded_inputs_the_graph_takes(tmp_path, run_cli, table):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = _train(run_cli, tmp_path, "--data", tmp_path / "t.csv", "--target", "label",
+                   "--drop", "id")
+    code, out, err = run_cli("export", model, "--onnx", tmp_path / "m.onnx")
+    assert code == 0, err
+    names = re.search(r"input columns, in order: (.*)\n", out).group(1).split(", ")
+    assert sorted(names) == ["colour=blue", "colour=green", "colour=red", "x"]
+    assert "the graph takes these encoded, not the table's raw columns" in out
+    raw = pd.read_csv(tmp_path / "t.csv")
+    encoded = np.stack([(raw["colour"] == n.split("=")[1]).to_numpy(float) if "=" in n
+                        else raw[n].to_numpy(float) for n in names], axis=1)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": encoded.astype(np.float32)})[0]
+    expected = gn.to_numpy(gn.load(model, device="cpu").predict(raw))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
