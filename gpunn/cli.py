@@ -176,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_seed, default=0,
                        help="seed of the split, the initial weights and the shuffling")
     train.add_argument("--no-standardize", action="store_true",
-                       help="feed features as they are (default: standardise them)")
+                       help="feed features, and a regression target, as they are "
+                       "(default: standardise them; predictions come back in the "
+                       "target's units)")
     train.add_argument("--save", help="write the trained model here (.npz, .safetensors)")
     train.add_argument("--plot", help="write loss/metric curves (and the decision "
                        "boundary of 2-D data) as PNG files into this folder")
