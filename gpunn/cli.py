@@ -306,7 +306,8 @@ def _train_rank(args, world) -> int:
     if args.save:  # the best epoch's weights, optimiser and counters: resumable from there
         model.save(args.save)  # rank 0 alone writes
         print(best.saved(_model_path(args.save), hist))
-    for line in _train.advice(hist, best, scores.get("validation")):
+    for line in _train.advice(hist, best, scores.get("validation"),
+                              val[1] if val is not None and task != "regression" else None):
         print(f"warning: {line}", file=sys.stderr)
     if args.plot and world.rank == 0:
         _train.plots(args.plot, model, hist, data,

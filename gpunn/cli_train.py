@@ -202,9 +202,12 @@ def scores_line(label: str, scores: dict) -> str:
             f"R² {scores['r2']:.3f} (in the target's units)")
 
 
-def advice(hist, best: BestEpoch, val_scores: dict | None) -> list[str]:
+def advice(hist, best: BestEpoch, val_scores: dict | None,
+           val_labels=None) -> list[str]:
     """Warnings about a run that ended while its loss still fell fast, or whose model is
-    no better than a constant."""
+    no better than a constant: a regression's validation R² (``val_scores``) near 0, or
+    a validation accuracy no higher than the share of the most frequent class among
+    ``val_labels`` (class indices, or None)."""
     lines = []
     # The loss of the rows the best epoch is judged on: a training loss that falls while
     # the validation loss rises is overfitting, not a run cut short.
@@ -228,4 +231,13 @@ def advice(hist, best: BestEpoch, val_scores: dict | None) -> list[str]:
                      "the target, train longer, or try a lower --lr"
                      + ("" if best.units else "; targets far from 0 or 1 in size learn "
                         "badly without standardisation (drop --no-standardize)"))
+    labels = None if val_labels is None else np.asarray(val_labels)
+    if labels is not None and labels.ndim == 1 and labels.size and \
+            best.key == "val_accuracy" and best.best_epoch:
+        share = float(np.max(np.unique(labels, return_counts=True)[1])) / labels.size
+        if best.best <= share + 1e-9:
+            lines.append(f"validation accuracy {best.best:.4f}: no better than always "
+                         f"predicting the most frequent class ({share:.4f} of the rows). "
+                         "Check that the features relate to the target, train longer, or "
+                         "try a lower --lr")
     return lines

@@ -445,3 +445,18 @@ def test_default_epochs_grow_for_small_data_only():
     assert default_epochs(120, 64) == 200  # iris: 2 steps an epoch
     assert default_epochs(800, 64) == 77  # 13 steps an epoch: 1,000 steps
     assert default_epochs(60_000, 64) == 30
+
+
+def test_a_classifier_no_better_than_the_majority_class_is_warned_about(tmp_path, run_cli):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = (rng.random(200) < 0.8).astype(int)  # labels unrelated to the features
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    code, out, err = run_cli("train", "--data", tmp_path / "d.npz", "--epochs", "5",
+                             "--lr", "0.0001", "--device", "cpu")
+    assert code == 0, err
+    assert re.search(r"warning: validation accuracy [\d.]+: no better than always "
+                     r"predicting the most frequent class \(0\.\d+ of the rows\)", err)
+    code, out, err = run_cli("train", "--dataset", "moons", "--epochs", "5", "--device",
+                             "cpu")
+    assert "most frequent class" not in err
