@@ -125,3 +125,23 @@ def test_a_target_scaling_that_does_not_fit_the_model_file_is_refused(tmp_path):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(gn.ModelFileError, match="target/scale"):
         gn.load(tmp_path / "bad.npz")
+
+
+def test_resuming_checks_the_target_scaling(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 2)), rng.normal(size=64) * 1e4
+
+    def model(scaled):
+        net = gn.Sequential([gn.Dense(2, 1)], device="cpu", seed=0)
+        net.target_scaler = Standardizer().fit(y.reshape(-1, 1)) if scaled else None
+        return net
+
+    first = model(True)
+    first.fit(X, y, loss="mse", epochs=2, verbose=0, callbacks=[
+        gn.callbacks.ModelCheckpoint(str(tmp_path / "ckpt.npz"))])
+    with pytest.raises(ValueError, match="trained on standardised targets, this model has "
+                       "targets as given; set model.target_scaler"):
+        model(False).fit(X, y, loss="mse", epochs=3, verbose=0,
+                         resume_from=tmp_path / "ckpt.npz")
+    resumed = model(True)
+    resumed.fit(X, y, loss="mse", epochs=3, verbose=0, resume_from=tmp_path / "ckpt.npz")
