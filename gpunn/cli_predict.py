@@ -163,8 +163,8 @@ def _outputs(model, rows: Rows, args):
     return out
 
 
-def _labels(out, task: str, classes: list) -> np.ndarray:
-    """Class indices of the outputs."""
+def _labels(out, task: str) -> np.ndarray:
+    """Class indices of the outputs: a sigmoid's at 0.5, else the most probable."""
     if task == "binary":
         return (out[:, 0] >= 0.5).astype(np.int64)
     return np.argmax(out, axis=1)
@@ -176,12 +176,12 @@ def prediction_columns(out, extra: dict) -> list:
     task, classes = extra.get("task"), extra.get("classes") or []
     target = extra.get("target") or "prediction"
     if task == "binary":
-        labels = _labels(out, task, classes)
+        labels = _labels(out, task)
         named = np.asarray(classes, dtype=object)[labels] if len(classes) == 2 else labels
         return [(target, named), (f"p_{classes[1]}" if len(classes) == 2 else
                                   "probability", out[:, 0])]
     if task == "multiclass":
-        labels = _labels(out, task, classes)
+        labels = _labels(out, task)
         return [(target, np.asarray(classes, dtype=object)[labels])] + [
             (f"p_{c}", out[:, i]) for i, c in enumerate(classes)]
     if out.shape[1] == 1:
@@ -190,9 +190,11 @@ def prediction_columns(out, extra: dict) -> list:
 
 
 def _cell(v) -> str:
+    """A CSV cell: numbers to 6 significant digits (what float32 outputs hold), the rest
+    as written."""
     if isinstance(v, (float, np.floating)):
         return f"{v:.6g}"
-    return "" if v is None or (isinstance(v, float) and v != v) else str(v)
+    return "" if v is None else str(v)
 
 
 def write_table(columns: list, path) -> None:
@@ -327,7 +329,7 @@ def cmd_evaluate(args, backend) -> int:
                               f" on {Path(args.data).name}", target=target)
     else:
         classes = [str(c) for c in extra.get("classes") or []]
-        report = _evaluation.classification_report(truth, _labels(out, task, classes),
+        report = _evaluation.classification_report(truth, _labels(out, task),
                                                    len(classes))
         print("\n".join(classification_lines(report, classes)))
         if args.plot:
