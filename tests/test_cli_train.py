@@ -145,8 +145,9 @@ def test_lines_before_training_fit_in_100_columns(tmp_path, run_cli):
                              "--loss", "sparse_categorical_crossentropy", "--task", "multiclass",
                              "--optimizer", "rmsprop")
     assert code == 0, err
-    # --quiet: the lines before training are on stderr, after the notes.
-    lines = [line for line in err.splitlines() if not line.startswith("note: ")]
+    # --quiet: the lines before training are on stderr, after the notes (and before the
+    # warnings at the end, sentences like the notes).
+    lines = [line for line in err.splitlines() if not line.startswith(("note: ", "warning: "))]
     assert all(len(line) <= 100 for line in lines + out.splitlines()), lines
     assert lines[1] == f"data: {name}"
     assert lines[2] == "      (80 train / 20 validation rows, 3 features, multiclass, 2 classes)"

@@ -229,8 +229,10 @@ def test_command_line_export_matches_predict(fmt, tmp_path, capsys):
                      "--save", str(saved), "--quiet", "--device", "cpu"]) == 0
     capsys.readouterr()
     assert cli.main(["export", str(saved), "--onnx", str(out)]) == 0
+    # The table's columns, in the order the graph takes them (all numeric: as they are).
     assert capsys.readouterr().out == (f"wrote {out}: ONNX opset 17, input 'input' (batch, "
-                                       "3) float32, output 'output' (batch, 3)\n")
+                                       "3) float32, output 'output' (batch, 3)\n"
+                                       "input columns, in order: a, b, c\n")
     model = gn.load(saved, device="cpu")
     assert model.preprocessor is not None  # the CLI standardises: the graph must too
     np.testing.assert_allclose(_run(out, X), model.predict(X), atol=ATOL, rtol=0)
