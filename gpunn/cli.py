@@ -1,10 +1,9 @@
-"""The ``gpunn`` command line: train, predict, export, info, devices, bench."""
+"""The ``gpunn`` command line: train, predict, evaluate, export, info, devices, bench."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import importlib.util
 import math
 import os
@@ -19,13 +18,14 @@ from . import __version__, distributed
 from . import cli_arch as _arch
 from . import cli_data as _cli_data
 from . import cli_export as _cli_export
+from . import cli_predict as _cli_predict
 from . import cli_train as _train
 from . import losses as _losses
 from . import optim as _optim
 from . import plot as _plot
 from .activations import ACTIVATIONS
-from .atomic import Terminated, atomic_path, check_outputs, terminate_as_exception
-from .backend import available_devices, cuda_status, get_backend, parse_device, to_numpy
+from .atomic import Terminated, check_outputs, terminate_as_exception
+from .backend import available_devices, cuda_status, get_backend, parse_device
 from .backend.random import check_seed
 from .callbacks import CSVLogger, History
 from .data import builtin as _builtin
@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", default="adam", choices=sorted(_optim.OPTIMIZERS),
                        help="the optimiser")
     train.add_argument("--lr", type=_positive(float), default=0.01, help="learning rate")
-    train.add_argument("--epochs", type=_positive(int), default=30, help="passes over the data")
+    train.add_argument("--epochs", type=_positive(int), default=None,
+                       help="passes over the data (default: 30, or more for a small data "
+                       "set: enough for 1,000 optimiser steps, at most 200)")
     train.add_argument("--patience", type=_positive(int, zero=True), metavar="N",
                        help="stop after N epochs without improvement of the validation metric "
                        "(training metric with --val-split 0); with or without it, the best "
@@ -214,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=_seed, default=0,
                        help="seed of the split, the initial weights and the shuffling")
     train.add_argument("--no-standardize", action="store_true",
-                       help="feed features as they are (default: standardise them)")
+                       help="feed features, and a regression target, as they are "
+                       "(default: standardise them; predictions come back in the "
+                       "target's units)")
     train.add_argument("--dropout", type=_fraction, metavar="RATE", help="a Dropout of "
                        "this rate after each hidden layer (not with --arch)")
     train.add_argument("--weight-decay", type=_positive(float, zero=True), default=0.0,
@@ -246,15 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _other_commands(sub) -> None:
     """The parsers of predict, export, info, devices and bench."""
-    predict = sub.add_parser("predict", help="predict with a saved model")
-    predict.add_argument("model", help="a model file written by gpunn train --save")
-    predict.add_argument("--data", required=True,
-                         help="a CSV or Parquet file with the training features")
-    predict.add_argument("--out", help="write predictions here (default, or -: standard "
-                         "output)")
-    predict.add_argument("--device", type=_device, default=None, help=_DEVICE)
-    _cli_data.add_reading_arguments(predict, training=False)
-
+    _cli_predict.add_parsers(sub, _device, _DEVICE)
     _cli_export.build_parser(sub.add_parser("export", help="write a saved model as ONNX"))
     sub.add_parser("info", help="versions, GPUs, and which devices are usable and why")
     sub.add_parser("devices", help="list usable devices and why CUDA is or is not usable")
@@ -331,6 +327,12 @@ def _train_rank(args, world) -> int:
         from .preprocessing import Standardizer
 
         model.preprocessor = Standardizer().fit(X)
+        if task == "regression":
+            # Targets in dollars or grams make a loss of 1e10 and outputs that start a
+            # million times too small: the network learns standardised targets, and the
+            # model file turns its outputs back (predict, the ONNX graph).
+            model.target_scaler = Standardizer().fit(y.reshape(len(y), -1))
+            _cli_data.tell([_train.scaling_note(model.target_scaler, data.target)])
     model.extra = {"task": task, "classes": data.classes, "target": data.target,
                    "feature_names": data.feature_names, "columns": data.columns,
                    "dataset": name}
@@ -342,7 +344,10 @@ def _train_rank(args, world) -> int:
     print("\n".join(_train.header(name, data, len(X), len(val[0]) if val else 0, network,
                                   model.count_params(), loss, args.optimizer, args.lr)),
           file=info)
-    best = _train.BestEpoch(loss, val is not None, args.patience, args.epochs)
+    if args.epochs is None:
+        args.epochs = _train.default_epochs(len(X), args.batch_size)
+    best = _train.BestEpoch(loss, val is not None, args.patience, args.epochs,
+                            standardised=model.target_scaler is not None)
     # The epochs fit completes, kept here: a divergence raised from fit still leaves them.
     done = History()
     callbacks = [best, done] + _train.schedule_callbacks(args.lr_schedule, args.epochs,
@@ -371,13 +376,22 @@ def _train_rank(args, world) -> int:
     if not hist.epoch:  # Ctrl-C before the first epoch ended
         raise KeyboardInterrupt
     summary = best.summary(hist, time.perf_counter() - start, backend.name)
-    if data.X_test is not None:  # with the best epoch's weights, those saved
+    if data.X_test is not None and task != "regression":  # the best epoch's weights
         test = model.evaluate(data.X_test, data.y_test)[best.metric]
         summary += f"; test {best.metric} {test:.4f}"
     print(summary)
+    scores = {}
+    if task == "regression":  # in the target's units, whatever the network learnt in
+        for label, rows in (("validation", val), ("test", (data.X_test, data.y_test))):
+            if rows is not None and rows[0] is not None:
+                scores[label] = _train.regression_scores(model, *rows)
+                print(_train.scores_line(label, scores[label]))
     if args.save:  # the best epoch's weights, optimiser and counters: resumable from there
         model.save(args.save)  # rank 0 alone writes
         print(best.saved(_model_path(args.save), hist))
+    for line in _train.advice(hist, best, scores.get("validation"),
+                              val[1] if val is not None and task != "regression" else None):
+        print(f"warning: {line}", file=sys.stderr)
     if args.plot and world.rank == 0:
         _train.plots(args.plot, model, hist, data,
                      _train.title(name, network, args.optimizer, args.lr), best, file=info)
@@ -419,51 +433,11 @@ def _check_destinations(args) -> None:
 
 
 def cmd_predict(args) -> int:
-    from .files import load
+    return _cli_predict.cmd_predict(args, _backend(args.device))
 
-    if args.out == "-":  # the usual spelling of standard output
-        args.out = None
-    check_outputs([args.out] if args.out else [], [args.model, args.data])
-    backend = _backend(args.device)
-    model = load(args.model, device=backend)
-    extra = _cli_data.checked_extra(args.model, model.extra, model.output_dim)
-    columns = extra.get("columns") or None
-    if not columns:
-        raise _ds.DatasetError(f"{args.model}: was not trained from a CSV file (no column "
-                               "names saved); load it in Python and call model.predict")
-    X = _cli_data.predict_features(args.data, args, columns)
-    with np.errstate(over="ignore", invalid="ignore"):  # checked below, in one line
-        proba = np.asarray(to_numpy(model.predict(X)), dtype=np.float64)
-    bad = np.flatnonzero(~np.all(np.isfinite(proba), axis=1))
-    if bad.size:  # argmax and >= 0.5 would label a NaN row as the first class
-        raise ValueError(f"{args.model}: the model's outputs are NaN or infinite for "
-                         f"{bad.size} of {proba.shape[0]} rows (the first is row "
-                         f"{int(bad[0]) + 1} of {args.data}): the network overflows "
-                         f"{model.dtype} on this data; nothing was written")
-    task, classes = extra.get("task"), extra.get("classes") or []
-    target = extra.get("target", "prediction")
-    if task == "binary":
-        header = [target, f"p_{classes[1]}" if len(classes) == 2 else "probability"]
-        rows = [[classes[int(p >= 0.5)] if len(classes) == 2 else int(p >= 0.5), f"{p:.6g}"]
-                for p in proba[:, 0]]
-    elif task == "multiclass":
-        header = [target] + [f"p_{c}" for c in classes]
-        rows = [[classes[int(np.argmax(p))]] + [f"{v:.6g}" for v in p] for p in proba]
-    else:
-        header = [target] if proba.shape[1] == 1 else [f"{target}_{i}"
-                                                       for i in range(proba.shape[1])]
-        rows = [[f"{v:.6g}" for v in p] for p in proba]
-    if not args.out:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(header)
-        writer.writerows(rows)
-        return 0
-    with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    print(f"wrote {len(rows)} predictions to {args.out}", file=sys.stderr)
-    return 0
+
+def cmd_evaluate(args) -> int:
+    return _cli_predict.cmd_evaluate(args, _backend(args.device))
 
 
 def cmd_info(args) -> int:
@@ -533,13 +507,14 @@ def main(argv=None) -> int:
 
 
 #: The commands every rank of an MPI launch runs: training, and info (each rank's line,
-#: printed by rank 0). The others (predict, export, devices, bench) run on rank 0 alone:
-#: one set of predictions, one file, one listing.
+#: printed by rank 0). The others (predict, evaluate, export, devices, bench) run on rank
+#: 0 alone: one set of predictions, one file, one listing.
 EVERY_RANK = ("train", "info")
 
 
 def _run(args) -> int:
-    commands = {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
+    commands = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate,
+                "info": cmd_info,
                 "devices": cmd_devices, "bench": cmd_bench, "export": _cli_export.run}
     try:
         # Under a launcher every rank joins first (joining is collective); then nothing

@@ -55,4 +55,33 @@ def run(args) -> int:
     onnx_export.save_onnx(model, args.onnx, opset=args.opset)
     print(f"wrote {args.onnx}: ONNX opset {args.opset}, input 'input' (batch, "
           f"{model.input_dim}) float32, output 'output' (batch, {model.output_dim})")
+    for line in input_lines(model):
+        print(line)
     return 0
+
+
+def input_lines(model) -> list[str]:
+    """What the graph's input columns are, for a model trained by ``gpunn train`` on a
+    table: the graph holds the standardisation but not the column encoding, so a user
+    feeding it must know the encoded columns and their order."""
+    from .cli_data import columns_ok
+    from .data.tables import feature_names
+
+    columns = (model.extra or {}).get("columns")
+    if not columns or not columns_ok(columns):
+        return []
+    names = feature_names(columns)
+    if len(names) != model.input_dim:
+        return []
+    lines = [f"input columns, in order: {', '.join(names)}"]
+    encoded = [c for c in columns if c["kind"] != "numeric" or c.get("parse")]
+    if encoded:
+        lines.append("the graph takes these encoded, not the table's raw columns: "
+                     "categories one 0/1 column each (name=category), dates as days since "
+                     "1970-01-01, numbers written as text as numbers; gpunn predict and "
+                     "model.predict(DataFrame) encode raw columns")
+    if (model.extra or {}).get("task") == "regression" and \
+            getattr(model, "target_scaler", None) is not None:
+        lines.append("output: in the target's units (its standardisation is undone in the "
+                     "graph)")
+    return lines

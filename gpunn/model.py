@@ -45,6 +45,13 @@ class Sequential(Block):
         Those of the last ``fit`` (or of a loaded file).
     preprocessor : optional
         Applied to X by fit, evaluate and predict (e.g. a fitted Standardizer).
+    target_scaler : Standardizer, optional
+        Regression targets in standardised units: ``fit`` and ``evaluate`` standardise
+        the ``y`` they are given with it (their loss and metrics are then in standardised
+        units), and ``predict`` (and the ONNX export) turn the network's outputs back into
+        the targets' own units. ``gpunn train`` sets one for regression unless
+        ``--no-standardize``; set your own with ``Standardizer().fit(y.reshape(len(y),
+        -1))``.
     extra : dict
         JSON-serialisable data saved with the model (class labels, task, ...).
     train_state : dict or None
@@ -76,6 +83,7 @@ class Sequential(Block):
         self.optimizer = self.loss = None
         self.metrics: list[str] = []
         self.preprocessor = None
+        self.target_scaler = None
         self.extra: dict = {}
         self.stop_training = False
         self.train_state = None
@@ -341,10 +349,42 @@ class Sequential(Block):
         Parameters
         ----------
         X : (N, input_dim)
-            Any array :meth:`fit` takes (DLPack arrays such as PyTorch tensors included).
+            Any array :meth:`fit` takes (DLPack arrays such as PyTorch tensors included),
+        or, for a model trained by ``gpunn train`` on a table or a built-in data set, a
+        pandas DataFrame of the raw columns (as the file held them): encoded as training
+        encoded them (one-hot categories, dates, fills), by the column decisions stored
+        in ``extra["columns"]``.
 
         Returns
         -------
         (N, output_dim) array on the model's device; ``gpunn.to_numpy`` copies it to host.
+        In the targets' own units when the model carries a ``target_scaler`` (as a
+        regression trained by ``gpunn train`` does).
         """
-        return _training.predict(self, X, batch_size)
+        return _training.predict(self, _raw_columns(self, X), batch_size)
+
+
+def _raw_columns(model, X):
+    """A DataFrame of raw columns encoded by the model's stored column decisions; any
+    other ``X`` as it is. Decisions about the rows (unseen categories, fills) are told as
+    warnings, as ``gpunn predict`` tells them as notes."""
+    if type(X).__name__ != "DataFrame" or not type(X).__module__.startswith("pandas"):
+        return X
+    extra = model.extra or {}
+    columns = extra.get("columns") or [
+        {"name": n, "kind": "numeric", "categories": None, "parse": None}
+        for n in extra.get("feature_names") or []]
+    if not columns:  # a model of arrays: a numeric frame is its array
+        return X
+    import warnings
+
+    from .cli_data import columns_ok
+    from .data.tables import frame_features
+
+    if not columns_ok(columns):
+        raise ValueError("predict: the model's saved column list is malformed; it was not "
+                         "written by gpunn train, or was edited")
+    encoded, notices = frame_features(X, columns, "X")
+    for line in notices:
+        warnings.warn(f"gpunn: {line}", UserWarning, stacklevel=3)
+    return encoded

@@ -180,3 +180,78 @@ def decision_boundary(model, X, y, path, classes=None, resolution: int = 200,
     ax.set_title(f"decision boundary: {title}" if title else "decision boundary", fontsize=10)
     fig.tight_layout()
     return _save(plt, fig, path)
+
+
+def confusion_matrix(confusion, classes, path, title: str | None = None):
+    """The confusion matrix (rows: true class, columns: predicted) as a PNG: counts in
+    the cells, shaded by the share of the true class's rows.
+
+    Parameters
+    ----------
+    confusion : (classes, classes) int array
+    classes : list of str
+    path : str
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure (closed)
+    """
+    plt = _pyplot()
+    counts = np.asarray(confusion)
+    k = len(classes)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = min(2.2 + 0.6 * k, 16)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    if k <= 30:  # beyond that the numbers no longer fit their cells
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center",
+                        color="white" if share[i, j] > 0.5 else "black",
+                        fontsize=10 if k <= 10 else 7)
+    ax.set_xticks(range(k), [str(c) for c in classes], rotation=45 if k > 4 else 0,
+                  ha="right" if k > 4 else "center")
+    ax.set_yticks(range(k), [str(c) for c in classes])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    total = counts.sum()
+    accuracy = np.trace(counts) / total if total else float("nan")
+    ax.set_title(f"{title + chr(10) if title else ''}accuracy {accuracy:.3f} "
+                 f"({int(np.trace(counts))} of {int(total)})", fontsize=10)
+    fig.tight_layout()
+    return _save(plt, fig, path)
+
+
+def predicted_vs_true(y_true, y_pred, path, title: str | None = None,
+                      target: str = "target"):
+    """Predicted against true values of a regression, with the diagonal of perfect
+    predictions, as a PNG.
+
+    Parameters
+    ----------
+    y_true, y_pred : (N,)
+    path : str
+    title : str, optional
+    target : str
+        Names the axes.
+
+    Returns
+    -------
+    matplotlib.figure.Figure (closed)
+    """
+    plt = _pyplot()
+    t, p = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    ax.scatter(t, p, s=14, alpha=0.7, color=COLOURS[0], edgecolors="none")
+    low, high = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+    ax.plot([low, high], [low, high], color="0.3", linestyle="--", linewidth=1,
+            label="predicted = true")
+    ax.set_xlabel(f"true {target}")
+    ax.set_ylabel(f"predicted {target}")
+    ax.legend(loc="upper left", frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(plt, fig, path)

@@ -73,6 +73,38 @@ class Standardizer:
         _, mean, inv = self._device_cache
         return (X - mean) * inv
 
+    def scale_targets(self, y, what: str = "y"):
+        """``(y - mean) / scale`` on the host in float64, ``(N, features)``: targets in the
+        units a network trained under this target scaler compares against. Done before the
+        targets meet the model's dtype, so ``1e6``-sized targets never pass through float16.
+        """
+        if not self.fitted:
+            raise RuntimeError("Standardizer.scale_targets called before fit")
+        try:
+            y = np.asarray(host_array(y), dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{what}: expected numeric targets for the model's target "
+                            f"scaling, got {type(y).__name__} ({exc})") from None
+        y = y.reshape(len(y), -1) if y.ndim == 1 else y
+        if y.ndim != 2 or y.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"{what}: the model's target scaling expects "
+                             f"{self.mean.shape[0]} target column(s), got shape {y.shape}")
+        return (y - self.mean) / self.scale
+
+    def inverse_transform(self, Y, backend):
+        """``Y * scale + mean`` on the device: standardised values (``Y`` on ``backend``,
+        ``(N, features)``) back in the units :meth:`fit` saw. A target scaler's way back
+        from the network's outputs."""
+        if not self.fitted:
+            raise RuntimeError("Standardizer.inverse_transform called before fit")
+        if Y.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"the model's target scaling expects {self.mean.shape[0]} "
+                             f"outputs, got {Y.shape[1]}")
+        dtype = backend.dtype_name
+        # Not cached with transform's arrays: one model may hold both kinds of scaler.
+        return Y * backend.asarray(self.scale.astype(dtype)) + \
+            backend.asarray(self.mean.astype(dtype))
+
     def check_dtype(self, dtype: str, prefix: str = "") -> None:
         """Raise a ``ValueError`` unless ``mean``, ``scale`` and the ``1 / scale`` that
         :meth:`transform` multiplies by are finite in ``dtype`` (the model's), and

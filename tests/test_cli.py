@@ -112,8 +112,9 @@ def test_train_help_names_every_default(run_cli):
     code, out, _ = run_cli("train", "--help")
     text = " ".join(out.split())
     assert code == 0
-    for value in ("0.01", "30", "adam", "relu", "64", "0.2", "float32", "0"):
+    for value in ("0.01", "adam", "relu", "64", "0.2", "float32", "0"):
         assert f"(default: {value})" in text, value
+    assert "(default: 30, or more for a small data set" in text  # --epochs
     # --layers: the hidden layers each built-in dataset gets.
     for name, sizes in cli.DEFAULT_LAYERS.items():
         assert f"{name} {','.join(map(str, sizes))}" in text, name
@@ -304,7 +305,7 @@ def test_bare_gpunn_shows_the_help(run_cli):
 
 
 @pytest.mark.parametrize("argv,hint", [
-    (["trian"], "invalid choice: 'trian' (choose from 'train', 'predict', 'export', 'info', "
+    (["trian"], "invalid choice: 'trian' (choose from 'train', 'predict', 'evaluate', 'export', 'info', "
                 "'devices', 'bench'); did you mean 'train'?"),
     (["train", "--optimizer", "adma"], "did you mean 'adam'?"),
     (["train", "--epochss", "3"], "unrecognized arguments: --epochss 3 (--epochss: did you "

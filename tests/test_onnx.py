@@ -229,8 +229,10 @@ def test_command_line_export_matches_predict(fmt, tmp_path, capsys):
                      "--save", str(saved), "--quiet", "--device", "cpu"]) == 0
     capsys.readouterr()
     assert cli.main(["export", str(saved), "--onnx", str(out)]) == 0
+    # The table's columns, in the order the graph takes them (all numeric: as they are).
     assert capsys.readouterr().out == (f"wrote {out}: ONNX opset 17, input 'input' (batch, "
-                                       "3) float32, output 'output' (batch, 3)\n")
+                                       "3) float32, output 'output' (batch, 3)\n"
+                                       "input columns, in order: a, b, c\n")
     model = gn.load(saved, device="cpu")
     assert model.preprocessor is not None  # the CLI standardises: the graph must too
     np.testing.assert_allclose(_run(out, X), model.predict(X), atol=ATOL, rtol=0)
@@ -281,3 +283,16 @@ def test_without_onnx_the_install_line_is_given(monkeypatch, tmp_path, capsys):
                      str(tmp_path / "m.onnx")]) == 2
     assert capsys.readouterr().err == ('gpunn: error: ONNX export needs the onnx package: '
                                        'pip install "gpunn[onnx]"\n')
+
+
+def test_a_target_scaling_is_undone_in_the_graph(tmp_path):
+    X = _inputs()
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) * 1e4 + 2e5
+    model = gn.Sequential([gn.Dense(4, 8, activation="tanh"), gn.Dense(8, 1)], device="cpu",
+                          seed=0)
+    model.preprocessor = _standardizer(X)
+    model.target_scaler = gn.preprocessing.Standardizer().fit(y.reshape(-1, 1))
+    model.to_onnx(tmp_path / "m.onnx")
+    expected = gn.to_numpy(model.predict(X))
+    assert abs(float(np.mean(expected)) - 2e5) < 1e5  # in the target's units
+    np.testing.assert_allclose(_run(tmp_path / "m.onnx", X), expected, rtol=1e-5, atol=0.05)

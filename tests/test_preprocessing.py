@@ -81,3 +81,67 @@ def test_transform_refuses_statistics_the_models_dtype_cannot_hold():
         model.predict(np.ones((2, 2)))
     out = gn.to_numpy(s.transform(np.array([[1e200, 1.0]]), gn.get_backend("cpu", "float64")))
     np.testing.assert_allclose(out, [[1.0, -1.0]])
+
+
+def test_targets_scale_on_the_host_and_come_back_on_the_device():
+    y = np.array([1e6, 2e6, 4e6])
+    scaler = Standardizer().fit(y.reshape(-1, 1))
+    scaled = scaler.scale_targets(y)
+    assert scaled.shape == (3, 1) and abs(scaled.mean()) < 1e-12
+    backend = gn.get_backend("cpu")
+    back = scaler.inverse_transform(backend.asarray(scaled.astype(np.float32)), backend)
+    np.testing.assert_allclose(gn.to_numpy(back)[:, 0], y, rtol=1e-6)
+    with pytest.raises(ValueError, match="expects 1 target column"):
+        scaler.scale_targets(np.ones((3, 2)))
+
+
+def test_a_model_with_a_target_scaler_fits_and_predicts_in_the_targets_units(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 2))
+    y = (X[:, 0] - 2 * X[:, 1]) * 5e5 + 1e7
+    model = gn.Sequential([gn.Dense(2, 16, activation="tanh"), gn.Dense(16, 1)],
+                          device="cpu", seed=0)
+    model.target_scaler = Standardizer().fit(y.reshape(-1, 1))
+    model.fit(X, y, loss="mse", epochs=40, verbose=0, seed=0)
+    assert model.evaluate(X, y)["loss"] < 0.05  # standardised units
+    pred = gn.to_numpy(model.predict(X))[:, 0]
+    assert 1 - np.sum((pred - y) ** 2) / np.sum((y - y.mean()) ** 2) > 0.95
+    model.save(tmp_path / "m.npz")
+    loaded = gn.load(tmp_path / "m.npz", device="cpu")
+    np.testing.assert_array_equal(gn.to_numpy(loaded.predict(X)), gn.to_numpy(model.predict(X)))
+
+
+def test_a_target_scaling_that_does_not_fit_the_model_file_is_refused(tmp_path):
+    model = gn.Sequential([gn.Dense(2, 3)], device="cpu", seed=0)
+    model.target_scaler = Standardizer().fit(np.ones((4, 3)) * np.arange(4)[:, None])
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as archive:
+        arrays = dict(archive)
+    arrays["target/scale"] = np.array([1.0, -1.0, 1.0])
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(gn.ModelFileError, match="target scaling's scale must be positive"):
+        gn.load(tmp_path / "bad.npz")
+    arrays["target/scale"] = np.ones(2)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(gn.ModelFileError, match="target/scale"):
+        gn.load(tmp_path / "bad.npz")
+
+
+def test_resuming_checks_the_target_scaling(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 2)), rng.normal(size=64) * 1e4
+
+    def model(scaled):
+        net = gn.Sequential([gn.Dense(2, 1)], device="cpu", seed=0)
+        net.target_scaler = Standardizer().fit(y.reshape(-1, 1)) if scaled else None
+        return net
+
+    first = model(True)
+    first.fit(X, y, loss="mse", epochs=2, verbose=0, callbacks=[
+        gn.callbacks.ModelCheckpoint(str(tmp_path / "ckpt.npz"))])
+    with pytest.raises(ValueError, match="trained on standardised targets, this model has "
+                       "targets as given; set model.target_scaler"):
+        model(False).fit(X, y, loss="mse", epochs=3, verbose=0,
+                         resume_from=tmp_path / "ckpt.npz")
+    resumed = model(True)
+    resumed.fit(X, y, loss="mse", epochs=3, verbose=0, resume_from=tmp_path / "ckpt.npz")

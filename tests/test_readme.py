@@ -98,3 +98,20 @@ def test_the_sample_output_is_what_gpunn_train_prints(capsys, monkeypatch):
     best = re.compile(r"best \S+ [\d.]+ at epoch \d+")
     assert best.search(printed["done"]).group() == best.search(shown["done"]).group(), (
         f"README's done: line is stale; gpunn train prints {printed['done']!r}")
+
+
+def test_the_onnx_example_takes_float64_data(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.chdir(tmp_path)
+    code = next(c for lang, c in BLOCKS if lang == "python" and "to_onnx" in c)
+    import numpy as np
+
+    import gpunn as gn
+
+    model = gn.Sequential([gn.Dense(2, 4, activation="tanh"),
+                           gn.Dense(4, 1, activation="sigmoid")], device="cpu", seed=0)
+    X = np.random.default_rng(0).normal(size=(8, 2))  # float64, as NumPy and pandas give
+    namespace = {"model": model, "X": X, "gn": gn}
+    exec(compile(code, "README.md ONNX block", "exec"), namespace)
+    np.testing.assert_allclose(namespace["onnx_proba"], gn.to_numpy(model.predict(X[:5])),
+                               atol=1e-5)

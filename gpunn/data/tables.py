@@ -362,13 +362,23 @@ def read_features(path, columns: list, options: ReadOptions | None = None):
     notices : list of str
     """
     path, options = Path(path), options or ReadOptions()
-    pd = pandas()
     specs = [_cols.complete(c) for c in columns]
     missing_words = sorted({w for s in specs for w in s["na_values"] or ()})
     options = dataclasses.replace(options, na_values=tuple(
         dict.fromkeys([*missing_words, *options.na_values])))
     frame, _ = read_frame(path, options, text=[s["name"] for s in specs
                                                if s["kind"] != "numeric" or s["parse"]])
+    return frame_features(frame, specs, path, options)
+
+
+def frame_features(frame, columns: list, where="X", options: ReadOptions | None = None):
+    """The features of a pandas DataFrame of raw columns (as a table file holds them),
+    encoded as a model's training data was: what ``model.predict(frame)`` feeds the
+    network. Parameters and returns as :func:`read_features`; errors name ``where``."""
+    pd = pandas()
+    options = options or ReadOptions()
+    specs = [_cols.complete(c) for c in columns]
+    path = where
     missing = [s["name"] for s in specs if s["name"] not in frame.columns]
     if missing:
         raise DatasetError(f"{path}: missing feature column(s) {missing}; the model "

@@ -14,7 +14,8 @@ Layout of the archive (NumPy ``.npz``, little-endian arrays):
   state), where ``<path>`` is the layer's position in the tree: ``2`` for the third
   layer, ``2.0`` for the first layer inside it;
 - ``optim/<slot>/<name>``: optimiser state, slot ``i`` for parameter ``i``, in its shape;
-  ``prep/<name>``: preprocessing arrays.
+  ``prep/<name>``: preprocessing arrays; ``target/mean`` and ``target/scale``: the
+  regression targets' standardisation (header ``target_scaling``), one value per output.
 
 Loading uses ``allow_pickle=False`` throughout, so a file can never execute code; every
 shape and type is checked against the header before anything is built.
@@ -224,7 +225,7 @@ class ModelParts:
     params : dict of (layer path, name) -> host array
         The path as in the archive (``"2"``, ``"2.0"``).
     buffers : dict of (layer path, name) -> host array
-    loss, metrics, optimizer, preprocessor, extra, training
+    loss, metrics, optimizer, preprocessor, target_scaler, extra, training
         As saved (``optimizer`` holds host state; ``training`` is what ``resume_from``
         needs, or None).
     """
@@ -237,6 +238,7 @@ class ModelParts:
     metrics: list = field(default_factory=list)
     optimizer: object = None
     preprocessor: object = None
+    target_scaler: object = None
     extra: dict = field(default_factory=dict)
     training: dict | None = None
 
@@ -289,8 +291,10 @@ def _read_parts(path) -> ModelParts:
         opt_arrays = _optimizer_arrays(path, archive, header.get("optimizer"), n_params,
                                        bound)
         prep_arrays = _prep_arrays(path, archive, header.get("preprocessing"), layers)
+        target_arrays = _target_arrays(path, archive, header.get("target_scaling"), layers)
         training = _training(path, header.get("training"))
         known |= set(opt_arrays) | {f"prep/{k}" for k in prep_arrays}
+        known |= {f"target/{k}" for k in target_arrays}
         known |= _callback_arrays(path, archive, training)
         unknown = sorted(set(archive.files) - known)
         if unknown:
@@ -316,6 +320,15 @@ def _read_parts(path) -> ModelParts:
         try:  # its arrays and what it derives from them (1/scale) in the model's dtype
             if _model_range(header["dtype"]) is not None:
                 parts.preprocessor.check_dtype(header["dtype"], "prep/")
+        except ValueError as exc:
+            _fail(path, str(exc))
+    if target_arrays:
+        from ..preprocessing import Standardizer
+
+        parts.target_scaler = Standardizer.from_state(target_arrays)
+        try:
+            if _model_range(header["dtype"]) is not None:
+                parts.target_scaler.check_dtype(header["dtype"], "target/")
         except ValueError as exc:
             _fail(path, str(exc))
     return parts
@@ -369,6 +382,13 @@ def check_contents(where: str, header: dict, arrays: dict, layers: list) -> None
         try:
             Standardizer(arrays["prep/mean"], arrays["prep/scale"]).check_dtype(
                 header["dtype"], "prep/")
+        except ValueError as exc:
+            _fail(where, str(exc))
+    if (header.get("target_scaling") or {}).get("kind") == Standardizer.kind and \
+            _model_range(header["dtype"]) is not None:
+        try:
+            Standardizer(arrays["target/mean"], arrays["target/scale"]).check_dtype(
+                header["dtype"], "target/")
         except ValueError as exc:
             _fail(where, str(exc))
 
@@ -551,6 +571,30 @@ def _prep_arrays(path, archive, info, layers) -> dict:
               for k in ("mean", "scale")}
     if arrays["scale"].dtype.kind not in "fiu" or np.any(arrays["scale"] <= 0):
         _fail(path, "the standardiser's scale must be positive")
+    return arrays
+
+
+def _target_arrays(path, archive, info, layers) -> dict:
+    """The regression targets' standardisation: one mean and one positive scale per
+    output of the network."""
+    from ..preprocessing import Standardizer
+
+    if info is None:
+        return {}
+    if info != {"kind": Standardizer.kind}:
+        _fail(path, f"unknown target scaling {info!r}")
+    from ..layers.blocks import input_shape_of
+
+    shape = input_shape_of(layers)
+    for layer in layers:
+        shape = layer.output_shape(shape) if shape is not None else None
+    n_out = shape[-1] if shape else None
+    arrays = {k: _array(path, archive, f"target/{k}", (n_out,) if n_out else None)
+              for k in ("mean", "scale")}
+    if arrays["mean"].ndim != 1 or arrays["scale"].shape != arrays["mean"].shape:
+        _fail(path, "the target scaling's mean and scale must be 1-D, one value per output")
+    if arrays["scale"].dtype.kind not in "fiu" or np.any(arrays["scale"] <= 0):
+        _fail(path, "the target scaling's scale must be positive")
     return arrays
 
 

@@ -57,6 +57,7 @@ def assemble(parts: ModelParts, backend, path="model") -> Sequential:
     parts.put_into(model)
     model.loss, model.metrics, model.optimizer = parts.loss, parts.metrics, parts.optimizer
     model.preprocessor, model.extra = parts.preprocessor, parts.extra
+    model.target_scaler = parts.target_scaler
     model.train_state = parts.training
     return model
 

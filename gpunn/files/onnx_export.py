@@ -16,8 +16,10 @@ The graph
   ``Conv``, ``MaxPool``/``AveragePool``/``GlobalAveragePool``, ``BatchNormalization``,
   ``LayerNormalization`` (opset 17), ``Gather``, ``Flatten`` and ``Reshape``; a layer
   without ``to_onnx`` is refused by name;
+- the model's ``target_scaler``, when it has one (a regression trained by ``gpunn
+  train``), as ``Mul`` (the scale) and ``Add`` (the mean) after the last layer;
 - output ``"output"``: ``(batch, *output_shape)``, what ``predict`` returns
-  (probabilities after a softmax or sigmoid).
+  (probabilities after a softmax or sigmoid, regression targets in their own units).
 
 Choices
 -------
@@ -162,6 +164,12 @@ def _check(model, opset) -> None:
         raise ValueError(f"to_onnx: the model's Standardizer should be fitted on "
                          f"{model.input_dim} features, got mean "
                          f"{None if prep.mean is None else np.shape(prep.mean)}")
+    scaler = getattr(model, "target_scaler", None)
+    if scaler is not None and (scaler.mean is None or np.shape(scaler.mean) != (
+            model.output_dim,)):
+        raise ValueError(f"to_onnx: the model's target scaling should hold "
+                         f"{model.output_dim} outputs, got mean "
+                         f"{None if scaler.mean is None else np.shape(scaler.mean)}")
     if 4 * model.count_params() > MAX_BYTES:
         raise ValueError(f"to_onnx: {model.count_params():,} float32 parameters exceed "
                          "the 2 GiB an ONNX file holds without external data")
@@ -200,6 +208,10 @@ def to_onnx_model(model, opset: int = DEFAULT_OPSET):
         x = g.node("Mul", [x, g.const("preprocessing.inv_scale", 1.0 / prep.scale)])
     for i, layer in enumerate(model.layers):
         x = layer.to_onnx(g, x, f"layer{i}")
+    scaler = getattr(model, "target_scaler", None)
+    if scaler is not None:  # back to the targets' units, as predict does
+        x = g.node("Mul", [x, g.const("target_scaling.scale", scaler.scale)])
+        x = g.node("Add", [x, g.const("target_scaling.mean", scaler.mean)])
     if x == "input":  # nothing but identities: the graph still needs a node
         x = g.node("Identity", [x])
     for node in g.nodes:  # the last tensor is the graph's output

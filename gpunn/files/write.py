@@ -169,6 +169,11 @@ def _arrays(model, include_optimizer: bool, extra, target=None) -> dict:
         info, prep = model.preprocessor.state()
         header["preprocessing"] = info
         arrays.update({f"prep/{k}": _le(np.asarray(v)) for k, v in prep.items()})
+    scaler = getattr(model, "target_scaler", None)
+    if scaler is not None:
+        info, target = scaler.state()
+        header["target_scaling"] = info
+        arrays.update({f"target/{k}": _le(np.asarray(v)) for k, v in target.items()})
     for i, spec in enumerate(layers):  # a user's layer or loss may hold NumPy numbers
         _check_json(spec["config"], f"layer {i} ({spec['type']}) config")
     _check_json(header["loss"], "the loss's config")

@@ -342,7 +342,11 @@ def predict(model, X, batch_size: int = 4096):
             out = None if not parts else (parts[0] if len(parts) == 1 else
                                           backend.xp.concat(parts, axis=0))
         model.forget()
-        return out if out is not None else backend.zeros((0, model.output_dim))
+        if out is None:
+            return backend.zeros((0, model.output_dim))
+        # A network trained on standardised targets answers in the targets' own units.
+        scaler = getattr(model, "target_scaler", None)
+        return scaler.inverse_transform(out, backend) if scaler is not None else out
 
 
 def step_function(model, X, y):

@@ -169,8 +169,9 @@ def split_rows(X, at: int):
 
 def as_dataset(model, X, y, loss, what: str = "", device_data=None, preprocessor=None):
     """Check and place ``(X, y)`` for ``loss``: inputs finite and of the right width,
-    one target per row, targets as the loss wants them (``loss.prepare_target``), the
-    model's preprocessing (or ``preprocessor``, e.g. a checkpoint's) applied.
+    one target per row, targets as the loss wants them (``loss.prepare_target``) and
+    standardised by the model's ``target_scaler`` when it has one, the model's
+    preprocessing (or ``preprocessor``, e.g. a checkpoint's) applied.
 
     Returns
     -------
@@ -193,6 +194,9 @@ def as_dataset(model, X, y, loss, what: str = "", device_data=None, preprocessor
     if shape is None or len(shape) not in (1, 2) or shape[0] != n:
         raise ValueError(f"{ys}: expected {n} targets (one per row of X), got "
                          f"{describe(y)}")
+    scaler = getattr(model, "target_scaler", None)
+    if scaler is not None:
+        y = scaler.scale_targets(y, ys)
     T = loss.prepare_target(backend, y, model.output_dim, ys)
     preprocessor = preprocessor if preprocessor is not None else model.preprocessor
     check_preprocessable(X, preprocessor, xs)

@@ -96,6 +96,7 @@ def read_checkpoint(model, path):
         raise ValueError(f"resume_from: {path} holds a different architecture "
                          f"({[t['type'] for t in theirs]} with configs that differ); build the "
                          "model as it was when the checkpoint was written")
+    _same_target_scaling(model, parts, path)
     state = parts.training
     if state is not None and state.get("rng") is not None:
         try:  # check on a scratch generator: restoring must not fail half-way
@@ -108,6 +109,25 @@ def read_checkpoint(model, path):
                          "epoch counter or optimiser state); write one with "
                          "gpunn.callbacks.ModelCheckpoint")
     return parts
+
+
+def _same_target_scaling(model, parts, path) -> None:
+    """A resumed run must learn the targets in the units the checkpoint learnt them in:
+    fit standardises ``y`` with the model's target scaler before the checkpoint is
+    restored, so a scaler is never taken over silently, only checked."""
+    mine, theirs = getattr(model, "target_scaler", None), parts.target_scaler
+    if mine is None and theirs is None:
+        return
+    if mine is not None and theirs is not None and np.array_equal(
+            mine.mean, theirs.mean) and np.array_equal(mine.scale, theirs.scale):
+        return
+    said = {True: "standardised targets", False: "targets as given"}
+    raise ValueError(f"resume_from: {path} was trained on {said[theirs is not None]}, this "
+                     f"model has {said[mine is not None]}"
+                     + (" with other statistics" if mine is not None and theirs is not None
+                        else "")
+                     + "; set model.target_scaler to the checkpoint's (gpunn.load(path)"
+                     ".target_scaler) before resuming")
 
 
 def restore_checkpoint(model, parts):
