@@ -473,3 +473,33 @@ def test_a_file_that_is_no_npz_is_said_so(tmp_path, content):
     assert "d.npz: not an .npz archive" in text, text
     # Only a pickle is called one (NumPy calls anything it cannot read "pickled data").
     assert ("a Python pickle" in text) == content.startswith(b"\x80"), text
+
+
+# The tables are read as float32: a finite value beyond its range would become Inf there
+# and be blamed as "NaN or Inf" later (by the standardiser or the model), naming no column.
+def test_a_value_beyond_float32_in_a_table_names_its_column_and_row(tmp_path):
+    body = _rows(lambda i: f"{X1B[i]},{'3e300' if i == 6 else i % 5},{CLSB[i]}")
+    with pytest.raises(DatasetError, match=r"column 'big' holds 3e\+300 in data row 7, "
+                                           r"beyond float32's range"):
+        _load(tmp_path, "x,big,y\n" + body)
+
+
+def test_predict_names_a_value_beyond_float32(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("x,y\n" + _rows(lambda i: f"{X1B[i]},{CLSB[i]}"))
+    data = tables.load_file(train, "y")
+    new = tmp_path / "new.csv"
+    new.write_text("x\n0.5\n-1e39\n")
+    with pytest.raises(DatasetError, match=r"new.csv: column 'x' holds -1e\+39 in data row 2,"
+                                           r" beyond float32's range"):
+        tables.read_features(new, data.columns)
+
+
+def test_an_npz_value_beyond_float32_is_named(tmp_path):
+    path = tmp_path / "d.npz"
+    X = np.zeros((10, 3))
+    X[4, 2] = 1e300
+    np.savez(path, X=X, y=np.arange(10) % 2)
+    with pytest.raises(DatasetError, match=r"d.npz: X\[4, 2\] holds 1e\+300, beyond "
+                                           r"float32's range"):
+        tables.load_file(path)
