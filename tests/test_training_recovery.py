@@ -432,6 +432,31 @@ def test_an_interrupted_and_resumed_run_is_the_uninterrupted_one(kind, stop, tmp
         assert again == epochs
 
 
+@pytest.mark.parametrize("make", [
+    lambda m, d: cbs.EarlyStopping(monitor=m, patience=3),
+    lambda m, d: cbs.ModelCheckpoint(str(d / "best.npz"), save_best_only=True, monitor=m)],
+    ids=["EarlyStopping", "ModelCheckpoint-best"])
+def test_a_best_value_resumes_only_into_a_callback_watching_the_same_quantity(make,
+                                                                               tmp_path):
+    """A checkpoint's best value is the best of what its callback watched: resumed into a
+    callback watching another quantity (the train loss's best judging the validation
+    loss) it would stop early or never save, silently. Refused, naming both."""
+    model, X, y, val = _bouncing()
+    fit = dict(loss="bce", batch_size=16, verbose=0, validation_data=val)
+    model.fit(X, y, optimizer=gn.optim.SGD(lr=0.5), epochs=2, seed=3, **fit,
+              callbacks=[make("loss", tmp_path),
+                         cbs.ModelCheckpoint(str(tmp_path / "ckpt.npz"))])
+    for monitor in ("val_loss", "val_accuracy"):
+        again, X, y, val = _bouncing()
+        with pytest.raises(ValueError, match=r"ckpt.npz: .*the checkpoint's watched 'loss' "
+                                             rf"\(min\), this one watches '{monitor}'"):
+            again.fit(X, y, epochs=4, callbacks=[make(monitor, tmp_path)],
+                      resume_from=tmp_path / "ckpt.npz", **fit)
+    again, X, y, val = _bouncing()  # the same quantity resumes
+    again.fit(X, y, epochs=3, callbacks=[make("loss", tmp_path)],
+              resume_from=tmp_path / "ckpt.npz", **fit)
+
+
 def test_restoring_the_best_weights_restores_their_optimiser_and_epoch(tmp_path, capsys):
     """After EarlyStopping puts back the best epoch's weights, a save holds that epoch's
     optimiser state and counter too: resuming from it continues from the best epoch,
