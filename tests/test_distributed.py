@@ -271,6 +271,33 @@ def test_a_disagreement_names_the_item_and_each_ranks_value():
         "rank 1 of 2 refused fit: epochs: expected a positive integer"
 
 
+def test_a_model_disagreement_names_the_setting_and_a_preprocessor_is_not_blamed_on_x():
+    """Models that differ in one layer's setting or in dtype are refused naming that
+    setting and each rank's value (not a cut-off dump of the whole model); a
+    preprocessor set on one rank only is named as such, before the X it transforms."""
+    from gpunn.distributed.agreement import disagreement, model_terms
+    from gpunn.preprocessing import Standardizer
+
+    def net(p=0.1, dtype="float32", prep=False):
+        m = gn.Sequential([gn.Dense(2, 4, activation="relu"), gn.Dropout(p),
+                           gn.Dense(4, 1)], device="cpu", seed=0, dtype=dtype)
+        if prep:
+            m.preprocessor = Standardizer().fit(np.arange(8.0).reshape(4, 2))
+        return m
+
+    def said(a, b):
+        return disagreement([({**model_terms(a), "X": "x"}, None),
+                             ({**model_terms(b), "X": "x"}, None)])
+
+    assert said(net(), net()) is None
+    assert said(net(), net(p=0.5)).startswith(
+        "ranks disagree on model layer 1 (Dropout) p: rank 0 has 0.1, rank 1 has 0.5;")
+    assert said(net(), net(dtype="float64")).startswith(
+        "ranks disagree on model dtype: rank 0 has 'float32', rank 1 has 'float64';")
+    assert said(net(), net(prep=True)).startswith(
+        "ranks disagree on preprocessor: rank 0 has None, rank 1 has ")
+
+
 def test_the_data_fingerprint_sees_a_changed_row_of_a_dataset_it_reads_whole():
     from gpunn.distributed.agreement import fingerprint
 
