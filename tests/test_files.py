@@ -433,6 +433,28 @@ def test_save_refuses_what_load_would_refuse(tmp_path, edit, match):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+@pytest.mark.parametrize("edit, match", [
+    (lambda opt: setattr(opt, "lr", 0.0), r"lr: expected a number in \(0.0, inf\), got 0.0"),
+    (lambda opt: setattr(opt, "t", -1), r"step counter -1: expected an integer >= 0"),
+    (lambda opt: setattr(opt, "weight_decay", -0.5), r"weight_decay: expected a number in"),
+], ids=["lr-0", "t-negative", "weight_decay-negative"])
+def test_save_refuses_optimizer_settings_no_load_accepts(tmp_path, suffix, edit, match):
+    """Settings changed on an optimiser after it was made (a learning rate set to 0 by
+    hand, a step counter wound back) are checked by its constructor again before a save,
+    as a load does: the file is never one gn.load refuses."""
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors")
+    X, y = gn.data.make_linear(32, seed=0)
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    model.fit(X, y, loss="mse", optimizer=gn.optim.Adam(lr=0.01), epochs=1, verbose=0)
+    edit(model.optimizer)
+    with pytest.raises(ValueError, match=rf"cannot save .*m{suffix}: the optimizer's settings "
+                                         rf"would not load back \(.*{match}"):
+        model.save(tmp_path / f"m{suffix}")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_save_names_a_layer_config_json_cannot_hold(tmp_path):
     """A user's layer whose config holds a NumPy number: named, not a raw json error."""
     class Scaled(gn.layers.Dense):

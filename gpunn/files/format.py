@@ -362,6 +362,12 @@ def check_contents(where: str, header: dict, arrays: dict, layers: list) -> None
     _check_numbers(where, header)
     opt = header.get("optimizer") or {}
     cls = OPTIMIZERS.get(str(opt.get("name")))
+    if cls is not None:  # settings changed after the optimiser was made (lr = 0, t = -1)
+        try:
+            _optimizer_settings(cls, opt)
+        except (TypeError, ValueError) as exc:
+            _fail(where, f"the optimizer's settings would not load back ({exc}); nothing "
+                         "was written")
     _check_ranges(where, header["dtype"], tree, params, buffers, opt_arrays,
                   cls.nonnegative_state if cls is not None else ())
     if (header.get("preprocessing") or {}).get("kind") == Standardizer.kind and \
@@ -554,6 +560,17 @@ def _prep_arrays(path, archive, info, layers) -> dict:
     return arrays
 
 
+def _optimizer_settings(cls, opt_header):
+    """The optimiser a header's settings make (its constructor checks each, as a user's
+    call does) and its step counter; a ``ValueError`` or ``TypeError`` for one that no
+    load accepts."""
+    opt = cls(**opt_header.get("hyper", {}))  # host state, moved by the next fit
+    t = opt_header.get("t", 0)
+    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+        raise ValueError(f"step counter {t!r}: expected an integer >= 0")
+    return opt, t
+
+
 def _optimizer(path, opt_header, opt_arrays, params):
     slots = [{} for _ in range(opt_header["slots"])]
     for name, value in opt_arrays.items():
@@ -570,10 +587,7 @@ def _optimizer(path, opt_header, opt_arrays, params):
         slots = [{k: a[o:o + int(np.prod(s))].reshape(s) for k, a in slots[0].items()}
                  for o, s in zip(offsets, shapes)]
     try:
-        opt = cls(**opt_header.get("hyper", {}))  # host state, moved by the next fit
-        t = opt_header.get("t", 0)
-        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-            raise ValueError(f"step counter {t!r}: expected an integer >= 0")
+        opt, t = _optimizer_settings(cls, opt_header)
         opt.load_state_dict({"kind": opt_header["kind"], "hyper": opt_header["hyper"],
                              "t": t, "state": slots})
         held = [tuple(s[opt.state_keys[0]].shape) for s in opt.state if opt.state_keys]
