@@ -457,6 +457,29 @@ def test_a_best_value_resumes_only_into_a_callback_watching_the_same_quantity(ma
               resume_from=tmp_path / "ckpt.npz", **fit)
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_a_schedule_on_a_loaded_model_starts_from_the_optimizers_own_rate(tmp_path, suffix):
+    """A model saved after a scheduled fit and loaded again continues as the model in
+    memory does: a schedule of the next fit starts from the rate the optimiser was given
+    (0.1), not from the one the last schedule set (0.025)."""
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors")
+    X, y = gn.data.make_moons(64, seed=0)
+    model = gn.Sequential([gn.Dense(2, 4, activation="relu"),
+                           gn.Dense(4, 1, activation="sigmoid")], device="cpu", seed=0)
+    h = model.fit(X, y, loss="bce", optimizer=gn.optim.SGD(lr=0.1), epochs=3, verbose=0,
+                  callbacks=[cbs.StepDecay(1, 0.5)])
+    assert h.history["lr"] == [0.1, 0.05, 0.025]
+    model.save(tmp_path / f"m{suffix}")
+    loaded = gn.load(tmp_path / f"m{suffix}", device="cpu")
+    in_memory = model.fit(X, y, epochs=2, verbose=0, callbacks=[cbs.StepDecay(1, 0.5)])
+    again = loaded.fit(X, y, epochs=2, verbose=0, callbacks=[cbs.StepDecay(1, 0.5)])
+    assert again.history["lr"] == in_memory.history["lr"] == [0.1, 0.05]
+    loaded.optimizer.lr = 0.2  # a rate set by the user is the optimiser's own again
+    assert loaded.fit(X, y, epochs=1, verbose=0,
+                      callbacks=[cbs.StepDecay(1, 0.5)]).history["lr"] == [0.2]
+
+
 def test_restoring_the_best_weights_restores_their_optimiser_and_epoch(tmp_path, capsys):
     """After EarlyStopping puts back the best epoch's weights, a save holds that epoch's
     optimiser state and counter too: resuming from it continues from the best epoch,

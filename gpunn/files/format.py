@@ -309,6 +309,11 @@ def _read_parts(path) -> ModelParts:
             _fail(path, f"invalid loss ({exc})")
     if header.get("optimizer") is not None:
         parts.optimizer = _optimizer(path, header["optimizer"], opt_arrays, params)
+        base = (training or {}).get("base_lr")
+        if base is not None:
+            # The header's lr is the rate a schedule set last; the optimiser's own rate
+            # (what a schedule of a later fit starts from) is the training state's.
+            parts.optimizer.scheduled_lr = (float(base), parts.optimizer.lr)
     if prep_arrays:
         from ..preprocessing import Standardizer
 
