@@ -532,6 +532,19 @@ def test_a_command_line_mistake_ends_every_rank_with_one_line(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_batch_size_the_ranks_cannot_share_names_the_flag_and_its_default(tmp_path):
+    """On 3 ranks the default --batch-size (64) does not split evenly: the refusal names
+    the flag (the user typed no batch_size), says it was the default and offers the
+    nearest sizes that work, before any data is read."""
+    cmd = [sys.executable, "-m", "gpunn.cli", "train", "--dataset", "xor", "--epochs", "1"]
+    proc = mpi_launch.launch(cmd, ranks=3, module=False, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "gpunn: error: --batch-size 64 (the default) does not split evenly over the 3 " \
+           "ranks; pass a multiple of 3, such as 63 or 66" in proc.stderr, proc.stderr
+    assert "data:" not in proc.stdout and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
 def test_info_names_the_distributed_set_up(tmp_path):
     proc = mpi_launch.launch([sys.executable, "-m", "gpunn.cli", "info"], module=False)
     assert proc.returncode == 0, proc.stderr
