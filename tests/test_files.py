@@ -433,6 +433,25 @@ def test_save_refuses_what_load_would_refuse(tmp_path, edit, match):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: setattr(m.layers[1], "p", 1.5), r"layer 1 \(Dropout\): invalid config "
+                                                r"\(Dropout p: expected a probability"),
+    (lambda m: setattr(m.layers[0], "kernel_l2", -1.0), r"layer 0 \(Dense\): invalid "
+                                                         r"config \(Dense kernel_l2"),
+    (lambda m: setattr(m.layers[2], "momentum", 2.0), r"layer 2 \(BatchNorm\): invalid "
+                                                       r"config \(BatchNorm momentum"),
+], ids=["dropout-p", "kernel_l2", "batchnorm-momentum"])
+def test_save_refuses_layer_settings_no_load_accepts(tmp_path, edit, match):
+    """A layer's setting changed after it was made is judged by its constructor before a
+    save, as a load judges it: never a file gn.load refuses."""
+    model = gn.Sequential([gn.Dense(3, 4, kernel_l2=0.01), gn.Dropout(0.1), gn.BatchNorm(4),
+                           gn.Dense(4, 1)], device="cpu", seed=0)
+    edit(model)
+    with pytest.raises(ValueError, match=rf"cannot save .*m.npz: {match}"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
 @pytest.mark.parametrize("edit, match", [
     (lambda opt: setattr(opt, "lr", 0.0), r"lr: expected a number in \(0.0, inf\), got 0.0"),

@@ -363,6 +363,9 @@ def check_contents(where: str, header: dict, arrays: dict, layers: list) -> None
     params = {(p, k): arrays[f"param/{p}/{k}"] for p, sub in tree for k in sub.params}
     buffers = {(p, k): arrays[f"buffer/{p}/{k}"] for p, sub in tree for k in sub.buffers}
     opt_arrays = {k: v for k, v in arrays.items() if k.startswith("optim/")}
+    # Each layer rebuilt from its spec as a load rebuilds it: its constructor's checks
+    # judge settings changed after it was made (a Dropout p set to 1.5 by hand).
+    _layers(where, header)
     _check_extra(where, header["extra"])
     _check_numbers(where, header)
     opt = header.get("optimizer") or {}
