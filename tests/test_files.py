@@ -440,12 +440,16 @@ def test_save_refuses_what_load_would_refuse(tmp_path, edit, match):
                                                          r"config \(Dense kernel_l2"),
     (lambda m: setattr(m.layers[2], "momentum", 2.0), r"layer 2 \(BatchNorm\): invalid "
                                                        r"config \(BatchNorm momentum"),
-], ids=["dropout-p", "kernel_l2", "batchnorm-momentum"])
+    (lambda m: setattr(m.loss, "delta", -1.0), r"invalid loss \(Huber delta: expected a "
+                                                r"positive number, got -1.0\)"),
+], ids=["dropout-p", "kernel_l2", "batchnorm-momentum", "huber-delta"])
 def test_save_refuses_layer_settings_no_load_accepts(tmp_path, edit, match):
-    """A layer's setting changed after it was made is judged by its constructor before a
-    save, as a load judges it: never a file gn.load refuses."""
+    """A layer's (or the loss's) setting changed after it was made is judged by its
+    constructor before a save, as a load judges it: never a file gn.load refuses."""
     model = gn.Sequential([gn.Dense(3, 4, kernel_l2=0.01), gn.Dropout(0.1), gn.BatchNorm(4),
                            gn.Dense(4, 1)], device="cpu", seed=0)
+    X, y = gn.data.make_linear(16, seed=0)
+    model.fit(X, y, loss=gn.losses.get("huber", delta=1.0), epochs=1, verbose=0)
     edit(model)
     with pytest.raises(ValueError, match=rf"cannot save .*m.npz: {match}"):
         model.save(tmp_path / "m.npz")

@@ -269,8 +269,6 @@ def read(path) -> ModelParts:
 
 
 def _read_parts(path) -> ModelParts:
-    from .. import losses
-
     with _read(path) as archive:
         header = _header(path, archive)
         _check_extra(path, header["extra"])
@@ -301,12 +299,7 @@ def _read_parts(path) -> ModelParts:
     parts = ModelParts(layers, header["dtype"], params, buffers, extra=header["extra"],
                        metrics=_metric_names(path, header["metrics"]),
                        training=training)
-    if isinstance(header.get("loss"), dict):
-        try:
-            parts.loss = losses.get(header["loss"].get("name"),
-                                    **dict(header["loss"].get("config") or {}))
-        except (TypeError, ValueError) as exc:
-            _fail(path, f"invalid loss ({exc})")
+    parts.loss = _loss(path, header)
     if header.get("optimizer") is not None:
         parts.optimizer = _optimizer(path, header["optimizer"], opt_arrays, params)
         base = (training or {}).get("base_lr")
@@ -366,6 +359,7 @@ def check_contents(where: str, header: dict, arrays: dict, layers: list) -> None
     # Each layer rebuilt from its spec as a load rebuilds it: its constructor's checks
     # judge settings changed after it was made (a Dropout p set to 1.5 by hand).
     _layers(where, header)
+    _loss(where, header)
     _check_extra(where, header["extra"])
     _check_numbers(where, header)
     opt = header.get("optimizer") or {}
@@ -492,6 +486,20 @@ def _check_extra(path, extra: dict) -> None:
             _fail(path, f"extra 'classes' holds {label!r} twice; class labels must be "
                         "unique")
         seen.add(key)
+
+
+def _loss(path, header):
+    """The loss a header names, built by its constructor (which checks its config), or
+    None."""
+    from .. import losses
+
+    if not isinstance(header.get("loss"), dict):
+        return None
+    try:
+        return losses.get(header["loss"].get("name"), **dict(header["loss"].get("config")
+                                                             or {}))
+    except (TypeError, ValueError) as exc:
+        _fail(path, f"invalid loss ({exc})")
 
 
 def _layers(path, header) -> list:
