@@ -422,6 +422,10 @@ def test_load_leaves_the_callers_generator_alone(tmp_path):
      r"param/0/b has dtype complex64"),
     (lambda m: setattr(m, "preprocessor", gn.preprocessing.Standardizer(
         [1e200, 0, 0], [1.0, 1.0, 1.0])), r"prep/mean.*float32's range"),
+    (lambda m: setattr(m, "preprocessor", gn.preprocessing.Standardizer(
+        [0, 0], [1.0, 1.0])), r"'prep/mean' has shape \(2,\), the architecture needs \(3,\)"),
+    (lambda m: setattr(m, "preprocessor", gn.preprocessing.Standardizer(
+        [[0, 0, 0]], [[1.0, 1.0, 1.0]])), r"'prep/mean' has shape \(1, 3\), the architecture"),
 ])
 def test_save_refuses_what_load_would_refuse(tmp_path, edit, match):
     """Whatever a load checks in a file's contents, a save checks before writing it."""

@@ -358,7 +358,7 @@ def check_contents(where: str, header: dict, arrays: dict, layers: list) -> None
     opt_arrays = {k: v for k, v in arrays.items() if k.startswith("optim/")}
     # Each layer rebuilt from its spec as a load rebuilds it: its constructor's checks
     # judge settings changed after it was made (a Dropout p set to 1.5 by hand).
-    _layers(where, header)
+    built = _layers(where, header)
     _loss(where, header)
     _check_extra(where, header["extra"])
     _check_numbers(where, header)
@@ -372,6 +372,11 @@ def check_contents(where: str, header: dict, arrays: dict, layers: list) -> None
                          "was written")
     _check_ranges(where, header["dtype"], tree, params, buffers, opt_arrays,
                   cls.nonnegative_state if cls is not None else ())
+    wanted = _prep_shape(built)
+    for key in ("prep/mean", "prep/scale"):
+        if key in arrays and wanted is not None and tuple(arrays[key].shape) != wanted:
+            _fail(where, f"array {key!r} has shape {tuple(arrays[key].shape)}, the "
+                         f"architecture needs {wanted} (one value per input feature)")
     if (header.get("preprocessing") or {}).get("kind") == Standardizer.kind and \
             _model_range(header["dtype"]) is not None:
         try:
@@ -558,6 +563,15 @@ def _optimizer_arrays(path, archive, opt_header, n_params: int, bound: int) -> d
     return {name: _array(path, archive, name) for name in names}
 
 
+def _prep_shape(layers) -> tuple | None:
+    """The shape the standardiser's arrays must have: one value per input feature of a
+    network of flat inputs; None where the layers do not say."""
+    from ..layers.blocks import input_shape_of
+
+    shape = input_shape_of(layers)
+    return (shape[0],) if shape is not None and len(shape) == 1 else None
+
+
 def _prep_arrays(path, archive, info, layers) -> dict:
     from ..preprocessing import Standardizer
 
@@ -565,11 +579,7 @@ def _prep_arrays(path, archive, info, layers) -> dict:
         return {}
     if info != {"kind": Standardizer.kind}:
         _fail(path, f"unknown preprocessing {info!r}")
-    from ..layers.blocks import input_shape_of
-
-    shape = input_shape_of(layers)
-    n_in = shape[0] if shape is not None and len(shape) == 1 else None
-    arrays = {k: _array(path, archive, f"prep/{k}", (n_in,) if n_in else None)
+    arrays = {k: _array(path, archive, f"prep/{k}", _prep_shape(layers))
               for k in ("mean", "scale")}
     if arrays["scale"].dtype.kind not in "fiu" or np.any(arrays["scale"] <= 0):
         _fail(path, "the standardiser's scale must be positive")
