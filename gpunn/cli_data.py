@@ -122,10 +122,16 @@ def _column_ok(c) -> bool:
     parse = c.get("parse")
     if kind == "datetime" and parse is not None:
         return parse == {"dayfirst": True} or parse == {"dayfirst": False}
+    if parse == {"booleans": True}:  # a numeric column of True/False
+        return kind == "numeric" and _fill_ok(c, None)
     if parse is not None and not (isinstance(parse, dict) and set(parse) <= {
             "thousands", "decimal"} and all(v is None or (isinstance(v, str) and len(v) == 1)
                                             for v in parse.values())):
         return False
+    return _fill_ok(c, cats)
+
+
+def _fill_ok(c, cats) -> bool:
     fill = c.get("fill")
     if fill is None:
         return True

@@ -503,3 +503,23 @@ def test_an_npz_value_beyond_float32_is_named(tmp_path):
     with pytest.raises(DatasetError, match=r"d.npz: X\[4, 2\] holds 1e\+300, beyond "
                                            r"float32's range"):
         tables.load_file(path)
+
+
+def test_predict_reads_a_boolean_column_as_training_did(tmp_path):
+    """A column of True/False is read as 1/0 at training; predict reads its cells the same
+    way whatever else the file holds (a missing cell, another row's mistake), and refuses
+    a cell that is no boolean naming it, not the valid 'True' beside it."""
+    flag = ["True" if x > 0 else "False" for x in X1B]
+    data = _load(tmp_path, "x,flag,y\n" + _rows(lambda i: f"{X1B[i]},{flag[i]},{CLSB[i]}"))
+    new = tmp_path / "new.csv"
+    new.write_text("x,flag\n0.5,True\n0.5,false\n-0.5,FALSE\n")
+    X, _ = tables.read_features(new, data.columns)
+    np.testing.assert_array_equal(X[:, 1], [1.0, 0.0, 0.0])
+    new.write_text("x,flag\n0.5,True\n0.5,\n")  # a missing cell: said as missing
+    with pytest.raises(DatasetError, match=r"missing values in column 'flag' in 1 row "
+                                           r"\(data row 2\); the model has no fill value"):
+        tables.read_features(new, data.columns)
+    new.write_text("x,flag\n0.5,True\n0.5,maybe\n")
+    with pytest.raises(DatasetError, match=r"column 'flag' held True/False in training but "
+                                           r"holds 'maybe' in 1 row \(data row 2\)"):
+        tables.read_features(new, data.columns)
