@@ -156,6 +156,25 @@ class _Monitor:
                              f"available: {', '.join(sorted(logs))}")
         return logs[self.monitor]
 
+    def state(self, best: bool = True) -> dict:
+        """What a checkpoint keeps: the quantity watched, its direction and the best value
+        (a best value means nothing without the quantity it is the best of)."""
+        return {"monitor": self.monitor, "mode": self.mode,
+                **({"best": self.best} if best else {})}
+
+    def load(self, state: dict, owner) -> None:
+        """Take the best value from a checkpoint's ``state``, refusing one of another
+        quantity or direction (a best train loss would judge the validation loss of the
+        resumed epochs); states of files older than this check name neither."""
+        theirs = (state.get("monitor", self.monitor), state.get("mode", self.mode))
+        if theirs != (self.monitor, self.mode):
+            raise ValueError(f"{type(owner).__name__}: the checkpoint's watched "
+                             f"{theirs[0]!r} ({theirs[1]}), this one watches "
+                             f"{self.monitor!r} ({self.mode}); its best value and counts "
+                             "do not carry over: resume with the same monitor and mode, or "
+                             "without resume_from to start afresh")
+        self.best = _number(state, "best", owner)
+
     def improved(self, value: float) -> bool:
         if self.mode == "min":
             better = value < self.best - self.min_delta
@@ -276,7 +295,7 @@ class EarlyStopping(Callback):
         """Best value, counts and, with ``restore_best_weights``, the best epoch's copy:
         ``"arrays"`` (parameters and buffers, then the optimiser's arrays), its step
         counter and training state, so a resumed run can still put it back."""
-        state = {"best": self.best, "wait": self.wait, "best_epoch": self.best_epoch,
+        state = {**self._monitor.state(), "wait": self.wait, "best_epoch": self.best_epoch,
                  "stopped_epoch": self.stopped_epoch}
         best = self._best
         if best is _AT_START or (best is not None and self.best_epoch == self._epoch):
@@ -296,7 +315,7 @@ class EarlyStopping(Callback):
         return state
 
     def load_state(self, state: dict) -> None:
-        self._monitor.best = _number(state, "best", self)
+        self._monitor.load(state, self)
         self.wait, self.best_epoch, self.stopped_epoch = (
             int(_number(state, k, self)) for k in ("wait", "best_epoch", "stopped_epoch"))
         if self.restore_best_weights and state.get("best_is_current") is True:
@@ -399,11 +418,11 @@ class ModelCheckpoint(Callback):
         self.saved = []
 
     def state_dict(self) -> dict:
-        return {"best": self._monitor.best} if self.save_best_only else {}
+        return self._monitor.state() if self.save_best_only else {}
 
     def load_state(self, state: dict) -> None:
         if self.save_best_only:
-            self._monitor.best = _number(state, "best", self)
+            self._monitor.load(state, self)
 
     def on_epoch_end(self, model, epoch, logs):
         if self.save_best_only:

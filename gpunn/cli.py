@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop after N epochs without improvement of the validation metric "
                        "(training metric with --val-split 0); with or without it, the best "
                        "epoch is kept and saved (default: no early stop)")
-    train.add_argument("--batch-size", type=_positive(int), default=64, help="rows per step")
+    train.add_argument("--batch-size", type=_positive(int),
+                       default=TRAIN_DEFAULTS["batch_size"], help="rows per step")
     train.add_argument("--val-split", type=_fraction, default=0.2,
                        help="fraction held out for validation")
     train.add_argument("--device", type=_device, default=None, help=_DEVICE)
@@ -284,6 +285,10 @@ def _model_path(path: str) -> str:
     return path if path.endswith((".npz", ".safetensors", "/", os.sep)) else path + ".npz"
 
 
+#: Defaults of gpunn train that its checks name as such.
+TRAIN_DEFAULTS = {"batch_size": 64}
+
+
 def cmd_train(args) -> int:
     # Under mpiexec every rank trains; rank 0 alone reads the data, prints and writes.
     world = distributed.init()
@@ -300,6 +305,13 @@ def _train_rank(args, world) -> int:
                  "--activation" if args.activation else "--dropout")
         raise ValueError(f"--arch {args.arch} describes the whole network, so {given} cannot "
                          "be given with it; put the sizes and activations in the file")
+    if args.batch_size % world.size:  # every rank knows: all refuse before any work
+        default = " (the default)" if args.batch_size == TRAIN_DEFAULTS["batch_size"] else ""
+        low = args.batch_size - args.batch_size % world.size
+        sizes = f"{low} or {low + world.size}" if low else f"{world.size}"
+        raise ValueError(f"--batch-size {args.batch_size}{default} does not split evenly "
+                         f"over the {world.size} ranks; pass a multiple of {world.size}, "
+                         f"such as {sizes}")
     if world.rank == 0:
         _check_destinations(args)
     arch = _arch.read(args.arch) if args.arch else None  # a bad file fails before loading

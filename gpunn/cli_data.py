@@ -140,8 +140,14 @@ def _column_ok(c) -> bool:
     if kind == "datetime" and parse is not None:
         return parse in ({"dayfirst": True}, {"dayfirst": False}) or (
             set(parse) == {"format"} and isinstance(parse["format"], str))
+    if parse == {"booleans": True}:  # a numeric column of True/False
+        return kind == "numeric" and _fill_ok(c, None)
     if parse is not None and not _number_form_ok(parse):
         return False
+    return _fill_ok(c, cats)
+
+
+def _fill_ok(c, cats) -> bool:
     fill = c.get("fill")
     if fill is None:
         return True

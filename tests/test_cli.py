@@ -305,8 +305,8 @@ def test_bare_gpunn_shows_the_help(run_cli):
 
 
 @pytest.mark.parametrize("argv,hint", [
-    (["trian"], "invalid choice: 'trian' (choose from 'train', 'predict', 'evaluate', 'export', 'info', "
-                "'devices', 'bench'); did you mean 'train'?"),
+    (["trian"], "invalid choice: 'trian' (choose from 'train', 'predict', 'evaluate', "
+                "'export', 'info', 'devices', 'bench'); did you mean 'train'?"),
     (["train", "--optimizer", "adma"], "did you mean 'adam'?"),
     (["train", "--epochss", "3"], "unrecognized arguments: --epochss 3 (--epochss: did you "
                                   "mean --epochs?)"),

@@ -658,3 +658,53 @@ def test_a_wide_one_hot_encoding_is_said(tmp_path):
     data = tables.load_file(path, "y")
     assert data.X.shape == (n, 868)
     assert "868 features from 2000 rows" in " ".join(data.notices), data.notices
+
+
+# The tables are read as float32: a finite value beyond its range would become Inf there
+# and be blamed as "NaN or Inf" later (by the standardiser or the model), naming no column.
+def test_a_value_beyond_float32_in_a_table_names_its_column_and_row(tmp_path):
+    body = _rows(lambda i: f"{X1B[i]},{'3e300' if i == 6 else i % 5},{CLSB[i]}")
+    with pytest.raises(DatasetError, match=r"column 'big' holds 3e\+300 in data row 7, "
+                                           r"beyond float32's range"):
+        _load(tmp_path, "x,big,y\n" + body)
+
+
+def test_predict_names_a_value_beyond_float32(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("x,y\n" + _rows(lambda i: f"{X1B[i]},{CLSB[i]}"))
+    data = tables.load_file(train, "y")
+    new = tmp_path / "new.csv"
+    new.write_text("x\n0.5\n-1e39\n")
+    with pytest.raises(DatasetError, match=r"new.csv: column 'x' holds -1e\+39 in data row 2,"
+                                           r" beyond float32's range"):
+        tables.read_features(new, data.columns)
+
+
+def test_an_npz_value_beyond_float32_is_named(tmp_path):
+    path = tmp_path / "d.npz"
+    X = np.zeros((10, 3))
+    X[4, 2] = 1e300
+    np.savez(path, X=X, y=np.arange(10) % 2)
+    with pytest.raises(DatasetError, match=r"d.npz: X\[4, 2\] holds 1e\+300, beyond "
+                                           r"float32's range"):
+        tables.load_file(path)
+
+
+def test_predict_reads_a_boolean_column_as_training_did(tmp_path):
+    """A column of True/False is read as 1/0 at training; predict reads its cells the same
+    way whatever else the file holds (a missing cell, another row's mistake), and refuses
+    a cell that is no boolean naming it, not the valid 'True' beside it."""
+    flag = ["True" if x > 0 else "False" for x in X1B]
+    data = _load(tmp_path, "x,flag,y\n" + _rows(lambda i: f"{X1B[i]},{flag[i]},{CLSB[i]}"))
+    new = tmp_path / "new.csv"
+    new.write_text("x,flag\n0.5,True\n0.5,false\n-0.5,FALSE\n")
+    X, _ = tables.read_features(new, data.columns)
+    np.testing.assert_array_equal(X[:, 1], [1.0, 0.0, 0.0])
+    new.write_text("x,flag\n0.5,True\n0.5,\n")  # a missing cell: said as missing
+    with pytest.raises(DatasetError, match=r"missing values in column 'flag' in 1 row "
+                                           r"\(data row 2\); the model has no fill value"):
+        tables.read_features(new, data.columns)
+    new.write_text("x,flag\n0.5,True\n0.5,maybe\n")
+    with pytest.raises(DatasetError, match=r"column 'flag' held True/False in training but "
+                                           r"holds 'maybe' in 1 row \(data row 2\)"):
+        tables.read_features(new, data.columns)

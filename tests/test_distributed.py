@@ -271,6 +271,33 @@ def test_a_disagreement_names_the_item_and_each_ranks_value():
         "rank 1 of 2 refused fit: epochs: expected a positive integer"
 
 
+def test_a_model_disagreement_names_the_setting_and_a_preprocessor_is_not_blamed_on_x():
+    """Models that differ in one layer's setting or in dtype are refused naming that
+    setting and each rank's value (not a cut-off dump of the whole model); a
+    preprocessor set on one rank only is named as such, before the X it transforms."""
+    from gpunn.distributed.agreement import disagreement, model_terms
+    from gpunn.preprocessing import Standardizer
+
+    def net(p=0.1, dtype="float32", prep=False):
+        m = gn.Sequential([gn.Dense(2, 4, activation="relu"), gn.Dropout(p),
+                           gn.Dense(4, 1)], device="cpu", seed=0, dtype=dtype)
+        if prep:
+            m.preprocessor = Standardizer().fit(np.arange(8.0).reshape(4, 2))
+        return m
+
+    def said(a, b):
+        return disagreement([({**model_terms(a), "X": "x"}, None),
+                             ({**model_terms(b), "X": "x"}, None)])
+
+    assert said(net(), net()) is None
+    assert said(net(), net(p=0.5)).startswith(
+        "ranks disagree on model layer 1 (Dropout) p: rank 0 has 0.1, rank 1 has 0.5;")
+    assert said(net(), net(dtype="float64")).startswith(
+        "ranks disagree on model dtype: rank 0 has 'float32', rank 1 has 'float64';")
+    assert said(net(), net(prep=True)).startswith(
+        "ranks disagree on preprocessor: rank 0 has None, rank 1 has ")
+
+
 def test_the_data_fingerprint_sees_a_changed_row_of_a_dataset_it_reads_whole():
     from gpunn.distributed.agreement import fingerprint
 
@@ -504,6 +531,19 @@ def test_a_command_line_mistake_ends_every_rank_with_one_line(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.count("gpunn: error: t.csv: no column 'nope'") == 1
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_batch_size_the_ranks_cannot_share_names_the_flag_and_its_default(tmp_path):
+    """On 3 ranks the default --batch-size (64) does not split evenly: the refusal names
+    the flag (the user typed no batch_size), says it was the default and offers the
+    nearest sizes that work, before any data is read."""
+    cmd = [sys.executable, "-m", "gpunn.cli", "train", "--dataset", "xor", "--epochs", "1"]
+    proc = mpi_launch.launch(cmd, ranks=3, module=False, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "gpunn: error: --batch-size 64 (the default) does not split evenly over the 3 " \
+           "ranks; pass a multiple of 3, such as 63 or 66" in proc.stderr, proc.stderr
+    assert "data:" not in proc.stdout and "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow

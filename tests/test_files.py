@@ -422,6 +422,10 @@ def test_load_leaves_the_callers_generator_alone(tmp_path):
      r"param/0/b has dtype complex64"),
     (lambda m: setattr(m, "preprocessor", gn.preprocessing.Standardizer(
         [1e200, 0, 0], [1.0, 1.0, 1.0])), r"prep/mean.*float32's range"),
+    (lambda m: setattr(m, "preprocessor", gn.preprocessing.Standardizer(
+        [0, 0], [1.0, 1.0])), r"'prep/mean' has shape \(2,\), the architecture needs \(3,\)"),
+    (lambda m: setattr(m, "preprocessor", gn.preprocessing.Standardizer(
+        [[0, 0, 0]], [[1.0, 1.0, 1.0]])), r"'prep/mean' has shape \(1, 3\), the architecture"),
 ])
 def test_save_refuses_what_load_would_refuse(tmp_path, edit, match):
     """Whatever a load checks in a file's contents, a save checks before writing it."""
@@ -430,6 +434,51 @@ def test_save_refuses_what_load_would_refuse(tmp_path, edit, match):
     edit(model)
     with pytest.raises(ValueError, match=match):
         model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: setattr(m.layers[1], "p", 1.5), r"layer 1 \(Dropout\): invalid config "
+                                                r"\(Dropout p: expected a probability"),
+    (lambda m: setattr(m.layers[0], "kernel_l2", -1.0), r"layer 0 \(Dense\): invalid "
+                                                         r"config \(Dense kernel_l2"),
+    (lambda m: setattr(m.layers[2], "momentum", 2.0), r"layer 2 \(BatchNorm\): invalid "
+                                                       r"config \(BatchNorm momentum"),
+    (lambda m: setattr(m.loss, "delta", -1.0), r"invalid loss \(Huber delta: expected a "
+                                                r"positive number, got -1.0\)"),
+], ids=["dropout-p", "kernel_l2", "batchnorm-momentum", "huber-delta"])
+def test_save_refuses_layer_settings_no_load_accepts(tmp_path, edit, match):
+    """A layer's (or the loss's) setting changed after it was made is judged by its
+    constructor before a save, as a load judges it: never a file gn.load refuses."""
+    model = gn.Sequential([gn.Dense(3, 4, kernel_l2=0.01), gn.Dropout(0.1), gn.BatchNorm(4),
+                           gn.Dense(4, 1)], device="cpu", seed=0)
+    X, y = gn.data.make_linear(16, seed=0)
+    model.fit(X, y, loss=gn.losses.get("huber", delta=1.0), epochs=1, verbose=0)
+    edit(model)
+    with pytest.raises(ValueError, match=rf"cannot save .*m.npz: {match}"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+@pytest.mark.parametrize("edit, match", [
+    (lambda opt: setattr(opt, "lr", 0.0), r"lr: expected a number in \(0.0, inf\), got 0.0"),
+    (lambda opt: setattr(opt, "t", -1), r"step counter -1: expected an integer >= 0"),
+    (lambda opt: setattr(opt, "weight_decay", -0.5), r"weight_decay: expected a number in"),
+], ids=["lr-0", "t-negative", "weight_decay-negative"])
+def test_save_refuses_optimizer_settings_no_load_accepts(tmp_path, suffix, edit, match):
+    """Settings changed on an optimiser after it was made (a learning rate set to 0 by
+    hand, a step counter wound back) are checked by its constructor again before a save,
+    as a load does: the file is never one gn.load refuses."""
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors")
+    X, y = gn.data.make_linear(32, seed=0)
+    model = gn.Sequential([gn.Dense(3, 1)], device="cpu", seed=0)
+    model.fit(X, y, loss="mse", optimizer=gn.optim.Adam(lr=0.01), epochs=1, verbose=0)
+    edit(model.optimizer)
+    with pytest.raises(ValueError, match=rf"cannot save .*m{suffix}: the optimizer's settings "
+                                         rf"would not load back \(.*{match}"):
+        model.save(tmp_path / f"m{suffix}")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -483,3 +483,29 @@ def test_sparse_inputs_stream_as_dense_batches():
     with pytest.raises(ValueError, match="X: sparse input cannot go through the model's "
                                          "preprocessor"):
         nets[0].predict(X)
+
+
+def test_sparse_inputs_are_checked_and_read_in_the_models_dtype_as_dense_ones():
+    """Stored values of a sparse X that are finite but beyond the model's dtype are said
+    to be so (as for a dense X), not "NaN or Inf"; a 16-bit model, a dtype SciPy's sparse
+    matrices do not hold, takes sparse input as it takes the dense form."""
+    sp = pytest.importorskip("scipy.sparse")
+    X = sp.random(40, 6, density=0.3, format="csr", random_state=0, dtype=np.float64)
+    y = (np.asarray(X.sum(axis=1)).ravel() > 0.5).astype(np.float64)
+    net = gn.Sequential([gn.Dense(6, 1, activation="sigmoid")], device="cpu", seed=0)
+    huge = X.copy()
+    huge.data[3] = 1e300
+    for call in (lambda: net.predict(huge), lambda: net.evaluate(huge, y, loss="bce"),
+                 lambda: net.fit(huge, y, loss="bce", epochs=1, verbose=0)):
+        with pytest.raises(ValueError, match=r"X: holds values up to 1e\+300, beyond "
+                                             r"float32's range"):
+            call()
+    half = gn.Sequential([gn.Dense(6, 1, activation="sigmoid")], device="cpu", seed=0,
+                         dtype="float16")
+    np.testing.assert_array_equal(gn.to_numpy(half.predict(X)),
+                                  gn.to_numpy(half.predict(X.toarray())))
+    half.fit(X, y, loss="bce", epochs=1, verbose=0)
+    big = X.copy()
+    big.data[0] = 7e4
+    with pytest.raises(ValueError, match="beyond float16's range"):
+        half.predict(big)

@@ -434,6 +434,54 @@ def test_an_interrupted_and_resumed_run_is_the_uninterrupted_one(kind, stop, tmp
         assert again == epochs
 
 
+@pytest.mark.parametrize("make", [
+    lambda m, d: cbs.EarlyStopping(monitor=m, patience=3),
+    lambda m, d: cbs.ModelCheckpoint(str(d / "best.npz"), save_best_only=True, monitor=m)],
+    ids=["EarlyStopping", "ModelCheckpoint-best"])
+def test_a_best_value_resumes_only_into_a_callback_watching_the_same_quantity(make,
+                                                                               tmp_path):
+    """A checkpoint's best value is the best of what its callback watched: resumed into a
+    callback watching another quantity (the train loss's best judging the validation
+    loss) it would stop early or never save, silently. Refused, naming both."""
+    model, X, y, val = _bouncing()
+    fit = dict(loss="bce", batch_size=16, verbose=0, validation_data=val)
+    model.fit(X, y, optimizer=gn.optim.SGD(lr=0.5), epochs=2, seed=3, **fit,
+              callbacks=[make("loss", tmp_path),
+                         cbs.ModelCheckpoint(str(tmp_path / "ckpt.npz"))])
+    for monitor in ("val_loss", "val_accuracy"):
+        again, X, y, val = _bouncing()
+        with pytest.raises(ValueError, match=r"ckpt.npz: .*the checkpoint's watched 'loss' "
+                                             rf"\(min\), this one watches '{monitor}'"):
+            again.fit(X, y, epochs=4, callbacks=[make(monitor, tmp_path)],
+                      resume_from=tmp_path / "ckpt.npz", **fit)
+    again, X, y, val = _bouncing()  # the same quantity resumes
+    again.fit(X, y, epochs=3, callbacks=[make("loss", tmp_path)],
+              resume_from=tmp_path / "ckpt.npz", **fit)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_a_schedule_on_a_loaded_model_starts_from_the_optimizers_own_rate(tmp_path, suffix):
+    """A model saved after a scheduled fit and loaded again continues as the model in
+    memory does: a schedule of the next fit starts from the rate the optimiser was given
+    (0.1), not from the one the last schedule set (0.025)."""
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors")
+    X, y = gn.data.make_moons(64, seed=0)
+    model = gn.Sequential([gn.Dense(2, 4, activation="relu"),
+                           gn.Dense(4, 1, activation="sigmoid")], device="cpu", seed=0)
+    h = model.fit(X, y, loss="bce", optimizer=gn.optim.SGD(lr=0.1), epochs=3, verbose=0,
+                  callbacks=[cbs.StepDecay(1, 0.5)])
+    assert h.history["lr"] == [0.1, 0.05, 0.025]
+    model.save(tmp_path / f"m{suffix}")
+    loaded = gn.load(tmp_path / f"m{suffix}", device="cpu")
+    in_memory = model.fit(X, y, epochs=2, verbose=0, callbacks=[cbs.StepDecay(1, 0.5)])
+    again = loaded.fit(X, y, epochs=2, verbose=0, callbacks=[cbs.StepDecay(1, 0.5)])
+    assert again.history["lr"] == in_memory.history["lr"] == [0.1, 0.05]
+    loaded.optimizer.lr = 0.2  # a rate set by the user is the optimiser's own again
+    assert loaded.fit(X, y, epochs=1, verbose=0,
+                      callbacks=[cbs.StepDecay(1, 0.5)]).history["lr"] == [0.2]
+
+
 def test_restoring_the_best_weights_restores_their_optimiser_and_epoch(tmp_path, capsys):
     """After EarlyStopping puts back the best epoch's weights, a save holds that epoch's
     optimiser state and counter too: resuming from it continues from the best epoch,

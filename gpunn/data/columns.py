@@ -482,6 +482,9 @@ def _decide(pd, name, series, n: int, options, chosen: bool):
         return None, f"column {name!r}: left out (constant: {present.iloc[0]!r} in every row)"
     spec = {"name": name, "kind": "numeric", "categories": None, "parse": None}
     if pd.api.types.is_bool_dtype(series):
+        # Predict reads the cells as text and by this rule (a missing cell or a mistake
+        # elsewhere in its file must not turn True into "not a number").
+        spec["parse"] = {"booleans": True}
         return spec, None
     fmt = getattr(options, "date_format", None)
     if fmt and not pd.api.types.is_datetime64_any_dtype(series):
@@ -683,6 +686,8 @@ def column_values(pd, series, spec: dict, where: str):
         return values, 0
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
         return _finite(series.to_numpy(dtype=np.float64, na_value=np.nan), name, where)
+    if parse and parse.get("booleans"):
+        return _booleans(series, name, where), 0
     # Each cell against the column's one pattern: a cell of another form (``2,5`` in a
     # column of ``1,000``) is refused, never read with the separators dropped.
     text = series.astype("string").str.strip()
@@ -694,6 +699,23 @@ def column_values(pd, series, spec: dict, where: str):
                            f"{_short(text[bad].iloc[0])!r} in {_rows(bad)}, not of its form "
                            f"({_form(parse)})")
     return _finite(values, name, where)
+
+
+#: The cells a column of booleans holds (as pandas reads them), and their values.
+BOOLEANS = {"true": 1.0, "false": 0.0}
+
+
+def _booleans(series, name: str, where: str) -> np.ndarray:
+    """A column read as booleans at training, from its text: True/False in any case as
+    1/0, NaN where missing; any other cell refused, naming it and its row."""
+    text = series.astype("string").str.strip()
+    lower = text.str.lower()
+    bad = (text.notna() & ~lower.isin(list(BOOLEANS))).to_numpy(dtype=bool)
+    if bad.any():
+        raise DatasetError(f"{where}: column {name!r} held True/False in training but "
+                           f"holds {_short(text[bad].iloc[0])!r} in {_rows(bad)}; write "
+                           "True or False (or leave the cell empty for a missing value)")
+    return lower.map(BOOLEANS).to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _form(parse) -> str:

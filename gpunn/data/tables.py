@@ -311,6 +311,23 @@ def _convention(pd, path: Path, frame, options: TableOptions, target: str):
     return dataclasses.replace(options, **convention), [note] if note else []
 
 
+def _float32(X: np.ndarray, where) -> np.ndarray:
+    """``X`` as the float32 array the tables are held in, or a :class:`DatasetError`
+    naming the first finite value the cast would turn into Inf: ``where(row, col,
+    value)`` says where it is (a column and data row) and what. Said here, where the
+    column is known, not later as "NaN or Inf" of a matrix the user never wrote."""
+    limit = float(np.finfo(np.float32).max)
+    if X.dtype.kind == "f" and X.size:
+        with np.errstate(invalid="ignore"):
+            beyond = np.abs(X) > limit  # NaN (a missing cell) compares False
+        if beyond.any():
+            r, c = (int(i) for i in np.argwhere(beyond)[0])
+            raise DatasetError(f"{where(r, c, f'{float(X[r, c]):.3g}')}, beyond float32's "
+                               f"range ({limit:.3g}), the precision data files are read in; "
+                               "rescale it (e.g. to other units)")
+    return X.astype(np.float32)
+
+
 def _read_table(path: Path, target: str, options: TableOptions):
     """X, raw target, column specs and notices of a CSV or Parquet file."""
     pd = pandas()
@@ -342,9 +359,10 @@ def _read_table(path: Path, target: str, options: TableOptions):
                            f"{target!r}" + (f" ({'; '.join(told)})" if told else ""))
     X, more = _features(pd, frame, path, options, specs)
     notices += more
+    X = _float32(X, _cell_of(path, specs))
     X, keep, more = _missing(path, frame, specs, X, missing_y, target, options)
     notices += more
-    return X.astype(np.float32), y_raw[keep], specs, notices
+    return X, y_raw[keep], specs, notices
 
 
 def read_features(path, columns: list, options: ReadOptions | None = None):
@@ -384,6 +402,7 @@ def frame_features(frame, columns: list, where="X", options: ReadOptions | None 
         raise DatasetError(f"{path}: missing feature column(s) {missing}; the model "
                            f"was trained on {[c['name'] for c in specs]}")
     X, notices = _features(pd, frame, path, options, specs)
+    X = _float32(X, _cell_of(path, specs))
     blocks = _blocks(specs)
     for spec, a, b in blocks:
         rows = np.isnan(X[:, a:b]).any(axis=1)
@@ -396,7 +415,14 @@ def frame_features(frame, columns: list, where="X", options: ReadOptions | None 
         X[rows, a:b] = spec["fill"]
         notices.append(f"column {spec['name']!r}: {int(rows.sum())} missing value(s) "
                        "filled as in training")
-    return X.astype(np.float32), notices
+    return X, notices
+
+
+def _cell_of(path, specs):
+    """``where(row, col, value)`` for :func:`_float32`: the column an encoded feature
+    comes from and its data row (1-based, as the file's rows after the header)."""
+    names = [s["name"] for s, a, b in _blocks(specs) for _ in range(a, b)]
+    return lambda r, c, v: f"{path}: column {names[c]!r} holds {v} in data row {r + 1}"
 
 
 def _read_npz(path: Path, target: str | None):
@@ -421,7 +447,8 @@ def _read_npz(path: Path, target: str | None):
     if X.ndim < 2 or X.dtype.kind not in "fiub":
         raise DatasetError(f"{path}: X must be a numeric array of 2 or more dimensions, "
                            f"got shape {X.shape} and dtype {X.dtype}")
-    X = X.reshape(len(X), -1).astype(np.float32)
+    X = _float32(X.reshape(len(X), -1),
+                 lambda r, c, v: f"{path}: X[{r}, {c}] holds {v}")
     if y_raw.ndim not in (1, 2) or y_raw.dtype.kind not in "fiubU":
         raise DatasetError(f"{path}: {key} must be a 1-D or 2-D array of targets, got "
                            f"shape {y_raw.shape} and dtype {y_raw.dtype}")

@@ -121,18 +121,29 @@ def _qualified(value) -> str:
 
 
 def model_terms(model) -> dict:
-    """What must match of the model: device kind and dtype, layers (class and config) and
-    parameter shapes (the values need not: rank 0's are broadcast)."""
+    """What must match of the model: device kind and dtype, layers (class and config),
+    parameter shapes (the values need not: rank 0's are broadcast) and the preprocessor
+    (its statistics transform every rank's X).
+
+    The model is described as named items (``device``, ``dtype``, ``layer 2 (Dropout)``)
+    so that a disagreement names the setting that differs (``model layer 2 (Dropout)
+    p``), not the whole model; the preprocessor comes before the data, which a
+    preprocessor set on one rank only would otherwise be blamed on."""
     layers = []
-    for layer in model.layers:
+    for i, layer in enumerate(model.layers):
         try:
             config = describe(layer.get_config())
         except TypeError:  # a block holding an unregistered layer: its class says enough
             config = None
-        layers.append((_qualified(layer), config))
-    return {"model": (model.backend.library, str(model.dtype), tuple(layers)),
+        layers.append((f"layer {i} ({type(layer).__name__})", (_qualified(layer), config)))
+    prep = getattr(model, "preprocessor", None)
+    state = getattr(prep, "state", None)
+    return {"model": (("device", model.backend.library), ("dtype", str(model.dtype)),
+                      *layers),
             "parameter shapes": tuple(tuple(int(s) for s in p.shape)
-                                      for p in model.parameters())}
+                                      for p in model.parameters()),
+            "preprocessor": None if prep is None else (
+                _qualified(prep), describe(state()[1]) if callable(state) else None)}
 
 
 def fit_terms(config, model, loss, optimizer, metrics, callbacks, data, seed,

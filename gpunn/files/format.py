@@ -271,8 +271,6 @@ def read(path) -> ModelParts:
 
 
 def _read_parts(path) -> ModelParts:
-    from .. import losses
-
     with _read(path) as archive:
         header = _header(path, archive)
         _check_extra(path, header["extra"])
@@ -305,14 +303,14 @@ def _read_parts(path) -> ModelParts:
     parts = ModelParts(layers, header["dtype"], params, buffers, extra=header["extra"],
                        metrics=_metric_names(path, header["metrics"]),
                        training=training)
-    if isinstance(header.get("loss"), dict):
-        try:
-            parts.loss = losses.get(header["loss"].get("name"),
-                                    **dict(header["loss"].get("config") or {}))
-        except (TypeError, ValueError) as exc:
-            _fail(path, f"invalid loss ({exc})")
+    parts.loss = _loss(path, header)
     if header.get("optimizer") is not None:
         parts.optimizer = _optimizer(path, header["optimizer"], opt_arrays, params)
+        base = (training or {}).get("base_lr")
+        if base is not None:
+            # The header's lr is the rate a schedule set last; the optimiser's own rate
+            # (what a schedule of a later fit starts from) is the training state's.
+            parts.optimizer.scheduled_lr = (float(base), parts.optimizer.lr)
     if prep_arrays:
         from ..preprocessing import Standardizer
 
@@ -371,12 +369,27 @@ def check_contents(where: str, header: dict, arrays: dict, layers: list) -> None
     params = {(p, k): arrays[f"param/{p}/{k}"] for p, sub in tree for k in sub.params}
     buffers = {(p, k): arrays[f"buffer/{p}/{k}"] for p, sub in tree for k in sub.buffers}
     opt_arrays = {k: v for k, v in arrays.items() if k.startswith("optim/")}
+    # Each layer rebuilt from its spec as a load rebuilds it: its constructor's checks
+    # judge settings changed after it was made (a Dropout p set to 1.5 by hand).
+    built = _layers(where, header)
+    _loss(where, header)
     _check_extra(where, header["extra"])
     _check_numbers(where, header)
     opt = header.get("optimizer") or {}
     cls = OPTIMIZERS.get(str(opt.get("name")))
+    if cls is not None:  # settings changed after the optimiser was made (lr = 0, t = -1)
+        try:
+            _optimizer_settings(cls, opt)
+        except (TypeError, ValueError) as exc:
+            _fail(where, f"the optimizer's settings would not load back ({exc}); nothing "
+                         "was written")
     _check_ranges(where, header["dtype"], tree, params, buffers, opt_arrays,
                   cls.nonnegative_state if cls is not None else ())
+    wanted = _prep_shape(built)
+    for key in ("prep/mean", "prep/scale"):
+        if key in arrays and wanted is not None and tuple(arrays[key].shape) != wanted:
+            _fail(where, f"array {key!r} has shape {tuple(arrays[key].shape)}, the "
+                         f"architecture needs {wanted} (one value per input feature)")
     if (header.get("preprocessing") or {}).get("kind") == Standardizer.kind and \
             _model_range(header["dtype"]) is not None:
         try:
@@ -500,6 +513,20 @@ def _check_extra(path, extra: dict) -> None:
         seen.add(key)
 
 
+def _loss(path, header):
+    """The loss a header names, built by its constructor (which checks its config), or
+    None."""
+    from .. import losses
+
+    if not isinstance(header.get("loss"), dict):
+        return None
+    try:
+        return losses.get(header["loss"].get("name"), **dict(header["loss"].get("config")
+                                                             or {}))
+    except (TypeError, ValueError) as exc:
+        _fail(path, f"invalid loss ({exc})")
+
+
 def _layers(path, header) -> list:
     from ..layers import LAYERS, layer_from_spec
 
@@ -556,6 +583,15 @@ def _optimizer_arrays(path, archive, opt_header, n_params: int, bound: int) -> d
     return {name: _array(path, archive, name) for name in names}
 
 
+def _prep_shape(layers) -> tuple | None:
+    """The shape the standardiser's arrays must have: one value per input feature of a
+    network of flat inputs; None where the layers do not say."""
+    from ..layers.blocks import input_shape_of
+
+    shape = input_shape_of(layers)
+    return (shape[0],) if shape is not None and len(shape) == 1 else None
+
+
 def _prep_arrays(path, archive, info, layers) -> dict:
     from ..preprocessing import Standardizer
 
@@ -563,11 +599,7 @@ def _prep_arrays(path, archive, info, layers) -> dict:
         return {}
     if info != {"kind": Standardizer.kind}:
         _fail(path, f"unknown preprocessing {info!r}")
-    from ..layers.blocks import input_shape_of
-
-    shape = input_shape_of(layers)
-    n_in = shape[0] if shape is not None and len(shape) == 1 else None
-    arrays = {k: _array(path, archive, f"prep/{k}", (n_in,) if n_in else None)
+    arrays = {k: _array(path, archive, f"prep/{k}", _prep_shape(layers))
               for k in ("mean", "scale")}
     if arrays["scale"].dtype.kind not in "fiu" or np.any(arrays["scale"] <= 0):
         _fail(path, "the standardiser's scale must be positive")
@@ -598,6 +630,17 @@ def _target_arrays(path, archive, info, layers) -> dict:
     return arrays
 
 
+def _optimizer_settings(cls, opt_header):
+    """The optimiser a header's settings make (its constructor checks each, as a user's
+    call does) and its step counter; a ``ValueError`` or ``TypeError`` for one that no
+    load accepts."""
+    opt = cls(**opt_header.get("hyper", {}))  # host state, moved by the next fit
+    t = opt_header.get("t", 0)
+    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+        raise ValueError(f"step counter {t!r}: expected an integer >= 0")
+    return opt, t
+
+
 def _optimizer(path, opt_header, opt_arrays, params):
     slots = [{} for _ in range(opt_header["slots"])]
     for name, value in opt_arrays.items():
@@ -614,10 +657,7 @@ def _optimizer(path, opt_header, opt_arrays, params):
         slots = [{k: a[o:o + int(np.prod(s))].reshape(s) for k, a in slots[0].items()}
                  for o, s in zip(offsets, shapes)]
     try:
-        opt = cls(**opt_header.get("hyper", {}))  # host state, moved by the next fit
-        t = opt_header.get("t", 0)
-        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-            raise ValueError(f"step counter {t!r}: expected an integer >= 0")
+        opt, t = _optimizer_settings(cls, opt_header)
         opt.load_state_dict({"kind": opt_header["kind"], "hyper": opt_header["hyper"],
                              "t": t, "state": slots})
         held = [tuple(s[opt.state_keys[0]].shape) for s in opt.state if opt.state_keys]

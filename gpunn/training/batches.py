@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import NumpyBackend, host_array
-from ..backend.ops import DLPACK_CUDA, dlpack_device, require_finite
+from ..backend.ops import DLPACK_CUDA, beyond_range, dlpack_device, require_finite
 from ..errors import describe
 
 #: The most host memory one batch of a sparse matrix densifies into at prediction.
@@ -46,9 +46,13 @@ class SparseRows:
     ndim = 2
 
     def __init__(self, matrix, dtype):
-        # CSR: a batch's rows are contiguous runs of the stored values.
-        self.matrix = matrix.tocsr().astype(dtype, copy=False)
-        self.shape, self.dtype = tuple(self.matrix.shape), np.dtype(dtype)
+        # CSR: a batch's rows are contiguous runs of the stored values. SciPy holds no
+        # 16-bit floats: those are kept as float32 and cast a batch at a time.
+        self.dtype = np.dtype(dtype)
+        stored = np.float32 if self.dtype.kind == "f" and self.dtype.itemsize < 4 \
+            else self.dtype
+        self.matrix = matrix.tocsr().astype(stored, copy=False)
+        self.shape = tuple(self.matrix.shape)
         self.nbytes = int(self.matrix.data.nbytes + self.matrix.indices.nbytes
                           + self.matrix.indptr.nbytes)
         self._buffer = None
@@ -62,6 +66,9 @@ class SparseRows:
         if self._buffer is None or self._buffer.shape[0] < k:
             self._buffer = np.empty((k, self.shape[1]), dtype=self.dtype)
         out = self._buffer[:k]
+        if self.matrix.dtype != self.dtype:  # a 16-bit model's batch
+            out[...] = rows.toarray()
+            return out
         out.fill(0)  # SciPy adds the stored values into `out`
         rows.toarray(out=out)
         return out
@@ -89,6 +96,13 @@ def _sparse_input(model, x, what: str, backend):
                          f"{shape[0]} features, got {describe(x)}")
     if x.dtype.kind not in "biuf":
         raise TypeError(f"{what}: expected a numeric array, got {describe(x)}")
+    # The stored values before the cast, as a dense X is checked: a finite value beyond
+    # the model's dtype is said to be so, not "NaN or Inf" once the cast made it Inf.
+    stored = x.data if getattr(x, "format", None) in ("csr", "csc", "coo", "bsr") \
+        else x.tocsr().data
+    problem = beyond_range(stored, backend.dtype_name) if x.dtype.kind == "f" else None
+    if problem and problem != "contains NaN or Inf":
+        raise ValueError(f"{what}: {problem}; rescale the data or use a wider dtype")
     return SparseRows(x, backend.dtype)
 
 
