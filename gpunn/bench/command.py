@@ -95,6 +95,10 @@ def build_parser(parser=None) -> argparse.ArgumentParser:
                         help="instead: time and memory of fit against the number of rows")
     parser.add_argument("--scaling-rows", default="10000,100000,1000000",
                         help="row counts for --scaling (default 10000,100000,1000000)")
+    parser.add_argument("--agreement", action="store_true",
+                        help="instead: train one float32 model on the CPU and on --device "
+                        "from the same weights, save each and load it on the other device, "
+                        "and check that weights and predictions agree (exit 1 if not)")
     parser.add_argument("--json", help="write the results and environment to this file "
                         "(rewritten after every row: a killed run keeps what it measured)")
     parser.add_argument("--markdown", help="write the markdown table to this file (also "
@@ -129,8 +133,10 @@ def _plans(devices, precisions: str):
     return plans, notes
 
 
-def _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes) -> None:
-    """Every precision and size on one device; rows and files updated after each row."""
+def _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes,
+                missing) -> None:
+    """Every precision and size on one device; rows and files updated after each row,
+    the chart after each size."""
     for precision in precisions:
         _set_precision(precision, dev)
         key = f"{dev.name} {precision}"
@@ -153,6 +159,8 @@ def _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes) ->
                       f"{extra}{'  (' + row.profile_note + ')' if row.profile_note else ''}",
                       flush=True)
                 _report(args, rows, env, peaks, notes)
+            if args.plot and rows:
+                plot(rows, args.plot, missing)
     _set_precision("fp32", dev)
 
 
@@ -188,6 +196,10 @@ def run(args) -> int:
         print(f"gpunn bench: device(s) {missing} not usable here; usable: {devices_here}",
               file=sys.stderr)
         return 2
+    if args.agreement:
+        from .agreement import run_agreement
+
+        return run_agreement(args, next((n for n in names if n != "cpu"), names[0]))
     if args.scaling:
         from .scaling import run_scaling
 
@@ -219,7 +231,8 @@ def run(args) -> int:
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
         for dev, precisions in plans:
-            _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes)
+            _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes,
+                        missing)
     except KeyboardInterrupt:
         notes.append(f"stopped early: {len(rows)} row(s) measured")
         print(f"gpunn bench: stopped; reporting the {len(rows)} row(s) measured",
@@ -230,7 +243,7 @@ def run(args) -> int:
     table = _report(args, rows, env, peaks, notes)
     print()
     print(table)
-    if args.plot and not plot(rows, args.plot, missing):
+    if args.plot and rows and not plot(rows, args.plot, missing):
         print("gpunn bench: matplotlib not installed, no plot written", file=sys.stderr)
     return 0
 
