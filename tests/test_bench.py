@@ -363,3 +363,37 @@ def test_bench_agreement_command_writes_its_report(tmp_path):
     report = json.loads(out.read_text())
     assert report["ok"] and len(report["checks"]) == 6
     assert "| check | max abs diff |" in (tmp_path / "agreement.md").read_text()
+
+
+def test_targets_read_from_the_run_files(tmp_path):
+    """Each target of the GPU proof, per gpunn row: speed beside PyTorch (tiny, medium),
+    share of cuBLAS (large), memory over what training needs, and the agreement."""
+    from dataclasses import asdict
+
+    from gpunn.bench import targets
+
+    def row(size, impl, ms, pct=50.0, mem=None):
+        r = Row(size, "cuda:0", impl, "float32", [4, 2], 8, 3, ms, 1.0, ms, 40.0, pct, mem,
+                100.0, 50.0, peak_tflops=45.0)
+        return asdict(r)
+
+    bench = {"rows": [row("tiny", "gpunn", 1.0, mem=160.0), row("tiny", "torch", 1.2),
+                      row("medium", "gpunn", 2.0), row("medium", "torch", 1.0),
+                      row("large", "gpunn", 9.0, pct=90.0)]}
+    agreement = {"device": "cuda:0", "checks": [{"check": "weights", "ok": True},
+                                                {"check": "file", "ok": False}]}
+    results = targets.evaluate(bench, agreement)
+    met = {(t["target"], t["where"]): t["met"] for t in results}
+    assert met[("speed vs torch", "tiny cuda:0 float32")] is True  # 1.2x
+    assert met[("speed vs torch", "medium cuda:0 float32")] is False  # 0.5x
+    assert met[("% of cuBLAS", "large cuda:0 float32")] is True
+    assert met[("memory / needed", "tiny cuda:0 float32")] is True  # (160 - 100) / 50
+    assert met[("cpu/gpu agreement", "cpu vs cuda:0")] is False
+    assert "failed: file" in targets.markdown(results)
+    missing = targets.evaluate(None, None)
+    assert [t["met"] for t in missing] == [None, None]
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    assert targets.main([str(tmp_path)]) == 0
+    assert "| % of cuBLAS | large cuda:0 float32 | 90.00% (cuBLAS 45.0 TFLOP/s" in (
+        tmp_path / "targets.md").read_text()
+    assert targets.main([str(tmp_path / "absent")]) == 2
