@@ -12,7 +12,7 @@ from dataclasses import asdict
 from ..atomic import check_outputs, write_text
 from .impls import IMPLS, usable, why_unusable
 from .measure import measure
-from .report import _opt, environment, markdown, plot
+from .report import _opt, environment, markdown, plot, pyplot
 from .workloads import _ALIASES, PRECISIONS, SIZES, _Device, blas_report, matmul_peak
 
 
@@ -226,6 +226,8 @@ def run(args) -> int:
     for note in notes:
         print(f"# {note}", flush=True)
     peaks, rows = {}, []
+    if args.plot:
+        pyplot()  # imported now, not where a time limit can cut the import short
     # A time limit (`timeout` in ci/gpu.sh sends SIGTERM) or Ctrl-C ends the run with the
     # rows measured so far reported and charted.
     previous = signal.signal(signal.SIGTERM, _stop)
