@@ -132,32 +132,41 @@ environment() {
         echo "nvidia-smi: not found"
     fi
     "$py" - <<'EOF' 2>&1
-import importlib
+import importlib.metadata as md
 import sys
 
 print("python", sys.version.split()[0])
-for name in ("numpy", "cupy", "array_api_compat", "array_api_strict", "ml_dtypes", "torch",
+# Versions from the installed packages' metadata: importing PyTorch and the others would
+# take seconds, and this step runs before the check that there is a GPU at all.
+for name in ("numpy", "array-api-compat", "array-api-strict", "ml_dtypes", "torch",
              "scikit-learn", "hypothesis", "pytest", "matplotlib", "pandas", "mpi4py",
              "onnxruntime", "safetensors"):
-    module = name.replace("scikit-learn", "sklearn")
     try:
-        print(name, importlib.import_module(module).__version__)
-    except Exception as exc:
-        print(name, "missing", f"({type(exc).__name__})")
+        print(name, md.version(name))
+    except md.PackageNotFoundError:
+        print(name, "missing")
+gpus = 0
 try:
-    import cupy
+    import cupy  # its distribution is named after the CUDA version (cupy-cuda12x)
 
+    print("cupy", cupy.__version__)
+    gpus = cupy.cuda.runtime.getDeviceCount()
+    print("cuda devices", gpus)
     print("cuda runtime", cupy.cuda.runtime.runtimeGetVersion())
     print("cuda driver", cupy.cuda.runtime.driverGetVersion())
-    print("nccl", cupy.cuda.nccl.get_version())
-except Exception as exc:
-    print("cuda: not usable", f"({type(exc).__name__}: {exc})")
-try:
-    import torch
+    from cupy.cuda import nccl
 
-    print("torch cuda", torch.version.cuda, "available", torch.cuda.is_available())
+    print("nccl", nccl.get_version())
 except Exception as exc:
-    print("torch cuda: not usable", f"({type(exc).__name__})")
+    print("cupy/cuda:", f"{type(exc).__name__}: {exc}")
+if gpus:
+    try:
+        import torch
+
+        print("torch cuda", torch.version.cuda, "available", torch.cuda.is_available(),
+              "cudnn", torch.backends.cudnn.version())
+    except Exception as exc:
+        print("torch cuda: not usable", f"({type(exc).__name__}: {exc})")
 EOF
     "$py" -m gpunn devices 2>&1
     return 0

@@ -57,7 +57,7 @@ def test_gpu_script_stops_after_the_environment_without_array_api_compat(tmp_pat
     assert "gpu.sh: array_api_compat does not import" in proc.stderr
     assert "pip download" in proc.stderr
     environment = (out / "environment.txt").read_text()  # written first, all the same
-    assert "array_api_compat missing" in environment
+    assert "array-api-compat missing" in environment
     assert [s for s, _ in _steps(out)] == ["environment", "gate"]
     assert not (out / "pytest-gpu.txt").exists()
 
@@ -75,7 +75,7 @@ def test_gpu_script_stops_at_once_without_cupy(tmp_path):
     assert "--dry-run" in proc.stderr
     assert (out / "environment.txt").exists()
     assert [s for s, _ in _steps(out)] == ["environment", "gate"]
-    assert proc.seconds < 60  # the environment step's imports (PyTorch) and the probe
+    assert proc.seconds < 30  # seconds: the environment, the probe
 
 
 @pytest.mark.slow
