@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gpunn.bench import SIZES, Row, markdown, step_flops
@@ -298,3 +299,101 @@ def test_bench_runs_the_cnn_row(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["size"], r["impl"]) for r in rows] == [("cnn", "gpunn")]
     assert rows[0]["widths"] == [40, 25, 25, 25, 10] and rows[0]["samples_per_s"] > 0
+
+
+def test_the_chart_is_rewritten_after_every_size(monkeypatch, tmp_path):
+    """A run cut short keeps a chart of what it measured: one plot per size measured."""
+    from gpunn.bench import command
+
+    def fake_measure(dev, impls, size, *args):
+        return [Row(size, dev.name, impl, "float32", [4, 2], 8, 3, 1.0, 1.0, 1.0, 0.1, 10.0,
+                    None) for impl in impls]
+
+    charted = []
+    monkeypatch.setattr(command, "measure", fake_measure)
+    monkeypatch.setattr(command, "matmul_peak", lambda dev, dtype: 1.0)
+    monkeypatch.setattr(command, "plot", lambda rows, path, missing: charted.append(
+        sorted({r.size for r in rows})) or True)
+    args = command.build_parser().parse_args(
+        ["--device", "cpu", "--sizes", "micro,tiny", "--impls", "gpunn,reference",
+         "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")])
+    assert command.run(args) == 0
+    assert charted[:2] == [["micro"], ["micro", "tiny"]]
+
+
+def test_agreement_across_devices_with_the_cupy_stand_in(monkeypatch, tmp_path):
+    """The CPU vs GPU agreement check's control flow, with the CuPy stand-in as the GPU:
+    trained on both, saved, loaded across, every check passes (the stand-in computes with
+    NumPy, so the numbers agree exactly; on a GPU they agree to float32 tolerance)."""
+    import fake_cupy
+
+    from gpunn.bench.agreement import agreement, text
+
+    with fake_cupy.installed(monkeypatch):
+        report = agreement("cuda:0", str(tmp_path), rows=64, epochs=1)
+    assert report["ok"], text(report)
+    names = [c["check"] for c in report["checks"]]
+    assert any("saved on cpu, loaded on cuda:0" in n for n in names)
+    assert any("saved on cuda:0, loaded on cpu" in n for n in names)
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "trained-on-cpu.npz",
+                                           tmp_path / "trained-on-cuda0.npz"]
+    assert "All agree: yes" in text(report)
+
+
+def test_agreement_check_flags_what_is_beyond_its_tolerance():
+    from gpunn.bench.agreement import _compare
+
+    a = [np.array([1.0, 2.0], dtype=np.float32)]
+    assert _compare("same", a, a)["ok"]
+    near = [np.array([1.0 + 5e-5, 2.0], dtype=np.float32)]
+    assert _compare("near", near, a, rtol=0, atol=1e-4)["ok"]
+    check = _compare("far", near, a)  # bit for bit
+    assert not check["ok"] and check["max_abs_diff"] > 0
+    assert not _compare("shape", [np.zeros(3)], [np.zeros(2)])["ok"]
+
+
+@pytest.mark.slow
+def test_bench_agreement_command_writes_its_report(tmp_path):
+    out = tmp_path / "agreement.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpunn", "bench", "--agreement", "--device", "cpu",
+         "--json", str(out), "--markdown", str(tmp_path / "agreement.md")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["ok"] and len(report["checks"]) == 6
+    assert "| check | max abs diff |" in (tmp_path / "agreement.md").read_text()
+
+
+def test_targets_read_from_the_run_files(tmp_path):
+    """Each target of the GPU proof, per gpunn row: speed beside PyTorch (tiny, medium),
+    share of cuBLAS (large), memory over what training needs, and the agreement."""
+    from dataclasses import asdict
+
+    from gpunn.bench import targets
+
+    def row(size, impl, ms, pct=50.0, mem=None):
+        r = Row(size, "cuda:0", impl, "float32", [4, 2], 8, 3, ms, 1.0, ms, 40.0, pct, mem,
+                100.0, 50.0, peak_tflops=45.0)
+        return asdict(r)
+
+    bench = {"rows": [row("tiny", "gpunn", 1.0, mem=160.0), row("tiny", "torch", 1.2),
+                      row("medium", "gpunn", 2.0), row("medium", "torch", 1.0),
+                      row("large", "gpunn", 9.0, pct=90.0)]}
+    agreement = {"device": "cuda:0", "checks": [{"check": "weights", "ok": True},
+                                                {"check": "file", "ok": False}]}
+    results = targets.evaluate(bench, agreement)
+    met = {(t["target"], t["where"]): t["met"] for t in results}
+    assert met[("speed vs torch", "tiny cuda:0 float32")] is True  # 1.2x
+    assert met[("speed vs torch", "medium cuda:0 float32")] is False  # 0.5x
+    assert met[("% of cuBLAS", "large cuda:0 float32")] is True
+    assert met[("memory / needed", "tiny cuda:0 float32")] is True  # (160 - 100) / 50
+    assert met[("cpu/gpu agreement", "cpu vs cuda:0")] is False
+    assert "failed: file" in targets.markdown(results)
+    missing = targets.evaluate(None, None)
+    assert [t["met"] for t in missing] == [None, None]
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    assert targets.main([str(tmp_path)]) == 0
+    assert "| % of cuBLAS | large cuda:0 float32 | 90.00% (cuBLAS 45.0 TFLOP/s" in (
+        tmp_path / "targets.md").read_text()
+    assert targets.main([str(tmp_path / "absent")]) == 2

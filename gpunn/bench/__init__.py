@@ -17,6 +17,10 @@ Numbers are medians over repeated epochs after a warm-up. A step costs about
 ``6 * batch * sum(in * out)`` FLOPs (a convolution: its patches by its weights); the
 achieved rate is also given as a share of the device's matmul peak, measured in the same
 run with a large square matmul.
+
+``gpunn bench --agreement`` instead trains one float32 model on the CPU and on a GPU from
+the same weights, saves each and loads it on the other device, and checks that weights
+and predictions agree (:mod:`gpunn.bench.agreement`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from ..atomic import check_outputs, write_text
 from ..plot import PLOT_HELP, plot_outputs
 from .impls import IMPLS, usable, why_unusable
 from .measure import measure
-from .report import _opt, environment, markdown, plot
+from .report import _opt, environment, markdown, plot, pyplot
 from .workloads import _ALIASES, PRECISIONS, SIZES, _Device, blas_report, matmul_peak
 
 
@@ -96,6 +96,10 @@ def build_parser(parser=None) -> argparse.ArgumentParser:
                         help="instead: time and memory of fit against the number of rows")
     parser.add_argument("--scaling-rows", default="10000,100000,1000000",
                         help="row counts for --scaling (default 10000,100000,1000000)")
+    parser.add_argument("--agreement", action="store_true",
+                        help="instead: train one float32 model on the CPU and on --device "
+                        "from the same weights, save each and load it on the other device, "
+                        "and check that weights and predictions agree (exit 1 if not)")
     parser.add_argument("--json", help="write the results and environment to this file "
                         "(rewritten after every row: a killed run keeps what it measured)")
     parser.add_argument("--markdown", help="write the markdown table to this file (also "
@@ -131,8 +135,10 @@ def _plans(devices, precisions: str):
     return plans, notes
 
 
-def _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes) -> None:
-    """Every precision and size on one device; rows and files updated after each row."""
+def _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes,
+                missing) -> None:
+    """Every precision and size on one device; rows and files updated after each row,
+    the chart after each size."""
     for precision in precisions:
         _set_precision(precision, dev)
         key = f"{dev.name} {precision}"
@@ -155,6 +161,8 @@ def _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes) ->
                       f"{extra}{'  (' + row.profile_note + ')' if row.profile_note else ''}",
                       flush=True)
                 _report(args, rows, env, peaks, notes)
+            if args.chart and rows:
+                plot(rows, args.chart, missing)
     _set_precision("fp32", dev)
 
 
@@ -190,12 +198,17 @@ def run(args) -> int:
         print(f"gpunn bench: device(s) {missing} not usable here; usable: {devices_here}",
               file=sys.stderr)
         return 2
+    if args.agreement:
+        from .agreement import run_agreement
+
+        return run_agreement(args, next((n for n in names if n != "cpu"), names[0]))
     if args.scaling:
         from .scaling import run_scaling
 
         return run_scaling(args, _Device(names[0]))
     # --plot: a folder or a .png file, as in every command; matplotlib checked now.
     chart = plot_outputs(args.plot, ["bench"])
+    args.chart = chart[0] if chart else None  # redrawn after every size
     check_outputs([args.json, args.markdown] + chart,
                   folders=([args.profile_dir] if args.profile_dir else [])
                   + ([args.plot] if chart and chart[0] != args.plot else []))
@@ -219,12 +232,15 @@ def run(args) -> int:
     for note in notes:
         print(f"# {note}", flush=True)
     peaks, rows = {}, []
+    if chart:
+        pyplot()  # imported now, not where a time limit can cut the import short
     # A time limit (`timeout` in ci/gpu.sh sends SIGTERM) or Ctrl-C ends the run with the
     # rows measured so far reported and charted.
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
         for dev, precisions in plans:
-            _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes)
+            _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes,
+                        missing)
     except KeyboardInterrupt:
         notes.append(f"stopped early: {len(rows)} row(s) measured")
         print(f"gpunn bench: stopped; reporting the {len(rows)} row(s) measured",
@@ -235,7 +251,7 @@ def run(args) -> int:
     table = _report(args, rows, env, peaks, notes)
     print()
     print(table)
-    if chart:
+    if chart and rows:
         plot(rows, chart[0], missing)
     return 0
 

@@ -122,18 +122,30 @@ def plot(rows: list[Row], path: str, missing: dict | None = None) -> bool:
     """A bar chart of samples/s, one panel per size and device, each on a linear axis from
     zero; ``missing`` (implementation -> why) is said under it. False when matplotlib is
     missing."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig = chart(plt, rows, missing or {})
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+    return True
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or None when matplotlib is missing. The
+    benchmark calls this before a time limit can interrupt it: an import cut short by
+    SIGTERM leaves a half-imported matplotlib that no later chart could use."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
-    fig = chart(plt, rows, missing or {})
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return True
+        return None
+    return plt
 
 
 def _short(value: float) -> str:
