@@ -190,22 +190,14 @@ def memory(name: str) -> dict:
 
 
 def environment() -> dict:
+    """Versions, threads, and the BLAS each library loaded (and the kernel it picked)."""
     import torch
 
-    env = {"numpy": np.__version__, "torch": torch.__version__,
-           "torch_threads": torch.get_num_threads(), "gpunn": gn.__version__,
-           "cpus": os.cpu_count(), "torch_mkldnn": torch.backends.mkldnn.is_available(),
-           "openblas_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE",
-                                                            "OPENBLAS_L2_SIZE")}}
-    try:
-        from threadpoolctl import threadpool_info
+    from gpunn.bench.workloads import blas_report
 
-        env["numpy_blas"] = [{k: info.get(k) for k in ("internal_api", "version",
-                                                      "architecture", "num_threads")}
-                             for info in threadpool_info() if info.get("user_api") == "blas"]
-    except ImportError:
-        env["numpy_blas"] = "threadpoolctl not installed"
-    return env
+    return {"numpy": np.__version__, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "gpunn": gn.__version__,
+            "cpus": os.cpu_count(), "blas": blas_report()}
 
 
 def main(argv=None) -> int:
@@ -250,11 +242,12 @@ def main(argv=None) -> int:
                      f"{r['speed']:.2f}× | {r['gemm_floor_ms']:.2f} | "
                      f"{100 * r['gemm_share']:.0f}% | {r['memory']['ratio']:.2f} |")
     env = environment()
+    libs = "; ".join(", ".join(f"{k} {v}" for k, v in lib.items() if v is not None)
+                     for lib in env["blas"])
     lines += ["", f"Machine: {env['cpus']} CPUs, load average {load_before} before, "
-              f"{[round(v, 2) for v in os.getloadavg()]} after. NumPy {env['numpy']} BLAS: "
-              f"{env['numpy_blas']}; PyTorch {env['torch']} ({env['torch_threads']} "
-              f"threads, oneDNN {env['torch_mkldnn']}); OpenBLAS environment "
-              f"{env['openblas_env']}.", ""]
+              f"{[round(v, 2) for v in os.getloadavg()]} after. NumPy {env['numpy']}, "
+              f"PyTorch {env['torch']} ({env['torch_threads']} threads). Libraries: {libs}.",
+              ""]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -124,24 +123,14 @@ def run_torch(row, seed, data, steps, batch, lr) -> dict:
 
 
 def environment() -> dict:
+    """Versions, threads, and the BLAS each library loaded (and the kernel it picked)."""
     import torch
 
-    env = {"python": platform.python_version(), "numpy": np.__version__,
-           "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-           "gpunn": gn.__version__, "cpus": os.cpu_count(), "machine": platform.machine(),
-           "openblas_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE",
-                                                            "OPENBLAS_L2_SIZE")}}
-    try:
-        from threadpoolctl import threadpool_info
+    from gpunn.bench.workloads import blas_report
 
-        env["numpy_blas"] = [{k: info.get(k) for k in ("internal_api", "version",
-                                                      "architecture", "num_threads")}
-                             for info in threadpool_info() if info.get("user_api") == "blas"]
-    except ImportError:
-        env["numpy_blas"] = "threadpoolctl not installed"
-    env["torch_blas"] = "MKL" if torch.backends.mkl.is_available() else "other"
-    env["torch_mkldnn"] = torch.backends.mkldnn.is_available()
-    return env
+    return {"numpy": np.__version__, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "gpunn": gn.__version__,
+            "cpus": os.cpu_count(), "blas": blas_report()}
 
 
 def markdown(results: dict) -> str:
@@ -162,11 +151,11 @@ def markdown(results: dict) -> str:
         f"{row} " + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(
             results["table"][row]["gpunn"], results["table"][row]["torch"]))
         for row in results["rows"]), "",
-        f"Machine: {env['cpus']} CPUs ({env['machine']}), load average "
-        f"{results['load_before']} before, {results['load_after']} after. NumPy "
-        f"{env['numpy']} BLAS: {env['numpy_blas']}; PyTorch {env['torch']} "
-        f"({env['torch_threads']} threads, BLAS {env['torch_blas']}, oneDNN "
-        f"{env['torch_mkldnn']}); OpenBLAS environment {env['openblas_env']}.", ""]
+        f"Machine: {env['cpus']} CPUs, load average {results['load_before']} before, "
+        f"{results['load_after']} after. NumPy {env['numpy']}, PyTorch {env['torch']} "
+        f"({env['torch_threads']} threads). Libraries: " + "; ".join(
+            ", ".join(f"{k} {v}" for k, v in lib.items() if v is not None)
+            for lib in env["blas"]) + ".", ""]
     return "\n".join(lines)
 
 
