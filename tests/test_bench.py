@@ -26,6 +26,23 @@ def test_markdown_ratios():
     assert "| 1.50x | 2.00x |" in gpunn_line
 
 
+def test_markdown_reports_the_gemm_floor():
+    """Each row shows its GEMM floor (the step's products alone) and the step's time
+    over it; a row without one says n/a."""
+    rows = [Row("medium", "cpu", "gpunn", "float32", [4, 2], 8, 3, 23.0, 1.0, 23.0, 0.1,
+                10.0, None, gemm_floor_ms=20.0),
+            Row("medium", "cpu", "torch", "float32", [4, 2], 8, 3, 25.0, 1.0, 25.0, 0.1,
+                10.0, None)]
+    env = {"devices": {"cpu": "cpu"}, "versions": {"numpy": "x"}, "git_commit": "abc",
+           "date": "today"}
+    lines = markdown(rows, env, {"cpu fp32": 1.0}).splitlines()
+    assert "| GEMM floor ms | step / GEMM floor |" in lines[0]
+    assert lines[1].count("---") == lines[0].count("|") - 1
+    assert "| 20.000 | 1.15 |" in lines[2]
+    assert "| n/a | n/a |" in lines[3]
+    assert rows[0].over_gemm_floor == pytest.approx(1.15)
+
+
 def test_needed_bytes():
     from gpunn.bench import needed_bytes
 
@@ -134,6 +151,7 @@ def test_bench_reports_fairness_fields(tmp_path):
     data = json.loads(out.read_text())
     for row in data["rows"]:
         assert row["peak_tflops"] > 0 and 0 < row["pct_of_peak"] <= 100
+        assert row["gemm_floor_ms"] > 0
         assert row["other_load_pct"] >= 0
     assert any("environment" in lib for lib in data["environment"]["blas"])
 

@@ -245,9 +245,11 @@ def test_adagrad_learns_and_round_trips(tmp_path):
                                   lambda: gn.optim.AdamW(lr=0.01, weight_decay=0.1)],
                          ids=["adam", "adam-l2", "adamw"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_numba_adam_matches_numpy(make, dtype, monkeypatch):
-    """Parity of the optional Numba fast path with the NumPy one (same float arithmetic,
-    one pass): bitwise equal here, checked to 1 ulp-scale tolerance."""
+@pytest.mark.parametrize("kernel", ["1", "serial", "parallel"])
+def test_numba_adam_matches_numpy(make, dtype, kernel, monkeypatch):
+    """Parity of the optional Numba fast path (the default choice, and each kernel
+    forced) with the NumPy one (same float arithmetic, one pass): bitwise equal here,
+    checked to 1 ulp-scale tolerance."""
     pytest.importorskip("numba", reason="numba not installed (pip install gpunn[numba])")
     from gpunn.backend import numba_kernels
 
@@ -255,9 +257,9 @@ def test_numba_adam_matches_numpy(make, dtype, monkeypatch):
     p0 = rng.standard_normal(1000).astype(dtype)
     grads = [rng.standard_normal(1000).astype(dtype) for _ in range(5)]
     results = []
-    for flag in ("1", "0"):
+    for flag in (kernel, "0"):
         monkeypatch.setenv("GPUNN_NUMBA", flag)
-        assert numba_kernels.enabled() == (flag == "1")
+        assert numba_kernels.enabled() == (flag != "0")
         be, p, opt = NumpyBackend(dtype=np.dtype(dtype).name), p0.copy(), make()
         opt.attach([p], be)
         for g in grads:
@@ -265,6 +267,47 @@ def test_numba_adam_matches_numpy(make, dtype, monkeypatch):
         results.append((p, opt.state[0]["m"], opt.state[0]["v"]))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=4 * np.finfo(dtype).eps, atol=0)
+
+
+def test_numba_kernel_policy(monkeypatch):
+    """Which Adam kernel runs for which size: GPUNN_NUMBA's values, and the default's
+    size rule (serial everywhere as measured on two cores; parallel from PARALLEL_FROM
+    when a machine's measurements set it)."""
+    from gpunn.backend import numba_kernels
+
+    for value, expected in (("0", "0"), ("1", "1"), ("", "1"), ("yes", "1"),
+                            ("serial", "serial"), (" Parallel ", "parallel")):
+        monkeypatch.setenv("GPUNN_NUMBA", value)
+        assert numba_kernels.setting() == expected
+    monkeypatch.delenv("GPUNN_NUMBA")
+    assert numba_kernels.setting() == "1"
+    assert numba_kernels.PARALLEL_FROM is None
+    for size in (1, 354, 101_770, 1_863_690, 1 << 28):
+        assert numba_kernels.kernel_for(size) == "adam_serial"
+        assert numba_kernels.kernel_for(size, "serial") == "adam_serial"
+        assert numba_kernels.kernel_for(size, "parallel") == "adam"
+    monkeypatch.setattr(numba_kernels, "PARALLEL_FROM", 1000)
+    assert numba_kernels.kernel_for(999) == "adam_serial"
+    assert numba_kernels.kernel_for(1000) == "adam"
+    assert numba_kernels.kernel_for(1000, "serial") == "adam_serial"
+
+
+def test_numpy_backend_reads_gpunn_numba_once(monkeypatch):
+    """The backend reads GPUNN_NUMBA at its first Adam step and keeps that choice."""
+    pytest.importorskip("numba", reason="numba not installed (pip install gpunn[numba])")
+    from gpunn.backend import numba_kernels
+
+    calls = []
+    monkeypatch.setattr(numba_kernels, "adam",
+                        lambda p, g, m, v, hp, how="1": calls.append(how) or False)
+    monkeypatch.setenv("GPUNN_NUMBA", "serial")
+    be, p, opt = NumpyBackend(), np.ones(10, np.float32), gn.optim.Adam(lr=0.1)
+    opt.attach([p], be)
+    opt.step([p], [np.ones(10, np.float32)])
+    monkeypatch.setenv("GPUNN_NUMBA", "parallel")
+    opt.step([p], [np.ones(10, np.float32)])
+    assert calls == ["serial", "serial"]
+    assert np.all(p < 1)  # the kernel declined: NumPy's update ran
 
 
 def _subnormal_count(a) -> int:

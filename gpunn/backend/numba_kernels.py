@@ -1,13 +1,14 @@
 """Fused optimiser updates for the CPU, compiled by Numba when it is installed
 (``pip install "gpunn[numba]"``); optional: without Numba the NumPy updates run.
 
-One pass over memory instead of NumPy's twelve for Adam, spread over every core with
-``prange``. The constants come from the step's named tuple (computed in double) and are
-rounded to the array's dtype first, as the NumPy path does, so both give the same
-float32 arithmetic up to the order of operations (parity tests in tests/test_optim.py),
-except that moments below the smallest normal number are flushed to zero (see the kernel).
+One vectorised pass over memory instead of NumPy's twelve for Adam, on one core (a
+parallel version over every core with ``prange`` runs where :func:`kernel_for` says).
+The constants come from the step's named tuple (computed in double) and are rounded to
+the array's dtype first, as the NumPy path does, so both give the same float32
+arithmetic up to the order of operations (parity tests in tests/test_optim.py), except
+that moments below the smallest normal number are flushed to zero (see the kernel).
 ``GPUNN_NUMBA=0`` turns the fast path off (read by a NumPy backend at its first Adam
-step; the caller checks :func:`enabled`).
+step; the caller checks :func:`enabled`); ``serial`` and ``parallel`` force a kernel.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ import os
 import numpy as np
 
 
+def setting() -> str:
+    """``GPUNN_NUMBA`` as one of ``"0"`` (off), ``"1"`` (on, the kernel chosen by size:
+    the default), ``"serial"`` or ``"parallel"`` (one kernel at every size, to measure
+    the policy: ``bench/numba_policy.py``); anything else reads as ``"1"``."""
+    value = os.environ.get("GPUNN_NUMBA", "1").strip().lower()
+    return value if value in ("0", "serial", "parallel") else "1"
+
+
 def enabled() -> bool:
     """True when Numba imports and ``GPUNN_NUMBA`` does not say 0."""
-    return os.environ.get("GPUNN_NUMBA", "1") != "0" and _kernels() is not None
+    return setting() != "0" and _kernels() is not None
 
 
 @functools.cache
@@ -32,44 +41,51 @@ def _kernels():
     njit, prange = numba.njit, numba.prange
 
     def adam(p, g, m, v, omb1, omb2, eps_hat, step_size, wd, decay, decoupled, tiny):
+        # Written so that LLVM vectorises the loop (AVX-512: 16 floats per instruction):
+        # no branch in the body but selects, and error_model="numpy" below (Python's
+        # model checks every division for zero, which keeps the loop scalar: one
+        # element per sqrt and divide, 20x slower than this and slower than NumPy's
+        # twelve vectorised passes from 4 k parameters up). The loop-invariant
+        # conditions are hoisted out of the loop by the compiler; l2 is the coupled
+        # decay or 0.
+        l2 = wd - wd if decoupled else wd
         for i in prange(p.size):
-            pi = p[i]
-            gi = g[i]
-            if wd != 0:
-                if decoupled:
-                    pi *= decay
-                else:
-                    gi += pi * wd
+            pi = p[i] * decay if decoupled else p[i]
+            gi = g[i] + pi * l2 if l2 != 0 else g[i]
             mi = m[i] + omb1 * (gi - m[i])
             vi = v[i] + omb2 * (gi * gi - v[i])
             # A moment whose gradient stays zero (a dead ReLU unit, an unused input)
             # decays into subnormals and never leaves them (m - 0.1 m rounds back to m),
-            # and a subnormal operand makes this scalar loop's division ~60x slower.
-            # Flushed to zero: the step it would have given is below 1e-30.
-            if -tiny < mi < tiny:
-                mi -= mi  # zero in the array's dtype
-            if vi < tiny:
-                vi -= vi
+            # and subnormal operands slow the arithmetic down many times. Flushed to
+            # zero (in the array's dtype): the step it would have given is below 1e-30.
+            mi = mi if abs(mi) >= tiny else mi - mi
+            vi = vi if vi >= tiny else vi - vi
             m[i] = mi
             v[i] = vi
             p[i] = pi - (mi / (np.sqrt(vi) + eps_hat)) * step_size
 
-    # Starting threads costs a few microseconds: small models update on one core.
-    return {"adam": njit(parallel=True, cache=True, nogil=True)(adam),
-            "adam_serial": njit(cache=True, nogil=True)(adam)}
+    options = dict(cache=True, nogil=True, error_model="numpy")
+    return {"adam": njit(parallel=True, **options)(adam),
+            "adam_serial": njit(**options)(adam)}
 
 
 #: Smallest normal number per dtype: moments below it are flushed to zero.
 _TINY = {np.dtype(np.float32): np.float32(np.finfo(np.float32).tiny),
          np.dtype(np.float64): np.float64(np.finfo(np.float64).tiny)}
 
-#: Below this many parameters the single-threaded kernel is faster.
-PARALLEL_FROM = 1 << 16
+#: From this many parameters the default setting runs the parallel kernel: None, never.
+#: Measured on 2 cores (bench/results/numba-policy-cpu-2core-2026-12-04.md): the serial
+#: kernel is memory-bound from about 1 M parameters (one core nearly saturates the
+#: memory bus), the parallel one was slower at every size up to 16.8 M (its second
+#: thread waits for a core that BLAS or another process holds, and its threads spin
+#: after each region, taking the core from BLAS's next product: the 12x slower tiny fit).
+PARALLEL_FROM = None
 
 
-def adam(p, g, m, v, hp) -> bool:
-    """Adam/AdamW in one parallel pass; False when it cannot run (then use NumPy). Call
-    only when :func:`enabled`."""
+def adam(p, g, m, v, hp, how: str = "1") -> bool:
+    """Adam/AdamW in one pass; False when it cannot run (then use NumPy). Call only when
+    :func:`enabled`; ``how`` is :func:`setting`'s value, read once by the caller (not per
+    step: an environment read costs a microsecond)."""
     dt = p.dtype
     # Spelled out, not all(... for ...): a generator costs microseconds per small step.
     if not (p.ndim == g.ndim == m.ndim == v.ndim == 1 and dt == g.dtype == m.dtype == v.dtype
@@ -77,8 +93,18 @@ def adam(p, g, m, v, hp) -> bool:
             and g.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous):
         return False
     t = p.dtype.type
-    kernel = _kernels()["adam" if p.size >= PARALLEL_FROM else "adam_serial"]
+    kernel = _kernels()[kernel_for(p.size, how)]
     kernel(p, g, m, v, t(hp.one_minus_b1), t(hp.one_minus_b2), t(hp.eps_hat),
            t(hp.step_size), t(hp.weight_decay), t(hp.decay), hp.decoupled,
            _TINY[dt])
     return True
+
+
+def kernel_for(size: int, how: str = "1") -> str:
+    """The Adam kernel for a flat buffer of ``size`` parameters: ``"adam"`` (parallel)
+    or ``"adam_serial"``; ``how`` is :func:`setting`'s value."""
+    if how in ("serial", "parallel"):
+        return "adam" if how == "parallel" else "adam_serial"
+    if PARALLEL_FROM is not None and size >= PARALLEL_FROM:
+        return "adam"
+    return "adam_serial"

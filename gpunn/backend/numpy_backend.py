@@ -32,7 +32,9 @@ class NumpyBackend(Backend):
     def __init__(self, dtype: str = "float32", seed: int | None = None):
         super().__init__(cnp, device="cpu", dtype=dtype, seed=seed, name="cpu")
         self._scratch_buffers: dict = {}
-        self._numba = None  # GPUNN_NUMBA and Numba's presence, read at the first Adam step
+        # GPUNN_NUMBA (numba_kernels.setting) when Numba is usable, else "0"; read at the
+        # first Adam step.
+        self._numba = None
 
     def describe(self) -> str:
         return f"cpu (NumPy {np.__version__}, {self.dtype_name})"
@@ -288,7 +290,7 @@ class NumpyBackend(Backend):
         return target
 
     # Faster versions of the optimiser rules' generic updates (gpunn.optim.rules): in place
-    # with out= and one reused scratch array (numpy_kernels.py); Adam in one parallel Numba
+    # with out= and one reused scratch array (numpy_kernels.py); Adam in one vectorised Numba
     # pass when Numba is installed (the flat buffer is 1-D).
     @fast_update_for("sgd", _FLOATS)
     def _sgd_update(self, p, g, state, hp) -> bool:
@@ -298,9 +300,9 @@ class NumpyBackend(Backend):
     @fast_update_for("adam", _FLOATS)
     def _adam_update(self, p, g, state, hp) -> bool:
         if self._numba is None:
-            self._numba = numba_kernels.enabled()
+            self._numba = numba_kernels.setting() if numba_kernels.enabled() else "0"
         m, v = state["m"], state["v"]
-        if not (self._numba and numba_kernels.adam(p, g, m, v, hp)):
+        if not (self._numba != "0" and numba_kernels.adam(p, g, m, v, hp, self._numba)):
             numpy_kernels.adam(p, g, m, v, hp, self._scratch)
         return True
 

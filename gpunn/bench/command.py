@@ -157,7 +157,8 @@ def _run_device(args, dev, precisions, sizes, impls, env, peaks, rows, notes,
                          if dev.kind == "cuda" else "")
                 print(f"  {size:6s} {row.impl:9s} {row.ms_per_step:9.3f} ms/step "
                       f"{row.samples_per_s:12,.0f} samples/s  host "
-                      f"{row.host_ms_per_step:.3f} ms  {row.pct_of_peak:5.1f}% of peak"
+                      f"{row.host_ms_per_step:.3f} ms  {row.pct_of_peak:5.1f}% of peak  "
+                      f"{_opt(row.over_gemm_floor, '.2f')}x GEMM floor"
                       f"{extra}{'  (' + row.profile_note + ')' if row.profile_note else ''}",
                       flush=True)
                 _report(args, rows, env, peaks, notes)

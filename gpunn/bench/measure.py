@@ -66,6 +66,7 @@ def measure(dev, impls: list, size: str, repeats: int, target_s: float,
     del epochs
     peak = shapes_peak(dev, widths, batch, dtype, step_matmuls(size, widths, batch))
     flops = workload_flops(size, widths, batch)
+    floor_ms = flops / (peak * 1e12) * 1e3  # the step's products alone, same BLAS, this run
     rows = []
     for impl in impls:
         wall = statistics.median(walls[impl]) / steps
@@ -76,7 +77,7 @@ def measure(dev, impls: list, size: str, repeats: int, target_s: float,
         rows.append(Row(size, dev.name, impl, label, list(widths), batch, steps, wall * 1e3,
                         batch / wall, host * 1e3, tflops, min(100.0, 100.0 * tflops / peak),
                         mem, data, workload_bytes(size, widths, batch) / 2**20, device_ms, launches,
-                        note, peak, max(loads[impl])))
+                        note, peak, max(loads[impl]), floor_ms))
     return rows
 
 

@@ -55,8 +55,9 @@ def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
     by_key = {(r.size, r.device, r.dtype, r.impl): r for r in rows}
     head = ("| size | device | dtype | impl | widths | batch | ms/step | samples/s | "
             "host ms/step | device ms/step | launches/step | TFLOP/s | % of peak | "
+            "GEMM floor ms | step / GEMM floor | "
             "peak MiB | memory / needed | other load % | vs reference | vs torch | vs jax |")
-    lines = [head, "|" + "---|" * 19]
+    lines = [head, "|" + "---|" * 21]
     for r in rows:
         ref = by_key.get((r.size, r.device, r.dtype, "reference"))
         tor = by_key.get((r.size, r.device, r.dtype, "torch"))
@@ -67,7 +68,8 @@ def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
             f"| {r.size} | {r.device} | {r.dtype} | {r.impl} | {'-'.join(map(str, r.widths))} | "
             f"{r.batch} | {r.ms_per_step:.3f} | {r.samples_per_s:,.0f} | "
             f"{r.host_ms_per_step:.3f} | {_opt(r.device_ms_per_step, '.3f')} | "
-            f"{_opt(r.launches_per_step, '.0f')} | {r.tflops:.3f} | {r.pct_of_peak:.1f} | {mem} | "
+            f"{_opt(r.launches_per_step, '.0f')} | {r.tflops:.3f} | {r.pct_of_peak:.1f} | "
+            f"{_opt(r.gemm_floor_ms, '.3f')} | {_opt(r.over_gemm_floor, '.2f')} | {mem} | "
             f"{ratio} | {r.other_load_pct:.0f} | "
             f"{_ratio(ref, r) if r.impl != 'reference' else ''} | "
             f"{_ratio(tor, r) if r.impl != 'torch' else ''} | "
@@ -80,6 +82,10 @@ def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
               "back-to-back epochs (gpunn: the second epoch of one fit(epochs=2), as in a "
               "user's multi-epoch fit); 'other load %': the largest share of the CPU other "
               "processes used meanwhile (a sample above --max-load was retaken). "
+              "'GEMM floor ms': the step's matrix products alone (forward and both backward "
+              "products per layer at the workload's shapes, same BLAS, same run, best "
+              "round); 'step / GEMM floor': the row's ms/step over it (1.00: the step is "
+              "nothing but its products; the rest is elementwise work and overhead). "
               "'vs' columns: the other's ms/step over this row's (above 1: "
               "this row is faster). 'memory / needed': peak memory less the dataset's copy on a "
               "GPU, "

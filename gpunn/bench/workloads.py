@@ -156,6 +156,17 @@ class Row:
     #: the CPU other processes used during this row's timed epochs (percent).
     peak_tflops: float = 0.0
     other_load_pct: float = 0.0
+    #: The GEMM floor: milliseconds of this step's matrix products alone (forward and
+    #: both backward products of every layer at the workload's shapes), timed with the
+    #: same BLAS in the same run (the best of repeated rounds; :func:`shapes_peak`).
+    gemm_floor_ms: float | None = None
+
+    @property
+    def over_gemm_floor(self) -> float | None:
+        """The step's time over its GEMM floor (1.0: nothing but the products)."""
+        if not self.gemm_floor_ms:
+            return None
+        return self.ms_per_step / self.gemm_floor_ms
 
     @property
     def mem_ratio(self) -> float | None:
