@@ -343,3 +343,18 @@ def test_pooling_parity_on_a_convolutions_channels_last_output(fast, kind, kerne
         gn.to_numpy(fast.pool_backward(g, arg, kind, tuple(x.shape), kernel, stride)),
         gn.to_numpy(generic.pool_backward(g, arg0, kind, tuple(x.shape), kernel, stride)),
         rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("rows,width", [(64, 6), (200, 3), (27, 4), (96, 1), (64, 70)])
+def test_bias_and_activation_of_narrow_rows(fast, rows, width, rng):
+    """NumPy adds the bias to narrow rows folded into wider ones (a convolution's few
+    channels at every position): equal to the generic broadcast, whatever the fold."""
+    generic = _generic(fast)
+    x, W = rng.standard_normal((rows, 5)), rng.standard_normal((5, width))
+    b = rng.standard_normal(width)
+    args = [fast.asarray(a) for a in (x, W, b)]
+    for name in ("identity", "relu"):
+        act = gn.activations.get(name)[0]
+        np.testing.assert_allclose(gn.to_numpy(fast.bias_activation(*args, act, {})[1]),
+                                   gn.to_numpy(generic.bias_activation(*args, act, {})[1]),
+                                   rtol=1e-6, atol=1e-6)

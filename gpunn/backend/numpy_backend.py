@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import array_api_compat.numpy as cnp
 import numpy as np
@@ -114,7 +115,7 @@ class NumpyBackend(Backend):
 
     def bias_activation(self, x, W, b, activation, params):
         z = np.matmul(x, W)
-        z += b
+        _add_to_rows(z, b)
         name = activation.name
         if name == "identity":
             return z, z
@@ -168,8 +169,11 @@ class NumpyBackend(Backend):
                 g = self.activation_backward(activation, z, y, g, params)
         gW, gb = out if out is not None else (np.empty(W.shape, W.dtype),
                                               np.empty(W.shape[:1], W.dtype))
-        # (O, K * C) back to the (O, C, *kernel) layout of W: a small copy.
-        np.copyto(gW, (g.T @ rows).reshape((o,) + W.shape[2:] + W.shape[1:2]).transpose(
+        # (O, K * C) back to the (O, C, *kernel) layout of W: a small copy. One-channel
+        # rows are a transposed matrix: the product is then taken the other way round,
+        # both operands as stored (2x faster for LeNet's first layer).
+        gWk = (rows.T @ g).T if rows.flags.f_contiguous else g.T @ rows
+        np.copyto(gW, gWk.reshape((o,) + W.shape[2:] + W.shape[1:2]).transpose(
             _first(W.ndim - 2)))
         # A product with ones: a reduction down the long axis of a narrow (N * L, O)
         # array runs ~10x slower than this GEMV.
@@ -344,6 +348,19 @@ class _ConvRows:
 
     def __init__(self, x_shape, rows, padded, z, y):
         self.x_shape, self.rows, self.padded, self.z, self.y = x_shape, rows, padded, z, y
+
+
+def _add_to_rows(z, b) -> None:
+    """``z (R, O) += b (O,)`` in place. Narrow rows (a convolution's few channels at
+    every position) are folded ``m`` at a time into rows of ``m * O`` values: the
+    broadcast's inner loop over O values is what costs (4x for LeNet's first layer)."""
+    rows, width = z.shape
+    fold = math.gcd(rows, 256 // width) if width < 64 and z.flags.c_contiguous else 1
+    if fold > 1:
+        wide = z.reshape(rows // fold, fold * width)
+        np.add(wide, np.tile(b, fold), out=wide)
+    else:
+        z += b
 
 
 def _window_slabs(x, kernel, stride, out) -> list:
