@@ -222,10 +222,20 @@ class NumpyBackend(Backend):
         like = grad if arg is None else arg
         # The gradient image laid out as the forward arrays are (the input's layout).
         order = sorted(range(like.ndim), key=lambda i: -like.strides[i])
-        gx = np.zeros([shape[i] for i in order], grad.dtype).transpose(np.argsort(order))
-        slabs = _window_slabs(gx, kernel, stride, out)
-        # Windows side by side (stride >= kernel) write each input value once.
+        # Windows side by side (stride >= kernel) write each input value once; when they
+        # also cover the input exactly, nothing is left to be zero.
         tiles = all(s >= k for s, k in zip(stride, kernel))
+        exact = tiles and all(s == k and o * k == d for s, k, o, d in
+                              zip(stride, kernel, out, shape[2:]))
+        gx = (np.empty if exact and kind == "max" else np.zeros)(
+            [shape[i] for i in order], grad.dtype).transpose(np.argsort(order))
+        slabs = _window_slabs(gx, kernel, stride, out)
+        if sorted(range(grad.ndim), key=lambda i: -grad.strides[i]) != order:
+            # The gradient in the forward arrays' layout (a Flatten's gradient is
+            # channels-first): one copy, then every pass below runs in one order.
+            laid = np.empty_like(like, dtype=grad.dtype)
+            np.copyto(laid, grad)
+            grad = laid
         if kind != "max":
             g = grad * grad.dtype.type(1.0 / len(slabs))
             for slab in slabs:
