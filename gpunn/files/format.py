@@ -390,20 +390,15 @@ def check_contents(where: str, header: dict, arrays: dict, layers: list) -> None
         if key in arrays and wanted is not None and tuple(arrays[key].shape) != wanted:
             _fail(where, f"array {key!r} has shape {tuple(arrays[key].shape)}, the "
                          f"architecture needs {wanted} (one value per input feature)")
-    if (header.get("preprocessing") or {}).get("kind") == Standardizer.kind and \
-            _model_range(header["dtype"]) is not None:
-        try:
-            Standardizer(arrays["prep/mean"], arrays["prep/scale"]).check_dtype(
-                header["dtype"], "prep/")
-        except ValueError as exc:
-            _fail(where, str(exc))
-    if (header.get("target_scaling") or {}).get("kind") == Standardizer.kind and \
-            _model_range(header["dtype"]) is not None:
-        try:
-            Standardizer(arrays["target/mean"], arrays["target/scale"]).check_dtype(
-                header["dtype"], "target/")
-        except ValueError as exc:
-            _fail(where, str(exc))
+    # The feature and the target standardisers: their statistics in the model's dtype.
+    for entry, prefix in (("preprocessing", "prep/"), ("target_scaling", "target/")):
+        if (header.get(entry) or {}).get("kind") == Standardizer.kind and \
+                _model_range(header["dtype"]) is not None:
+            try:
+                Standardizer(arrays[f"{prefix}mean"], arrays[f"{prefix}scale"]).check_dtype(
+                    header["dtype"], prefix)
+            except ValueError as exc:
+                _fail(where, str(exc))
 
 
 def _state_dtype(dtype: str) -> str:
