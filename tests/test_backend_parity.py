@@ -232,7 +232,8 @@ CONV_CASES = [  # x shape, W shape, stride, padding
     ((2, 3, 7, 9), (4, 3, 3, 2), (1, 2), (1, 0)),
     ((3, 2, 8, 8), (6, 2, 3, 3), (2, 2), (1, 1)),
     ((2, 1, 9, 7), (3, 1, 5, 5), (1, 1), (2, 2)),
-]
+    ((7, 1, 40, 41), (6, 1, 5, 5), (1, 1), (2, 2)),  # one channel, 11480 positions: the
+]                                                   # weight gradient in chunks
 
 
 @pytest.mark.parametrize("x_shape,w_shape,stride,padding", CONV_CASES)

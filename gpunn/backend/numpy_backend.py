@@ -172,7 +172,7 @@ class NumpyBackend(Backend):
         # (O, K * C) back to the (O, C, *kernel) layout of W: a small copy. One-channel
         # rows are a transposed matrix: the product is then taken the other way round,
         # both operands as stored (2x faster for LeNet's first layer).
-        gWk = (rows.T @ g).T if rows.flags.f_contiguous else g.T @ rows
+        gWk = _thin_product(rows.T, g).T if rows.flags.f_contiguous else g.T @ rows
         np.copyto(gW, gWk.reshape((o,) + W.shape[2:] + W.shape[1:2]).transpose(
             _first(W.ndim - 2)))
         # A product with ones: a reduction down the long axis of a narrow (N * L, O)
@@ -358,6 +358,23 @@ class _ConvRows:
 
     def __init__(self, x_shape, rows, padded, z, y):
         self.x_shape, self.rows, self.padded, self.z, self.y = x_shape, rows, padded, z, y
+
+
+def _thin_product(a, b, chunk: int = 4096):
+    """``a (M, K) @ b (K, N)`` for a long ``K`` and a small result (a one-channel
+    convolution's weight gradient: 25 x 200704 by 200704 x 6 for LeNet's first layer),
+    as a batch of products over ``K``'s chunks, summed: OpenBLAS runs the long, thin
+    product whole at a fraction of its speed (1.9x faster here in chunks of 4096)."""
+    m, k = a.shape
+    full = k // chunk
+    if m * b.shape[1] > 256 or full < 2:
+        return a @ b
+    head = full * chunk
+    out = np.matmul(a[:, :head].reshape(m, full, chunk).transpose(1, 0, 2),
+                    b[:head].reshape(full, chunk, -1)).sum(axis=0)
+    if head < k:
+        out += a[:, head:] @ b[head:]
+    return out
 
 
 def _add_to_rows(z, b) -> None:
