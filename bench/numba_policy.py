@@ -28,27 +28,14 @@ SIZES = {"micro": ([2, 16, 16, 2], 32, 200), "tiny": ([784, 128, 10], 64, 60),
          "large": ([2048, 2048, 2048, 2048], 1024, 3)}
 MODES = ("0", "1", "serial", "parallel")
 
+# A fresh process per measurement (a parallel region's threads outlive it), timing fit as
+# bench/fit_steps.py does.
 CHILD = r"""
-import json, sys, time
-import numpy as np
-import gpunn as gn
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from fit_steps import ms_per_step
 widths, batch, steps = json.loads(sys.argv[1])
-rng = np.random.default_rng(0)
-X = rng.standard_normal((batch * steps, widths[0])).astype(np.float32)
-y = rng.integers(0, widths[-1], batch * steps)
-arch = [{"input_dim": a, "output_dim": b, "activation": "relu"}
-        for a, b in zip(widths[:-2], widths[1:-1])]
-arch.append({"input_dim": widths[-2], "output_dim": widths[-1], "activation": "softmax"})
-model = gn.Sequential.from_architecture(arch, device="cpu", seed=0)
-kw = dict(loss="cross_entropy", optimizer=gn.optim.Adam(lr=1e-3), epochs=1,
-          batch_size=batch, verbose=0)
-model.fit(X, y, **kw)
-times = []
-for _ in range(3):
-    t0 = time.perf_counter()
-    model.fit(X, y, **kw)
-    times.append(time.perf_counter() - t0)
-print(1e3 * min(times) / steps)
+print(ms_per_step(widths, batch, batch * steps))
 """
 
 
@@ -108,8 +95,9 @@ def main() -> None:
         for size in sizes:
             for mode in (MODES if r % 2 == 0 else MODES[::-1]):
                 env = dict(os.environ, GPUNN_NUMBA=mode)
-                out = subprocess.run([sys.executable, "-c", CHILD,
-                                      json.dumps(SIZES[size])], env=env, check=True,
+                out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(SIZES[size]),
+                                      os.path.dirname(os.path.abspath(__file__))],
+                                     env=env, check=True,
                                      capture_output=True, text=True).stdout
                 times[size, mode].append(float(out.split()[-1]))
                 print(f"round {r} {size} GPUNN_NUMBA={mode}: {times[size, mode][-1]:.3f} "
