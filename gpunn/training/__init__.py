@@ -18,7 +18,6 @@ from .. import distributed as _distributed
 from .. import losses as _losses
 from .. import optim as _optim
 from ..atomic import check_outputs
-from ..backend.ops import require_finite
 from ..callbacks import EpochLogger, History, ProgressBar
 from ..distributed import plan as _plan
 from ..distributed.agreement import fit_terms
@@ -325,11 +324,7 @@ def predict(model, X, batch_size: int = 4096):
         placement = batches.placement(model, X, None)
         given = X
         X = batches.as_input(model, X, backend=placement)
-        if isinstance(X, batches.SparseRows):
-            if not X.finite():
-                raise ValueError("X: contains NaN or Inf")
-        else:
-            require_finite(placement.xp, X, "X", given)
+        batches.check_finite(placement, X, "X", given)
         batches.check_preprocessable(X, model.preprocessor, "X")
         if isinstance(X, batches.SparseRows):
             batch_size = X.chunk(batch_size)

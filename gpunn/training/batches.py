@@ -106,6 +106,16 @@ def _sparse_input(model, x, what: str, backend):
     return SparseRows(x, backend.dtype)
 
 
+def check_finite(backend, X, what: str, given=None) -> None:
+    """A ``ValueError`` naming ``what`` unless ``X`` (placed on ``backend``, or
+    :class:`SparseRows`: its stored values) is finite; see
+    :func:`gpunn.backend.ops.require_finite`."""
+    if not isinstance(X, SparseRows):
+        require_finite(backend.xp, X, what, given)
+    elif not X.finite():
+        raise ValueError(f"{what}: contains NaN or Inf")
+
+
 def check_preprocessable(X, preprocessor, what: str) -> None:
     """Refuse sparse input under a preprocessor: centring would make it dense."""
     if preprocessor is not None and isinstance(X, SparseRows):
@@ -198,11 +208,7 @@ def as_dataset(model, X, y, loss, what: str = "", device_data=None, preprocessor
     X = as_input(model, X, xs, backend)
     if X.shape[0] == 0:
         raise ValueError(f"{xs}: expected at least one sample, got {describe(X)}")
-    if isinstance(X, SparseRows):
-        if not X.finite():
-            raise ValueError(f"{xs}: contains NaN or Inf")
-    else:
-        require_finite(backend.xp, X, xs, given)
+    check_finite(backend, X, xs, given)
     n = int(X.shape[0])
     shape = _shape(y)
     if shape is None or len(shape) not in (1, 2) or shape[0] != n:
