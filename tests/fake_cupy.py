@@ -248,8 +248,10 @@ class Stream:
 
 
 class RandomState:
+    # Another bit generator than NumPy's default, as CuPy's (cuRAND) is: the same seed
+    # gives other numbers than the host generator, which is what the GPU does.
     def __init__(self, seed=None):
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.Generator(np.random.Philox(seed))
 
     @staticmethod
     def _dtype(dtype):

@@ -523,3 +523,42 @@ def test_patches_pooling_and_normalisation_fall_back_without_a_kernel(fake, monk
     gx = be.pool_backward(y, be.xp.astype(arg, be.xp.int32), "max", x2.shape, k, s)
     assert tuple(gx.shape) == tuple(x2.shape)
     assert [name for name, _, _ in kernels] == ["col2im"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["on-device", "streamed"])
+def test_a_seed_gives_the_same_model_and_batch_order_on_either_device(fake, streamed):
+    """Weights and the shuffle come from the host generator on the GPU too, so the same seed
+    trains the same network on either device (the stand-in's numbers are NumPy's: equal
+    histories mean equal initial weights and equal batches)."""
+    X, y = _data(90)
+
+    def fit(device):
+        model = gn.Sequential([gn.Dense(5, 8, activation="tanh"),
+                               gn.Dense(8, 3, activation="softmax")], device=device,
+                              dtype="float64", seed=7)
+        first = gn.to_numpy(model.parameters()[0]).copy()
+        hist = model.fit(X, y, loss="cross_entropy", optimizer=gn.optim.Adam(lr=0.01),
+                         epochs=3, batch_size=16, verbose=0, seed=0,
+                         device_data=False if streamed else None)
+        return first, hist.history["loss"]
+
+    (w_cpu, h_cpu), (w_gpu, h_gpu) = fit("cpu"), fit("cuda:0")
+    np.testing.assert_array_equal(w_gpu, w_cpu)
+    np.testing.assert_allclose(h_gpu, h_cpu, rtol=1e-12)
+
+
+def test_a_checkpoints_generators_state_resumes_the_batch_order_on_the_gpu(fake):
+    """The GPU generator exports the host state that orders batches, and restoring it on
+    either device continues the same order."""
+    from gpunn.backend.cupy_backend import CupyBackend
+
+    gpu, cpu = CupyBackend(0, dtype="float64", seed=3), gn.get_backend("cpu", seed=3)
+    gpu.random.permutation(10), cpu.random.permutation(10)
+    state = gpu.random.state()
+    assert state == cpu.random.state()
+    following = gn.to_numpy(gpu.random.permutation(10))
+    resumed = gn.get_backend("cpu", seed=99)
+    resumed.random.set_state(state)
+    np.testing.assert_array_equal(gn.to_numpy(resumed.random.permutation(10)), following)
+    gpu.random.set_state(state)
+    np.testing.assert_array_equal(gn.to_numpy(gpu.random.permutation(10)), following)

@@ -10,62 +10,41 @@ from . import cupy_kernels
 from .base import BFLOAT16_HINT, Backend
 from .fastpath import fast_update_for
 from .ops import DLPACK_CUDA, dlpack_device, refuse_autograd
-
-#: cupy.random draws only float32 and float64; other dtypes are drawn in float32 and cast.
-_RANDOM_DTYPES = ("float32", "float64")
+from .random import HostRandom
 
 
-class CupyRandom:
-    """CuPy's generator: samples drawn on the GPU (no host round trip per dropout mask).
+class CupyRandom(HostRandom):
+    """The host generator for weights and batch order, CuPy's for per-step masks.
 
-    Its state cannot be exported, so a resumed GPU run is reproducible but not equal to an
-    uninterrupted one.
+    Weights (:meth:`normal`, :meth:`uniform`) and the shuffle (:meth:`permutation`) are
+    drawn by NumPy's PCG64 on the host, as on the CPU: the same seed gives the same model
+    and the same batch order on either device, so a network trained on the GPU follows
+    the CPU run step for step (one copy per layer at initialisation and one index vector
+    per epoch). Dropout masks are drawn on the GPU (no host round trip per step), by a
+    ``cupy.random.RandomState`` seeded from the same seed; with dropout the two devices
+    therefore draw different masks.
     """
 
-    def __init__(self, backend, seed: int | None = None):
-        self.backend = backend
-        self.seed(seed)
-
     def seed(self, seed: int | None) -> None:
-        with self.backend.context():
-            self._rng = cupy.random.RandomState(seed)
+        super().seed(seed)
+        # seed=None draws fresh entropy for both generators; a fixed seed fixes both.
+        self._reseed_masks(int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]))
 
-    def state(self):
-        return None  # cupy.random.RandomState cannot export its state
+    def _reseed_masks(self, seed: int) -> None:
+        with self.backend.context():
+            self._masks = cupy.random.RandomState(seed % 2**63)
 
     def set_state(self, state) -> None:
-        # A CPU checkpoint's NumPy state cannot drive CuPy's generator; seeding from it
-        # keeps a resumed GPU run reproducible, though not equal to the CPU run.
+        # The host generator resumes exactly (weights, batch order); the masks' generator
+        # cannot export its state and is reseeded from the restored one, so a resumed run
+        # with dropout is reproducible but not equal to an uninterrupted one.
         if state is not None:
-            self.seed(int(state.get("state", {}).get("state", 0)) % 2**63)
-
-    def for_backend(self, backend) -> CupyRandom:
-        clone = object.__new__(CupyRandom)
-        clone.__dict__.update(self.__dict__)
-        clone.backend = backend
-        return clone
-
-    def _sampled(self, draw):
-        """Run ``draw(dtype)`` in a dtype cupy.random supports and cast to the backend's."""
-        be = self.backend
-        name = be.dtype_name if be.dtype_name in _RANDOM_DTYPES else "float32"
-        with be.context():
-            out = draw(name)
-            return out if name == be.dtype_name else out.astype(be.dtype)
-
-    def normal(self, shape, std: float = 1.0, mean: float = 0.0):
-        return self._sampled(lambda dt: self._rng.normal(mean, std, size=shape, dtype=dt))
-
-    def uniform(self, shape, low: float = 0.0, high: float = 1.0):
-        return self._sampled(lambda dt: self._rng.uniform(low, high, size=shape, dtype=dt))
-
-    def permutation(self, n: int):
-        with self.backend.context():
-            return self._rng.permutation(n).astype(cupy.int64)
+            super().set_state(state)
+            self._reseed_masks(int(state.get("state", {}).get("state", 0)))
 
     def bernoulli(self, shape, p: float):
         with self.backend.context():
-            return (self._rng.random_sample(shape, dtype=cupy.float32) < p).astype(
+            return (self._masks.random_sample(shape, dtype=cupy.float32) < p).astype(
                 self.backend.dtype)
 
 

@@ -139,6 +139,10 @@ def act_backward_bias(z, y, g, activation: str, param: float, db):
     -------
     (rows, cols) ``dL/dz``, or None.
     """
+    if activation == "identity":
+        # Nothing to differentiate: a caller may keep neither z nor y (the kernel then
+        # reads g in their place and only sums it).
+        z, y = (g if z is None else z), (g if y is None else y)
     code = ACTIVATION_CODES.get(activation)
     kernel = function("act_backward_bias", z.dtype) if code is not None else None
     if kernel is None or not (g.dtype == z.dtype == y.dtype == db.dtype) or g.ndim != 2 or \

@@ -1,8 +1,10 @@
 """Seeded random generators of the backends: weights, dropout masks, shuffling.
 
 The generic generator draws on the host (NumPy's PCG64) and moves the samples to the
-device, so its state can be saved in checkpoints. The CuPy backend uses
-:class:`CupyRandom`, which draws on the GPU (no host round trip per dropout mask).
+device, so its state can be saved in checkpoints. The CuPy backend's
+:class:`~gpunn.backend.cupy_backend.CupyRandom` draws weights and batch order the same way
+(the same seed gives the same model and batch order on either device) and only dropout
+masks on the GPU (no host round trip per step).
 """
 
 from __future__ import annotations

@@ -152,12 +152,22 @@ def _peak_memory(dev, impl, make, widths, X, y, batch, dtype) -> tuple[float | N
         torch.cuda.reset_peak_memory_stats()
         make(dev, widths, X, y, batch, dtype)(n_rows)
         return torch.cuda.max_memory_allocated() / 2**20, data_bytes / 2**20
-    pool = dev.xp.get_default_memory_pool()
+    # A pool of its own for this implementation: the default pool also holds what is
+    # still alive from the other implementations of the row and from the matmul peaks,
+    # so its size says nothing about this one. A pool keeps every block it was given and
+    # reuses freed ones, so its size at the end is this implementation's peak (rounded
+    # up to CuPy's 512-byte blocks).
+    cupy = dev.xp
+    pool = cupy.cuda.MemoryPool()
     dev.sync()
-    pool.free_all_blocks()
-    make(dev, widths, X, y, batch, dtype)(n_rows)
-    dev.sync()
-    return pool.total_bytes() / 2**20, data_bytes / 2**20  # the pool keeps its blocks
+    previous = cupy.cuda.get_allocator()
+    cupy.cuda.set_allocator(pool.malloc)
+    try:
+        make(dev, widths, X, y, batch, dtype)(n_rows)
+        dev.sync()
+    finally:
+        cupy.cuda.set_allocator(previous)
+    return pool.total_bytes() / 2**20, data_bytes / 2**20
 
 
 # ---------------------------------------------------------------------- reporting
