@@ -415,3 +415,19 @@ def test_targets_read_from_the_run_files(tmp_path):
     assert "| % of cuBLAS | large cuda:0 float32 | 90.00% (cuBLAS 45.0 TFLOP/s" in (
         tmp_path / "targets.md").read_text()
     assert targets.main([str(tmp_path / "absent")]) == 2
+
+
+def test_a_step_cupy_cannot_capture_is_counted_by_the_torch_profiler(monkeypatch):
+    """CuPy 14 refuses cuBLAS inside a stream capture (seen on an H200): the launches and
+    device time then come from PyTorch's profiler, and the note says so."""
+    from gpunn.bench import profile
+
+    refused = "not capturable (NotImplementedError: calling cuBLAS API during stream capture)"
+    monkeypatch.setattr(profile, "cupy_step_profile", lambda step, dot_path=None:
+                        (None, None, refused))
+    monkeypatch.setattr(profile, "torch_step_profile", lambda step: (14.0, 0.25, ""))
+    monkeypatch.setattr(profile, "_has_torch", lambda: True)
+    launches, ms, note = profile.profile_step("gpunn", lambda: (lambda: None))
+    assert (launches, ms) == (14.0, 0.25) and note.startswith("counted by torch.profiler")
+    monkeypatch.setattr(profile, "_has_torch", lambda: False)
+    assert profile.profile_step("gpunn", lambda: (lambda: None)) == (None, None, refused)

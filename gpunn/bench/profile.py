@@ -4,7 +4,9 @@
   (``Stream.begin_capture`` / ``end_capture``, CuPy >= 14 for ``debug_dot_str``); the
   graph's kernel nodes are the step's launches, counted by CUDA itself, and replaying the
   graph times the step on the GPU with no host overhead. A step that synchronises with
-  the host cannot be captured: then the reason is reported instead of numbers.
+  the host cannot be captured, nor one calling cuBLAS on CuPy 14 (which refuses it
+  during a capture): then, where PyTorch is installed, its profiler counts the step
+  as below (CUPTI sees CuPy's kernels too), else the reason is reported.
 - PyTorch: ``torch.profiler`` over a few steps; its CUDA kernel events give the launches
   and their summed durations the device time.
 
@@ -98,12 +100,29 @@ def torch_step_profile(step, steps: int = 10):
     return len(kernels) / steps, micros / 1e3 / steps, ""
 
 
+def _has_torch() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
 def profile_step(impl: str, make_step, dot_path: str | None = None):
     """Dispatch to the right profiler; never raises (a failure becomes the note)."""
     try:
         step = make_step()
         if impl == "torch":
             return torch_step_profile(step)
-        return cupy_step_profile(step, dot_path=dot_path)
+        launches, device_ms, note = cupy_step_profile(step, dot_path=dot_path)
+        if launches is None and note.startswith("not capturable") and _has_torch():
+            # CuPy 14 refuses cuBLAS calls inside a stream capture, so a step with a
+            # matmul is never capturable there; PyTorch's profiler (CUPTI) sees every
+            # kernel of the process, CuPy's included, and counts them the same way as
+            # for PyTorch's own rows.
+            launches, device_ms, why = torch_step_profile(step)
+            note = why or "counted by torch.profiler: " + note
+        return launches, device_ms, note
     except Exception as exc:
         return None, None, f"profile failed ({type(exc).__name__}: {exc})"
