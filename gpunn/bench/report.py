@@ -204,7 +204,9 @@ def chart(plt, rows: list[Row], missing: dict):
         fig.text(0.5, 0.01, "not measured: " + "; ".join(f"{i} ({why})" for i, why in
                                                          missing.items()),
                  ha="center", fontsize=8)
-    fig.tight_layout(rect=(0, 0.2 / fig.get_figheight() if missing else 0, 1, 1))
+    # Room for the title: tight_layout alone lets it touch the first row's titles.
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, 0.2 / height if missing else 0, 1, 1 - 0.35 / height))
     return fig
 
 

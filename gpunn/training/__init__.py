@@ -84,7 +84,8 @@ def fit(model, X, y, loss=None, optimizer=None, epochs: int = 10, batch_size: in
         sample weights, instead of ``validation_data`` (giving both is refused).
         ``class_weight="balanced"`` counts the training rows only.
     shuffle : bool, default True
-        Reshuffle on the device every epoch.
+        A new batch order every epoch, drawn by the model's host generator (the same
+        order on every device for the same seed); the rows are gathered on the device.
     verbose : int, default 1
         0 prints nothing, 1 prints one line per epoch.
     seed : int, optional
