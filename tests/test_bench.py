@@ -431,3 +431,37 @@ def test_a_step_cupy_cannot_capture_is_counted_by_the_torch_profiler(monkeypatch
     assert (launches, ms) == (14.0, 0.25) and note.startswith("counted by torch.profiler")
     monkeypatch.setattr(profile, "_has_torch", lambda: False)
     assert profile.profile_step("gpunn", lambda: (lambda: None)) == (None, None, refused)
+
+
+def test_keras_is_a_peer_timed_inside_its_own_fit():
+    """Keras 3 on JAX trains through model.fit, timed like gpunn (the second epoch of one
+    fit(epochs=2)), and the table compares every row with it."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from gpunn.bench import impls
+
+    if importlib.util.find_spec("keras") is None or importlib.util.find_spec("jax") is None:
+        pytest.skip("Keras 3 on JAX is not installed (pip install keras jax)")
+    if impls._keras() is None:
+        pytest.skip("Keras was imported on another backend than JAX in this process")
+    dev = SimpleNamespace(name="cpu", kind="cpu", xp=np, sync=lambda: None)
+    X = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    run = impls._make_keras(dev, [4, 8, 3], X, np.arange(64) % 3, 16)
+    wall, host = run.inner(64)
+    assert wall > 0 and host >= 0
+    assert impls.usable("keras", dev) and impls._make_keras(dev, [4, 3], X, X[:, 0], 16,
+                                                            "float16") is None
+
+
+def test_markdown_has_a_keras_column():
+    rows = [Row("tiny", "cpu", impl, "float32", [4, 2], 8, 3, ms, 1.0, ms, 0.1, 10.0, None)
+            for impl, ms in [("gpunn", 1.0), ("keras", 4.0)]]
+    env = {"devices": {"cpu": "cpu"}, "versions": {"numpy": "x"}, "git_commit": "abc",
+           "date": "today"}
+    text = markdown(rows, env, {"cpu fp32": 1.0})
+    assert text.splitlines()[0].endswith("| vs jax | vs keras |")
+    gpunn_line = next(line for line in text.splitlines() if "| gpunn |" in line)
+    assert gpunn_line.endswith("| 4.00x |")

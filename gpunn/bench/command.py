@@ -78,8 +78,8 @@ def build_parser(parser=None) -> argparse.ArgumentParser:
                         "networks), cnn (the MNIST-1D CNN) and lenet (a LeNet-5 on 28x28 "
                         "images); gpunn and torch only for the last two")
     parser.add_argument("--impls", default="gpunn,reference,torch,jax",
-                        help="comma-separated subset of gpunn,reference,torch,jax "
-                        "(those not installed are left out)")
+                        help="comma-separated subset of gpunn,reference,torch,jax,keras "
+                        "(keras: Keras 3 on JAX, CPU; those not installed are left out)")
     parser.add_argument("--precisions", default="auto",
                         help="comma-separated subset of fp32,tf32,fp16,bf16 (default auto: "
                         "fp32 on the CPU, all four on a GPU)")

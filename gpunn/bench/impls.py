@@ -4,6 +4,7 @@ eager. Each epoch function also offers ``make_step()``: one step to profile on a
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -335,8 +336,61 @@ def _make_jax(dev, widths, X, y, batch, dtype="float32"):
     return epoch
 
 
+def _keras():
+    """Keras 3 on its JAX backend, or None (not installed, or imported on another
+    backend already: Keras picks its backend once per process)."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    try:
+        import keras
+    except ImportError:
+        return None
+    return keras if keras.backend.backend() == "jax" else None
+
+
+def _make_keras(dev, widths, X, y, batch, dtype="float32"):
+    """Keras 3 on JAX as a Keras user trains: a Sequential of Dense layers compiled with
+    ``jit_compile=True``, Adam, sparse softmax cross-entropy from logits, accuracy, and
+    ``model.fit`` on the NumPy arrays (Keras shuffles and batches them itself)."""
+    keras = _keras()
+    if dtype != "float32" or dev.kind != "cpu" or keras is None:
+        return None
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((widths[0],))]
+        + [keras.layers.Dense(b, activation="relu") for b in widths[1:-1]]
+        + [keras.layers.Dense(widths[-1])])
+    model.compile(optimizer=keras.optimizers.Adam(LR),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], jit_compile=True)
+
+    class Clock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0, self._h0 = time.perf_counter(), time.thread_time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append((time.perf_counter() - self._t0,
+                               time.thread_time() - self._h0))
+
+    def epoch(n_rows):
+        model.fit(X[:n_rows], y[:n_rows], batch_size=batch, epochs=1, verbose=0)
+
+    def inner(n_rows):
+        """The second epoch of one ``fit(epochs=2)``, as for gpunn."""
+        clock = Clock()
+        model.fit(X[:n_rows], y[:n_rows], batch_size=batch, epochs=2, verbose=0,
+                  callbacks=[clock])
+        return clock.times[-1]
+
+    epoch.inner, epoch.model = inner, model
+    return epoch
+
+
 IMPLS = {"gpunn": _make_gpunn, "reference": _make_reference, "torch": _make_torch,
-         "jax": _make_jax}
+         "jax": _make_jax, "keras": _make_keras}
 #: The implementations of the convolutional workloads (the others are not measured there:
 #: the hand-written loop and JAX's are dense networks only).
 CONV_IMPLS = {"gpunn": _make_gpunn_cnn, "torch": _make_torch_cnn}
@@ -376,6 +430,8 @@ def usable(impl: str, dev) -> bool:
             return bool(jax.devices("cpu" if dev.kind == "cpu" else "gpu"))
         except Exception:
             return False
+    if impl == "keras":
+        return dev.kind == "cpu" and _keras() is not None
     return True
 
 
@@ -385,7 +441,8 @@ def why_unusable(impl: str, dev) -> str | None:
         return None
     import importlib.util
 
-    absent = [m for m in {"torch": ["torch"], "jax": ["jax", "optax"]}.get(impl, [])
+    absent = [m for m in {"torch": ["torch"], "jax": ["jax", "optax"],
+                          "keras": ["keras", "jax"]}.get(impl, [])
               if importlib.util.find_spec(m) is None]
     if not absent:
         return f"not usable on {dev.name}"

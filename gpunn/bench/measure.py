@@ -136,14 +136,14 @@ def _peak_memory(dev, impl, make, widths, X, y, batch, dtype) -> tuple[float | N
     data_bytes = X.nbytes + y.nbytes
     n_rows = X.shape[0]
     if dev.kind == "cpu":
-        if impl in ("torch", "jax"):
+        if impl in ("torch", "jax", "keras"):
             return None, 0.0  # their allocators are invisible to tracemalloc
         tracemalloc.start()
         make(dev, widths, X, y, batch, dtype)(n_rows)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return peak / 2**20, 0.0
-    if impl == "jax":
+    if impl in ("jax", "keras"):
         return None, 0.0
     if impl == "torch":
         import torch

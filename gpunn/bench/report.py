@@ -24,6 +24,12 @@ def environment(devices) -> dict:
             versions[mod] = __import__(mod).__version__
         except ImportError:
             pass
+    try:  # from its metadata: importing Keras would fix its backend for the process
+        from importlib.metadata import version
+
+        versions["keras"] = version("keras")
+    except Exception:
+        pass
     env = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "git_commit": _git_commit(), "platform": platform.platform(),
            "devices": {d.name: d.label() for d in devices}, "versions": versions,
@@ -56,12 +62,14 @@ def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
     head = ("| size | device | dtype | impl | widths | batch | ms/step | samples/s | "
             "host ms/step | device ms/step | launches/step | TFLOP/s | % of peak | "
             "GEMM floor ms | step / GEMM floor | "
-            "peak MiB | memory / needed | other load % | vs reference | vs torch | vs jax |")
-    lines = [head, "|" + "---|" * 21]
+            "peak MiB | memory / needed | other load % | vs reference | vs torch | vs jax | "
+            "vs keras |")
+    lines = [head, "|" + "---|" * 22]
     for r in rows:
         ref = by_key.get((r.size, r.device, r.dtype, "reference"))
         tor = by_key.get((r.size, r.device, r.dtype, "torch"))
         jx = by_key.get((r.size, r.device, r.dtype, "jax"))
+        ks = by_key.get((r.size, r.device, r.dtype, "keras"))
         mem = f"{r.peak_mem_mb:,.0f}" if r.peak_mem_mb is not None else "n/a"
         ratio = f"{r.mem_ratio:.2f}" if r.mem_ratio is not None else "n/a"
         lines.append(
@@ -73,7 +81,8 @@ def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
             f"{ratio} | {r.other_load_pct:.0f} | "
             f"{_ratio(ref, r) if r.impl != 'reference' else ''} | "
             f"{_ratio(tor, r) if r.impl != 'torch' else ''} | "
-            f"{_ratio(jx, r) if r.impl != 'jax' else ''} |")
+            f"{_ratio(jx, r) if r.impl != 'jax' else ''} | "
+            f"{_ratio(ks, r) if r.impl != 'keras' else ''} |")
     peak_text = ", ".join(f"{d}: {p:.3f} TFLOP/s" for d, p in peaks.items())
     lines += ["", f"'% of peak': the row's TFLOP/s over the peak measured in the same run "
               "for the workload's own matmul shapes (forward and both backward products; "
