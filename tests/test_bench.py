@@ -13,7 +13,8 @@ from gpunn.bench import SIZES, Row, markdown, step_flops
 
 
 def test_step_flops():
-    assert step_flops([784, 128, 10], 64) == 6 * 64 * (784 * 128 + 128 * 10)
+    # No product for the data's gradient (the first layer's input gradient).
+    assert step_flops([784, 128, 10], 64) == 64 * (4 * 784 * 128 + 6 * 128 * 10)
 
 
 def test_markdown_ratios():
@@ -275,8 +276,8 @@ def test_conv_net_workloads_describe_their_layers_and_products():
     assert lenet.matmuls(1) == [(784, 25, 6), (100, 150, 16), (1, 400, 120), (1, 120, 84),
                                 (1, 84, 10)]
     assert lenet.widths == [784, 6, 16, 120, 84, 10]
-    assert workload_flops("cnn", cnn.widths, 2) == 6 * (38 * 5 * 25 + 20 * 75 * 25
-                                                        + 10 * 75 * 25 + 2 * 125 * 10)
+    assert workload_flops("cnn", cnn.widths, 2) == 4 * 38 * 5 * 25 + 6 * (
+        20 * 75 * 25 + 10 * 75 * 25 + 2 * 125 * 10)
     assert workload_flops("tiny", [784, 128, 10], 64) == step_flops([784, 128, 10], 64)
 
 

@@ -14,7 +14,8 @@ MaxPool2D, Dense) are convolutional networks (:data:`workloads.CONV_NETS`), time
 and PyTorch in float32 and float16.
 
 Numbers are medians over repeated epochs after a warm-up. A step costs about
-``6 * batch * sum(in * out)`` FLOPs (a convolution: its patches by its weights); the
+``6 * batch * sum(in * out)`` FLOPs less ``2 * batch * in * out`` of the first layer,
+whose input gradient nobody needs (a convolution: its patches by its weights); the
 achieved rate is also given as a share of the device's matmul peak, measured in the same
 run with a large square matmul.
 

@@ -85,14 +85,16 @@ def markdown(rows: list[Row], env: dict, peaks: dict) -> str:
             f"{_ratio(ks, r) if r.impl != 'keras' else ''} |")
     peak_text = ", ".join(f"{d}: {p:.3f} TFLOP/s" for d, p in peaks.items())
     lines += ["", f"'% of peak': the row's TFLOP/s over the peak measured in the same run "
-              "for the workload's own matmul shapes (forward and both backward products; "
+              "for the workload's own matmul shapes (forward and both backward products, "
+              "but no gradient for the data; "
               f"capped at 100); a square-matmul peak per device and precision: {peak_text}. "
               "Each time is the median over interleaved repeats of the second of two "
               "back-to-back epochs (gpunn: the second epoch of one fit(epochs=2), as in a "
               "user's multi-epoch fit); 'other load %': the largest share of the CPU other "
               "processes used meanwhile (a sample above --max-load was retaken). "
               "'GEMM floor ms': the step's matrix products alone (forward and both backward "
-              "products per layer at the workload's shapes, same BLAS, same run, best "
+              "products per layer at the workload's shapes, none for the gradient of the "
+              "data, which no library computes; same BLAS, same run, best "
               "round); 'step / GEMM floor': the row's ms/step over it (1.00: the step is "
               "nothing but its products; the rest is elementwise work and overhead). "
               "'vs' columns: the other's ms/step over this row's (above 1: "

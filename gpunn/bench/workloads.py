@@ -115,10 +115,9 @@ def step_matmuls(size: str, widths, batch: int) -> list:
 
 
 def workload_flops(size: str, widths, batch: int) -> float:
-    """FLOPs of one training step of workload ``size``: 2 (forward) + 4 (two backward
-    products) per multiply-add of each layer's product (:func:`step_flops` for a dense
-    network)."""
-    return 6.0 * sum(r * k * c for r, k, c in step_matmuls(size, widths, batch))
+    """FLOPs of one training step of workload ``size`` (:func:`products_flops` of its
+    :func:`step_matmuls`)."""
+    return products_flops(step_matmuls(size, widths, batch))
 
 
 def workload_bytes(size: str, widths, batch: int) -> int:
@@ -183,9 +182,18 @@ def needed_bytes(widths, batch: int, itemsize: int = 4) -> int:
     return (4 * params + activations) * itemsize
 
 
+def products_flops(mats) -> float:
+    """FLOPs of a training step's products, ``mats`` listing ``(rows, inner, cols)`` per
+    layer: 2 per multiply-add forward, 2 for the weight gradient, 2 for the input
+    gradient, except the first layer's: nothing asks for the gradient of the data
+    (gpunn, PyTorch and JAX all skip it), so neither its time nor its FLOPs count."""
+    macs = [r * k * c for r, k, c in mats]
+    return 6.0 * sum(macs) - (2.0 * macs[0] if macs else 0.0)
+
+
 def step_flops(widths, batch: int) -> float:
-    """FLOPs of one training step: 2 (forward) + 4 (two backward matmuls) per MAC."""
-    return 6.0 * batch * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    """FLOPs of one training step of a dense network (:func:`products_flops`)."""
+    return products_flops([(batch, a, b) for a, b in zip(widths[:-1], widths[1:])])
 
 
 # ---------------------------------------------------------------------- devices
@@ -255,7 +263,7 @@ def shapes_peak(dev: _Device, widths, batch: int, dtype: str = "float32",
     rng = np.random.default_rng(0)
     if mats is None:
         mats = [(batch, a, b) for a, b in zip(widths[:-1], widths[1:])]
-    flops = 6.0 * sum(r * k * c for r, k, c in mats)
+    flops = products_flops(mats)
     arrays = []
     for rows, a, b in mats:
         x = xp.asarray(rng.standard_normal((rows, a)), dtype=dtype)
@@ -264,10 +272,11 @@ def shapes_peak(dev: _Device, widths, batch: int, dtype: str = "float32",
         arrays.append((x, W, g))
 
     def once():
-        for x, W, g in arrays:
+        for i, (x, W, g) in enumerate(arrays):
             xp.matmul(x, W)
             xp.matmul(x.T, g)
-            xp.matmul(g, W.T)
+            if i:  # the first layer's input gradient is never needed
+                xp.matmul(g, W.T)
 
     once()
     best, deadline = float("inf"), time.perf_counter() + 0.5
