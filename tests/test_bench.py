@@ -162,12 +162,16 @@ def test_bench_scaling_table(tmp_path):
     out = tmp_path / "s.json"
     proc = subprocess.run(
         [sys.executable, "-m", "gpunn", "bench", "--scaling", "--device", "cpu",
-         "--scaling-rows", "2000,4000", "--json", str(out)],
+         "--scaling-rows", "2000,4000", "--repeats", "2", "--json", str(out)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["rows"]
     assert [r["rows"] for r in rows] == [2000, 4000]
     assert all(r["us_per_row"] > 0 and 0.9 < r["memory_ratio"] < 2 for r in rows)
+    # The median of the rounds, which went through the row counts in turn.
+    assert all(r["rounds"] == 2 and r["us_per_row_min"] <= r["us_per_row"]
+               <= r["us_per_row_max"] for r in rows)
+    assert proc.stdout.count("round 2:") == 2
     bad = subprocess.run([sys.executable, "-m", "gpunn", "bench", "--scaling",
                           "--device", "cpu", "--scaling-rows", "ten"],
                          capture_output=True, text=True, timeout=60)

@@ -4,7 +4,9 @@ rows (784 features, 784-128-10 ReLU/softmax, batch 256, Adam, shuffling on).
 Memory is NumPy's allocations during ``fit`` (tracemalloc) plus the dataset itself, over
 what training needs: the dataset, parameters, gradients, Adam's two moments and one batch
 of layer inputs and outputs. Time per row is the fastest of three epochs that follow a
-first one back to back.
+first one back to back, and its median over ``--repeats`` rounds that go through every
+row count in turn (alternating the order), so a slow moment of a shared machine shows as a
+spread, not as a trend.
 """
 
 from __future__ import annotations
@@ -80,17 +82,25 @@ def run_scaling(args, dev) -> int:
         print(f"gpunn bench: --scaling-rows: expected integers >= {BATCH}, got "
               f"{args.scaling_rows!r}", file=sys.stderr)
         return 2
+    rounds = {n: [] for n in counts}
+    for k in range(max(1, int(args.repeats))):
+        for n in (counts if k % 2 == 0 else counts[::-1]):
+            r = measure_rows(dev, n)
+            rounds[n].append(r)
+            print(f"  round {k + 1}: {n:>9,} rows  {r['us_per_row']:7.2f} us/row  peak "
+                  f"{r['peak_mib']:9.1f} MiB  needed {r['needed_mib']:9.1f} MiB  ratio "
+                  f"{r['memory_ratio']:.3f}", flush=True)
     results = []
     for n in counts:
-        results.append(measure_rows(dev, n))
-        r = results[-1]
-        print(f"  {n:>9,} rows  {r['us_per_row']:7.2f} us/row  peak {r['peak_mib']:9.1f} MiB"
-              f"  needed {r['needed_mib']:9.1f} MiB  ratio {r['memory_ratio']:.3f}",
-              flush=True)
+        times = [r["us_per_row"] for r in rounds[n]]
+        results.append(dict(max(rounds[n], key=lambda r: r["memory_ratio"]),
+                            us_per_row=float(np.median(times)), us_per_row_min=min(times),
+                            us_per_row_max=max(times), rounds=len(times)))
     base = results[0]["us_per_row"]
-    lines = ["| rows | µs/row | vs first | peak MiB | needed MiB | peak / needed |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['rows']:,} | {r['us_per_row']:.2f} | {r['us_per_row'] / base:.2f} | "
+    lines = ["| rows | µs/row (median) | range over rounds | vs first | peak MiB | "
+             "needed MiB | peak / needed (largest) |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['rows']:,} | {r['us_per_row']:.2f} | {r['us_per_row_min']:.2f}-"
+              f"{r['us_per_row_max']:.2f} | {r['us_per_row'] / base:.2f} | "
               f"{r['peak_mib']:,.1f} | {r['needed_mib']:,.1f} | {r['memory_ratio']:.3f} |"
               for r in results]
     table = "\n".join(lines)
