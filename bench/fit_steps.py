@@ -2,7 +2,7 @@
 
 Prints one JSON line: ``{"micro": ms, "tiny": ms, "medium": ms}`` (best of three timed
 epochs after a warm-up epoch; 2-16-16-2 at batch 32, 784-128-10 at 64, 784-1024-1024-10
-at 512; Adam, softmax cross-entropy). Used to compare two checkouts side by side:
+at 512, 784-256-10 at 4096; Adam, softmax cross-entropy). Used to compare two checkouts side by side:
 
     bash bench/compare_checkouts.sh OLD_DIR NEW_DIR 10
 """
@@ -16,7 +16,8 @@ import gpunn as gn
 
 WORKLOADS = [("micro", [2, 16, 16, 2], 32, 32 * 400),
              ("tiny", [784, 128, 10], 64, 64 * 150),
-             ("medium", [784, 1024, 1024, 10], 512, 512 * 8)]
+             ("medium", [784, 1024, 1024, 10], 512, 512 * 8),
+             ("wide", [784, 256, 10], 4096, 4096 * 6)]
 
 
 def ms_per_step(widths, batch, rows) -> float:

@@ -1,5 +1,8 @@
-"""Fused optimiser updates for the CPU, compiled by Numba when it is installed
-(``pip install "gpunn[numba]"``); optional: without Numba the NumPy updates run.
+"""Fused CPU passes compiled by Numba when it is installed (``pip install
+"gpunn[numba]"``); optional: without Numba the NumPy versions run. The optimiser updates,
+and two passes of a training step: the softmax cross-entropy head from labels
+(:func:`softmax_xent_labels`) and ReLU's derivative with the bias gradient
+(:func:`relu_backward_bias`).
 
 One vectorised pass over memory instead of NumPy's twelve for Adam, on one core (a
 parallel version over every core with ``prange`` runs where :func:`kernel_for` says).
@@ -64,9 +67,51 @@ def _kernels():
             v[i] = vi
             p[i] = pi - (mi / (np.sqrt(vi) + eps_hat)) * step_size
 
+    def softmax_xent(z, target, prob, grad, inv_n):
+        # Row by row: max, exponentials and their sum, probabilities and gradient, the
+        # label's log-loss, in one pass over a row that stays in cache (NumPy makes a
+        # pass over the whole (N, C) array per step, each with its own temporary).
+        n, c = z.shape
+        total = 0.0
+        for i in range(n):
+            t = target[i]
+            if t < 0 or t >= c:
+                return total, False  # NumPy's path raises for this label
+            m = z[i, 0]
+            for j in range(1, c):
+                m = max(m, z[i, j])
+            s = z[i, 0] - z[i, 0]
+            for j in range(c):
+                e = np.exp(z[i, j] - m)
+                prob[i, j] = e
+                s += e
+            inv = 1 / s
+            for j in range(c):
+                p = prob[i, j] * inv
+                prob[i, j] = p
+                grad[i, j] = p * inv_n
+            grad[i, t] -= inv_n
+            total += np.log(s) - (z[i, t] - m)
+        return total * inv_n, True
+
+    def relu_backward_bias(g, y, out, db):
+        # g * (y > 0) and its column sums in one pass (NumPy: a mask, a product and a
+        # reduction, three passes and two temporaries); rows outer, so the inner loop
+        # runs along contiguous memory and db's updates vectorise.
+        n, c = g.shape
+        for j in range(c):
+            db[j] = 0
+        for i in range(n):
+            for j in range(c):
+                v = g[i, j] if y[i, j] > 0 else g[i, j] - g[i, j]
+                out[i, j] = v
+                db[j] += v
+
     options = dict(cache=True, nogil=True, error_model="numpy")
     return {"adam": njit(parallel=True, **options)(adam),
-            "adam_serial": njit(**options)(adam)}
+            "adam_serial": njit(**options)(adam),
+            "softmax_xent": njit(**options)(softmax_xent),
+            "relu_backward_bias": njit(**options)(relu_backward_bias)}
 
 
 #: Smallest normal number per dtype: moments below it are flushed to zero.
@@ -108,3 +153,36 @@ def kernel_for(size: int, how: str = "1") -> str:
     if PARALLEL_FROM is not None and size >= PARALLEL_FROM:
         return "adam"
     return "adam_serial"
+
+
+def _float_matrix(a) -> bool:
+    return a.ndim == 2 and a.flags.c_contiguous and (a.dtype == np.float32
+                                                     or a.dtype == np.float64)
+
+
+def softmax_xent_labels(z, target):
+    """Mean softmax cross-entropy of logits ``z`` (N, C) against integer labels ``target``
+    (N,), with the probabilities and ``dvalue/dz``, in one pass per row: ``(value, prob,
+    grad)`` as :func:`gpunn.backend.ops.softmax_cross_entropy` gives them, or None where
+    the kernel does not apply (then NumPy; also for a label outside ``[0, C)``, so that
+    NumPy's error is raised). Call only when :func:`enabled`."""
+    if not (_float_matrix(z) and target.ndim == 1 and target.dtype.kind in "iu"
+            and target.shape[0] == z.shape[0] > 0 and z.shape[1] > 0):
+        return None
+    prob, grad = np.empty_like(z), np.empty_like(z)
+    t = z.dtype.type
+    value, ok = _kernels()["softmax_xent"](z, target, prob, grad, t(1.0 / z.shape[0]))
+    return (t(value), prob, grad) if ok else None
+
+
+def relu_backward_bias(g, y, db):
+    """``g * (y > 0)`` (a new array: ``g`` may be shared, e.g. with a residual's skip
+    path) with its column sums written into ``db``, in one pass; None where the kernel
+    does not apply (then NumPy). Call only when :func:`enabled`."""
+    if not (_float_matrix(g) and _float_matrix(y) and g.shape == y.shape
+            and g.dtype == y.dtype == db.dtype and db.ndim == 1 and db.flags.c_contiguous
+            and db.shape[0] == g.shape[1]):
+        return None
+    out = np.empty_like(g)
+    _kernels()["relu_backward_bias"](g, y, out, db)
+    return out

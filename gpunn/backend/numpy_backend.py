@@ -34,7 +34,7 @@ class NumpyBackend(Backend):
         super().__init__(cnp, device="cpu", dtype=dtype, seed=seed, name="cpu")
         self._scratch_buffers: dict = {}
         # GPUNN_NUMBA (numba_kernels.setting) when Numba is usable, else "0"; read at the
-        # first Adam step.
+        # first fused pass (numba_setting).
         self._numba = None
 
     def describe(self) -> str:
@@ -79,12 +79,19 @@ class NumpyBackend(Backend):
         if out is None:
             return super().dense_backward(x, W, z, y, grad, activation, params,
                                           need_input_grad, out, bias_done)
-        if activation is not None:
-            grad = self.activation_backward(activation, z, y, grad, params)
         gW, gb = out
+        fused = None
+        if activation is not None and activation.name == "relu" and not bias_done and \
+                self.numba_setting() != "0":
+            fused = numba_kernels.relu_backward_bias(grad, y, gb)
+        if fused is not None:
+            grad = fused
+        else:
+            if activation is not None:
+                grad = self.activation_backward(activation, z, y, grad, params)
+            if not bias_done:
+                np.add.reduce(grad, axis=0, out=gb)  # the ufunc method: no np.sum dispatch
         np.matmul(x.T, grad, out=gW)
-        if not bias_done:
-            np.add.reduce(grad, axis=0, out=gb)  # the ufunc method: no np.sum dispatch
         return gW, gb, (np.matmul(grad, W.T) if need_input_grad else None)
 
     def activation_backward(self, activation, z, y, grad, params):
@@ -100,6 +107,10 @@ class NumpyBackend(Backend):
     def softmax_cross_entropy(self, z, target):
         if target.ndim != 1 or z.dtype not in (np.float32, np.float64):
             return super().softmax_cross_entropy(z, target)
+        if self.numba_setting() != "0":
+            fused = numba_kernels.softmax_xent_labels(z, target)
+            if fused is not None:
+                return fused
         # Labels pick their logit directly: no one-hot matrix, one exp, reductions through
         # ufunc methods.
         rows = np.arange(z.shape[0])
@@ -311,12 +322,19 @@ class NumpyBackend(Backend):
         numpy_kernels.sgd(p, g, state.get("velocity"), hp, self._scratch)
         return True
 
-    @fast_update_for("adam", _FLOATS)
-    def _adam_update(self, p, g, state, hp) -> bool:
+    def numba_setting(self) -> str:
+        """``GPUNN_NUMBA`` (:func:`numba_kernels.setting`) when Numba is usable, else
+        ``"0"``: read once, at the first fused pass (an environment read per step costs a
+        microsecond)."""
         if self._numba is None:
             self._numba = numba_kernels.setting() if numba_kernels.enabled() else "0"
+        return self._numba
+
+    @fast_update_for("adam", _FLOATS)
+    def _adam_update(self, p, g, state, hp) -> bool:
         m, v = state["m"], state["v"]
-        if not (self._numba != "0" and numba_kernels.adam(p, g, m, v, hp, self._numba)):
+        how = self.numba_setting()
+        if not (how != "0" and numba_kernels.adam(p, g, m, v, hp, how)):
             numpy_kernels.adam(p, g, m, v, hp, self._scratch)
         return True
 
