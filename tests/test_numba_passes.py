@@ -87,3 +87,23 @@ def test_a_network_trains_the_same_with_and_without_the_numba_passes(monkeypatch
                               verbose=0, seed=0).history["loss"])
         assert model.backend.numba_setting() == flag
     np.testing.assert_allclose(hist[0], hist[1], rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["relu", "identity"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1), (200, 6), (33, 130)])
+def test_bias_and_relu_in_one_pass_match_numpy(monkeypatch, name, dtype, shape):
+    rng = np.random.default_rng(shape[0])
+    x = rng.standard_normal((shape[0], 5)).astype(dtype)
+    W = rng.standard_normal((5, shape[1])).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    x[0, 0] = np.nan  # a NaN row stays NaN through ReLU, as np.maximum keeps it
+    if shape[0] > 1:
+        x[1, :] = -np.inf  # -inf after ReLU is 0, as in np.maximum
+        W[:, :] = np.abs(W)
+    on, off = _backends(monkeypatch, dtype)
+    act = gn.activations.ACTIVATIONS[name]
+    (z1, y1), (z0, y0) = (be.bias_activation(x, W, b, act, {}) for be in (on, off))
+    np.testing.assert_allclose(y1, y0, rtol=1e-6 if dtype == "float32" else 1e-13,
+                               equal_nan=True)
+    assert z1 is y1

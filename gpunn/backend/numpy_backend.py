@@ -126,8 +126,11 @@ class NumpyBackend(Backend):
 
     def bias_activation(self, x, W, b, activation, params):
         z = np.matmul(x, W)
-        _add_to_rows(z, b)
         name = activation.name
+        if (name == "relu" or name == "identity") and self.numba_setting() != "0" and \
+                numba_kernels.bias_relu(z, b, name == "relu"):
+            return z, z  # ReLU's backward needs only y (see below): z is y
+        _add_to_rows(z, b)
         if name == "identity":
             return z, z
         # Activations whose backward needs only y (or the sign of z, which y shares) are
