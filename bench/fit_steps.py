@@ -1,8 +1,9 @@
 """Milliseconds per training step of ``Sequential.fit`` on the CPU, for three workloads.
 
-Prints one JSON line: ``{"micro": ms, "tiny": ms, "medium": ms}`` (best of three timed
-epochs after a warm-up epoch; 2-16-16-2 at batch 32, 784-128-10 at 64, 784-1024-1024-10
-at 512, 784-256-10 at 4096; Adam, softmax cross-entropy). Used to compare two checkouts side by side:
+Prints one JSON line: ``{"micro": ms, "tiny": ms, "medium": ms, "wide": ms}`` (best of
+three timed epochs after a warm-up epoch; 2-16-16-2 at batch 32, 784-128-10 at 64,
+784-1024-1024-10 at 512, 784-256-10 at 4096; Adam, softmax cross-entropy). Used to compare
+two checkouts side by side:
 
     bash bench/compare_checkouts.sh OLD_DIR NEW_DIR 10
 """

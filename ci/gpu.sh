@@ -238,7 +238,7 @@ else
         [[ " ${first[*]} " == *" $file "* ]] || tests+=("$file")
     done
 fi
-step pytest-gpu "$(cap TESTS 150)" 35 "$py" -m pytest -p no:cacheprovider \
+step pytest-gpu "$(cap TESTS 180)" 35 "$py" -m pytest -p no:cacheprovider \
     -p sigterm_ends_session -v -rfEs --durations=15 -o faulthandler_timeout=60 -m gpu \
     --junitxml="$out/pytest-gpu.xml" "${tests[@]}"
 
