@@ -1,8 +1,10 @@
-"""Is the Numba fast path ever slower than NumPy? Two measurements, medians of
+"""Is the Numba fast path ever slower than NumPy? Three measurements, medians of
 interleaved repeats:
 
 1. The Adam update alone over each workload's flat buffer, in this process: NumPy's
    in-place passes, the serial Numba kernel and the parallel one (microseconds).
+1b. The softmax cross-entropy head by number of classes: NumPy, the row-by-row kernel
+   forced, and the default (the kernel up to ``numba_kernels.HEAD_MAX_CLASSES`` classes).
 2. Milliseconds per step of ``fit`` per workload with ``GPUNN_NUMBA`` = 0 (NumPy), 1 (the
    default policy), serial and parallel, each in a fresh process (a parallel region's
    threads outlive it), rounds interleaved.
@@ -83,12 +85,56 @@ def kernel_table(sizes, repeats: int = 15) -> None:
               f"{med['parallel'] / med['numpy']:.2f} |")
 
 
+def head_table(repeats: int = 15) -> None:
+    """The softmax head from labels by classes and batch: microseconds per call."""
+    import numpy as np
+
+    from gpunn.backend import numba_kernels
+    from gpunn.backend.numpy_backend import NumpyBackend
+
+    if not numba_kernels.enabled():
+        print("Numba not installed: head table skipped")
+        return
+    numpy_be, default_be = NumpyBackend(), NumpyBackend()
+    numpy_be._numba, default_be._numba = "0", "1"
+    kernel = numba_kernels._kernels()["softmax_xent"]
+    print("| batch | classes | NumPy us | kernel us | default us | kernel/NumPy | "
+          "default/NumPy |")
+    print("|---" * 7 + "|")
+    rng = np.random.default_rng(0)
+    for n in (64, 512, 4096):
+        for c in (2, 10, 24, 32, 64, 1000):
+            z = rng.standard_normal((n, c)).astype(np.float32)
+            t = rng.integers(0, c, n)
+            prob, grad = np.empty_like(z), np.empty_like(z)
+            calls = {"numpy": functools.partial(numpy_be.softmax_cross_entropy, z, t),
+                     "kernel": functools.partial(kernel, z, t, prob, grad,
+                                                 np.float32(1 / n)),
+                     "default": functools.partial(default_be.softmax_cross_entropy, z, t)}
+            loops = max(1, 100_000 // (n * c))
+            times = {k: [] for k in calls}
+            for r in range(repeats):
+                for name, call in (calls.items() if r % 2 == 0 else
+                                   list(calls.items())[::-1]):
+                    call()
+                    t0 = time.perf_counter()
+                    for _ in range(loops):
+                        call()
+                    times[name].append((time.perf_counter() - t0) / loops * 1e6)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(f"| {n} | {c} | {med['numpy']:.1f} | {med['kernel']:.1f} | "
+                  f"{med['default']:.1f} | {med['kernel'] / med['numpy']:.2f} | "
+                  f"{med['default'] / med['numpy']:.2f} |")
+
+
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     sizes = sys.argv[2].split(",") if len(sys.argv) > 2 else ["micro", "tiny", "wide",
                                                                "medium"]
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     kernel_table(sizes + ["large"] if "large" not in sizes else sizes)
+    print()
+    head_table()
     print()
     times = {(s, m): [] for s in sizes for m in MODES}
     for r in range(rounds):

@@ -107,3 +107,14 @@ def test_bias_and_relu_in_one_pass_match_numpy(monkeypatch, name, dtype, shape):
     np.testing.assert_allclose(y1, y0, rtol=1e-6 if dtype == "float32" else 1e-13,
                                equal_nan=True)
     assert z1 is y1
+
+
+def test_a_wide_softmax_head_stays_with_numpy():
+    """Numba's exponentials are scalar: past HEAD_MAX_CLASSES classes NumPy's vectorised
+    head is faster (bench/numba_policy.py), so the kernel declines."""
+    rng = np.random.default_rng(0)
+    narrow = rng.standard_normal((8, numba_kernels.HEAD_MAX_CLASSES)).astype(np.float32)
+    wide = rng.standard_normal((8, numba_kernels.HEAD_MAX_CLASSES + 1)).astype(np.float32)
+    labels = np.zeros(8, np.int64)
+    assert numba_kernels.softmax_xent_labels(narrow, labels) is not None
+    assert numba_kernels.softmax_xent_labels(wide, labels) is None

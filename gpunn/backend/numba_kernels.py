@@ -172,14 +172,23 @@ def _float_matrix(a) -> bool:
                                                      or a.dtype == np.float64)
 
 
+#: Most classes the row-by-row softmax head takes: its exponentials are scalar calls (Numba
+#: vectorises exp only with Intel's SVML, not installed with it), NumPy's are vectorised.
+#: Measured on 2 cores (bench/numba_policy.py, head table): the kernel takes 0.09x-0.86x
+#: NumPy's time up to 24 classes at batches of 64-4096, 0.33x-1.00x at 32, and is slower
+#: from 48-64 classes (1.2x-1.75x; 2.2x-2.7x at 1000).
+HEAD_MAX_CLASSES = 24
+
+
 def softmax_xent_labels(z, target):
     """Mean softmax cross-entropy of logits ``z`` (N, C) against integer labels ``target``
     (N,), with the probabilities and ``dvalue/dz``, in one pass per row: ``(value, prob,
     grad)`` as :func:`gpunn.backend.ops.softmax_cross_entropy` gives them, or None where
-    the kernel does not apply (then NumPy; also for a label outside ``[0, C)``, so that
-    NumPy's error is raised). Call only when :func:`enabled`."""
+    the kernel does not apply (then NumPy): more than :data:`HEAD_MAX_CLASSES` classes,
+    or a label outside ``[0, C)``, so that NumPy's error is raised. Call only when
+    :func:`enabled`."""
     if not (_float_matrix(z) and target.ndim == 1 and target.dtype.kind in "iu"
-            and target.shape[0] == z.shape[0] > 0 and z.shape[1] > 0):
+            and target.shape[0] == z.shape[0] > 0 and 0 < z.shape[1] <= HEAD_MAX_CLASSES):
         return None
     prob, grad = np.empty_like(z), np.empty_like(z)
     t = z.dtype.type
