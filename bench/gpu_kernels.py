@@ -6,10 +6,14 @@ data, after two warm-up epochs) runs under PyTorch's profiler, whose CUPTI traci
 every CUDA kernel of the process, CuPy's included: each kernel's launches and GPU time per
 step. The same epoch then runs under ``cProfile``: host seconds per step by function. With
 ``--device cpu`` only the host profile is taken (a dry run of the script).
+``--trace-dtypes`` also lists, per backend operation of one epoch, the dtypes of the arrays
+it was given and returned: whether a 16-bit step hands float32 to its products itself or
+the array library casts inside them.
 
 Usage::
 
     python bench/gpu_kernels.py --sizes tiny,large --precisions fp16,bf16 --out results/
+    python bench/gpu_kernels.py --sizes tiny --precisions bf16 --trace-dtypes
 """
 
 from __future__ import annotations
@@ -54,6 +58,45 @@ def _kernel_table(epoch, n_rows: int, steps: int, top: int) -> str:
     return "\n".join(lines)
 
 
+#: The backend operations of a step whose operands and results are traced.
+TRACED = ("bias_activation", "dense_backward", "activation_backward", "softmax_cross_entropy",
+          "conv_forward", "conv_backward", "take_rows")
+
+
+def _dtypes(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_dtypes(v) for v in value) + ")"
+    dtype = getattr(value, "dtype", None)
+    return str(dtype) if dtype is not None else "-"
+
+
+def _dtype_trace(epoch, n_rows: int) -> str:
+    """Per backend operation of one epoch: argument and result dtypes, and how often."""
+    from collections import Counter
+
+    backend = epoch.model.backend
+    seen = Counter()
+
+    def wrap(name, method):
+        def traced(*args, **kwargs):
+            out = method(*args, **kwargs)
+            arrays = [a for a in args if hasattr(a, "dtype") or isinstance(a, tuple)]
+            seen[(name, _dtypes(arrays), _dtypes(out))] += 1
+            return out
+        return traced
+
+    for name in TRACED:
+        setattr(backend, name, wrap(name, getattr(backend, name)))
+    try:
+        epoch(n_rows)
+    finally:
+        for name in TRACED:
+            delattr(backend, name)  # the instance attribute: the class's method again
+    lines = ["| operation | argument dtypes | result dtypes | calls |", "|---|---|---|---|"]
+    lines += [f"| {n} | {a} | {r} | {c} |" for (n, a, r), c in sorted(seen.items())]
+    return "\n".join(lines)
+
+
 def _host_profile(epoch, n_rows: int, steps: int, top: int) -> str:
     prof = cProfile.Profile()
     prof.enable()
@@ -73,6 +116,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--top", type=int, default=18)
     parser.add_argument("--out", default=None, help="folder for gpu-kernels.md")
+    parser.add_argument("--trace-dtypes", action="store_true",
+                        help="also list each backend operation's argument/result dtypes")
     args = parser.parse_args(argv)
     dev = _Device(args.device)
     report = [f"# gpunn step profile on {dev.label()}", ""]
@@ -99,6 +144,8 @@ def main(argv=None) -> int:
             report += [f"## {size} {precision} (batch {batch}): {ms:.3f} ms/step wall", ""]
             if dev.kind == "cuda":
                 report += [_kernel_table(epoch, n_rows, args.steps, args.top), ""]
+            if args.trace_dtypes and hasattr(epoch, "model"):
+                report += [_dtype_trace(epoch, n_rows), ""]
             report += ["```", _host_profile(epoch, n_rows, args.steps, args.top), "```", ""]
             print("\n".join(report[-8:]), flush=True)
             if args.out:
