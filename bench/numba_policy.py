@@ -45,6 +45,20 @@ def _params(widths) -> int:
     return sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
 
 
+def _interleaved_us(calls: dict, repeats: int, loops: int) -> dict:
+    """Median microseconds per call of each callable, ``loops`` calls a sample after one
+    untimed call, the order reversed every other repeat."""
+    times = {k: [] for k in calls}
+    for r in range(repeats):
+        for name, call in (calls.items() if r % 2 == 0 else list(calls.items())[::-1]):
+            call()
+            t0 = time.perf_counter()
+            for _ in range(loops):
+                call()
+            times[name].append((time.perf_counter() - t0) / loops * 1e6)
+    return {k: statistics.median(t) for k, t in times.items()}
+
+
 def kernel_table(sizes, repeats: int = 15) -> None:
     """The Adam update alone per workload's parameter count: microseconds per call."""
     from types import SimpleNamespace
@@ -70,16 +84,7 @@ def kernel_table(sizes, repeats: int = 15) -> None:
                  "serial": functools.partial(numba_kernels.adam, p, g, m, v, hp, "serial"),
                  "parallel": functools.partial(numba_kernels.adam, p, g, m, v, hp,
                                                "parallel")}
-        loops = max(1, 200_000 // n)
-        times = {k: [] for k in calls}
-        for r in range(repeats):
-            for name, call in (calls.items() if r % 2 == 0 else list(calls.items())[::-1]):
-                call()
-                t0 = time.perf_counter()
-                for _ in range(loops):
-                    call()
-                times[name].append((time.perf_counter() - t0) / loops * 1e6)
-        med = {k: statistics.median(t) for k, t in times.items()}
+        med = _interleaved_us(calls, repeats, max(1, 200_000 // n))
         print(f"| {size} | {n:,} | {med['numpy']:.1f} | {med['serial']:.1f} | "
               f"{med['parallel']:.1f} | {med['serial'] / med['numpy']:.2f} | "
               f"{med['parallel'] / med['numpy']:.2f} |")
@@ -111,17 +116,7 @@ def head_table(repeats: int = 15) -> None:
                      "kernel": functools.partial(kernel, z, t, prob, grad,
                                                  np.float32(1 / n)),
                      "default": functools.partial(default_be.softmax_cross_entropy, z, t)}
-            loops = max(1, 100_000 // (n * c))
-            times = {k: [] for k in calls}
-            for r in range(repeats):
-                for name, call in (calls.items() if r % 2 == 0 else
-                                   list(calls.items())[::-1]):
-                    call()
-                    t0 = time.perf_counter()
-                    for _ in range(loops):
-                        call()
-                    times[name].append((time.perf_counter() - t0) / loops * 1e6)
-            med = {k: statistics.median(v) for k, v in times.items()}
+            med = _interleaved_us(calls, repeats, max(1, 100_000 // (n * c)))
             print(f"| {n} | {c} | {med['numpy']:.1f} | {med['kernel']:.1f} | "
                   f"{med['default']:.1f} | {med['kernel'] / med['numpy']:.2f} | "
                   f"{med['default'] / med['numpy']:.2f} |")
