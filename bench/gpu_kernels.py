@@ -119,10 +119,15 @@ def main(argv=None) -> int:
     parser.add_argument("--trace-dtypes", action="store_true",
                         help="also list each backend operation's argument/result dtypes")
     args = parser.parse_args(argv)
+    sizes, precisions = args.sizes.split(","), args.precisions.split(",")
+    bad = [s for s in sizes if s not in SIZES] + [p for p in precisions if p not in PRECISIONS]
+    if bad or args.steps < 1:
+        parser.error(f"unknown size or precision {bad} (sizes: {', '.join(SIZES)}; "
+                     f"precisions: {', '.join(PRECISIONS)}), or --steps below 1")
     dev = _Device(args.device)
     report = [f"# gpunn step profile on {dev.label()}", ""]
-    for size in args.sizes.split(","):
-        for precision in args.precisions.split(","):
+    for size in sizes:
+        for precision in precisions:
             dtype, _ = PRECISIONS[precision]
             widths, batch = SIZES[size][dev.kind]
             rng = np.random.default_rng(0)

@@ -176,6 +176,10 @@ def test_bench_scaling_table(tmp_path):
                           "--device", "cpu", "--scaling-rows", "ten"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--scaling-rows" in bad.stderr
+    none = subprocess.run([sys.executable, "-m", "gpunn", "bench", "--scaling",
+                           "--device", "cpu", "--scaling-rows", "2000", "--repeats", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert none.returncode == 2 and "--repeats" in none.stderr
 
 
 def test_bench_chart_is_linear_from_zero_and_names_the_missing(tmp_path, monkeypatch):

@@ -82,8 +82,12 @@ def run_scaling(args, dev) -> int:
         print(f"gpunn bench: --scaling-rows: expected integers >= {BATCH}, got "
               f"{args.scaling_rows!r}", file=sys.stderr)
         return 2
+    if args.repeats < 1:
+        print(f"gpunn bench: --repeats: expected an integer >= 1, got {args.repeats}",
+              file=sys.stderr)
+        return 2
     rounds = {n: [] for n in counts}
-    for k in range(max(1, int(args.repeats))):
+    for k in range(args.repeats):
         for n in (counts if k % 2 == 0 else counts[::-1]):
             r = measure_rows(dev, n)
             rounds[n].append(r)
